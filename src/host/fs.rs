@@ -1,0 +1,372 @@
+//! Reads (and, for provisioning, writes) kernel files under a configurable root.
+//!
+//! Every path the rest of vportd asks for is a *kernel path* such as
+//! `/sys/class/net/eth0/address`. It is joined under `root`, so the same code runs
+//! against the live system (`root = /`), a checked-in fixture tree, or a mount
+//! namespace with bind-mounted fixtures. Symlinks are resolved lexically inside the
+//! root (never with `canonicalize`), so a fixture may hold dangling links such as
+//! `driver -> ../../../bus/pci/drivers/igb` without the driver directory itself.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Errors from reading kernel files.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// The file exists but could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: io::Error },
+    /// A directory exists but could not be listed.
+    #[error("cannot list {path}: {source}")]
+    List { path: String, source: io::Error },
+    /// Symlinks loop or climb out of the root.
+    #[error("cannot resolve {path}: too many symbolic links or a link that leaves the root")]
+    Resolve { path: String },
+    /// Writing to a recording directory failed.
+    #[error("cannot record {path} into the capture directory: {source}")]
+    Record { path: String, source: io::Error },
+}
+
+/// A view of the kernel's pseudo-filesystems below a root directory.
+#[derive(Debug, Clone)]
+pub struct KernelFs {
+    root: PathBuf,
+    /// When set, every successful read is mirrored under this directory, so that a
+    /// run against a real kernel leaves behind exactly the fixture that replays it.
+    record: Option<PathBuf>,
+}
+
+impl KernelFs {
+    /// The live system.
+    pub fn system() -> Self {
+        Self::at("/")
+    }
+
+    /// The tree below `root` (a fixture, or `/` for the live system).
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            record: None,
+        }
+    }
+
+    /// Mirror every read into `dir`, producing a replayable fixture.
+    pub fn recording_into(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.record = Some(dir.into());
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn host_path(&self, kpath: &str) -> PathBuf {
+        self.root.join(kpath.trim_start_matches('/'))
+    }
+
+    fn record_path(&self, kpath: &str) -> Option<PathBuf> {
+        self.record
+            .as_ref()
+            .map(|r| r.join(kpath.trim_start_matches('/')))
+    }
+
+    /// Reads a small attribute file, trimmed of surrounding whitespace.
+    /// `Ok(None)` when it does not exist, so optional attributes read naturally.
+    pub fn read(&self, kpath: &str) -> Result<Option<String>, FsError> {
+        let kpath = &self.resolve(kpath)?;
+        match std::fs::read(self.host_path(kpath)) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                if let Some(rec) = self.record_path(kpath) {
+                    record_file(&rec, &bytes).map_err(|source| FsError::Record {
+                        path: kpath.into(),
+                        source,
+                    })?;
+                }
+                Ok(Some(text.trim().to_string()))
+            }
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(source) => Err(FsError::Read {
+                path: kpath.into(),
+                source,
+            }),
+        }
+    }
+
+    /// Reads an attribute that some drivers refuse to report (`speed` on a down
+    /// link gives EINVAL): any error becomes `None`.
+    pub fn read_lenient(&self, kpath: &str) -> Option<String> {
+        self.read(kpath).ok().flatten()
+    }
+
+    /// Reads and parses an attribute, `None` when absent or unparsable.
+    pub fn read_parsed<T: std::str::FromStr>(&self, kpath: &str) -> Option<T> {
+        self.read_lenient(kpath)?.parse().ok()
+    }
+
+    /// The target text of a symlink, `Ok(None)` if the path is not a symlink.
+    pub fn read_link(&self, kpath: &str) -> Result<Option<String>, FsError> {
+        let kpath = &match kpath.rsplit_once('/') {
+            Some((parent, name)) if !parent.is_empty() => {
+                format!("{}/{}", self.resolve(parent)?.trim_end_matches('/'), name)
+            }
+            _ => kpath.to_string(),
+        };
+        self.read_link_raw(kpath)
+    }
+
+    /// `read_link` on a path whose parent is already resolved.
+    fn read_link_raw(&self, kpath: &str) -> Result<Option<String>, FsError> {
+        match std::fs::read_link(self.host_path(kpath)) {
+            Ok(target) => {
+                let target = target.to_string_lossy().into_owned();
+                if let Some(rec) = self.record_path(kpath) {
+                    record_link(&rec, &target).map_err(|source| FsError::Record {
+                        path: kpath.into(),
+                        source,
+                    })?;
+                }
+                Ok(Some(target))
+            }
+            Err(e) if is_absent(&e) || e.raw_os_error() == Some(libc_einval()) => Ok(None),
+            Err(source) => Err(FsError::Read {
+                path: kpath.into(),
+                source,
+            }),
+        }
+    }
+
+    /// The last component of a symlink's target: the driver name behind
+    /// `.../driver`, the PF address behind `.../physfn`.
+    pub fn link_name(&self, kpath: &str) -> Result<Option<String>, FsError> {
+        Ok(self
+            .read_link(kpath)?
+            .and_then(|t| t.rsplit('/').next().map(str::to_string)))
+    }
+
+    /// Resolves every symlink in `kpath` lexically inside the root and returns the
+    /// resulting kernel path, e.g. `/sys/class/net/eth0` ->
+    /// `/sys/devices/pci0000:00/0000:00:03.0/virtio2/net/eth0`.
+    pub fn resolve(&self, kpath: &str) -> Result<String, FsError> {
+        let mut pending: Vec<String> = split(kpath).into_iter().rev().collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(part) = pending.pop() {
+            match part.as_str() {
+                "." => continue,
+                ".." => {
+                    if done.pop().is_none() {
+                        return Err(FsError::Resolve { path: kpath.into() });
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let candidate = format!("/{}/{}", done.join("/"), part).replace("//", "/");
+            match self.read_link_raw(&candidate)? {
+                Some(target) => {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(FsError::Resolve { path: kpath.into() });
+                    }
+                    if target.starts_with('/') {
+                        done.clear();
+                    }
+                    for p in split(&target).into_iter().rev() {
+                        pending.push(p);
+                    }
+                }
+                None => done.push(part),
+            }
+        }
+        Ok(format!("/{}", done.join("/")))
+    }
+
+    /// Names in a directory, sorted; empty when it does not exist.
+    pub fn list(&self, kpath: &str) -> Result<Vec<String>, FsError> {
+        let kpath = &self.resolve(kpath)?;
+        let dir = self.host_path(kpath);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if is_absent(&e) => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(FsError::List {
+                    path: kpath.into(),
+                    source,
+                });
+            }
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| FsError::List {
+                path: kpath.into(),
+                source,
+            })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(rec) = self.record_path(kpath) {
+                let ft = entry.file_type().map_err(|source| FsError::List {
+                    path: kpath.into(),
+                    source,
+                })?;
+                let child = format!("{}/{}", kpath.trim_end_matches('/'), name);
+                let recorded = if ft.is_symlink() {
+                    self.read_link_raw(&child).map(|_| ())
+                } else if ft.is_dir() {
+                    std::fs::create_dir_all(rec.join(&name)).map_err(|source| FsError::Record {
+                        path: child.clone(),
+                        source,
+                    })
+                } else {
+                    Ok(())
+                };
+                recorded?;
+            }
+            names.push(name);
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// True when the path exists (following symlinks lexically).
+    pub fn exists(&self, kpath: &str) -> bool {
+        match self.resolve(kpath) {
+            Ok(p) => self.host_path(&p).exists(),
+            Err(_) => false,
+        }
+    }
+}
+
+fn split(path: &str) -> Vec<String> {
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_absent(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+}
+
+fn libc_einval() -> i32 {
+    nix::errno::Errno::EINVAL as i32
+}
+
+fn record_file(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(dest, bytes)
+}
+
+fn record_link(dest: &Path, target: &str) -> io::Result<()> {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if dest.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    std::os::unix::fs::symlink(target, dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir_all(r.join("sys/devices/pci0000:00/0000:00:03.0/virtio2/net/eth0"))
+            .unwrap();
+        std::fs::create_dir_all(r.join("sys/class/net")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../devices/pci0000:00/0000:00:03.0/virtio2/net/eth0",
+            r.join("sys/class/net/eth0"),
+        )
+        .unwrap();
+        std::fs::write(
+            r.join("sys/devices/pci0000:00/0000:00:03.0/virtio2/net/eth0/address"),
+            "52:54:00:12:34:56\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "../../../bus/pci/drivers/virtio-pci",
+            r.join("sys/devices/pci0000:00/0000:00:03.0/driver"),
+        )
+        .unwrap();
+        t
+    }
+
+    #[test]
+    fn resolves_relative_links_inside_the_root() {
+        let t = tree();
+        let fs = KernelFs::at(t.path());
+        assert_eq!(
+            fs.resolve("/sys/class/net/eth0/address").unwrap(),
+            "/sys/devices/pci0000:00/0000:00:03.0/virtio2/net/eth0/address"
+        );
+        assert_eq!(
+            fs.read("/sys/class/net/eth0/address").unwrap().as_deref(),
+            Some("52:54:00:12:34:56")
+        );
+    }
+
+    #[test]
+    fn dangling_driver_link_still_names_the_driver() {
+        let t = tree();
+        let fs = KernelFs::at(t.path());
+        assert_eq!(
+            fs.link_name("/sys/devices/pci0000:00/0000:00:03.0/driver")
+                .unwrap()
+                .as_deref(),
+            Some("virtio-pci")
+        );
+        assert_eq!(
+            fs.link_name("/sys/devices/pci0000:00/0000:00:03.0/virtio2")
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn absent_files_are_none_and_absent_dirs_are_empty() {
+        let t = tree();
+        let fs = KernelFs::at(t.path());
+        assert_eq!(fs.read("/sys/nothing/here").unwrap(), None);
+        assert!(fs.list("/sys/nothing").unwrap().is_empty());
+    }
+
+    #[test]
+    fn escaping_the_root_is_an_error() {
+        let t = tree();
+        let fs = KernelFs::at(t.path());
+        assert!(matches!(
+            fs.resolve("/../../etc"),
+            Err(FsError::Resolve { .. })
+        ));
+    }
+
+    #[test]
+    fn recording_replays_the_same_answers() {
+        let t = tree();
+        let rec = tempfile::tempdir().unwrap();
+        let fs = KernelFs::at(t.path()).recording_into(rec.path());
+        let a = fs.read("/sys/class/net/eth0/address").unwrap();
+        let d = fs
+            .link_name("/sys/devices/pci0000:00/0000:00:03.0/driver")
+            .unwrap();
+        let l = fs.list("/sys/class/net").unwrap();
+        let replay = KernelFs::at(rec.path());
+        assert_eq!(replay.read("/sys/class/net/eth0/address").unwrap(), a);
+        assert_eq!(
+            replay
+                .link_name("/sys/devices/pci0000:00/0000:00:03.0/driver")
+                .unwrap(),
+            d
+        );
+        assert_eq!(replay.list("/sys/class/net").unwrap(), l);
+    }
+}

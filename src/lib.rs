@@ -1,0 +1,7 @@
+//! vportd: gives every virtual switch port the fastest path the NIC allows
+//! (SR-IOV VF, dedicated queues, or a software switch) and keeps queue interrupts
+//! on the right CPUs. See ARCHITECTURE.md for the data flow.
+
+pub mod host;
+pub mod inventory;
+pub mod profile;
