@@ -1,0 +1,601 @@
+//! The host's inventory: every network PCI function with its netdevs, SR-IOV state,
+//! VFs, queues and interrupts; the other netdevs; the CPU topology.
+//!
+//! Discovery reads sysfs/procfs through [`KernelFs`] and netlink through a
+//! [`NetlinkSnapshot`] taken by `host/`, so the same code runs on the live system
+//! and on fixtures captured from real kernels. The JSON form of [`Inventory`] is a
+//! stable schema (docs/discover-schema.md); bump [`SCHEMA_VERSION`] on any
+//! incompatible change.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::fs::{FsError, KernelFs};
+use crate::host::netlink::{Channels, NetlinkSnapshot, VfConfig};
+use crate::parse::{self, InterruptLine, QueueRef};
+use crate::profile::{self, ProfileSet};
+
+/// Version of the `discover --json` schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Errors from discovery.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// A kernel file could not be read.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// /proc/interrupts could not be parsed.
+    #[error(transparent)]
+    Parse(#[from] parse::ParseError),
+}
+
+/// Everything discovery found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub schema_version: u32,
+    /// Network PCI functions (class 0x02), PFs and VFs alike, sorted by address.
+    pub pci_functions: Vec<PciFunction>,
+    /// Netdevs not backed by a PCI function: lo, veth, bridge, ifb, tap, ...
+    pub other_netdevs: Vec<Netdev>,
+    pub cpus: CpuTopology,
+}
+
+/// What a PCI function is to SR-IOV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A physical function that can create VFs.
+    Pf,
+    /// A virtual function of some PF.
+    Vf,
+    /// A function without SR-IOV (virtio-net, a NIC whose driver lacks it).
+    Plain,
+}
+
+/// One network PCI function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PciFunction {
+    /// Domain:bus:device.function, e.g. `0000:01:00.0`.
+    pub bdf: String,
+    /// `0x8086`-style hex strings, as lspci prints them.
+    pub vendor_id: String,
+    pub device_id: String,
+    pub vendor_name: Option<String>,
+    pub device_name: Option<String>,
+    pub subsystem_vendor_id: Option<String>,
+    pub subsystem_device_id: Option<String>,
+    pub class: String,
+    pub driver: Option<String>,
+    pub role: Role,
+    /// NUMA node; None where the firmware reports -1.
+    pub numa_node: Option<u32>,
+    pub local_cpus: Vec<u32>,
+    /// For a VF: its PF and index.
+    pub physfn: Option<String>,
+    pub vf_index: Option<u32>,
+    /// Intermediate bus device between the PCI function and its netdev (`virtio2`).
+    pub virtio_device: Option<String>,
+    pub netdevs: Vec<Netdev>,
+    pub sriov: Option<Sriov>,
+    /// MSI/MSI-X (or legacy) interrupts of this function.
+    pub irqs: Vec<Irq>,
+    /// The hardware profile this function matched, and its capabilities.
+    pub profile: Option<ProfileMatch>,
+}
+
+/// SR-IOV state of a PF.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sriov {
+    pub total_vfs: u32,
+    pub num_vfs: u32,
+    pub drivers_autoprobe: Option<bool>,
+    pub vfs: Vec<VfEntry>,
+}
+
+/// One VF as seen from its PF: where it lives and its rtnetlink configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VfEntry {
+    pub index: u32,
+    pub bdf: String,
+    pub driver: Option<String>,
+    pub netdevs: Vec<NetdevRef>,
+    /// None when the PF has no netdev or the kernel omitted the VF info.
+    pub config: Option<VfConfig>,
+}
+
+/// A netdev by both of its identities (a name alone can change under us).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetdevRef {
+    pub ifindex: u32,
+    pub name: String,
+}
+
+/// One network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Netdev {
+    pub ifindex: u32,
+    pub name: String,
+    pub mac: Option<String>,
+    pub operstate: String,
+    pub mtu: Option<u32>,
+    /// Link speed; None when the link is down or the driver does not say.
+    pub speed_mbps: Option<u32>,
+    /// The driver of the netdev's parent device (`virtio_net` under a `virtio-pci`
+    /// function, `igb` for an igb PF); None for virtual netdevs.
+    pub driver: Option<String>,
+    /// rtnetlink `IFLA_INFO_KIND` (veth, bridge, tun, ...), None for hardware.
+    pub kind: Option<String>,
+    pub rx_queues: u32,
+    pub tx_queues: u32,
+    pub channels: Option<Channels>,
+}
+
+/// One interrupt and the queue it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Irq {
+    pub irq: u32,
+    pub name: String,
+    pub queue: Option<QueueRef>,
+    /// `smp_affinity_list`: the CPUs asked for.
+    pub affinity: Vec<u32>,
+    /// `effective_affinity_list`: where the interrupt really goes.
+    pub effective_affinity: Vec<u32>,
+    pub count: u64,
+}
+
+/// A hardware profile match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileMatch {
+    /// The profile's name, or `a or b` for a VF id several families share.
+    pub name: String,
+    /// "pf" or "vf": which id list of the profile matched.
+    pub matched_as: String,
+    /// The profile's capabilities, with runtime facts (total VFs) overriding them;
+    /// null when a shared VF id leaves the family open (see `name`).
+    pub capabilities: serde_json::Value,
+}
+
+/// CPU topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuTopology {
+    pub online: Vec<u32>,
+    pub nodes: Vec<NumaNode>,
+    /// Groups of hardware threads that share a core; singletons omitted.
+    pub smt_siblings: Vec<Vec<u32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumaNode {
+    pub id: u32,
+    pub cpus: Vec<u32>,
+}
+
+const PCI_DEVICES: &str = "/sys/bus/pci/devices";
+
+/// Reads the inventory from the kernel views given.
+pub fn discover(
+    fs: &KernelFs,
+    nl: &NetlinkSnapshot,
+    profiles: &ProfileSet,
+) -> Result<Inventory, InventoryError> {
+    let interrupts = match fs.read("/proc/interrupts")? {
+        Some(text) => parse::interrupts(&text)?,
+        None => BTreeMap::new(),
+    };
+
+    // Every netdev, keyed by the PCI function its device path runs through.
+    let mut by_function: BTreeMap<String, Vec<(Netdev, Option<String>)>> = BTreeMap::new();
+    let mut others = Vec::new();
+    let mut seen_ifindex = BTreeSet::new();
+    for name in fs.list("/sys/class/net")? {
+        let Some(dev) = read_netdev(fs, nl, &name)? else {
+            continue;
+        };
+        seen_ifindex.insert(dev.ifindex);
+        let path = fs.resolve(&format!("/sys/class/net/{name}"))?;
+        match pci_function_of(&path) {
+            Some((bdf, via)) => by_function.entry(bdf).or_default().push((dev, via)),
+            None => others.push(dev),
+        }
+    }
+    // Links netlink knows but sysfs does not show (another sysfs mount, a race).
+    for l in &nl.links {
+        if !seen_ifindex.contains(&l.ifindex) {
+            others.push(netdev_from_netlink(nl, l.ifindex).expect("link is in the snapshot"));
+        }
+    }
+    others.sort_by_key(|d| d.ifindex);
+
+    let mut functions = Vec::new();
+    for bdf in fs.list(PCI_DEVICES)? {
+        let base = format!("{PCI_DEVICES}/{bdf}");
+        let class = fs.read(&format!("{base}/class"))?.unwrap_or_default();
+        let is_network = class_code(&class).is_some_and(|c| c >> 16 == 0x02);
+        if !is_network && !by_function.contains_key(&bdf) {
+            continue;
+        }
+        let netdevs = by_function.remove(&bdf).unwrap_or_default();
+        functions.push(read_function(
+            fs,
+            nl,
+            profiles,
+            &interrupts,
+            &bdf,
+            class,
+            netdevs,
+        )?);
+    }
+    functions.sort_by(|a, b| a.bdf.cmp(&b.bdf));
+
+    Ok(Inventory {
+        schema_version: SCHEMA_VERSION,
+        pci_functions: functions,
+        other_netdevs: others,
+        cpus: read_cpus(fs)?,
+    })
+}
+
+fn class_code(class: &str) -> Option<u32> {
+    u32::from_str_radix(class.trim_start_matches("0x"), 16).ok()
+}
+
+fn is_bdf(s: &str) -> bool {
+    // dddd:bb:dd.f
+    let b = s.as_bytes();
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && s.chars()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+}
+
+/// The innermost PCI function on a netdev's device path, and the bus device
+/// between them if any (`virtio2` for virtio-net).
+fn pci_function_of(path: &str) -> Option<(String, Option<String>)> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let pos = parts.iter().rposition(|p| is_bdf(p))?;
+    let via = parts
+        .get(pos + 1)
+        .filter(|p| **p != "net")
+        .map(|p| p.to_string());
+    Some((parts[pos].to_string(), via))
+}
+
+fn read_netdev(
+    fs: &KernelFs,
+    nl: &NetlinkSnapshot,
+    name: &str,
+) -> Result<Option<Netdev>, InventoryError> {
+    let base = format!("/sys/class/net/{name}");
+    let Some(ifindex) = fs.read_parsed::<u32>(&format!("{base}/ifindex")) else {
+        return Ok(None);
+    };
+    let link = nl.link(ifindex);
+    let queues = fs.list(&format!("{base}/queues"))?;
+    let count = |prefix: &str| queues.iter().filter(|q| q.starts_with(prefix)).count() as u32;
+    let speed = fs
+        .read_parsed::<i64>(&format!("{base}/speed"))
+        .filter(|s| *s > 0)
+        .map(|s| s as u32);
+    Ok(Some(Netdev {
+        ifindex,
+        name: name.to_string(),
+        mac: fs
+            .read(&format!("{base}/address"))?
+            .filter(|m| !m.is_empty()),
+        operstate: fs
+            .read(&format!("{base}/operstate"))?
+            .unwrap_or_else(|| "unknown".into()),
+        mtu: fs.read_parsed(&format!("{base}/mtu")),
+        speed_mbps: speed,
+        driver: fs.link_name(&format!("{base}/device/driver"))?,
+        kind: link.and_then(|l| l.kind.clone()),
+        rx_queues: count("rx-"),
+        tx_queues: count("tx-"),
+        channels: nl.channels.get(&ifindex).cloned(),
+    }))
+}
+
+fn netdev_from_netlink(nl: &NetlinkSnapshot, ifindex: u32) -> Option<Netdev> {
+    let l = nl.link(ifindex)?;
+    Some(Netdev {
+        ifindex,
+        name: l.name.clone(),
+        mac: l.mac.clone(),
+        operstate: l.operstate.clone(),
+        mtu: l.mtu,
+        speed_mbps: None,
+        driver: None,
+        kind: l.kind.clone(),
+        rx_queues: l.num_rx_queues.unwrap_or(0),
+        tx_queues: l.num_tx_queues.unwrap_or(0),
+        channels: nl.channels.get(&ifindex).cloned(),
+    })
+}
+
+fn hex4(fs: &KernelFs, path: &str) -> Result<Option<String>, InventoryError> {
+    Ok(fs
+        .read(path)?
+        .map(|v| format!("0x{:0>4}", v.trim_start_matches("0x").to_ascii_lowercase())))
+}
+
+fn parse_hex_id(id: &str) -> Option<u16> {
+    u16::from_str_radix(id.trim_start_matches("0x"), 16).ok()
+}
+
+fn read_function(
+    fs: &KernelFs,
+    nl: &NetlinkSnapshot,
+    profiles: &ProfileSet,
+    interrupts: &BTreeMap<u32, InterruptLine>,
+    bdf: &str,
+    class: String,
+    netdevs: Vec<(Netdev, Option<String>)>,
+) -> Result<PciFunction, InventoryError> {
+    let base = format!("{PCI_DEVICES}/{bdf}");
+    let vendor_id = hex4(fs, &format!("{base}/vendor"))?.unwrap_or_default();
+    let device_id = hex4(fs, &format!("{base}/device"))?.unwrap_or_default();
+    let (vid, did) = (parse_hex_id(&vendor_id), parse_hex_id(&device_id));
+    let vendor_name = vid
+        .and_then(<pci_ids::Vendor as pci_ids::FromId<u16>>::from_id)
+        .map(|v| v.name().to_string());
+    let device_name = vid
+        .zip(did)
+        .and_then(|(v, d)| pci_ids::Device::from_vid_pid(v, d))
+        .map(|d| d.name().to_string());
+    let driver = fs.link_name(&format!("{base}/driver"))?;
+    let numa_node = fs
+        .read_parsed::<i64>(&format!("{base}/numa_node"))
+        .filter(|n| *n >= 0)
+        .map(|n| n as u32);
+    let local_cpus = match fs.read(&format!("{base}/local_cpulist"))? {
+        Some(t) => parse::cpulist(&t)?,
+        None => Vec::new(),
+    };
+    let physfn = fs.link_name(&format!("{base}/physfn"))?;
+    let vf_index = match &physfn {
+        Some(pf) => vf_index_of(fs, pf, bdf)?,
+        None => None,
+    };
+
+    let virtio_device = netdevs.iter().find_map(|(_, via)| via.clone());
+    let mut devs: Vec<Netdev> = netdevs.into_iter().map(|(d, _)| d).collect();
+    devs.sort_by_key(|d| d.ifindex);
+
+    let sriov = match fs.read_parsed::<u32>(&format!("{base}/sriov_totalvfs")) {
+        Some(total) => Some(read_sriov(fs, nl, bdf, total, &devs)?),
+        None => None,
+    };
+    let role = if physfn.is_some() {
+        Role::Vf
+    } else if sriov.is_some() {
+        Role::Pf
+    } else {
+        Role::Plain
+    };
+
+    let profile = match (vid, did) {
+        (Some(v), Some(d)) => profiles
+            .match_function(v, d, driver.as_deref())
+            .map(|m| profile_match(&m, sriov.as_ref())),
+        _ => None,
+    };
+
+    Ok(PciFunction {
+        bdf: bdf.to_string(),
+        vendor_id,
+        device_id,
+        vendor_name,
+        device_name,
+        subsystem_vendor_id: hex4(fs, &format!("{base}/subsystem_vendor"))?,
+        subsystem_device_id: hex4(fs, &format!("{base}/subsystem_device"))?,
+        class,
+        driver,
+        role,
+        numa_node,
+        local_cpus,
+        physfn,
+        vf_index,
+        virtio_device,
+        netdevs: devs,
+        sriov,
+        irqs: read_irqs(fs, interrupts, &base)?,
+        profile,
+    })
+}
+
+/// Describes a profile match. Runtime facts win over the profile: the kernel's
+/// `sriov_totalvfs` is what this PF can really do (firmware may have lowered it).
+fn profile_match(m: &profile::Match<'_>, sriov: Option<&Sriov>) -> ProfileMatch {
+    let name = std::iter::once(m.profile)
+        .chain(m.shared_with.iter().copied())
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    // A VF id several families share leaves the family open: the PF's entry says.
+    let mut capabilities = if m.shared_with.is_empty() {
+        m.capabilities_json()
+    } else {
+        serde_json::Value::Null
+    };
+    if let (Some(s), Some(sr)) = (sriov, capabilities.get_mut("sriov"))
+        && let Some(obj) = sr.as_object_mut()
+    {
+        obj.insert("max_vfs".into(), serde_json::Value::from(s.total_vfs));
+    }
+    ProfileMatch {
+        name,
+        matched_as: m.role_name().to_string(),
+        capabilities,
+    }
+}
+
+fn vf_index_of(fs: &KernelFs, pf: &str, vf_bdf: &str) -> Result<Option<u32>, InventoryError> {
+    for entry in fs.list(&format!("{PCI_DEVICES}/{pf}"))? {
+        if let Some(n) = entry.strip_prefix("virtfn")
+            && fs
+                .link_name(&format!("{PCI_DEVICES}/{pf}/{entry}"))?
+                .as_deref()
+                == Some(vf_bdf)
+        {
+            return Ok(n.parse().ok());
+        }
+    }
+    Ok(None)
+}
+
+fn read_sriov(
+    fs: &KernelFs,
+    nl: &NetlinkSnapshot,
+    bdf: &str,
+    total_vfs: u32,
+    pf_netdevs: &[Netdev],
+) -> Result<Sriov, InventoryError> {
+    let base = format!("{PCI_DEVICES}/{bdf}");
+    // The PF's rtnetlink view carries the VF configuration.
+    let vf_configs: Vec<VfConfig> = pf_netdevs
+        .iter()
+        .filter_map(|d| nl.link(d.ifindex))
+        .flat_map(|l| l.vfs.clone())
+        .collect();
+    let mut vfs = Vec::new();
+    for entry in fs.list(&base)? {
+        let Some(index) = entry
+            .strip_prefix("virtfn")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(vf_bdf) = fs.link_name(&format!("{base}/{entry}"))? else {
+            continue;
+        };
+        let vf_base = format!("{PCI_DEVICES}/{vf_bdf}");
+        let mut netdevs = Vec::new();
+        for name in fs.list(&format!("{vf_base}/net"))? {
+            if let Some(ifindex) = fs.read_parsed(&format!("{vf_base}/net/{name}/ifindex")) {
+                netdevs.push(NetdevRef { ifindex, name });
+            }
+        }
+        vfs.push(VfEntry {
+            index,
+            driver: fs.link_name(&format!("{vf_base}/driver"))?,
+            bdf: vf_bdf,
+            netdevs,
+            config: vf_configs.iter().find(|c| c.vf == index).cloned(),
+        });
+    }
+    vfs.sort_by_key(|v| v.index);
+    Ok(Sriov {
+        total_vfs,
+        num_vfs: fs.read_parsed(&format!("{base}/sriov_numvfs")).unwrap_or(0),
+        drivers_autoprobe: fs
+            .read_parsed::<u8>(&format!("{base}/sriov_drivers_autoprobe"))
+            .map(|v| v != 0),
+        vfs,
+    })
+}
+
+fn read_irqs(
+    fs: &KernelFs,
+    interrupts: &BTreeMap<u32, InterruptLine>,
+    base: &str,
+) -> Result<Vec<Irq>, InventoryError> {
+    let mut numbers: Vec<u32> = fs
+        .list(&format!("{base}/msi_irqs"))?
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    if numbers.is_empty() {
+        // No MSI: the legacy line, if the function has one and it is in use.
+        if let Some(n) = fs.read_parsed::<u32>(&format!("{base}/irq"))
+            && n != 0
+            && interrupts.contains_key(&n)
+        {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    let mut irqs = Vec::new();
+    for irq in numbers {
+        let line = interrupts.get(&irq);
+        let name = line.map(|l| l.name.clone()).unwrap_or_default();
+        let cpus = |file: &str| -> Result<Vec<u32>, InventoryError> {
+            match fs.read(&format!("/proc/irq/{irq}/{file}"))? {
+                Some(t) => Ok(parse::cpulist(&t)?),
+                None => Ok(Vec::new()),
+            }
+        };
+        irqs.push(Irq {
+            irq,
+            queue: parse::queue_of_irq_name(&name),
+            name,
+            affinity: cpus("smp_affinity_list")?,
+            effective_affinity: cpus("effective_affinity_list")?,
+            count: line.map(InterruptLine::total).unwrap_or(0),
+        });
+    }
+    Ok(irqs)
+}
+
+fn read_cpus(fs: &KernelFs) -> Result<CpuTopology, InventoryError> {
+    let online = match fs.read("/sys/devices/system/cpu/online")? {
+        Some(t) => parse::cpulist(&t)?,
+        None => Vec::new(),
+    };
+    let mut nodes = Vec::new();
+    for entry in fs.list("/sys/devices/system/node")? {
+        let Some(id) = entry.strip_prefix("node").and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let cpus = match fs.read(&format!("/sys/devices/system/node/{entry}/cpulist"))? {
+            Some(t) => parse::cpulist(&t)?,
+            None => Vec::new(),
+        };
+        nodes.push(NumaNode { id, cpus });
+    }
+    nodes.sort_by_key(|n| n.id);
+    let mut groups = BTreeSet::new();
+    for cpu in &online {
+        let path = format!("/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list");
+        if let Some(t) = fs.read(&path)? {
+            let g = parse::cpulist(&t)?;
+            if g.len() > 1 {
+                groups.insert(g);
+            }
+        }
+    }
+    Ok(CpuTopology {
+        online,
+        nodes,
+        smt_siblings: groups.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bdf_shapes() {
+        assert!(is_bdf("0000:00:03.0"));
+        assert!(is_bdf("0000:01:10.2"));
+        assert!(!is_bdf("pci0000:00"));
+        assert!(!is_bdf("virtio2"));
+    }
+
+    #[test]
+    fn netdev_path_to_function() {
+        assert_eq!(
+            pci_function_of("/sys/devices/pci0000:00/0000:00:03.0/virtio2/net/eth0"),
+            Some(("0000:00:03.0".into(), Some("virtio2".into())))
+        );
+        assert_eq!(
+            pci_function_of("/sys/devices/pci0000:00/0000:00:02.0/0000:01:00.0/net/eth0"),
+            Some(("0000:01:00.0".into(), None))
+        );
+        assert_eq!(pci_function_of("/sys/devices/virtual/net/lo"), None);
+    }
+}

@@ -4,4 +4,6 @@
 
 pub mod host;
 pub mod inventory;
+pub mod parse;
 pub mod profile;
+pub mod render;

@@ -10,6 +10,9 @@ pub enum FilesError {
     /// A file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: io::Error },
+    /// A file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
     /// A directory could not be listed.
     #[error("cannot list directory {}: {source}", path.display())]
     List { path: PathBuf, source: io::Error },
@@ -45,4 +48,33 @@ pub fn read_dir_texts(dir: &Path, ext: &str) -> Result<Vec<(PathBuf, String)>, F
         .into_iter()
         .map(|p| read_text(&p).map(|t| (p, t)))
         .collect()
+}
+
+/// Writes a file atomically: a temporary file in the same directory, fsync, rename,
+/// then fsync of the directory, so a crash leaves either the old or the new content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
+    use std::io::Write;
+    let err = |source| FilesError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(err)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(err)?;
+    Ok(())
 }

@@ -217,7 +217,18 @@ impl KernelFs {
                         source,
                     })
                 } else {
-                    Ok(())
+                    // A placeholder, so that the listing replays; a later read of
+                    // the file overwrites it with the real content.
+                    let dest = rec.join(&name);
+                    if dest.symlink_metadata().is_err() {
+                        record_file(&dest, b"")
+                    } else {
+                        Ok(())
+                    }
+                    .map_err(|source| FsError::Record {
+                        path: child.clone(),
+                        source,
+                    })
                 };
                 recorded?;
             }
@@ -248,7 +259,10 @@ fn split(path: &str) -> Vec<String> {
 }
 
 fn is_absent(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 fn libc_einval() -> i32 {

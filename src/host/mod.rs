@@ -4,3 +4,14 @@
 
 pub mod files;
 pub mod fs;
+pub mod netlink;
+
+/// Runs a netlink future to completion on a private current-thread runtime, so that
+/// synchronous callers (the CLI, discovery) need not own one.
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime always builds")
+        .block_on(f)
+}

@@ -1,0 +1,298 @@
+//! rtnetlink and ethtool-netlink reads, reduced to plain serializable snapshots.
+//!
+//! The snapshot types are what the rest of vportd sees of netlink. They serialize to
+//! JSON so that a capture from a real kernel (`discover --record`) replays in unit
+//! tests without a socket.
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::link::{
+    LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage, State, VfInfo, VfLinkState, VfVlan,
+    VlanProtocol,
+};
+use serde::{Deserialize, Serialize};
+
+/// Errors from netlink requests.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The socket could not be opened (no netlink in this namespace, or no permission).
+    #[error("cannot open a {family} netlink socket: {source}")]
+    Socket {
+        family: &'static str,
+        source: std::io::Error,
+    },
+    /// The kernel answered a request with an error.
+    #[error("the kernel refused to {what}: {message}")]
+    Request { what: String, message: String },
+}
+
+/// One network interface as rtnetlink reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSnapshot {
+    pub ifindex: u32,
+    pub name: String,
+    pub mac: Option<String>,
+    pub perm_mac: Option<String>,
+    pub mtu: Option<u32>,
+    pub operstate: String,
+    /// `IFLA_INFO_KIND` (veth, bridge, tun, ...); None for plain hardware links.
+    pub kind: Option<String>,
+    pub num_tx_queues: Option<u32>,
+    pub num_rx_queues: Option<u32>,
+    /// `IFLA_NUM_VF`: present only on SR-IOV capable PFs with VFs enabled.
+    pub num_vf: Option<u32>,
+    pub vfs: Vec<VfConfig>,
+    /// `IFLA_PARENT_DEV_NAME`, e.g. a PCI address, when the kernel reports one.
+    pub parent_dev: Option<String>,
+    pub parent_bus: Option<String>,
+}
+
+/// A VF's configuration as its PF reports it (`ip -d link show PF`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VfConfig {
+    pub vf: u32,
+    /// The administratively set MAC; all zeros when none was set.
+    pub mac: String,
+    pub vlan: u32,
+    pub qos: u32,
+    /// "802.1Q" or "802.1ad", when the kernel reports a VLAN list.
+    pub vlan_proto: Option<String>,
+    pub min_tx_rate: Option<u32>,
+    pub max_tx_rate: Option<u32>,
+    pub spoofchk: Option<bool>,
+    pub trust: Option<bool>,
+    /// "auto", "enable" or "disable".
+    pub link_state: Option<String>,
+}
+
+/// ethtool channel counts (`ethtool -l`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channels {
+    pub rx: Option<u32>,
+    pub tx: Option<u32>,
+    pub other: Option<u32>,
+    pub combined: Option<u32>,
+    pub rx_max: Option<u32>,
+    pub tx_max: Option<u32>,
+    pub other_max: Option<u32>,
+    pub combined_max: Option<u32>,
+}
+
+/// Everything discovery needs from netlink, in one serializable value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetlinkSnapshot {
+    pub links: Vec<LinkSnapshot>,
+    /// Channels by ifindex, for the links whose driver answers ETHTOOL_MSG_CHANNELS_GET.
+    pub channels: BTreeMap<u32, Channels>,
+}
+
+impl NetlinkSnapshot {
+    pub fn link(&self, ifindex: u32) -> Option<&LinkSnapshot> {
+        self.links.iter().find(|l| l.ifindex == ifindex)
+    }
+}
+
+/// Takes a snapshot of every link (with VF info) and every link's channels.
+pub fn snapshot() -> Result<NetlinkSnapshot, NetlinkError> {
+    super::block_on(async {
+        let links = dump_links().await?;
+        let channels = dump_channels().await?;
+        Ok(NetlinkSnapshot { links, channels })
+    })
+}
+
+async fn dump_links() -> Result<Vec<LinkSnapshot>, NetlinkError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| NetlinkError::Socket {
+        family: "route",
+        source,
+    })?;
+    tokio::spawn(conn);
+    // SkipStats keeps big PFs' replies under netlink-proto's receive buffer; Vf is
+    // what makes the kernel include IFLA_VFINFO_LIST at all.
+    let msgs: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .set_filter_mask(
+            AddressFamily::Unspec,
+            vec![LinkExtentMask::Vf, LinkExtentMask::SkipStats],
+        )
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| NetlinkError::Request {
+            what: "list network links".into(),
+            message: e.to_string(),
+        })?;
+    Ok(msgs.iter().map(link_from_message).collect())
+}
+
+async fn dump_channels() -> Result<BTreeMap<u32, Channels>, NetlinkError> {
+    use ethtool::{EthtoolAttr, EthtoolChannelAttr, EthtoolHeader};
+    let (conn, mut handle, _) =
+        ethtool::new_connection().map_err(|source| NetlinkError::Socket {
+            family: "ethtool generic",
+            source,
+        })?;
+    tokio::spawn(conn);
+    let mut out = BTreeMap::new();
+    let stream = match handle.channel().get(None).execute().await {
+        Ok(s) => s,
+        // Kernels without ETHTOOL_NETLINK: no channel data, not a failure.
+        Err(_) => return Ok(out),
+    };
+    futures::pin_mut!(stream);
+    while let Ok(Some(msg)) = stream.try_next().await {
+        let mut ifindex = None;
+        let mut ch = Channels::default();
+        for nla in &msg.payload.nlas {
+            if let EthtoolAttr::Channel(attr) = nla {
+                match attr {
+                    EthtoolChannelAttr::Header(hdrs) => {
+                        for h in hdrs {
+                            if let EthtoolHeader::DevIndex(i) = h {
+                                ifindex = Some(*i);
+                            }
+                        }
+                    }
+                    EthtoolChannelAttr::RxCount(v) => ch.rx = Some(*v),
+                    EthtoolChannelAttr::TxCount(v) => ch.tx = Some(*v),
+                    EthtoolChannelAttr::OtherCount(v) => ch.other = Some(*v),
+                    EthtoolChannelAttr::CombinedCount(v) => ch.combined = Some(*v),
+                    EthtoolChannelAttr::RxMax(v) => ch.rx_max = Some(*v),
+                    EthtoolChannelAttr::TxMax(v) => ch.tx_max = Some(*v),
+                    EthtoolChannelAttr::OtherMax(v) => ch.other_max = Some(*v),
+                    EthtoolChannelAttr::CombinedMax(v) => ch.combined_max = Some(*v),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(i) = ifindex {
+            out.insert(i, ch);
+        }
+    }
+    Ok(out)
+}
+
+/// Formats a hardware address as lower-case colon-separated hex.
+pub fn format_mac(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn link_from_message(msg: &LinkMessage) -> LinkSnapshot {
+    let mut l = LinkSnapshot {
+        ifindex: msg.header.index,
+        name: String::new(),
+        mac: None,
+        perm_mac: None,
+        mtu: None,
+        operstate: "unknown".into(),
+        kind: None,
+        num_tx_queues: None,
+        num_rx_queues: None,
+        num_vf: None,
+        vfs: Vec::new(),
+        parent_dev: None,
+        parent_bus: None,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Address(a) => l.mac = Some(format_mac(a)),
+            LinkAttribute::PermAddress(a) => l.perm_mac = Some(format_mac(a)),
+            LinkAttribute::Mtu(m) => l.mtu = Some(*m),
+            LinkAttribute::OperState(s) => l.operstate = operstate_name(s),
+            LinkAttribute::NumTxQueues(n) => l.num_tx_queues = Some(*n),
+            LinkAttribute::NumRxQueues(n) => l.num_rx_queues = Some(*n),
+            LinkAttribute::NumVf(n) => l.num_vf = Some(*n),
+            LinkAttribute::ParentDevName(n) => l.parent_dev = Some(n.clone()),
+            LinkAttribute::ParentDevBusName(n) => l.parent_bus = Some(n.clone()),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        l.kind = Some(k.to_string());
+                    }
+                }
+            }
+            LinkAttribute::VfInfoList(list) => {
+                l.vfs = list.iter().filter_map(|v| vf_from_info(&v.0)).collect();
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+fn vf_from_info(infos: &[VfInfo]) -> Option<VfConfig> {
+    let mut vf = None;
+    let mut c = VfConfig {
+        vf: 0,
+        mac: "00:00:00:00:00:00".into(),
+        vlan: 0,
+        qos: 0,
+        vlan_proto: None,
+        min_tx_rate: None,
+        max_tx_rate: None,
+        spoofchk: None,
+        trust: None,
+        link_state: None,
+    };
+    for i in infos {
+        match i {
+            VfInfo::Mac(m) => {
+                vf = Some(m.vf_id);
+                c.mac = format_mac(&m.mac[..6]);
+            }
+            VfInfo::Vlan(v) => {
+                c.vlan = v.vlan_id;
+                c.qos = v.qos;
+            }
+            VfInfo::VlanList(list) => {
+                if let Some(VfVlan::Info(v)) = list.first() {
+                    c.vlan_proto = Some(
+                        match v.protocol {
+                            VlanProtocol::Ieee8021Ad => "802.1ad",
+                            _ => "802.1Q",
+                        }
+                        .into(),
+                    );
+                }
+            }
+            VfInfo::Rate(r) => {
+                c.min_tx_rate = Some(r.min_tx_rate);
+                c.max_tx_rate = Some(r.max_tx_rate);
+            }
+            VfInfo::SpoofCheck(s) => c.spoofchk = Some(s.enabled),
+            VfInfo::Trust(t) => c.trust = Some(t.enabled),
+            VfInfo::LinkState(s) => {
+                c.link_state = Some(match s.state {
+                    VfLinkState::Auto => "auto".to_string(),
+                    VfLinkState::Enable => "enable".to_string(),
+                    VfLinkState::Disable => "disable".to_string(),
+                    other => format!("{}", u32::from(other)),
+                })
+            }
+            _ => {}
+        }
+    }
+    c.vf = vf?;
+    Some(c)
+}
+
+fn operstate_name(s: &State) -> String {
+    match s {
+        State::Up => "up",
+        State::Down => "down",
+        State::Dormant => "dormant",
+        State::Testing => "testing",
+        State::LowerLayerDown => "lowerlayerdown",
+        State::NotPresent => "notpresent",
+        _ => "unknown",
+    }
+    .into()
+}

@@ -1,0 +1,306 @@
+//! Human-readable renderings of inventories and plans: aligned plain-text tables,
+//! for people; `--json` is for machines.
+
+use std::fmt::Write;
+
+use crate::inventory::{Inventory, PciFunction, Role};
+use crate::parse::{QueueKind, format_cpulist};
+
+/// Lays out rows as left-aligned columns separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                let _ = write!(s, "{:w$}  ", c, w = widths[i]);
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(T::to_string).unwrap_or_else(|| "-".into())
+}
+
+/// The `discover` report.
+pub fn inventory(inv: &Inventory) -> String {
+    let mut out = String::new();
+    out.push_str("NETWORK PCI FUNCTIONS\n");
+    let rows: Vec<Vec<String>> = inv
+        .pci_functions
+        .iter()
+        .map(|f| {
+            let netdevs = f
+                .netdevs
+                .iter()
+                .map(|d| format!("{}#{}", d.name, d.ifindex))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mac = f
+                .netdevs
+                .first()
+                .and_then(|d| d.mac.clone())
+                .unwrap_or_else(|| "-".into());
+            let state = f
+                .netdevs
+                .first()
+                .map(|d| d.operstate.clone())
+                .unwrap_or_else(|| "-".into());
+            let speed = f
+                .netdevs
+                .first()
+                .and_then(|d| d.speed_mbps)
+                .map(|s| format!("{s}M"))
+                .unwrap_or_else(|| "-".into());
+            let role = match (f.role, f.vf_index, &f.physfn) {
+                (Role::Vf, Some(i), Some(pf)) => format!("vf{i} of {pf}"),
+                (Role::Pf, ..) => "pf".into(),
+                (Role::Vf, ..) => "vf".into(),
+                (Role::Plain, ..) => "-".into(),
+            };
+            vec![
+                f.bdf.clone(),
+                format!(
+                    "{}:{}",
+                    f.vendor_id.trim_start_matches("0x"),
+                    f.device_id.trim_start_matches("0x")
+                ),
+                opt(&f.driver),
+                role,
+                if netdevs.is_empty() {
+                    "-".into()
+                } else {
+                    netdevs
+                },
+                mac,
+                state,
+                speed,
+                opt(&f.numa_node),
+                format_cpulist(&f.local_cpus),
+                f.profile
+                    .as_ref()
+                    .map(|p| p.name.clone())
+                    .unwrap_or_else(|| "-".into()),
+                name_of(f),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "PCI",
+            "ID",
+            "DRIVER",
+            "ROLE",
+            "NETDEV#IFINDEX",
+            "MAC",
+            "STATE",
+            "SPEED",
+            "NUMA",
+            "CPUS",
+            "PROFILE",
+            "NAME",
+        ],
+        &rows,
+    ));
+
+    for f in inv.pci_functions.iter().filter(|f| f.sriov.is_some()) {
+        let s = f.sriov.as_ref().expect("filtered on sriov");
+        let _ = writeln!(
+            out,
+            "\nSR-IOV {}: {} of {} VFs enabled, autoprobe {}",
+            f.bdf,
+            s.num_vfs,
+            s.total_vfs,
+            s.drivers_autoprobe
+                .map(|a| if a { "on" } else { "off" })
+                .unwrap_or("-")
+        );
+        if s.vfs.is_empty() {
+            continue;
+        }
+        let rows: Vec<Vec<String>> = s
+            .vfs
+            .iter()
+            .map(|v| {
+                let c = v.config.as_ref();
+                vec![
+                    v.index.to_string(),
+                    v.bdf.clone(),
+                    opt(&v.driver),
+                    v.netdevs
+                        .iter()
+                        .map(|d| format!("{}#{}", d.name, d.ifindex))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    c.map(|c| c.mac.clone()).unwrap_or_else(|| "-".into()),
+                    c.map(|c| {
+                        if c.vlan == 0 {
+                            "-".into()
+                        } else {
+                            format!(
+                                "{} qos {} {}",
+                                c.vlan,
+                                c.qos,
+                                c.vlan_proto.as_deref().unwrap_or("")
+                            )
+                            .trim_end()
+                            .to_string()
+                        }
+                    })
+                    .unwrap_or_else(|| "-".into()),
+                    c.map(|c| format!("{}/{}", opt(&c.min_tx_rate), opt(&c.max_tx_rate)))
+                        .unwrap_or_else(|| "-".into()),
+                    c.map(|c| onoff(c.spoofchk)).unwrap_or_else(|| "-".into()),
+                    c.map(|c| onoff(c.trust)).unwrap_or_else(|| "-".into()),
+                    c.map(|c| opt(&c.link_state)).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "VF",
+                "PCI",
+                "DRIVER",
+                "NETDEV",
+                "MAC",
+                "VLAN",
+                "RATE MIN/MAX",
+                "SPOOFCHK",
+                "TRUST",
+                "LINK",
+            ],
+            &rows,
+        ));
+    }
+
+    out.push_str("\nQUEUES AND INTERRUPTS\n");
+    let mut rows = Vec::new();
+    for f in &inv.pci_functions {
+        for d in &f.netdevs {
+            let ch = d
+                .channels
+                .as_ref()
+                .map(|c| {
+                    format!(
+                        "combined {}/{} rx {}/{} tx {}/{}",
+                        opt(&c.combined),
+                        opt(&c.combined_max),
+                        opt(&c.rx),
+                        opt(&c.rx_max),
+                        opt(&c.tx),
+                        opt(&c.tx_max)
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            rows.push(vec![
+                f.bdf.clone(),
+                d.name.clone(),
+                format!("{}/{}", d.rx_queues, d.tx_queues),
+                ch,
+            ]);
+        }
+    }
+    out.push_str(&table(
+        &["PCI", "NETDEV", "RX/TX QUEUES", "CHANNELS (cur/max)"],
+        &rows,
+    ));
+    let mut rows = Vec::new();
+    for f in &inv.pci_functions {
+        for i in &f.irqs {
+            rows.push(vec![
+                f.bdf.clone(),
+                i.irq.to_string(),
+                if i.name.is_empty() {
+                    "-".into()
+                } else {
+                    i.name.clone()
+                },
+                i.queue
+                    .map(|q| {
+                        let k = match q.kind {
+                            QueueKind::Rx => "rx",
+                            QueueKind::Tx => "tx",
+                            QueueKind::Combined => "combined",
+                        };
+                        format!("{k}-{}", q.index)
+                    })
+                    .unwrap_or_else(|| "-".into()),
+                format_cpulist(&i.affinity),
+                format_cpulist(&i.effective_affinity),
+                i.count.to_string(),
+            ]);
+        }
+    }
+    out.push('\n');
+    out.push_str(&table(
+        &[
+            "PCI",
+            "IRQ",
+            "NAME",
+            "QUEUE",
+            "AFFINITY",
+            "EFFECTIVE",
+            "COUNT",
+        ],
+        &rows,
+    ));
+
+    out.push_str("\nOTHER NETDEVS\n");
+    let rows: Vec<Vec<String>> = inv
+        .other_netdevs
+        .iter()
+        .map(|d| {
+            vec![
+                d.ifindex.to_string(),
+                d.name.clone(),
+                opt(&d.kind),
+                opt(&d.mac),
+                d.operstate.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["IFINDEX", "NAME", "KIND", "MAC", "STATE"], &rows));
+
+    let c = &inv.cpus;
+    let _ = writeln!(out, "\nCPUS\nonline {}", format_cpulist(&c.online));
+    for n in &c.nodes {
+        let _ = writeln!(out, "node{} {}", n.id, format_cpulist(&n.cpus));
+    }
+    if c.smt_siblings.is_empty() {
+        out.push_str("smt siblings: none\n");
+    } else {
+        let groups: Vec<String> = c.smt_siblings.iter().map(|g| format_cpulist(g)).collect();
+        let _ = writeln!(out, "smt siblings: {}", groups.join(" "));
+    }
+    out
+}
+
+fn onoff(v: Option<bool>) -> String {
+    match v {
+        Some(true) => "on".into(),
+        Some(false) => "off".into(),
+        None => "-".into(),
+    }
+}
+
+fn name_of(f: &PciFunction) -> String {
+    f.device_name.clone().unwrap_or_else(|| "-".into())
+}

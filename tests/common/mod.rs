@@ -1,0 +1,43 @@
+//! Support shared by the integration tests.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+/// Tests that need root fail loudly without it. A person (never CI) may opt out
+/// with VPORTD_SKIP_ROOT=1, and then the test says it skipped.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let asked = std::env::var("VPORTD_SKIP_ROOT").as_deref() == Ok("1");
+    let ci = std::env::var_os("CI").is_some();
+    if asked && !ci {
+        eprintln!("SKIPPED {test}: needs root (VPORTD_SKIP_ROOT=1)");
+        return false;
+    }
+    panic!(
+        "{test} needs root: run the tests as root (sudo -E cargo test), or set VPORTD_SKIP_ROOT=1 to skip it on purpose"
+    );
+}
+
+/// Runs the freshly built vportd.
+pub fn vportd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vportd"))
+        .args(args)
+        .output()
+        .expect("the vportd binary runs")
+}
+
+/// Runs a command that must succeed, returning its stdout.
+pub fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e} (is it installed? run tests/setup)"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
