@@ -27,6 +27,50 @@ pub enum FsError {
     Record { path: String, source: io::Error },
 }
 
+/// A sysfs/procfs write the kernel refused, with its errno (which callers classify:
+/// EBUSY is worth a retry, EPERM never is).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("writing \"{}\" to {path} failed: {}{}", value.trim(), errno.desc(), write_hint(path, *errno))]
+pub struct WriteFailed {
+    pub path: String,
+    pub value: String,
+    pub errno: nix::errno::Errno,
+}
+
+/// The likely cause behind errnos that users otherwise find cryptic.
+fn write_hint(path: &str, errno: nix::errno::Errno) -> &'static str {
+    use nix::errno::Errno;
+    if path.ends_with("sriov_numvfs") {
+        return match errno {
+            Errno::ERANGE => " (more VFs than sriov_totalvfs allows)",
+            Errno::EBUSY => {
+                " (VFs already exist: the kernel changes a non-zero VF count only through 0)"
+            }
+            Errno::ENOENT => " (the PF's driver is missing or does not support SR-IOV)",
+            Errno::ENOMEM | Errno::ENOSPC => {
+                " (likely cause: the firmware reserved too little PCI bus or memory space \
+                 for VFs; enable SR-IOV in the BIOS, or boot with pci=realloc)"
+            }
+            Errno::EIO | Errno::EPERM => {
+                " (likely cause: SR-IOV disabled in firmware, or the IOMMU configuration)"
+            }
+            _ => "",
+        };
+    }
+    if path.ends_with("drivers_probe") && matches!(errno, Errno::ENODEV | Errno::ENOENT) {
+        return " (is the driver's module loaded? e.g. modprobe vfio-pci)";
+    }
+    if path.contains("/proc/irq/") {
+        return match errno {
+            Errno::EPERM | Errno::EIO => " (the kernel manages this interrupt's affinity)",
+            Errno::ENOSPC => " (that CPU has no free interrupt vectors)",
+            Errno::EINVAL => " (no online CPU in the mask)",
+            _ => "",
+        };
+    }
+    ""
+}
+
 /// A view of the kernel's pseudo-filesystems below a root directory.
 #[derive(Debug, Clone)]
 pub struct KernelFs {
@@ -182,6 +226,27 @@ impl KernelFs {
         Ok(format!("/{}", done.join("/")))
     }
 
+    /// Writes a value to a kernel attribute in one write(2), as the kernel expects.
+    /// Never creates files: a missing attribute is ENOENT, like any other refusal.
+    pub fn write(&self, kpath: &str, value: &str) -> Result<(), WriteFailed> {
+        use std::io::Write;
+        let fail = |e: io::Error| WriteFailed {
+            path: kpath.to_string(),
+            value: value.to_string(),
+            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc_eio())),
+        };
+        let resolved = self.resolve(kpath).map_err(|_| WriteFailed {
+            path: kpath.to_string(),
+            value: value.to_string(),
+            errno: nix::errno::Errno::ELOOP,
+        })?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.host_path(&resolved))
+            .map_err(fail)?;
+        f.write_all(value.as_bytes()).map_err(fail)
+    }
+
     /// Names in a directory, sorted; empty when it does not exist.
     pub fn list(&self, kpath: &str) -> Result<Vec<String>, FsError> {
         let kpath = &self.resolve(kpath)?;
@@ -263,6 +328,10 @@ fn is_absent(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
     )
+}
+
+fn libc_eio() -> i32 {
+    nix::errno::Errno::EIO as i32
 }
 
 fn libc_einval() -> i32 {

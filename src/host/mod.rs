@@ -5,6 +5,7 @@
 pub mod files;
 pub mod fs;
 pub mod netlink;
+pub mod sriov;
 
 /// Runs a netlink future to completion on a private current-thread runtime, so that
 /// synchronous callers (the CLI, discovery) need not own one.

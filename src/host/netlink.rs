@@ -184,7 +184,8 @@ pub fn format_mac(bytes: &[u8]) -> String {
         .join(":")
 }
 
-fn link_from_message(msg: &LinkMessage) -> LinkSnapshot {
+/// Reduces an rtnetlink link message to a snapshot.
+pub fn link_from_message(msg: &LinkMessage) -> LinkSnapshot {
     let mut l = LinkSnapshot {
         ifindex: msg.header.index,
         name: String::new(),
