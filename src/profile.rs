@@ -348,6 +348,16 @@ pub enum Role {
     Vf,
 }
 
+impl Role {
+    /// "pf" or "vf", as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Pf => "pf",
+            Role::Vf => "vf",
+        }
+    }
+}
+
 /// The outcome of [`ProfileSet::match_function`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Match<'a> {
@@ -363,10 +373,7 @@ pub struct Match<'a> {
 impl Match<'_> {
     /// "pf" or "vf", as in the JSON output.
     pub fn role_name(&self) -> &'static str {
-        match self.role {
-            Role::Pf => "pf",
-            Role::Vf => "vf",
-        }
+        self.role.as_str()
     }
 
     /// The matched profile's capabilities as JSON, for callers that merge runtime values in.
@@ -495,7 +502,7 @@ impl ProfileSet {
                 }
                 let mut message = format!(
                     "{vendor}:{device} is already a {} id of profile {}",
-                    role_name(other_role),
+                    other_role.as_str().to_uppercase(),
                     other.name
                 );
                 if role == Role::Vf && other_role == Role::Vf {
@@ -516,13 +523,6 @@ impl ProfileSet {
                 .push((index, role));
         }
         self.profiles.push(profile);
-    }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Pf => "PF",
-        Role::Vf => "VF",
     }
 }
 
@@ -714,19 +714,18 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut problem = |field: &str, message: String| out.push((field.to_string(), message));
 
-    let mut sources = vec![("match.source", &p.ids.source)];
-    sources.push(("capabilities.sriov.source", &p.capabilities.sriov.source));
-    sources.push((
-        "capabilities.steering.source",
-        &p.capabilities.steering.source,
-    ));
-    sources.push((
-        "capabilities.eswitch.source",
-        &p.capabilities.eswitch.source,
-    ));
-    if let Some(vf) = &p.capabilities.vf {
-        sources.push(("capabilities.vf.source", &vf.source));
-    }
+    let caps = &p.capabilities;
+    let mut sources = vec![
+        ("match.source", &p.ids.source),
+        ("capabilities.sriov.source", &caps.sriov.source),
+        ("capabilities.steering.source", &caps.steering.source),
+        ("capabilities.eswitch.source", &caps.eswitch.source),
+    ];
+    sources.extend(
+        caps.vf
+            .as_ref()
+            .map(|vf| ("capabilities.vf.source", &vf.source)),
+    );
     for (field, source) in sources {
         if source.trim().is_empty() {
             problem(field, "is empty: say where the facts come from".to_string());
@@ -764,7 +763,6 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
     }
 
     // SR-IOV: VF ids, VF driver and VF controls go together with max_vfs > 0.
-    let caps = &p.capabilities;
     let has_vf_ids = !ids.vf_devices.is_empty() || !ids.shared_vf_devices.is_empty();
     if caps.sriov.max_vfs == Amount::Count(0) {
         if has_vf_ids {
