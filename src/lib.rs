@@ -2,8 +2,10 @@
 //! (SR-IOV VF, dedicated queues, or a software switch) and keeps queue interrupts
 //! on the right CPUs. See ARCHITECTURE.md for the data flow.
 
+pub mod config;
 pub mod host;
 pub mod inventory;
+pub mod location;
 pub mod parse;
 pub mod profile;
 pub mod render;

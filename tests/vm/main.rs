@@ -342,6 +342,491 @@ fn hotplug_igb_with_udev() {
     }
 }
 
+/// One network PCI function as sysfs shows it (the discover scenario's sysfs.txt).
+#[derive(Debug, Default)]
+struct SysfsFunction {
+    vendor: String,
+    device: String,
+    driver: String,
+    physfn: String,
+    /// (sriov_totalvfs, sriov_numvfs), for a PF.
+    sriov: Option<(u64, u64)>,
+    /// VF index to VF BDF, from the virtfnN links.
+    virtfns: BTreeMap<u64, String>,
+    /// (name, ifindex, MAC) of each netdev.
+    netdevs: Vec<(String, u64, String)>,
+    msi_irqs: Vec<u64>,
+}
+
+fn parse_sysfs_facts(text: &str) -> BTreeMap<String, SysfsFunction> {
+    let mut functions: BTreeMap<String, SysfsFunction> = BTreeMap::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(kind), Some(bdf)) = (words.first(), words.get(1)) else {
+            continue;
+        };
+        let f = functions.entry(bdf.to_string()).or_default();
+        let value = |key: &str| {
+            words
+                .iter()
+                .find_map(|word| word.strip_prefix(&format!("{key}=")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let number = |text: &str| text.parse::<u64>().expect("sysfs.txt holds numbers here");
+        match *kind {
+            "function" => {
+                f.vendor = value("vendor");
+                f.device = value("device");
+                f.driver = value("driver");
+                f.physfn = value("physfn");
+            }
+            "sriov" => f.sriov = Some((number(&value("total")), number(&value("num")))),
+            "virtfn" => {
+                f.virtfns.insert(number(words[2]), words[3].to_string());
+            }
+            "netdev" => f.netdevs.push((
+                words[2].to_string(),
+                number(&value("ifindex")),
+                value("mac"),
+            )),
+            "irqs" => f.msi_irqs = words[2..].iter().map(|irq| number(irq)).collect(),
+            _ => {}
+        }
+    }
+    functions
+}
+
+/// Per-IRQ name from /proc/interrupts (the last column), where the IRQ has one.
+fn interrupt_names(text: &str) -> BTreeMap<u64, String> {
+    let mut names = BTreeMap::new();
+    let mut lines = text.lines();
+    let cpus = lines
+        .next()
+        .map_or(0, |header| header.split_whitespace().count());
+    for line in lines {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(irq) = words
+            .first()
+            .and_then(|word| word.trim_end_matches(':').parse::<u64>().ok())
+        else {
+            continue;
+        };
+        // IRQ, one count per CPU, chip, hwirq-trigger, then the name if any.
+        if words.len() > cpus + 3 {
+            names.insert(irq, words[cpus + 3..].join(" "));
+        }
+    }
+    names
+}
+
+/// The queue an IRQ serves, from its driver-given name: eth0-rx-1, eth0-tx-1, eth0-TxRx-1.
+fn queue_of_irq_name(name: &str) -> Option<(&'static str, u64)> {
+    let (head, index) = name.rsplit_once('-')?;
+    let index = index.parse().ok()?;
+    let kind = match head.rsplit_once('-')?.1 {
+        "rx" => "rx",
+        "tx" => "tx",
+        "TxRx" => "combined",
+        _ => return None,
+    };
+    Some((kind, index))
+}
+
+fn text_or_empty(value: &serde_json::Value) -> String {
+    value.as_str().unwrap_or_default().to_string()
+}
+
+/// Disagreements between vportd and an oracle, collected so that a failure lists them all.
+#[derive(Default)]
+struct Disagreements(Vec<String>);
+
+impl Disagreements {
+    fn check(&mut self, what: String, vportd: String, oracle: String) {
+        if vportd != oracle {
+            self.0.push(format!(
+                "{what}: vportd says {vportd:?}, the kernel {oracle:?}"
+            ));
+        }
+    }
+}
+
+/// Everything on which `vportd discover --json` disagrees with sysfs, /proc/interrupts or
+/// iproute2; empty when they agree.
+fn discover_disagreements(
+    discover: &serde_json::Value,
+    sysfs: &BTreeMap<String, SysfsFunction>,
+    ip_links: &[serde_json::Value],
+    irq_names: &BTreeMap<u64, String>,
+) -> Vec<String> {
+    let mut problems = Disagreements::default();
+    let functions = discover["pci_functions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let listed: Vec<String> = functions.iter().map(|f| text_or_empty(&f["bdf"])).collect();
+    problems.check(
+        "network PCI functions".into(),
+        format!("{listed:?}"),
+        format!("{:?}", sysfs.keys().collect::<Vec<_>>()),
+    );
+    let ip_by_ifindex: BTreeMap<u64, &serde_json::Value> = ip_links
+        .iter()
+        .filter_map(|link| Some((link["ifindex"].as_u64()?, link)))
+        .collect();
+    for f in &functions {
+        let bdf = text_or_empty(&f["bdf"]);
+        let Some(sys) = sysfs.get(&bdf) else { continue };
+        problems.check(
+            format!("{bdf} vendor"),
+            text_or_empty(&f["vendor_id"]),
+            sys.vendor.clone(),
+        );
+        problems.check(
+            format!("{bdf} device"),
+            text_or_empty(&f["device_id"]),
+            sys.device.clone(),
+        );
+        problems.check(
+            format!("{bdf} driver"),
+            text_or_empty(&f["driver"]),
+            sys.driver.clone(),
+        );
+        problems.check(
+            format!("{bdf} physfn"),
+            text_or_empty(&f["physfn"]),
+            sys.physfn.clone(),
+        );
+        let role = if sys.sriov.is_some() {
+            "pf"
+        } else if !sys.physfn.is_empty() {
+            "vf"
+        } else {
+            "plain"
+        };
+        problems.check(
+            format!("{bdf} role"),
+            text_or_empty(&f["role"]),
+            role.into(),
+        );
+
+        let netdevs: Vec<(String, u64, String)> = f["netdevs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                (
+                    text_or_empty(&n["name"]),
+                    n["ifindex"].as_u64().unwrap_or_default(),
+                    text_or_empty(&n["mac"]),
+                )
+            })
+            .collect();
+        problems.check(
+            format!("{bdf} netdevs (name, ifindex, MAC)"),
+            format!("{netdevs:?}"),
+            format!("{:?}", sys.netdevs),
+        );
+        for (name, ifindex, mac) in &netdevs {
+            let Some(link) = ip_by_ifindex.get(ifindex) else {
+                problems.0.push(format!(
+                    "{bdf}: ip link knows no ifindex {ifindex} ({name})"
+                ));
+                continue;
+            };
+            problems.check(
+                format!("{bdf} ifindex {ifindex} name per ip"),
+                name.clone(),
+                text_or_empty(&link["ifname"]),
+            );
+            problems.check(
+                format!("{bdf} {name} MAC per ip"),
+                mac.clone(),
+                text_or_empty(&link["address"]),
+            );
+            problems.check(
+                format!("{name} parent device per ip"),
+                bdf.clone(),
+                text_or_empty(&link["parentdev"]),
+            );
+        }
+
+        let mut irqs: Vec<u64> = f["irqs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|irq| irq["irq"].as_u64())
+            .collect();
+        irqs.sort_unstable();
+        problems.check(
+            format!("{bdf} IRQs (msi_irqs)"),
+            format!("{irqs:?}"),
+            format!("{:?}", sys.msi_irqs),
+        );
+        for irq in f["irqs"].as_array().into_iter().flatten() {
+            let number = irq["irq"].as_u64().unwrap_or_default();
+            let Some(name) = irq_names.get(&number) else {
+                continue;
+            };
+            problems.check(
+                format!("{bdf} IRQ {number} name"),
+                text_or_empty(&irq["name"]),
+                name.clone(),
+            );
+            let queue = irq["queue"].is_object().then(|| {
+                format!(
+                    "{}-{}",
+                    text_or_empty(&irq["queue"]["kind"]),
+                    irq["queue"]["index"]
+                )
+            });
+            let expected = queue_of_irq_name(name).map(|(kind, index)| format!("{kind}-{index}"));
+            problems.check(
+                format!("{bdf} IRQ {number} ({name}) queue"),
+                format!("{queue:?}"),
+                format!("{expected:?}"),
+            );
+        }
+
+        if sys.sriov.is_none() {
+            if !f["sriov"].is_null() {
+                problems
+                    .0
+                    .push(format!("{bdf}: vportd reports SR-IOV where sysfs has none"));
+            }
+            continue;
+        }
+        let sriov = &f["sriov"];
+        let (total, num) = sys.sriov.unwrap_or_default();
+        problems.check(
+            format!("{bdf} sriov_totalvfs"),
+            sriov["total_vfs"].to_string(),
+            total.to_string(),
+        );
+        problems.check(
+            format!("{bdf} sriov_numvfs"),
+            sriov["num_vfs"].to_string(),
+            num.to_string(),
+        );
+        let vfs = sriov["vfs"].as_array().cloned().unwrap_or_default();
+        let listed: BTreeMap<u64, String> = vfs
+            .iter()
+            .map(|vf| {
+                (
+                    vf["index"].as_u64().unwrap_or(u64::MAX),
+                    text_or_empty(&vf["bdf"]),
+                )
+            })
+            .collect();
+        problems.check(
+            format!("{bdf} VFs (index to BDF)"),
+            format!("{listed:?}"),
+            format!("{:?}", sys.virtfns),
+        );
+        let ip_pf = netdevs
+            .first()
+            .and_then(|(_, ifindex, _)| ip_by_ifindex.get(ifindex));
+        let ip_vfs: BTreeMap<u64, &serde_json::Value> = ip_pf
+            .and_then(|link| link["vfinfo_list"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|vf| Some((vf["vf"].as_u64()?, vf)))
+            .collect();
+        for vf in &vfs {
+            let index = vf["index"].as_u64().unwrap_or(u64::MAX);
+            let vf_bdf = text_or_empty(&vf["bdf"]);
+            let vf_sys = sysfs.get(&vf_bdf);
+            problems.check(
+                format!("VF {index} of {bdf} driver"),
+                text_or_empty(&vf["driver"]),
+                vf_sys.map(|s| s.driver.clone()).unwrap_or_default(),
+            );
+            let names: Vec<String> = vf["netdevs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| text_or_empty(&n["name"]))
+                .collect();
+            problems.check(
+                format!("VF {index} of {bdf} netdevs"),
+                format!("{names:?}"),
+                format!(
+                    "{:?}",
+                    vf_sys
+                        .map(|s| s.netdevs.iter().map(|n| n.0.clone()).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                ),
+            );
+            let Some(ip_vf) = ip_vfs.get(&index) else {
+                problems.0.push(format!(
+                    "VF {index} of {bdf}: ip -d link show lists no such VF"
+                ));
+                continue;
+            };
+            let config = &vf["config"];
+            let vlan = &ip_vf["vlan_list"][0];
+            for (field, vportd, oracle) in [
+                (
+                    "MAC",
+                    text_or_empty(&config["mac"]),
+                    text_or_empty(&ip_vf["address"]),
+                ),
+                (
+                    "VLAN",
+                    config["vlan"].to_string(),
+                    vlan["vlan"].as_u64().unwrap_or(0).to_string(),
+                ),
+                (
+                    "QoS",
+                    config["qos"].to_string(),
+                    vlan["qos"].as_u64().unwrap_or(0).to_string(),
+                ),
+                (
+                    "spoofchk",
+                    config["spoofchk"].to_string(),
+                    ip_vf["spoofchk"].to_string(),
+                ),
+                (
+                    "trust",
+                    config["trust"].to_string(),
+                    ip_vf["trust"].to_string(),
+                ),
+                (
+                    "max_tx_rate",
+                    config["max_tx_rate"].to_string(),
+                    ip_vf["rate"]["max_tx"].to_string(),
+                ),
+                (
+                    "min_tx_rate",
+                    config["min_tx_rate"].to_string(),
+                    ip_vf["rate"]["min_tx"].to_string(),
+                ),
+                (
+                    "link state",
+                    text_or_empty(&config["link_state"]),
+                    text_or_empty(&ip_vf["link_state"]),
+                ),
+            ] {
+                problems.check(format!("VF {index} of {bdf} {field}"), vportd, oracle);
+            }
+        }
+    }
+    problems.0
+}
+
+/// `vportd discover --json` in a guest with 2 PFs and 7 VFs on the first (some configured)
+/// agrees with sysfs, /proc/interrupts and `ip -d link show` on every PF, VF, netdev, MAC,
+/// driver, VF setting and IRQ. Its `--record` capture replays on the host to the same JSON.
+/// With VPORTD_UPDATE_FIXTURES=1 that capture replaces tests/fixtures/guest-82576-7vfs.
+#[test]
+fn discover_agrees_with_sysfs_and_iproute2() {
+    let test = "discover_agrees_with_sysfs_and_iproute2";
+    let Some(_) = rig_or_skip(test) else { return };
+    let mut guest = boot(test, Rig::new().pfs(2));
+    let outcome = run(
+        &mut guest,
+        test,
+        include_str!("scenarios/discover.sh"),
+        Duration::from_secs(180),
+    )
+    .success();
+    let discover: serde_json::Value =
+        serde_json::from_str(&outcome.text("discover.json")).expect("discover prints JSON");
+    let ip_links: Vec<serde_json::Value> =
+        serde_json::from_str(&outcome.text("ip-link.json")).expect("ip -j prints JSON");
+    let sysfs = parse_sysfs_facts(&outcome.text("sysfs.txt"));
+    let irq_names = interrupt_names(&outcome.text("interrupts"));
+
+    // The scene is what the scenario set up, or the comparison would prove little.
+    assert_eq!(
+        sysfs.len(),
+        9,
+        "2 PFs and 7 VFs:\n{}",
+        outcome.text("sysfs.txt")
+    );
+    let pf = &sysfs["0000:01:00.0"];
+    assert_eq!(pf.sriov, Some((7, 7)));
+    let ip_eth0 = ip_links
+        .iter()
+        .find(|link| link["ifname"] == "eth0")
+        .expect("ip lists eth0");
+    let vf1 = &ip_eth0["vfinfo_list"][1];
+    assert_eq!(
+        (
+            &vf1["address"],
+            &vf1["vlan_list"][0]["vlan"],
+            &vf1["trust"],
+            &vf1["spoofchk"]
+        ),
+        (
+            &"02:00:00:00:01:01".into(),
+            &100.into(),
+            &true.into(),
+            &false.into()
+        ),
+        "VF 1 carries the settings the scenario gave it"
+    );
+    assert!(
+        irq_names.values().any(|name| name.starts_with("eth0-")),
+        "the PFs are up, so their queue IRQs have names"
+    );
+
+    let problems = discover_disagreements(&discover, &sysfs, &ip_links, &irq_names);
+    assert!(
+        problems.is_empty(),
+        "vportd discover disagrees with the kernel on {} points:\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    );
+
+    // Record, then replay on the host: the same inventory, without the guest.
+    let unpacked = tempfile::tempdir().expect("a temporary directory");
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(unpacked.path())
+        .arg("-xf")
+        .arg(outcome.files_dir.join("fixture.tar"))
+        .status()
+        .expect("tar runs");
+    assert!(status.success(), "the guest's recording unpacks");
+    let fixture = unpacked.path().join("fixture");
+    let replay = std::process::Command::new(env!("CARGO_BIN_EXE_vportd"))
+        .args(["discover", "--json", "--fixture"])
+        .arg(&fixture)
+        .output()
+        .expect("vportd runs on the host");
+    assert!(
+        replay.status.success(),
+        "vportd discover --fixture fails on the guest's recording: {}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let replayed: serde_json::Value =
+        serde_json::from_slice(&replay.stdout).expect("the replay prints JSON");
+    let recorded: serde_json::Value = serde_json::from_str(&outcome.text("recorded.json"))
+        .expect("the recording run prints JSON");
+    assert!(
+        replayed == recorded,
+        "replaying the guest's recording gives another inventory than the guest saw"
+    );
+    if std::env::var("VPORTD_UPDATE_FIXTURES").is_ok_and(|value| value == "1") {
+        let dest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/guest-82576-7vfs");
+        let _ = std::fs::remove_dir_all(&dest);
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&fixture)
+            .arg(&dest)
+            .status()
+            .expect("cp runs");
+        assert!(
+            status.success(),
+            "copying the fixture to {} failed",
+            dest.display()
+        );
+        eprintln!("{test}: wrote {}", dest.display());
+    }
+}
+
 /// Not a test: tests/vm/lab runs this to build the lab's initramfs and QEMU command line into
 /// $VPORTD_LAB_DIR, then runs QEMU itself on the terminal.
 #[test]

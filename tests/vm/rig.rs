@@ -627,6 +627,10 @@ pub struct Outcome {
     pub stderr: String,
     /// Files the script wrote under `$OUT`, by path relative to it.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// Where `$OUT` is on the host, while the guest runs. ([`Outcome::files`] holds only
+    /// regular files; a script that leaves a tree with links had better tar it, as each file
+    /// costs several 9p round trips.)
+    pub files_dir: PathBuf,
     pub elapsed: Duration,
 }
 
@@ -701,6 +705,7 @@ impl Guest {
             stdout: read("stdout"),
             stderr: read("stderr"),
             files,
+            files_dir: job.join("files"),
             elapsed,
         })
     }
