@@ -458,7 +458,10 @@ impl Checker<'_> {
     ) {
         let valid: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
         let mut hint = String::new();
-        if let Some(near) = valid.iter().find(|k| edit_distance(k, key) <= 2) {
+        if let Some(near) = valid
+            .iter()
+            .find(|k| key.len() > 2 && edit_distance(k, key) <= 2)
+        {
             hint = format!("did you mean {near}? ");
         }
         hint += &format!("valid keys in {header}: {}", valid.join(", "));
@@ -1128,6 +1131,10 @@ fn sorted(mut problems: Vec<Problem>) -> Vec<Problem> {
 /// function, not a VF, with enough VFs, and no two uplinks the same one; no vPort may take a
 /// MAC a PF netdev already has. Returns each uplink's PCI address and netdev ifindex, so that
 /// nothing downstream resolves a MAC or interface name again.
+///
+/// A MAC selector matches a netdev's current MAC. The permanent MAC would survive bonding
+/// (which gives every port the bond's MAC), but the inventory does not carry it yet; such
+/// MACs match several functions and are refused with a hint to select by pci.
 ///
 /// A function without SR-IOV is a fine uplink: its vPorts take queues or the software switch.
 /// VF netdevs are not checked for MAC clashes: a VF holding a vPort's MAC is most likely that
@@ -2067,6 +2074,56 @@ mod tests {
         assert!(located[0].starts_with("host.toml:1:1:") && located[0].contains("is a VF"));
         assert!(located[1].starts_with("host.toml:3:1:") && located[1].contains("num_vfs 9"));
         assert!(located[2].starts_with("host.toml:6:1:") && located[2].contains("enp1s0"));
+    }
+
+    /// The SR-IOV rig's guest: PF 0000:01:00.0 (eth0, 52:54:00:12:00:01) with 7 VFs, one
+    /// holding 02:00:00:00:01:01; PF 0000:02:00.0 (eth1, 52:54:00:12:00:02) without VFs.
+    fn guest_82576() -> Inventory {
+        let dir = repo("tests/fixtures/guest-82576-7vfs");
+        let nl: NetlinkSnapshot =
+            serde_json::from_str(&files::read_text(&dir.join("netlink.json")).unwrap()).unwrap();
+        inventory::discover(&KernelFs::at(&dir), &nl, ProfileSet::builtin()).unwrap()
+    }
+
+    #[test]
+    fn the_82576_guest_resolves_its_pfs_and_refuses_its_vfs() {
+        let inv = guest_82576();
+        let resolved = check(
+            concat!(
+                "[[uplink]]\nifname = \"eth0\"\nnum_vfs = 7\nvf_driver = \"igbvf\"\n",
+                "[[uplink]]\nmac = \"52:54:00:12:00:02\"\n",
+                "[[vport]]\nname = \"vm1\"\nuplink = \"eth0\"\nmac = \"02:00:00:00:01:01\"\nvlan = 100\nqos = 3\n",
+            ),
+            &inv,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<(usize, &str, Option<u32>)> = resolved
+            .iter()
+            .map(|r| (r.index, r.bdf.as_str(), r.ifindex))
+            .collect();
+        assert_eq!(
+            got,
+            [(0, "0000:01:00.0", Some(2)), (1, "0000:02:00.0", Some(3))]
+        );
+
+        let e = check_err("[[uplink]]\npci = \"0000:01:10.2\"\n", &inv);
+        assert!(
+            e.contains("0000:01:10.2 is a VF of 0000:01:00.0, not a PF"),
+            "{e}"
+        );
+        let e = check_err("[[uplink]]\npci = \"0000:01:00.0\"\nnum_vfs = 8\n", &inv);
+        assert!(
+            e.contains("num_vfs 8 is above the 7 VFs 0000:01:00.0 supports"),
+            "{e}"
+        );
+        let e = check_err(
+            "[[uplink]]\npci = \"0000:01:00.0\"\n[[vport]]\nname = \"vm1\"\nuplink = \"0000:01:00.0\"\nmac = \"52:54:00:12:00:02\"\n",
+            &inv,
+        );
+        assert!(
+            e.contains("is already the MAC of eth1 (0000:02:00.0)"),
+            "{e}"
+        );
     }
 
     // --- robustness -------------------------------------------------------------------------
