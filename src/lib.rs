@@ -2,10 +2,15 @@
 //! (SR-IOV VF, dedicated queues, or a software switch) and keeps queue interrupts
 //! on the right CPUs. See ARCHITECTURE.md for the data flow.
 
+pub mod apply;
 pub mod config;
 pub mod host;
 pub mod inventory;
 pub mod location;
 pub mod parse;
+pub mod plan;
 pub mod profile;
+pub mod provision;
 pub mod render;
+pub mod sim;
+pub mod state;

@@ -6,11 +6,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use vportd::apply::ApplyOptions;
 use vportd::host::fs::KernelFs;
+use vportd::host::sriov::LiveSriov;
 use vportd::host::{files, netlink};
 use vportd::inventory;
+use vportd::plan::PlanOptions;
 use vportd::profile::ProfileSet;
+use vportd::provision;
 use vportd::render;
+use vportd::state::State;
 
 /// vportd gives every virtual switch port the fastest path its NIC allows: an
 /// SR-IOV virtual function, dedicated queues, or a software switch, and keeps the
@@ -45,6 +50,47 @@ enum Command {
         /// Hardware profiles directory to use instead of the built-in set.
         #[arg(long, value_name = "DIR")]
         profiles: Option<PathBuf>,
+    },
+    /// Show where each vPort of CONFIG would go, and the steps to get there. Changes nothing.
+    ///
+    /// Placement per vPort: an SR-IOV VF, or the software path with the reason (the NIC
+    /// lacks an attribute, no VF is free, offload = "never"). A VF count change that must
+    /// go through 0 is marked disruptive with the vPorts it tears down.
+    Plan {
+        /// The provisioning config (TOML; see examples/host.toml).
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Plan VF count changes that tear down existing VFs instead of refusing them.
+        #[arg(long)]
+        allow_disruption: bool,
+    },
+    /// Make the host match CONFIG: VF counts, driver binding, VF settings; journaled,
+    /// verified by read-back, rolled back on failure. A second apply does nothing.
+    Apply {
+        /// The provisioning config (TOML; see examples/host.toml).
+        config: PathBuf,
+        /// Show the plan and stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow VF count changes that tear down existing VFs.
+        #[arg(long)]
+        allow_disruption: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each provisioned vPort, its placement, and drift (a VF changed behind our back).
+    /// Exit 3 when anything drifted.
+    Status {
+        /// Read the state directory from this config.
+        #[arg(long, value_name = "CONFIG", conflicts_with = "state_dir")]
+        config: Option<PathBuf>,
+        /// The state directory (default /var/lib/vportd).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
     /// List the built-in hardware profiles, or validate a directory of them.
     Profiles {
@@ -107,6 +153,104 @@ fn load_profiles(dir: Option<&PathBuf>) -> Result<ProfileSet, Failure> {
     }
 }
 
+fn live_inventory() -> Result<inventory::Inventory, Failure> {
+    let nl = netlink::snapshot().map_err(Failure::runtime)?;
+    inventory::discover(&KernelFs::system(), &nl, ProfileSet::builtin()).map_err(Failure::runtime)
+}
+
+fn provision_failure(e: provision::ProvisionError) -> Failure {
+    Failure {
+        code: e.exit_code(),
+        message: e.to_string(),
+    }
+}
+
+fn apply_cmd(
+    config: &std::path::Path,
+    dry_run: bool,
+    allow_disruption: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let cfg = vportd::config::load(config).map_err(Failure::input)?;
+    let inv = live_inventory()?;
+    let plan_opts = PlanOptions { allow_disruption };
+    if dry_run {
+        let p = provision::prepare_config(cfg, &inv, ProfileSet::builtin(), plan_opts)
+            .map_err(provision_failure)?;
+        emit(&render::plan(&p.plan));
+        return Ok(());
+    }
+    let apply_opts = ApplyOptions {
+        state_dir: cfg.state_dir.clone(),
+        retries: 5,
+        retry_delay: std::time::Duration::from_millis(200),
+        run_id: format!(
+            "{}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0),
+            std::process::id()
+        ),
+    };
+    let mut ops = LiveSriov::new(KernelFs::system());
+    let mut rediscover = |_: &LiveSriov| live_inventory().unwrap_or_else(|_| inv.clone());
+    let mut progress =
+        |step: usize,
+         total: usize,
+         what: &str,
+         done: Option<&Result<(), vportd::apply::StepError>>| {
+            if json {
+                return;
+            }
+            match done {
+                None => eprint!("[{step}/{total}] {what} ... "),
+                Some(Ok(())) => eprintln!("ok"),
+                Some(Err(e)) => eprintln!("FAILED: {e}"),
+            }
+        };
+    let (prepared, report) = provision::apply_config(
+        &mut ops,
+        cfg,
+        inv.clone(),
+        &mut rediscover,
+        ProfileSet::builtin(),
+        plan_opts,
+        &apply_opts,
+        &mut progress,
+    )
+    .map_err(provision_failure)?;
+    if json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            plan: &'a vportd::plan::Plan,
+            report: &'a vportd::apply::ApplyReport,
+        }
+        emit(
+            &(to_json(&Out {
+                plan: &prepared.plan,
+                report: &report,
+            }) + "\n"),
+        );
+        return Ok(());
+    }
+    if report.recovered_steps > 0 {
+        eprintln!(
+            "rolled back {} step(s) of an interrupted earlier apply first",
+            report.recovered_steps
+        );
+    }
+    for w in &prepared.plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    if report.noop {
+        emit("nothing to do: the host already matches the config\n");
+    } else {
+        emit(&format!("applied {} step(s)\n", report.steps.len()));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Discover {
@@ -145,6 +289,54 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 emit(&(to_json(&inv) + "\n"));
             } else {
                 emit(&render::inventory(&inv));
+            }
+            Ok(())
+        }
+        Command::Plan {
+            config,
+            json,
+            allow_disruption,
+        } => {
+            let inv = live_inventory()?;
+            let opts = PlanOptions { allow_disruption };
+            let p = provision::prepare(&config, &inv, ProfileSet::builtin(), opts)
+                .map_err(provision_failure)?;
+            if json {
+                emit(&(to_json(&p.plan) + "\n"));
+            } else {
+                emit(&render::plan(&p.plan));
+            }
+            Ok(())
+        }
+        Command::Apply {
+            config,
+            dry_run,
+            allow_disruption,
+            json,
+        } => apply_cmd(&config, dry_run, allow_disruption, json),
+        Command::Status {
+            config,
+            state_dir,
+            json,
+        } => {
+            let dir = match (config, state_dir) {
+                (Some(c), _) => vportd::config::load(&c).map_err(Failure::input)?.state_dir,
+                (None, Some(d)) => d,
+                (None, None) => PathBuf::from(vportd::config::DEFAULT_STATE_DIR),
+            };
+            let state = State::load(&dir).map_err(Failure::runtime)?;
+            let inv = live_inventory()?;
+            let list = provision::status(&state, &inv);
+            if json {
+                emit(&(to_json(&list) + "\n"));
+            } else {
+                emit(&render::status(&list));
+            }
+            if list.iter().any(|s| !s.drift.is_empty()) {
+                return Err(Failure {
+                    code: 3,
+                    message: "drift: the host no longer matches what was applied (vportd apply restores it)".into(),
+                });
             }
             Ok(())
         }

@@ -304,3 +304,98 @@ fn onoff(v: Option<bool>) -> String {
 fn name_of(f: &PciFunction) -> String {
     f.device_name.clone().unwrap_or_else(|| "-".into())
 }
+
+/// The `plan` report.
+pub fn plan(p: &crate::plan::Plan) -> String {
+    use crate::state::VportPath;
+    let mut out = String::from("PLACEMENTS\n");
+    let rows: Vec<Vec<String>> = p
+        .placements
+        .iter()
+        .map(|pl| {
+            vec![
+                pl.vport.clone(),
+                pl.uplink.clone(),
+                match pl.path {
+                    VportPath::Vf { index } => format!("vf {index}"),
+                    VportPath::Software => "software".into(),
+                },
+                pl.reason.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["VPORT", "UPLINK", "PATH", "REASON"], &rows));
+    if p.actions.is_empty() {
+        out.push_str("\nACTIONS\nnothing to do: the host already matches the config\n");
+    } else {
+        out.push_str("\nACTIONS\n");
+        for (i, a) in p.actions.iter().enumerate() {
+            let _ = writeln!(out, "{:>3}. {}", i + 1, a.describe());
+        }
+    }
+    for d in &p.disruptions {
+        let _ = writeln!(
+            out,
+            "\nDISRUPTIVE: {} goes from {} to {} VFs through 0, tearing down the VFs of {}{}",
+            d.pf,
+            d.from,
+            d.to,
+            if d.vports.is_empty() {
+                "no vPort".to_string()
+            } else {
+                d.vports.join(", ")
+            },
+            if d.unmanaged_vfs_in_use > 0 {
+                format!(
+                    " and {} VF(s) in use that vportd does not manage",
+                    d.unmanaged_vfs_in_use
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    for w in &p.warnings {
+        let _ = writeln!(out, "\nwarning: {w}");
+    }
+    if !p.blockers.is_empty() {
+        out.push_str("\nBLOCKED: apply will refuse this plan and change nothing:\n");
+        for b in &p.blockers {
+            let _ = writeln!(out, "  - {b}");
+        }
+    }
+    out
+}
+
+/// The `status` report.
+pub fn status(list: &[crate::provision::VportStatus]) -> String {
+    use crate::state::{Health, VportPath};
+    if list.is_empty() {
+        return "no vPorts provisioned (run vportd apply CONFIG)\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.vport.clone(),
+                s.uplink.clone(),
+                match s.path {
+                    VportPath::Vf { index } => format!("vf {index}"),
+                    VportPath::Software => "software".into(),
+                },
+                opt(&s.vf_bdf),
+                match s.health {
+                    Health::Provisioned => "provisioned",
+                    Health::Lost => "lost",
+                }
+                .into(),
+                if s.drift.is_empty() {
+                    "in sync".into()
+                } else {
+                    format!("DRIFT: {}", s.drift.join("; "))
+                },
+            ]
+        })
+        .collect();
+    table(&["VPORT", "UPLINK", "PATH", "VF", "HEALTH", "STATE"], &rows)
+}

@@ -17,7 +17,7 @@ fn replay(name: &str) -> Inventory {
         &std::fs::read_to_string(dir.join("netlink.json")).expect("fixture has netlink.json"),
     )
     .expect("netlink.json parses");
-    inventory::discover(&KernelFs::at(&dir), &nl, &ProfileSet::builtin())
+    inventory::discover(&KernelFs::at(&dir), &nl, ProfileSet::builtin())
         .expect("discovery over the fixture succeeds")
 }
 

@@ -78,3 +78,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
         .map_err(err)?;
     Ok(())
 }
+
+/// Removes a file; a file already gone is fine.
+pub fn remove(path: &Path) -> Result<(), FilesError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(FilesError::Write {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}

@@ -1,0 +1,218 @@
+//! The provisioning pipeline shared by `plan`, `apply`, `status` and (later) the
+//! daemon and hotplug: config -> inventory -> checked uplinks -> state -> plan.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
+use crate::config::{self, Config, ConfigError, ResolvedUplink};
+use crate::host::netlink::VfConfig;
+use crate::host::sriov::SriovOps;
+use crate::inventory::Inventory;
+use crate::plan::{self, Plan, PlanError, PlanOptions, vf_matches};
+use crate::profile::ProfileSet;
+use crate::state::{Health, State, StateError, VportPath};
+
+/// Errors of the pipeline, each mapped to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Apply(#[from] Box<ApplyError>),
+}
+
+impl ProvisionError {
+    /// 2 for bad input, 1 for everything that went wrong on the host.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ProvisionError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// A config checked against the host, with the state and the plan for it.
+pub struct Prepared {
+    pub config: Config,
+    pub uplinks: Vec<ResolvedUplink>,
+    pub state: State,
+    pub plan: Plan,
+}
+
+/// Loads, checks and plans. Reads only.
+pub fn prepare(
+    config_path: &Path,
+    inv: &Inventory,
+    profiles: &ProfileSet,
+    opts: PlanOptions,
+) -> Result<Prepared, ProvisionError> {
+    let config = config::load(config_path)?;
+    prepare_config(config, inv, profiles, opts)
+}
+
+/// [`prepare`] for a config already parsed.
+pub fn prepare_config(
+    config: Config,
+    inv: &Inventory,
+    profiles: &ProfileSet,
+    opts: PlanOptions,
+) -> Result<Prepared, ProvisionError> {
+    let uplinks = config::check_against(&config, inv)?;
+    let state = State::load(&config.state_dir)?;
+    let plan = plan::plan(inv, profiles, &config, &uplinks, &state, opts)?;
+    Ok(Prepared {
+        config,
+        uplinks,
+        state,
+        plan,
+    })
+}
+
+/// Rolls back an interrupted run, then plans afresh (the host may have changed) and
+/// applies. `rediscover` re-reads the inventory after a recovery.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_config<O: SriovOps>(
+    ops: &mut O,
+    config: Config,
+    inv: Inventory,
+    rediscover: &mut dyn FnMut(&O) -> Inventory,
+    profiles: &ProfileSet,
+    plan_opts: PlanOptions,
+    apply_opts: &ApplyOptions,
+    progress: &mut apply::Progress<'_>,
+) -> Result<(Prepared, ApplyReport), ProvisionError> {
+    let state = State::load(&config.state_dir)?;
+    let recovered = apply::recover(ops, &state, apply_opts).map_err(Box::new)?;
+    let inv = if recovered > 0 { rediscover(ops) } else { inv };
+    let prepared = prepare_config(config, &inv, profiles, plan_opts)?;
+    let (mut report, _) = apply::apply(ops, &prepared.plan, &prepared.state, apply_opts, progress)
+        .map_err(Box::new)?;
+    report.recovered_steps = recovered;
+    Ok((prepared, report))
+}
+
+/// One vPort's desired and actual state.
+#[derive(Debug, Clone, Serialize)]
+pub struct VportStatus {
+    pub vport: String,
+    pub uplink: String,
+    pub path: VportPath,
+    pub reason: String,
+    pub health: Health,
+    pub vf_bdf: Option<String>,
+    pub desired: Option<VfConfig>,
+    pub actual: Option<VfConfig>,
+    /// What differs from what was applied; empty when in sync.
+    pub drift: Vec<String>,
+}
+
+/// Compares the state with the host.
+pub fn status(state: &State, inv: &Inventory) -> Vec<VportStatus> {
+    let mut out = Vec::new();
+    for (name, v) in &state.vports {
+        let pf = inv.pci_functions.iter().find(|f| f.bdf == v.uplink);
+        let mut drift = Vec::new();
+        let mut actual = None;
+        let mut health = v.health;
+        match (&v.path, pf) {
+            (_, None) => {
+                health = Health::Lost;
+                drift.push(format!("uplink {} is gone", v.uplink));
+            }
+            (VportPath::Vf { index }, Some(f)) => {
+                let entry = f
+                    .sriov
+                    .as_ref()
+                    .and_then(|s| s.vfs.iter().find(|e| e.index == *index));
+                match entry {
+                    None => drift.push(format!("VF {index} of {} does not exist", v.uplink)),
+                    Some(e) => {
+                        if v.vf_bdf.as_deref().is_some_and(|b| b != e.bdf) {
+                            drift.push(format!(
+                                "VF {index} is now {} (was {})",
+                                e.bdf,
+                                v.vf_bdf.as_deref().unwrap_or("-")
+                            ));
+                        }
+                        actual = e.config.clone();
+                        if let (Some(want), Some(got)) = (&v.applied, &e.config)
+                            && !vf_matches(want, got)
+                        {
+                            drift.extend(describe_drift(want, got));
+                        }
+                    }
+                }
+            }
+            (VportPath::Software, Some(_)) => {}
+        }
+        out.push(VportStatus {
+            vport: name.clone(),
+            uplink: v.uplink.clone(),
+            path: v.path.clone(),
+            reason: v.reason.clone(),
+            health,
+            vf_bdf: v.vf_bdf.clone(),
+            desired: v.applied.clone(),
+            actual,
+            drift,
+        });
+    }
+    out
+}
+
+fn describe_drift(want: &VfConfig, got: &VfConfig) -> Vec<String> {
+    let mut d = Vec::new();
+    let mut diff = |what: &str, w: String, g: String| {
+        if w != g {
+            d.push(format!("{what} is {g}, applied {w}"));
+        }
+    };
+    diff("mac", want.mac.to_lowercase(), got.mac.to_lowercase());
+    diff("vlan", want.vlan.to_string(), got.vlan.to_string());
+    diff("qos", want.qos.to_string(), got.qos.to_string());
+    if let Some(r) = want.max_tx_rate {
+        diff(
+            "max_tx_rate",
+            r.to_string(),
+            got.max_tx_rate.unwrap_or(0).to_string(),
+        );
+    }
+    if let Some(r) = want.min_tx_rate {
+        diff(
+            "min_tx_rate",
+            r.to_string(),
+            got.min_tx_rate.unwrap_or(0).to_string(),
+        );
+    }
+    if let Some(s) = want.spoofchk {
+        diff(
+            "spoofchk",
+            s.to_string(),
+            format!("{:?}", got.spoofchk.unwrap_or(!s)),
+        );
+    }
+    if let Some(t) = want.trust {
+        diff(
+            "trust",
+            t.to_string(),
+            format!("{:?}", got.trust.unwrap_or(!t)),
+        );
+    }
+    if let Some(l) = &want.link_state {
+        diff(
+            "link_state",
+            l.clone(),
+            got.link_state.clone().unwrap_or_default(),
+        );
+    }
+    if d.is_empty() {
+        d.push("VF settings differ from what was applied".into());
+    }
+    d
+}

@@ -1,0 +1,325 @@
+//! A simulated SR-IOV host with the kernel's rules (drivers/pci/iov.c, rtnetlink),
+//! for unit tests and demos. It is never the only test of code that touches a
+//! kernel: the same paths run in the QEMU guest against the real igb driver.
+//!
+//! Faults can be injected at any operation, with the errnos the kernel really
+//! returns, to prove that apply rolls back and converges.
+
+use std::collections::BTreeMap;
+
+use nix::errno::Errno;
+
+use crate::host::fs::WriteFailed;
+use crate::host::netlink::VfConfig;
+use crate::host::sriov::{HostError, SriovOps};
+use crate::inventory::{Inventory, Netdev, PciFunction, Role, Sriov, VfEntry};
+
+/// One simulated PF.
+#[derive(Debug, Clone)]
+pub struct SimPf {
+    pub bdf: String,
+    pub ifindex: u32,
+    pub vendor: u16,
+    pub device: u16,
+    pub driver: String,
+    pub vf_driver: String,
+    pub total_vfs: u32,
+    /// Attributes the driver refuses with EOPNOTSUPP ("link_state", "min_rate", "802.1ad").
+    pub refuses: Vec<&'static str>,
+    pub vfs: Vec<SimVf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimVf {
+    pub bdf: String,
+    pub driver: Option<String>,
+    pub config: VfConfig,
+}
+
+/// Which operation a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    SetNumVfs,
+    Bind,
+    SetVf,
+    VfConfig,
+}
+
+/// A simulated host.
+#[derive(Debug, Clone, Default)]
+pub struct SimHost {
+    pub pfs: Vec<SimPf>,
+    /// Operations counted so far, per kind, to aim faults.
+    pub calls: BTreeMap<&'static str, u32>,
+    /// (operation, nth call of it from 1, errno, how many times in a row).
+    pub faults: Vec<(Op, u32, Errno, u32)>,
+    /// Every mutating operation, in order, for assertions.
+    pub log: Vec<String>,
+}
+
+fn clean(vf: u32) -> VfConfig {
+    VfConfig {
+        vf,
+        mac: "00:00:00:00:00:00".into(),
+        vlan: 0,
+        qos: 0,
+        vlan_proto: Some("802.1Q".into()),
+        min_tx_rate: Some(0),
+        max_tx_rate: Some(0),
+        spoofchk: Some(true),
+        trust: Some(false),
+        link_state: Some("auto".into()),
+    }
+}
+
+impl SimHost {
+    /// An 82576-like host: PFs 0000:0N:00.0 with 7 VFs max, igb's refusals.
+    pub fn igb(npfs: u32) -> Self {
+        let pfs = (0..npfs)
+            .map(|i| SimPf {
+                bdf: format!("0000:{:02x}:00.0", i + 1),
+                ifindex: 10 + i,
+                vendor: 0x8086,
+                device: 0x10c9,
+                driver: "igb".into(),
+                vf_driver: "igbvf".into(),
+                total_vfs: 7,
+                refuses: vec!["link_state", "min_rate", "802.1ad"],
+                vfs: Vec::new(),
+            })
+            .collect();
+        SimHost {
+            pfs,
+            ..Default::default()
+        }
+    }
+
+    fn fault(&mut self, op: Op, name: &'static str) -> Result<(), HostError> {
+        let n = {
+            let c = self.calls.entry(name).or_insert(0);
+            *c += 1;
+            *c
+        };
+        for (fop, nth, errno, times) in &self.faults {
+            if *fop == op && n >= *nth && n < nth + times {
+                return Err(HostError::Netlink {
+                    what: format!("{name} (injected fault)"),
+                    errno: Some(*errno),
+                    message: errno.desc().into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn pf_mut(&mut self, bdf: &str) -> Option<&mut SimPf> {
+        self.pfs.iter_mut().find(|p| p.bdf == bdf)
+    }
+
+    fn pf_by_ifindex(&mut self, ifindex: u32) -> Result<&mut SimPf, HostError> {
+        self.pfs
+            .iter_mut()
+            .find(|p| p.ifindex == ifindex)
+            .ok_or(HostError::Netlink {
+                what: format!("link {ifindex}"),
+                errno: Some(Errno::ENODEV),
+                message: "no such device".into(),
+            })
+    }
+
+    fn vf_mut(&mut self, bdf: &str) -> Option<&mut SimVf> {
+        self.pfs
+            .iter_mut()
+            .flat_map(|p| p.vfs.iter_mut())
+            .find(|v| v.bdf == bdf)
+    }
+
+    /// The inventory discovery would report for this host.
+    pub fn inventory(&self) -> Inventory {
+        let mut functions = Vec::new();
+        for pf in &self.pfs {
+            functions.push(PciFunction {
+                bdf: pf.bdf.clone(),
+                vendor_id: format!("0x{:04x}", pf.vendor),
+                device_id: format!("0x{:04x}", pf.device),
+                vendor_name: None,
+                device_name: None,
+                subsystem_vendor_id: None,
+                subsystem_device_id: None,
+                class: "0x020000".into(),
+                driver: Some(pf.driver.clone()),
+                role: Role::Pf,
+                numa_node: Some(0),
+                local_cpus: vec![0, 1],
+                physfn: None,
+                vf_index: None,
+                virtio_device: None,
+                netdevs: vec![Netdev {
+                    ifindex: pf.ifindex,
+                    name: format!("eth{}", pf.ifindex - 10),
+                    mac: Some(format!("52:54:00:00:00:{:02x}", pf.ifindex)),
+                    operstate: "up".into(),
+                    mtu: Some(1500),
+                    speed_mbps: Some(1000),
+                    driver: Some(pf.driver.clone()),
+                    kind: None,
+                    rx_queues: 8,
+                    tx_queues: 8,
+                    channels: None,
+                }],
+                sriov: Some(Sriov {
+                    total_vfs: pf.total_vfs,
+                    num_vfs: pf.vfs.len() as u32,
+                    drivers_autoprobe: Some(true),
+                    vfs: pf
+                        .vfs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| VfEntry {
+                            index: i as u32,
+                            bdf: v.bdf.clone(),
+                            driver: v.driver.clone(),
+                            netdevs: Vec::new(),
+                            config: Some(v.config.clone()),
+                        })
+                        .collect(),
+                }),
+                irqs: Vec::new(),
+                profile: None,
+            });
+        }
+        Inventory {
+            schema_version: crate::inventory::SCHEMA_VERSION,
+            pci_functions: functions,
+            other_netdevs: Vec::new(),
+            cpus: crate::inventory::CpuTopology {
+                online: vec![0, 1],
+                nodes: Vec::new(),
+                smt_siblings: Vec::new(),
+            },
+        }
+    }
+}
+
+impl SriovOps for SimHost {
+    fn num_vfs(&mut self, pf: &str) -> Result<u32, HostError> {
+        Ok(self.pf_mut(pf).map(|p| p.vfs.len() as u32).unwrap_or(0))
+    }
+
+    fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<u32, HostError> {
+        let path = format!("/sys/bus/pci/devices/{pf}/sriov_numvfs");
+        let refuse = |errno| {
+            HostError::Write(WriteFailed {
+                path: path.clone(),
+                value: n.to_string(),
+                errno,
+            })
+        };
+        if let Err(HostError::Netlink { errno: Some(e), .. }) =
+            self.fault(Op::SetNumVfs, "set_num_vfs")
+        {
+            return Err(refuse(e));
+        }
+        self.log.push(format!("numvfs {pf} {n}"));
+        let p = self.pf_mut(pf).ok_or(refuse(Errno::ENOENT))?;
+        let now = p.vfs.len() as u32;
+        if n == now {
+            return Ok(n);
+        }
+        if n > p.total_vfs {
+            return Err(refuse(Errno::ERANGE));
+        }
+        if now != 0 && n != 0 {
+            return Err(refuse(Errno::EBUSY));
+        }
+        let bus = u8::from_str_radix(&p.bdf[5..7], 16).unwrap_or(1);
+        let vf_driver = p.vf_driver.clone();
+        p.vfs = (0..n)
+            .map(|i| SimVf {
+                bdf: format!("0000:{bus:02x}:10.{i}"),
+                driver: Some(vf_driver.clone()),
+                config: clean(i),
+            })
+            .collect();
+        Ok(n)
+    }
+
+    fn vf_bdf(&mut self, pf: &str, index: u32) -> Result<Option<String>, HostError> {
+        Ok(self
+            .pf_mut(pf)
+            .and_then(|p| p.vfs.get(index as usize))
+            .map(|v| v.bdf.clone()))
+    }
+
+    fn driver(&mut self, bdf: &str) -> Result<Option<String>, HostError> {
+        if let Some(p) = self.pf_mut(bdf) {
+            return Ok(Some(p.driver.clone()));
+        }
+        Ok(self.vf_mut(bdf).and_then(|v| v.driver.clone()))
+    }
+
+    fn bind(&mut self, bdf: &str, driver: Option<&str>) -> Result<(), HostError> {
+        self.fault(Op::Bind, "bind")?;
+        self.log
+            .push(format!("bind {bdf} {}", driver.unwrap_or("none")));
+        let v = self.vf_mut(bdf).ok_or(HostError::Netlink {
+            what: format!("bind {bdf}"),
+            errno: Some(Errno::ENODEV),
+            message: "no such device".into(),
+        })?;
+        v.driver = driver.map(str::to_string);
+        Ok(())
+    }
+
+    fn vf_config(&mut self, pf_ifindex: u32, vf: u32) -> Result<Option<VfConfig>, HostError> {
+        self.fault(Op::VfConfig, "vf_config")?;
+        let p = self.pf_by_ifindex(pf_ifindex)?;
+        Ok(p.vfs.get(vf as usize).map(|v| v.config.clone()))
+    }
+
+    fn set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
+        self.fault(Op::SetVf, "set_vf")?;
+        self.log.push(format!("set_vf {pf_ifindex} {}", cfg.vf));
+        let p = self.pf_by_ifindex(pf_ifindex)?;
+        let refuses = p.refuses.clone();
+        let v = p.vfs.get_mut(cfg.vf as usize).ok_or(HostError::Netlink {
+            what: format!("VF {}", cfg.vf),
+            errno: Some(Errno::EINVAL),
+            message: "no such VF".into(),
+        })?;
+        let fail = |errno: Errno| HostError::Netlink {
+            what: format!("setting VF {}", cfg.vf),
+            errno: Some(errno),
+            message: errno.desc().into(),
+        };
+        // The kernel applies IFLA_VF_* attributes one after another and stops at the
+        // first refusal, leaving the earlier ones applied: a partial write.
+        v.config.mac = cfg.mac.clone();
+        if cfg.vlan_proto.as_deref() == Some("802.1ad") && refuses.contains(&"802.1ad") {
+            return Err(fail(Errno::EPROTONOSUPPORT));
+        }
+        v.config.vlan = cfg.vlan;
+        v.config.qos = cfg.qos;
+        v.config.vlan_proto = cfg.vlan_proto.clone().or(Some("802.1Q".into()));
+        if cfg.min_tx_rate.is_some() || cfg.max_tx_rate.is_some() {
+            if cfg.min_tx_rate.unwrap_or(0) > 0 && refuses.contains(&"min_rate") {
+                return Err(fail(Errno::EINVAL));
+            }
+            v.config.min_tx_rate = cfg.min_tx_rate.or(Some(0));
+            v.config.max_tx_rate = cfg.max_tx_rate.or(Some(0));
+        }
+        if let Some(s) = cfg.spoofchk {
+            v.config.spoofchk = Some(s);
+        }
+        if let Some(t) = cfg.trust {
+            v.config.trust = Some(t);
+        }
+        if let Some(l) = &cfg.link_state {
+            if refuses.contains(&"link_state") {
+                return Err(fail(Errno::EOPNOTSUPP));
+            }
+            v.config.link_state = Some(l.clone());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! What vportd has allocated, persisted in the state directory: which vPort holds
+//! which VF, what it was configured to, and which vPorts went to the software path.
+//! Written atomically (temporary file, fsync, rename), so a crash leaves the old or
+//! the new state, never a torn one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::files::{self, FilesError};
+use crate::host::netlink::VfConfig;
+
+/// Version of the state file format.
+pub const STATE_VERSION: u32 = 1;
+
+/// Errors from loading or saving state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The state file could not be read or written.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// The state file exists but is not valid.
+    #[error("{}: the state file is corrupt ({why}); move it aside to start over, vportd will re-learn from the host", path.display())]
+    Corrupt { path: PathBuf, why: String },
+}
+
+/// Where a vPort's traffic goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum VportPath {
+    /// VF `index` of the uplink PF.
+    Vf { index: u32 },
+    /// The software switch.
+    Software,
+}
+
+/// How a vPort is doing, as recorded by the last apply (or the daemon).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Provisioned,
+    /// Its uplink disappeared (hot-unplug); restored when it returns.
+    Lost,
+}
+
+/// One vPort's allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VportState {
+    /// The uplink PF's PCI address.
+    pub uplink: String,
+    pub path: VportPath,
+    /// Why this path (for the software path: what the NIC could not do).
+    pub reason: String,
+    /// The VF's PCI address when it was provisioned.
+    pub vf_bdf: Option<String>,
+    /// The VF settings applied, to detect drift.
+    pub applied: Option<VfConfig>,
+    pub health: Health,
+}
+
+/// The whole state file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub vports: BTreeMap<String, VportState>,
+    /// The apply run that wrote this state; a journal of the same run is finished.
+    #[serde(default)]
+    pub last_run: Option<String>,
+}
+
+impl State {
+    /// The file name inside the state directory.
+    pub const FILE: &'static str = "state.json";
+
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(Self::FILE)
+    }
+
+    /// Loads the state; a missing file is an empty state (first run).
+    pub fn load(dir: &Path) -> Result<State, StateError> {
+        let path = Self::path(dir);
+        let text = match files::read_text(&path) {
+            Ok(t) => t,
+            Err(FilesError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(State {
+                    version: STATE_VERSION,
+                    ..Default::default()
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Self::parse(&path, &text)
+    }
+
+    /// Parses state text, refusing versions this build does not know.
+    pub fn parse(path: &Path, text: &str) -> Result<State, StateError> {
+        let state: State = serde_json::from_str(text).map_err(|e| StateError::Corrupt {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        if state.version != STATE_VERSION {
+            return Err(StateError::Corrupt {
+                path: path.to_path_buf(),
+                why: format!(
+                    "version {} is not the {STATE_VERSION} this vportd reads",
+                    state.version
+                ),
+            });
+        }
+        Ok(state)
+    }
+
+    /// Saves atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
+        let text = serde_json::to_string_pretty(self).expect("state serializes");
+        files::write_atomic(&Self::path(dir), text.as_bytes())?;
+        Ok(())
+    }
+
+    /// The VF indexes held on a PF, by vPort.
+    pub fn vfs_on(&self, pf: &str) -> BTreeMap<u32, &str> {
+        self.vports
+            .iter()
+            .filter(|(_, v)| v.uplink == pf)
+            .filter_map(|(name, v)| match v.path {
+                VportPath::Vf { index } => Some((index, name.as_str())),
+                VportPath::Software => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(State::load(dir.path()).unwrap().vports.len(), 0);
+        let mut s = State {
+            version: STATE_VERSION,
+            ..Default::default()
+        };
+        s.vports.insert(
+            "vm1".into(),
+            VportState {
+                uplink: "0000:01:00.0".into(),
+                path: VportPath::Vf { index: 2 },
+                reason: "free VF".into(),
+                vf_bdf: Some("0000:01:10.4".into()),
+                applied: None,
+                health: Health::Provisioned,
+            },
+        );
+        s.save(dir.path()).unwrap();
+        assert_eq!(State::load(dir.path()).unwrap(), s);
+        std::fs::write(State::path(dir.path()), "{\"version\": 1, \"vports\": ").unwrap();
+        let e = State::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("state.json: the state file is corrupt"), "{e}");
+    }
+}
