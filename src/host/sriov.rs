@@ -4,12 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::{
     LinkAttribute, LinkExtentMask, LinkMessage, LinkVfInfo, VfInfo, VfInfoLinkState, VfInfoMac,
     VfInfoRate, VfInfoSpoofCheck, VfInfoTrust, VfInfoVlan, VfLinkState, VfVlan, VfVlanInfo,
     VlanProtocol,
 };
-use netlink_packet_route::AddressFamily;
 use nix::errno::Errno;
 
 use super::fs::{FsError, KernelFs, WriteFailed};
@@ -128,7 +128,11 @@ impl SriovOps for LiveSriov {
             if ready && autoprobe && now > 0 {
                 // With autoprobe on, VFs are usable once their driver has bound.
                 for l in &links {
-                    if self.fs.link_name(&format!("{}/{l}/driver", Self::pci(pf)))?.is_none() {
+                    if self
+                        .fs
+                        .link_name(&format!("{}/{l}/driver", Self::pci(pf)))?
+                        .is_none()
+                    {
                         ready = false;
                     }
                 }
@@ -297,7 +301,9 @@ async fn set_vf(pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
     let mut msg = LinkMessage::default();
     msg.header.index = pf_ifindex;
     msg.attributes
-        .push(LinkAttribute::VfInfoList(vec![LinkVfInfo(vf_info_attributes(cfg))]));
+        .push(LinkAttribute::VfInfoList(vec![LinkVfInfo(
+            vf_info_attributes(cfg),
+        )]));
     handle
         .link()
         .set(msg)
