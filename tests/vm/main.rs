@@ -10,6 +10,8 @@
 #[allow(dead_code)]
 mod rig;
 
+mod provision;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -340,6 +342,33 @@ fn hotplug_igb_with_udev() {
             "udev must report '{expected}...'; it logged:\n{events}"
         );
     }
+}
+
+/// The harness's own promise: a scenario that hangs is cut off at its timeout, QEMU is killed,
+/// and the error shows the guest's serial log.
+#[test]
+fn a_hung_guest_is_killed_and_its_serial_log_shown() {
+    let test = "a_hung_guest_is_killed_and_its_serial_log_shown";
+    let Some(_) = rig_or_skip(test) else { return };
+    let mut guest = boot(test, Rig::new().pfs(1));
+    let started = std::time::Instant::now();
+    let error = guest
+        .run(
+            "echo 'rig: about to hang' > /dev/console; sleep 600",
+            Duration::from_secs(3),
+        )
+        .expect_err("a scenario that sleeps past its timeout fails");
+    let message = error.to_string();
+    eprintln!("{test}: the harness reported:\n{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(300),
+        "the timeout must cut the scenario short, well before its 600 s sleep"
+    );
+    assert!(message.contains("the guest hung"), "{message}");
+    assert!(
+        message.contains("rig: about to hang") && message.contains("guest up after"),
+        "the error must carry the serial log:\n{message}"
+    );
 }
 
 /// One network PCI function as sysfs shows it (the discover scenario's sysfs.txt).
