@@ -10,7 +10,6 @@
 #[allow(dead_code)]
 mod rig;
 
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
