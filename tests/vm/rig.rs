@@ -69,6 +69,13 @@ const INIT: &str = include_str!("guest/init");
 const RIG_SH: &str = include_str!("guest/rig.sh");
 const LAB_SH: &str = include_str!("guest/lab.sh");
 
+/// The login shell's profile in the lab. /init is a shell script, not busybox's init, so the
+/// plain `poweroff` (which signals init) would do nothing: power off directly instead.
+const PROFILE: &str = "export PS1='guest:\\w# '\n\
+    . /etc/rig.sh\n\
+    poweroff() { sync; /usr/bin/busybox poweroff -f; }\n\
+    reboot() { poweroff; }\n";
+
 /// An error of the rig, with the guest's serial log when there is one.
 pub struct RigError {
     message: String,
@@ -493,7 +500,7 @@ impl Rig {
         write_file(
             root,
             "/etc/profile",
-            b"export PS1='guest:\\w# '\n. /etc/rig.sh\n",
+            PROFILE.as_bytes(),
             0o644,
         )?;
         write_file(

@@ -33,7 +33,7 @@ banner() {
    grep eth /proc/interrupts       one interrupt per queue
    cat /proc/irq/<N>/smp_affinity_list
    echo 0 > /sys/class/net/eth0/device/sriov_numvfs    (then 7: the 82576's maximum)
- Example configs: $(ls /etc/vportd/ 2>/dev/null | sed 's|^|/etc/vportd/|' | tr '\n' ' ')
+ Example configs: $(ls /etc/vportd/*.toml 2>/dev/null | tr '\n' ' ' | grep . || echo "none yet (the repository's examples/*.toml land in /etc/vportd/)")
  Leave with: poweroff   (or Ctrl-a x)
 =====================================================================================
 BANNER
