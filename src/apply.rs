@@ -72,6 +72,8 @@ pub struct ApplyOptions {
     pub retry_delay: Duration,
     /// Identifies this run in the journal and the state file.
     pub run_id: String,
+    /// How long to wait for a PF's link to return after enabling VFs.
+    pub link_wait: Duration,
 }
 
 /// What one step did.
@@ -221,7 +223,7 @@ fn undo(ops: &mut dyn SriovOps, u: &Undo) -> Result<(), StepError> {
                     ops.bind(&bdf, driver.as_deref())?;
                 }
                 if let (Some(ifx), Some(c)) = (pf_ifindex, config) {
-                    restore_vf(ops, *ifx, c)?;
+                    converge_vf(ops, *ifx, c)?;
                 }
             }
             Ok(())
@@ -232,7 +234,7 @@ fn undo(ops: &mut dyn SriovOps, u: &Undo) -> Result<(), StepError> {
             }
             Ok(())
         }
-        Undo::Vf { pf_ifindex, config } => restore_vf(ops, *pf_ifindex, config),
+        Undo::Vf { pf_ifindex, config } => converge_vf(ops, *pf_ifindex, config),
         Undo::Nothing => Ok(()),
     }
 }
@@ -242,11 +244,11 @@ fn differs<T: PartialEq>(want: &Option<T>, now: &Option<T>) -> bool {
     want.is_some() && want != now
 }
 
-/// Puts a VF back to `want`, sending only the optional attributes that differ from
-/// what it has now: a driver that lacks an attribute (igb and the VF link state)
+/// Brings a VF to `want` (a new setting, or the old one on undo), sending only the
+/// optional attributes that differ from what it has now: a driver that lacks an attribute (igb and the VF link state)
 /// refuses it even when set to its default. A VF that is gone (an earlier undo
 /// removed it) needs nothing.
-fn restore_vf(ops: &mut dyn SriovOps, pf_ifindex: u32, want: &VfConfig) -> Result<(), StepError> {
+fn converge_vf(ops: &mut dyn SriovOps, pf_ifindex: u32, want: &VfConfig) -> Result<(), StepError> {
     let Some(now) = ops.vf_config(pf_ifindex, want.vf)? else {
         return Ok(());
     };
@@ -385,14 +387,24 @@ fn prepare(ops: &mut dyn SriovOps, a: &Action) -> Result<Undo, StepError> {
     })
 }
 
-fn execute(ops: &mut dyn SriovOps, a: &Action) -> Result<(), StepError> {
+fn execute(ops: &mut dyn SriovOps, a: &Action, opts: &ApplyOptions) -> Result<(), StepError> {
     match a {
         Action::SetNumVfs { pf, to, .. } => {
+            let carrier = ops.pf_carrier(pf)?;
             let got = ops.set_num_vfs(pf, *to)?;
             if got != *to {
                 return Err(StepError::Verify(format!(
                     "{pf} enabled {got} VFs when asked for {to}"
                 )));
+            }
+            // Enabling VFs resets the PF on many drivers; VF settings made before its
+            // link returns can be refused (igb: rates, EINVAL). Bounded: a PF whose
+            // link does not come back is not an error here.
+            if carrier && *to > 0 {
+                let start = std::time::Instant::now();
+                while !ops.pf_carrier(pf)? && start.elapsed() < opts.link_wait {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
             Ok(())
         }
@@ -422,7 +434,7 @@ fn execute(ops: &mut dyn SriovOps, a: &Action) -> Result<(), StepError> {
             config,
             ..
         } => {
-            ops.set_vf(*pf_ifindex, config)?;
+            converge_vf(ops, *pf_ifindex, config)?;
             let got = ops.vf_config(*pf_ifindex, config.vf)?;
             match got {
                 Some(c) if vf_matches(config, &c) => Ok(()),
@@ -479,7 +491,7 @@ pub fn apply(
             })?;
             with_retries(opts, || {
                 attempts += 1;
-                execute(ops, action)
+                execute(ops, action, opts)
             })?;
             Ok(())
         })();

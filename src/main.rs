@@ -184,6 +184,7 @@ fn apply_cmd(
         state_dir: cfg.state_dir.clone(),
         retries: 5,
         retry_delay: std::time::Duration::from_millis(200),
+        link_wait: std::time::Duration::from_secs(15),
         run_id: format!(
             "{}-{}",
             std::time::SystemTime::now()

@@ -277,6 +277,10 @@ impl SriovOps for SimHost {
         Ok(p.vfs.get(vf as usize).map(|v| v.config.clone()))
     }
 
+    fn pf_carrier(&mut self, _pf: &str) -> Result<bool, HostError> {
+        Ok(true)
+    }
+
     fn set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
         self.fault(Op::SetVf, "set_vf")?;
         self.log.push(format!("set_vf {pf_ifindex} {}", cfg.vf));

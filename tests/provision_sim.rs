@@ -34,6 +34,7 @@ fn opts(dir: &Path, run: &str) -> ApplyOptions {
         state_dir: dir.to_path_buf(),
         retries: 3,
         retry_delay: Duration::ZERO,
+        link_wait: std::time::Duration::from_secs(15),
         run_id: run.into(),
     }
 }

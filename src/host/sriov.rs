@@ -72,6 +72,9 @@ pub trait SriovOps {
     fn vf_config(&mut self, pf_ifindex: u32, vf: u32) -> Result<Option<VfConfig>, HostError>;
     /// Sets a VF's attributes in one rtnetlink request; `None` fields are left alone.
     fn set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError>;
+    /// Whether the PF's netdev has carrier. Drivers reset the PF when VFs are
+    /// enabled, and igb refuses VF rates (EINVAL) until the link is back.
+    fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError>;
 }
 
 /// The real kernel.
@@ -196,6 +199,21 @@ impl SriovOps for LiveSriov {
 
     fn set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
         super::block_on(set_vf(pf_ifindex, cfg))
+    }
+
+    fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError> {
+        let net = format!("{}/net", Self::pci(pf));
+        for dev in self.fs.list(&net)? {
+            if self
+                .fs
+                .read_lenient(&format!("{net}/{dev}/carrier"))
+                .as_deref()
+                == Some("1")
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
