@@ -124,6 +124,9 @@ pub struct VportSpec {
     pub trust: bool,
     pub link_state: LinkState,
     pub offload: Offload,
+    /// Attributes (from [`OPTIONAL_ATTRIBUTES`]) the NIC may lack: dropped with a
+    /// warning rather than costing the vPort its VF.
+    pub optional: Vec<String>,
     /// Where the `[[vport]]` table starts.
     pub at: Location,
 }
@@ -352,6 +355,21 @@ const VPORT_KEYS: &[(&str, &str)] = &[
     ("trust", "true or false"),
     ("link_state", "\"auto\", \"enable\" or \"disable\""),
     ("offload", "\"required\", \"preferred\" or \"never\""),
+    (
+        "optional",
+        "a list of attributes the NIC may lack, e.g. [\"link_state\"]",
+    ),
+];
+
+/// Attributes a vPort may list in `optional`: if the NIC cannot set one, it is dropped
+/// with a warning instead of sending the vPort to the software path.
+pub const OPTIONAL_ATTRIBUTES: &[&str] = &[
+    "link_state",
+    "proto",
+    "min_tx_rate_mbps",
+    "max_tx_rate_mbps",
+    "trust",
+    "spoofchk",
 ];
 
 /// `[[uplink]]` as written. Every field is optional and spanned so that [`parse`] can report
@@ -382,6 +400,7 @@ struct RawVport {
     trust: Option<Spanned<bool>>,
     link_state: Option<Spanned<String>>,
     offload: Option<Spanned<String>>,
+    optional: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Collects problems against one file's text.
@@ -1019,6 +1038,26 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             "required: a VF or fail; preferred: a VF, else queues, else software; never: software only",
         );
 
+        let mut optional = Vec::new();
+        for attr in raw.optional.iter().flat_map(|list| list.get_ref()) {
+            let a = attr.get_ref();
+            if !OPTIONAL_ATTRIBUTES.contains(&a.as_str()) {
+                ck.report(
+                    &attr.span(),
+                    format!("{what}: optional names {a:?}, which is not an attribute that can be dropped"),
+                    format!("optional may list {}", OPTIONAL_ATTRIBUTES.join(", ")),
+                );
+            } else if optional.contains(a) {
+                ck.report(
+                    &attr.span(),
+                    format!("{what}: optional lists {a:?} twice"),
+                    "list each attribute once",
+                );
+            } else {
+                optional.push(a.clone());
+            }
+        }
+
         // Each of these is None only after a problem was reported.
         let (Some(name), Some(uplink), Some(mac)) = (name, uplink, mac) else {
             continue;
@@ -1036,6 +1075,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             trust: raw.trust.is_some_and(Spanned::into_inner),
             link_state: link_state.unwrap_or_default(),
             offload: offload.unwrap_or_default(),
+            optional,
             at,
         });
     }
@@ -1632,6 +1672,18 @@ mod tests {
             message: "proto \"802.1x\" is not one of \"802.1Q\", \"802.1ad\"",
         },
         BadCase {
+            what: "optional attribute that cannot be dropped",
+            toml: vport_with!("optional = [\"mac\"]\n"),
+            at: (7, 13),
+            message: "optional names \"mac\", which is not an attribute that can be dropped",
+        },
+        BadCase {
+            what: "optional attribute listed twice",
+            toml: vport_with!("optional = [\"trust\", \"trust\"]\n"),
+            at: (7, 22),
+            message: "optional lists \"trust\" twice",
+        },
+        BadCase {
             what: "minimum rate above maximum",
             toml: vport_with!("max_tx_rate_mbps = 100\nmin_tx_rate_mbps = 200\n"),
             at: (8, 20),
@@ -1821,7 +1873,7 @@ mod tests {
         let e = parse(Path::new("host.toml"), vport_with!("vlna = 1\n")).unwrap_err();
         assert!(
             e.to_string().ends_with(
-                "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload"
+                "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload, optional"
             ),
             "{e}"
         );

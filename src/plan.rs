@@ -213,28 +213,54 @@ fn abilities(profiles: &ProfileSet, f: &PciFunction) -> VfAbilities {
     }
 }
 
-/// The attributes a vPort asks for that the NIC cannot set, as reasons.
-fn missing_abilities(v: &VportSpec, a: &VfAbilities, driver: &str) -> Vec<String> {
+/// The attributes a vPort asks for that the NIC cannot set: (config key, reason).
+fn missing_abilities(v: &VportSpec, a: &VfAbilities, driver: &str) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if v.link_state != LinkState::Auto && !a.link_state {
-        out.push(format!("{driver} cannot set a VF link state"));
+        out.push(("link_state", format!("{driver} cannot set a VF link state")));
     }
     if v.vlan.is_some() && v.vlan_proto == VlanProto::Dot1Ad && !a.dot1ad {
-        out.push(format!("{driver} cannot tag a VF with 802.1ad"));
+        out.push(("proto", format!("{driver} cannot tag a VF with 802.1ad")));
     }
     if v.min_tx_rate_mbps.is_some_and(|r| r > 0) && !a.min_rate {
-        out.push(format!("{driver} cannot guarantee a VF minimum rate"));
+        out.push((
+            "min_tx_rate_mbps",
+            format!("{driver} cannot guarantee a VF minimum rate"),
+        ));
     }
     if v.max_tx_rate_mbps.is_some_and(|r| r > 0) && !a.max_rate {
-        out.push(format!("{driver} cannot limit a VF's rate"));
+        out.push((
+            "max_tx_rate_mbps",
+            format!("{driver} cannot limit a VF's rate"),
+        ));
     }
     if v.trust && !a.trust {
-        out.push(format!("{driver} cannot trust a VF"));
+        out.push(("trust", format!("{driver} cannot trust a VF")));
     }
     if !v.spoofchk && !a.spoofchk {
-        out.push(format!("{driver} cannot turn off a VF's spoof checking"));
+        out.push((
+            "spoofchk",
+            format!("{driver} cannot turn off a VF's spoof checking"),
+        ));
     }
     out
+}
+
+/// The vPort as it will be configured once the attributes in `dropped` are left out.
+fn without(v: &VportSpec, dropped: &[&str]) -> VportSpec {
+    let mut v = v.clone();
+    for d in dropped {
+        match *d {
+            "link_state" => v.link_state = LinkState::Auto,
+            "proto" => v.vlan_proto = VlanProto::Dot1Q,
+            "min_tx_rate_mbps" => v.min_tx_rate_mbps = None,
+            "max_tx_rate_mbps" => v.max_tx_rate_mbps = None,
+            "trust" => v.trust = false,
+            "spoofchk" => v.spoofchk = true,
+            _ => {}
+        }
+    }
+    v
 }
 
 /// The VF settings a vPort wants, sending only what the NIC understands: an
@@ -372,8 +398,9 @@ pub fn plan(
         };
         let cap = uplink.num_vfs.unwrap_or(total).min(total);
 
-        // 1. Who can have a VF at all.
+        // 1. Who can have a VF at all, and with which attributes.
         let mut want_vf = Vec::new();
+        let mut effective: BTreeMap<String, VportSpec> = BTreeMap::new();
         for v in &vports {
             let software = |reason: String| Placement {
                 vport: v.name.clone(),
@@ -389,6 +416,7 @@ pub fn plan(
                 continue;
             }
             let mut why_not = Vec::new();
+            let mut dropped = Vec::new();
             if f.sriov.is_none() {
                 why_not.push(format!("PF {pf} ({driver}) has no SR-IOV"));
             } else if pf_ifindex.is_none() {
@@ -396,9 +424,20 @@ pub fn plan(
                     "PF {pf} has no netdev (is its driver bound?), so its VFs cannot be configured"
                 ));
             } else {
-                why_not.extend(missing_abilities(v, &a, &driver));
+                for (key, reason) in missing_abilities(v, &a, &driver) {
+                    if v.optional.iter().any(|o| o == key) {
+                        dropped.push(key);
+                        p.warnings.push(format!(
+                            "vport \"{}\": {key} dropped because {reason} (the config lists it as optional)",
+                            v.name
+                        ));
+                    } else {
+                        why_not.push(reason);
+                    }
+                }
             }
             if why_not.is_empty() {
+                effective.insert(v.name.clone(), without(v, &dropped));
                 want_vf.push(*v);
             } else if v.offload == Offload::Required {
                 p.blockers.push(format!(
@@ -566,7 +605,7 @@ pub fn plan(
                     driver: d.clone(),
                 });
             }
-            let want = desired_vf_config(v, *index, &a);
+            let want = desired_vf_config(&effective[*name], *index, &a);
             let current_cfg = existing.and_then(|e| e.config.as_ref());
             if current_cfg.is_none_or(|c| !vf_matches(&want, c)) {
                 main_actions.push(Action::ConfigureVf {

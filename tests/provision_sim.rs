@@ -205,6 +205,13 @@ fn missing_hardware_abilities_pick_the_software_path_or_block() {
             ),
             ("soft", &format!("{}\noffload = \"never\"", mac(3))),
             ("ok", &mac(4)),
+            (
+                "opt",
+                &format!(
+                    "{}\nlink_state = \"enable\"\noptional = [\"link_state\"]",
+                    mac(5)
+                ),
+            ),
         ],
         "",
     );
@@ -215,6 +222,17 @@ fn missing_hardware_abilities_pick_the_software_path_or_block() {
     assert!(find("qinq").reason.contains("802.1ad"));
     assert!(find("soft").reason.contains("never"));
     assert_eq!(find("ok").path, VportPath::Vf { index: 0 });
+    // Where the config allows it, the attribute is dropped with a warning instead.
+    assert_eq!(find("opt").path, VportPath::Vf { index: 1 });
+    assert_eq!(find("opt").vf_config.as_ref().unwrap().link_state, None);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w
+                .contains("\"opt\": link_state dropped because igb cannot set a VF link state")),
+        "{:?}",
+        p.warnings
+    );
     assert!(p.blockers.is_empty());
 
     let required = cfg_text(
