@@ -14,3 +14,4 @@ pub mod provision;
 pub mod render;
 pub mod sim;
 pub mod state;
+pub mod switch;

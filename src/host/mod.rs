@@ -6,6 +6,7 @@ pub mod files;
 pub mod fs;
 pub mod netlink;
 pub mod sriov;
+pub mod wait;
 
 /// Runs a netlink future to completion on a private current-thread runtime, so that
 /// synchronous callers (the CLI, discovery) need not own one.

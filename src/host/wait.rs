@@ -1,0 +1,17 @@
+//! Sleeping until a NIC has frames, for an idle switch worker.
+
+use std::os::fd::{BorrowedFd, RawFd};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+/// Waits up to `timeout_ms` for any of `fds` to turn readable. Errors (a signal, a closed
+/// descriptor) end the wait early; the caller polls its NICs either way.
+pub fn readable(fds: &[RawFd], timeout_ms: u16) {
+    let mut polls: Vec<PollFd<'_>> = fds
+        .iter()
+        // SAFETY: the descriptors belong to edges the caller owns and keeps open for the
+        // duration of this call; they are only polled, never closed or kept.
+        .map(|fd| PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::POLLIN))
+        .collect();
+    let _ = poll(&mut polls, PollTimeout::from(timeout_ms));
+}

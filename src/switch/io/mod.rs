@@ -1,0 +1,210 @@
+//! The NIC edge: the one interface every kind of NIC (TAP, AF_PACKET, AF_XDP, in-memory)
+//! implements. Each converts its frames to one common form at the edge (an Ethernet frame with
+//! its 802.1Q tag in the bytes, plus the virtio-net offload header when the NIC carries
+//! segmentation offload), so the pipeline never learns what kind of NIC a frame came from.
+//! The kernel-facing edges live in `host/`, the only module that touches the kernel.
+
+pub mod mem;
+
+use std::os::fd::RawFd;
+
+/// Frames moved per batch (OVS's and DPDK's batch size).
+pub const BATCH: usize = 32;
+
+/// Segmentation and checksum offload state of a frame, as the kernel's virtio-net header
+/// carries it (`struct virtio_net_hdr`). Opaque to the pipeline except that a VLAN tag
+/// inserted or removed in front of the headers shifts the offsets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offload {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl Offload {
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
+    pub const NEEDS_CSUM: u8 = 1;
+
+    /// A plain frame: nothing to segment, checksums complete.
+    pub fn is_none(&self) -> bool {
+        self.flags == 0 && self.gso_type == 0
+    }
+
+    /// The same offload after `delta` bytes were inserted (or removed) before the L3 header.
+    pub fn shifted(self, delta: isize) -> Offload {
+        if self.is_none() {
+            return self;
+        }
+        let shift = |v: u16| {
+            if v == 0 {
+                0
+            } else {
+                v.saturating_add_signed(delta as i16)
+            }
+        };
+        Offload {
+            hdr_len: shift(self.hdr_len),
+            csum_start: shift(self.csum_start),
+            ..self
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    off: usize,
+    len: usize,
+    offload: Offload,
+}
+
+/// Up to [`BATCH`] frames in one pre-allocated buffer, reused batch after batch.
+#[derive(Debug)]
+pub struct Batch {
+    /// Grows to its high-water mark and stays there; `used` bytes of it are live.
+    data: Vec<u8>,
+    used: usize,
+    frames: Vec<Meta>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Batch {
+            data: vec![0; BATCH * 2048],
+            used: 0,
+            frames: Vec::with_capacity(BATCH),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.used = 0;
+        self.frames.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Whether a receiving edge should stop filling it.
+    pub fn is_full(&self) -> bool {
+        self.frames.len() >= BATCH
+    }
+
+    /// Appends a copy of `frame`.
+    pub fn push(&mut self, frame: &[u8], offload: Offload) {
+        self.push_with(frame.len(), offload, |buf| {
+            buf.copy_from_slice(frame);
+            Some(buf.len())
+        });
+    }
+
+    /// Appends a frame written by `fill` into up to `max` bytes; `fill` returns its length, or
+    /// None to append nothing (a read that found no frame).
+    pub fn push_with(
+        &mut self,
+        max: usize,
+        offload: Offload,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<usize> {
+        let off = self.used;
+        if self.data.len() < off + max {
+            self.data.resize(off + max, 0);
+        }
+        let len = fill(&mut self.data[off..off + max])?;
+        self.used += len;
+        self.frames.push(Meta { off, len, offload });
+        Some(len)
+    }
+
+    /// Sets the offload of the frame just pushed (edges that read the header with the frame).
+    pub fn set_last_offload(&mut self, offload: Offload) {
+        if let Some(m) = self.frames.last_mut() {
+            m.offload = offload;
+        }
+    }
+
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let m = self.frames[i];
+        &self.data[m.off..m.off + m.len]
+    }
+
+    pub fn offload(&self, i: usize) -> Offload {
+        self.frames[i].offload
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Offload)> {
+        self.frames
+            .iter()
+            .map(|m| (&self.data[m.off..m.off + m.len], m.offload))
+    }
+}
+
+/// A NIC connected to a vPort.
+pub trait Edge: Send {
+    /// For status and errors: "mem", "tap", "af_packet", "af_xdp".
+    fn kind(&self) -> &'static str;
+
+    /// Appends the frames waiting (until the batch is full); returns without blocking.
+    fn recv(&mut self, batch: &mut Batch) -> std::io::Result<()>;
+
+    /// Sends the batch; returns how many frames the NIC took (the rest are dropped).
+    fn send(&mut self, batch: &Batch) -> std::io::Result<usize>;
+
+    /// A descriptor that polls readable when frames wait, for an idle switch to sleep on.
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Whether frames may carry segmentation offload ([`Offload`]) both ways.
+    fn offloads(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_reuses_its_buffer() {
+        let mut b = Batch::new();
+        b.push(&[1, 2, 3], Offload::default());
+        b.push_with(100, Offload::default(), |buf| {
+            buf[..2].copy_from_slice(&[9, 9]);
+            Some(2)
+        });
+        assert_eq!(b.push_with(10, Offload::default(), |_| None), None);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.frame(0), &[1, 2, 3]);
+        assert_eq!(b.frame(1), &[9, 9]);
+        b.clear();
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn offload_shifts_with_a_tag() {
+        let o = Offload {
+            flags: Offload::NEEDS_CSUM,
+            gso_type: 1,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let s = o.shifted(4);
+        assert_eq!((s.hdr_len, s.csum_start, s.csum_offset), (70, 38, 16));
+        assert_eq!(Offload::default().shifted(4), Offload::default());
+    }
+}

@@ -1,0 +1,399 @@
+//! The software switch: an 802.1Q learning switch in user space for the vPorts the NIC cannot
+//! carry. vSwitch, vPort and NIC are separate objects: a [`Switch`] has ports
+//! ([`PortConfig`]), and a NIC edge ([`io::Edge`]) connected to a port is its link; disconnecting
+//! it is link down. Frames go ingress -> forwarding -> egress ([`pipeline`]) in batches of 32.
+//!
+//! The pure parts (packet views, table, VLAN, ACL, rate limit, counters, pipeline) take time as
+//! an input and are tested without root; the kernel-facing edges (TAP, AF_PACKET) live in
+//! `host/`. A running switch is one worker thread that owns the table, so the packet path
+//! takes no locks; counters are published per worker and summed on read.
+
+pub mod acl;
+pub mod counters;
+pub mod fdb;
+pub mod io;
+pub mod packet;
+pub mod pipeline;
+pub mod port;
+pub mod qos;
+pub mod testkit;
+pub mod vlan;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use counters::{Counters, DropReason, PortStats};
+pub use io::{Batch, Edge};
+pub use pipeline::Pipeline;
+pub use port::PortConfig;
+
+/// A port's number on its switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub usize);
+
+/// Most ports one switch has (counters are sized for them up front).
+pub const MAX_PORTS: usize = 256;
+
+/// Errors from building or driving a switch.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// The switch already has MAX_PORTS ports.
+    #[error("switch {switch} already has {MAX_PORTS} ports; remove one first")]
+    Full { switch: String },
+    /// A port name is taken.
+    #[error("switch {switch} already has a port named {port}")]
+    Duplicate { switch: String, port: String },
+    /// No port by that number.
+    #[error("switch {switch} has no port {port}")]
+    NoPort { switch: String, port: usize },
+    /// The worker thread is gone.
+    #[error("the worker of switch {switch} has stopped")]
+    Stopped { switch: String },
+    /// The worker thread could not start.
+    #[error("cannot start the worker of switch {switch}")]
+    Spawn {
+        switch: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Switch-wide settings.
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    pub name: String,
+    pub fdb_capacity: usize,
+    pub aging_ns: u64,
+}
+
+impl SwitchConfig {
+    /// The defaults copied from OVS and the Linux bridge: 8,192 entries, 300 s aging.
+    pub fn new(name: &str) -> Self {
+        SwitchConfig {
+            name: name.to_string(),
+            fdb_capacity: fdb::DEFAULT_CAPACITY,
+            aging_ns: fdb::DEFAULT_AGING_NS,
+        }
+    }
+}
+
+/// A switch and its NICs, driven by whoever owns it: a test calling [`Switch::poll`] with its
+/// own clock, or the worker thread of [`Switch::spawn`].
+pub struct Switch {
+    cfg: SwitchConfig,
+    pipeline: Pipeline,
+    edges: Vec<Option<Box<dyn Edge>>>,
+    rx: Batch,
+    tx: Vec<Batch>,
+    counters: Arc<Counters>,
+    last_expire: u64,
+}
+
+impl Switch {
+    pub fn new(cfg: SwitchConfig) -> Self {
+        let fdb = fdb::Fdb::new(cfg.fdb_capacity, cfg.aging_ns);
+        Switch {
+            cfg,
+            pipeline: Pipeline::new(fdb),
+            edges: Vec::new(),
+            rx: Batch::new(),
+            tx: Vec::new(),
+            counters: Arc::new(Counters::new(1, MAX_PORTS)),
+            last_expire: 0,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Adds a vPort, with its NIC if one is given (link up) or without (link down).
+    pub fn add_port(
+        &mut self,
+        cfg: PortConfig,
+        edge: Option<Box<dyn Edge>>,
+    ) -> Result<PortId, SwitchError> {
+        let taken = self
+            .pipeline
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.cfg.name == cfg.name);
+        if taken {
+            return Err(SwitchError::Duplicate {
+                switch: self.cfg.name.clone(),
+                port: cfg.name,
+            });
+        }
+        if self.pipeline.ports.iter().all(Option::is_some) && self.pipeline.ports.len() >= MAX_PORTS
+        {
+            return Err(SwitchError::Full {
+                switch: self.cfg.name.clone(),
+            });
+        }
+        let id = self.pipeline.add_port(cfg);
+        while self.edges.len() <= id.0 {
+            self.edges.push(None);
+            self.tx.push(Batch::new());
+        }
+        if let Some(edge) = edge {
+            self.connect(id, edge)?;
+        }
+        Ok(id)
+    }
+
+    /// Removes a vPort, returning its NIC.
+    pub fn remove_port(&mut self, port: PortId) -> Result<Option<Box<dyn Edge>>, SwitchError> {
+        let edge = self.disconnect(port)?;
+        self.pipeline.remove_port(port);
+        Ok(edge)
+    }
+
+    /// Connects a NIC to a port: link up.
+    pub fn connect(&mut self, port: PortId, edge: Box<dyn Edge>) -> Result<(), SwitchError> {
+        self.check(port)?;
+        let offloads = edge.offloads();
+        self.edges[port.0] = Some(edge);
+        self.pipeline.set_link(port, true, offloads);
+        Ok(())
+    }
+
+    /// Disconnects a port's NIC: link down. Returns the NIC.
+    pub fn disconnect(&mut self, port: PortId) -> Result<Option<Box<dyn Edge>>, SwitchError> {
+        self.check(port)?;
+        self.pipeline.set_link(port, false, false);
+        Ok(self.edges[port.0].take())
+    }
+
+    fn check(&self, port: PortId) -> Result<(), SwitchError> {
+        match self.pipeline.ports.get(port.0) {
+            Some(Some(_)) => Ok(()),
+            _ => Err(SwitchError::NoPort {
+                switch: self.cfg.name.clone(),
+                port: port.0,
+            }),
+        }
+    }
+
+    pub fn port_id(&self, name: &str) -> Option<PortId> {
+        self.pipeline
+            .ports
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.cfg.name == name))
+            .map(PortId)
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// The published counters (up to date after each [`Switch::poll`]).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// One pass over every connected NIC: receive a batch from each, run it through the
+    /// pipeline, send the results, then expire old table entries (once a second). Returns
+    /// how many frames came in. `now` is nanoseconds on a monotonic clock.
+    pub fn poll(&mut self, now: u64) -> usize {
+        let mut received = 0;
+        for src in 0..self.edges.len() {
+            let Some(edge) = self.edges[src].as_mut() else {
+                continue;
+            };
+            self.rx.clear();
+            if edge.recv(&mut self.rx).is_err() {
+                self.pipeline.stats[src].drop(DropReason::TxError);
+                continue;
+            }
+            if self.rx.is_empty() {
+                continue;
+            }
+            received += self.rx.len();
+            self.pipeline
+                .process(PortId(src), &self.rx, now, &mut self.tx);
+            self.flush();
+        }
+        if now.saturating_sub(self.last_expire) >= 1_000_000_000 {
+            self.pipeline.fdb.expire(now);
+            self.last_expire = now;
+        }
+        self.counters.publish(0, &self.pipeline.stats);
+        received
+    }
+
+    /// Sends every destination's batch and counts what went out.
+    fn flush(&mut self) {
+        for (i, out) in self.tx.iter_mut().enumerate() {
+            if out.is_empty() {
+                continue;
+            }
+            let st = &mut self.pipeline.stats[i];
+            let sent = match self.edges[i].as_mut() {
+                Some(edge) => edge.send(out).unwrap_or(0),
+                None => 0,
+            };
+            for (k, (f, _)) in out.iter().enumerate() {
+                if k < sent {
+                    st.tx_packets += 1;
+                    st.tx_bytes += f.len() as u64;
+                } else {
+                    st.drop(DropReason::TxError);
+                }
+            }
+            out.clear();
+        }
+    }
+
+    /// Starts the worker thread. It polls the NICs, sleeping on their descriptors when idle,
+    /// until the handle is stopped or dropped.
+    pub fn spawn(self) -> Result<SwitchHandle, SwitchError> {
+        let name = self.cfg.name.clone();
+        let counters = self.counters.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cmd_tx, cmd_rx) = channel();
+        let worker_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("switch-{name}"))
+            .spawn(move || self.run(&worker_stop, &cmd_rx))
+            .map_err(|source| SwitchError::Spawn {
+                switch: name.clone(),
+                source,
+            })?;
+        Ok(SwitchHandle {
+            name,
+            counters,
+            stop,
+            commands: cmd_tx,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(mut self, stop: &AtomicBool, commands: &Receiver<Command>) -> Switch {
+        let start = Instant::now();
+        let mut idle = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            while let Ok(cmd) = commands.try_recv() {
+                self.apply(cmd);
+            }
+            let now = start.elapsed().as_nanos() as u64;
+            if self.poll(now) > 0 {
+                idle = 0;
+                continue;
+            }
+            idle += 1;
+            // Spin a little (a frame is usually right behind), then sleep on the NICs.
+            if idle > 64 {
+                let fds: Vec<_> = self
+                    .edges
+                    .iter()
+                    .flatten()
+                    .filter_map(|e| e.raw_fd())
+                    .collect();
+                let all_fds = fds.len() == self.edges.iter().flatten().count();
+                let timeout = if all_fds { 10 } else { 1 };
+                if fds.is_empty() {
+                    std::thread::sleep(Duration::from_micros(200));
+                } else {
+                    crate::host::wait::readable(&fds, timeout);
+                }
+            }
+        }
+        self
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddPort(cfg, edge, reply) => {
+                let _ = reply.send(self.add_port(cfg, edge));
+            }
+            Command::Connect(port, edge, reply) => {
+                let _ = reply.send(self.connect(port, edge));
+            }
+            Command::Disconnect(port, reply) => {
+                let _ = reply.send(self.disconnect(port));
+            }
+            Command::RemovePort(port, reply) => {
+                let _ = reply.send(self.remove_port(port));
+            }
+        }
+    }
+}
+
+type Reply<T> = Sender<Result<T, SwitchError>>;
+
+enum Command {
+    AddPort(PortConfig, Option<Box<dyn Edge>>, Reply<PortId>),
+    Connect(PortId, Box<dyn Edge>, Reply<()>),
+    Disconnect(PortId, Reply<Option<Box<dyn Edge>>>),
+    RemovePort(PortId, Reply<Option<Box<dyn Edge>>>),
+}
+
+/// A running switch: its counters, and commands to its worker.
+pub struct SwitchHandle {
+    name: String,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    commands: Sender<Command>,
+    thread: Option<JoinHandle<Switch>>,
+}
+
+impl SwitchHandle {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    fn ask<T>(&self, cmd: impl FnOnce(Reply<T>) -> Command) -> Result<T, SwitchError> {
+        let stopped = || SwitchError::Stopped {
+            switch: self.name.clone(),
+        };
+        let (tx, rx) = channel();
+        self.commands.send(cmd(tx)).map_err(|_| stopped())?;
+        rx.recv().map_err(|_| stopped())?
+    }
+
+    pub fn add_port(
+        &self,
+        cfg: PortConfig,
+        edge: Option<Box<dyn Edge>>,
+    ) -> Result<PortId, SwitchError> {
+        self.ask(|r| Command::AddPort(cfg, edge, r))
+    }
+
+    pub fn connect(&self, port: PortId, edge: Box<dyn Edge>) -> Result<(), SwitchError> {
+        self.ask(|r| Command::Connect(port, edge, r))
+    }
+
+    pub fn disconnect(&self, port: PortId) -> Result<Option<Box<dyn Edge>>, SwitchError> {
+        self.ask(|r| Command::Disconnect(port, r))
+    }
+
+    pub fn remove_port(&self, port: PortId) -> Result<Option<Box<dyn Edge>>, SwitchError> {
+        self.ask(|r| Command::RemovePort(port, r))
+    }
+
+    /// Stops the worker and returns the switch (with its NICs) as it was.
+    pub fn stop(mut self) -> Option<Switch> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for SwitchHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

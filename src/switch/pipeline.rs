@@ -1,0 +1,231 @@
+//! The pipeline: ingress (the source port's VLAN mode, ACL, rate limit, learning), forwarding
+//! (the VLAN-aware table, flooding within the VLAN, no hairpin), egress (each destination's ACL
+//! and tagging). It sees batches of frames in the common edge form and writes each destination
+//! its own copy, tagged as that port wants; it never knows what NIC a frame came from.
+
+use super::PortId;
+use super::counters::{DropReason, PortStats};
+use super::fdb::{Fdb, Learned};
+use super::io::{Batch, Offload};
+use super::packet::{EthFrame, write_retagged};
+use super::port::PortConfig;
+
+pub(crate) struct PortState {
+    pub cfg: PortConfig,
+    /// A NIC is connected and the port is not administratively down.
+    pub link_up: bool,
+    /// The connected NIC takes segmentation offload.
+    pub offloads: bool,
+}
+
+/// The pure part of the switch: ports, table, counters. One owner, no locks.
+pub struct Pipeline {
+    pub(crate) ports: Vec<Option<PortState>>,
+    pub(crate) fdb: Fdb,
+    pub(crate) stats: Vec<PortStats>,
+}
+
+impl Pipeline {
+    pub fn new(fdb: Fdb) -> Self {
+        Pipeline {
+            ports: Vec::new(),
+            fdb,
+            stats: Vec::new(),
+        }
+    }
+
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    pub fn stats(&self, port: PortId) -> PortStats {
+        self.stats.get(port.0).copied().unwrap_or_default()
+    }
+
+    /// Adds a port in the first free slot; its link starts down.
+    pub fn add_port(&mut self, cfg: PortConfig) -> PortId {
+        let slot = self.ports.iter().position(Option::is_none);
+        let id = slot.unwrap_or(self.ports.len());
+        if let Some(mac) = cfg.mac {
+            for vid in 1..=4094u16 {
+                if cfg.vlan.carries(vid) {
+                    self.fdb.add_static(mac, vid, PortId(id));
+                }
+            }
+        }
+        let state = PortState {
+            cfg,
+            link_up: false,
+            offloads: false,
+        };
+        if slot.is_some() {
+            self.ports[id] = Some(state);
+        } else {
+            self.ports.push(Some(state));
+            self.stats.push(PortStats::default());
+        }
+        PortId(id)
+    }
+
+    pub fn remove_port(&mut self, port: PortId) -> Option<PortConfig> {
+        let state = self.ports.get_mut(port.0)?.take()?;
+        self.fdb.flush_port(port, true);
+        self.stats[port.0] = PortStats::default();
+        Some(state.cfg)
+    }
+
+    pub fn port_config(&self, port: PortId) -> Option<&PortConfig> {
+        self.ports.get(port.0)?.as_ref().map(|p| &p.cfg)
+    }
+
+    /// Link up (a NIC was connected) or down (disconnected). Down forgets what the port learned.
+    pub fn set_link(&mut self, port: PortId, up: bool, offloads: bool) {
+        if let Some(Some(p)) = self.ports.get_mut(port.0) {
+            p.link_up = up && !p.cfg.admin_down;
+            p.offloads = offloads;
+            if !up {
+                self.fdb.flush_port(port, false);
+            }
+        }
+    }
+
+    pub fn link_up(&self, port: PortId) -> bool {
+        matches!(self.ports.get(port.0), Some(Some(p)) if p.link_up)
+    }
+
+    /// Runs one batch from `src` through the pipeline, appending each frame's copies to the
+    /// destinations' batches in `tx` (indexed by port; at least as many as ports). `now` is
+    /// nanoseconds on a monotonic clock.
+    pub fn process(&mut self, src: PortId, rx: &Batch, now: u64, tx: &mut [Batch]) {
+        let Pipeline { ports, fdb, stats } = self;
+        if !matches!(ports.get(src.0), Some(Some(_))) {
+            return;
+        }
+        for (bytes, offload) in rx.iter() {
+            let sp = ports[src.0].as_mut().expect("checked above");
+            let st = &mut stats[src.0];
+            st.rx_packets += 1;
+            st.rx_bytes += bytes.len() as u64;
+            if !sp.link_up {
+                st.drop(DropReason::LinkDown);
+                continue;
+            }
+            let Ok(frame) = EthFrame::new_checked(bytes) else {
+                st.drop(DropReason::Malformed);
+                continue;
+            };
+            if frame.is_service_tagged() {
+                st.drop(DropReason::Vlan);
+                continue;
+            }
+            let Some((vid, pcp)) = sp.cfg.vlan.ingress(frame.tag(), sp.cfg.default_pcp) else {
+                st.drop(DropReason::Vlan);
+                continue;
+            };
+            if !sp.cfg.ingress_acl.allows(&frame, vid) {
+                st.drop(DropReason::AclIngress);
+                continue;
+            }
+            if let Some(bucket) = sp.cfg.rate.as_mut()
+                && !bucket.admit(bytes.len(), now)
+            {
+                st.drop(DropReason::RateLimit);
+                continue;
+            }
+            let smac = frame.src();
+            if sp.cfg.learning
+                && !smac.is_multicast()
+                && fdb.learn(smac, vid, src, now, sp.cfg.learn_limit) == Learned::LimitReached
+            {
+                st.learn_limited += 1;
+            }
+            let hairpin = sp.cfg.hairpin;
+            let dmac = frame.dst();
+            let known = if dmac.is_multicast() {
+                None
+            } else {
+                fdb.lookup(dmac, vid)
+            };
+            match known {
+                Some(dst) if dst == src && !hairpin => {
+                    stats[src.0].drop(DropReason::NoDestination);
+                }
+                Some(dst) => {
+                    let Some(Some(dp)) = ports.get(dst.0) else {
+                        stats[src.0].drop(DropReason::NoDestination);
+                        continue;
+                    };
+                    if !dp.link_up {
+                        stats[dst.0].drop(DropReason::LinkDown);
+                        continue;
+                    }
+                    egress(
+                        dp,
+                        &mut stats[dst.0],
+                        &mut tx[dst.0],
+                        &frame,
+                        vid,
+                        pcp,
+                        offload,
+                        false,
+                    );
+                }
+                None => {
+                    let mut any = false;
+                    for (i, dp) in ports.iter().enumerate() {
+                        let Some(dp) = dp else { continue };
+                        if (i == src.0 && !hairpin) || !dp.link_up || !dp.cfg.vlan.carries(vid) {
+                            continue;
+                        }
+                        any = true;
+                        egress(
+                            dp,
+                            &mut stats[i],
+                            &mut tx[i],
+                            &frame,
+                            vid,
+                            pcp,
+                            offload,
+                            true,
+                        );
+                    }
+                    if !any {
+                        stats[src.0].drop(DropReason::NoDestination);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The destination's half: its egress ACL, its tagging, the copy into its batch.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn egress(
+    dp: &PortState,
+    st: &mut PortStats,
+    out: &mut Batch,
+    frame: &EthFrame<'_>,
+    vid: u16,
+    pcp: u8,
+    offload: Offload,
+    flooded: bool,
+) {
+    if !dp.cfg.egress_acl.allows(frame, vid) {
+        st.drop(DropReason::AclEgress);
+        return;
+    }
+    if !offload.is_none() && !dp.offloads {
+        st.drop(DropReason::Offload);
+        return;
+    }
+    let tag = dp.cfg.vlan.egress(vid, pcp);
+    let delta = (tag.is_some() as isize - frame.tag().is_some() as isize) * 4;
+    let len = frame.bytes().len() + 4;
+    out.push_with(len, offload.shifted(delta), |buf| {
+        Some(write_retagged(*frame, tag, buf))
+    });
+    if flooded {
+        st.tx_flooded += 1;
+    }
+}
