@@ -2,10 +2,12 @@
 //! under a configurable root), rtnetlink and ethtool netlink. Everything above it is
 //! pure data in, data out, and is tested without root.
 
+pub mod afpacket;
 pub mod files;
 pub mod fs;
 pub mod netlink;
 pub mod sriov;
+pub mod tap;
 pub mod wait;
 
 /// Runs a netlink future to completion on a private current-thread runtime, so that

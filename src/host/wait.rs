@@ -15,3 +15,13 @@ pub fn readable(fds: &[RawFd], timeout_ms: u16) {
         .collect();
     let _ = poll(&mut polls, PollTimeout::from(timeout_ms));
 }
+
+/// Waits up to `timeout_ms` for `fd` to take more data.
+pub fn writable(fd: RawFd, timeout_ms: u16) {
+    // SAFETY: as in `readable`: the caller owns the descriptor and keeps it open.
+    let mut polls = [PollFd::new(
+        unsafe { BorrowedFd::borrow_raw(fd) },
+        PollFlags::POLLOUT,
+    )];
+    let _ = poll(&mut polls, PollTimeout::from(timeout_ms));
+}

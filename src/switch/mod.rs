@@ -196,9 +196,13 @@ impl Switch {
     }
 
     /// One pass over every connected NIC: receive a batch from each, run it through the
-    /// pipeline, send the results, then expire old table entries (once a second). Returns
+    /// pipeline, send the results; first, once a second, expire old table entries. Returns
     /// how many frames came in. `now` is nanoseconds on a monotonic clock.
     pub fn poll(&mut self, now: u64) -> usize {
+        if now.saturating_sub(self.last_expire) >= 1_000_000_000 {
+            self.pipeline.fdb.expire(now);
+            self.last_expire = now;
+        }
         let mut received = 0;
         for src in 0..self.edges.len() {
             let Some(edge) = self.edges[src].as_mut() else {
@@ -216,10 +220,6 @@ impl Switch {
             self.pipeline
                 .process(PortId(src), &self.rx, now, &mut self.tx);
             self.flush();
-        }
-        if now.saturating_sub(self.last_expire) >= 1_000_000_000 {
-            self.pipeline.fdb.expire(now);
-            self.last_expire = now;
         }
         self.counters.publish(0, &self.pipeline.stats);
         received

@@ -28,6 +28,35 @@ impl Offload {
     /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`.
     pub const NEEDS_CSUM: u8 = 1;
 
+    /// Length of `struct virtio_net_hdr` (without the mergeable-buffers count).
+    pub const VIRTIO_LEN: usize = 10;
+
+    /// Reads a `struct virtio_net_hdr` (host byte order, as the kernel's packet and tun
+    /// drivers use it). `b` holds at least [`Offload::VIRTIO_LEN`] bytes.
+    pub fn from_virtio(b: &[u8]) -> Offload {
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Offload {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        }
+    }
+
+    /// Writes it back in the same form.
+    pub fn to_virtio(&self) -> [u8; Self::VIRTIO_LEN] {
+        let mut b = [0u8; Self::VIRTIO_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b
+    }
+
     /// A plain frame: nothing to segment, checksums complete.
     pub fn is_none(&self) -> bool {
         self.flags == 0 && self.gso_type == 0
