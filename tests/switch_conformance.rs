@@ -270,12 +270,8 @@ fn learning(kind: Kind) {
     };
     let got = rig.send(0, &[Spec::new(1, 2, 0)]);
     assert_eq!(marks(&got[0]), [], "{kind:?}: no hairpin");
-    for p in 1..4 {
-        assert_eq!(
-            marks(&got[p]),
-            [(1, 2, 0)],
-            "{kind:?}: unknown unicast floods"
-        );
+    for port in &got[1..4] {
+        assert_eq!(marks(port), [(1, 2, 0)], "{kind:?}: unknown unicast floods");
     }
     let got = rig.send(1, &[Spec::new(2, 1, 0)]);
     assert_eq!(marks(&got[0]), [(2, 1, 0)], "{kind:?}: learned h1 on p0");
