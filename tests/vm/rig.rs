@@ -497,12 +497,7 @@ impl Rig {
         write_file(root, "/init", INIT.as_bytes(), 0o755)?;
         write_file(root, "/etc/rig.sh", RIG_SH.as_bytes(), 0o644)?;
         write_file(root, "/etc/rig/lab.sh", LAB_SH.as_bytes(), 0o755)?;
-        write_file(
-            root,
-            "/etc/profile",
-            PROFILE.as_bytes(),
-            0o644,
-        )?;
+        write_file(root, "/etc/profile", PROFILE.as_bytes(), 0o644)?;
         write_file(
             root,
             "/etc/passwd",
@@ -1085,6 +1080,10 @@ fn build_base(rig: &RigEnv) -> Result<PathBuf> {
     let dir = cache_dir(rig)?;
     let archive = dir.join(format!("base-{}-{key}.cpio", rig.kernel_version));
     if archive.exists() {
+        // Mark it used, so that no other process prunes it as stale.
+        if let Ok(file) = fs::File::options().append(true).open(&archive) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
         return Ok(archive);
     }
     let staging = dir.join(format!("staging-{}", std::process::id()));
@@ -1112,21 +1111,37 @@ fn build_base(rig: &RigEnv) -> Result<PathBuf> {
     for module in &modules {
         unpack_module(&staging, module)?;
     }
-    let partial = dir.join(format!("base-{key}.partial-{}", std::process::id()));
+    let partial = dir.join(format!("partial-{key}-{}", std::process::id()));
     pack_cpio(&staging, &partial)?;
     fs::rename(&partial, &archive)
         .map_err(|err| RigError::io("rename into place", &archive, err))?;
     let _ = fs::remove_dir_all(&staging);
-    // Only the newest base is worth keeping.
-    if let Ok(entries) = fs::read_dir(&dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with("base-") && entry.path() != archive {
-                let _ = fs::remove_file(entry.path());
-            }
+    prune_old_bases(&dir);
+    Ok(archive)
+}
+
+/// Removes base archives (and leftovers of interrupted builds) nobody has used for a day. Not newer ones: another test process (a
+/// second clone, another engineer's run) may be booting from one right now.
+fn prune_old_bases(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let day = Duration::from_secs(24 * 3600);
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let old = entry
+            .metadata()
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > day));
+        if !old {
+            continue;
+        }
+        if name.starts_with("base-") || name.starts_with("partial-") {
+            let _ = fs::remove_file(entry.path());
+        } else if name.starts_with("staging-") {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
-    Ok(archive)
 }
 
 /// The rig cache's initramfs directory, or one under the target directory when the cache is
