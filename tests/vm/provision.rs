@@ -150,3 +150,190 @@ fn provision_vports_onto_igb_vfs() {
         out("resize2")
     );
 }
+
+/// What `ip -d -j link show` says of one VF, reduced to what vportd sets.
+fn ip_vf_summary(v: &Value) -> String {
+    let (vlan, qos) = vlan_of(v);
+    format!(
+        "mac {} vlan {vlan} qos {qos} max_tx {} spoofchk {} trust {}",
+        v["address"].as_str().unwrap_or("-"),
+        v["rate"]["max_tx"].as_u64().unwrap_or(0),
+        v["spoofchk"].as_bool().unwrap_or(false),
+        v["trust"].as_bool().unwrap_or(false)
+    )
+}
+
+/// Every VF of both PFs, as ip shows them, by (netdev, index).
+fn host_vfs(o: &crate::rig::Outcome, snap: &str) -> Vec<(String, u64, String)> {
+    let mut out = Vec::new();
+    for dev in ["eth0", "eth1"] {
+        for v in ip_vfs(&o.text(&format!("{snap}.{dev}.json"))) {
+            out.push((
+                dev.to_string(),
+                v["vf"].as_u64().unwrap(),
+                ip_vf_summary(&v),
+            ));
+        }
+    }
+    out
+}
+
+/// The expected host after applying /tmp/full.toml of provision_full.sh: vPorts in name
+/// order per PF, a5 on a VF without its link state (optional), b2 on the software path.
+fn full_expected() -> Vec<(String, u64, String)> {
+    let on = |dev: &str, vf: u64, s: &str| (dev.to_string(), vf, s.to_string());
+    vec![
+        on(
+            "eth0",
+            0,
+            "mac 02:00:00:00:00:10 vlan 10 qos 1 max_tx 0 spoofchk true trust false",
+        ),
+        on(
+            "eth0",
+            1,
+            "mac 02:00:00:00:00:11 vlan 0 qos 0 max_tx 100 spoofchk true trust false",
+        ),
+        on(
+            "eth0",
+            2,
+            "mac 02:00:00:00:00:12 vlan 0 qos 0 max_tx 0 spoofchk true trust true",
+        ),
+        on(
+            "eth0",
+            3,
+            "mac 02:00:00:00:00:13 vlan 0 qos 0 max_tx 0 spoofchk false trust false",
+        ),
+        on(
+            "eth0",
+            4,
+            "mac 02:00:00:00:00:14 vlan 4094 qos 7 max_tx 250 spoofchk true trust false",
+        ),
+        on(
+            "eth0",
+            5,
+            "mac 02:00:00:00:00:15 vlan 0 qos 0 max_tx 0 spoofchk true trust false",
+        ),
+        on(
+            "eth0",
+            6,
+            "mac 02:00:00:00:00:16 vlan 0 qos 0 max_tx 0 spoofchk true trust false",
+        ),
+        on(
+            "eth1",
+            0,
+            "mac 02:00:00:00:01:10 vlan 20 qos 0 max_tx 0 spoofchk true trust false",
+        ),
+        on(
+            "eth1",
+            1,
+            "mac 02:00:00:00:01:11 vlan 0 qos 0 max_tx 0 spoofchk false trust true",
+        ),
+    ]
+}
+
+#[test]
+fn provision_ten_vports_on_two_pfs_with_kills() {
+    let test = "provision_ten_vports_on_two_pfs_with_kills";
+    let Some(_) = rig_or_skip(test) else { return };
+    let mut guest = boot(test, Rig::new().pfs(2));
+    let o = run(
+        &mut guest,
+        test,
+        include_str!("scenarios/provision_full.sh"),
+        Duration::from_secs(900),
+    )
+    .success();
+    let rc = |s: &str| o.text(&format!("{s}.rc")).trim().parse::<i32>().unwrap();
+    let out = |s: &str| o.text(&format!("{s}.out")) + &o.text(&format!("{s}.err"));
+    let numvfs = |s: &str| o.text(&format!("{s}.numvfs")).trim().to_string();
+
+    // A bad config: exit 2, file:line:col, nothing touched.
+    assert_eq!(rc("bad"), 2, "{}", out("bad"));
+    assert!(out("bad").contains("bad.toml:8:8"), "{}", out("bad"));
+    assert_eq!(numvfs("bad"), "0 0");
+    assert_eq!(o.text("bad.eth0.json"), o.text("before.eth0.json"));
+
+    // Apply: 7 + 2 VFs, every attribute as ip reports it; b2 on the software path.
+    assert_eq!(rc("apply1"), 0, "{}", out("apply1"));
+    assert_eq!(numvfs("apply1"), "7 2");
+    assert_eq!(host_vfs(&o, "apply1"), full_expected());
+    assert!(
+        out("apply1").contains("a5"),
+        "the dropped link state is warned about"
+    );
+    let state: Value = serde_json::from_str(&o.text("apply1.state.json")).unwrap();
+    assert_eq!(state["vports"]["b2"]["path"]["kind"], "software");
+    assert_eq!(state["vports"].as_object().unwrap().len(), 10);
+    for line in o.text("apply1.vfs").lines() {
+        assert!(line.ends_with(" igbvf"), "{line}");
+    }
+    assert_eq!(rc("apply2"), 0);
+    assert!(out("apply2").contains("nothing to do"), "{}", out("apply2"));
+    assert_eq!(rc("status1"), 0, "{}", out("status1"));
+
+    // a1 and b0 removed (their VFs reset), c0 added on pf1 (takes b0's freed VF 0).
+    assert_eq!(rc("changed"), 0, "{}", out("changed"));
+    let vfs = host_vfs(&o, "changed");
+    let get = |dev: &str, i: u64| {
+        vfs.iter()
+            .find(|(d, n, _)| d == dev && *n == i)
+            .map(|(_, _, s)| s.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        get("eth0", 1),
+        "mac 00:00:00:00:00:00 vlan 0 qos 0 max_tx 0 spoofchk true trust false"
+    );
+    assert_eq!(
+        get("eth1", 0),
+        "mac 02:00:00:00:02:10 vlan 30 qos 0 max_tx 0 spoofchk true trust false"
+    );
+    assert_eq!(get("eth0", 2), full_expected()[2].2, "a2 keeps its VF");
+    assert!(
+        out("changed2").contains("nothing to do"),
+        "{}",
+        out("changed2")
+    );
+
+    // pf1 from 2 to 5 VFs: through 0, allowed; b1 and c0 keep their indexes and settings.
+    assert_eq!(rc("resize"), 0, "{}", out("resize"));
+    assert_eq!(numvfs("resize"), "7 5");
+    let vfs = host_vfs(&o, "resize");
+    assert!(vfs.contains(&(
+        "eth1".into(),
+        1,
+        "mac 02:00:00:00:01:11 vlan 0 qos 0 max_tx 0 spoofchk false trust true".into()
+    )));
+    assert!(
+        out("resize2").contains("nothing to do"),
+        "{}",
+        out("resize2")
+    );
+
+    // kill -9 during several steps; the rerun rolls back and converges; then a no-op.
+    let mut recovered = 0;
+    for k in [1, 3, 6, 10] {
+        let killed = o.text(&format!("kill{k}.killed.err"));
+        assert!(
+            killed.contains(&format!("[{k}/")),
+            "the apply was killed during step {k}:\n{killed}"
+        );
+        let rerun = format!("kill{k}.rerun");
+        assert_eq!(rc(&rerun), 0, "{}", out(&rerun));
+        if out(&rerun).contains("rolled back") {
+            recovered += 1;
+        }
+        assert_eq!(numvfs(&rerun), "7 2", "nothing leaked after kill at {k}");
+        assert_eq!(host_vfs(&o, &rerun), full_expected(), "kill at step {k}");
+        let state: Value = serde_json::from_str(&o.text(&format!("{rerun}.state.json")))
+            .expect("the state file is whole");
+        assert_eq!(state["vports"].as_object().unwrap().len(), 10);
+        let again = format!("kill{k}.again");
+        assert!(out(&again).contains("nothing to do"), "{}", out(&again));
+    }
+    assert!(
+        recovered >= 4,
+        "most kills left a journal to roll back ({recovered})"
+    );
+    assert_eq!(rc("status2"), 0, "{}", out("status2"));
+}
