@@ -162,7 +162,7 @@ impl Rig {
     /// Injects `frames` on `port`, pumps, and returns what every port received.
     fn send(&mut self, port: usize, frames: &[Spec]) -> Vec<Got> {
         // A running switch drains its NICs while a burst arrives; poll between chunks the way
-        // it would, so a burst longer than a ring (the GSO ring has 128 slots) is not lost.
+        // it would, so a burst longer than a ring (the GSO ring has 512 slots) is not lost.
         for chunk in frames.chunks(64) {
             for f in chunk {
                 self.peers[port].inject(&f.build());

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Benchmark (b) of issue 6, end to end over veth on one topology:
+#
+#   ns1 (v1, 10.77.0.1) --veth-- [s1  switch  s2] --veth-- ns2 (v2, 10.77.0.2)
+#
+# The switch in the middle is, in turn: vportd's software switch (AF_PACKET rings with the
+# virtio-net header), the Linux bridge, and Open vSwitch's userspace datapath
+# (datapath_type=netdev, userspace TSO on, a private ovsdb/vswitchd). Each contender runs
+# iperf3 TCP for 5 s and 64-byte UDP from trafgen for 5 s (delivered rate counted at v2);
+# contenders alternate, RUNS rounds, and the script prints ranges and the ratios ours/bridge
+# and ours/OVS. Run as root:  benches/switch_e2e.sh [RUNS]   (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+SECS=5
+[[ $(id -u) -eq 0 ]] || { echo "switch_e2e: run as root (it makes network namespaces)" >&2; exit 1; }
+scripts/setup-bench >/dev/null
+cargo build --release --example switch_veth -q
+SW=target/release/examples/switch_veth
+TMP=$(mktemp -d /tmp/vportd-e2e.XXXXXX)
+NS1=vpe-ns1 NS2=vpe-ns2 NSW=vpe-sw
+
+cleanup() {
+  set +e
+  [[ -n ${OURS_PID:-} ]] && kill "$OURS_PID" 2>/dev/null && wait "$OURS_PID" 2>/dev/null
+  ovs_stop
+  for n in $NS1 $NS2 $NSW; do ip netns del $n 2>/dev/null; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+topology() {
+  for n in $NS1 $NS2 $NSW; do ip netns del $n 2>/dev/null || true; ip netns add $n; done
+  for n in $NS1 $NS2 $NSW; do nsx $n sysctl -qw net.ipv6.conf.all.disable_ipv6=1; nsx $n ip link set lo up; done
+  ip link add v1 netns $NS1 type veth peer name s1 netns $NSW
+  ip link add v2 netns $NS2 type veth peer name s2 netns $NSW
+  nsx $NS1 ip addr add 10.77.0.1/24 dev v1; nsx $NS1 ip link set v1 up
+  nsx $NS2 ip addr add 10.77.0.2/24 dev v2; nsx $NS2 ip link set v2 up
+  nsx $NSW ip link set s1 up; nsx $NSW ip link set s2 up
+}
+
+OVS_ENV=()
+ovs_start() {
+  local d=$TMP/ovs
+  mkdir -p "$d"
+  OVS_ENV=(env OVS_RUNDIR="$d" OVS_LOGDIR="$d" OVS_DBDIR="$d" OVS_SYSCONFDIR="$d")
+  "${OVS_ENV[@]}" ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+  "${OVS_ENV[@]}" ovsdb-server "$d/conf.db" --remote=punix:"$d/db.sock" --pidfile="$d/ovsdb.pid" \
+    --detach --log-file="$d/ovsdb.log" --no-chdir
+  local vsctl=("${OVS_ENV[@]}" ovs-vsctl --db=unix:"$d/db.sock")
+  "${vsctl[@]}" --no-wait init
+  "${vsctl[@]}" --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true
+  nsx $NSW "${OVS_ENV[@]}" ovs-vswitchd unix:"$d/db.sock" --pidfile="$d/vswitchd.pid" --detach \
+    --log-file="$d/vswitchd.log" --no-chdir
+  "${vsctl[@]}" add-br br-e2e -- set bridge br-e2e datapath_type=netdev
+  "${vsctl[@]}" add-port br-e2e s1 -- add-port br-e2e s2
+  nsx $NSW ip link set br-e2e up 2>/dev/null || true
+}
+ovs_stop() {
+  local d=$TMP/ovs
+  for p in vswitchd ovsdb; do
+    [[ -f $d/$p.pid ]] && kill "$(cat "$d/$p.pid")" 2>/dev/null
+    rm -f "$d/$p.pid"
+  done
+  rm -rf "$d"
+  sleep 0.5
+}
+
+start() {
+  case $1 in
+    ours) nsx $NSW "$SW" --vnet s1 s2 >"$TMP/ours.out" 2>&1 & OURS_PID=$! ;;
+    bridge) nsx $NSW ip link add br0 type bridge; nsx $NSW ip link set s1 master br0
+            nsx $NSW ip link set s2 master br0; nsx $NSW ip link set br0 up ;;
+    ovs) ovs_start ;;
+  esac
+  # Learn both hosts (and wait for the path) before measuring.
+  for _ in $(seq 50); do nsx $NS1 ping -c1 -W1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.2; done
+  nsx $NS2 ping -c1 -W1 10.77.0.1 >/dev/null
+}
+
+stop() {
+  case $1 in
+    ours) kill "$OURS_PID"; wait "$OURS_PID" 2>/dev/null || true; OURS_PID= ;;
+    bridge) nsx $NSW ip link del br0 ;;
+    ovs) ovs_stop ;;
+  esac
+}
+
+tcp() {
+  nsx $NS2 iperf3 -s -1 -D -p 5399 >/dev/null 2>&1; sleep 0.3
+  nsx $NS1 iperf3 -c 10.77.0.2 -p 5399 -t $SECS -J 2>/dev/null |
+    jq -r '(.end.sum_received.bits_per_second // 0) / 1e9 | . * 100 | round / 100'
+}
+
+udp() {
+  local mac2
+  mac2=$(nsx $NS2 cat /sys/class/net/v2/address)
+  mac1=$(nsx $NS1 cat /sys/class/net/v1/address)
+  # 60 bytes on the wire before the FCS: 14 Ethernet + 20 IPv4 + 8 UDP + 18 payload.
+  cat >"$TMP/udp.cfg" <<CFG
+{ eth(da=$mac2, sa=$mac1), ipv4(saddr=10.77.0.1, daddr=10.77.0.2, ttl=64), udp(sp=9, dp=9), fill(0x00, 18) }
+CFG
+  local before after
+  before=$(nsx $NS2 cat /sys/class/net/v2/statistics/rx_packets)
+  nsx $NS1 timeout $SECS trafgen -i "$TMP/udp.cfg" -o v1 -q >/dev/null 2>&1 || true
+  sleep 0.2
+  after=$(nsx $NS2 cat /sys/class/net/v2/statistics/rx_packets)
+  echo $(( (after - before) / SECS / 1000 ))
+}
+
+topology
+declare -A TCP UDP
+for run in $(seq "$RUNS"); do
+  for who in ours bridge ovs; do
+    start $who
+    t=$(tcp); u=$(udp)
+    stop $who
+    TCP[$who]+="$t "; UDP[$who]+="$u "
+    printf 'run %d %-7s TCP %6s Gbit/s  UDP64 %6s kpps\n' "$run" "$who" "$t" "$u"
+  done
+done
+
+range() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1{lo=$1} {a[NR]=$1} END{printf "%s-%s (median %s)", lo, a[NR], a[int((NR+1)/2)]}'; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+echo
+echo "== ns1 - veth - switch - veth - ns2, $RUNS runs each, alternating =="
+for who in ours bridge ovs; do
+  printf '%-7s TCP %s Gbit/s   UDP64 %s kpps\n' "$who" "$(range <<<"${TCP[$who]}")" "$(range <<<"${UDP[$who]}")"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
+mt=$(median <<<"${TCP[ours]}"); mu=$(median <<<"${UDP[ours]}")
+echo "ratios (medians): TCP ours/bridge $(ratio "$mt" "$(median <<<"${TCP[bridge]}")")  ours/ovs $(ratio "$mt" "$(median <<<"${TCP[ovs]}")")"
+echo "                  UDP ours/bridge $(ratio "$mu" "$(median <<<"${UDP[bridge]}")")  ours/ovs $(ratio "$mu" "$(median <<<"${UDP[ovs]}")")"
