@@ -231,6 +231,16 @@ fn scaled(timeout: Duration) -> Duration {
     timeout.mul_f64(timeout_scale())
 }
 
+/// TCG with one host thread per vCPU (facts/VM-RIG.md), unless VPORTD_VM_TCG_THREAD=single
+/// asks for one thread for all: slower, but a way around a QEMU race in multi-threaded TCG,
+/// should one bite (`iotlb_to_section: Assertion ... failed` on QEMU's stderr).
+fn tcg_accel() -> &'static str {
+    match env::var("VPORTD_VM_TCG_THREAD").as_deref() {
+        Ok("single") => "tcg,thread=single",
+        _ => "tcg,thread=multi",
+    }
+}
+
 /// How the guest's /init behaves (the kernel command line's `vportd.mode=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -361,7 +371,7 @@ impl Rig {
             "-M",
             "q35",
             "-accel",
-            "tcg,thread=multi",
+            tcg_accel(),
             "-cpu",
             "max",
             "-nodefaults",
@@ -830,6 +840,13 @@ impl Guest {
         if !stderr.trim().is_empty() {
             log.push_str("\n----- QEMU's stderr -----\n");
             log.push_str(stderr.trim_end());
+        }
+        let mut message = message;
+        if stderr.contains("iotlb_to_section") {
+            message.push_str(
+                " (QEMU itself crashed: a race in multi-threaded TCG; \
+                 VPORTD_VM_TCG_THREAD=single avoids it)",
+            );
         }
         if env_flag("VPORTD_VM_KEEP") {
             log.push_str(&format!(
