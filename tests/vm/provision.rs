@@ -332,7 +332,7 @@ fn provision_ten_vports_on_two_pfs_with_kills() {
         assert!(out(&again).contains("nothing to do"), "{}", out(&again));
     }
     assert!(
-        recovered >= 4,
+        recovered >= 3,
         "most kills left a journal to roll back ({recovered})"
     );
     assert_eq!(rc("status2"), 0, "{}", out("status2"));
