@@ -10,6 +10,8 @@
 #[allow(dead_code)]
 mod rig;
 
+mod provision;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
