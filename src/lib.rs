@@ -11,6 +11,7 @@ pub mod parse;
 pub mod plan;
 pub mod profile;
 pub mod provision;
+pub mod rebalance;
 pub mod render;
 pub mod sim;
 pub mod state;

@@ -18,6 +18,9 @@ pub enum ParseError {
     /// A line of /proc/interrupts did not have the expected shape.
     #[error("line {line} of /proc/interrupts is malformed: {why}")]
     Interrupts { line: usize, why: &'static str },
+    /// A `cpuN` line of /proc/stat did not have the expected shape.
+    #[error("line {line} of /proc/stat is malformed: {why}")]
+    Stat { line: usize, why: &'static str },
 }
 
 /// The largest CPU number accepted; a guard against `0-4294967295` allocating forever.
@@ -194,6 +197,19 @@ pub fn interrupts(text: &str) -> Result<BTreeMap<u32, InterruptLine>, ParseError
     Ok(out)
 }
 
+/// The CPU of each count column of /proc/interrupts, from its header (`CPU0 CPU2`:
+/// only online CPUs get a column, so column i is not always CPU i).
+pub fn interrupt_columns(text: &str) -> Vec<u32> {
+    text.lines()
+        .next()
+        .map(|h| {
+            h.split_whitespace()
+                .filter_map(|f| f.strip_prefix("CPU")?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Picks the action names out of the fields after the counts. The chip part has
 /// two or three columns (`PCI-MSIX-0000:00:03.0 1-edge`, `IR-PCI-MSI 524288-edge`,
 /// `IO-APIC 2-edge`); what follows the `-edge`/`-level`/`-fasteoi` column is the name.
@@ -262,6 +278,82 @@ pub fn queue_of_irq_name(name: &str) -> Option<QueueRef> {
     None
 }
 
+/// One CPU's line of /proc/stat, in clock ticks (USER_HZ) since boot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuTimes {
+    pub user: u64,
+    pub nice: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub iowait: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    pub steal: u64,
+}
+
+impl CpuTimes {
+    /// Every tick the CPU spent, busy or not (guest time is already inside user).
+    pub fn total(&self) -> u64 {
+        self.user
+            + self.nice
+            + self.system
+            + self.idle
+            + self.iowait
+            + self.irq
+            + self.softirq
+            + self.steal
+    }
+
+    /// Ticks spent doing something (iowait counts as idle: the CPU was free).
+    pub fn busy(&self) -> u64 {
+        self.total() - self.idle - self.iowait
+    }
+
+    /// Ticks spent in hard and soft interrupt context, where queue work runs.
+    pub fn irq_time(&self) -> u64 {
+        self.irq + self.softirq
+    }
+}
+
+/// Parses the per-CPU lines (`cpuN ...`) of /proc/stat, keyed by CPU number. The
+/// aggregate `cpu` line and everything else are skipped; missing trailing columns
+/// (old kernels) read as 0.
+pub fn proc_stat(text: &str) -> Result<BTreeMap<u32, CpuTimes>, ParseError> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut fields = line.split_whitespace();
+        let Some(label) = fields.next() else { continue };
+        let Some(cpu) = label.strip_prefix("cpu").filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        let cpu: u32 = cpu.parse().map_err(|_| ParseError::Stat {
+            line: i + 1,
+            why: "the CPU number is not a number",
+        })?;
+        let mut v = [0u64; 8];
+        for (slot, f) in v.iter_mut().zip(fields) {
+            *slot = f.parse().map_err(|_| ParseError::Stat {
+                line: i + 1,
+                why: "a time column is not a number",
+            })?;
+        }
+        out.insert(
+            cpu,
+            CpuTimes {
+                user: v[0],
+                nice: v[1],
+                system: v[2],
+                idle: v[3],
+                iowait: v[4],
+                irq: v[5],
+                softirq: v[6],
+                steal: v[7],
+            },
+        );
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +393,19 @@ NMI:          0          0   Non-maskable interrupts\n";
         assert_eq!(m[&38].total(), 1577);
         assert_eq!(m[&44].name, "eth0-TxRx-0");
         assert_eq!(m.len(), 3);
+        assert_eq!(interrupt_columns("   CPU0   CPU2\n"), vec![0, 2]);
+    }
+
+    #[test]
+    fn proc_stat_per_cpu_lines() {
+        let text =
+            "cpu  10 0 5 100 1 2 3 0 0 0\ncpu0 4 0 2 50 1 1 2 0 0 0\ncpu1 6 0 3 50\nintr 1 2\n";
+        let m = proc_stat(text).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[&0].irq_time(), 3);
+        assert_eq!(m[&0].busy(), 9);
+        assert_eq!(m[&1].total(), 59);
+        assert!(proc_stat("cpuX 1 2").is_err());
     }
 
     #[test]
@@ -372,6 +477,7 @@ NMI:          0          0   Non-maskable interrupts\n";
             let _ = hex_mask(&s);
             let _ = interrupts(&s);
             let _ = queue_of_irq_name(&s);
+            let _ = proc_stat(&s);
         }
     }
 }

@@ -1,0 +1,156 @@
+//! Dynamic VMQ: keeps NIC queue interrupts on the right CPUs as load moves.
+//!
+//! The loop is split so that everything that decides is pure and replayable:
+//! [`sample`] turns counters (read by `host/`) into loads, [`policy`] turns loads into
+//! moves with reasons (time is an input), [`actuate`] writes the moves through
+//! [`crate::host::fs::KernelFs`] and classifies the kernel's answers, and [`sim`] runs
+//! the same sampling and policy code against a model of the kernel for the S1-S8
+//! scenarios in docs/rebalance.md.
+
+pub mod actuate;
+pub mod policy;
+pub mod sample;
+pub mod sim;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::inventory::CpuTopology;
+
+/// One online CPU as the policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cpu {
+    pub id: u32,
+    pub node: u32,
+    /// The physical core: the lowest CPU number among its SMT siblings.
+    pub core: u32,
+    /// The first hardware thread of its core. Work goes to primary threads before
+    /// their siblings, because a busy sibling slows the whole core.
+    pub primary: bool,
+}
+
+/// The CPUs that interrupts may be placed on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Topology {
+    /// Online CPUs, sorted by id.
+    pub cpus: Vec<Cpu>,
+    /// CPUs the kernel or the operator keeps free of housekeeping (`isolcpus`,
+    /// nohz_full, or the daemon's `--avoid-cpus`): never a destination.
+    pub avoid: Vec<u32>,
+}
+
+impl Topology {
+    /// From discovery's view of the CPUs. A CPU without a NUMA node (no
+    /// /sys/devices/system/node) is on node 0.
+    pub fn from_inventory(t: &CpuTopology, avoid: &[u32]) -> Self {
+        let node_of: BTreeMap<u32, u32> = t
+            .nodes
+            .iter()
+            .flat_map(|n| n.cpus.iter().map(move |c| (*c, n.id)))
+            .collect();
+        let core_of: BTreeMap<u32, u32> = t
+            .smt_siblings
+            .iter()
+            .flat_map(|g| {
+                let first = g.iter().copied().min().unwrap_or(0);
+                g.iter().map(move |c| (*c, first))
+            })
+            .collect();
+        let cpus = t
+            .online
+            .iter()
+            .map(|&id| {
+                let core = core_of.get(&id).copied().unwrap_or(id);
+                Cpu {
+                    id,
+                    node: node_of.get(&id).copied().unwrap_or(0),
+                    core,
+                    primary: core == id,
+                }
+            })
+            .collect();
+        Self {
+            cpus,
+            avoid: avoid.to_vec(),
+        }
+    }
+
+    /// A machine numbered the way Linux numbers x86 servers: the first thread of
+    /// every core, node by node, then the second threads in the same order.
+    pub fn synthetic(nodes: u32, cores_per_node: u32, threads: u32) -> Self {
+        let per_round = nodes * cores_per_node;
+        let mut cpus = Vec::new();
+        for t in 0..threads {
+            for n in 0..nodes {
+                for c in 0..cores_per_node {
+                    let core = n * cores_per_node + c;
+                    cpus.push(Cpu {
+                        id: t * per_round + core,
+                        node: n,
+                        core,
+                        primary: t == 0,
+                    });
+                }
+            }
+        }
+        cpus.sort_by_key(|c| c.id);
+        Self {
+            cpus,
+            avoid: Vec::new(),
+        }
+    }
+
+    pub fn get(&self, id: u32) -> Option<&Cpu> {
+        self.cpus
+            .binary_search_by_key(&id, |c| c.id)
+            .ok()
+            .map(|i| &self.cpus[i])
+    }
+
+    pub fn is_online(&self, id: u32) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// One more than the largest CPU id: the size of per-CPU tables.
+    pub fn slots(&self) -> usize {
+        self.cpus.last().map(|c| c.id as usize + 1).unwrap_or(0)
+    }
+
+    pub fn nodes(&self) -> Vec<u32> {
+        let mut n: Vec<u32> = self.cpus.iter().map(|c| c.node).collect();
+        n.sort_unstable();
+        n.dedup();
+        n
+    }
+
+    /// The kernel's `cpumask_local_spread(i, node)`: the i-th CPU counting the
+    /// node's CPUs first (in id order), then the rest; all CPUs when the node is
+    /// unknown. This is where drivers hint queue i's interrupt, so it is both the
+    /// static contender and the starting point of every scenario.
+    pub fn local_spread(&self, i: usize, node: Option<u32>) -> u32 {
+        let mut order: Vec<u32> = Vec::with_capacity(self.cpus.len());
+        if let Some(n) = node {
+            order.extend(self.cpus.iter().filter(|c| c.node == n).map(|c| c.id));
+            order.extend(self.cpus.iter().filter(|c| c.node != n).map(|c| c.id));
+        } else {
+            order.extend(self.cpus.iter().map(|c| c.id));
+        }
+        order[i % order.len()]
+    }
+}
+
+/// A queue interrupt the policy may move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueSpec {
+    pub irq: u32,
+    /// The action name from /proc/interrupts, for messages.
+    pub name: String,
+    /// The NIC (PCI address of the function) the queue belongs to. Queues of one
+    /// NIC share its CPU set and home CPU.
+    pub nic: String,
+    /// The NIC's NUMA node as the kernel reports it; None for -1.
+    pub node: Option<u32>,
+    /// The CPUs this NIC may use (per-NIC CPU sets); empty means every online CPU.
+    pub cpus: Vec<u32>,
+}

@@ -1,0 +1,843 @@
+//! The rebalance policy: per-queue and per-CPU loads in, interrupt moves with reasons
+//! out. Pure and deterministic: the time is part of the input, and the only state is
+//! the history the policy keeps between ticks, so a trace replays to the same moves.
+//!
+//! The shape is Hyper-V's dynamic VMQ, a threshold controller per CPU:
+//! - a CPU above `upper` sheds queues (the smaller ones first, never the one
+//!   queue that is the load by itself) to the nearest CPU that stays under `target`;
+//! - a CPU under `lower` for `coalesce_after` periods gives its queues back to their
+//!   NIC's home CPU or another CPU already serving queues, so idle cores can sleep;
+//! - nearest means: the NIC's NUMA node, then physical cores before SMT siblings,
+//!   then not CPU 0, then CPUs already in use (packing) before idle ones.
+//!
+//! Hysteresis, so that nothing ping-pongs: each queue's load is a peak that decays
+//! slowly (a queue that was hot a few periods ago still counts as hot), a moved queue
+//! stays put for `dwell_ms`, and it never returns within `return_ms` to a CPU it left.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::{QueueSpec, Topology};
+
+/// Thresholds and timings. Loads are fractions of one CPU.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyConfig {
+    /// A CPU above this sheds queues.
+    pub upper: f64,
+    /// Moves never fill a CPU beyond this; the gap to `upper` absorbs noise.
+    pub target: f64,
+    /// A CPU below this for `coalesce_after` periods gives its queues away.
+    pub lower: f64,
+    pub coalesce_after: u32,
+    /// Per-period decay of a queue's peak load (0.85: a spike counts for ~15 periods).
+    pub peak_decay: f64,
+    /// A moved queue stays where it was put for this long...
+    pub dwell_ms: u64,
+    /// ...unless its CPU drops work (above 100 %), and then after this long.
+    pub emergency_dwell_ms: u64,
+    /// A queue never goes back within this long to a CPU it left.
+    pub return_ms: u64,
+    /// After another writer changed an IRQ's affinity, leave that IRQ alone this long.
+    pub external_backoff_ms: u64,
+    /// A CPU whose vectors are full (ENOSPC) is not a destination for this long.
+    pub full_cpu_ms: u64,
+    /// First and largest delay before retrying an IRQ whose write failed otherwise.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// At most this many moves per tick (no storms, even after a topology change).
+    pub max_moves_per_tick: usize,
+    /// Keep interrupts off CPU 0 (housekeeping, timers) when anything else fits.
+    pub avoid_cpu0: bool,
+    /// CPU time per interrupt assumed before a queue's own cost is learned.
+    pub cost_per_interrupt_s: f64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            upper: 0.80,
+            target: 0.70,
+            lower: 0.25,
+            coalesce_after: 10,
+            peak_decay: 0.85,
+            dwell_ms: 10_000,
+            emergency_dwell_ms: 3_000,
+            return_ms: 30_000,
+            external_backoff_ms: 300_000,
+            full_cpu_ms: 60_000,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            max_moves_per_tick: 32,
+            avoid_cpu0: true,
+            cost_per_interrupt_s: 10e-6,
+        }
+    }
+}
+
+/// Why a queue moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Its CPU was above the upper threshold.
+    Spread,
+    /// Its CPU was below the lower threshold: packed onto a CPU already in use.
+    Coalesce,
+    /// It ran on another NUMA node than its NIC and the NIC's node has room.
+    Numa,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Spread => "spread",
+            Reason::Coalesce => "coalesce",
+            Reason::Numa => "numa",
+        }
+    }
+}
+
+/// One decision: point `irq` at CPU `to`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Move {
+    pub irq: u32,
+    pub from: Option<u32>,
+    pub to: u32,
+    pub reason: Reason,
+    /// The queue's load as the policy counted it.
+    pub load: f64,
+}
+
+/// Something the policy noticed that is not a move.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Another writer (irqbalance, tuned, a person) changed an IRQ's affinity. The
+    /// policy adopts it and leaves the IRQ alone for `external_backoff_ms`.
+    External {
+        irq: u32,
+        was: Vec<u32>,
+        now: Vec<u32>,
+    },
+    /// A NIC reports no NUMA node; the policy measured which node serves it cheaper.
+    NodeGuessed { nic: String, node: u32 },
+}
+
+/// One queue in one period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueObs {
+    pub irq: u32,
+    /// Fraction of a CPU spent serving it.
+    pub load: f64,
+    /// Interrupts per second.
+    pub rate: f64,
+    /// Where it ran (effective affinity, or where its interrupts were counted).
+    pub cpu: Option<u32>,
+    /// `smp_affinity_list` as read: a change nobody here made is another writer.
+    pub affinity: Vec<u32>,
+}
+
+/// Everything the policy sees in one tick.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Observation {
+    /// Milliseconds on a monotonic clock; the policy never reads a clock.
+    pub now_ms: u64,
+    /// Busy fraction per online CPU.
+    pub cpu_busy: BTreeMap<u32, f64>,
+    pub queues: Vec<QueueObs>,
+}
+
+/// What came of a move, as the actuator found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Written; `effective` is where the kernel really sends it now.
+    Done { effective: Option<u32> },
+    /// EPERM/EIO: the kernel manages this IRQ's affinity. Never retried.
+    Managed,
+    /// ENOSPC: the destination CPU has no free vectors.
+    CpuFull,
+    /// Anything else: retried after a bounded backoff.
+    Failed,
+}
+
+/// One tick's output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Decision {
+    pub moves: Vec<Move>,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct IrqState {
+    peak: f64,
+    moved_at: Option<u64>,
+    /// CPUs this IRQ left, and when (the newest few).
+    left: Vec<(u32, u64)>,
+    /// The affinity read last tick.
+    seen: Option<Vec<u32>>,
+    /// The affinity we wrote, until the kernel shows it.
+    ours: Option<Vec<u32>>,
+    frozen_until: u64,
+    managed: bool,
+    failures: u32,
+    retry_at: u64,
+    /// CPU seconds per interrupt, learned while its CPU had room. On a saturated
+    /// CPU the measured share is censored (every queue gets a slice of 100 %), so
+    /// the demand is estimated as rate times this cost instead.
+    cost: Option<f64>,
+}
+
+/// Cost per interrupt by node, to place a NIC whose node the firmware hides.
+#[derive(Debug, Clone, Default)]
+struct NodeCost {
+    by_node: BTreeMap<u32, f64>,
+    guess: Option<u32>,
+}
+
+/// The policy and its history.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub cfg: PolicyConfig,
+    irqs: HashMap<u32, IrqState>,
+    low_streak: HashMap<u32, u32>,
+    full_until: HashMap<u32, u64>,
+    nodes: HashMap<String, NodeCost>,
+}
+
+/// Preference of a destination, lower is better: remote, the source's SMT
+/// sibling, a secondary thread, CPU 0, idle.
+type Rank = (u8, u8, u8, u8, u8);
+
+/// Per-tick working view of one queue.
+struct Q<'a> {
+    spec: &'a QueueSpec,
+    cpu: Option<u32>,
+    peak: f64,
+    node: Option<u32>,
+    movable: bool,
+    moved: bool,
+}
+
+impl Policy {
+    pub fn new(cfg: PolicyConfig) -> Self {
+        Self {
+            cfg,
+            irqs: HashMap::new(),
+            low_streak: HashMap::new(),
+            full_until: HashMap::new(),
+            nodes: HashMap::new(),
+        }
+    }
+
+    /// The NUMA node the policy uses for a NIC: reported, or measured.
+    pub fn node_of(&self, spec: &QueueSpec) -> Option<u32> {
+        spec.node
+            .or_else(|| self.nodes.get(&spec.nic).and_then(|n| n.guess))
+    }
+
+    /// True when the IRQ was found kernel-managed (never written again).
+    pub fn is_managed(&self, irq: u32) -> bool {
+        self.irqs.get(&irq).is_some_and(|s| s.managed)
+    }
+
+    /// Decides this tick's moves. `queues` are the IRQs the policy may move, with
+    /// their NIC; `obs` is what the last period measured.
+    #[allow(clippy::needless_range_loop)] // qs[i] is borrowed mutably by commit
+    pub fn decide(&mut self, topo: &Topology, queues: &[QueueSpec], obs: &Observation) -> Decision {
+        let now = obs.now_ms;
+        let mut events = Vec::new();
+        let slots = topo.slots();
+        let by_irq: HashMap<u32, &QueueObs> = obs.queues.iter().map(|q| (q.irq, q)).collect();
+        self.irqs.retain(|irq, _| by_irq.contains_key(irq));
+        self.full_until.retain(|_, until| *until > now);
+
+        // 1. History: peaks, other writers, node costs.
+        let mut qs: Vec<Q> = Vec::with_capacity(queues.len());
+        for spec in queues {
+            let Some(o) = by_irq.get(&spec.irq) else {
+                continue;
+            };
+            let st = self.irqs.entry(spec.irq).or_default();
+            let saturated = o
+                .cpu
+                .and_then(|c| obs.cpu_busy.get(&c))
+                .is_some_and(|b| *b >= 0.98);
+            let mut load = o.load;
+            if saturated {
+                let cost = st.cost.unwrap_or(self.cfg.cost_per_interrupt_s);
+                load = load.max(o.rate * cost);
+            } else if o.rate > 100.0 && o.load > 0.0 {
+                let c = o.load / o.rate;
+                st.cost = Some(st.cost.map_or(c, |old| 0.7 * old + 0.3 * c));
+            }
+            st.peak = load.max(st.peak * self.cfg.peak_decay);
+            if let Some(seen) = &st.seen
+                && *seen != o.affinity
+            {
+                let ours = st.ours.as_ref() == Some(&o.affinity);
+                // The kernel rewrites the affinity of an IRQ whose CPUs all went
+                // offline: that is not another writer.
+                let forced = seen.iter().all(|c| !topo.is_online(*c));
+                if !ours && !forced {
+                    events.push(Event::External {
+                        irq: spec.irq,
+                        was: seen.clone(),
+                        now: o.affinity.clone(),
+                    });
+                    st.frozen_until = now + self.cfg.external_backoff_ms;
+                }
+                st.ours = None;
+            }
+            st.seen = Some(o.affinity.clone());
+            let cpu = o
+                .cpu
+                .or_else(|| o.affinity.first().copied())
+                .filter(|c| topo.is_online(*c));
+            if spec.node.is_none()
+                && let Some(c) = cpu.and_then(|c| topo.get(c))
+                && o.rate > 100.0
+                && o.load > 0.0
+            {
+                let cost = o.load / o.rate;
+                let nc = self.nodes.entry(spec.nic.clone()).or_default();
+                let e = nc.by_node.entry(c.node).or_insert(cost);
+                *e = 0.7 * *e + 0.3 * cost;
+            }
+            let in_dwell = |d: u64| st.moved_at.is_some_and(|m| now < m + d);
+            let movable = !st.managed
+                && now >= st.frozen_until
+                && now >= st.retry_at
+                && cpu.is_some()
+                && !in_dwell(self.cfg.emergency_dwell_ms);
+            qs.push(Q {
+                spec,
+                cpu,
+                peak: st.peak,
+                node: spec.node,
+                // The ordinary dwell is checked where it applies (`settled`): only a
+                // CPU that drops work may cut it short, down to the emergency dwell.
+                movable,
+                moved: false,
+            });
+        }
+        for (nic, nc) in self.nodes.iter_mut() {
+            if nc.by_node.len() >= 2 {
+                let (best, cost) = nc
+                    .by_node
+                    .iter()
+                    .min_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(n, c)| (*n, *c))
+                    .expect("two nodes");
+                let worst = nc.by_node.values().copied().fold(0.0, f64::max);
+                let sure = cost < 0.9 * worst;
+                if sure && nc.guess != Some(best) {
+                    nc.guess = Some(best);
+                    events.push(Event::NodeGuessed {
+                        nic: nic.clone(),
+                        node: best,
+                    });
+                }
+            }
+        }
+        for q in qs.iter_mut() {
+            q.node = self.node_of(q.spec);
+        }
+
+        // 2. Per-CPU estimates: background (non-queue) load plus queue peaks.
+        let mut queue_now = vec![0.0; slots];
+        let mut est = vec![0.0; slots];
+        let mut nqueues = vec![0u32; slots];
+        for q in &qs {
+            if let Some(c) = q.cpu {
+                queue_now[c as usize] += by_irq[&q.spec.irq].load;
+                est[c as usize] += q.peak;
+                nqueues[c as usize] += 1;
+            }
+        }
+        let mut busy = vec![0.0; slots];
+        for (c, b) in &obs.cpu_busy {
+            if (*c as usize) < slots {
+                busy[*c as usize] = *b;
+            }
+        }
+        for c in &topo.cpus {
+            let i = c.id as usize;
+            let bg = (busy[i] - queue_now[i]).max(0.0);
+            est[i] += bg;
+            let streak = self.low_streak.entry(c.id).or_default();
+            if est[i] < self.cfg.lower {
+                *streak += 1;
+            } else {
+                *streak = 0;
+            }
+        }
+        self.low_streak.retain(|c, _| topo.is_online(*c));
+
+        let mut moves: Vec<Move> = Vec::new();
+        let budget = self.cfg.max_moves_per_tick;
+
+        // 3. Spread: hottest CPUs first.
+        let mut hot: Vec<u32> = topo
+            .cpus
+            .iter()
+            .map(|c| c.id)
+            .filter(|c| est[*c as usize] > self.cfg.upper && nqueues[*c as usize] > 0)
+            .collect();
+        hot.sort_by(|a, b| est[*b as usize].total_cmp(&est[*a as usize]));
+        for src in hot {
+            let mut on: Vec<usize> = (0..qs.len()).filter(|&i| qs[i].cpu == Some(src)).collect();
+            on.sort_by(|a, b| qs[*b].peak.total_cmp(&qs[*a].peak));
+            // The biggest queue is the anchor: the others leave first. An elephant
+            // cannot be split, so moving it only moves the problem.
+            let emergency = busy[src as usize] >= 0.99;
+            let anchor = on.first().copied();
+            while est[src as usize] > self.cfg.target && moves.len() < budget {
+                let excess = est[src as usize] - self.cfg.target;
+                let mut cands: Vec<usize> = on
+                    .iter()
+                    .copied()
+                    .filter(|&i| Some(i) != anchor || on.len() == 1)
+                    .filter(|&i| !qs[i].moved && qs[i].movable)
+                    .filter(|&i| emergency || self.settled(qs[i].spec.irq, now))
+                    .collect();
+                if cands.is_empty() {
+                    break;
+                }
+                // Smallest queue that clears the excess alone, else biggest first.
+                cands.sort_by(|a, b| qs[*a].peak.total_cmp(&qs[*b].peak));
+                let first_enough = cands.iter().position(|&i| qs[i].peak >= excess);
+                let order: Vec<usize> = match first_enough {
+                    Some(p) => cands[p..]
+                        .iter()
+                        .copied()
+                        .chain(cands[..p].iter().rev().copied())
+                        .collect(),
+                    None => cands.iter().rev().copied().collect(),
+                };
+                let mut placed = false;
+                for i in order {
+                    // Moving the anchor itself (alone on its CPU with background
+                    // load) must leave both sides better off.
+                    let limit = self.cfg.target;
+                    if let Some(dst) =
+                        self.destination(topo, &qs[i], src, &est, &nqueues, limit, now, false)
+                    {
+                        if Some(i) == anchor && est[dst as usize] + qs[i].peak >= est[src as usize]
+                        {
+                            continue;
+                        }
+                        self.commit(
+                            &mut qs[i],
+                            dst,
+                            Reason::Spread,
+                            &mut est,
+                            &mut nqueues,
+                            &mut moves,
+                            now,
+                        );
+                        placed = true;
+                        break;
+                    }
+                }
+                if !placed {
+                    break;
+                }
+            }
+        }
+
+        // 4. NUMA: queues away from their NIC's node come home when it has room.
+        for i in 0..qs.len() {
+            if moves.len() >= budget {
+                break;
+            }
+            let q = &qs[i];
+            let (Some(src), Some(node)) = (q.cpu, q.node) else {
+                continue;
+            };
+            if q.moved || !q.movable || !self.settled(q.spec.irq, now) {
+                continue;
+            }
+            if topo.get(src).map(|c| c.node) == Some(node) {
+                continue;
+            }
+            let limit = self.cfg.target - 0.1;
+            if let Some(dst) = self.destination(topo, &qs[i], src, &est, &nqueues, limit, now, true)
+                && topo.get(dst).map(|c| c.node) == Some(node)
+            {
+                self.commit(
+                    &mut qs[i],
+                    dst,
+                    Reason::Numa,
+                    &mut est,
+                    &mut nqueues,
+                    &mut moves,
+                    now,
+                );
+            }
+        }
+
+        // 5. Coalesce: CPUs low for long enough, least loaded first, give all their
+        //    queues away or none (half-emptied CPUs save nothing).
+        let mut low: Vec<u32> = topo
+            .cpus
+            .iter()
+            .map(|c| c.id)
+            .filter(|c| {
+                nqueues[*c as usize] > 0
+                    && est[*c as usize] < self.cfg.lower
+                    && self.low_streak.get(c).copied().unwrap_or(0) >= self.cfg.coalesce_after
+            })
+            .collect();
+        low.sort_by(|a, b| est[*a as usize].total_cmp(&est[*b as usize]));
+        let mut receiving = vec![false; slots];
+        let mut emptied = vec![false; slots];
+        for src in low {
+            if receiving[src as usize] || moves.len() >= budget {
+                continue;
+            }
+            let on: Vec<usize> = (0..qs.len())
+                .filter(|&i| qs[i].cpu == Some(src) && !qs[i].moved)
+                .collect();
+            if on.is_empty()
+                || on.len() + moves.len() > budget
+                || on
+                    .iter()
+                    .any(|&i| !qs[i].movable || !self.settled(qs[i].spec.irq, now))
+            {
+                continue;
+            }
+            let mut trial_est = est.clone();
+            let mut trial_n = nqueues.clone();
+            trial_n[src as usize] = 0;
+            for (c, e) in emptied.iter().enumerate() {
+                if *e {
+                    trial_n[c] = 0;
+                }
+            }
+            let mut plan = Vec::new();
+            for &i in &on {
+                match self
+                    .coalesce_destination(topo, &qs[i], src, &trial_est, &trial_n, &emptied, now)
+                {
+                    Some(dst) => {
+                        trial_est[dst as usize] += qs[i].peak;
+                        trial_n[dst as usize] += 1;
+                        plan.push((i, dst));
+                    }
+                    None => {
+                        plan.clear();
+                        break;
+                    }
+                }
+            }
+            if plan.len() != on.len() {
+                continue;
+            }
+            emptied[src as usize] = true;
+            for (i, dst) in plan {
+                receiving[dst as usize] = true;
+                self.commit(
+                    &mut qs[i],
+                    dst,
+                    Reason::Coalesce,
+                    &mut est,
+                    &mut nqueues,
+                    &mut moves,
+                    now,
+                );
+            }
+        }
+
+        Decision { moves, events }
+    }
+
+    /// Past the ordinary dwell time since its last move.
+    fn settled(&self, irq: u32, now: u64) -> bool {
+        self.irqs
+            .get(&irq)
+            .and_then(|s| s.moved_at)
+            .is_none_or(|m| now >= m + self.cfg.dwell_ms)
+    }
+
+    fn left_recently(&self, irq: u32, cpu: u32, now: u64) -> bool {
+        self.irqs.get(&irq).is_some_and(|s| {
+            s.left
+                .iter()
+                .any(|(c, t)| *c == cpu && now < t + self.cfg.return_ms)
+        })
+    }
+
+    fn allowed(&self, topo: &Topology, q: &Q, cpu: u32, now: u64) -> bool {
+        (q.spec.cpus.is_empty() || q.spec.cpus.contains(&cpu))
+            && !topo.avoid.contains(&cpu)
+            && self.full_until.get(&cpu).is_none_or(|u| *u <= now)
+            && !self.left_recently(q.spec.irq, cpu, now)
+    }
+
+    /// The nearest CPU that takes `q` and stays under `limit`: NIC-local node, a
+    /// physical core (not the source's sibling), not CPU 0, already in use (pack),
+    /// fullest first; idle CPUs after, lowest id first.
+    #[allow(clippy::too_many_arguments)]
+    fn destination(
+        &self,
+        topo: &Topology,
+        q: &Q,
+        src: u32,
+        est: &[f64],
+        nqueues: &[u32],
+        limit: f64,
+        now: u64,
+        local_only: bool,
+    ) -> Option<u32> {
+        let src_core = topo.get(src).map(|c| c.core);
+        let mut best: Option<(Rank, f64, u32)> = None;
+        for c in &topo.cpus {
+            if c.id == src || !self.allowed(topo, q, c.id, now) {
+                continue;
+            }
+            let e = est[c.id as usize];
+            let remote = q.node.is_some_and(|n| n != c.node) as u8;
+            // A remote CPU costs more per packet than a local one a little fuller:
+            // local CPUs may fill to halfway between target and upper, so that only
+            // the excess spills to another node.
+            let limit = if remote == 0 && !local_only {
+                limit.max((self.cfg.target + self.cfg.upper) / 2.0)
+            } else {
+                limit
+            };
+            if e + q.peak > limit {
+                continue;
+            }
+            if local_only && remote == 1 {
+                continue;
+            }
+            let key = (
+                remote,
+                (Some(c.core) == src_core) as u8,
+                (!c.primary) as u8,
+                (self.cfg.avoid_cpu0 && c.id == 0) as u8,
+                (nqueues[c.id as usize] == 0) as u8,
+            );
+            // Among equals: in use -> fullest (best fit); idle -> lowest id.
+            let tiebreak = if nqueues[c.id as usize] > 0 { -e } else { 0.0 };
+            let better = match &best {
+                None => true,
+                Some((k, t, _)) => key < *k || (key == *k && tiebreak < *t),
+            };
+            if better {
+                best = Some((key, tiebreak, c.id));
+            }
+        }
+        best.map(|b| b.2)
+    }
+
+    /// Where a queue of a low CPU goes: a CPU already serving queues (its NIC's
+    /// home, i.e. the first such CPU in preference order, wins ties), never one that
+    /// is being emptied, never beyond `target`.
+    #[allow(clippy::too_many_arguments)]
+    fn coalesce_destination(
+        &self,
+        topo: &Topology,
+        q: &Q,
+        src: u32,
+        est: &[f64],
+        nqueues: &[u32],
+        emptied: &[bool],
+        now: u64,
+    ) -> Option<u32> {
+        let mut best: Option<((u8, u8, u8), f64, u32)> = None;
+        for c in &topo.cpus {
+            let i = c.id as usize;
+            if c.id == src || emptied[i] || nqueues[i] == 0 || !self.allowed(topo, q, c.id, now) {
+                continue;
+            }
+            if est[i] + q.peak > self.cfg.target {
+                continue;
+            }
+            let key = (
+                q.node.is_some_and(|n| n != c.node) as u8,
+                (!c.primary) as u8,
+                (self.cfg.avoid_cpu0 && c.id == 0) as u8,
+            );
+            let better = match &best {
+                None => true,
+                Some((k, t, _)) => key < *k || (key == *k && -est[i] < *t),
+            };
+            if better {
+                best = Some((key, -est[i], c.id));
+            }
+        }
+        // Coalescing onto a remote node would trade locality for idle cores.
+        let src_remote = q
+            .node
+            .is_some_and(|n| topo.get(src).is_some_and(|c| c.node != n));
+        best.filter(|b| b.0.0 == 0 || src_remote).map(|b| b.2)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &mut self,
+        q: &mut Q,
+        dst: u32,
+        reason: Reason,
+        est: &mut [f64],
+        nqueues: &mut [u32],
+        moves: &mut Vec<Move>,
+        now: u64,
+    ) {
+        if let Some(src) = q.cpu {
+            est[src as usize] -= q.peak;
+            nqueues[src as usize] -= 1;
+        }
+        est[dst as usize] += q.peak;
+        nqueues[dst as usize] += 1;
+        let st = self.irqs.entry(q.spec.irq).or_default();
+        st.moved_at = Some(now);
+        if let Some(src) = q.cpu {
+            st.left.push((src, now));
+            if st.left.len() > 4 {
+                st.left.remove(0);
+            }
+        }
+        st.ours = Some(vec![dst]);
+        moves.push(Move {
+            irq: q.spec.irq,
+            from: q.cpu,
+            to: dst,
+            reason,
+            load: q.peak,
+        });
+        q.cpu = Some(dst);
+        q.moved = true;
+    }
+
+    /// Tells the policy what came of a move it decided at `now`.
+    pub fn feedback(&mut self, m: &Move, outcome: Outcome, now: u64) {
+        let st = self.irqs.entry(m.irq).or_default();
+        match outcome {
+            Outcome::Done { .. } => {
+                st.failures = 0;
+                st.retry_at = 0;
+            }
+            Outcome::Managed => {
+                st.managed = true;
+                st.ours = None;
+            }
+            Outcome::CpuFull => {
+                st.ours = None;
+                self.full_until.insert(m.to, now + self.cfg.full_cpu_ms);
+            }
+            Outcome::Failed => {
+                st.ours = None;
+                st.failures = st.failures.saturating_add(1);
+                let delay = self
+                    .cfg
+                    .retry_base_ms
+                    .saturating_mul(1u64 << st.failures.min(16))
+                    .min(self.cfg.retry_max_ms);
+                st.retry_at = now + delay;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(irq: u32, nic: &str) -> QueueSpec {
+        QueueSpec {
+            irq,
+            name: format!("{nic}-rx-{irq}"),
+            nic: nic.into(),
+            node: Some(0),
+            cpus: vec![],
+        }
+    }
+
+    fn obs(now_ms: u64, busy: &[(u32, f64)], qs: &[(u32, f64, u32)]) -> Observation {
+        Observation {
+            now_ms,
+            cpu_busy: busy.iter().copied().collect(),
+            queues: qs
+                .iter()
+                .map(|&(irq, load, cpu)| QueueObs {
+                    irq,
+                    load,
+                    rate: load * 100_000.0,
+                    cpu: Some(cpu),
+                    affinity: vec![cpu],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_elephant_stays_and_the_mice_leave() {
+        let topo = Topology::synthetic(2, 4, 2);
+        let mut p = Policy::new(PolicyConfig::default());
+        let specs = vec![spec(40, "a"), spec(41, "a"), spec(42, "b")];
+        let d = p.decide(
+            &topo,
+            &specs,
+            &obs(
+                1000,
+                &[(1, 1.0)],
+                &[(40, 0.9, 1), (41, 0.05, 1), (42, 0.05, 1)],
+            ),
+        );
+        let moved: Vec<u32> = d.moves.iter().map(|m| m.irq).collect();
+        assert_eq!(moved.len(), 2, "{d:?}");
+        assert!(!moved.contains(&40));
+        for m in &d.moves {
+            assert_eq!(m.reason, Reason::Spread);
+            let c = topo.get(m.to).unwrap();
+            assert!(c.primary && c.node == 0 && m.to != 0, "{m:?}");
+        }
+    }
+
+    #[test]
+    fn an_external_write_is_reported_once_and_respected() {
+        let topo = Topology::synthetic(1, 4, 1);
+        let mut p = Policy::new(PolicyConfig::default());
+        let specs = vec![spec(40, "a"), spec(41, "a")];
+        p.decide(&topo, &specs, &obs(0, &[], &[(40, 0.5, 1), (41, 0.5, 1)]));
+        let d = p.decide(
+            &topo,
+            &specs,
+            &obs(1000, &[(3, 1.0)], &[(40, 0.5, 3), (41, 0.5, 3)]),
+        );
+        let ext = d
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::External { .. }))
+            .count();
+        assert_eq!(ext, 2);
+        // Both are hot on CPU 3 now, but another writer put them there.
+        assert!(d.moves.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn a_managed_irq_is_never_moved_again() {
+        let topo = Topology::synthetic(1, 4, 1);
+        let mut p = Policy::new(PolicyConfig::default());
+        let specs = vec![spec(40, "a"), spec(41, "a")];
+        let d = p.decide(
+            &topo,
+            &specs,
+            &obs(0, &[(1, 1.0)], &[(40, 0.6, 1), (41, 0.4, 1)]),
+        );
+        assert_eq!(d.moves.len(), 1);
+        p.feedback(&d.moves[0], Outcome::Managed, 0);
+        assert!(p.is_managed(d.moves[0].irq));
+        for t in 1..30 {
+            let d = p.decide(
+                &topo,
+                &specs,
+                &obs(t * 1000, &[(1, 1.0)], &[(40, 0.6, 1), (41, 0.4, 1)]),
+            );
+            assert!(d.moves.iter().all(|m| m.irq != 41), "{d:?}");
+        }
+    }
+}
