@@ -79,3 +79,97 @@ fn build_machine_virtio_nic() {
     assert_eq!(inv.cpus.nodes.len(), 1);
     assert!(inv.cpus.smt_siblings.is_empty());
 }
+
+/// The SR-IOV rig's guest: two 82576 PFs, 7 VFs on the first, some VFs configured
+/// (see tests/fixtures/guest-82576-7vfs.md for the scene).
+#[test]
+fn guest_82576_with_seven_vfs() {
+    let inv = replay("guest-82576-7vfs");
+    let bdfs: Vec<&str> = inv.pci_functions.iter().map(|f| f.bdf.as_str()).collect();
+    assert_eq!(bdfs.len(), 9, "2 PFs and 7 VFs: {bdfs:?}");
+    let pf = &inv.pci_functions[0];
+    assert_eq!(pf.bdf, "0000:01:00.0");
+    assert_eq!(pf.role, Role::Pf);
+    assert_eq!(
+        (pf.vendor_id.as_str(), pf.device_id.as_str()),
+        ("0x8086", "0x10c9")
+    );
+    assert_eq!(pf.driver.as_deref(), Some("igb"));
+    assert_eq!(
+        pf.device_name.as_deref(),
+        Some("82576 Gigabit Network Connection")
+    );
+    let p = pf.profile.as_ref().expect("the 82576 profile matches");
+    assert_eq!(
+        (p.name.as_str(), p.matched_as.as_str()),
+        ("igb-82576", "pf")
+    );
+    assert_eq!(p.capabilities["sriov"]["max_vfs"], 7, "runtime total_vfs");
+    let s = pf.sriov.as_ref().expect("the PF reports SR-IOV");
+    assert_eq!(
+        (s.total_vfs, s.num_vfs, s.drivers_autoprobe),
+        (7, 7, Some(true))
+    );
+    let vf_bdfs: Vec<&str> = s.vfs.iter().map(|v| v.bdf.as_str()).collect();
+    assert_eq!(
+        vf_bdfs,
+        [
+            "0000:01:10.0",
+            "0000:01:10.2",
+            "0000:01:10.4",
+            "0000:01:10.6",
+            "0000:01:11.0",
+            "0000:01:11.2",
+            "0000:01:11.4"
+        ]
+    );
+    assert!(s.vfs.iter().all(|v| v.driver.as_deref() == Some("igbvf")));
+    let c1 = s.vfs[1]
+        .config
+        .as_ref()
+        .expect("VF info came with the dump");
+    assert_eq!(c1.mac, "02:00:00:00:01:01");
+    assert_eq!((c1.vlan, c1.qos), (100, 3));
+    assert_eq!((c1.spoofchk, c1.trust), (Some(false), Some(true)));
+    assert_eq!(s.vfs[2].config.as_ref().unwrap().max_tx_rate, Some(100));
+    assert_eq!(s.vfs[3].config.as_ref().unwrap().vlan, 4094);
+    assert_eq!(s.vfs[0].config.as_ref().unwrap().mac, "00:00:00:00:00:00");
+    // A VF is listed as a function of its own too, pointing back at its PF.
+    let vf1 = inv
+        .pci_functions
+        .iter()
+        .find(|f| f.bdf == "0000:01:10.2")
+        .unwrap();
+    assert_eq!(vf1.role, Role::Vf);
+    assert_eq!(vf1.physfn.as_deref(), Some("0000:01:00.0"));
+    assert_eq!(vf1.vf_index, Some(1));
+    assert_eq!(vf1.profile.as_ref().unwrap().matched_as, "vf");
+    let q: Vec<(u32, String)> = vf1.irqs.iter().map(|i| (i.irq, i.name.clone())).collect();
+    assert_eq!(
+        q,
+        [
+            (32, "eth3-tx-0".to_string()),
+            (33, "eth3-rx-0".to_string()),
+            (34, "eth3".to_string())
+        ]
+    );
+    // The second PF: its queues, each with its own interrupt.
+    let pf1 = inv.pci_functions.last().unwrap();
+    assert_eq!(pf1.bdf, "0000:02:00.0");
+    assert_eq!(pf1.sriov.as_ref().unwrap().num_vfs, 0);
+    let eth1 = &pf1.netdevs[0];
+    assert_eq!((eth1.rx_queues, eth1.tx_queues), (4, 4));
+    assert_eq!(eth1.channels.as_ref().unwrap().combined_max, Some(8));
+    let queues: Vec<String> = pf1
+        .irqs
+        .iter()
+        .filter_map(|i| i.queue.map(|q| format!("{:?}-{}", q.kind, q.index)))
+        .collect();
+    assert_eq!(
+        queues,
+        [
+            "Rx-0", "Rx-1", "Rx-2", "Rx-3", "Tx-0", "Tx-1", "Tx-2", "Tx-3"
+        ]
+    );
+    assert_eq!(inv.cpus.online, vec![0, 1, 2, 3]);
+}
