@@ -434,7 +434,24 @@ fn execute(ops: &mut dyn SriovOps, a: &Action, opts: &ApplyOptions) -> Result<()
             config,
             ..
         } => {
-            converge_vf(ops, *pf_ifindex, config)?;
+            // igb checks a VF rate against the PF's link speed and refuses it (EINVAL)
+            // while the link is down, as it is for a moment after any PF reset.
+            let rate = config.max_tx_rate.is_some_and(|r| r > 0)
+                || config.min_tx_rate.is_some_and(|r| r > 0);
+            if rate {
+                let start = std::time::Instant::now();
+                while !ops.pf_carrier(pf)? && start.elapsed() < opts.link_wait {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            if let Err(e) = converge_vf(ops, *pf_ifindex, config) {
+                if rate && !ops.pf_carrier(pf)? {
+                    return Err(StepError::Changed(format!(
+                        "{e}; PF {pf} has no link, and drivers such as igb refuse VF rates without one"
+                    )));
+                }
+                return Err(e);
+            }
             let got = ops.vf_config(*pf_ifindex, config.vf)?;
             match got {
                 Some(c) if vf_matches(config, &c) => Ok(()),
