@@ -4,9 +4,11 @@
 
 pub mod apply;
 pub mod config;
+pub mod daemon;
 pub mod host;
 pub mod inventory;
 pub mod location;
+pub mod metrics;
 pub mod parse;
 pub mod plan;
 pub mod profile;
@@ -16,3 +18,4 @@ pub mod render;
 pub mod sim;
 pub mod state;
 pub mod switch;
+pub mod top;

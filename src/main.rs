@@ -101,6 +101,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the agent: rebalance queue interrupts across CPUs (dynamic VMQ) every
+    /// period, and serve Prometheus metrics. See docs/rebalance.md.
+    Daemon(vportd::daemon::DaemonArgs),
+    /// A live view of CPUs, queues and moves, from the daemon's metrics endpoint.
+    Top(vportd::top::TopArgs),
+    /// Print the rebalance scenario table (S1-S8, static vs ours) from the simulator.
+    #[command(hide = true)]
+    Simulate {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A failure with the exit code it maps to.
@@ -345,6 +356,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let text =
                 vportd::profile::run_profiles(check.as_deref(), json).map_err(Failure::input)?;
             emit(&text);
+            Ok(())
+        }
+        Command::Daemon(args) => {
+            vportd::daemon::main(args).map_err(|(code, message)| Failure { code, message })
+        }
+        Command::Top(args) => {
+            vportd::top::main(args).map_err(|(code, message)| Failure { code, message })
+        }
+        Command::Simulate { json } => {
+            let rows = vportd::rebalance::sim::run_all();
+            if json {
+                emit(&(to_json(&rows) + "\n"));
+            } else {
+                emit(&vportd::rebalance::sim::table(&rows));
+            }
             Ok(())
         }
     }

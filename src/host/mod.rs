@@ -5,6 +5,7 @@
 pub mod afpacket;
 pub mod files;
 pub mod fs;
+pub mod http;
 pub mod netlink;
 pub mod sriov;
 pub mod tap;

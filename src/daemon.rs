@@ -1,0 +1,575 @@
+//! `vportd daemon`: the long-running agent. Today it hosts one task, the
+//! rebalancer (sample, decide, actuate every period) and the metrics endpoint;
+//! the software switch and the control socket plug in as further tasks on the
+//! same runtime (see [`Daemon::run`]).
+//!
+//! All kernel I/O goes through [`KernelFs`] under `root`, so the same loop runs on
+//! the live host, on a fixture tree (`--root DIR`), or inside a mount namespace
+//! whose /proc and /sys files are bind-mounted fixtures.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::host::fs::{FsError, KernelFs};
+use crate::host::http::{self, HttpError};
+use crate::host::netlink::NetlinkSnapshot;
+use crate::inventory::{self, InventoryError};
+use crate::metrics::{self, Stats};
+use crate::parse::{self, CpuTimes, InterruptLine, ParseError, QueueRef};
+use crate::profile::ProfileSet;
+use crate::rebalance::actuate;
+use crate::rebalance::policy::{Event, Move, Observation, Outcome, Policy, PolicyConfig, QueueObs};
+use crate::rebalance::sample::{self, Accounting};
+use crate::rebalance::{QueueSpec, Topology};
+use crate::state::State;
+
+/// Errors that stop the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A kernel file could not be read.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// /proc/stat or /proc/interrupts could not be parsed.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// Discovering the NICs and CPUs failed.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// A file the loop needs every period is missing under the root.
+    #[error("{path} does not exist under {root}: is --root pointing at a /proc and /sys tree?")]
+    Missing { path: String, root: String },
+    /// The async runtime could not start.
+    #[error("cannot start the daemon's runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Where /proc and /sys are (`/` on a live host).
+    pub root: PathBuf,
+    pub period: Duration,
+    /// None: no endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// Sample twice, decide and act once, print the tick as JSON, exit.
+    pub once: bool,
+    /// Where `vportd apply` keeps its state, for the vPorts' provisioning metrics.
+    pub state_dir: Option<PathBuf>,
+    /// Per-NIC CPU sets, by PCI address.
+    pub nic_cpus: BTreeMap<String, Vec<u32>>,
+    /// CPUs never to put interrupts on (in addition to the kernel's isolated CPUs).
+    pub avoid: Vec<u32>,
+    /// Also point RPS/XPS of a moved queue at its new CPU.
+    pub steering: bool,
+    pub policy: PolicyConfig,
+}
+
+/// One CPU in a tick.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuRow {
+    pub cpu: u32,
+    pub busy: f64,
+    pub irq: f64,
+}
+
+/// One queue in a tick.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueRow {
+    pub irq: u32,
+    pub name: String,
+    pub nic: String,
+    pub cpu: Option<u32>,
+    pub affinity: Vec<u32>,
+    pub interrupts: u64,
+    pub rate: f64,
+    pub load: f64,
+}
+
+/// A move and what came of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MoveResult {
+    #[serde(flatten)]
+    pub mv: Move,
+    /// Where the kernel says the IRQ goes after the write.
+    pub effective: Option<u32>,
+    /// Errno name when the write failed.
+    pub errno: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What one tick saw and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TickReport {
+    pub now_ms: u64,
+    pub accounting: Accounting,
+    pub relearned: bool,
+    pub cpus: Vec<CpuRow>,
+    pub queues: Vec<QueueRow>,
+    pub moves: Vec<MoveResult>,
+    pub events: Vec<Event>,
+    pub tick_seconds: f64,
+}
+
+struct Sample {
+    stat: BTreeMap<u32, CpuTimes>,
+    intr: BTreeMap<u32, InterruptLine>,
+    columns: Vec<u32>,
+}
+
+/// The rebalancer: owns the policy and the last sample.
+pub struct Rebalancer {
+    fs: KernelFs,
+    cfg: DaemonConfig,
+    policy: Policy,
+    topo: Topology,
+    queues: Vec<QueueSpec>,
+    steering: HashMap<u32, (String, QueueRef)>,
+    /// What the topology was learned from: IRQ numbers and names, online CPUs.
+    learned_from: (Vec<(u32, String)>, String),
+    prev: Option<Sample>,
+}
+
+impl Rebalancer {
+    pub fn new(cfg: DaemonConfig) -> Self {
+        Self {
+            fs: KernelFs::at(&cfg.root),
+            policy: Policy::new(cfg.policy.clone()),
+            cfg,
+            topo: Topology::default(),
+            queues: Vec::new(),
+            steering: HashMap::new(),
+            learned_from: (Vec::new(), String::new()),
+            prev: None,
+        }
+    }
+
+    fn must_read(&self, path: &str) -> Result<String, DaemonError> {
+        self.fs.read(path)?.ok_or_else(|| DaemonError::Missing {
+            path: path.into(),
+            root: self.fs.root().display().to_string(),
+        })
+    }
+
+    fn read_sample(&self) -> Result<Sample, DaemonError> {
+        let stat = parse::proc_stat(&self.must_read("/proc/stat")?)?;
+        let text = self.must_read("/proc/interrupts")?;
+        Ok(Sample {
+            stat,
+            intr: parse::interrupts(&text)?,
+            columns: parse::interrupt_columns(&text),
+        })
+    }
+
+    /// Re-discovers NICs and CPUs when the IRQs (ethtool -L, VF add/remove) or the
+    /// online CPUs changed since the last time. Netlink is not needed: sysfs names
+    /// every function's IRQs and node.
+    fn relearn(&mut self, s: &Sample) -> Result<bool, DaemonError> {
+        let key_irqs: Vec<(u32, String)> =
+            s.intr.values().map(|l| (l.irq, l.name.clone())).collect();
+        let online = self
+            .fs
+            .read("/sys/devices/system/cpu/online")?
+            .unwrap_or_default();
+        if self.learned_from.0 == key_irqs
+            && self.learned_from.1 == online
+            && !self.topo.cpus.is_empty()
+        {
+            return Ok(false);
+        }
+        let inv =
+            inventory::discover(&self.fs, &NetlinkSnapshot::default(), ProfileSet::builtin())?;
+        let mut avoid = self.cfg.avoid.clone();
+        if let Some(t) = self.fs.read("/sys/devices/system/cpu/isolated")? {
+            avoid.extend(parse::cpulist(&t)?);
+        }
+        let mut cpus = inv.cpus.clone();
+        if cpus.online.is_empty() {
+            // A fixture without sysfs CPUs: the columns of /proc/interrupts are online.
+            cpus.online = s.columns.clone();
+        }
+        self.topo = Topology::from_inventory(&cpus, &avoid);
+        self.queues.clear();
+        self.steering.clear();
+        for f in &inv.pci_functions {
+            for irq in &f.irqs {
+                let Some(q) = irq.queue else { continue };
+                self.queues.push(QueueSpec {
+                    irq: irq.irq,
+                    name: irq.name.clone(),
+                    nic: f.bdf.clone(),
+                    node: f.numa_node,
+                    cpus: self.cfg.nic_cpus.get(&f.bdf).cloned().unwrap_or_default(),
+                });
+                if let Some(dev) = f.netdevs.first() {
+                    self.steering.insert(irq.irq, (dev.name.clone(), q));
+                }
+            }
+        }
+        self.learned_from = (key_irqs, online);
+        Ok(true)
+    }
+
+    /// Takes the first sample (loads need two).
+    pub fn prime(&mut self) -> Result<(), DaemonError> {
+        let s = self.read_sample()?;
+        self.relearn(&s)?;
+        self.prev = Some(s);
+        Ok(())
+    }
+
+    /// One period: sample, decide, act. `now_ms` is a monotonic time, and
+    /// `period_s` the time since the last sample.
+    pub fn tick(&mut self, now_ms: u64, period_s: f64) -> Result<TickReport, DaemonError> {
+        let started = Instant::now();
+        let cur = self.read_sample()?;
+        let relearned = self.relearn(&cur)?;
+        let prev = self.prev.take().unwrap_or(Sample {
+            stat: BTreeMap::new(),
+            intr: BTreeMap::new(),
+            columns: Vec::new(),
+        });
+        let cpu_loads = sample::cpu_loads(&prev.stat, &cur.stat);
+        let deltas = sample::irq_deltas(&prev.intr, &cur.intr, &cur.columns);
+        let irqs: Vec<u32> = self.queues.iter().map(|q| q.irq).collect();
+        let (loads, accounting) = sample::queue_loads(
+            &deltas,
+            &cpu_loads,
+            &irqs,
+            period_s,
+            self.cfg.policy.cost_per_interrupt_s,
+        );
+        let mut rows = Vec::new();
+        let mut qobs = Vec::new();
+        for q in &self.queues {
+            let read_cpus = |file: &str| -> Vec<u32> {
+                self.fs
+                    .read_lenient(&format!("/proc/irq/{}/{file}", q.irq))
+                    .and_then(|t| parse::cpulist(&t).ok())
+                    .unwrap_or_default()
+            };
+            let affinity = read_cpus("smp_affinity_list");
+            let effective = read_cpus("effective_affinity_list");
+            let l = loads.get(&q.irq).copied().unwrap_or_default();
+            // Where it really runs: the effective CPU when there is exactly one,
+            // else where its interrupts were counted, else the first allowed CPU.
+            let cpu = match effective.as_slice() {
+                [one] => Some(*one),
+                _ => l.cpu.or_else(|| affinity.first().copied()),
+            };
+            rows.push(QueueRow {
+                irq: q.irq,
+                name: q.name.clone(),
+                nic: q.nic.clone(),
+                cpu,
+                affinity: affinity.clone(),
+                interrupts: cur.intr.get(&q.irq).map(InterruptLine::total).unwrap_or(0),
+                rate: l.rate,
+                load: l.load,
+            });
+            qobs.push(QueueObs {
+                irq: q.irq,
+                load: l.load,
+                rate: l.rate,
+                cpu,
+                affinity,
+            });
+        }
+        let obs = Observation {
+            now_ms,
+            cpu_busy: cpu_loads.iter().map(|(c, l)| (*c, l.busy)).collect(),
+            queues: qobs,
+        };
+        let d = self.policy.decide(&self.topo, &self.queues, &obs);
+        let mut moves = Vec::new();
+        for m in d.moves {
+            let (outcome, effective, errno, error) = match actuate::apply(&self.fs, &m) {
+                Ok(a) => {
+                    if self.cfg.steering
+                        && let Some((dev, q)) = self.steering.get(&m.irq)
+                    {
+                        let w = actuate::steering(dev, *q, &[m.to]);
+                        for e in actuate::apply_steering(&self.fs, &w) {
+                            eprintln!("vportd: {e}");
+                        }
+                    }
+                    (
+                        Outcome::Done {
+                            effective: a.effective,
+                        },
+                        a.effective,
+                        None,
+                        None,
+                    )
+                }
+                Err(e) => (
+                    e.outcome(),
+                    None,
+                    Some(actuate::errno_name(e.errno())),
+                    Some(e.to_string()),
+                ),
+            };
+            self.policy.feedback(&m, outcome, now_ms);
+            moves.push(MoveResult {
+                mv: m,
+                effective,
+                errno,
+                error,
+            });
+        }
+        self.prev = Some(cur);
+        Ok(TickReport {
+            now_ms,
+            accounting,
+            relearned,
+            cpus: cpu_loads
+                .iter()
+                .map(|(c, l)| CpuRow {
+                    cpu: *c,
+                    busy: l.busy,
+                    irq: l.irq,
+                })
+                .collect(),
+            queues: rows,
+            moves,
+            events: d.events,
+            tick_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// One line per move and event, for the journal (stderr).
+pub fn log_lines(r: &TickReport) -> Vec<String> {
+    let name = |irq: u32| {
+        r.queues
+            .iter()
+            .find(|q| q.irq == irq)
+            .map(|q| q.name.clone())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for m in &r.moves {
+        let from =
+            m.mv.from
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "?".into());
+        match &m.error {
+            None => out.push(format!(
+                "moved IRQ {} ({}) from CPU {from} to CPU {}: {} (load {:.2})",
+                m.mv.irq,
+                name(m.mv.irq),
+                m.mv.to,
+                m.mv.reason.as_str(),
+                m.mv.load
+            )),
+            Some(e) => out.push(e.clone()),
+        }
+    }
+    for e in &r.events {
+        match e {
+            Event::External { irq, was, now } => out.push(format!(
+                "IRQ {irq} ({}) was moved by another writer from CPUs {} to {}: leaving it alone",
+                name(*irq),
+                parse::format_cpulist(was),
+                parse::format_cpulist(now)
+            )),
+            Event::NodeGuessed { nic, node } => out.push(format!(
+                "{nic} reports no NUMA node; its interrupts are cheapest on node {node}, so it is treated as local there"
+            )),
+        }
+    }
+    out
+}
+
+/// The daemon: its tasks share one current-thread runtime.
+pub struct Daemon {
+    cfg: DaemonConfig,
+}
+
+impl Daemon {
+    pub fn new(cfg: DaemonConfig) -> Self {
+        Self { cfg }
+    }
+
+    /// Runs until SIGINT/SIGTERM (or one tick with `once`, whose report is returned).
+    pub fn run(self) -> Result<Option<TickReport>, DaemonError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(DaemonError::Runtime)?;
+        rt.block_on(self.run_async())
+    }
+
+    async fn run_async(self) -> Result<Option<TickReport>, DaemonError> {
+        let cfg = self.cfg;
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let mut reb = Rebalancer::new(cfg.clone());
+        reb.prime()?;
+        let start = Instant::now();
+        if cfg.once {
+            tokio::time::sleep(cfg.period).await;
+            let r = reb.tick(start.elapsed().as_millis() as u64, cfg.period.as_secs_f64())?;
+            for l in log_lines(&r) {
+                eprintln!("vportd: {l}");
+            }
+            return Ok(Some(r));
+        }
+        let server = match cfg.metrics {
+            Some(addr) => {
+                let listener = http::bind(addr).await?;
+                let (stats, state_dir) = (stats.clone(), cfg.state_dir.clone());
+                let body = move || {
+                    let vports = state_dir
+                        .as_deref()
+                        .map(State::load)
+                        .and_then(Result::ok)
+                        .unwrap_or_default();
+                    let s = stats.lock().expect("metrics lock is never poisoned");
+                    metrics::render(&s, &vports)
+                };
+                Some(tokio::spawn(http::serve(listener, body)))
+            }
+            None => None,
+        };
+        let mut interval = tokio::time::interval(cfg.period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        let mut last = Instant::now();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(DaemonError::Runtime)?;
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+            }
+            let period_s = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            match reb.tick(start.elapsed().as_millis() as u64, period_s) {
+                Ok(r) => {
+                    for l in log_lines(&r) {
+                        eprintln!("vportd: {l}");
+                    }
+                    stats
+                        .lock()
+                        .expect("metrics lock is never poisoned")
+                        .record(&r);
+                }
+                // A torn read (a CPU going offline mid-read) is retried next period.
+                Err(e) => eprintln!("vportd: this period is skipped: {e}"),
+            }
+        }
+        if let Some(s) = server {
+            s.abort();
+        }
+        Ok(None)
+    }
+}
+
+/// `vportd daemon` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// The provisioning config: its state directory feeds the vPort metrics.
+    #[arg(long, value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Read and write /proc and /sys below DIR instead of / (fixtures, replays).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// The sampling and decision period.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub period_ms: u64,
+    /// Where to serve Prometheus metrics (`off` for nowhere).
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9477")]
+    pub metrics: String,
+    /// Take two samples one period apart, act once, print the tick as JSON, exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Per-NIC CPU set, e.g. `0000:01:00.0=2-7` (repeatable).
+    #[arg(long = "nic-cpus", value_name = "BDF=CPULIST")]
+    pub nic_cpus: Vec<String>,
+    /// CPUs never to put queue interrupts on (application cores), e.g. `0-3,16-19`.
+    #[arg(long, value_name = "CPULIST")]
+    pub avoid_cpus: Option<String>,
+    /// Also point a moved queue's RPS/XPS masks at its new CPU.
+    #[arg(long)]
+    pub steering: bool,
+    /// Upper threshold: a CPU busier than this sheds queues.
+    #[arg(long, default_value_t = PolicyConfig::default().upper)]
+    pub upper: f64,
+    /// Lower threshold: a CPU idler than this for a while gives its queues away.
+    #[arg(long, default_value_t = PolicyConfig::default().lower)]
+    pub lower: f64,
+}
+
+/// Runs `vportd daemon`; errors carry the exit code (2: bad flags, 1: runtime).
+pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
+    let bad = |m: String| (2u8, m);
+    let metrics = match a.metrics.as_str() {
+        "off" | "none" => None,
+        addr => Some(addr.parse::<SocketAddr>().map_err(|e| {
+            bad(format!(
+                "--metrics {addr}: not an address like 127.0.0.1:9477 ({e}), or off"
+            ))
+        })?),
+    };
+    let mut nic_cpus = BTreeMap::new();
+    for spec in &a.nic_cpus {
+        let (bdf, list) = spec.split_once('=').ok_or_else(|| {
+            bad(format!(
+                "--nic-cpus {spec}: expected BDF=CPULIST, e.g. 0000:01:00.0=2-7"
+            ))
+        })?;
+        let cpus = parse::cpulist(list).map_err(|e| bad(format!("--nic-cpus {spec}: {e}")))?;
+        nic_cpus.insert(bdf.to_string(), cpus);
+    }
+    let avoid = match &a.avoid_cpus {
+        Some(l) => parse::cpulist(l).map_err(|e| bad(format!("--avoid-cpus: {e}")))?,
+        None => Vec::new(),
+    };
+    if !(0.0 < a.lower && a.lower < a.upper && a.upper <= 1.0) {
+        return Err(bad(format!(
+            "--lower {} and --upper {} must satisfy 0 < lower < upper <= 1",
+            a.lower, a.upper
+        )));
+    }
+    let state_dir = match &a.config {
+        Some(c) => Some(
+            crate::config::load(c)
+                .map_err(|e| bad(e.to_string()))?
+                .state_dir,
+        ),
+        None => None,
+    };
+    let policy = PolicyConfig {
+        upper: a.upper,
+        target: (a.upper - 0.1).max(a.lower + 0.05),
+        lower: a.lower,
+        ..PolicyConfig::default()
+    };
+    let cfg = DaemonConfig {
+        root: a.root,
+        period: Duration::from_millis(a.period_ms),
+        metrics,
+        once: a.once,
+        state_dir,
+        nic_cpus,
+        avoid,
+        steering: a.steering,
+        policy,
+    };
+    let report = Daemon::new(cfg).run().map_err(|e| (1u8, e.to_string()))?;
+    if let Some(r) = report {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).expect("tick reports serialize")
+        );
+    }
+    Ok(())
+}

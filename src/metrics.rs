@@ -1,0 +1,308 @@
+//! The daemon's metrics in the Prometheus text format (version 0.0.4), written by
+//! hand: a handful of families does not justify a client library, and the
+//! format is stable. `vportd top` reads the same text back ([`parse_samples`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::daemon::TickReport;
+use crate::state::{Health, State, VportPath};
+
+/// Counters since start, and the last tick's gauges.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub ticks: u64,
+    pub tick_seconds_sum: f64,
+    pub moves: BTreeMap<&'static str, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub external_changes: u64,
+    pub last: Option<TickReport>,
+    /// The newest moves, for `vportd top`: (ms, irq, from, to, reason).
+    pub recent: Vec<(u64, u32, Option<u32>, u32, &'static str)>,
+}
+
+impl Stats {
+    pub fn record(&mut self, r: &TickReport) {
+        self.ticks += 1;
+        self.tick_seconds_sum += r.tick_seconds;
+        for m in &r.moves {
+            match &m.errno {
+                None => {
+                    *self.moves.entry(m.mv.reason.as_str()).or_default() += 1;
+                    self.recent.push((
+                        r.now_ms,
+                        m.mv.irq,
+                        m.mv.from,
+                        m.mv.to,
+                        m.mv.reason.as_str(),
+                    ));
+                }
+                Some(e) => *self.errors.entry(e.clone()).or_default() += 1,
+            }
+        }
+        let keep = self.recent.len().saturating_sub(10);
+        self.recent.drain(..keep);
+        self.external_changes += r
+            .events
+            .iter()
+            .filter(|e| matches!(e, crate::rebalance::policy::Event::External { .. }))
+            .count() as u64;
+        self.last = Some(r.clone());
+    }
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Renders every family.
+pub fn render(s: &Stats, vports: &State) -> String {
+    let mut o = String::new();
+    family(
+        &mut o,
+        "vportd_ticks_total",
+        "counter",
+        "Rebalance periods run.",
+    );
+    let _ = writeln!(o, "vportd_ticks_total {}", s.ticks);
+    family(
+        &mut o,
+        "vportd_tick_duration_seconds",
+        "gauge",
+        "Time the last period took to sample, decide and act.",
+    );
+    let last_tick = s.last.as_ref().map(|r| r.tick_seconds).unwrap_or(0.0);
+    let _ = writeln!(o, "vportd_tick_duration_seconds {last_tick}");
+    family(
+        &mut o,
+        "vportd_tick_duration_seconds_sum",
+        "counter",
+        "Time all periods took.",
+    );
+    let _ = writeln!(o, "vportd_tick_duration_seconds_sum {}", s.tick_seconds_sum);
+    family(
+        &mut o,
+        "vportd_moves_total",
+        "counter",
+        "Interrupt moves by reason (spread, coalesce, numa).",
+    );
+    for r in ["spread", "coalesce", "numa"] {
+        let _ = writeln!(
+            o,
+            "vportd_moves_total{{reason=\"{r}\"}} {}",
+            s.moves.get(r).copied().unwrap_or(0)
+        );
+    }
+    family(
+        &mut o,
+        "vportd_actuation_errors_total",
+        "counter",
+        "Affinity writes the kernel refused, by errno.",
+    );
+    for (e, n) in &s.errors {
+        let _ = writeln!(
+            o,
+            "vportd_actuation_errors_total{{errno=\"{}\"}} {n}",
+            esc(e)
+        );
+    }
+    family(
+        &mut o,
+        "vportd_external_changes_total",
+        "counter",
+        "Affinity changes made by another writer (left alone).",
+    );
+    let _ = writeln!(o, "vportd_external_changes_total {}", s.external_changes);
+    if let Some(r) = &s.last {
+        family(
+            &mut o,
+            "vportd_cpu_busy_ratio",
+            "gauge",
+            "Busy share of each CPU over the last period.",
+        );
+        for c in &r.cpus {
+            let _ = writeln!(
+                o,
+                "vportd_cpu_busy_ratio{{cpu=\"{}\"}} {:.4}",
+                c.cpu, c.busy
+            );
+        }
+        family(
+            &mut o,
+            "vportd_cpu_irq_ratio",
+            "gauge",
+            "Share of each CPU in hard and soft interrupts over the last period.",
+        );
+        for c in &r.cpus {
+            let _ = writeln!(o, "vportd_cpu_irq_ratio{{cpu=\"{}\"}} {:.4}", c.cpu, c.irq);
+        }
+        family(
+            &mut o,
+            "vportd_queue_interrupts_total",
+            "counter",
+            "Interrupts of each queue IRQ since boot (/proc/interrupts).",
+        );
+        let labels = |q: &crate::daemon::QueueRow| {
+            format!(
+                "irq=\"{}\",name=\"{}\",nic=\"{}\",cpu=\"{}\"",
+                q.irq,
+                esc(&q.name),
+                esc(&q.nic),
+                q.cpu.map(|c| c.to_string()).unwrap_or_default()
+            )
+        };
+        for q in &r.queues {
+            let _ = writeln!(
+                o,
+                "vportd_queue_interrupts_total{{{}}} {}",
+                labels(q),
+                q.interrupts
+            );
+        }
+        family(
+            &mut o,
+            "vportd_queue_interrupt_rate",
+            "gauge",
+            "Interrupts per second of each queue over the last period.",
+        );
+        for q in &r.queues {
+            let _ = writeln!(
+                o,
+                "vportd_queue_interrupt_rate{{{}}} {:.1}",
+                labels(q),
+                q.rate
+            );
+        }
+        family(
+            &mut o,
+            "vportd_queue_load_ratio",
+            "gauge",
+            "Estimated share of a CPU each queue used over the last period.",
+        );
+        for q in &r.queues {
+            let _ = writeln!(o, "vportd_queue_load_ratio{{{}}} {:.4}", labels(q), q.load);
+        }
+        family(
+            &mut o,
+            "vportd_load_accounting",
+            "gauge",
+            "1 for how queue load is estimated (irq_time or interrupt_counts).",
+        );
+        let mode = match r.accounting {
+            crate::rebalance::sample::Accounting::IrqTime => "irq_time",
+            crate::rebalance::sample::Accounting::InterruptCounts => "interrupt_counts",
+        };
+        let _ = writeln!(o, "vportd_load_accounting{{mode=\"{mode}\"}} 1");
+    }
+    family(
+        &mut o,
+        "vportd_vport_info",
+        "gauge",
+        "Each provisioned vPort: its path (vf or software) and health, from the state file.",
+    );
+    for (name, v) in &vports.vports {
+        let path = match v.path {
+            VportPath::Vf { .. } => "vf",
+            VportPath::Software => "software",
+        };
+        let health = match v.health {
+            Health::Provisioned => "provisioned",
+            Health::Lost => "lost",
+        };
+        let _ = writeln!(
+            o,
+            "vportd_vport_info{{vport=\"{}\",uplink=\"{}\",path=\"{path}\",health=\"{health}\"}} 1",
+            esc(name),
+            esc(&v.uplink)
+        );
+    }
+    o
+}
+
+/// One sample line of the text format: name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleLine {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Reads sample lines back (comments skipped; label values unescaped).
+pub fn parse_samples(text: &str) -> Vec<SampleLine> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (head, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match head.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (head, ""),
+        };
+        let mut map = BTreeMap::new();
+        let mut rest = labels;
+        while let Some((k, after)) = rest.split_once("=\"") {
+            let mut val = String::new();
+            let mut chars = after.char_indices();
+            let mut end = after.len();
+            while let Some((i, ch)) = chars.next() {
+                match ch {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            val.push(if n == 'n' { '\n' } else { n });
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => val.push(c),
+                }
+            }
+            map.insert(k.trim_start_matches(',').to_string(), val);
+            rest = &after[end..];
+        }
+        out.push(SampleLine {
+            name: name.to_string(),
+            labels: map,
+            value,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_and_parses_back() {
+        let mut s = Stats::default();
+        s.moves.insert("spread", 3);
+        s.errors.insert("EPERM".into(), 1);
+        let text = render(&s, &State::default());
+        let samples = parse_samples(&text);
+        let spread = samples
+            .iter()
+            .find(|x| x.name == "vportd_moves_total" && x.labels["reason"] == "spread")
+            .unwrap();
+        assert_eq!(spread.value, 3.0);
+        assert!(text.contains("vportd_actuation_errors_total{errno=\"EPERM\"} 1"));
+        let odd = parse_samples("m{a=\"x\\\"y\",b=\"z\"} 2");
+        assert_eq!(odd[0].labels["a"], "x\"y");
+        assert_eq!(odd[0].labels["b"], "z");
+    }
+}
