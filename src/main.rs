@@ -207,6 +207,9 @@ fn apply_cmd(
     };
     let mut ops = LiveSriov::new(KernelFs::system());
     let mut rediscover = |_: &LiveSriov| live_inventory().unwrap_or_else(|_| inv.clone());
+    // Steps can be long (VF creation: seconds to over a minute on big NICs), so each
+    // line says when it started and how long it took.
+    let mut started = std::time::Instant::now();
     let mut progress =
         |step: usize,
          total: usize,
@@ -215,10 +218,14 @@ fn apply_cmd(
             if json {
                 return;
             }
+            let took = || format!("{:.1} s", started.elapsed().as_secs_f64());
             match done {
-                None => eprint!("[{step}/{total}] {what} ... "),
-                Some(Ok(())) => eprintln!("ok"),
-                Some(Err(e)) => eprintln!("FAILED: {e}"),
+                None => {
+                    started = std::time::Instant::now();
+                    eprint!("[{step}/{total}] {what} ... ")
+                }
+                Some(Ok(())) => eprintln!("ok ({})", took()),
+                Some(Err(e)) => eprintln!("FAILED after {}: {e}", took()),
             }
         };
     let (prepared, report) = provision::apply_config(
