@@ -4,8 +4,10 @@
 
 pub mod apply;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod host;
+pub mod hotplug;
 pub mod inventory;
 pub mod location;
 pub mod metrics;
@@ -14,6 +16,7 @@ pub mod plan;
 pub mod profile;
 pub mod provision;
 pub mod rebalance;
+pub mod reconcile;
 pub mod render;
 pub mod sim;
 pub mod state;

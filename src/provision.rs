@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
 use crate::config::{self, Config, ConfigError, ResolvedUplink};
+use crate::host::files;
 use crate::host::netlink::VfConfig;
 use crate::host::sriov::SriovOps;
 use crate::inventory::Inventory;
@@ -74,10 +75,38 @@ pub fn prepare_config(
     })
 }
 
+/// The lock file in the state directory that one apply at a time holds.
+pub const APPLY_LOCK: &str = "apply.lock";
+
+/// Takes the apply lock of a state directory, waiting for a running apply to finish.
+pub fn lock_apply(state_dir: &Path) -> Result<files::FileLock, ProvisionError> {
+    Ok(files::lock_exclusive(&state_dir.join(APPLY_LOCK)).map_err(StateError::from)?)
+}
+
 /// Rolls back an interrupted run, then plans afresh (the host may have changed) and
-/// applies. `rediscover` re-reads the inventory after a recovery.
+/// applies. `rediscover` re-reads the inventory after a recovery. Holds the apply lock, so a
+/// manual apply and the daemon's never interleave.
 #[allow(clippy::too_many_arguments)]
 pub fn apply_config<O: SriovOps>(
+    ops: &mut O,
+    config: Config,
+    inv: Inventory,
+    rediscover: &mut dyn FnMut(&O) -> Inventory,
+    profiles: &ProfileSet,
+    plan_opts: PlanOptions,
+    apply_opts: &ApplyOptions,
+    progress: &mut apply::Progress<'_>,
+) -> Result<(Prepared, ApplyReport), ProvisionError> {
+    let _lock = lock_apply(&config.state_dir)?;
+    apply_config_locked(
+        ops, config, inv, rediscover, profiles, plan_opts, apply_opts, progress,
+    )
+}
+
+/// [`apply_config`] for a caller that already holds [`lock_apply`] (the reconciler, which
+/// also updates the state after the apply).
+#[allow(clippy::too_many_arguments)]
+pub fn apply_config_locked<O: SriovOps>(
     ops: &mut O,
     config: Config,
     inv: Inventory,

@@ -16,6 +16,9 @@ pub enum FilesError {
     /// A directory could not be listed.
     #[error("cannot list directory {}: {source}", path.display())]
     List { path: PathBuf, source: io::Error },
+    /// A lock file could not be opened or locked.
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock { path: PathBuf, source: io::Error },
 }
 
 /// Reads one text file.
@@ -89,4 +92,31 @@ pub fn remove(path: &Path) -> Result<(), FilesError> {
             source,
         }),
     }
+}
+
+/// An exclusive lock on a file (flock), held until dropped. The kernel releases it when the
+/// process dies, so a killed apply never leaves a stale lock behind.
+pub struct FileLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Takes an exclusive lock on `path` (created if missing), waiting for whoever holds it:
+/// two applies (the daemon's and a manual `vportd apply`) must not interleave their steps.
+pub fn lock_exclusive(path: &Path) -> Result<FileLock, FilesError> {
+    let err = |source| FilesError::Lock {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(err)?;
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| err(errno.into()))?;
+    Ok(FileLock { _lock: lock })
 }

@@ -3,12 +3,14 @@
 //! pure data in, data out, and is tested without root.
 
 pub mod afpacket;
+pub mod control_socket;
 pub mod files;
 pub mod fs;
 pub mod http;
 pub mod netlink;
 pub mod sriov;
 pub mod tap;
+pub mod uevent;
 pub mod wait;
 
 /// Runs a netlink future to completion on a private current-thread runtime, so that
