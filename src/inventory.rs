@@ -173,13 +173,38 @@ pub struct NumaNode {
 
 const PCI_DEVICES: &str = "/sys/bus/pci/devices";
 
+/// How much of the host to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything: what `discover` shows.
+    Full,
+    /// What provisioning needs: functions, netdevs, SR-IOV and VF configs; no IRQs
+    /// and no CPU topology (hundreds of /proc reads on a big host, for nothing).
+    Provisioning,
+}
+
 /// Reads the inventory from the kernel views given.
 pub fn discover(
     fs: &KernelFs,
     nl: &NetlinkSnapshot,
     profiles: &ProfileSet,
 ) -> Result<Inventory, InventoryError> {
-    let interrupts = match fs.read("/proc/interrupts")? {
+    discover_scoped(fs, nl, profiles, Scope::Full)
+}
+
+/// [`discover`], reading only what `scope` needs; what it skips is left empty.
+pub fn discover_scoped(
+    fs: &KernelFs,
+    nl: &NetlinkSnapshot,
+    profiles: &ProfileSet,
+    scope: Scope,
+) -> Result<Inventory, InventoryError> {
+    let full = scope == Scope::Full;
+    let interrupts = match full
+        .then(|| fs.read("/proc/interrupts"))
+        .transpose()?
+        .flatten()
+    {
         Some(text) => parse::interrupts(&text)?,
         None => BTreeMap::new(),
     };
@@ -220,7 +245,7 @@ pub fn discover(
             fs,
             nl,
             profiles,
-            &interrupts,
+            full.then_some(&interrupts),
             &bdf,
             class,
             netdevs,
@@ -232,7 +257,15 @@ pub fn discover(
         schema_version: SCHEMA_VERSION,
         pci_functions: functions,
         other_netdevs: others,
-        cpus: read_cpus(fs)?,
+        cpus: if full {
+            read_cpus(fs)?
+        } else {
+            CpuTopology {
+                online: Vec::new(),
+                nodes: Vec::new(),
+                smt_siblings: Vec::new(),
+            }
+        },
     })
 }
 
@@ -330,7 +363,7 @@ fn read_function(
     fs: &KernelFs,
     nl: &NetlinkSnapshot,
     profiles: &ProfileSet,
-    interrupts: &BTreeMap<u32, InterruptLine>,
+    interrupts: Option<&BTreeMap<u32, InterruptLine>>,
     bdf: &str,
     class: String,
     netdevs: Vec<(Netdev, Option<String>)>,
@@ -402,7 +435,10 @@ fn read_function(
         virtio_device,
         netdevs: devs,
         sriov,
-        irqs: read_irqs(fs, interrupts, &base)?,
+        irqs: match interrupts {
+            Some(i) => read_irqs(fs, i, &base)?,
+            None => Vec::new(),
+        },
         profile,
     })
 }

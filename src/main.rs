@@ -106,6 +106,12 @@ enum Command {
     Daemon(vportd::daemon::DaemonArgs),
     /// A live view of CPUs, queues and moves, from the daemon's metrics endpoint.
     Top(vportd::top::TopArgs),
+    /// Run by udev (udev/90-vportd.rules): hand the device event in the environment to the
+    /// daemon, or apply the stored config when no daemon runs. See docs/hotplug.md.
+    Hotplug(vportd::ctl::HotplugArgs),
+    /// Talk to the running daemon over its control socket: status, plan, apply,
+    /// reconcile PCI, rebalance on|off. Prints its answer as JSON.
+    Ctl(vportd::ctl::CtlArgs),
     /// Print the rebalance scenario table (S1-S8, static vs ours) from the simulator.
     #[command(hide = true)]
     Simulate {
@@ -164,9 +170,16 @@ fn load_profiles(dir: Option<&PathBuf>) -> Result<ProfileSet, Failure> {
     }
 }
 
+/// What provisioning needs of the live host (no IRQs, CPUs or channels).
 fn live_inventory() -> Result<inventory::Inventory, Failure> {
-    let nl = netlink::snapshot().map_err(Failure::runtime)?;
-    inventory::discover(&KernelFs::system(), &nl, ProfileSet::builtin()).map_err(Failure::runtime)
+    let nl = netlink::snapshot_scoped(false).map_err(Failure::runtime)?;
+    inventory::discover_scoped(
+        &KernelFs::system(),
+        &nl,
+        ProfileSet::builtin(),
+        inventory::Scope::Provisioning,
+    )
+    .map_err(Failure::runtime)
 }
 
 fn provision_failure(e: provision::ProvisionError) -> Failure {
@@ -370,6 +383,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Top(args) => {
             vportd::top::main(args).map_err(|(code, message)| Failure { code, message })
+        }
+        Command::Hotplug(args) => {
+            vportd::ctl::hotplug_main(args).map_err(|(code, message)| Failure { code, message })
+        }
+        Command::Ctl(args) => {
+            let text =
+                vportd::ctl::ctl_main(args).map_err(|(code, message)| Failure { code, message })?;
+            emit(&text);
+            Ok(())
         }
         Command::Simulate { json } => {
             let rows = vportd::rebalance::sim::run_all();

@@ -117,6 +117,21 @@ impl KernelFs {
     /// Reads a small attribute file, trimmed of surrounding whitespace.
     /// `Ok(None)` when it does not exist, so optional attributes read naturally.
     pub fn read(&self, kpath: &str) -> Result<Option<String>, FsError> {
+        // Fast path: let the kernel follow the links. Sysfs links are relative, so
+        // they stay inside the root. Lexical resolution is needed only to record the
+        // links themselves, or to get through a fixture's dangling ones.
+        if self.record.is_none() {
+            match std::fs::read(self.host_path(kpath)) {
+                Ok(bytes) => return Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string())),
+                Err(e) if is_absent(&e) => {}
+                Err(source) => {
+                    return Err(FsError::Read {
+                        path: kpath.into(),
+                        source,
+                    });
+                }
+            }
+        }
         let kpath = &self.resolve(kpath)?;
         match std::fs::read(self.host_path(kpath)) {
             Ok(bytes) => {
@@ -240,8 +255,12 @@ impl KernelFs {
             value: value.to_string(),
             errno: nix::errno::Errno::ELOOP,
         })?;
+        // O_TRUNC, as `echo v > file` does: procfs and sysfs ignore it, and a
+        // fixture file then holds exactly the value written (not "1-3" left over
+        // from writing "1" over "0-3").
         let mut f = std::fs::OpenOptions::new()
             .write(true)
+            .truncate(true)
             .open(self.host_path(&resolved))
             .map_err(fail)?;
         f.write_all(value.as_bytes()).map_err(fail)
@@ -249,7 +268,13 @@ impl KernelFs {
 
     /// Names in a directory, sorted; empty when it does not exist.
     pub fn list(&self, kpath: &str) -> Result<Vec<String>, FsError> {
-        let kpath = &self.resolve(kpath)?;
+        // As in `read`: lexical resolution only when recording or when the kernel's
+        // own resolution finds nothing.
+        let kpath = &if self.record.is_none() && self.host_path(kpath).is_dir() {
+            kpath.to_string()
+        } else {
+            self.resolve(kpath)?
+        };
         let dir = self.host_path(kpath);
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,

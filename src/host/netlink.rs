@@ -96,9 +96,18 @@ impl NetlinkSnapshot {
 
 /// Takes a snapshot of every link (with VF info) and every link's channels.
 pub fn snapshot() -> Result<NetlinkSnapshot, NetlinkError> {
+    snapshot_scoped(true)
+}
+
+/// [`snapshot`], with ethtool channels only when asked for (provisioning needs none).
+pub fn snapshot_scoped(channels: bool) -> Result<NetlinkSnapshot, NetlinkError> {
     super::block_on(async {
         let links = dump_links().await?;
-        let channels = dump_channels().await?;
+        let channels = if channels {
+            dump_channels().await?
+        } else {
+            BTreeMap::new()
+        };
         Ok(NetlinkSnapshot { links, channels })
     })
 }

@@ -83,13 +83,27 @@ pub struct LiveSriov {
     /// How long VFs may take to appear after `sriov_numvfs` is written
     /// (~1.3 s for 7 igb VFs emulated; over a minute for 125 on ConnectX-6 Lx).
     pub vf_create_timeout: Duration,
+    /// One runtime and one rtnetlink connection for the whole run, not one per request.
+    rt: tokio::runtime::Runtime,
+    handle: Option<rtnetlink::Handle>,
+    /// PF links as last dumped (with their VF info), until something is written: a
+    /// plan reads each VF several times (undo record, convergence) between writes.
+    links: std::collections::HashMap<u32, netlink::LinkSnapshot>,
 }
 
 impl LiveSriov {
+    /// Must not be called from inside a tokio runtime (the daemon runs apply on a
+    /// blocking thread).
     pub fn new(fs: KernelFs) -> Self {
         Self {
             fs,
             vf_create_timeout: Duration::from_secs(120),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread tokio runtime always builds"),
+            handle: None,
+            links: Default::default(),
         }
     }
 
@@ -105,6 +119,20 @@ impl LiveSriov {
             .filter(|e| e.starts_with("virtfn"))
             .collect())
     }
+
+    fn handle(&mut self) -> Result<rtnetlink::Handle, HostError> {
+        if let Some(h) = &self.handle {
+            return Ok(h.clone());
+        }
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| HostError::Netlink {
+            what: "opening an rtnetlink socket".into(),
+            errno: e.raw_os_error().map(Errno::from_raw),
+            message: e.to_string(),
+        })?;
+        self.rt.spawn(conn);
+        self.handle = Some(handle.clone());
+        Ok(handle)
+    }
 }
 
 impl SriovOps for LiveSriov {
@@ -116,6 +144,7 @@ impl SriovOps for LiveSriov {
     }
 
     fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<u32, HostError> {
+        self.links.clear();
         let path = format!("{}/sriov_numvfs", Self::pci(pf));
         self.fs.write(&path, &n.to_string())?;
         let start = Instant::now();
@@ -164,6 +193,7 @@ impl SriovOps for LiveSriov {
     }
 
     fn bind(&mut self, bdf: &str, driver: Option<&str>) -> Result<(), HostError> {
+        self.links.clear();
         let base = Self::pci(bdf);
         if let Some(current) = self.driver(bdf)? {
             if Some(current.as_str()) == driver {
@@ -193,12 +223,22 @@ impl SriovOps for LiveSriov {
     }
 
     fn vf_config(&mut self, pf_ifindex: u32, vf: u32) -> Result<Option<VfConfig>, HostError> {
-        let links = super::block_on(get_link(pf_ifindex))?;
-        Ok(links.vfs.into_iter().find(|c| c.vf == vf))
+        if !self.links.contains_key(&pf_ifindex) {
+            let handle = self.handle()?;
+            let link = self.rt.block_on(get_link(handle, pf_ifindex))?;
+            self.links.insert(pf_ifindex, link);
+        }
+        Ok(self.links[&pf_ifindex]
+            .vfs
+            .iter()
+            .find(|c| c.vf == vf)
+            .cloned())
     }
 
     fn set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
-        super::block_on(set_vf(pf_ifindex, cfg))
+        self.links.remove(&pf_ifindex);
+        let handle = self.handle()?;
+        self.rt.block_on(set_vf(handle, pf_ifindex, cfg))
     }
 
     fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError> {
@@ -217,15 +257,12 @@ impl SriovOps for LiveSriov {
     }
 }
 
-async fn get_link(ifindex: u32) -> Result<netlink::LinkSnapshot, HostError> {
+async fn get_link(
+    handle: rtnetlink::Handle,
+    ifindex: u32,
+) -> Result<netlink::LinkSnapshot, HostError> {
     use futures::TryStreamExt;
     let what = || format!("reading link {ifindex} over rtnetlink");
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| HostError::Netlink {
-        what: what(),
-        errno: e.raw_os_error().map(Errno::from_raw),
-        message: e.to_string(),
-    })?;
-    tokio::spawn(conn);
     let msg = handle
         .link()
         .get()
@@ -308,14 +345,12 @@ pub fn vf_info_attributes(cfg: &VfConfig) -> Vec<VfInfo> {
     infos
 }
 
-async fn set_vf(pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
+async fn set_vf(
+    handle: rtnetlink::Handle,
+    pf_ifindex: u32,
+    cfg: &VfConfig,
+) -> Result<(), HostError> {
     let what = format!("setting VF {} on link {pf_ifindex}", cfg.vf);
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| HostError::Netlink {
-        what: what.clone(),
-        errno: e.raw_os_error().map(Errno::from_raw),
-        message: e.to_string(),
-    })?;
-    tokio::spawn(conn);
     let mut msg = LinkMessage::default();
     msg.header.index = pf_ifindex;
     msg.attributes
