@@ -452,6 +452,11 @@ impl Daemon {
             }
             let period_s = last.elapsed().as_secs_f64();
             last = Instant::now();
+            // Off (`vportd ctl rebalance off`): keep the baseline fresh, decide nothing.
+            if !crate::control_plane::rebalance_enabled() {
+                let _ = reb.prime();
+                continue;
+            }
             match reb.tick(start.elapsed().as_millis() as u64, period_s) {
                 Ok(r) => {
                     for l in log_lines(&r) {
@@ -506,6 +511,9 @@ pub struct DaemonArgs {
     /// Lower threshold: a CPU idler than this for a while gives its queues away.
     #[arg(long, default_value_t = PolicyConfig::default().lower)]
     pub lower: f64,
+    /// The control socket and hotplug (issue 7).
+    #[command(flatten)]
+    pub control: crate::control_plane::ControlPlaneArgs,
 }
 
 /// Runs `vportd daemon`; errors carry the exit code (2: bad flags, 1: runtime).
@@ -563,6 +571,14 @@ pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
         avoid,
         steering: a.steering,
         policy,
+    };
+    // The control plane runs beside the rebalancer: socket, uevents, reconciles.
+    let _control = match a.once {
+        true => None,
+        false => Some(
+            crate::control_plane::ControlPlane::start(&a.control, a.config.clone())
+                .map_err(|e| (1u8, e.to_string()))?,
+        ),
     };
     let report = Daemon::new(cfg).run().map_err(|e| (1u8, e.to_string()))?;
     if let Some(r) = report {

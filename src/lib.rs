@@ -5,6 +5,8 @@
 pub mod apply;
 pub mod config;
 pub mod control;
+pub mod control_plane;
+pub mod ctl;
 pub mod daemon;
 pub mod host;
 pub mod hotplug;

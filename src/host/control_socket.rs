@@ -89,16 +89,18 @@ impl Access {
 }
 
 /// The process at the other end of a connection, as the kernel recorded it at connect time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub pid: i32,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups (SO_PEERGROUPS); None where the kernel cannot say (before 4.13).
+    pub groups: Option<Vec<u32>>,
 }
 
-/// Whether `peer` may use the socket: root, our own user, the group as primary group, or the
-/// group among the user's supplementary groups (looked up in the group database; SO_PEERCRED
-/// carries only the primary gid).
+/// Whether `peer` may use the socket: root, our own user, or a process with the group as its
+/// primary or a supplementary group. The kernel's record of the peer's groups decides; only
+/// a kernel without SO_PEERGROUPS makes us fall back to the group database.
 pub fn allowed(peer: &Peer, access: &Access) -> bool {
     if peer.uid == 0 || peer.uid == Uid::effective().as_raw() {
         return true;
@@ -108,6 +110,9 @@ pub fn allowed(peer: &Peer, access: &Access) -> bool {
     };
     if peer.gid == group.as_raw() {
         return true;
+    }
+    if let Some(groups) = &peer.groups {
+        return groups.contains(&group.as_raw());
     }
     let Ok(Some(user)) = User::from_uid(Uid::from_raw(peer.uid)) else {
         return false;
@@ -227,7 +232,40 @@ pub fn peer_of(stream: &UnixStream) -> Result<Peer, SocketError> {
         pid: cred.pid(),
         uid: cred.uid(),
         gid: cred.gid(),
+        groups: peer_groups(stream)?,
     })
+}
+
+/// The peer's supplementary groups as the kernel recorded them at connect time
+/// (SO_PEERGROUPS, which nix does not wrap). None when the kernel does not know the option.
+fn peer_groups(stream: &UnixStream) -> Result<Option<Vec<u32>>, SocketError> {
+    use std::os::fd::AsRawFd;
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: the buffer is `len` bytes of initialized gid_t, valid and exclusively ours
+        // for the call; the kernel writes at most `len` bytes and sets `len` to what it wrote
+        // (or, with ERANGE, to what it needs).
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return Ok(Some(groups));
+        }
+        match Errno::last() {
+            Errno::ERANGE if count > groups.len() && count <= 65536 => groups.resize(count, 0),
+            Errno::ENOPROTOOPT => return Ok(None),
+            e => return Err(SocketError::Io(e.into())),
+        }
+    }
 }
 
 fn serve_one(
@@ -389,7 +427,8 @@ mod tests {
             &Peer {
                 pid: 1,
                 uid: 0,
-                gid: 0
+                gid: 0,
+                groups: None
             },
             &none
         ));
@@ -397,7 +436,8 @@ mod tests {
             &Peer {
                 pid: 1,
                 uid: me,
-                gid: 12345
+                gid: 12345,
+                groups: None
             },
             &none
         ));
@@ -406,7 +446,8 @@ mod tests {
                 &Peer {
                     pid: 1,
                     uid: 65534,
-                    gid: 65534
+                    gid: 65534,
+                    groups: Some(vec![])
                 },
                 &none
             ));
@@ -417,7 +458,17 @@ mod tests {
                 &Peer {
                     pid: 1,
                     uid: 65534,
-                    gid: 4242
+                    gid: 4242,
+                    groups: Some(vec![])
+                },
+                &group
+            ));
+            assert!(allowed(
+                &Peer {
+                    pid: 1,
+                    uid: 65534,
+                    gid: 65534,
+                    groups: Some(vec![7, 4242])
                 },
                 &group
             ));

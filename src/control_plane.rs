@@ -1,0 +1,392 @@
+//! The daemon's control plane: the control socket, the kernel uevent listener, and the one
+//! worker thread that runs reconciles and applies, one at a time.
+//!
+//! Threads rather than tasks on the daemon's runtime: apply and discovery are synchronous
+//! and start their own netlink runtimes, which cannot nest inside the daemon's. The socket
+//! answers a `reconcile` as soon as the event is queued (udev kills slow handlers), and a
+//! burst of events (a hot-added NIC sends pci add, bind, net add, then events for each VF
+//! the apply creates) collapses into one reconcile after a short quiet period.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::apply::ApplyOptions;
+use crate::control::{self, ErrorCode, Request, Response};
+use crate::host::control_socket::{self, Access, ControlListener, Peer, SocketError};
+use crate::host::fs::KernelFs;
+use crate::host::netlink;
+use crate::host::sriov::LiveSriov;
+use crate::host::uevent::{Uevent, UeventListener};
+use crate::hotplug::{self, DeviceEvent};
+use crate::inventory::{self, Inventory};
+use crate::plan::PlanOptions;
+use crate::profile::ProfileSet;
+use crate::provision;
+use crate::reconcile::{self, Outcome};
+use crate::state::State;
+
+/// Whether the daemon's rebalancer acts (`vportd ctl rebalance on|off`). One daemon per
+/// process, so one switch.
+static REBALANCE: AtomicBool = AtomicBool::new(true);
+
+/// Whether the rebalancer should act this period.
+pub fn rebalance_enabled() -> bool {
+    REBALANCE.load(Ordering::Relaxed)
+}
+
+/// How long the worker waits for an event burst to end before reconciling.
+const QUIET: Duration = Duration::from_millis(250);
+/// Jobs waiting for the worker; beyond this a reconcile is already pending anyway.
+const QUEUE: usize = 64;
+/// How long a `ctl apply` waits for its result.
+const APPLY_WAIT: Duration = Duration::from_secs(600);
+
+/// Errors that keep the control plane from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// A thread could not be started.
+    #[error("cannot start the control plane's {what} thread: {source}")]
+    Thread {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// `vportd daemon` flags of the control plane.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControlPlaneArgs {
+    /// The control socket (`off` for none); `vportd ctl` and `vportd hotplug` talk to it.
+    #[arg(long, value_name = "PATH|off", default_value = control_socket::DEFAULT_PATH)]
+    pub socket: String,
+    /// Members of this group may use the socket besides root (mode 0660, group-owned).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Do not listen to kernel uevents (rely on udev's `vportd hotplug` alone).
+    #[arg(long)]
+    pub no_uevents: bool,
+}
+
+enum Job {
+    /// Reconcile after this event (None: re-read everything, e.g. after lost events).
+    Reconcile(Option<DeviceEvent>),
+    /// Apply now and answer.
+    Apply {
+        allow_disruption: bool,
+        reply: mpsc::Sender<Result<Outcome, String>>,
+    },
+}
+
+/// The running control plane; its threads live as long as the process.
+pub struct ControlPlane {
+    jobs: SyncSender<Job>,
+    socket: Option<PathBuf>,
+}
+
+impl Drop for ControlPlane {
+    /// The daemon is stopping: take the socket file away so that `vportd hotplug` falls
+    /// back to applying alone at once instead of finding a stale socket.
+    fn drop(&mut self) {
+        if let Some(path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Starts the worker, the socket server and the uevent listener. With a config, the
+    /// worker reconciles once at start (the host may have changed while no daemon ran).
+    pub fn start(
+        args: &ControlPlaneArgs,
+        config: Option<PathBuf>,
+    ) -> Result<ControlPlane, ControlPlaneError> {
+        let access = match &args.socket_group {
+            Some(g) => Access::with_group(g)?,
+            None => Access::default(),
+        };
+        let listener = match args.socket.as_str() {
+            "off" | "none" => None,
+            path => Some(ControlListener::bind(Path::new(path), access)?),
+        };
+        let (jobs, rx) = mpsc::sync_channel(QUEUE);
+        let worker_config = config.clone();
+        spawn("reconcile", move || worker(rx, worker_config))?;
+        if config.is_some() {
+            let _ = jobs.try_send(Job::Reconcile(None));
+        }
+        let plane = ControlPlane {
+            jobs,
+            socket: listener.as_ref().map(|l| l.path().to_path_buf()),
+        };
+        if let Some(listener) = listener {
+            let ctx = Ctx {
+                jobs: plane.jobs.clone(),
+                config,
+            };
+            spawn("control socket", move || {
+                let e = listener.serve(
+                    move |peer, line| ctx.handle(peer, line),
+                    |peer| {
+                        control::encode_response(&Response::error(
+                            ErrorCode::Forbidden,
+                            format!("uid {} is neither root nor in the socket's group", peer.uid),
+                        ))
+                    },
+                );
+                eprintln!("vportd: the control socket stopped: {e}");
+            })?;
+        }
+        if !args.no_uevents {
+            let jobs = plane.jobs.clone();
+            spawn("uevent", move || match UeventListener::open() {
+                Ok(l) => {
+                    let e = l.run(|msg| {
+                        match msg {
+                            Uevent::Message(buf) => {
+                                if let Ok(pairs) = hotplug::parse_uevent(buf)
+                                    && let Ok(Some(ev)) = hotplug::from_pairs(pairs)
+                                    && ev.wants_reconcile()
+                                {
+                                    let _ = jobs.try_send(Job::Reconcile(Some(ev)));
+                                }
+                            }
+                            Uevent::Overrun => {
+                                let _ = jobs.try_send(Job::Reconcile(None));
+                            }
+                        }
+                        true
+                    });
+                    eprintln!("vportd: uevents stopped, hotplug now relies on udev: {e}");
+                }
+                Err(e) => eprintln!("vportd: {e}; hotplug relies on udev's vportd hotplug"),
+            })?;
+        }
+        Ok(plane)
+    }
+
+    /// Queues a reconcile, as the control socket does.
+    pub fn reconcile(&self, event: Option<DeviceEvent>) {
+        let _ = self.jobs.try_send(Job::Reconcile(event));
+    }
+}
+
+fn spawn(what: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(), ControlPlaneError> {
+    std::thread::Builder::new()
+        .name(format!("vportd-{what}"))
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|source| ControlPlaneError::Thread { what, source })
+}
+
+/// What the socket handler needs.
+struct Ctx {
+    jobs: SyncSender<Job>,
+    config: Option<PathBuf>,
+}
+
+impl Ctx {
+    fn handle(&self, peer: &Peer, line: &[u8]) -> Vec<u8> {
+        let resp = match control::decode_request(line) {
+            Err(e) => control::refusal(&e),
+            Ok(req) => self.answer(peer, req),
+        };
+        control::encode_response(&resp)
+    }
+
+    fn answer(&self, _peer: &Peer, req: Request) -> Response {
+        let failed = |e: String| Response::error(ErrorCode::Failed, e);
+        let no_config = || {
+            Response::error(
+                ErrorCode::Unsupported,
+                "this daemon runs without --config, so it provisions nothing",
+            )
+        };
+        match req {
+            Request::Reconcile { device } => {
+                match self.jobs.try_send(Job::Reconcile(Some(device.clone()))) {
+                    // Full: reconciles are pending, and each re-reads the whole host.
+                    Ok(()) | Err(TrySendError::Full(_)) => Response::Queued { pci: device.pci },
+                    Err(TrySendError::Disconnected(_)) => {
+                        Response::error(ErrorCode::Busy, "the reconcile worker has stopped")
+                    }
+                }
+            }
+            Request::Rebalance { enabled } => {
+                REBALANCE.store(enabled, Ordering::Relaxed);
+                eprintln!(
+                    "vportd: rebalancing turned {} over the control socket",
+                    if enabled { "on" } else { "off" }
+                );
+                Response::Rebalance { enabled }
+            }
+            Request::Status {} => {
+                let dir = match &self.config {
+                    Some(c) => match crate::config::load(c) {
+                        Ok(cfg) => cfg.state_dir,
+                        Err(e) => return failed(e.to_string()),
+                    },
+                    None => PathBuf::from(crate::config::DEFAULT_STATE_DIR),
+                };
+                match status(&dir) {
+                    Ok(v) => Response::Status { vports: v },
+                    Err(e) => failed(e),
+                }
+            }
+            Request::Plan { allow_disruption } => {
+                let Some(c) = &self.config else {
+                    return no_config();
+                };
+                match plan(c, allow_disruption) {
+                    Ok(p) => Response::Plan { plan: p },
+                    Err(e) => failed(e),
+                }
+            }
+            Request::Apply { allow_disruption } => {
+                if self.config.is_none() {
+                    return no_config();
+                }
+                let (reply, rx) = mpsc::channel();
+                if self
+                    .jobs
+                    .try_send(Job::Apply {
+                        allow_disruption,
+                        reply,
+                    })
+                    .is_err()
+                {
+                    return Response::error(ErrorCode::Busy, "the reconcile queue is full");
+                }
+                match rx.recv_timeout(APPLY_WAIT) {
+                    Ok(Ok(o)) => Response::Applied {
+                        result: serde_json::to_value(&o).expect("outcomes serialize"),
+                    },
+                    Ok(Err(e)) => failed(e),
+                    Err(_) => Response::error(ErrorCode::Busy, "the apply did not finish in time"),
+                }
+            }
+        }
+    }
+}
+
+fn worker(rx: Receiver<Job>, config: Option<PathBuf>) {
+    let mut deferred = Vec::new();
+    while let Ok(job) = rx.recv() {
+        match job {
+            Job::Apply {
+                allow_disruption,
+                reply,
+            } => {
+                let _ = reply.send(run(config.as_deref(), allow_disruption, "apply"));
+            }
+            Job::Reconcile(first) => {
+                let mut events: Vec<DeviceEvent> = first.into_iter().collect();
+                let start = Instant::now();
+                // Wait for the burst to end: until QUIET passes with no new event.
+                loop {
+                    match rx.recv_timeout(QUIET) {
+                        Ok(Job::Reconcile(e)) => events.extend(e),
+                        Ok(apply @ Job::Apply { .. }) => deferred.push(apply),
+                        Err(_) => break,
+                    }
+                    if start.elapsed() > QUIET * 8 {
+                        break;
+                    }
+                }
+                let why = match events.as_slice() {
+                    [] => "a full re-read".to_string(),
+                    [one] => one.to_string(),
+                    [first, ..] => format!("{first} and {} more event(s)", events.len() - 1),
+                };
+                match config.as_deref() {
+                    None => {}
+                    Some(_) => match run(config.as_deref(), false, "reconcile") {
+                        Ok(o) => eprintln!(
+                            "vportd: reconcile after {why} in {} ms: {}",
+                            start.elapsed().as_millis(),
+                            o.summary()
+                        ),
+                        Err(e) => eprintln!("vportd: reconcile after {why} failed: {e}"),
+                    },
+                }
+                for job in deferred.drain(..) {
+                    if let Job::Apply {
+                        allow_disruption,
+                        reply,
+                    } = job
+                    {
+                        let _ = reply.send(run(config.as_deref(), allow_disruption, "apply"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The host as discovery sees it now.
+pub fn live_inventory() -> Result<Inventory, String> {
+    let nl = netlink::snapshot().map_err(|e| e.to_string())?;
+    inventory::discover(&KernelFs::system(), &nl, ProfileSet::builtin()).map_err(|e| e.to_string())
+}
+
+/// A reconcile of the live host against the config at `path` (re-read every time, so an
+/// edited config takes effect at the next event).
+pub fn run_live(path: &Path, allow_disruption: bool, why: &str) -> Result<Outcome, String> {
+    let cfg = crate::config::load(path).map_err(|e| e.to_string())?;
+    let inv = live_inventory()?;
+    let apply_opts = ApplyOptions {
+        state_dir: cfg.state_dir.clone(),
+        retries: 5,
+        retry_delay: Duration::from_millis(200),
+        link_wait: Duration::from_secs(15),
+        run_id: format!(
+            "{why}-{}-{}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0),
+            std::process::id()
+        ),
+    };
+    let mut ops = LiveSriov::new(KernelFs::system());
+    let fallback = inv.clone();
+    let mut rediscover = |_: &LiveSriov| live_inventory().unwrap_or_else(|_| fallback.clone());
+    reconcile::reconcile(
+        &mut ops,
+        cfg,
+        inv,
+        &mut rediscover,
+        ProfileSet::builtin(),
+        PlanOptions { allow_disruption },
+        &apply_opts,
+        &mut |_, _, _, _| {},
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn run(config: Option<&Path>, allow_disruption: bool, why: &str) -> Result<Outcome, String> {
+    match config {
+        Some(p) => run_live(p, allow_disruption, why),
+        None => Err("this daemon runs without --config, so it provisions nothing".into()),
+    }
+}
+
+fn status(state_dir: &Path) -> Result<serde_json::Value, String> {
+    let state = State::load(state_dir).map_err(|e| e.to_string())?;
+    let inv = live_inventory()?;
+    Ok(serde_json::to_value(provision::status(&state, &inv)).expect("status serializes"))
+}
+
+fn plan(config: &Path, allow_disruption: bool) -> Result<serde_json::Value, String> {
+    let inv = live_inventory()?;
+    let p = provision::prepare(
+        config,
+        &inv,
+        ProfileSet::builtin(),
+        PlanOptions { allow_disruption },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(serde_json::to_value(&p.plan).expect("plans serialize"))
+}

@@ -1,0 +1,185 @@
+//! The client commands of the control plane: `vportd hotplug` (run by udev) and `vportd ctl`
+//! (a person or a script talking to the daemon).
+//!
+//! `vportd hotplug` must return fast: udev kills handlers that run long and holds the
+//! device's later events until they finish. With a daemon it only validates the event, hands
+//! it over and exits (20 ms to connect, 30 ms for the answer); the daemon reconciles later.
+//! Without a daemon it applies the stored config itself, which udev waits for.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::control::{self, ErrorCode, Request, Response};
+use crate::control_plane;
+use crate::host::control_socket::{self, SocketError};
+use crate::hotplug::{self, Action, Bdf, DeviceEvent, Subsystem};
+
+/// Where `vportd hotplug` finds the config when no daemon runs.
+pub const DEFAULT_CONFIG: &str = "/etc/vportd/host.toml";
+
+/// `vportd hotplug` flags; the event itself comes from udev's environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HotplugArgs {
+    /// The config to apply when no daemon answers.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = control_socket::DEFAULT_PATH)]
+    pub socket: PathBuf,
+    /// How long to wait for the daemon to take the connection.
+    #[arg(long, value_name = "MS", default_value_t = 20, hide = true)]
+    pub connect_ms: u64,
+    /// How long to wait for the daemon's answer.
+    #[arg(long, value_name = "MS", default_value_t = 30, hide = true)]
+    pub reply_ms: u64,
+}
+
+/// `vportd ctl` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CtlArgs {
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = control_socket::DEFAULT_PATH)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub op: CtlOp,
+}
+
+/// What to ask the daemon.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CtlOp {
+    /// Each vPort's placement, health (provisioned or lost) and drift, as JSON.
+    Status,
+    /// The plan for the daemon's config against the host now.
+    Plan {
+        #[arg(long)]
+        allow_disruption: bool,
+    },
+    /// Apply the daemon's config now (waits for the result).
+    Apply {
+        #[arg(long)]
+        allow_disruption: bool,
+    },
+    /// Ask the daemon to reconcile the device at this PCI address.
+    Reconcile {
+        /// e.g. 0000:02:00.0
+        pci: String,
+    },
+    /// Turn the IRQ rebalancer on or off.
+    Rebalance {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+}
+
+/// Runs `vportd hotplug`; errors carry the exit code (2: a refused event, 1: runtime).
+pub fn hotplug_main(a: HotplugArgs) -> Result<(), (u8, String)> {
+    let start = Instant::now();
+    let event = match hotplug::from_env(std::env::vars_os()) {
+        Ok(Some(e)) if e.wants_reconcile() => e,
+        Ok(_) => return Ok(()),
+        Err(e) => return Err((2, format!("refusing the udev event: {e}"))),
+    };
+    let line = control::encode_request(&Request::Reconcile {
+        device: event.clone(),
+    });
+    let answer = control_socket::request(
+        &a.socket,
+        &line,
+        Duration::from_millis(a.connect_ms),
+        Duration::from_millis(a.reply_ms),
+        control::MAX_RESPONSE_LEN,
+    );
+    match answer {
+        Ok(bytes) => match control::decode_response(&bytes) {
+            Ok(Response::Queued { .. }) => {
+                eprintln!(
+                    "vportd: {event}: handed to the daemon in {} us",
+                    start.elapsed().as_micros()
+                );
+                Ok(())
+            }
+            Ok(Response::Error { code, message }) => Err((
+                if code == ErrorCode::BadRequest { 2 } else { 1 },
+                format!("the daemon refused {event}: {message}"),
+            )),
+            Ok(other) => Err((1, format!("the daemon answered {other:?} to a reconcile"))),
+            Err(e) => Err((1, format!("the daemon's answer is unreadable: {e}"))),
+        },
+        // A daemon is there but slow: it hears the kernel's own uevent too, so leave it be
+        // rather than contend for the apply lock while udev waits.
+        Err(e @ SocketError::Timeout { .. }) => {
+            eprintln!("vportd: {e}; leaving {event} to the daemon");
+            Ok(())
+        }
+        Err(SocketError::NoDaemon { .. }) => apply_alone(&a.config, &event),
+        Err(e) => Err((1, e.to_string())),
+    }
+}
+
+/// No daemon: apply the stored config now. No config file means nothing is provisioned here.
+fn apply_alone(config: &Path, event: &DeviceEvent) -> Result<(), (u8, String)> {
+    if !config.exists() {
+        eprintln!(
+            "vportd: {event}: no daemon and no {}, nothing to do",
+            config.display()
+        );
+        return Ok(());
+    }
+    let outcome = control_plane::run_live(config, false, "hotplug").map_err(|e| {
+        (
+            1,
+            format!("applying {} after {event}: {e}", config.display()),
+        )
+    })?;
+    eprintln!("vportd: {event}: {}", outcome.summary());
+    Ok(())
+}
+
+/// Runs `vportd ctl`: prints the daemon's answer as JSON.
+pub fn ctl_main(a: CtlArgs) -> Result<String, (u8, String)> {
+    let req = match a.op {
+        CtlOp::Status => Request::Status {},
+        CtlOp::Plan { allow_disruption } => Request::Plan { allow_disruption },
+        CtlOp::Apply { allow_disruption } => Request::Apply { allow_disruption },
+        CtlOp::Reconcile { pci } => {
+            let pci: Bdf = pci
+                .parse()
+                .map_err(|_| (2, format!("{pci:?} is not a PCI address like 0000:02:00.0")))?;
+            Request::Reconcile {
+                device: DeviceEvent {
+                    action: Action::Change,
+                    subsystem: Subsystem::Pci,
+                    pci,
+                    ifindex: None,
+                    interface: None,
+                    driver: None,
+                    seqnum: None,
+                },
+            }
+        }
+        CtlOp::Rebalance { state } => Request::Rebalance {
+            enabled: state == "on",
+        },
+    };
+    let wait = match req {
+        Request::Apply { .. } => Duration::from_secs(600),
+        _ => Duration::from_secs(60),
+    };
+    let bytes = control_socket::request(
+        &a.socket,
+        &control::encode_request(&req),
+        Duration::from_secs(2),
+        wait,
+        control::MAX_RESPONSE_LEN,
+    )
+    .map_err(|e| (1, e.to_string()))?;
+    let resp = control::decode_response(&bytes)
+        .map_err(|e| (1, format!("the daemon's answer is unreadable: {e}")))?;
+    match resp {
+        Response::Error { code, message } => Err((
+            if code == ErrorCode::BadRequest { 2 } else { 1 },
+            format!("the daemon says: {message}"),
+        )),
+        ok => Ok(serde_json::to_string_pretty(&ok).expect("responses serialize") + "\n"),
+    }
+}
