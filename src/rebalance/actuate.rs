@@ -143,10 +143,9 @@ mod tests {
         std::fs::write(d.join("effective_affinity_list"), "1\n").unwrap();
         let fs = KernelFs::at(t.path());
         let a = apply(&fs, &mv(40, 3)).unwrap();
-        // Like the kernel's files, a fixture is written in place, not truncated.
         assert_eq!(
             std::fs::read_to_string(d.join("smp_affinity_list")).unwrap(),
-            "3\n"
+            "3"
         );
         // The fixture's kernel did not follow: the read-back says so.
         assert_eq!(a.effective, Some(1));

@@ -376,6 +376,13 @@ impl Policy {
 
         let mut moves: Vec<Move> = Vec::new();
         let budget = self.cfg.max_moves_per_tick;
+        // Queues by the CPU they started the tick on (moved ones are skipped below).
+        let mut by_cpu: Vec<Vec<usize>> = vec![Vec::new(); slots];
+        for (i, q) in qs.iter().enumerate() {
+            if let Some(c) = q.cpu {
+                by_cpu[c as usize].push(i);
+            }
+        }
 
         // 3. Spread: hottest CPUs first.
         let mut hot: Vec<u32> = topo
@@ -386,7 +393,7 @@ impl Policy {
             .collect();
         hot.sort_by(|a, b| est[*b as usize].total_cmp(&est[*a as usize]));
         for src in hot {
-            let mut on: Vec<usize> = (0..qs.len()).filter(|&i| qs[i].cpu == Some(src)).collect();
+            let mut on: Vec<usize> = by_cpu[src as usize].clone();
             on.sort_by(|a, b| qs[*b].peak.total_cmp(&qs[*a].peak));
             // The biggest queue is the anchor: the others leave first. An elephant
             // cannot be split, so moving it only moves the problem.
@@ -496,7 +503,9 @@ impl Policy {
             if receiving[src as usize] || moves.len() >= budget {
                 continue;
             }
-            let on: Vec<usize> = (0..qs.len())
+            let on: Vec<usize> = by_cpu[src as usize]
+                .iter()
+                .copied()
                 .filter(|&i| qs[i].cpu == Some(src) && !qs[i].moved)
                 .collect();
             if on.is_empty()
@@ -507,30 +516,26 @@ impl Policy {
             {
                 continue;
             }
-            let mut trial_est = est.clone();
-            let mut trial_n = nqueues.clone();
-            trial_n[src as usize] = 0;
-            for (c, e) in emptied.iter().enumerate() {
-                if *e {
-                    trial_n[c] = 0;
-                }
-            }
+            // Plan on the live tables and undo: no per-CPU copies, which would
+            // dominate at 1,024 IRQs on 256 CPUs.
+            let src_n = nqueues[src as usize];
+            nqueues[src as usize] = 0;
             let mut plan = Vec::new();
             for &i in &on {
-                match self
-                    .coalesce_destination(topo, &qs[i], src, &trial_est, &trial_n, &emptied, now)
-                {
+                match self.coalesce_destination(topo, &qs[i], src, &est, &nqueues, &emptied, now) {
                     Some(dst) => {
-                        trial_est[dst as usize] += qs[i].peak;
-                        trial_n[dst as usize] += 1;
+                        est[dst as usize] += qs[i].peak;
+                        nqueues[dst as usize] += 1;
                         plan.push((i, dst));
                     }
-                    None => {
-                        plan.clear();
-                        break;
-                    }
+                    None => break,
                 }
             }
+            for &(i, dst) in &plan {
+                est[dst as usize] -= qs[i].peak;
+                nqueues[dst as usize] -= 1;
+            }
+            nqueues[src as usize] = src_n;
             if plan.len() != on.len() {
                 continue;
             }
@@ -593,7 +598,7 @@ impl Policy {
         let src_core = topo.get(src).map(|c| c.core);
         let mut best: Option<(Rank, f64, u32)> = None;
         for c in &topo.cpus {
-            if c.id == src || !self.allowed(topo, q, c.id, now) {
+            if c.id == src {
                 continue;
             }
             let e = est[c.id as usize];
@@ -610,6 +615,10 @@ impl Policy {
                 continue;
             }
             if local_only && remote == 1 {
+                continue;
+            }
+            // The cheap tests first: this runs for every CPU of every candidate.
+            if !self.allowed(topo, q, c.id, now) {
                 continue;
             }
             let key = (
@@ -649,10 +658,10 @@ impl Policy {
         let mut best: Option<((u8, u8, u8), f64, u32)> = None;
         for c in &topo.cpus {
             let i = c.id as usize;
-            if c.id == src || emptied[i] || nqueues[i] == 0 || !self.allowed(topo, q, c.id, now) {
+            if c.id == src || emptied[i] || nqueues[i] == 0 || est[i] + q.peak > self.cfg.target {
                 continue;
             }
-            if est[i] + q.peak > self.cfg.target {
+            if !self.allowed(topo, q, c.id, now) {
                 continue;
             }
             let key = (
