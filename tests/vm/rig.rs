@@ -516,13 +516,15 @@ impl Rig {
         )?;
         write_file(root, "/etc/group", b"root:x:0:\n", 0o644)?;
         if mode != Mode::Test {
+            let lab_config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/lab.toml");
+            copy_file(root, &lab_config, "/etc/vportd/lab.toml", 0o644)?;
             for example in repo_files("examples", "toml")? {
                 let name = example.file_name().map(|n| n.to_string_lossy().to_string());
                 let contents =
                     fs::read(&example).map_err(|err| RigError::io("read", &example, err))?;
                 write_file(
                     root,
-                    &format!("/etc/vportd/{}", name.unwrap_or_default()),
+                    &format!("/etc/vportd/examples/{}", name.unwrap_or_default()),
                     &contents,
                     0o644,
                 )?;
