@@ -71,6 +71,9 @@ fn write_hint(path: &str, errno: nix::errno::Errno) -> &'static str {
     ""
 }
 
+/// The marker that keeps an otherwise empty recorded directory in git.
+const KEEP: &str = ".gitkeep";
+
 /// A view of the kernel's pseudo-filesystems below a root directory.
 #[derive(Debug, Clone)]
 pub struct KernelFs {
@@ -293,6 +296,9 @@ impl KernelFs {
                 source,
             })?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name == KEEP {
+                continue;
+            }
             if let Some(rec) = self.record_path(kpath) {
                 let ft = entry.file_type().map_err(|source| FsError::List {
                     path: kpath.into(),
@@ -302,10 +308,15 @@ impl KernelFs {
                 let recorded = if ft.is_symlink() {
                     self.read_link_raw(&child).map(|_| ())
                 } else if ft.is_dir() {
-                    std::fs::create_dir_all(rec.join(&name)).map_err(|source| FsError::Record {
-                        path: child.clone(),
-                        source,
-                    })
+                    // git keeps no empty directory, and a fixture's `queues/rx-0` is one:
+                    // a marker file keeps it (and `list` never shows the marker).
+                    let dir = rec.join(&name);
+                    std::fs::create_dir_all(&dir)
+                        .and_then(|()| record_file(&dir.join(KEEP), b""))
+                        .map_err(|source| FsError::Record {
+                            path: child.clone(),
+                            source,
+                        })
                 } else {
                     // A placeholder, so that the listing replays; a later read of
                     // the file overwrites it with the real content.
@@ -390,6 +401,10 @@ mod tests {
         std::fs::create_dir_all(r.join("sys/devices/pci0000:00/0000:00:03.0/virtio2/net/eth0"))
             .unwrap();
         std::fs::create_dir_all(r.join("sys/class/net")).unwrap();
+        std::fs::create_dir_all(
+            r.join("sys/devices/pci0000:00/0000:00:03.0/virtio2/net/eth0/queues/rx-0"),
+        )
+        .unwrap();
         std::os::unix::fs::symlink(
             "../../devices/pci0000:00/0000:00:03.0/virtio2/net/eth0",
             r.join("sys/class/net/eth0"),
@@ -467,7 +482,18 @@ mod tests {
             .link_name("/sys/devices/pci0000:00/0000:00:03.0/driver")
             .unwrap();
         let l = fs.list("/sys/class/net").unwrap();
+        let q = fs.list("/sys/class/net/eth0/queues").unwrap();
+        assert_eq!(q, ["rx-0"]);
         let replay = KernelFs::at(rec.path());
+        // The empty directory survives (git would drop it without the marker) and the
+        // marker never shows.
+        assert_eq!(replay.list("/sys/class/net/eth0/queues").unwrap(), q);
+        assert!(
+            replay
+                .list("/sys/class/net/eth0/queues/rx-0")
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(replay.read("/sys/class/net/eth0/address").unwrap(), a);
         assert_eq!(
             replay

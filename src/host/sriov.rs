@@ -124,6 +124,8 @@ impl LiveSriov {
         if let Some(h) = &self.handle {
             return Ok(h.clone());
         }
+        // The socket registers with the runtime's reactor: create it inside.
+        let _inside = self.rt.enter();
         let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| HostError::Netlink {
             what: "opening an rtnetlink socket".into(),
             errno: e.raw_os_error().map(Errno::from_raw),
