@@ -39,11 +39,11 @@ tv=0; ti=0
 for r in $(seq 1 $R); do
   # Alternate who goes first, so neither always meets a warmer cache.
   if [ $((r % 2)) -eq 1 ]; then
-    fresh_vfs; a=$(now); vportd apply /tmp/seven.toml > /dev/null 2>&1 || echo "vportd apply failed" >&2; b=$(now); tv=$(awk -v t=$tv -v a=$a -v b=$b 'BEGIN{print t+b-a}')
+    fresh_vfs; a=$(now); vportd apply /tmp/seven.toml > /tmp/apply.log 2>&1 || { echo "vportd apply failed:" >&2; cat /tmp/apply.log >&2; }; b=$(now); tv=$(awk -v t=$tv -v a=$a -v b=$b 'BEGIN{print t+b-a}')
     fresh_vfs; a=$(now); ipscript; b=$(now); ti=$(awk -v t=$ti -v a=$a -v b=$b 'BEGIN{print t+b-a}')
   else
     fresh_vfs; a=$(now); ipscript; b=$(now); ti=$(awk -v t=$ti -v a=$a -v b=$b 'BEGIN{print t+b-a}')
-    fresh_vfs; a=$(now); vportd apply /tmp/seven.toml > /dev/null 2>&1 || echo "vportd apply failed" >&2; b=$(now); tv=$(awk -v t=$tv -v a=$a -v b=$b 'BEGIN{print t+b-a}')
+    fresh_vfs; a=$(now); vportd apply /tmp/seven.toml > /tmp/apply.log 2>&1 || { echo "vportd apply failed:" >&2; cat /tmp/apply.log >&2; }; b=$(now); tv=$(awk -v t=$tv -v a=$a -v b=$b 'BEGIN{print t+b-a}')
   fi
 done
 echo "reconcile_vportd $(ms 0 $tv $R)"

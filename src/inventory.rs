@@ -218,7 +218,14 @@ pub fn discover_scoped(
             continue;
         };
         seen_ifindex.insert(dev.ifindex);
-        let path = fs.resolve(&format!("/sys/class/net/{name}"))?;
+        // The class link's target is the device path itself
+        // (`../../devices/pci0000:00/0000:00:03.0/virtio2/net/eth0`): one readlink
+        // says which PCI function, if any, the netdev hangs off.
+        let class_link = format!("/sys/class/net/{name}");
+        let path = match fs.read_link(&class_link)? {
+            Some(target) => target,
+            None => fs.resolve(&class_link)?,
+        };
         match pci_function_of(&path) {
             Some((bdf, via)) => by_function.entry(bdf).or_default().push((dev, via)),
             None => others.push(dev),

@@ -107,6 +107,15 @@ impl KernelFs {
         &self.root
     }
 
+    /// Whether the kernel (following links) finds the directory holding `kpath`: then
+    /// a missing `kpath` is truly absent, with no dangling fixture link to resolve.
+    fn parent_is_dir(&self, kpath: &str) -> bool {
+        match kpath.rsplit_once('/') {
+            Some((parent, _)) if !parent.is_empty() => self.host_path(parent).is_dir(),
+            _ => true,
+        }
+    }
+
     fn host_path(&self, kpath: &str) -> PathBuf {
         self.root.join(kpath.trim_start_matches('/'))
     }
@@ -126,6 +135,7 @@ impl KernelFs {
         if self.record.is_none() {
             match std::fs::read(self.host_path(kpath)) {
                 Ok(bytes) => return Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string())),
+                Err(e) if is_absent(&e) && self.parent_is_dir(kpath) => return Ok(None),
                 Err(e) if is_absent(&e) => {}
                 Err(source) => {
                     return Err(FsError::Read {
@@ -168,6 +178,15 @@ impl KernelFs {
 
     /// The target text of a symlink, `Ok(None)` if the path is not a symlink.
     pub fn read_link(&self, kpath: &str) -> Result<Option<String>, FsError> {
+        // Fast path, as in `read`: the kernel resolves the parent directories.
+        if self.record.is_none() {
+            match std::fs::read_link(self.host_path(kpath)) {
+                Ok(target) => return Ok(Some(target.to_string_lossy().into_owned())),
+                Err(e) if e.raw_os_error() == Some(libc_einval()) => return Ok(None),
+                Err(e) if is_absent(&e) && self.parent_is_dir(kpath) => return Ok(None),
+                Err(_) => {}
+            }
+        }
         let kpath = &match kpath.rsplit_once('/') {
             Some((parent, name)) if !parent.is_empty() => {
                 format!("{}/{}", self.resolve(parent)?.trim_end_matches('/'), name)
@@ -210,6 +229,13 @@ impl KernelFs {
     /// resulting kernel path, e.g. `/sys/class/net/eth0` ->
     /// `/sys/devices/pci0000:00/0000:00:03.0/virtio2/net/eth0`.
     pub fn resolve(&self, kpath: &str) -> Result<String, FsError> {
+        if self.record.is_none()
+            && let Ok(real) = std::fs::canonicalize(self.host_path(kpath))
+            && let Ok(root) = std::fs::canonicalize(&self.root)
+            && let Ok(inside) = real.strip_prefix(&root)
+        {
+            return Ok(format!("/{}", inside.to_string_lossy()));
+        }
         let mut pending: Vec<String> = split(kpath).into_iter().rev().collect();
         let mut done: Vec<String> = Vec::new();
         let mut hops = 0;
