@@ -39,6 +39,8 @@ fn main() {
     let verify = figure("verify_unchanged_14_vfs");
     let status = figure("status_14_vfs");
     let ip_show = figure("ip_show_both_pfs");
+    let in_process = figure("verify_in_process");
+    let start = figure("process_start");
     println!("provisioning on igb (QEMU TCG guest, release build), mean of several runs:");
     println!(
         "  reconcile 7 VFs from scratch   vportd {vportd:8.1} ms   iproute2 script (35 calls) {script:8.1} ms   speed-up {:.1}x (target >= 5x)",

@@ -63,6 +63,14 @@ for r in $(seq 1 $V); do vportd apply /tmp/fourteen.toml > /tmp/noop.out 2>&1; d
 b=$(now)
 cp /tmp/noop.out $OUT/noop.out
 echo "verify_unchanged_14_vfs $(ms $a $b $V)"
+# The same, timed inside vportd: the verification without the process start.
+for r in $(seq 1 $V); do vportd apply --json /tmp/fourteen.toml; done > /tmp/noop.json 2>&1
+awk -F': ' '/"elapsed_ms"/ {s += $2; n++} END {printf "verify_in_process %.1f\n", s / n}' /tmp/noop.json
+grep -c '"noop": true' /tmp/noop.json > $OUT/noop_count
+a=$(now)
+for r in $(seq 1 $V); do vportd --version > /dev/null; done
+b=$(now)
+echo "process_start $(ms $a $b $V)"
 a=$(now)
 for r in $(seq 1 $V); do vportd status --config /tmp/fourteen.toml > /dev/null 2>&1; done
 b=$(now)

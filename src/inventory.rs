@@ -259,6 +259,14 @@ pub fn discover_scoped(
         )?);
     }
     functions.sort_by(|a, b| a.bdf.cmp(&b.bdf));
+    let vf_indexes: BTreeMap<String, u32> = functions
+        .iter()
+        .filter_map(|f| f.sriov.as_ref())
+        .flat_map(|s| s.vfs.iter().map(|v| (v.bdf.clone(), v.index)))
+        .collect();
+    for f in functions.iter_mut().filter(|f| f.physfn.is_some()) {
+        f.vf_index = vf_indexes.get(&f.bdf).copied();
+    }
 
     Ok(Inventory {
         schema_version: SCHEMA_VERSION,
@@ -396,10 +404,8 @@ fn read_function(
         None => Vec::new(),
     };
     let physfn = fs.link_name(&format!("{base}/physfn"))?;
-    let vf_index = match &physfn {
-        Some(pf) => vf_index_of(fs, pf, bdf)?,
-        None => None,
-    };
+    // Filled in from the PF's virtfn links once every function is read.
+    let vf_index = None;
 
     let virtio_device = netdevs.iter().find_map(|(_, via)| via.clone());
     let mut devs: Vec<Netdev> = netdevs.into_iter().map(|(d, _)| d).collect();
@@ -474,20 +480,6 @@ fn profile_match(m: &profile::Match<'_>, sriov: Option<&Sriov>) -> ProfileMatch 
         matched_as: m.role_name().to_string(),
         capabilities,
     }
-}
-
-fn vf_index_of(fs: &KernelFs, pf: &str, vf_bdf: &str) -> Result<Option<u32>, InventoryError> {
-    for entry in fs.list(&format!("{PCI_DEVICES}/{pf}"))? {
-        if let Some(n) = entry.strip_prefix("virtfn")
-            && fs
-                .link_name(&format!("{PCI_DEVICES}/{pf}/{entry}"))?
-                .as_deref()
-                == Some(vf_bdf)
-        {
-            return Ok(n.parse().ok());
-        }
-    }
-    Ok(None)
 }
 
 fn read_sriov(

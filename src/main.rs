@@ -195,6 +195,7 @@ fn apply_cmd(
     allow_disruption: bool,
     json: bool,
 ) -> Result<(), Failure> {
+    let began = std::time::Instant::now();
     let cfg = vportd::config::load(config).map_err(Failure::input)?;
     let inv = live_inventory()?;
     let plan_opts = PlanOptions { allow_disruption };
@@ -257,11 +258,14 @@ fn apply_cmd(
         struct Out<'a> {
             plan: &'a vportd::plan::Plan,
             report: &'a vportd::apply::ApplyReport,
+            /// From reading the config to the end: the work, without process start.
+            elapsed_ms: f64,
         }
         emit(
             &(to_json(&Out {
                 plan: &prepared.plan,
                 report: &report,
+                elapsed_ms: began.elapsed().as_secs_f64() * 1e3,
             }) + "\n"),
         );
         return Ok(());
