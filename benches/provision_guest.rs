@@ -50,8 +50,15 @@ fn main() {
         "  verify unchanged host, 14 VFs  vportd apply {verify:8.1} ms (target < 50 ms)   vportd status {status:8.1} ms   for scale: ip -d link show x2 {ip_show:8.1} ms"
     );
     println!(
+        "  of which: the verification inside vportd {in_process:8.1} ms; starting the process (vportd --version) {start:8.1} ms"
+    );
+    println!(
         "  VFs with the expected VLAN after both: {}",
         o.text("vlan_count").trim()
+    );
+    println!(
+        "  in-process runs that were no-ops: {}",
+        o.text("noop_count").trim()
     );
     println!("  no-op apply says: {}", o.text("noop.out").trim());
 }
