@@ -10,6 +10,7 @@
 #[allow(dead_code)]
 mod rig;
 
+mod hotplug;
 mod provision;
 
 use std::collections::BTreeMap;
