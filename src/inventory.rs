@@ -178,8 +178,10 @@ const PCI_DEVICES: &str = "/sys/bus/pci/devices";
 pub enum Scope {
     /// Everything: what `discover` shows.
     Full,
-    /// What provisioning needs: functions, netdevs, SR-IOV and VF configs; no IRQs
-    /// and no CPU topology (hundreds of /proc reads on a big host, for nothing).
+    /// What provisioning needs: functions, drivers, SR-IOV and VF configs, netdevs as
+    /// rtnetlink reports them (queue counts are the allocated ones). No IRQs, CPU
+    /// topology, NUMA placement or subsystem ids: hundreds of reads on a big host, and
+    /// apply's no-op check must stay fast.
     Provisioning,
 }
 
@@ -214,7 +216,7 @@ pub fn discover_scoped(
     let mut others = Vec::new();
     let mut seen_ifindex = BTreeSet::new();
     for name in fs.list("/sys/class/net")? {
-        let Some(dev) = read_netdev(fs, nl, &name)? else {
+        let Some(dev) = read_netdev(fs, nl, &name, scope)? else {
             continue;
         };
         seen_ifindex.insert(dev.ifindex);
@@ -253,6 +255,7 @@ pub fn discover_scoped(
             nl,
             profiles,
             full.then_some(&interrupts),
+            scope,
             &bdf,
             class,
             netdevs,
@@ -316,12 +319,20 @@ fn read_netdev(
     fs: &KernelFs,
     nl: &NetlinkSnapshot,
     name: &str,
+    scope: Scope,
 ) -> Result<Option<Netdev>, InventoryError> {
     let base = format!("/sys/class/net/{name}");
     let Some(ifindex) = fs.read_parsed::<u32>(&format!("{base}/ifindex")) else {
         return Ok(None);
     };
     let link = nl.link(ifindex);
+    if scope == Scope::Provisioning
+        && let Some(mut dev) = netdev_from_netlink(nl, ifindex)
+    {
+        // rtnetlink already said the rest; only the driver is sysfs's alone.
+        dev.driver = fs.link_name(&format!("{base}/device/driver"))?;
+        return Ok(Some(dev));
+    }
     let queues = fs.list(&format!("{base}/queues"))?;
     let count = |prefix: &str| queues.iter().filter(|q| q.starts_with(prefix)).count() as u32;
     let speed = fs
@@ -379,10 +390,12 @@ fn read_function(
     nl: &NetlinkSnapshot,
     profiles: &ProfileSet,
     interrupts: Option<&BTreeMap<u32, InterruptLine>>,
+    scope: Scope,
     bdf: &str,
     class: String,
     netdevs: Vec<(Netdev, Option<String>)>,
 ) -> Result<PciFunction, InventoryError> {
+    let full = scope == Scope::Full;
     let base = format!("{PCI_DEVICES}/{bdf}");
     let vendor_id = hex4(fs, &format!("{base}/vendor"))?.unwrap_or_default();
     let device_id = hex4(fs, &format!("{base}/device"))?.unwrap_or_default();
@@ -395,11 +408,17 @@ fn read_function(
         .and_then(|(v, d)| pci_ids::Device::from_vid_pid(v, d))
         .map(|d| d.name().to_string());
     let driver = fs.link_name(&format!("{base}/driver"))?;
-    let numa_node = fs
-        .read_parsed::<i64>(&format!("{base}/numa_node"))
+    // Placement (numa, CPUs) matters to the rebalancer, not to provisioning.
+    let numa_node = full
+        .then(|| fs.read_parsed::<i64>(&format!("{base}/numa_node")))
+        .flatten()
         .filter(|n| *n >= 0)
         .map(|n| n as u32);
-    let local_cpus = match fs.read(&format!("{base}/local_cpulist"))? {
+    let local_cpus = match full
+        .then(|| fs.read(&format!("{base}/local_cpulist")))
+        .transpose()?
+        .flatten()
+    {
         Some(t) => parse::cpulist(&t)?,
         None => Vec::new(),
     };
@@ -436,8 +455,16 @@ fn read_function(
         device_id,
         vendor_name,
         device_name,
-        subsystem_vendor_id: hex4(fs, &format!("{base}/subsystem_vendor"))?,
-        subsystem_device_id: hex4(fs, &format!("{base}/subsystem_device"))?,
+        subsystem_vendor_id: if full {
+            hex4(fs, &format!("{base}/subsystem_vendor"))?
+        } else {
+            None
+        },
+        subsystem_device_id: if full {
+            hex4(fs, &format!("{base}/subsystem_device"))?
+        } else {
+            None
+        },
         class,
         driver,
         role,

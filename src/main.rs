@@ -172,14 +172,30 @@ fn load_profiles(dir: Option<&PathBuf>) -> Result<ProfileSet, Failure> {
 
 /// What provisioning needs of the live host (no IRQs, CPUs or channels).
 fn live_inventory() -> Result<inventory::Inventory, Failure> {
+    let t = std::time::Instant::now();
     let nl = netlink::snapshot_scoped(false).map_err(Failure::runtime)?;
-    inventory::discover_scoped(
+    timing("netlink snapshot", t);
+    let t = std::time::Instant::now();
+    let inv = inventory::discover_scoped(
         &KernelFs::system(),
         &nl,
         ProfileSet::builtin(),
         inventory::Scope::Provisioning,
     )
-    .map_err(Failure::runtime)
+    .map_err(Failure::runtime);
+    timing("sysfs discovery", t);
+    inv
+}
+
+/// With VPORTD_TIMING=1, says on stderr how long a phase took: for finding where the
+/// time of a command goes on a slow host.
+fn timing(what: &str, since: std::time::Instant) {
+    if std::env::var_os("VPORTD_TIMING").is_some() {
+        eprintln!(
+            "timing: {what}: {:.2} ms",
+            since.elapsed().as_secs_f64() * 1e3
+        );
+    }
 }
 
 fn provision_failure(e: provision::ProvisionError) -> Failure {
@@ -197,7 +213,9 @@ fn apply_cmd(
 ) -> Result<(), Failure> {
     let began = std::time::Instant::now();
     let cfg = vportd::config::load(config).map_err(Failure::input)?;
+    timing("config", began);
     let inv = live_inventory()?;
+    let t = std::time::Instant::now();
     let plan_opts = PlanOptions { allow_disruption };
     if dry_run {
         let p = provision::prepare_config(cfg, &inv, ProfileSet::builtin(), plan_opts)
@@ -253,6 +271,7 @@ fn apply_cmd(
         &mut progress,
     )
     .map_err(provision_failure)?;
+    timing("plan and apply", t);
     if json {
         #[derive(serde::Serialize)]
         struct Out<'a> {

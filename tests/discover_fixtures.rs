@@ -10,6 +10,10 @@ use vportd::parse::QueueKind;
 use vportd::profile::ProfileSet;
 
 fn replay(name: &str) -> Inventory {
+    replay_scoped(name, inventory::Scope::Full)
+}
+
+fn replay_scoped(name: &str, scope: inventory::Scope) -> Inventory {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
@@ -17,7 +21,7 @@ fn replay(name: &str) -> Inventory {
         &std::fs::read_to_string(dir.join("netlink.json")).expect("fixture has netlink.json"),
     )
     .expect("netlink.json parses");
-    inventory::discover(&KernelFs::at(&dir), &nl, ProfileSet::builtin())
+    inventory::discover_scoped(&KernelFs::at(&dir), &nl, ProfileSet::builtin(), scope)
         .expect("discovery over the fixture succeeds")
 }
 
@@ -172,4 +176,37 @@ fn guest_82576_with_seven_vfs() {
         ]
     );
     assert_eq!(inv.cpus.online, vec![0, 1, 2, 3]);
+}
+
+/// Provisioning reads less, but what it reads agrees with the full discovery.
+#[test]
+fn provisioning_scope_agrees_with_full_discovery() {
+    for fixture in ["build-virtio", "guest-82576-7vfs"] {
+        let full = replay(fixture);
+        let lean = replay_scoped(fixture, inventory::Scope::Provisioning);
+        assert_eq!(full.pci_functions.len(), lean.pci_functions.len());
+        for (f, l) in full.pci_functions.iter().zip(&lean.pci_functions) {
+            assert_eq!(
+                (&f.bdf, &f.vendor_id, &f.device_id, &f.driver, f.role),
+                (&l.bdf, &l.vendor_id, &l.device_id, &l.driver, l.role)
+            );
+            assert_eq!((&f.physfn, f.vf_index), (&l.physfn, l.vf_index));
+            assert_eq!(f.sriov, l.sriov, "{fixture} {}", f.bdf);
+            assert_eq!(f.profile, l.profile);
+            let key = |d: &vportd::inventory::Netdev| {
+                (
+                    d.ifindex,
+                    d.name.clone(),
+                    d.mac.clone(),
+                    d.operstate.clone(),
+                    d.driver.clone(),
+                )
+            };
+            assert_eq!(
+                f.netdevs.iter().map(key).collect::<Vec<_>>(),
+                l.netdevs.iter().map(key).collect::<Vec<_>>()
+            );
+            assert!(l.irqs.is_empty(), "no IRQs read for provisioning");
+        }
+    }
 }
