@@ -255,7 +255,6 @@ pub fn discover_scoped(
             nl,
             profiles,
             full.then_some(&interrupts),
-            scope,
             &bdf,
             class,
             netdevs,
@@ -390,12 +389,12 @@ fn read_function(
     nl: &NetlinkSnapshot,
     profiles: &ProfileSet,
     interrupts: Option<&BTreeMap<u32, InterruptLine>>,
-    scope: Scope,
     bdf: &str,
     class: String,
     netdevs: Vec<(Netdev, Option<String>)>,
 ) -> Result<PciFunction, InventoryError> {
-    let full = scope == Scope::Full;
+    // Interrupts are read exactly when the scope is full.
+    let full = interrupts.is_some();
     let base = format!("{PCI_DEVICES}/{bdf}");
     let vendor_id = hex4(fs, &format!("{base}/vendor"))?.unwrap_or_default();
     let device_id = hex4(fs, &format!("{base}/device"))?.unwrap_or_default();
