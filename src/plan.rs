@@ -301,19 +301,17 @@ fn desired_vf_config(v: &VportSpec, vf: u32, a: &VfAbilities) -> VfConfig {
     }
 }
 
-/// The clean state a released VF returns to.
+/// The clean state a released VF returns to, leaving out what the driver cannot
+/// set (it refuses even the default).
 fn clean_vf_config(vf: u32, a: &VfAbilities) -> VfConfig {
+    let c = VfConfig::clean(vf);
     VfConfig {
-        vf,
-        mac: "00:00:00:00:00:00".into(),
-        vlan: 0,
-        qos: 0,
-        vlan_proto: Some("802.1Q".into()),
-        min_tx_rate: a.min_rate.then_some(0),
-        max_tx_rate: a.max_rate.then_some(0),
-        spoofchk: a.spoofchk.then_some(true),
-        trust: a.trust.then_some(false),
-        link_state: a.link_state.then(|| "auto".into()),
+        min_tx_rate: c.min_tx_rate.filter(|_| a.min_rate),
+        max_tx_rate: c.max_tx_rate.filter(|_| a.max_rate),
+        spoofchk: c.spoofchk.filter(|_| a.spoofchk),
+        trust: c.trust.filter(|_| a.trust),
+        link_state: c.link_state.filter(|_| a.link_state),
+        ..c
     }
 }
 

@@ -64,8 +64,19 @@ pub fn prepare_config(
     profiles: &ProfileSet,
     opts: PlanOptions,
 ) -> Result<Prepared, ProvisionError> {
-    let uplinks = config::check_against(&config, inv)?;
     let state = State::load(&config.state_dir)?;
+    prepare_with_state(config, state, inv, profiles, opts)
+}
+
+/// [`prepare_config`] with the state already loaded.
+fn prepare_with_state(
+    config: Config,
+    state: State,
+    inv: &Inventory,
+    profiles: &ProfileSet,
+    opts: PlanOptions,
+) -> Result<Prepared, ProvisionError> {
+    let uplinks = config::check_against(&config, inv)?;
     let plan = plan::plan(inv, profiles, &config, &uplinks, &state, opts)?;
     Ok(Prepared {
         config,
@@ -119,7 +130,8 @@ pub fn apply_config_locked<O: SriovOps>(
     let state = State::load(&config.state_dir)?;
     let recovered = apply::recover(ops, &state, apply_opts).map_err(Box::new)?;
     let inv = if recovered > 0 { rediscover(ops) } else { inv };
-    let prepared = prepare_config(config, &inv, profiles, plan_opts)?;
+    // Recovery undoes host changes only; the state file it leaves is the one loaded.
+    let prepared = prepare_with_state(config, state, &inv, profiles, plan_opts)?;
     let (mut report, _) = apply::apply(ops, &prepared.plan, &prepared.state, apply_opts, progress)
         .map_err(Box::new)?;
     report.recovered_steps = recovered;

@@ -57,21 +57,6 @@ pub struct SimHost {
     pub log: Vec<String>,
 }
 
-fn clean(vf: u32) -> VfConfig {
-    VfConfig {
-        vf,
-        mac: "00:00:00:00:00:00".into(),
-        vlan: 0,
-        qos: 0,
-        vlan_proto: Some("802.1Q".into()),
-        min_tx_rate: Some(0),
-        max_tx_rate: Some(0),
-        spoofchk: Some(true),
-        trust: Some(false),
-        link_state: Some("auto".into()),
-    }
-}
-
 impl SimHost {
     /// An 82576-like host: PFs 0000:0N:00.0 with 7 VFs max, igb's refusals.
     pub fn igb(npfs: u32) -> Self {
@@ -238,7 +223,7 @@ impl SriovOps for SimHost {
             .map(|i| SimVf {
                 bdf: format!("0000:{bus:02x}:10.{i}"),
                 driver: Some(vf_driver.clone()),
-                config: clean(i),
+                config: VfConfig::clean(i),
             })
             .collect();
         Ok(n)

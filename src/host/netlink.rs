@@ -67,6 +67,25 @@ pub struct VfConfig {
     pub link_state: Option<String>,
 }
 
+impl VfConfig {
+    /// A VF as the kernel creates it, and as a released VF is returned: no admin
+    /// MAC, no VLAN, no rate limit, spoof checking on, not trusted, link auto.
+    pub fn clean(vf: u32) -> VfConfig {
+        VfConfig {
+            vf,
+            mac: "00:00:00:00:00:00".into(),
+            vlan: 0,
+            qos: 0,
+            vlan_proto: Some("802.1Q".into()),
+            min_tx_rate: Some(0),
+            max_tx_rate: Some(0),
+            spoofchk: Some(true),
+            trust: Some(false),
+            link_state: Some("auto".into()),
+        }
+    }
+}
+
 /// ethtool channel counts (`ethtool -l`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Channels {
