@@ -70,6 +70,9 @@ pub struct DaemonConfig {
     /// Also point RPS/XPS of a moved queue at its new CPU.
     pub steering: bool,
     pub policy: PolicyConfig,
+    /// The provisioning config: its vPorts on the software path (per the state file) are
+    /// attached to the daemon's software switches (see [`crate::softpath`]).
+    pub software: Option<crate::config::Config>,
 }
 
 /// One CPU in a tick.
@@ -410,6 +413,23 @@ impl Daemon {
     async fn run_async(self) -> Result<Option<TickReport>, DaemonError> {
         let cfg = self.cfg;
         let stats = Arc::new(Mutex::new(Stats::default()));
+        // The software path lives as long as the daemon: its TAPs and switches go with it.
+        let soft = match (&cfg.software, cfg.once) {
+            (Some(c), false) => {
+                let (sp, problems) =
+                    crate::softpath::SoftPath::start_live(c, &KernelFs::at(&cfg.root))
+                        .unwrap_or_else(|e| {
+                            eprintln!("vportd: the software path does not start: {e}");
+                            crate::softpath::SoftPath::start(&[], &|_| None, None)
+                        });
+                for p in problems {
+                    eprintln!("vportd: {p}");
+                }
+                Some(sp)
+            }
+            _ => None,
+        };
+        let soft_view = soft.as_ref().map(crate::softpath::SoftPath::view);
         let mut reb = Rebalancer::new(cfg.clone());
         reb.prime()?;
         let start = Instant::now();
@@ -425,6 +445,7 @@ impl Daemon {
             Some(addr) => {
                 let listener = http::bind(addr).await?;
                 let (stats, state_dir) = (stats.clone(), cfg.state_dir.clone());
+                let soft_view = soft_view.clone();
                 let body = move || {
                     let vports = state_dir
                         .as_deref()
@@ -432,7 +453,11 @@ impl Daemon {
                         .and_then(Result::ok)
                         .unwrap_or_default();
                     let s = stats.lock().expect("metrics lock is never poisoned");
-                    metrics::render(&s, &vports)
+                    let mut text = metrics::render(&s, &vports);
+                    if let Some(v) = &soft_view {
+                        text.push_str(&metrics::render_switch(&v.snapshot()));
+                    }
+                    text
                 };
                 Some(tokio::spawn(http::serve(listener, body)))
             }
@@ -474,6 +499,7 @@ impl Daemon {
         if let Some(s) = server {
             s.abort();
         }
+        drop(soft);
         Ok(None)
     }
 }
@@ -547,14 +573,11 @@ pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
             a.lower, a.upper
         )));
     }
-    let state_dir = match &a.config {
-        Some(c) => Some(
-            crate::config::load(c)
-                .map_err(|e| bad(e.to_string()))?
-                .state_dir,
-        ),
+    let software = match &a.config {
+        Some(c) => Some(crate::config::load(c).map_err(|e| bad(e.to_string()))?),
         None => None,
     };
+    let state_dir = software.as_ref().map(|c| c.state_dir.clone());
     let policy = PolicyConfig {
         upper: a.upper,
         target: (a.upper - 0.1).max(a.lower + 0.05),
@@ -571,6 +594,7 @@ pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
         avoid,
         steering: a.steering,
         policy,
+        software,
     };
     // The control plane runs beside the rebalancer: socket, uevents, reconciles.
     let _control = match a.once {

@@ -21,6 +21,7 @@ pub mod rebalance;
 pub mod reconcile;
 pub mod render;
 pub mod sim;
+pub mod softpath;
 pub mod state;
 pub mod switch;
 pub mod top;

@@ -381,7 +381,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let state = State::load(&dir).map_err(Failure::runtime)?;
             let inv = live_inventory()?;
-            let list = provision::status(&state, &inv);
+            let mut list = provision::status(&state, &inv);
+            // The daemon's published counters for the software vPorts, when it runs.
+            let snap = vportd::softpath::Snapshot::load(&dir).map_err(Failure::runtime)?;
+            for s in &mut list {
+                s.switch = snap.as_ref().and_then(|x| x.vport(&s.vport)).cloned();
+            }
             if json {
                 emit(&(to_json(&list) + "\n"));
             } else {

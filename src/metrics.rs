@@ -226,6 +226,96 @@ pub fn render(s: &Stats, vports: &State) -> String {
     o
 }
 
+/// The software switch's families: per port packets, bytes and floods, and drops by reason
+/// (every reason, zeros included, so a rate query has a series from the start).
+pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
+    let mut o = String::new();
+    if snap.ports.is_empty() {
+        return o;
+    }
+    let labels = |p: &crate::softpath::PortSnapshot| {
+        format!("switch=\"{}\",port=\"{}\"", esc(&p.switch), esc(&p.port))
+    };
+    family(
+        &mut o,
+        "vportd_switch_port_info",
+        "gauge",
+        "Each software switch port: its vPort, uplink PF, netdev and NIC kind (none: link down).",
+    );
+    for p in &snap.ports {
+        let _ = writeln!(
+            o,
+            "vportd_switch_port_info{{{},vport=\"{}\",uplink=\"{}\",netdev=\"{}\",edge=\"{}\"}} 1",
+            labels(p),
+            esc(p.vport.as_deref().unwrap_or("")),
+            esc(&p.uplink),
+            esc(&p.netdev),
+            esc(&p.edge)
+        );
+    }
+    family(
+        &mut o,
+        "vportd_switch_packets_total",
+        "counter",
+        "Frames each software switch port received (rx) and sent (tx).",
+    );
+    for p in &snap.ports {
+        for (dir, v) in [("rx", p.rx_packets), ("tx", p.tx_packets)] {
+            let _ = writeln!(
+                o,
+                "vportd_switch_packets_total{{{},direction=\"{dir}\"}} {v}",
+                labels(p)
+            );
+        }
+    }
+    family(
+        &mut o,
+        "vportd_switch_bytes_total",
+        "counter",
+        "Bytes each software switch port received (rx) and sent (tx).",
+    );
+    for p in &snap.ports {
+        for (dir, v) in [("rx", p.rx_bytes), ("tx", p.tx_bytes)] {
+            let _ = writeln!(
+                o,
+                "vportd_switch_bytes_total{{{},direction=\"{dir}\"}} {v}",
+                labels(p)
+            );
+        }
+    }
+    family(
+        &mut o,
+        "vportd_switch_flooded_total",
+        "counter",
+        "Frames flooded out of each port (unknown unicast, broadcast, multicast).",
+    );
+    for p in &snap.ports {
+        let _ = writeln!(
+            o,
+            "vportd_switch_flooded_total{{{}}} {}",
+            labels(p),
+            p.tx_flooded
+        );
+    }
+    family(
+        &mut o,
+        "vportd_switch_drops_total",
+        "counter",
+        "Frames dropped, by the port charged and the reason.",
+    );
+    for p in &snap.ports {
+        for (reason, v) in &p.drops {
+            let _ = writeln!(
+                o,
+                "vportd_switch_drops_total{{{},reason=\"{}\"}} {v}",
+                labels(p),
+                esc(reason)
+            );
+        }
+    }
+    o
+}
+
 /// One sample line of the text format: name, labels, value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleLine {

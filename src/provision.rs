@@ -151,6 +151,9 @@ pub struct VportStatus {
     pub actual: Option<VfConfig>,
     /// What differs from what was applied; empty when in sync.
     pub drift: Vec<String>,
+    /// A software vPort's switch port counters, as the daemon last published them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<crate::softpath::PortSnapshot>,
 }
 
 /// Compares the state with the host.
@@ -202,6 +205,7 @@ pub fn status(state: &State, inv: &Inventory) -> Vec<VportStatus> {
             desired: v.applied.clone(),
             actual,
             drift,
+            switch: None,
         });
     }
     out

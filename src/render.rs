@@ -397,5 +397,49 @@ pub fn status(list: &[crate::provision::VportStatus]) -> String {
             ]
         })
         .collect();
-    table(&["VPORT", "UPLINK", "PATH", "VF", "HEALTH", "STATE"], &rows)
+    let mut out = table(&["VPORT", "UPLINK", "PATH", "VF", "HEALTH", "STATE"], &rows);
+    let soft: Vec<_> = list
+        .iter()
+        .filter(|s| s.path == VportPath::Software)
+        .collect();
+    if !soft.is_empty() {
+        out.push_str("\nsoftware switch (counters as the daemon last published them):\n");
+        let rows: Vec<Vec<String>> = soft
+            .iter()
+            .map(|s| match &s.switch {
+                None => vec![
+                    s.vport.clone(),
+                    "-".into(),
+                    "not attached (is vportd daemon running with this config?)".into(),
+                ],
+                Some(p) => {
+                    let drops: Vec<String> = p
+                        .drops
+                        .iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(r, n)| format!("{r} {n}"))
+                        .collect();
+                    vec![
+                        s.vport.clone(),
+                        format!("{} ({})", p.netdev, p.edge),
+                        format!(
+                            "rx {} pkts {} B, tx {} pkts {} B, flooded {}, drops: {}",
+                            p.rx_packets,
+                            p.rx_bytes,
+                            p.tx_packets,
+                            p.tx_bytes,
+                            p.tx_flooded,
+                            if drops.is_empty() {
+                                "none".into()
+                            } else {
+                                drops.join(", ")
+                            }
+                        ),
+                    ]
+                }
+            })
+            .collect();
+        out.push_str(&table(&["VPORT", "NIC", "COUNTERS"], &rows));
+    }
+    out
 }

@@ -60,6 +60,11 @@ fn open_socket(ifname: &str) -> Result<(OwnedFd, i32), AfPacketError> {
     let ifindex = nix::net::if_::if_nametoindex(ifname).map_err(|_| AfPacketError::NoInterface {
         ifname: ifname.to_string(),
     })? as i32;
+    new_socket(ifname, ifindex)
+}
+
+/// The socket of [`open_socket`] for an interface already known by index.
+fn new_socket(ifname: &str, ifindex: i32) -> Result<(OwnedFd, i32), AfPacketError> {
     // SAFETY: plain socket(2) call; the result is checked before it is wrapped.
     let fd = unsafe {
         libc::socket(
@@ -156,6 +161,28 @@ impl AfPacket {
     /// (use [`RingSize::GSO`]); the interface should be up.
     pub fn open(ifname: &str, vnet_hdr: bool, size: RingSize) -> Result<Self, AfPacketError> {
         let (fd, ifindex) = open_socket(ifname)?;
+        Self::setup(fd, ifindex, ifname, vnet_hdr, size)
+    }
+
+    /// Opens rings on the netdev with index `ifindex`: how the daemon opens an uplink it
+    /// found by PCI address, so a rename between discovery and opening cannot redirect it.
+    pub fn open_index(ifindex: u32, vnet_hdr: bool, size: RingSize) -> Result<Self, AfPacketError> {
+        let ifname = nix::net::if_::if_indextoname(ifindex)
+            .map(|n| n.to_string_lossy().into_owned())
+            .map_err(|_| AfPacketError::NoInterface {
+                ifname: format!("with index {ifindex}"),
+            })?;
+        let (fd, _) = new_socket(&ifname, ifindex as i32)?;
+        Self::setup(fd, ifindex as i32, &ifname, vnet_hdr, size)
+    }
+
+    fn setup(
+        fd: OwnedFd,
+        ifindex: i32,
+        ifname: &str,
+        vnet_hdr: bool,
+        size: RingSize,
+    ) -> Result<Self, AfPacketError> {
         let raw = fd.as_raw_fd();
         let step = |step: &'static str| {
             move |source| AfPacketError::Setup {

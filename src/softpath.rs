@@ -1,0 +1,605 @@
+//! The daemon's software path: the vPorts `plan` put on the software switch (state.json says
+//! `VportPath::Software`) get a switch port each, configured from their `[[vport]]`
+//! ([`PortConfig::from_spec`]), on a TAP device the daemon creates for the VM or host to use.
+//!
+//! The uplink of a software vPort is its own `uplink` PF, the one the config names for it and
+//! the state records by PCI address: what the VF would have reached, the software port reaches
+//! through the switch. There is one switch per uplink PF; its trunk port ("uplink") is an
+//! AF_PACKET ring on the PF's netdev, found from the PCI address through sysfs and opened by
+//! ifindex (names are shown, never trusted). The trunk carries the VLANs of that PF's software
+//! vPorts tagged; untagged vPorts are on VLAN 1 (the Linux bridge's default PVID), which the
+//! trunk carries untagged, as a VF without a port VLAN would.
+//!
+//! Counters are read through a [`View`] (cheap to clone, shared with the metrics endpoint)
+//! and written every second to `switch.json` in the state directory, which `vportd status`
+//! reads: status is a separate process, and a file keeps it working without a daemon
+//! connection (it says how old the figures are).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::host::afpacket::{AfPacket, AfPacketError, RingSize};
+use crate::host::files::{self, FilesError};
+use crate::host::fs::KernelFs;
+use crate::host::tap::{Tap, TapError};
+use crate::state::{Health, State, VportPath};
+use crate::switch::port::DEFAULT_VLAN;
+use crate::switch::vlan::{VlanMode, VlanSet};
+use crate::switch::{
+    Counters, DropReason, Edge, PortConfig, Switch, SwitchConfig, SwitchError, SwitchHandle,
+};
+
+/// The trunk port's name on every software switch.
+pub const UPLINK_PORT: &str = "uplink";
+
+/// Where the daemon publishes the counters, inside the state directory.
+pub const SNAPSHOT_FILE: &str = "switch.json";
+
+/// Longest interface name (IFNAMSIZ - 1).
+const IFNAME_MAX: usize = 15;
+
+/// Errors attaching software vPorts. Each names the vPort or uplink; the daemon logs them and
+/// keeps the rest of the software path running.
+#[derive(Debug, thiserror::Error)]
+pub enum SoftpathError {
+    /// The uplink PF has no netdev (no driver, or vfio-pci).
+    #[error(
+        "the software path of uplink {bdf} cannot start: that PCI function has no network interface (is its network driver bound?)"
+    )]
+    NoUplink { bdf: String },
+    /// The uplink's packet socket could not be set up.
+    #[error("the software path of uplink {bdf} cannot open its trunk: {source}")]
+    Uplink {
+        bdf: String,
+        #[source]
+        source: AfPacketError,
+    },
+    /// A vPort's TAP could not be created; the port exists, link down.
+    #[error("vPort {vport} is on the software path with its link down: {source}")]
+    Tap {
+        vport: String,
+        #[source]
+        source: TapError,
+    },
+    /// Two long vPort names shortened to one TAP name.
+    #[error(
+        "vPort {vport} would get TAP {tap}, already given to vPort {other}; rename one of them"
+    )]
+    TapClash {
+        vport: String,
+        tap: String,
+        other: String,
+    },
+    /// The switch refused a port or its worker did not start.
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
+    /// The counters could not be written or read.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// The counters file is not valid.
+    #[error("{}: the software switch counters are unreadable ({why}); the daemon rewrites the file every second", path.display())]
+    Corrupt { path: PathBuf, why: String },
+}
+
+/// The TAP device name for a vPort: `vp-<name>` when it fits 15 bytes, else `vp-`, the first
+/// seven characters, `-` and four hex digits of a hash of the whole name (stable across runs,
+/// so a VM's config can name it).
+pub fn tap_name(vport: &str) -> String {
+    let full = format!("vp-{vport}");
+    if full.len() <= IFNAME_MAX {
+        return full;
+    }
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in vport.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let head: String = vport.chars().take(7).collect();
+    format!("vp-{head}-{:04x}", (h ^ (h >> 16)) & 0xffff)
+}
+
+/// One vPort's port on a switch.
+#[derive(Debug, Clone)]
+pub struct PortPlan {
+    pub vport: String,
+    pub tap: String,
+    pub cfg: PortConfig,
+}
+
+/// One software switch: the uplink PF it trunks to and its vPorts.
+#[derive(Debug, Clone)]
+pub struct SwitchPlan {
+    /// The uplink PF's PCI address.
+    pub uplink: String,
+    pub name: String,
+    pub trunk: PortConfig,
+    pub ports: Vec<PortPlan>,
+}
+
+/// The switches the state asks for (pure): every provisioned vPort on the software path that
+/// the config still has, grouped by uplink PF. A TAP name clash is reported and its vPort left
+/// out.
+pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>) {
+    let mut by_uplink: BTreeMap<&str, Vec<PortPlan>> = BTreeMap::new();
+    let mut taps: BTreeMap<String, String> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (name, v) in &state.vports {
+        if v.path != VportPath::Software || v.health != Health::Provisioned {
+            continue;
+        }
+        let Some(spec) = cfg.vports.iter().find(|s| &s.name == name) else {
+            continue;
+        };
+        let tap = tap_name(name);
+        if let Some(other) = taps.insert(tap.clone(), name.clone()) {
+            errors.push(SoftpathError::TapClash {
+                vport: name.clone(),
+                tap,
+                other,
+            });
+            continue;
+        }
+        by_uplink.entry(&v.uplink).or_default().push(PortPlan {
+            vport: name.clone(),
+            tap,
+            cfg: PortConfig::from_spec(spec),
+        });
+    }
+    let plans = by_uplink
+        .into_iter()
+        .map(|(uplink, ports)| {
+            let vids: BTreeSet<u16> = ports
+                .iter()
+                .filter_map(|p| match p.cfg.vlan {
+                    VlanMode::Access { vid } => Some(vid),
+                    VlanMode::Trunk { .. } => None,
+                })
+                .collect();
+            let native = vids.contains(&DEFAULT_VLAN).then_some(DEFAULT_VLAN);
+            let allowed = VlanSet::from_vids(vids.into_iter().filter(|v| *v != DEFAULT_VLAN));
+            SwitchPlan {
+                uplink: uplink.to_string(),
+                name: format!("sw-{uplink}"),
+                trunk: PortConfig::trunk(UPLINK_PORT, VlanMode::Trunk { allowed, native }),
+                ports,
+            }
+        })
+        .collect();
+    (plans, errors)
+}
+
+/// The ifindex of a PCI function's netdev, from sysfs under `fs`'s root.
+pub fn resolve_live(fs: &KernelFs, bdf: &str) -> Option<u32> {
+    let names = fs.list(&format!("/sys/bus/pci/devices/{bdf}/net")).ok()?;
+    let name = names.first()?;
+    fs.read_lenient(&format!("/sys/class/net/{name}/ifindex"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A port's identity for counters.
+#[derive(Debug, Clone)]
+struct PortMeta {
+    index: usize,
+    /// None for the trunk.
+    vport: Option<String>,
+    netdev: String,
+    edge: &'static str,
+}
+
+#[derive(Clone)]
+struct SwitchView {
+    name: String,
+    uplink: String,
+    counters: Arc<Counters>,
+    ports: Vec<PortMeta>,
+}
+
+/// Read access to the running switches' counters; cheap to clone, safe to share.
+#[derive(Clone, Default)]
+pub struct View {
+    switches: Vec<SwitchView>,
+}
+
+/// One port's counters, as status and the metrics show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSnapshot {
+    pub switch: String,
+    /// The uplink PF's PCI address.
+    pub uplink: String,
+    /// The switch port: the vPort's name, or "uplink" for the trunk.
+    pub port: String,
+    pub vport: Option<String>,
+    /// The TAP device, or the uplink's netdev.
+    pub netdev: String,
+    /// "tap", "af_packet", or "none" when the link is down.
+    pub edge: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_flooded: u64,
+    pub learn_limited: u64,
+    /// Drops by reason ([`DropReason::as_str`]), every reason present.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Every port's counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Seconds since the Unix epoch when the daemon took it.
+    pub taken_unix_s: u64,
+    pub ports: Vec<PortSnapshot>,
+}
+
+impl Snapshot {
+    /// The snapshot the daemon last wrote, None when there is none (no daemon, no software
+    /// vPorts).
+    pub fn load(state_dir: &Path) -> Result<Option<Snapshot>, SoftpathError> {
+        let path = state_dir.join(SNAPSHOT_FILE);
+        let text = match files::read_text(&path) {
+            Ok(t) => t,
+            Err(FilesError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| SoftpathError::Corrupt {
+                path,
+                why: e.to_string(),
+            })
+    }
+
+    /// A vPort's port.
+    pub fn vport(&self, name: &str) -> Option<&PortSnapshot> {
+        self.ports.iter().find(|p| p.vport.as_deref() == Some(name))
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl View {
+    /// Sums every port's per-worker counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut ports = Vec::new();
+        for sw in &self.switches {
+            for p in &sw.ports {
+                let s = sw.counters.port(p.index);
+                ports.push(PortSnapshot {
+                    switch: sw.name.clone(),
+                    uplink: sw.uplink.clone(),
+                    port: p.vport.clone().unwrap_or_else(|| UPLINK_PORT.to_string()),
+                    vport: p.vport.clone(),
+                    netdev: p.netdev.clone(),
+                    edge: p.edge.to_string(),
+                    rx_packets: s.rx_packets,
+                    rx_bytes: s.rx_bytes,
+                    tx_packets: s.tx_packets,
+                    tx_bytes: s.tx_bytes,
+                    tx_flooded: s.tx_flooded,
+                    learn_limited: s.learn_limited,
+                    drops: DropReason::ALL
+                        .iter()
+                        .map(|r| (r.as_str().to_string(), s.drops_for(*r)))
+                        .collect(),
+                });
+            }
+        }
+        Snapshot {
+            taken_unix_s: unix_now(),
+            ports,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.switches.is_empty()
+    }
+}
+
+/// The running software path: its switches (each a worker thread owning its TAPs and trunk)
+/// and the thread publishing their counters. Dropping it stops them, removes the TAPs and
+/// the counters file.
+pub struct SoftPath {
+    handles: Vec<SwitchHandle>,
+    view: View,
+    stop: Arc<AtomicBool>,
+    publisher: Option<JoinHandle<()>>,
+    snapshot_path: Option<PathBuf>,
+}
+
+impl SoftPath {
+    /// Builds and starts the switches of `plans`. `resolve` maps an uplink's PCI address to
+    /// its netdev's ifindex ([`resolve_live`] on a host). Problems are returned beside what
+    /// did start: an uplink that cannot open leaves its switch out; a TAP that cannot be
+    /// created leaves its port link down.
+    pub fn start(
+        plans: &[SwitchPlan],
+        resolve: &dyn Fn(&str) -> Option<u32>,
+        state_dir: Option<&Path>,
+    ) -> (SoftPath, Vec<SoftpathError>) {
+        let mut errors = Vec::new();
+        let mut handles = Vec::new();
+        let mut view = View::default();
+        for plan in plans {
+            match start_switch(plan, resolve, &mut errors) {
+                Ok((handle, sv)) => {
+                    handles.push(handle);
+                    view.switches.push(sv);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let snapshot_path = state_dir.map(|d| d.join(SNAPSHOT_FILE));
+        let publisher = match (&snapshot_path, view.is_empty()) {
+            (Some(path), false) => {
+                let (path, view, stop) = (path.clone(), view.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name("switch-stats".into())
+                    .spawn(move || publish_loop(&path, &view, &stop))
+                    .ok()
+            }
+            _ => None,
+        };
+        (
+            SoftPath {
+                handles,
+                view,
+                stop,
+                publisher,
+                snapshot_path,
+            },
+            errors,
+        )
+    }
+
+    /// Reads the state and config the daemon was given and starts the software path on the
+    /// live host (uplinks resolved through sysfs under `fs`).
+    pub fn start_live(
+        cfg: &Config,
+        fs: &KernelFs,
+    ) -> Result<(SoftPath, Vec<SoftpathError>), crate::state::StateError> {
+        let state = State::load(&cfg.state_dir)?;
+        let (plans, mut errors) = plan(cfg, &state);
+        let (sp, more) = SoftPath::start(
+            &plans,
+            &|bdf: &str| resolve_live(fs, bdf),
+            Some(&cfg.state_dir),
+        );
+        errors.extend(more);
+        Ok((sp, errors))
+    }
+
+    pub fn view(&self) -> View {
+        self.view.clone()
+    }
+
+    /// How many switches run.
+    pub fn switches(&self) -> usize {
+        self.handles.len()
+    }
+}
+
+fn start_switch(
+    plan: &SwitchPlan,
+    resolve: &dyn Fn(&str) -> Option<u32>,
+    errors: &mut Vec<SoftpathError>,
+) -> Result<(SwitchHandle, SwitchView), SoftpathError> {
+    let ifindex = resolve(&plan.uplink).ok_or_else(|| SoftpathError::NoUplink {
+        bdf: plan.uplink.clone(),
+    })?;
+    let trunk = AfPacket::open_index(ifindex, true, RingSize::GSO).map_err(|source| {
+        SoftpathError::Uplink {
+            bdf: plan.uplink.clone(),
+            source,
+        }
+    })?;
+    let netdev = nix::net::if_::if_indextoname(ifindex)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| format!("ifindex {ifindex}"));
+    let mut sw = Switch::new(SwitchConfig::new(&plan.name));
+    let mut ports = Vec::new();
+    let id = sw.add_port(plan.trunk.clone(), Some(Box::new(trunk)))?;
+    ports.push(PortMeta {
+        index: id.0,
+        vport: None,
+        netdev,
+        edge: "af_packet",
+    });
+    for p in &plan.ports {
+        let (edge, kind): (Option<Box<dyn Edge>>, _) = match Tap::create(&p.tap, true) {
+            Ok(t) => (Some(Box::new(t)), "tap"),
+            Err(source) => {
+                errors.push(SoftpathError::Tap {
+                    vport: p.vport.clone(),
+                    source,
+                });
+                (None, "none")
+            }
+        };
+        let id = sw.add_port(p.cfg.clone(), edge)?;
+        ports.push(PortMeta {
+            index: id.0,
+            vport: Some(p.vport.clone()),
+            netdev: p.tap.clone(),
+            edge: kind,
+        });
+    }
+    let counters = sw.counters();
+    let handle = sw.spawn()?;
+    Ok((
+        handle,
+        SwitchView {
+            name: plan.name.clone(),
+            uplink: plan.uplink.clone(),
+            counters,
+            ports,
+        },
+    ))
+}
+
+fn write_snapshot(path: &Path, view: &View) {
+    let text = serde_json::to_string_pretty(&view.snapshot()).expect("snapshots serialize");
+    if let Err(e) = files::write_atomic(path, text.as_bytes()) {
+        eprintln!("vportd: the software switch counters are not published: {e}");
+    }
+}
+
+fn publish_loop(path: &Path, view: &View, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        write_snapshot(path, view);
+        for _ in 0..10 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for SoftPath {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.publisher.take() {
+            let _ = t.join();
+            // The TAPs go with the switches; figures left behind would describe nothing.
+            if let Some(p) = &self.snapshot_path {
+                let _ = files::remove(p);
+            }
+        }
+        for h in self.handles.drain(..) {
+            h.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{STATE_VERSION, VportState};
+    use std::path::Path;
+
+    #[test]
+    fn tap_names_fit_and_are_stable() {
+        assert_eq!(tap_name("vm1"), "vp-vm1");
+        assert_eq!(tap_name("abcdefghijkl"), "vp-abcdefghijkl");
+        let long = tap_name("vm1-eth0-with-a-long-name");
+        assert_eq!(long.len(), 15, "{long}");
+        assert!(long.starts_with("vp-vm1-eth-"), "{long}");
+        assert_eq!(long, tap_name("vm1-eth0-with-a-long-name"));
+        assert_ne!(long, tap_name("vm1-eth0-with-a-long-nam"));
+    }
+
+    const CONFIG: &str = r#"
+state_dir = "/var/lib/vportd"
+[[uplink]]
+pci = "0000:01:00.0"
+[[uplink]]
+pci = "0000:02:00.0"
+[[vport]]
+name = "a"
+uplink = "0000:01:00.0"
+mac = "02:00:00:00:00:01"
+vlan = 100
+offload = "never"
+[[vport]]
+name = "b"
+uplink = "0000:01:00.0"
+mac = "02:00:00:00:00:02"
+offload = "never"
+[[vport]]
+name = "c"
+uplink = "0000:02:00.0"
+mac = "02:00:00:00:00:03"
+vlan = 7
+[[vport]]
+name = "d"
+uplink = "0000:02:00.0"
+mac = "02:00:00:00:00:04"
+"#;
+
+    fn state(entries: &[(&str, &str, VportPath)]) -> State {
+        let mut s = State {
+            version: STATE_VERSION,
+            ..Default::default()
+        };
+        for (name, uplink, path) in entries {
+            s.vports.insert(
+                name.to_string(),
+                VportState {
+                    uplink: uplink.to_string(),
+                    path: path.clone(),
+                    reason: String::new(),
+                    vf_bdf: None,
+                    applied: None,
+                    health: Health::Provisioned,
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn plan_groups_software_vports_by_uplink_with_a_trunk_of_their_vlans() {
+        let cfg = crate::config::parse(Path::new("host.toml"), CONFIG).unwrap();
+        let st = state(&[
+            ("a", "0000:01:00.0", VportPath::Software),
+            ("b", "0000:01:00.0", VportPath::Software),
+            ("c", "0000:02:00.0", VportPath::Vf { index: 0 }),
+            ("d", "0000:02:00.0", VportPath::Software),
+            ("gone", "0000:02:00.0", VportPath::Software),
+        ]);
+        let (plans, errors) = plan(&cfg, &st);
+        assert!(errors.is_empty());
+        assert_eq!(plans.len(), 2);
+        let p = &plans[0];
+        assert_eq!(p.uplink, "0000:01:00.0");
+        let names: Vec<_> = p.ports.iter().map(|x| x.tap.as_str()).collect();
+        assert_eq!(names, ["vp-a", "vp-b"]);
+        let VlanMode::Trunk { allowed, native } = &p.trunk.vlan else {
+            panic!("the uplink is a trunk");
+        };
+        assert!(allowed.contains(100) && !allowed.contains(7) && !allowed.contains(1));
+        assert_eq!(*native, Some(DEFAULT_VLAN));
+        // c holds a VF; "gone" is no longer in the config.
+        let q = &plans[1];
+        assert_eq!(q.ports.len(), 1);
+        assert_eq!(q.ports[0].vport, "d");
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_missing_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Snapshot::load(dir.path()).unwrap(), None);
+        let s = Snapshot {
+            taken_unix_s: 5,
+            ports: Vec::new(),
+        };
+        std::fs::write(
+            dir.path().join(SNAPSHOT_FILE),
+            serde_json::to_string(&s).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(Snapshot::load(dir.path()).unwrap(), Some(s));
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), "{").unwrap();
+        let e = Snapshot::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("switch.json: the software switch counters are unreadable"));
+    }
+}
