@@ -4,6 +4,7 @@
 
 pub mod afpacket;
 pub mod control_socket;
+pub mod ethtool;
 pub mod files;
 pub mod fs;
 pub mod http;

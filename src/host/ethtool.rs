@@ -1,0 +1,788 @@
+//! NIC queue controls: channel counts, the RSS indirection table, RSS contexts, ntuple
+//! (flow director) rules, offload features, and macvlan devices for VMDq pools.
+//!
+//! Each control goes through ethtool netlink where the kernel has the message and
+//! through the `SIOCETHTOOL` ioctl where it has not: channels are netlink
+//! (`ETHTOOL_MSG_CHANNELS_SET`, since 5.6; the ioctl only when the ethtool family is
+//! missing), while the indirection table, RSS contexts and ntuple rules are ioctls
+//! (`ETHTOOL_MSG_RSS_SET` arrived in 6.17 and the rig's 6.12 has none; ntuple has no
+//! netlink message at all). The request encoders are pure functions returning bytes, so
+//! tests compare them with what the `ethtool` and `ip` binaries send for the same command
+//! (tests/queues_bytes.rs): no driver on the project's machines has RSS contexts, ntuple
+//! rules or l2-fwd-offload, and that comparison is what proves those paths.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
+
+/// Errors from queue controls. Each names the device and the request.
+#[derive(Debug, thiserror::Error)]
+pub enum EthtoolError {
+    /// A socket for the request could not be opened.
+    #[error("cannot open a socket to {what} on {dev}: {errno}")]
+    Socket {
+        dev: String,
+        what: &'static str,
+        errno: Errno,
+    },
+    /// The kernel refused the request.
+    #[error("{dev}: the kernel refused to {what}: {errno}{}", hint(*.errno, what))]
+    Refused {
+        dev: String,
+        what: String,
+        errno: Errno,
+    },
+    /// The device name cannot be a netdev name.
+    #[error("{dev:?} is not a network interface name")]
+    BadName { dev: String },
+    /// The kernel answered something this code does not understand.
+    #[error("{dev}: unexpected answer to {what}: {why}")]
+    Protocol {
+        dev: String,
+        what: String,
+        why: String,
+    },
+}
+
+impl EthtoolError {
+    /// The errno behind a refusal.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            EthtoolError::Refused { errno, .. } | EthtoolError::Socket { errno, .. } => {
+                Some(*errno)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The likely cause of the errnos users meet here, as a sentence tail.
+fn hint(errno: Errno, what: &str) -> &'static str {
+    match errno {
+        Errno::EOPNOTSUPP if what.contains("context") => {
+            " (the driver has no RSS contexts; igb, ixgbe, i40e and ice have none)"
+        }
+        Errno::EOPNOTSUPP if what.contains("flow rule") => {
+            " (the driver has no ntuple filters, or they are off: ethtool -k shows ntuple-filters)"
+        }
+        Errno::EOPNOTSUPP => " (the driver does not implement this control)",
+        Errno::EINVAL if what.contains("indirection") => {
+            " (a table entry names a queue the device does not have, or the table size is not the device's)"
+        }
+        Errno::EINVAL if what.contains("channels") => {
+            " (above the maximum ethtool -l shows, or below what RSS contexts or AF_XDP sockets still use)"
+        }
+        Errno::EBUSY => {
+            " (the device is busy; drivers refuse while VFs or an XDP program need the queues)"
+        }
+        Errno::EPERM => " (needs CAP_NET_ADMIN)",
+        _ => "",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Plain data.
+
+/// An RSS indirection table as the device reports it (`ethtool -x`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RssTable {
+    /// 0 for the device's main table.
+    pub context: u32,
+    /// Queue index per hash bucket.
+    pub indir: Vec<u32>,
+    pub key_size: u32,
+}
+
+/// Where an ntuple rule sends matching frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum FlowTarget {
+    /// One receive queue (Flow Director style).
+    Queue { index: u64 },
+    /// An RSS context, which spreads the matching flows over its queues.
+    Context { id: u32 },
+}
+
+/// A steering rule on a vPort's destination MAC (and VLAN id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRule {
+    pub dst_mac: [u8; 6],
+    pub vlan: Option<u16>,
+    /// The rule's slot in the device's table.
+    pub location: u32,
+    pub target: FlowTarget,
+}
+
+/// A feature's state as `ethtool -k` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feature {
+    pub active: bool,
+    /// False for `[fixed]`: the driver does not let it change.
+    pub changeable: bool,
+}
+
+/// The features that decide which queue placement a NIC can give, read at runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueFeatures {
+    /// `ntuple-filters` (`rx-ntuple-filter`).
+    pub ntuple: Option<Feature>,
+    /// `l2-fwd-offload`: macvlan stations in VMDq pools.
+    pub l2_fwd_offload: Option<Feature>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Tables: the same arithmetic as ethtool's fill_indir_table, so that `rss = "equal"` and
+// `rss_weights` give what `ethtool -X equal N` and `ethtool -X weight ...` would.
+
+/// Every bucket to queues `start..start+n` in turn (`ethtool -X DEV [start S] equal N`).
+pub fn equal_table(size: u32, start: u32, n: u32) -> Vec<u32> {
+    (0..size).map(|i| start + i % n.max(1)).collect()
+}
+
+/// Buckets in proportion to `weights`, queue `start + j` for weight j (`ethtool -X DEV
+/// weight W0 W1 ...`). Returns None when every weight is 0.
+pub fn weighted_table(size: u32, start: u32, weights: &[u32]) -> Option<Vec<u32>> {
+    let sum: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+    if sum == 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(size as usize);
+    let mut partial: u64 = 0;
+    let mut j: i64 = -1;
+    for i in 0..u64::from(size) {
+        while i >= u64::from(size) * partial / sum {
+            j += 1;
+            partial += u64::from(weights[j as usize]);
+        }
+        out.push(start + j as u32);
+    }
+    Some(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoders (pure). Layouts are those of <linux/ethtool.h>, native endian as the ioctl
+// takes them; network-order fields (MACs, VLAN tags) as the header says.
+
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+const ETHTOOL_SCHANNELS: u32 = 0x3d;
+const ETHTOOL_GRXRINGS: u32 = 0x2d;
+const ETHTOOL_SRXCLSRLDEL: u32 = 0x31;
+const ETHTOOL_SRXCLSRLINS: u32 = 0x32;
+const ETHTOOL_GRSSH: u32 = 0x46;
+const ETHTOOL_SRSSH: u32 = 0x47;
+/// `rss_context` value that asks the driver for a new context.
+pub const ETH_RXFH_CONTEXT_ALLOC: u32 = 0xffff_ffff;
+const ETHER_FLOW: u32 = 0x12;
+const FLOW_EXT: u32 = 0x8000_0000;
+const FLOW_RSS: u32 = 0x2000_0000;
+/// `struct ethtool_rxfh` without its table.
+const RXFH_HEADER: usize = 24;
+/// `sizeof(struct ethtool_rxnfc)` on 64-bit Linux.
+const RXNFC_SIZE: usize = 192;
+/// Offsets in `struct ethtool_rxnfc` (fs = `struct ethtool_rx_flow_spec` at 16).
+const FS: usize = 16;
+const FS_H_U: usize = FS + 4;
+const FS_H_EXT: usize = FS_H_U + 52;
+const FS_M_U: usize = FS_H_EXT + 20;
+const FS_M_EXT: usize = FS_M_U + 52;
+const FS_RING_COOKIE: usize = FS + 152;
+const FS_LOCATION: usize = FS + 160;
+const RXNFC_RSS_CONTEXT: usize = FS + 168;
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// `ETHTOOL_SRSSH`: set the indirection table of `context` (0: the main table;
+/// [`ETH_RXFH_CONTEXT_ALLOC`]: a new context). An empty `indir` on context 0 resets the
+/// table to the driver's default; on another context it deletes that context.
+pub fn rxfh_set_request(context: u32, indir: &[u32]) -> Vec<u8> {
+    let mut b = vec![0u8; RXFH_HEADER + indir.len() * 4];
+    put_u32(&mut b, 0, ETHTOOL_SRSSH);
+    put_u32(&mut b, 4, context);
+    put_u32(&mut b, 8, indir.len() as u32);
+    for (i, q) in indir.iter().enumerate() {
+        put_u32(&mut b, RXFH_HEADER + i * 4, *q);
+    }
+    b
+}
+
+/// `ETHTOOL_SRXCLSRLINS` for an Ethernet rule on destination MAC (and VLAN id, PCP and
+/// DEI ignored), as `ethtool -N DEV flow-type ether dst MAC [vlan V m 0xf000]
+/// {action Q | context C} loc L` sends it, except the `data` field, which ethtool fills
+/// with a leftover of its argument parsing and the kernel does not read for this command
+/// (vportd sends 0).
+pub fn ntuple_insert_request(rule: &FlowRule) -> Vec<u8> {
+    let mut b = vec![0u8; RXNFC_SIZE];
+    put_u32(&mut b, 0, ETHTOOL_SRXCLSRLINS);
+    let mut flow_type = ETHER_FLOW;
+    if rule.vlan.is_some() {
+        flow_type |= FLOW_EXT;
+    }
+    if matches!(rule.target, FlowTarget::Context { .. }) {
+        flow_type |= FLOW_RSS;
+    }
+    put_u32(&mut b, FS, flow_type);
+    // ether_spec: h_dest, h_source, h_proto; only the destination is matched.
+    b[FS_H_U..FS_H_U + 6].copy_from_slice(&rule.dst_mac);
+    b[FS_M_U..FS_M_U + 6].copy_from_slice(&[0xff; 6]);
+    if let Some(vid) = rule.vlan {
+        // ethtool_flow_ext: padding[2], h_dest[6], vlan_etype, vlan_tci, data[2].
+        b[FS_H_EXT + 10..FS_H_EXT + 12].copy_from_slice(&vid.to_be_bytes());
+        b[FS_M_EXT + 10..FS_M_EXT + 12].copy_from_slice(&0x0fffu16.to_be_bytes());
+    }
+    let cookie: u64 = match rule.target {
+        FlowTarget::Queue { index } => index,
+        FlowTarget::Context { .. } => 0,
+    };
+    b[FS_RING_COOKIE..FS_RING_COOKIE + 8].copy_from_slice(&cookie.to_ne_bytes());
+    put_u32(&mut b, FS_LOCATION, rule.location);
+    if let FlowTarget::Context { id } = rule.target {
+        put_u32(&mut b, RXNFC_RSS_CONTEXT, id);
+    }
+    b
+}
+
+/// `ETHTOOL_SRXCLSRLDEL` (`ethtool -N DEV delete L`).
+pub fn ntuple_delete_request(location: u32) -> Vec<u8> {
+    let mut b = vec![0u8; RXNFC_SIZE];
+    put_u32(&mut b, 0, ETHTOOL_SRXCLSRLDEL);
+    put_u32(&mut b, FS_LOCATION, location);
+    b
+}
+
+fn nla(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+    let len = 4 + payload.len();
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(payload);
+    out.resize(out.len() + (4 - len % 4) % 4, 0);
+}
+
+fn nest(out: &mut Vec<u8>, kind: u16, inner: &[u8]) {
+    nla(out, kind | 0x8000, inner);
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn nlmsg(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16 + payload.len());
+    b.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
+    b.extend_from_slice(&kind.to_ne_bytes());
+    b.extend_from_slice(&flags.to_ne_bytes());
+    b.extend_from_slice(&seq.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const ETHTOOL_MSG_FEATURES_SET: u8 = 12;
+const ETHTOOL_MSG_CHANNELS_SET: u8 = 18;
+const ETHTOOL_A_HEADER_DEV_NAME: u16 = 2;
+const ETHTOOL_A_HEADER_FLAGS: u16 = 3;
+
+fn ethtool_header(dev: &str, flags: Option<u32>) -> Vec<u8> {
+    let mut h = Vec::new();
+    nla(&mut h, ETHTOOL_A_HEADER_DEV_NAME, &cstr(dev));
+    if let Some(f) = flags {
+        nla(&mut h, ETHTOOL_A_HEADER_FLAGS, &f.to_ne_bytes());
+    }
+    h
+}
+
+/// `ETHTOOL_MSG_CHANNELS_SET` of the combined count, as `ethtool -L DEV combined N`
+/// sends it (`family` is the ethtool generic netlink family id).
+pub fn channels_set_request(family: u16, seq: u32, dev: &str, combined: u32) -> Vec<u8> {
+    let mut p = vec![ETHTOOL_MSG_CHANNELS_SET, 1, 0, 0];
+    nest(&mut p, 1, &ethtool_header(dev, None));
+    nla(&mut p, 9, &combined.to_ne_bytes());
+    nlmsg(family, NLM_F_REQUEST | NLM_F_ACK, seq, &p)
+}
+
+/// `ETHTOOL_MSG_FEATURES_SET` of one feature by name, as `ethtool -K DEV NAME on|off`
+/// sends it (compact bitsets asked for in the header, the wanted bit by name).
+pub fn feature_set_request(family: u16, seq: u32, dev: &str, name: &str, on: bool) -> Vec<u8> {
+    let mut p = vec![ETHTOOL_MSG_FEATURES_SET, 1, 0, 0];
+    nest(&mut p, 1, &ethtool_header(dev, Some(1)));
+    let mut bit = Vec::new();
+    nla(&mut bit, 2, &cstr(name));
+    if on {
+        nla(&mut bit, 3, &[]);
+    }
+    let mut bits = Vec::new();
+    nest(&mut bits, 1, &bit);
+    let mut bitset = Vec::new();
+    nest(&mut bitset, 3, &bits);
+    nest(&mut p, 3, &bitset);
+    nlmsg(family, NLM_F_REQUEST | NLM_F_ACK, seq, &p)
+}
+
+/// `RTM_NEWLINK` for a macvlan in bridge mode on `parent` with the vPort's MAC, as
+/// `ip link add link PARENT name NAME address MAC type macvlan mode bridge` sends it.
+/// With `l2-fwd-offload` on the parent, the driver gives the macvlan a VMDq pool of its
+/// own (ixgbe, i40e); without it the macvlan is a software device.
+pub fn macvlan_request(seq: u32, parent: u32, name: &str, mac: [u8; 6]) -> Vec<u8> {
+    let mut p = vec![0u8; 16]; // ifinfomsg: family, pad, type, index, flags, change
+    nla(&mut p, 1, &mac); // IFLA_ADDRESS
+    nla(&mut p, 5, &parent.to_ne_bytes()); // IFLA_LINK
+    nla(&mut p, 3, &cstr(name)); // IFLA_IFNAME
+    let mut info = Vec::new();
+    nla(&mut info, 1, b"macvlan"); // IFLA_INFO_KIND, unterminated as ip sends it
+    let mut data = Vec::new();
+    nla(&mut data, 1, &4u32.to_ne_bytes()); // IFLA_MACVLAN_MODE = MACVLAN_MODE_BRIDGE
+    // IFLA_INFO_DATA and IFLA_LINKINFO: iproute2 sets no NLA_F_NESTED flag on either,
+    // and rtnetlink does not ask for it.
+    nla(&mut info, 2, &data);
+    nla(&mut p, 18, &info);
+    nlmsg(
+        16,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE,
+        seq,
+        &p,
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// The ioctl.
+
+fn ifname(dev: &str) -> Result<[libc::c_char; libc::IFNAMSIZ], EthtoolError> {
+    let c = CString::new(dev).map_err(|_| EthtoolError::BadName { dev: dev.into() })?;
+    let bytes = c.as_bytes_with_nul();
+    if bytes.len() > libc::IFNAMSIZ || bytes.len() < 2 {
+        return Err(EthtoolError::BadName { dev: dev.into() });
+    }
+    let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
+    for (d, s) in name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    Ok(name)
+}
+
+fn dgram_socket(dev: &str, what: &'static str) -> Result<OwnedFd, EthtoolError> {
+    // SAFETY: socket(2) with constant arguments; the result is checked before use and
+    // owned by the OwnedFd from then on.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(EthtoolError::Socket {
+            dev: dev.into(),
+            what,
+            errno: Errno::last(),
+        });
+    }
+    // SAFETY: fd was just returned by socket(2) and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Runs one `SIOCETHTOOL` request whose command struct is `buf` (the kernel reads and
+/// writes it in place).
+fn ethtool_ioctl(dev: &str, what: &str, buf: &mut [u8]) -> Result<(), EthtoolError> {
+    let sock = dgram_socket(dev, "send an ethtool request")?;
+    let mut req: libc::ifreq = {
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        unsafe { std::mem::zeroed() }
+    };
+    req.ifr_name = ifname(dev)?;
+    req.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
+    // SAFETY: req names the device and points at `buf`, which is as large as the command
+    // in its first four bytes needs (the callers size it from the same header), and
+    // outlives the call; the kernel copies in and out of it only during the ioctl.
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCETHTOOL as _,
+            &mut req as *mut libc::ifreq,
+        )
+    };
+    if rc < 0 {
+        return Err(EthtoolError::Refused {
+            dev: dev.into(),
+            what: what.into(),
+            errno: Errno::last(),
+        });
+    }
+    Ok(())
+}
+
+fn get_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// The number of receive rings RSS spreads over (`ETHTOOL_GRXRINGS`).
+pub fn rx_rings(dev: &str) -> Result<u32, EthtoolError> {
+    let mut b = vec![0u8; RXNFC_SIZE];
+    put_u32(&mut b, 0, ETHTOOL_GRXRINGS);
+    ethtool_ioctl(dev, "report its receive ring count", &mut b)?;
+    Ok(u64::from_ne_bytes(b[8..16].try_into().expect("8 bytes")) as u32)
+}
+
+/// The indirection table of `context` (0: main), through `ETHTOOL_GRSSH` twice: sizes
+/// first, then the table.
+pub fn rss_get(dev: &str, context: u32) -> Result<RssTable, EthtoolError> {
+    let what = "report its RSS indirection table";
+    let mut head = vec![0u8; RXFH_HEADER];
+    put_u32(&mut head, 0, ETHTOOL_GRSSH);
+    put_u32(&mut head, 4, context);
+    ethtool_ioctl(dev, what, &mut head)?;
+    let size = get_u32(&head, 8);
+    let key_size = get_u32(&head, 12);
+    if size > 1 << 16 || key_size > 1 << 12 {
+        return Err(EthtoolError::Protocol {
+            dev: dev.into(),
+            what: what.into(),
+            why: format!("a table of {size} entries and a key of {key_size} bytes"),
+        });
+    }
+    let mut b = vec![0u8; RXFH_HEADER + size as usize * 4 + key_size as usize];
+    b[..RXFH_HEADER].copy_from_slice(&head);
+    ethtool_ioctl(dev, what, &mut b)?;
+    let indir = (0..size as usize)
+        .map(|i| get_u32(&b, RXFH_HEADER + i * 4))
+        .collect();
+    Ok(RssTable {
+        context,
+        indir,
+        key_size,
+    })
+}
+
+/// Sets the main indirection table (`ethtool -X DEV equal N` / `weight ...`).
+pub fn rss_set(dev: &str, indir: &[u32]) -> Result<(), EthtoolError> {
+    let mut b = rxfh_set_request(0, indir);
+    ethtool_ioctl(dev, "set its RSS indirection table", &mut b)
+}
+
+/// Creates an RSS context over `indir` (`ethtool -X DEV context new ...`); returns its id.
+pub fn rss_context_create(dev: &str, indir: &[u32]) -> Result<u32, EthtoolError> {
+    let mut b = rxfh_set_request(ETH_RXFH_CONTEXT_ALLOC, indir);
+    ethtool_ioctl(dev, "create an RSS context", &mut b)?;
+    Ok(get_u32(&b, 4))
+}
+
+/// Deletes an RSS context (`ethtool -X DEV context C delete`).
+pub fn rss_context_delete(dev: &str, context: u32) -> Result<(), EthtoolError> {
+    let mut b = rxfh_set_request(context, &[]);
+    ethtool_ioctl(dev, &format!("delete RSS context {context}"), &mut b)
+}
+
+/// Inserts a steering rule (`ethtool -N DEV flow-type ether dst MAC ...`).
+pub fn ntuple_insert(dev: &str, rule: &FlowRule) -> Result<(), EthtoolError> {
+    let mut b = ntuple_insert_request(rule);
+    ethtool_ioctl(dev, "insert a flow rule", &mut b)
+}
+
+/// Deletes the steering rule at `location` (`ethtool -N DEV delete L`).
+pub fn ntuple_delete(dev: &str, location: u32) -> Result<(), EthtoolError> {
+    let mut b = ntuple_delete_request(location);
+    ethtool_ioctl(dev, &format!("delete flow rule {location}"), &mut b)
+}
+
+fn channels_ioctl(dev: &str, set: Option<u32>) -> Result<u32, EthtoolError> {
+    // struct ethtool_channels: cmd, max_rx, max_tx, max_other, max_combined, rx, tx,
+    // other, combined.
+    let mut b = vec![0u8; 36];
+    put_u32(&mut b, 0, ETHTOOL_GCHANNELS);
+    ethtool_ioctl(dev, "report its channels", &mut b)?;
+    if let Some(n) = set {
+        put_u32(&mut b, 0, ETHTOOL_SCHANNELS);
+        put_u32(&mut b, 32, n);
+        ethtool_ioctl(dev, &format!("set {n} combined channels"), &mut b)?;
+        return Ok(n);
+    }
+    Ok(get_u32(&b, 32))
+}
+
+// ---------------------------------------------------------------------------------------
+// Generic netlink, for the ethtool family (requests vportd encodes itself).
+
+/// A generic netlink socket resolved to the ethtool family.
+struct Genl {
+    fd: OwnedFd,
+    family: u16,
+    seq: u32,
+}
+
+impl Genl {
+    /// None when the kernel has no ethtool netlink family (CONFIG_ETHTOOL_NETLINK off).
+    fn open(dev: &str) -> Result<Option<Genl>, EthtoolError> {
+        // SAFETY: socket(2) with constant arguments, checked below, then owned.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_GENERIC,
+            )
+        };
+        if fd < 0 {
+            return Err(EthtoolError::Socket {
+                dev: dev.into(),
+                what: "reach ethtool netlink",
+                errno: Errno::last(),
+            });
+        }
+        // SAFETY: fd was just returned by socket(2) and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut g = Genl {
+            fd,
+            family: 0x10,
+            seq: 1,
+        };
+        // CTRL_CMD_GETFAMILY "ethtool".
+        let mut p = vec![3u8, 1, 0, 0];
+        nla(&mut p, 2, &cstr("ethtool"));
+        let req = nlmsg(0x10, NLM_F_REQUEST, g.seq, &p);
+        let reply = match g.exchange(dev, "look up the ethtool netlink family", &req) {
+            Ok(r) => r,
+            Err(EthtoolError::Refused {
+                errno: Errno::ENOENT,
+                ..
+            }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // genlmsghdr (4) then attributes; CTRL_ATTR_FAMILY_ID = 1 (u16).
+        let mut at = 20;
+        while at + 4 <= reply.len() {
+            let len = u16::from_ne_bytes([reply[at], reply[at + 1]]) as usize;
+            let kind = u16::from_ne_bytes([reply[at + 2], reply[at + 3]]) & 0x3fff;
+            if len < 4 {
+                break;
+            }
+            if kind == 1 && len >= 6 {
+                g.family = u16::from_ne_bytes([reply[at + 4], reply[at + 5]]);
+                return Ok(Some(g));
+            }
+            at += (len + 3) & !3;
+        }
+        Err(EthtoolError::Protocol {
+            dev: dev.into(),
+            what: "look up the ethtool netlink family".into(),
+            why: "no family id in the answer".into(),
+        })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Sends one request and returns the first non-error answer (or the ack).
+    fn exchange(&mut self, dev: &str, what: &str, req: &[u8]) -> Result<Vec<u8>, EthtoolError> {
+        let fd = self.fd.as_raw_fd();
+        let mut addr: libc::sockaddr_nl = {
+            // SAFETY: sockaddr_nl is plain old data; all-zero addresses the kernel.
+            unsafe { std::mem::zeroed() }
+        };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: `req` and `addr` are valid for the lengths given for the whole call.
+        let sent = unsafe {
+            libc::sendto(
+                fd,
+                req.as_ptr().cast(),
+                req.len(),
+                0,
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(EthtoolError::Refused {
+                dev: dev.into(),
+                what: what.into(),
+                errno: Errno::last(),
+            });
+        }
+        let mut buf = vec![0u8; 65536];
+        // SAFETY: buf is writable for its whole length during the call.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(EthtoolError::Refused {
+                dev: dev.into(),
+                what: what.into(),
+                errno: Errno::last(),
+            });
+        }
+        buf.truncate(n as usize);
+        if buf.len() >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == 2 {
+            // NLMSG_ERROR: a negative errno, or 0 for an ack.
+            let err = i32::from_ne_bytes(buf[16..20].try_into().expect("4 bytes"));
+            if err != 0 {
+                return Err(EthtoolError::Refused {
+                    dev: dev.into(),
+                    what: what.into(),
+                    errno: Errno::from_raw(-err),
+                });
+            }
+        }
+        Ok(buf)
+    }
+}
+
+/// The combined channel count (`ethtool -l`), through the `ETHTOOL_GCHANNELS` ioctl
+/// (discovery reads channels over netlink; this is apply's read-back).
+pub fn channels_combined(dev: &str) -> Result<u32, EthtoolError> {
+    channels_ioctl(dev, None)
+}
+
+/// Sets the combined channel count (`ethtool -L DEV combined N`): ethtool netlink
+/// `CHANNELS_SET`, or the `ETHTOOL_SCHANNELS` ioctl on kernels without ethtool netlink.
+/// Drivers re-create their queue interrupts: IRQ numbers and affinities change.
+pub fn channels_set(dev: &str, combined: u32) -> Result<(), EthtoolError> {
+    match Genl::open(dev)? {
+        Some(mut g) => {
+            let seq = g.next_seq();
+            let req = channels_set_request(g.family, seq, dev, combined);
+            g.exchange(dev, &format!("set {combined} combined channels"), &req)
+                .map(|_| ())
+        }
+        None => channels_ioctl(dev, Some(combined)).map(|_| ()),
+    }
+}
+
+/// Turns one feature on or off (`ethtool -K DEV NAME on|off`) and reports whether the
+/// device now has it as asked: drivers accept the request and leave a `[fixed]` feature
+/// as it was, which only a read-back shows.
+pub fn feature_set(dev: &str, name: &str, on: bool) -> Result<(), EthtoolError> {
+    let Some(mut g) = Genl::open(dev)? else {
+        return Err(EthtoolError::Refused {
+            dev: dev.into(),
+            what: format!("set {name} (no ethtool netlink in this kernel)"),
+            errno: Errno::EOPNOTSUPP,
+        });
+    };
+    let seq = g.next_seq();
+    let req = feature_set_request(g.family, seq, dev, name, on);
+    g.exchange(
+        dev,
+        &format!("turn {name} {}", if on { "on" } else { "off" }),
+        &req,
+    )?;
+    let now = features(dev)?;
+    let got = match name {
+        "l2-fwd-offload" => now.l2_fwd_offload,
+        "rx-ntuple-filter" | "ntuple" => now.ntuple,
+        _ => None,
+    };
+    if got.is_some_and(|f| f.active != on) {
+        return Err(EthtoolError::Refused {
+            dev: dev.into(),
+            what: format!(
+                "turn {name} {} ({})",
+                if on { "on" } else { "off" },
+                if got.is_some_and(|f| !f.changeable) {
+                    "the driver marks it fixed"
+                } else {
+                    "it reads back unchanged"
+                }
+            ),
+            errno: Errno::EOPNOTSUPP,
+        });
+    }
+    Ok(())
+}
+
+/// The queue-related features of a device (`ethtool -k`), over ethtool netlink.
+pub fn features(dev: &str) -> Result<QueueFeatures, EthtoolError> {
+    super::block_on(features_async(dev))
+}
+
+async fn features_async(dev: &str) -> Result<QueueFeatures, EthtoolError> {
+    use ::ethtool::{EthtoolAttr, EthtoolFeatureAttr};
+    use futures::TryStreamExt;
+    let (conn, mut handle, _) = ::ethtool::new_connection().map_err(|e| EthtoolError::Socket {
+        dev: dev.into(),
+        what: "read features",
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+    })?;
+    tokio::spawn(conn);
+    let stream = handle
+        .feature()
+        .get(Some(dev))
+        .execute()
+        .await
+        .map_err(|e| EthtoolError::Protocol {
+            dev: dev.into(),
+            what: "read features".into(),
+            why: e.to_string(),
+        })?;
+    futures::pin_mut!(stream);
+    let mut out = QueueFeatures::default();
+    let mut hw: Vec<(String, bool)> = Vec::new();
+    let mut active: Vec<(String, bool)> = Vec::new();
+    while let Some(msg) = stream
+        .try_next()
+        .await
+        .map_err(|e| EthtoolError::Protocol {
+            dev: dev.into(),
+            what: "read features".into(),
+            why: e.to_string(),
+        })?
+    {
+        for nla in &msg.payload.nlas {
+            match nla {
+                EthtoolAttr::Feature(EthtoolFeatureAttr::Hw(bits)) => {
+                    hw.extend(bits.iter().map(|b| (b.name.clone(), b.value)))
+                }
+                EthtoolAttr::Feature(EthtoolFeatureAttr::Active(bits)) => {
+                    active.extend(bits.iter().map(|b| (b.name.clone(), b.value)))
+                }
+                _ => {}
+            }
+        }
+    }
+    let state = |name: &str| -> Option<Feature> {
+        let changeable = hw.iter().any(|(n, v)| n == name && *v);
+        let on = active.iter().any(|(n, v)| n == name && *v);
+        let known = hw.iter().chain(active.iter()).any(|(n, _)| n == name);
+        known.then_some(Feature {
+            active: on,
+            changeable,
+        })
+    };
+    out.ntuple = state("rx-ntuple-filter").or(Some(Feature {
+        active: false,
+        changeable: false,
+    }));
+    out.l2_fwd_offload = state("l2-fwd-offload").or(Some(Feature {
+        active: false,
+        changeable: false,
+    }));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_follow_ethtool() {
+        assert_eq!(equal_table(8, 0, 3), vec![0, 1, 2, 0, 1, 2, 0, 1]);
+        assert_eq!(equal_table(4, 4, 2), vec![4, 5, 4, 5]);
+        // ethtool -X weight 1 2 3 over 128 buckets gives 21/43/64 (tests/queues_bytes.rs
+        // compares the whole table with ethtool's).
+        let t = weighted_table(128, 0, &[1, 2, 3]).unwrap();
+        let count = |q| t.iter().filter(|x| **x == q).count();
+        assert_eq!((count(0), count(1), count(2)), (21, 43, 64));
+        assert_eq!(weighted_table(8, 0, &[0, 0]), None);
+        // A zero weight leaves its queue out.
+        assert!(!weighted_table(16, 0, &[1, 0, 1]).unwrap().contains(&1));
+    }
+
+    #[test]
+    fn rxfh_header_layout() {
+        let b = rxfh_set_request(ETH_RXFH_CONTEXT_ALLOC, &[1, 2]);
+        assert_eq!(b.len(), 32);
+        assert_eq!(&b[..4], &0x47u32.to_ne_bytes());
+        assert_eq!(&b[4..8], &[0xff; 4]);
+        assert_eq!(get_u32(&b, 8), 2);
+        assert_eq!(get_u32(&b, 28), 2);
+    }
+}
