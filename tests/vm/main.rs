@@ -12,6 +12,7 @@ mod rig;
 
 mod hotplug;
 mod provision;
+mod rebalance;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
