@@ -91,7 +91,7 @@ impl Drop for ControlPlane {
     /// back to applying alone at once instead of finding a stale socket.
     fn drop(&mut self) {
         if let Some(path) = &self.socket {
-            let _ = std::fs::remove_file(path);
+            let _ = crate::host::files::remove(path);
         }
     }
 }
