@@ -337,3 +337,49 @@ fn provision_ten_vports_on_two_pfs_with_kills() {
     );
     assert_eq!(rc("status2"), 0, "{}", out("status2"));
 }
+
+/// `vf_driver` binds VFs through driver_override on the real kernel: to pci-stub (no
+/// netdev any more, the PF still configures the VF), back to igbvf, and a driver that is
+/// not loaded fails the apply, which puts the VFs back on igbvf.
+#[test]
+fn provision_binds_vfs_to_the_configured_driver() {
+    let test = "provision_binds_vfs_to_the_configured_driver";
+    let Some(_) = rig_or_skip(test) else { return };
+    let mut guest = boot(test, Rig::new().pfs(1).module("pci-stub"));
+    let o = run(
+        &mut guest,
+        test,
+        include_str!("scenarios/provision_bind.sh"),
+        Duration::from_secs(300),
+    )
+    .success();
+    let rc = |s: &str| o.text(&format!("{s}.rc")).trim().parse::<i32>().unwrap();
+    let out = |s: &str| o.text(&format!("{s}.out")) + &o.text(&format!("{s}.err"));
+    // "index driver netdevs override" per VF.
+    let vfs = |s: &str| -> Vec<String> {
+        o.text(&format!("{s}.vfs"))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+
+    assert_eq!(rc("stub"), 0, "{}", out("stub"));
+    assert_eq!(
+        vfs("stub"),
+        ["0 pci-stub 0 pci-stub", "1 pci-stub 0 pci-stub"]
+    );
+    let ipv = ip_vfs(&o.text("stub.ip.json"));
+    assert_eq!(vf(&ipv, 0)["address"], "02:00:00:00:0b:01");
+    assert_eq!(vlan_of(vf(&ipv, 0)), (5, 0));
+    assert!(out("stub2").contains("nothing to do"), "{}", out("stub2"));
+
+    assert_eq!(rc("igbvf"), 0, "{}", out("igbvf"));
+    assert_eq!(vfs("igbvf"), ["0 igbvf 1 igbvf", "1 igbvf 1 igbvf"]);
+
+    // vfio-pci is not loaded in the guest: the bind is refused, and rolled back.
+    assert_eq!(rc("vfio"), 1, "{}", out("vfio"));
+    assert!(out("vfio").contains("vfio-pci"), "{}", out("vfio"));
+    assert!(out("vfio").contains("rolled back"), "{}", out("vfio"));
+    assert_eq!(vfs("vfio"), ["0 igbvf 1 igbvf", "1 igbvf 1 igbvf"]);
+    assert_eq!(rc("after-vfio"), 0, "{}", out("after-vfio"));
+}
