@@ -102,6 +102,10 @@ pub struct Uplink {
     pub num_vfs: Option<u32>,
     /// None: the PF's usual VF driver; `vfio-pci` for VM passthrough.
     pub vf_driver: Option<String>,
+    /// Combined channels (`ethtool -L`); None leaves the driver's count alone.
+    pub channels: Option<u32>,
+    /// The PF's RSS indirection table (`ethtool -X`); None leaves it alone.
+    pub rss: Option<RssSpread>,
     /// Where the `[[uplink]]` table starts.
     pub at: Location,
 }
@@ -127,6 +131,11 @@ pub struct VportSpec {
     /// Attributes (from [`OPTIONAL_ATTRIBUTES`]) the NIC may lack: dropped with a
     /// warning rather than costing the vPort its VF.
     pub optional: Vec<String>,
+    /// Hardware queues of its own when the vPort gets no VF (RSS context, VMDq pool or
+    /// ntuple queue); None: one queue if the planner goes that way at all.
+    pub queues: Option<u32>,
+    /// Forces one path; None lets the planner pick the fastest the NIC allows.
+    pub placement: Option<PathChoice>,
     /// Where the `[[vport]]` table starts.
     pub at: Location,
 }
@@ -253,6 +262,26 @@ pub enum Offload {
     Never,
 }
 
+/// How the PF's RSS indirection table spreads hash buckets over its queues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RssSpread {
+    /// Every queue the same share (`ethtool -X DEV equal N`, N the channel count).
+    Equal,
+    /// Queue i gets weights[i] shares (`ethtool -X DEV weight ...`); 0 leaves a queue out
+    /// of RSS, for instance to keep it for steered vPort traffic.
+    Weights(Vec<u32>),
+}
+
+/// A path a vPort's config can force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathChoice {
+    Vf,
+    Queues,
+    Software,
+}
+
 /// An uplink resolved to the PCI function it names on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResolvedUplink {
@@ -337,6 +366,9 @@ const UPLINK_KEYS: &[(&str, &str)] = &[
     ("ifname", "the PF's interface name, e.g. \"eth0\""),
     ("num_vfs", "a whole number of VFs, e.g. 7"),
     ("vf_driver", "a driver name, e.g. \"vfio-pci\""),
+    ("channels", "a whole number of combined channels, e.g. 4"),
+    ("rss", "\"equal\""),
+    ("rss_weights", "a list of whole numbers, one per queue, e.g. [1, 1, 2]"),
 ];
 
 const VPORT_KEYS: &[(&str, &str)] = &[
@@ -359,6 +391,8 @@ const VPORT_KEYS: &[(&str, &str)] = &[
         "optional",
         "a list of attributes the NIC may lack, e.g. [\"link_state\"]",
     ),
+    ("queues", "a whole number of hardware queues, e.g. 2"),
+    ("placement", "\"vf\", \"queues\" or \"software\""),
 ];
 
 /// Attributes a vPort may list in `optional`: if the NIC cannot set one, it is dropped
@@ -382,6 +416,9 @@ struct RawUplink {
     ifname: Option<Spanned<String>>,
     num_vfs: Option<Spanned<i64>>,
     vf_driver: Option<Spanned<String>>,
+    channels: Option<Spanned<i64>>,
+    rss: Option<Spanned<String>>,
+    rss_weights: Option<Spanned<Vec<Spanned<i64>>>>,
 }
 
 /// `[[vport]]` as written; integers as i64 so that out-of-range values get our message.
@@ -401,6 +438,8 @@ struct RawVport {
     link_state: Option<Spanned<String>>,
     offload: Option<Spanned<String>>,
     optional: Option<Spanned<Vec<Spanned<String>>>>,
+    queues: Option<Spanned<i64>>,
+    placement: Option<Spanned<String>>,
 }
 
 /// Collects problems against one file's text.
@@ -829,6 +868,76 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 None
             }
         });
+        let channels: Option<u32> = ranged(
+            &mut ck,
+            &what,
+            "channels",
+            &raw.channels,
+            (1, 4096),
+            "channels is the combined queue count ethtool -L sets: at most the maximum ethtool -l shows",
+        );
+        let rss = match (&raw.rss, &raw.rss_weights) {
+            (Some(r), Some(w)) => {
+                ck.report(
+                    &w.span(),
+                    format!("{what}: rss and rss_weights both say how to fill the RSS table"),
+                    "keep rss = \"equal\" for an even spread, or rss_weights for shares per queue",
+                );
+                let _ = r;
+                None
+            }
+            (Some(r), None) => word(
+                &mut ck,
+                &what,
+                "rss",
+                &raw.rss,
+                &[("equal", ())],
+                "rss = \"equal\" spreads over every channel; rss_weights = [..] gives each queue a share",
+            )
+            .filter(|_| !r.get_ref().is_empty())
+            .map(|_| RssSpread::Equal),
+            (None, Some(w)) => {
+                let mut weights = Vec::new();
+                let mut ok = true;
+                for x in w.get_ref() {
+                    match u32::try_from(*x.get_ref()) {
+                        Ok(v) if v <= 255 => weights.push(v),
+                        _ => {
+                            ck.report(
+                                &x.span(),
+                                format!("{what}: rss_weights entry {} is outside 0..255", x.get_ref()),
+                                "weights are shares per queue: whole numbers from 0 (no share) to 255",
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                if ok && (weights.is_empty() || weights.iter().all(|x| *x == 0)) {
+                    ck.report(
+                        &w.span(),
+                        format!("{what}: rss_weights gives no queue a share"),
+                        "give at least one queue a weight above 0, e.g. [1, 1]",
+                    );
+                    ok = false;
+                }
+                if ok
+                    && let Some(c) = channels
+                    && weights.len() as u32 > c
+                {
+                    ck.report(
+                        &w.span(),
+                        format!(
+                            "{what}: rss_weights has {} entries but channels = {c}",
+                            weights.len()
+                        ),
+                        "one weight per queue: at most as many entries as channels",
+                    );
+                    ok = false;
+                }
+                ok.then_some(RssSpread::Weights(weights))
+            }
+            (None, None) => None,
+        };
         let Some(selector) = selector else { continue };
         let at = ck.at(&table.span());
         if let Some(first) = seen_selectors.get(&selector) {
@@ -844,6 +953,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             selector,
             num_vfs,
             vf_driver,
+            channels,
+            rss,
             at,
         });
     }
@@ -1058,6 +1169,45 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             }
         }
 
+        let queues: Option<u32> = ranged(
+            &mut ck,
+            &what,
+            "queues",
+            &raw.queues,
+            (1, 64),
+            "queues is how many hardware receive queues the vPort gets without a VF: 1 to 64",
+        );
+        let placement = word(
+            &mut ck,
+            &what,
+            "placement",
+            &raw.placement,
+            &[
+                ("vf", PathChoice::Vf),
+                ("queues", PathChoice::Queues),
+                ("software", PathChoice::Software),
+            ],
+            "vf, queues or software forces that path; omit placement to let vportd pick the fastest",
+        );
+        if let (Some(p), Some(o)) = (placement, raw.offload.as_ref())
+            && let Some(clash) = match (p, offload) {
+                (PathChoice::Vf, Some(Offload::Never)) => Some("offload = \"never\" refuses VFs"),
+                (PathChoice::Queues | PathChoice::Software, Some(Offload::Required)) => {
+                    Some("offload = \"required\" asks for a VF")
+                }
+                _ => None,
+            }
+        {
+            ck.report(
+                &o.span(),
+                format!("{what}: placement {p:?} contradicts offload: {clash}").replace(
+                    &format!("{p:?}"),
+                    &format!("\"{}\"", format!("{p:?}").to_lowercase()),
+                ),
+                "keep one of them: placement forces a path, offload says how hard to try for a VF",
+            );
+        }
+
         // Each of these is None only after a problem was reported.
         let (Some(name), Some(uplink), Some(mac)) = (name, uplink, mac) else {
             continue;
@@ -1076,6 +1226,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             link_state: link_state.unwrap_or_default(),
             offload: offload.unwrap_or_default(),
             optional,
+            queues,
+            placement,
             at,
         });
     }
@@ -1410,7 +1562,7 @@ mod tests {
             UplinkSelector::Ifname("enp2s0".into())
         );
         let names: Vec<&str> = cfg.vports.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(names, ["vm1-eth0", "vm2-eth0", "ctr1"]);
+        assert_eq!(names, ["vm1-eth0", "vm2-eth0", "vm3-eth0", "ctr1"]);
         let v = &cfg.vports[0];
         assert_eq!(v.mac.to_string(), "02:00:00:00:01:01");
         assert_eq!(
@@ -1426,8 +1578,17 @@ mod tests {
             (v.link_state, v.offload),
             (LinkState::Auto, Offload::Preferred)
         );
-        assert_eq!(cfg.vports[2].offload, Offload::Required);
-        assert_eq!(cfg.uplink_of(&cfg.vports[2]), Some(&cfg.uplinks[1]));
+        assert_eq!(
+            (cfg.vports[2].queues, cfg.vports[2].placement),
+            (Some(2), Some(PathChoice::Queues))
+        );
+        assert_eq!(
+            (cfg.uplinks[0].channels, &cfg.uplinks[0].rss),
+            (Some(4), &Some(RssSpread::Equal))
+        );
+        assert_eq!(cfg.uplinks[1].rss, Some(RssSpread::Weights(vec![1, 1, 2])));
+        assert_eq!(cfg.vports[3].offload, Offload::Required);
+        assert_eq!(cfg.uplink_of(&cfg.vports[3]), Some(&cfg.uplinks[1]));
         // Every documented key appears in the example, so the README and it cannot drift.
         let text = files::read_text(&path).unwrap();
         for (key, _) in TOP_KEYS.iter().chain(UPLINK_KEYS).chain(VPORT_KEYS) {
@@ -1820,6 +1981,60 @@ mod tests {
             message: "num_vfs -1 is outside 0..65535",
         },
         BadCase {
+            what: "channels zero",
+            toml: "[[uplink]]\npci = \"0000:01:00.0\"\nchannels = 0\n",
+            at: (3, 12),
+            message: "channels 0 is outside 1..4096",
+        },
+        BadCase {
+            what: "rss word unknown",
+            toml: "[[uplink]]\npci = \"0000:01:00.0\"\nrss = \"even\"\n",
+            at: (3, 7),
+            message: "rss \"even\" is not one of \"equal\"",
+        },
+        BadCase {
+            what: "rss and rss_weights",
+            toml: "[[uplink]]\npci = \"0000:01:00.0\"\nrss = \"equal\"\nrss_weights = [1]\n",
+            at: (4, 15),
+            message: "rss and rss_weights both say how to fill the RSS table",
+        },
+        BadCase {
+            what: "rss_weights all zero",
+            toml: "[[uplink]]\npci = \"0000:01:00.0\"\nrss_weights = [0, 0]\n",
+            at: (3, 15),
+            message: "rss_weights gives no queue a share",
+        },
+        BadCase {
+            what: "rss_weights longer than channels",
+            toml: "[[uplink]]\npci = \"0000:01:00.0\"\nchannels = 2\nrss_weights = [1, 1, 1]\n",
+            at: (4, 15),
+            message: "rss_weights has 3 entries but channels = 2",
+        },
+        BadCase {
+            what: "rss_weights negative",
+            toml: "[[uplink]]\npci = \"0000:01:00.0\"\nrss_weights = [1, -1]\n",
+            at: (3, 19),
+            message: "rss_weights entry -1 is outside 0..255",
+        },
+        BadCase {
+            what: "queues zero",
+            toml: vport_with!("queues = 0\n"),
+            at: (7, 10),
+            message: "queues 0 is outside 1..64",
+        },
+        BadCase {
+            what: "placement unknown",
+            toml: vport_with!("placement = \"vmdq\"\n"),
+            at: (7, 13),
+            message: "placement \"vmdq\" is not one of \"vf\", \"queues\", \"software\"",
+        },
+        BadCase {
+            what: "placement contradicts offload",
+            toml: vport_with!("placement = \"queues\"\noffload = \"required\"\n"),
+            at: (8, 11),
+            message: "placement \"queues\" contradicts offload",
+        },
+        BadCase {
             what: "driver name with a space",
             toml: "[[uplink]]\npci = \"0000:01:00.0\"\nvf_driver = \"vfio pci\"\n",
             at: (3, 13),
@@ -1873,7 +2088,7 @@ mod tests {
         let e = parse(Path::new("host.toml"), vport_with!("vlna = 1\n")).unwrap_err();
         assert!(
             e.to_string().ends_with(
-                "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload, optional"
+                "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload, optional, queues, placement"
             ),
             "{e}"
         );
