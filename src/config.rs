@@ -368,7 +368,10 @@ const UPLINK_KEYS: &[(&str, &str)] = &[
     ("vf_driver", "a driver name, e.g. \"vfio-pci\""),
     ("channels", "a whole number of combined channels, e.g. 4"),
     ("rss", "\"equal\""),
-    ("rss_weights", "a list of whole numbers, one per queue, e.g. [1, 1, 2]"),
+    (
+        "rss_weights",
+        "a list of whole numbers, one per queue, e.g. [1, 1, 2]",
+    ),
 ];
 
 const VPORT_KEYS: &[(&str, &str)] = &[
