@@ -75,6 +75,10 @@ impl Default for PolicyConfig {
     }
 }
 
+/// A queue lighter than this (fraction of a CPU) is never spread: it would relieve
+/// nothing and only cost a move.
+const MIN_MOVE_LOAD: f64 = 0.01;
+
 /// Why a queue moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -406,6 +410,9 @@ impl Policy {
                     .copied()
                     .filter(|&i| Some(i) != anchor || on.len() == 1)
                     .filter(|&i| !qs[i].moved && qs[i].movable)
+                    // An idle queue takes no load with it: moving it is churn (seen
+                    // in the guest: idle tx queues left a CPU hot with its anchor).
+                    .filter(|&i| qs[i].peak >= MIN_MOVE_LOAD)
                     .filter(|&i| emergency || self.settled(qs[i].spec.irq, now))
                     .collect();
                 if cands.is_empty() {
