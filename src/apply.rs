@@ -60,6 +60,9 @@ pub enum StepError {
     /// The kernel accepted a write but reads back something else.
     #[error("{0}")]
     Verify(String),
+    /// A queue control (channels, RSS) failed.
+    #[error(transparent)]
+    Queues(#[from] crate::host::ethtool::EthtoolError),
 }
 
 /// How apply behaves.
@@ -117,6 +120,16 @@ enum Undo {
     Vf {
         pf_ifindex: u32,
         config: VfConfig,
+    },
+    /// Back to this channel count (IRQs are re-created once more).
+    Channels {
+        pf_ifindex: u32,
+        to: u32,
+    },
+    /// Back to this RSS table.
+    Rss {
+        pf_ifindex: u32,
+        table: Vec<u32>,
     },
     Nothing,
 }
@@ -235,6 +248,20 @@ fn undo(ops: &mut dyn SriovOps, u: &Undo) -> Result<(), StepError> {
             Ok(())
         }
         Undo::Vf { pf_ifindex, config } => converge_vf(ops, *pf_ifindex, config),
+        Undo::Channels { pf_ifindex, to } => {
+            let q = queue_ops(ops)?;
+            if q.facts(*pf_ifindex)?.combined != Some(*to) {
+                q.set_channels(*pf_ifindex, *to)?;
+            }
+            Ok(())
+        }
+        Undo::Rss { pf_ifindex, table } => {
+            let q = queue_ops(ops)?;
+            if q.facts(*pf_ifindex)?.rss_table.as_ref() != Some(table) {
+                q.set_rss_table(*pf_ifindex, table)?;
+            }
+            Ok(())
+        }
         Undo::Nothing => Ok(()),
     }
 }
@@ -384,6 +411,44 @@ fn prepare(ops: &mut dyn SriovOps, a: &Action) -> Result<Undo, StepError> {
             }
         }
         Action::Record { .. } => Undo::Nothing,
+        Action::SetChannels {
+            pf,
+            pf_ifindex,
+            from,
+            ..
+        } => {
+            let now = queue_ops(ops)?.facts(*pf_ifindex)?.combined;
+            if now != *from {
+                return Err(StepError::Changed(format!(
+                    "{pf} has {} combined channels, not the {} the plan saw; rerun plan",
+                    now.map_or("no".into(), |n| n.to_string()),
+                    from.map_or("none".into(), |n| n.to_string())
+                )));
+            }
+            match now {
+                Some(to) => Undo::Channels {
+                    pf_ifindex: *pf_ifindex,
+                    to,
+                },
+                None => Undo::Nothing,
+            }
+        }
+        Action::SetRssTable { pf_ifindex, .. } => {
+            match queue_ops(ops)?.facts(*pf_ifindex)?.rss_table {
+                Some(table) => Undo::Rss {
+                    pf_ifindex: *pf_ifindex,
+                    table,
+                },
+                None => Undo::Nothing,
+            }
+        }
+    })
+}
+
+/// The host's queue controls; a host without them cannot run a queue step.
+fn queue_ops(ops: &mut dyn SriovOps) -> Result<&mut dyn crate::host::ethtool::QueueOps, StepError> {
+    ops.queues().ok_or_else(|| {
+        StepError::Changed("this host offers no queue controls (channels, RSS)".into())
     })
 }
 
@@ -466,6 +531,35 @@ fn execute(ops: &mut dyn SriovOps, a: &Action, opts: &ApplyOptions) -> Result<()
             }
         }
         Action::Record { .. } => Ok(()),
+        Action::SetChannels {
+            pf, pf_ifindex, to, ..
+        } => {
+            let q = queue_ops(ops)?;
+            q.set_channels(*pf_ifindex, *to)?;
+            let got = q.facts(*pf_ifindex)?.combined;
+            if got != Some(*to) {
+                return Err(StepError::Verify(format!(
+                    "{pf} reports {got:?} combined channels after setting {to}"
+                )));
+            }
+            Ok(())
+        }
+        Action::SetRssTable {
+            pf,
+            pf_ifindex,
+            table,
+            ..
+        } => {
+            let q = queue_ops(ops)?;
+            q.set_rss_table(*pf_ifindex, table)?;
+            let got = q.facts(*pf_ifindex)?.rss_table;
+            if !table.is_empty() && got.as_ref() != Some(table) {
+                return Err(StepError::Verify(format!(
+                    "the RSS table of {pf} reads back as {got:?} after setting {table:?}"
+                )));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -555,7 +649,7 @@ pub fn apply(
     for pl in &plan.placements {
         let vf_bdf = match pl.path {
             VportPath::Vf { index } => ops.vf_bdf(&pl.uplink, index).ok().flatten(),
-            VportPath::Software => None,
+            VportPath::Software | VportPath::Queues { .. } => None,
         };
         next.vports.insert(
             pl.vport.clone(),

@@ -129,6 +129,10 @@ pub struct Netdev {
     pub rx_queues: u32,
     pub tx_queues: u32,
     pub channels: Option<Channels>,
+    /// Queue steering facts read at runtime (RSS table, ntuple, l2-fwd-offload), for the
+    /// planner; filled by provisioning for uplink netdevs (`host::ethtool::queue_facts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<crate::host::ethtool::QueueFacts>,
 }
 
 /// One interrupt and the queue it serves.
@@ -354,6 +358,7 @@ fn read_netdev(
         rx_queues: count("rx-"),
         tx_queues: count("tx-"),
         channels: nl.channels.get(&ifindex).cloned(),
+        queues: None,
     }))
 }
 
@@ -371,6 +376,7 @@ fn netdev_from_netlink(nl: &NetlinkSnapshot, ifindex: u32) -> Option<Netdev> {
         rx_queues: l.num_rx_queues.unwrap_or(0),
         tx_queues: l.num_tx_queues.unwrap_or(0),
         channels: nl.channels.get(&ifindex).cloned(),
+        queues: None,
     })
 }
 

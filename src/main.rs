@@ -118,6 +118,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Try each per-vPort queue control on a device once (RSS context, ntuple rule into
+    /// it and into one queue, l2-fwd-offload) and print what the kernel answered, as JSON
+    /// lines: the refusal paths, proven on a real driver (tests/vm/queues.rs).
+    #[command(hide = true)]
+    QueueProbe { ifname: String },
 }
 
 /// A failure with the exit code it maps to.
@@ -184,7 +189,19 @@ fn live_inventory() -> Result<inventory::Inventory, Failure> {
     )
     .map_err(Failure::runtime);
     timing("sysfs discovery", t);
-    inv
+    let mut inv = inv?;
+    // What the PFs report of their queues (channels, RSS table, ntuple, l2-fwd-offload),
+    // for the planner's queue placements and PF queue settings.
+    let t = std::time::Instant::now();
+    for f in &mut inv.pci_functions {
+        if f.role != inventory::Role::Vf {
+            for n in &mut f.netdevs {
+                n.queues = Some(vportd::host::ethtool::queue_facts(&n.name));
+            }
+        }
+    }
+    timing("queue facts", t);
+    Ok(inv)
 }
 
 /// With VPORTD_TIMING=1, says on stderr how long a phase took: for finding where the
@@ -419,6 +436,63 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let text =
                 vportd::ctl::ctl_main(args).map_err(|(code, message)| Failure { code, message })?;
             emit(&text);
+            Ok(())
+        }
+        Command::QueueProbe { ifname } => {
+            use vportd::host::ethtool as et;
+            let mac = [0x02, 0, 0, 0, 0x09, 0x01];
+            let show = |what: &str, r: Result<String, et::EthtoolError>| {
+                let (ok, detail, errno) = match r {
+                    Ok(d) => (true, d, String::new()),
+                    Err(e) => (
+                        false,
+                        e.to_string(),
+                        e.errno().map(|n| format!("{n:?}")).unwrap_or_default(),
+                    ),
+                };
+                emit(&format!(
+                    "{}\n",
+                    serde_json::json!({"control": what, "ok": ok, "errno": errno, "detail": detail})
+                ));
+            };
+            let size = et::rss_get(&ifname, 0)
+                .map(|t| t.indir.len() as u32)
+                .unwrap_or(128);
+            show(
+                "rss-context",
+                et::rss_context_create(&ifname, &et::equal_table(size, 0, 2))
+                    .map(|c| format!("context {c}")),
+            );
+            show(
+                "ntuple-context",
+                et::ntuple_insert(
+                    &ifname,
+                    &et::FlowRule {
+                        dst_mac: mac,
+                        vlan: Some(100),
+                        location: 0,
+                        target: et::FlowTarget::Context { id: 1 },
+                    },
+                )
+                .map(|()| "rule 0".into()),
+            );
+            show(
+                "ntuple-queue",
+                et::ntuple_insert(
+                    &ifname,
+                    &et::FlowRule {
+                        dst_mac: mac,
+                        vlan: None,
+                        location: 1,
+                        target: et::FlowTarget::Queue { index: 1 },
+                    },
+                )
+                .map(|()| "rule 1".into()),
+            );
+            show(
+                "l2-fwd-offload",
+                et::feature_set(&ifname, "l2-fwd-offload", true).map(|()| "on".into()),
+            );
             Ok(())
         }
         Command::Simulate { json } => {

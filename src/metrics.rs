@@ -211,6 +211,7 @@ pub fn render(s: &Stats, vports: &State) -> String {
         let path = match v.path {
             VportPath::Vf { .. } => "vf",
             VportPath::Software => "software",
+            VportPath::Queues { .. } => "queues",
         };
         let health = match v.health {
             Health::Provisioned => "provisioned",

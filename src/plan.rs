@@ -14,11 +14,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::config::{Config, LinkState, Offload, ResolvedUplink, VlanProto, VportSpec};
+use crate::config::{
+    Config, LinkState, Offload, PathChoice, ResolvedUplink, RssSpread, VlanProto, VportSpec,
+};
+use crate::host::ethtool::{QueueFacts, equal_table, weighted_table};
 use crate::host::netlink::VfConfig;
 use crate::inventory::{Inventory, PciFunction, Role};
 use crate::profile::{self, ProfileSet};
-use crate::state::{State, VportPath};
+use crate::state::{QueueMode, State, VportPath};
 
 /// Planner options from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -105,6 +108,22 @@ pub enum Action {
     },
     /// No host change: the state records this placement (software path, release).
     Record { vport: String, what: String },
+    /// Set the PF's combined channel count (`ethtool -L`). Drivers re-create the queue
+    /// interrupts: a topology change the rebalancer re-learns (new IRQ numbers).
+    SetChannels {
+        pf: String,
+        pf_ifindex: u32,
+        from: Option<u32>,
+        to: u32,
+    },
+    /// Set the PF's RSS indirection table (`ethtool -X`); empty: the driver's default
+    /// (needed before lowering channels below what a table set earlier uses).
+    SetRssTable {
+        pf: String,
+        pf_ifindex: u32,
+        spread: String,
+        table: Vec<u32>,
+    },
 }
 
 impl Action {
@@ -132,6 +151,25 @@ impl Action {
                 config.vf
             ),
             Action::Record { vport, what } => format!("record {vport}: {what}"),
+            Action::SetChannels { pf, from, to, .. } => match from {
+                Some(f) => {
+                    format!("set {pf} combined channels {f} -> {to} (queue IRQs re-created)")
+                }
+                None => format!("set {pf} combined channels to {to} (queue IRQs re-created)"),
+            },
+            Action::SetRssTable {
+                pf, spread, table, ..
+            } if table.is_empty() => {
+                format!("reset the RSS table of {pf} to the driver's default ({spread})")
+            }
+            Action::SetRssTable {
+                pf, spread, table, ..
+            } => {
+                format!(
+                    "set the RSS table of {pf} ({} entries): {spread}",
+                    table.len()
+                )
+            }
         }
     }
 }
@@ -336,6 +374,269 @@ pub fn vf_matches(want: &VfConfig, current: &VfConfig) -> bool {
             .is_none_or(|l| Some(l) == current.link_state.as_ref())
 }
 
+/// What the matched hwprofile says of queue steering.
+struct SteeringAbilities {
+    family: String,
+    rss_contexts: bool,
+    ntuple: bool,
+    vmdq: bool,
+    pf_rss_table: Option<u32>,
+}
+
+fn profile_steering(profiles: &ProfileSet, f: &PciFunction) -> Option<SteeringAbilities> {
+    let id = |s: &str| u16::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    let m = id(&f.vendor_id)
+        .zip(id(&f.device_id))
+        .and_then(|(v, d)| profiles.match_function(v, d, f.driver.as_deref()))?;
+    let c = &m.profile.capabilities;
+    Some(SteeringAbilities {
+        family: m.profile.family.clone(),
+        rss_contexts: c.steering.rss_contexts,
+        ntuple: c.steering.ntuple,
+        vmdq: c.sriov.vmdq_pools.is_some(),
+        pf_rss_table: match c.steering.pf_rss_table {
+            Some(profile::Amount::Count(n)) => Some(n),
+            _ => None,
+        },
+    })
+}
+
+/// Plans the PF's channel count and RSS table; returns the channel count after the plan.
+/// Channels first (drivers such as igb reset the table when the queue count changes), and
+/// when lowering them with a table of ours in place, the table back to the default first
+/// (the kernel refuses fewer channels than a user-set table uses, EINVAL).
+fn pf_queue_actions(
+    p: &mut Plan,
+    actions: &mut Vec<Action>,
+    uplink: &crate::config::Uplink,
+    pf: &str,
+    pf_ifindex: Option<u32>,
+    facts: Option<&QueueFacts>,
+    steering: Option<&SteeringAbilities>,
+) -> Option<u32> {
+    let current = facts.and_then(|q| q.combined);
+    if uplink.channels.is_none() && uplink.rss.is_none() {
+        return current;
+    }
+    let Some(ifx) = pf_ifindex else {
+        p.blockers.push(format!(
+            "uplink {pf}: channels and rss need the PF's netdev, and it has none (is its driver bound?)"
+        ));
+        return current;
+    };
+    let mut changed = false;
+    if let Some(to) = uplink.channels {
+        if let Some(max) = facts.and_then(|q| q.combined_max)
+            && to > max
+        {
+            p.blockers.push(format!(
+                "uplink {pf}: channels = {to} but the PF allows at most {max} combined channels now (ethtool -l; igb allows fewer once VFs exist)"
+            ));
+            return current;
+        }
+        if current != Some(to) {
+            if uplink.rss.is_some() && current.is_some_and(|c| to < c) {
+                actions.push(Action::SetRssTable {
+                    pf: pf.into(),
+                    pf_ifindex: ifx,
+                    spread: "before lowering channels".into(),
+                    table: Vec::new(),
+                });
+            }
+            actions.push(Action::SetChannels {
+                pf: pf.into(),
+                pf_ifindex: ifx,
+                from: current,
+                to,
+            });
+            changed = true;
+        }
+    }
+    let after = uplink.channels.or(current);
+    if let Some(spread) = &uplink.rss {
+        let size = facts
+            .and_then(|q| q.rss_table.as_ref().map(|t| t.len() as u32))
+            .or(steering.and_then(|s| s.pf_rss_table));
+        let Some(size) = size else {
+            p.blockers.push(format!(
+                "uplink {pf}: rss is set but the PF reports no RSS indirection table"
+            ));
+            return after;
+        };
+        let n = after.unwrap_or(1);
+        let (table, words) = match spread {
+            RssSpread::Equal => (equal_table(size, 0, n), format!("equal over {n} queues")),
+            RssSpread::Weights(w) if w.len() as u32 > n => {
+                p.blockers.push(format!(
+                    "uplink {pf}: rss_weights has {} entries but the PF has {n} channels",
+                    w.len()
+                ));
+                return after;
+            }
+            RssSpread::Weights(w) => (
+                weighted_table(size, 0, w).unwrap_or_default(),
+                format!("weights {w:?}"),
+            ),
+        };
+        if changed || facts.and_then(|q| q.rss_table.as_ref()) != Some(&table) {
+            actions.push(Action::SetRssTable {
+                pf: pf.into(),
+                pf_ifindex: ifx,
+                spread: words,
+                table,
+            });
+        }
+    }
+    after
+}
+
+/// Picks a vPort's own queues: an RSS context with a rule into it, a VMDq pool, or one
+/// ntuple queue, from the profile and what the NIC reports now. Queues for contexts and
+/// ntuple come off the top of the channel range (queue 0 stays with the PF's own RSS).
+/// Err: every refusal, as sentences.
+fn choose_queues(
+    v: &VportSpec,
+    driver: &str,
+    ifname: &str,
+    facts: Option<&QueueFacts>,
+    steering: Option<&SteeringAbilities>,
+    top: &mut u32,
+    location: &mut u32,
+) -> Result<(VportPath, String), Vec<String>> {
+    let mut refusals = Vec::new();
+    let (path, how) = choose_queues_inner(
+        v,
+        driver,
+        ifname,
+        facts,
+        steering,
+        top,
+        location,
+        &mut refusals,
+    )?;
+    if refusals.is_empty() {
+        Ok((path, how))
+    } else {
+        Ok((path, format!("{}; {how}", refusals.join("; "))))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn choose_queues_inner(
+    v: &VportSpec,
+    driver: &str,
+    ifname: &str,
+    facts: Option<&QueueFacts>,
+    steering: Option<&SteeringAbilities>,
+    top: &mut u32,
+    location: &mut u32,
+    refusals: &mut Vec<String>,
+) -> Result<(VportPath, String), Vec<String>> {
+    let want = v.queues.unwrap_or(1);
+    let family = steering
+        .map(|s| format!("{driver} ({} hwprofile)", s.family))
+        .unwrap_or_else(|| format!("{driver} (no hwprofile)"));
+    let feature = |f: Option<crate::host::ethtool::Feature>, name: &str, profile: bool| match f {
+        Some(f) if f.active || f.changeable => Ok(()),
+        Some(_) => Err(format!("{ifname} reports {name} off [fixed]")),
+        None if profile => Ok(()),
+        None => Err(format!("{family} has no {name}")),
+    };
+    let features = facts.map(|q| q.features).unwrap_or_default();
+    let ntuple = feature(
+        features.ntuple,
+        "ntuple-filters",
+        steering.is_some_and(|s| s.ntuple),
+    );
+    let take = |n: u32, top: &mut u32| -> Result<u32, String> {
+        if *top > n {
+            *top -= n;
+            Ok(*top)
+        } else {
+            Err(format!(
+                "{ifname} has {} queue(s) left above queue 0, not {n}",
+                top.saturating_sub(1)
+            ))
+        }
+    };
+    // RSS context + rule.
+    if steering.is_some_and(|s| s.rss_contexts) {
+        match &ntuple {
+            Ok(()) => match take(want, top) {
+                Ok(first) => {
+                    let loc = *location;
+                    *location += 1;
+                    return Ok((
+                        VportPath::Queues {
+                            mode: QueueMode::RssContext,
+                            first,
+                            count: want,
+                            location: Some(loc),
+                        },
+                        format!(
+                            "an RSS context over queues {first}-{} with a rule on {}{} would take it",
+                            first + want - 1,
+                            v.mac,
+                            v.vlan.map(|x| format!(" vlan {x}")).unwrap_or_default()
+                        ),
+                    ));
+                }
+                Err(e) => refusals.push(format!("no RSS context: {e}")),
+            },
+            Err(e) => refusals.push(format!(
+                "no RSS context: {e}, so no rule can steer into one"
+            )),
+        }
+    } else {
+        refusals.push(format!("{family} has no RSS contexts"));
+    }
+    // VMDq pool through a macvlan.
+    match (steering.is_some_and(|s| s.vmdq), features.l2_fwd_offload) {
+        (true, Some(f)) if f.active || f.changeable => {
+            return Ok((
+                VportPath::Queues {
+                    mode: QueueMode::Vmdq,
+                    first: 0,
+                    count: want,
+                    location: None,
+                },
+                format!("a macvlan on {ifname} with l2-fwd-offload would get a VMDq pool"),
+            ));
+        }
+        (true, Some(_)) => refusals.push(format!(
+            "no VMDq pool: {ifname} reports l2-fwd-offload off [fixed], so a macvlan cannot have one"
+        )),
+        (true, None) => refusals.push(format!(
+            "no VMDq pool: {ifname} does not report l2-fwd-offload"
+        )),
+        (false, _) => refusals.push(format!("{family} has no VMDq pools")),
+    }
+    // One queue through an ntuple rule.
+    match ntuple {
+        Ok(()) => match take(1, top) {
+            Ok(first) => {
+                let loc = *location;
+                *location += 1;
+                return Ok((
+                    VportPath::Queues {
+                        mode: QueueMode::Ntuple,
+                        first,
+                        count: 1,
+                        location: Some(loc),
+                    },
+                    format!(
+                        "an ntuple rule on {} into queue {first} would take it",
+                        v.mac
+                    ),
+                ));
+            }
+            Err(e) => refusals.push(format!("no ntuple queue: {e}")),
+        },
+        Err(e) => refusals.push(format!("no ntuple queue: {e}")),
+    }
+    Err(std::mem::take(refusals))
+}
+
 /// Errors that make planning impossible (as opposed to blockers, which a plan shows).
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -396,7 +697,9 @@ pub fn plan(
         };
         let cap = uplink.num_vfs.unwrap_or(total).min(total);
 
-        // 1. Who can have a VF at all, and with which attributes.
+        // 1. Who can have a VF at all, and with which attributes. Those who cannot (or
+        // ask for queues) try hardware queues in step 6, then the software path.
+        let mut no_vf: Vec<(&VportSpec, String)> = Vec::new();
         let mut want_vf = Vec::new();
         let mut effective: BTreeMap<String, VportSpec> = BTreeMap::new();
         for v in &vports {
@@ -407,6 +710,16 @@ pub fn plan(
                 reason,
                 vf_config: None,
             };
+            if v.placement == Some(PathChoice::Software) {
+                p.placements.push(software(
+                    "placement = \"software\" asks for the software path".into(),
+                ));
+                continue;
+            }
+            if v.placement == Some(PathChoice::Queues) {
+                no_vf.push((*v, "placement = \"queues\" asks for hardware queues".into()));
+                continue;
+            }
             if v.offload == Offload::Never {
                 p.placements.push(software(
                     "offload = \"never\" asks for the software path".into(),
@@ -437,14 +750,19 @@ pub fn plan(
             if why_not.is_empty() {
                 effective.insert(v.name.clone(), without(v, &dropped));
                 want_vf.push(*v);
-            } else if v.offload == Offload::Required {
+            } else if v.offload == Offload::Required || v.placement == Some(PathChoice::Vf) {
                 p.blockers.push(format!(
-                    "vport \"{}\" requires a VF (offload = \"required\") but {}",
+                    "vport \"{}\" requires a VF ({}) but {}",
                     v.name,
+                    if v.placement == Some(PathChoice::Vf) {
+                        "placement = \"vf\""
+                    } else {
+                        "offload = \"required\""
+                    },
                     why_not.join("; ")
                 ));
             } else {
-                p.placements.push(software(why_not.join("; ")));
+                no_vf.push((*v, format!("no VF: {}", why_not.join("; "))));
             }
         }
 
@@ -472,19 +790,13 @@ pub fn plan(
                 }
                 None => {
                     let reason = format!("PF {pf} has {cap} VFs, all taken");
-                    if v.offload == Offload::Required {
+                    if v.offload == Offload::Required || v.placement == Some(PathChoice::Vf) {
                         p.blockers.push(format!(
                             "vport \"{}\" requires a VF (offload = \"required\") but {reason}",
                             v.name
                         ));
                     } else {
-                        p.placements.push(Placement {
-                            vport: v.name.clone(),
-                            uplink: pf.to_string(),
-                            path: VportPath::Software,
-                            reason,
-                            vf_config: None,
-                        });
+                        no_vf.push((v, format!("no VF: {reason}")));
                     }
                 }
             }
@@ -629,6 +941,75 @@ pub fn plan(
                 reason,
                 vf_config: Some(want),
             });
+        }
+
+        // 6. PF queues (channels, RSS table), then the vPorts without a VF.
+        let netdev = f.netdevs.iter().find(|n| Some(n.ifindex) == pf_ifindex);
+        let facts = netdev.and_then(|n| n.queues.as_ref());
+        let ifname = netdev.map(|n| n.name.as_str()).unwrap_or(pf);
+        let steering = profile_steering(profiles, f);
+        let channels_after = pf_queue_actions(
+            &mut p,
+            &mut main_actions,
+            uplink,
+            pf,
+            pf_ifindex,
+            facts,
+            steering.as_ref(),
+        );
+        let mut top = channels_after.unwrap_or(1);
+        let mut location = 0;
+        no_vf.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        for (v, why) in no_vf {
+            let choice = choose_queues(
+                v,
+                &driver,
+                ifname,
+                facts,
+                steering.as_ref(),
+                &mut top,
+                &mut location,
+            );
+            let forced = v.placement == Some(PathChoice::Queues);
+            match choice {
+                Ok((path, how)) => {
+                    // The planner knows the path; apply cannot program it yet (RSS
+                    // contexts, ntuple rules and macvlan stations are encoded and their
+                    // bytes proven in host::ethtool, but not yet journaled actions).
+                    let reason = format!(
+                        "{why}; {how}, but vportd's apply does not program {} steering yet",
+                        match &path {
+                            VportPath::Queues { mode, .. } => mode.as_str(),
+                            _ => "queue",
+                        }
+                    );
+                    if forced {
+                        p.blockers.push(format!("vport \"{}\": {reason}", v.name));
+                    } else {
+                        p.placements.push(Placement {
+                            vport: v.name.clone(),
+                            uplink: pf.to_string(),
+                            path: VportPath::Software,
+                            reason: format!("{reason}; software path"),
+                            vf_config: None,
+                        });
+                    }
+                }
+                Err(refusals) => {
+                    let reason = format!("{why}; no queues of its own: {}", refusals.join("; "));
+                    if forced {
+                        p.blockers.push(format!("vport \"{}\": {reason}", v.name));
+                    } else {
+                        p.placements.push(Placement {
+                            vport: v.name.clone(),
+                            uplink: pf.to_string(),
+                            path: VportPath::Software,
+                            reason,
+                            vf_config: None,
+                        });
+                    }
+                }
+            }
         }
     }
 

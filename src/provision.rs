@@ -193,7 +193,7 @@ pub fn status(state: &State, inv: &Inventory) -> Vec<VportStatus> {
                     }
                 }
             }
-            (VportPath::Software, Some(_)) => {}
+            (VportPath::Software | VportPath::Queues { .. }, Some(_)) => {}
         }
         out.push(VportStatus {
             vport: name.clone(),

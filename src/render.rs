@@ -307,7 +307,6 @@ fn name_of(f: &PciFunction) -> String {
 
 /// The `plan` report.
 pub fn plan(p: &crate::plan::Plan) -> String {
-    use crate::state::VportPath;
     let mut out = String::from("PLACEMENTS\n");
     let rows: Vec<Vec<String>> = p
         .placements
@@ -316,10 +315,7 @@ pub fn plan(p: &crate::plan::Plan) -> String {
             vec![
                 pl.vport.clone(),
                 pl.uplink.clone(),
-                match pl.path {
-                    VportPath::Vf { index } => format!("vf {index}"),
-                    VportPath::Software => "software".into(),
-                },
+                pl.path.label(),
                 pl.reason.clone(),
             ]
         })
@@ -379,10 +375,7 @@ pub fn status(list: &[crate::provision::VportStatus]) -> String {
             vec![
                 s.vport.clone(),
                 s.uplink.clone(),
-                match s.path {
-                    VportPath::Vf { index } => format!("vf {index}"),
-                    VportPath::Software => "software".into(),
-                },
+                s.path.label(),
                 opt(&s.vf_bdf),
                 match s.health {
                     Health::Provisioned => "provisioned",

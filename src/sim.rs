@@ -27,6 +27,10 @@ pub struct SimPf {
     /// Attributes the driver refuses with EOPNOTSUPP ("link_state", "min_rate", "802.1ad").
     pub refuses: Vec<&'static str>,
     pub vfs: Vec<SimVf>,
+    /// Queue facts the simulated driver reports (None: no channel or RSS control), and
+    /// which queue controls it refuses ("channels", "rss").
+    pub queue_facts: Option<crate::host::ethtool::QueueFacts>,
+    pub queue_refuses: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +75,25 @@ impl SimHost {
                 total_vfs: 7,
                 refuses: vec!["link_state", "min_rate", "802.1ad"],
                 vfs: Vec::new(),
+                // What the emulated 82576 reports without VFs (tests/vm/queues.rs): 4
+                // combined channels of at most 8, a 128-entry table, ntuple and
+                // l2-fwd-offload fixed off.
+                queue_facts: Some(crate::host::ethtool::QueueFacts {
+                    combined: Some(4),
+                    combined_max: Some(8),
+                    rss_table: Some(crate::host::ethtool::equal_table(128, 0, 4)),
+                    features: crate::host::ethtool::QueueFeatures {
+                        ntuple: Some(crate::host::ethtool::Feature {
+                            active: false,
+                            changeable: false,
+                        }),
+                        l2_fwd_offload: Some(crate::host::ethtool::Feature {
+                            active: false,
+                            changeable: false,
+                        }),
+                    },
+                }),
+                queue_refuses: Vec::new(),
             })
             .collect();
         SimHost {
@@ -151,6 +174,7 @@ impl SimHost {
                     rx_queues: 8,
                     tx_queues: 8,
                     channels: None,
+                    queues: pf.queue_facts.clone(),
                 }],
                 sriov: Some(Sriov {
                     total_vfs: pf.total_vfs,
@@ -186,7 +210,88 @@ impl SimHost {
     }
 }
 
+/// The simulated driver's queue controls: igb's rules (channels up to the maximum, RSS
+/// table entries below the channel count, the table back to the default after a channel
+/// change), with faults injected by name through `queue_refuses`.
+impl crate::host::ethtool::QueueOps for SimHost {
+    fn facts(
+        &mut self,
+        ifindex: u32,
+    ) -> Result<crate::host::ethtool::QueueFacts, crate::host::ethtool::EthtoolError> {
+        let p = self.pfs.iter().find(|p| p.ifindex == ifindex);
+        Ok(p.and_then(|p| p.queue_facts.clone()).unwrap_or_default())
+    }
+
+    fn set_channels(
+        &mut self,
+        ifindex: u32,
+        combined: u32,
+    ) -> Result<(), crate::host::ethtool::EthtoolError> {
+        use crate::host::ethtool::{EthtoolError, equal_table};
+        let refuse = |errno| EthtoolError::Refused {
+            dev: format!("ifindex {ifindex}"),
+            what: format!("set {combined} combined channels"),
+            errno,
+        };
+        let p = self
+            .pfs
+            .iter_mut()
+            .find(|p| p.ifindex == ifindex)
+            .ok_or(refuse(Errno::ENODEV))?;
+        if p.queue_refuses.contains(&"channels") {
+            return Err(refuse(Errno::EOPNOTSUPP));
+        }
+        let f = p.queue_facts.as_mut().ok_or(refuse(Errno::EOPNOTSUPP))?;
+        if combined == 0 || f.combined_max.is_some_and(|m| combined > m) {
+            return Err(refuse(Errno::EINVAL));
+        }
+        f.combined = Some(combined);
+        if let Some(t) = f.rss_table.as_mut() {
+            *t = equal_table(t.len() as u32, 0, combined);
+        }
+        self.log.push(format!("channels {ifindex} {combined}"));
+        Ok(())
+    }
+
+    fn set_rss_table(
+        &mut self,
+        ifindex: u32,
+        indir: &[u32],
+    ) -> Result<(), crate::host::ethtool::EthtoolError> {
+        use crate::host::ethtool::{EthtoolError, equal_table};
+        let refuse = |errno| EthtoolError::Refused {
+            dev: format!("ifindex {ifindex}"),
+            what: "set its RSS indirection table".into(),
+            errno,
+        };
+        let p = self
+            .pfs
+            .iter_mut()
+            .find(|p| p.ifindex == ifindex)
+            .ok_or(refuse(Errno::ENODEV))?;
+        if p.queue_refuses.contains(&"rss") {
+            return Err(refuse(Errno::EOPNOTSUPP));
+        }
+        let f = p.queue_facts.as_mut().ok_or(refuse(Errno::EOPNOTSUPP))?;
+        let n = f.combined.unwrap_or(1);
+        let t = f.rss_table.as_mut().ok_or(refuse(Errno::EOPNOTSUPP))?;
+        if indir.is_empty() {
+            *t = equal_table(t.len() as u32, 0, n);
+        } else if indir.len() != t.len() || indir.iter().any(|q| *q >= n) {
+            return Err(refuse(Errno::EINVAL));
+        } else {
+            *t = indir.to_vec();
+        }
+        self.log.push(format!("rss {ifindex} {}", indir.len()));
+        Ok(())
+    }
+}
+
 impl SriovOps for SimHost {
+    fn queues(&mut self) -> Option<&mut dyn crate::host::ethtool::QueueOps> {
+        Some(self)
+    }
+
     fn num_vfs(&mut self, pf: &str) -> Result<u32, HostError> {
         Ok(self.pf_mut(pf).map(|p| p.vfs.len() as u32).unwrap_or(0))
     }

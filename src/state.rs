@@ -33,6 +33,55 @@ pub enum VportPath {
     Vf { index: u32 },
     /// The software switch.
     Software,
+    /// Hardware queues of the uplink PF steered to this vPort (no VF): receive queues
+    /// `first..first+count` (for a VMDq pool, the driver picks them and `first` is 0).
+    Queues {
+        mode: QueueMode,
+        first: u32,
+        count: u32,
+        /// The steering rule's slot in the PF's ntuple table (RSS context and ntuple).
+        location: Option<u32>,
+    },
+}
+
+impl VportPath {
+    /// A short label for tables and metrics: "vf 3", "queues 4-5 (rss-context)", "software".
+    pub fn label(&self) -> String {
+        match self {
+            VportPath::Vf { index } => format!("vf {index}"),
+            VportPath::Software => "software".into(),
+            VportPath::Queues {
+                mode, first, count, ..
+            } => match mode {
+                QueueMode::Vmdq => format!("queues {count} ({})", mode.as_str()),
+                _ if *count == 1 => format!("queue {first} ({})", mode.as_str()),
+                _ => format!("queues {first}-{} ({})", first + count - 1, mode.as_str()),
+            },
+        }
+    }
+}
+
+/// How a vPort's own hardware queues are steered to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueMode {
+    /// An RSS context over the queues plus an ntuple rule on the vPort's MAC (and VLAN)
+    /// into it (mlx5, bnxt).
+    RssContext,
+    /// A VMDq pool, through a macvlan on the PF with l2-fwd-offload (ixgbe, i40e).
+    Vmdq,
+    /// One queue, through an ntuple (Flow Director) rule on the vPort's MAC.
+    Ntuple,
+}
+
+impl QueueMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            QueueMode::RssContext => "rss-context",
+            QueueMode::Vmdq => "vmdq",
+            QueueMode::Ntuple => "ntuple",
+        }
+    }
 }
 
 /// How a vPort is doing, as recorded by the last apply (or the daemon).
@@ -127,7 +176,7 @@ impl State {
             .filter(|(_, v)| v.uplink == pf)
             .filter_map(|(name, v)| match v.path {
                 VportPath::Vf { index } => Some((index, name.as_str())),
-                VportPath::Software => None,
+                VportPath::Software | VportPath::Queues { .. } => None,
             })
             .collect()
     }

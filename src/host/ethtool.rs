@@ -132,6 +132,80 @@ pub struct QueueFeatures {
     pub l2_fwd_offload: Option<Feature>,
 }
 
+/// What the planner needs to know of a PF's queues at runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueFacts {
+    /// Combined channels now and at most (`ethtool -l`); None when the driver has no
+    /// channel control.
+    pub combined: Option<u32>,
+    pub combined_max: Option<u32>,
+    /// The main RSS indirection table (`ethtool -x`); None when the device has none.
+    pub rss_table: Option<Vec<u32>>,
+    pub features: QueueFeatures,
+}
+
+/// Reads [`QueueFacts`] of a device; each part the driver does not offer is left None.
+pub fn queue_facts(dev: &str) -> QueueFacts {
+    let mut b = vec![0u8; 36];
+    put_u32(&mut b, 0, ETHTOOL_GCHANNELS);
+    let ch = ethtool_ioctl(dev, "report its channels", &mut b).ok();
+    QueueFacts {
+        combined: ch.map(|_| get_u32(&b, 32)).filter(|n| *n > 0),
+        combined_max: ch.map(|_| get_u32(&b, 16)).filter(|n| *n > 0),
+        rss_table: rss_get(dev, 0)
+            .ok()
+            .map(|t| t.indir)
+            .filter(|t| !t.is_empty()),
+        features: features(dev).unwrap_or_default(),
+    }
+}
+
+/// PF queue controls as apply uses them, by ifindex (names are resolved at each call:
+/// a rename between plan and apply must not send a request to another device). The live
+/// implementation is [`LiveQueues`]; `crate::sim` has one with the kernel's rules.
+pub trait QueueOps {
+    fn facts(&mut self, ifindex: u32) -> Result<QueueFacts, EthtoolError>;
+    /// Sets the combined channel count. Drivers re-create their queue interrupts.
+    fn set_channels(&mut self, ifindex: u32, combined: u32) -> Result<(), EthtoolError>;
+    /// Sets the main RSS indirection table; an empty table restores the driver's default.
+    fn set_rss_table(&mut self, ifindex: u32, indir: &[u32]) -> Result<(), EthtoolError>;
+}
+
+/// The real kernel.
+#[derive(Debug, Default)]
+pub struct LiveQueues;
+
+/// The netdev name of an ifindex now.
+pub fn ifname_of(ifindex: u32) -> Result<String, EthtoolError> {
+    let mut buf = [0 as libc::c_char; libc::IFNAMSIZ];
+    // SAFETY: buf has the IFNAMSIZ bytes if_indextoname(3) may write, and outlives the call.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(EthtoolError::Refused {
+            dev: format!("ifindex {ifindex}"),
+            what: "name the device (it is gone)".into(),
+            errno: Errno::last(),
+        });
+    }
+    // SAFETY: on success if_indextoname wrote a NUL-terminated name into buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Ok(name.to_string_lossy().into_owned())
+}
+
+impl QueueOps for LiveQueues {
+    fn facts(&mut self, ifindex: u32) -> Result<QueueFacts, EthtoolError> {
+        Ok(queue_facts(&ifname_of(ifindex)?))
+    }
+
+    fn set_channels(&mut self, ifindex: u32, combined: u32) -> Result<(), EthtoolError> {
+        channels_set(&ifname_of(ifindex)?, combined)
+    }
+
+    fn set_rss_table(&mut self, ifindex: u32, indir: &[u32]) -> Result<(), EthtoolError> {
+        rss_set(&ifname_of(ifindex)?, indir)
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Tables: the same arithmetic as ethtool's fill_indir_table, so that `rss = "equal"` and
 // `rss_weights` give what `ethtool -X equal N` and `ethtool -X weight ...` would.

@@ -75,6 +75,10 @@ pub trait SriovOps {
     /// Whether the PF's netdev has carrier. Drivers reset the PF when VFs are
     /// enabled, and igb refuses VF rates (EINVAL) until the link is back.
     fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError>;
+    /// The PF queue controls (channels, RSS), where this host has them.
+    fn queues(&mut self) -> Option<&mut dyn super::ethtool::QueueOps> {
+        None
+    }
 }
 
 /// The real kernel.
@@ -89,6 +93,7 @@ pub struct LiveSriov {
     /// PF links as last dumped (with their VF info), until something is written: a
     /// plan reads each VF several times (undo record, convergence) between writes.
     links: std::collections::HashMap<u32, netlink::LinkSnapshot>,
+    queue_ops: super::ethtool::LiveQueues,
 }
 
 impl LiveSriov {
@@ -104,6 +109,7 @@ impl LiveSriov {
                 .expect("a current-thread tokio runtime always builds"),
             handle: None,
             links: Default::default(),
+            queue_ops: super::ethtool::LiveQueues,
         }
     }
 
@@ -138,6 +144,10 @@ impl LiveSriov {
 }
 
 impl SriovOps for LiveSriov {
+    fn queues(&mut self) -> Option<&mut dyn super::ethtool::QueueOps> {
+        Some(&mut self.queue_ops)
+    }
+
     fn num_vfs(&mut self, pf: &str) -> Result<u32, HostError> {
         Ok(self
             .fs

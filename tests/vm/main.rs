@@ -12,6 +12,8 @@ mod rig;
 
 mod hotplug;
 mod provision;
+mod dbg_tmp;
+mod queues;
 mod rebalance;
 
 use std::collections::BTreeMap;
