@@ -12,7 +12,6 @@ mod rig;
 
 mod hotplug;
 mod provision;
-mod dbg_tmp;
 mod queues;
 mod rebalance;
 
