@@ -189,18 +189,50 @@ fn live_inventory() -> Result<inventory::Inventory, Failure> {
     )
     .map_err(Failure::runtime);
     timing("sysfs discovery", t);
-    let mut inv = inv?;
-    // What the PFs report of their queues (channels, RSS table, ntuple, l2-fwd-offload),
-    // for the planner's queue placements and PF queue settings.
-    let t = std::time::Instant::now();
-    for f in &mut inv.pci_functions {
-        if f.role != inventory::Role::Vf {
-            for n in &mut f.netdevs {
-                n.queues = Some(vportd::host::ethtool::queue_facts(&n.name));
+    inv
+}
+
+/// The inventory for planning `cfg`: what provisioning needs, plus what the PFs report
+/// of their queues (channels, RSS table, ntuple, l2-fwd-offload) when the plan can use
+/// it. Probing costs several ethtool requests per PF, so a config whose vPorts all get
+/// VFs and that sets no PF queues (the common no-op apply) goes without.
+fn planning_inventory(
+    cfg: &vportd::config::Config,
+    opts: PlanOptions,
+) -> Result<inventory::Inventory, Failure> {
+    let mut inv = live_inventory()?;
+    let asks = cfg
+        .uplinks
+        .iter()
+        .any(|u| u.channels.is_some() || u.rss.is_some())
+        || cfg
+            .vports
+            .iter()
+            .any(|v| v.queues.is_some() || v.placement.is_some());
+    // Without facts the planner trusts the hwprofile, so a plan that puts every vPort
+    // that may be offloaded on a VF is the same with them.
+    let needs = asks
+        || provision::prepare_config(cfg.clone(), &inv, ProfileSet::builtin(), opts)
+            .map(|p| {
+                p.plan.placements.iter().any(|pl| {
+                    !matches!(pl.path, vportd::state::VportPath::Vf { .. })
+                        && cfg.vports.iter().any(|v| {
+                            v.name == pl.vport && v.offload != vportd::config::Offload::Never
+                        })
+                })
+            })
+            .unwrap_or(true);
+    if needs {
+        let t = std::time::Instant::now();
+        for f in &mut inv.pci_functions {
+            if f.role != inventory::Role::Vf {
+                for n in &mut f.netdevs {
+                    n.queues = Some(vportd::host::ethtool::queue_facts(&n.name));
+                }
             }
         }
+        timing("queue facts", t);
     }
-    timing("queue facts", t);
     Ok(inv)
 }
 
@@ -231,9 +263,9 @@ fn apply_cmd(
     let began = std::time::Instant::now();
     let cfg = vportd::config::load(config).map_err(Failure::input)?;
     timing("config", began);
-    let inv = live_inventory()?;
-    let t = std::time::Instant::now();
     let plan_opts = PlanOptions { allow_disruption };
+    let inv = planning_inventory(&cfg, plan_opts)?;
+    let t = std::time::Instant::now();
     if dry_run {
         let p = provision::prepare_config(cfg, &inv, ProfileSet::builtin(), plan_opts)
             .map_err(provision_failure)?;
@@ -255,7 +287,10 @@ fn apply_cmd(
         ),
     };
     let mut ops = LiveSriov::new(KernelFs::system());
-    let mut rediscover = |_: &LiveSriov| live_inventory().unwrap_or_else(|_| inv.clone());
+    let for_rediscovery = cfg.clone();
+    let mut rediscover = |_: &LiveSriov| {
+        planning_inventory(&for_rediscovery, plan_opts).unwrap_or_else(|_| inv.clone())
+    };
     // Steps can be long (VF creation: seconds to over a minute on big NICs), so each
     // line says when it started and how long it took.
     let mut started = std::time::Instant::now();
@@ -369,9 +404,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
             allow_disruption,
         } => {
-            let inv = live_inventory()?;
             let opts = PlanOptions { allow_disruption };
-            let p = provision::prepare(&config, &inv, ProfileSet::builtin(), opts)
+            let cfg = vportd::config::load(&config).map_err(Failure::input)?;
+            let inv = planning_inventory(&cfg, opts)?;
+            let p = provision::prepare_config(cfg, &inv, ProfileSet::builtin(), opts)
                 .map_err(provision_failure)?;
             if json {
                 emit(&(to_json(&p.plan) + "\n"));
