@@ -7,6 +7,15 @@
 //! The kernel strips a received 802.1Q tag into the ring's metadata; the edge puts it back in
 //! the frame, so the pipeline sees tags where they were on the wire.
 //!
+//! Slots are small (2 KiB) even with the virtio-net header: a 64-byte frame then touches one
+//! slot of a dense ring, and a ring of 8,192 slots rides out the worker being descheduled for
+//! tens of milliseconds on a busy host (slots sized for 64 KiB super-packets held 512 frames in
+//! 35 MiB, and lost most of a 64-byte flood). A frame too big for a slot takes the socket's
+//! side door both ways: on receive the kernel queues the whole packet on the socket and marks
+//! its (truncated) slot TP_STATUS_COPY (PACKET_COPY_THRESH), and the edge reads it with
+//! recvmsg in ring order; on send the edge kicks the ring first, then sends the frame with
+//! sendmsg, so order is kept.
+//!
 //! [`RawSocket`] is the plain socket flavour, one frame per call, for test peers and tools.
 
 use std::ffi::c_void;
@@ -105,6 +114,43 @@ fn bind_all(fd: RawFd, ifindex: i32) -> std::io::Result<()> {
     }
 }
 
+/// The send-only socket of an edge: bound to the interface with protocol 0, so the kernel
+/// delivers nothing to it, with the edge's virtio-net header setting and qdisc bypass.
+fn direct_socket(ifname: &str, ifindex: i32, vnet_hdr: bool) -> Result<OwnedFd, AfPacketError> {
+    let (fd, _) = new_socket(ifname, ifindex)?;
+    let raw = fd.as_raw_fd();
+    let step = |step: &'static str| {
+        move |source| AfPacketError::Setup {
+            ifname: ifname.to_string(),
+            step,
+            source,
+        }
+    };
+    if vnet_hdr {
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1i32)
+            .map_err(step("enable the virtio-net header on the send socket"))?;
+    }
+    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32)
+        .map_err(step("bypass the qdisc on the send socket"))?;
+    let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &(32i32 << 20));
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value to fill in.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex;
+    // SAFETY: sll is a fully initialized sockaddr_ll and the length is its size.
+    let rc = unsafe {
+        libc::bind(
+            raw,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(step("bind the send socket")(std::io::Error::last_os_error()));
+    }
+    Ok(fd)
+}
+
 fn promisc(fd: RawFd, ifindex: i32) -> std::io::Result<()> {
     let mreq = libc::packet_mreq {
         mr_ifindex: ifindex,
@@ -129,18 +175,20 @@ impl RingSize {
         frames: 1024,
         frame_size: 2048,
     };
-    /// GSO super-packets up to 64 KiB, with the virtio-net header.
-    /// 512 slots (35 MiB per ring) ride out the switch thread being descheduled under a
-    /// 64-byte flood on a busy 2-core host; 128 lost a third of such a flood.
+    /// With the virtio-net header (GSO super-packets up to 64 KiB): MTU-sized slots, deep
+    /// (16 MiB per ring); bigger frames go through the socket queue (see the module doc).
     pub const GSO: RingSize = RingSize {
-        frames: 512,
-        frame_size: 17 * 4096,
+        frames: 8192,
+        frame_size: 2048,
     };
 }
 
 /// The ring-based edge.
 pub struct AfPacket {
     fd: OwnedFd,
+    /// A second socket without rings, bound for sending only: a socket with a TX ring sends
+    /// only its ring's slots, so frames too big for a slot go out through this one.
+    direct: OwnedFd,
     map: *mut u8,
     map_len: usize,
     size: RingSize,
@@ -152,6 +200,13 @@ pub struct AfPacket {
 // SAFETY: the mapping is owned by this value alone and only touched through &mut self; moving
 // it to another thread moves that exclusive ownership with it.
 unsafe impl Send for AfPacket {}
+
+/// The slot's frame did not fit; the whole packet waits on the socket's receive queue.
+const TP_STATUS_COPY: u32 = 1 << 1;
+/// `PACKET_COPY_THRESH`: turns the receive queue side door on.
+const PACKET_COPY_THRESH: i32 = 7;
+/// Largest frame read through the side door: a 64 KiB super-packet, its header and a tag.
+const MAX_COPY: usize = 65536 + 64;
 
 /// Where a transmitted frame's data starts in its slot (TPACKET2_HDRLEN minus the address).
 const TX_DATA_OFF: usize = libc::TPACKET2_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
@@ -205,6 +260,14 @@ impl AfPacket {
         // Frames the kernel cannot send are skipped instead of stalling the TX ring.
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_LOSS, &1i32)
             .map_err(step("set PACKET_LOSS"))?;
+        // Frames bigger than a slot come whole through the socket queue, which needs room
+        // for a burst of super-packets (the forced variant needs CAP_NET_ADMIN).
+        setsockopt(raw, libc::SOL_PACKET, PACKET_COPY_THRESH, &1i32)
+            .map_err(step("set PACKET_COPY_THRESH"))?;
+        let big = 32i32 << 20;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+            let _ = setsockopt(raw, libc::SOL_SOCKET, opt, &big);
+        }
         // Blocks are whole pages holding whole frames, so the slots lie back to back.
         let block = if size.frame_size.is_multiple_of(4096) {
             size.frame_size
@@ -237,8 +300,10 @@ impl AfPacket {
         if map == libc::MAP_FAILED {
             return Err(step("map the rings")(std::io::Error::last_os_error()));
         }
+        let direct = direct_socket(ifname, ifindex, vnet_hdr)?;
         let edge = AfPacket {
             fd,
+            direct,
             map: map.cast(),
             map_len,
             size,
@@ -262,6 +327,109 @@ impl AfPacket {
         unsafe {
             self.map
                 .add((ring + i as usize) * self.size.frame_size as usize)
+        }
+    }
+}
+
+impl AfPacket {
+    /// Asks the kernel to transmit the slots marked SEND_REQUEST: one system call per batch.
+    fn kick(&self) -> std::io::Result<()> {
+        // SAFETY: a zero-length send on our own socket: it asks the kernel to transmit
+        // the slots marked SEND_REQUEST and touches no user memory.
+        let rc = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a frame too big for a slot (a GSO super-packet) through the socket itself, with
+    /// its virtio-net header in front. False when the kernel would not take it now.
+    fn send_direct(&self, frame: &[u8], offload: Offload) -> bool {
+        let hdr = offload.to_virtio();
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut c_void,
+                iov_len: if self.vnet { VNET_HDR_LEN } else { 0 },
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: msghdr is plain old data, zeroed then pointed at `iov`, whose two buffers
+        // live across the call; sendmsg only reads them.
+        let rc = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = 2;
+            libc::sendmsg(self.direct.as_raw_fd(), &msg, libc::MSG_DONTWAIT)
+        };
+        rc >= 0
+    }
+
+    /// Reads the packet of a TP_STATUS_COPY slot from the socket queue (the kernel queued it
+    /// before publishing the slot, so it is there, in ring order), putting back its VLAN tag.
+    fn recv_copy(&mut self, batch: &mut Batch, vlan: Option<(u16, u16)>) {
+        let fd = self.fd.as_raw_fd();
+        let vnet = self.vnet;
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        let mut offload = Offload::default();
+        let got = batch.push_with(MAX_COPY, Offload::default(), |buf| {
+            // With a tag to restore, the frame lands 4 bytes in, and only its 12 address
+            // bytes move to make room for the tag.
+            let at = if vlan.is_some() { 4 } else { 0 };
+            let iov = [
+                libc::iovec {
+                    iov_base: hdr.as_mut_ptr().cast(),
+                    iov_len: if vnet { VNET_HDR_LEN } else { 0 },
+                },
+                libc::iovec {
+                    iov_base: buf[at..].as_mut_ptr().cast(),
+                    iov_len: buf.len() - at,
+                },
+            ];
+            // SAFETY: msghdr is plain old data, zeroed then pointed at `iov`, whose buffers
+            // (`hdr` and the batch's slice) are live and writable for their lengths.
+            let n = unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = 2;
+                libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT)
+            };
+            let vlen = if vnet { VNET_HDR_LEN } else { 0 };
+            if n < (vlen + 12) as isize {
+                return None;
+            }
+            let len = n as usize - vlen;
+            if vnet {
+                offload = Offload::from_virtio(&hdr);
+            }
+            match vlan {
+                Some((tpid, tci)) => {
+                    buf.copy_within(4..16, 0);
+                    buf[12..14].copy_from_slice(&tpid.to_be_bytes());
+                    buf[14..16].copy_from_slice(&tci.to_be_bytes());
+                    offload = offload.shifted(4);
+                    Some(len + 4)
+                }
+                None => Some(len),
+            }
+        });
+        if got.is_some() {
+            batch.set_last_offload(offload);
         }
     }
 }
@@ -309,19 +477,29 @@ impl Edge for AfPacket {
                 });
                 (hdr, data, vnet)
             };
+            let vlan = (st & libc::TP_STATUS_VLAN_VALID != 0).then(|| {
+                let tpid = if st & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                    hdr.tp_vlan_tpid
+                } else {
+                    TPID_8021Q
+                };
+                (tpid, hdr.tp_vlan_tci)
+            });
+            if st & TP_STATUS_COPY != 0 {
+                // Hand the slot back first: its data is truncated, the packet is queued.
+                set_status(slot, libc::TP_STATUS_KERNEL);
+                self.rx_head = (self.rx_head + 1) % self.size.frames;
+                self.recv_copy(batch, vlan);
+                continue;
+            }
             if hdr.tp_snaplen == hdr.tp_len && data.len() >= 12 {
                 let mut offload = vnet.unwrap_or_default();
-                if st & libc::TP_STATUS_VLAN_VALID != 0 {
-                    let tpid = if st & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
-                        hdr.tp_vlan_tpid
-                    } else {
-                        TPID_8021Q
-                    };
+                if let Some((tpid, tci)) = vlan {
                     offload = offload.shifted(4);
                     batch.push_with(data.len() + 4, offload, |buf| {
                         buf[..12].copy_from_slice(&data[..12]);
                         buf[12..14].copy_from_slice(&tpid.to_be_bytes());
-                        buf[14..16].copy_from_slice(&hdr.tp_vlan_tci.to_be_bytes());
+                        buf[14..16].copy_from_slice(&tci.to_be_bytes());
                         buf[16..].copy_from_slice(&data[12..]);
                         Some(data.len() + 4)
                     });
@@ -338,9 +516,18 @@ impl Edge for AfPacket {
     fn send(&mut self, batch: &Batch) -> std::io::Result<usize> {
         let room = self.size.frame_size as usize - TX_DATA_OFF;
         let mut queued = 0;
+        let mut pending = 0;
         for (frame, offload) in batch.iter() {
             let vlen = if self.vnet { VNET_HDR_LEN } else { 0 };
             if frame.len() + vlen > room {
+                // What the ring holds goes first, so the big frame keeps its place.
+                if pending > 0 {
+                    self.kick()?;
+                    pending = 0;
+                }
+                if self.send_direct(frame, offload) {
+                    queued += 1;
+                }
                 continue;
             }
             let slot = self.slot(true, self.tx_head);
@@ -363,26 +550,10 @@ impl Edge for AfPacket {
             set_status(slot, libc::TP_STATUS_SEND_REQUEST);
             self.tx_head = (self.tx_head + 1) % self.size.frames;
             queued += 1;
+            pending += 1;
         }
-        if queued > 0 {
-            // SAFETY: a zero-length send on our own socket: it asks the kernel to transmit
-            // the slots marked SEND_REQUEST and touches no user memory.
-            let rc = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    std::ptr::null(),
-                    0,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null(),
-                    0,
-                )
-            };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::WouldBlock {
-                    return Err(e);
-                }
-            }
+        if pending > 0 {
+            self.kick()?;
         }
         Ok(queued)
     }
