@@ -9,8 +9,15 @@
 //! wrong VLAN or hairpinned fails it. The switch runs on an injected clock (aging, rate
 //! limits), driven by the test calling `Switch::poll`.
 //!
-//! AF_XDP is absent on purpose: the switch has no AF_XDP edge yet (see the report);
-//! when it has one, it joins `Kind` here.
+//! AF_XDP is absent: the switch has no AF_XDP edge yet, so there is nothing to run here (no
+//! stand-in passes in its place). This kernel has AF_XDP sockets; what the edge still needs is
+//! an XDP program redirecting into an XSKMAP (a few raw BPF instructions loaded with bpf(2),
+//! attached in generic/SKB mode on veth), the UMEM and its four rings, and an answer for GSO:
+//! copy-mode AF_XDP on veth carries no super-packets, so TCP would need segmentation in the
+//! edge. It was left for later in favour of the daemon integration and the AF_PACKET ring
+//! work; `xdpilone` (pure Rust) is EUPL-1.2 while this crate declares no licence yet, so
+//! either the licence question is settled first or the syscalls are written here with libc.
+//! When the edge exists, it joins `Kind` here.
 
 mod common;
 
