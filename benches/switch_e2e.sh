@@ -70,7 +70,9 @@ ovs_stop() {
 
 start() {
   case $1 in
-    ours) nsx $NSW "$SW" --vnet s1 s2 >"$TMP/ours.out" 2>&1 & OURS_PID=$! ;;
+    # Not through nsx: a backgrounded shell function is a subshell, and killing its pid left
+    # the switch running (and spinning once its veths were gone). `ip netns exec` execs it.
+    ours) ip netns exec $NSW "$SW" --vnet s1 s2 >"$TMP/ours.out" 2>&1 & OURS_PID=$! ;;
     bridge) nsx $NSW ip link add br0 type bridge; nsx $NSW ip link set s1 master br0
             nsx $NSW ip link set s2 master br0; nsx $NSW ip link set br0 up ;;
     ovs) ovs_start ;;
