@@ -586,7 +586,9 @@ pub fn pf_mac(pf: usize) -> String {
 /// At most VPORTD_VM_JOBS guests run at a time (default: 2, or 1 on a 1-core machine). On the
 /// 2-core build machine two TCG guests at once finish the suite in 2/3 of the time (a guest
 /// spends much of its boot on one vCPU); more only slow each other down and eat into timeouts.
-struct GuestPermit;
+struct GuestPermit {
+    _slot: Option<nix::fcntl::Flock<fs::File>>,
+}
 
 static RUNNING: Mutex<usize> = Mutex::new(0);
 static RUNNING_CHANGED: Condvar = Condvar::new();
@@ -607,7 +609,43 @@ impl GuestPermit {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         *running += 1;
-        GuestPermit
+        drop(running);
+        GuestPermit {
+            _slot: Self::machine_slot(limit),
+        }
+    }
+
+    /// The same limit across processes: two test binaries, a bench and the lab started at once
+    /// on this machine would otherwise each run their own guests and starve one another (the
+    /// rebalancer's test needs an unloaded machine). Slots are flock(2)ed files, released by
+    /// the kernel when the holder dies, so a killed test never leaves a slot taken.
+    fn machine_slot(limit: usize) -> Option<nix::fcntl::Flock<fs::File>> {
+        use nix::fcntl::{Flock, FlockArg};
+        let dir = env::temp_dir();
+        let mut waited = Duration::ZERO;
+        loop {
+            for slot in 0..limit {
+                let path = dir.join(format!("vportd-guest-slot-{slot}.lock"));
+                let Ok(file) = fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                else {
+                    return None;
+                };
+                if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    return Some(lock);
+                }
+            }
+            if waited == Duration::ZERO {
+                eprintln!(
+                    "rig: {limit} guest(s) already run on this machine (VPORTD_VM_JOBS); waiting for a slot"
+                );
+            }
+            thread::sleep(Duration::from_millis(250));
+            waited += Duration::from_millis(250);
+        }
     }
 }
 
