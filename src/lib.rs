@@ -8,6 +8,8 @@ pub mod control;
 pub mod control_plane;
 pub mod ctl;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod hotplug;
 pub mod inventory;

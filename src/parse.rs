@@ -152,8 +152,9 @@ pub struct InterruptLine {
 }
 
 impl InterruptLine {
+    /// Saturating: a sum of counters near u64::MAX (hostile or corrupt text) must not panic.
     pub fn total(&self) -> u64 {
-        self.per_cpu.iter().sum()
+        self.per_cpu.iter().fold(0u64, |a, b| a.saturating_add(*b))
     }
 }
 
@@ -293,25 +294,32 @@ pub struct CpuTimes {
 
 impl CpuTimes {
     /// Every tick the CPU spent, busy or not (guest time is already inside user).
+    /// Saturating, like every sum here: absurd counters (fuzzed text) must not panic.
     pub fn total(&self) -> u64 {
-        self.user
-            + self.nice
-            + self.system
-            + self.idle
-            + self.iowait
-            + self.irq
-            + self.softirq
-            + self.steal
+        [
+            self.user,
+            self.nice,
+            self.system,
+            self.idle,
+            self.iowait,
+            self.irq,
+            self.softirq,
+            self.steal,
+        ]
+        .iter()
+        .fold(0u64, |a, b| a.saturating_add(*b))
     }
 
     /// Ticks spent doing something (iowait counts as idle: the CPU was free).
     pub fn busy(&self) -> u64 {
-        self.total() - self.idle - self.iowait
+        self.total()
+            .saturating_sub(self.idle)
+            .saturating_sub(self.iowait)
     }
 
     /// Ticks spent in hard and soft interrupt context, where queue work runs.
     pub fn irq_time(&self) -> u64 {
-        self.irq + self.softirq
+        self.irq.saturating_add(self.softirq)
     }
 }
 

@@ -106,14 +106,18 @@ pub fn queue_loads(
     period_s: f64,
     cost_per_interrupt_s: f64,
 ) -> (BTreeMap<u32, QueueLoad>, Accounting) {
+    // Saturating sums: counters near u64::MAX (corrupt or hostile text) must not panic.
     let mut per_cpu_total: BTreeMap<u32, u64> = BTreeMap::new();
     for counts in deltas.values() {
         for (cpu, n) in counts {
-            *per_cpu_total.entry(*cpu).or_default() += n;
+            let t = per_cpu_total.entry(*cpu).or_default();
+            *t = t.saturating_add(*n);
         }
     }
     let irq_time: f64 = cpus.values().map(|c| c.irq).sum();
-    let interrupts: u64 = per_cpu_total.values().sum();
+    let interrupts = per_cpu_total
+        .values()
+        .fold(0u64, |a, b| a.saturating_add(*b));
     let accounting = if irq_time <= 1e-9 && interrupts > 0 {
         Accounting::InterruptCounts
     } else {
@@ -126,7 +130,7 @@ pub fn queue_loads(
             out.insert(*irq, QueueLoad::default());
             continue;
         };
-        let total: u64 = counts.values().sum();
+        let total = counts.values().fold(0u64, |a, b| a.saturating_add(*b));
         let mut load = 0.0;
         for (cpu, n) in counts {
             load += match accounting {

@@ -1,0 +1,4 @@
+//! libFuzzer entry for vportd::fuzzing::frame (invariants documented there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vportd::fuzzing::frame(data));
