@@ -7,16 +7,18 @@
 //! written atomically once every step has succeeded, and names the run, so that a
 //! journal whose run did complete is recognised and simply discarded.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::host::ethtool::{CONTEXT_SEARCH_LIMIT, FlowRule, FlowTarget, QueueOps, parse_mac};
 use crate::host::files::{self, FilesError};
 use crate::host::netlink::VfConfig;
 use crate::host::sriov::{HostError, SriovOps};
 use crate::plan::{Action, Plan, vf_matches};
-use crate::state::{Health, State, StateError, VportPath, VportState};
+use crate::state::{Health, QueueMode, State, StateError, Steering, VportPath, VportState};
 
 /// Errors from apply.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +133,49 @@ enum Undo {
         pf_ifindex: u32,
         table: Vec<u32>,
     },
+    /// The feature back on or off.
+    Feature {
+        pf_ifindex: u32,
+        name: String,
+        on: bool,
+    },
+    /// Delete the RSS context this step creates: by id once journaled, else (killed
+    /// between creating and journaling) the context whose table is `table`.
+    RssContext {
+        pf_ifindex: u32,
+        id: Option<u32>,
+        table: Vec<u32>,
+    },
+    /// Delete the rule this step inserts, if the slot holds it.
+    Rule {
+        pf_ifindex: u32,
+        location: u32,
+        mac: [u8; 6],
+        vlan: Option<u16>,
+    },
+    /// Delete the macvlan this step creates (found on the parent by its MAC).
+    Macvlan {
+        parent: u32,
+        mac: [u8; 6],
+    },
+    /// Put back a rule this step deletes (into the context `RecreateContext` gave back,
+    /// when that one was deleted too).
+    ReinsertRule {
+        pf_ifindex: u32,
+        rule: crate::host::ethtool::FlowRule,
+    },
+    /// Put back an RSS context this step deletes; the driver may give it a new id.
+    RecreateContext {
+        pf_ifindex: u32,
+        id: u32,
+        table: Vec<u32>,
+    },
+    /// Put back a macvlan this step deletes.
+    RecreateMacvlan {
+        parent: u32,
+        name: String,
+        mac: [u8; 6],
+    },
     Nothing,
 }
 
@@ -139,7 +184,6 @@ struct JournalStep {
     step: usize,
     what: String,
     undo: Undo,
-    done: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -148,8 +192,11 @@ struct Journal {
     steps: Vec<JournalStep>,
 }
 
+/// A run's journal in the state directory; present only while a run is unfinished.
+pub const JOURNAL_FILE: &str = "journal.json";
+
 fn journal_path(dir: &Path) -> PathBuf {
-    dir.join("journal.json")
+    dir.join(JOURNAL_FILE)
 }
 
 impl Journal {
@@ -206,14 +253,135 @@ fn rollback(
 ) -> Result<(), StepError> {
     // Newest first; a step that started but did not finish may have half happened,
     // so it is undone too (every undo sets absolute values, so undoing twice is safe).
-    for s in journal.steps.iter().rev() {
-        with_retries(opts, || undo(ops, &s.undo))?;
+    let mut remap = BTreeMap::new();
+    let mut left = journal.clone();
+    while let Some(s) = left.steps.last() {
+        with_retries(opts, || undo(ops, &s.undo, &mut remap))?;
+        left.steps.pop();
+        if left.steps.is_empty() {
+            break;
+        }
+        // The progress is journaled, so that a rollback interrupted here (killed, or
+        // failing) resumes after this undo rather than repeating it after older ones: an
+        // older step's undo may destroy the devices this one acted on (VFs gone), and
+        // undoing it again then fails forever. Contexts recreated under a new id are
+        // written into the rules still to be put back.
+        for r in &mut left.steps {
+            if let Undo::ReinsertRule { rule, .. } = &mut r.undo
+                && let FlowTarget::Context { id } = rule.target
+                && let Some(new) = remap.get(&id)
+            {
+                rule.target = FlowTarget::Context { id: *new };
+            }
+        }
+        remap.clear();
+        left.save(&opts.state_dir).map_err(|e| {
+            StepError::Changed(format!("cannot journal the rollback's progress: {e}"))
+        })?;
     }
     Ok(())
 }
 
-fn undo(ops: &mut dyn SriovOps, u: &Undo) -> Result<(), StepError> {
+/// The id of the RSS context on `ifx` whose table is `table`: `id` when it still has
+/// that table, else the first such context (ids are small; see CONTEXT_SEARCH_LIMIT).
+fn find_context(
+    q: &mut dyn QueueOps,
+    ifx: u32,
+    id: Option<u32>,
+    table: &[u32],
+) -> Result<Option<u32>, StepError> {
+    if let Some(id) = id
+        && q.rss_context(ifx, id)?.as_deref() == Some(table)
+    {
+        return Ok(Some(id));
+    }
+    for c in 1..=CONTEXT_SEARCH_LIMIT {
+        if q.rss_context(ifx, c)?.as_deref() == Some(table) {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+fn undo(ops: &mut dyn SriovOps, u: &Undo, remap: &mut BTreeMap<u32, u32>) -> Result<(), StepError> {
     match u {
+        Undo::Feature {
+            pf_ifindex,
+            name,
+            on,
+        } => {
+            let q = queue_ops(ops)?;
+            let now = q.facts(*pf_ifindex)?.features.l2_fwd_offload;
+            if name != "l2-fwd-offload" || now.is_none_or(|f| f.active != *on) {
+                q.set_feature(*pf_ifindex, name, *on)?;
+            }
+            Ok(())
+        }
+        Undo::RssContext {
+            pf_ifindex,
+            id,
+            table,
+        } => {
+            let q = queue_ops(ops)?;
+            if let Some(c) = find_context(q, *pf_ifindex, *id, table)? {
+                q.delete_rss_context(*pf_ifindex, c)?;
+            }
+            Ok(())
+        }
+        Undo::Rule {
+            pf_ifindex,
+            location,
+            mac,
+            vlan,
+        } => {
+            let q = queue_ops(ops)?;
+            if q.rule(*pf_ifindex, *location)?
+                .is_some_and(|r| r.dst_mac == *mac && r.vlan == *vlan)
+            {
+                q.delete_rule(*pf_ifindex, *location)?;
+            }
+            Ok(())
+        }
+        Undo::Macvlan { parent, mac } => {
+            let q = queue_ops(ops)?;
+            if let Some(ifx) = q.find_macvlan(*parent, *mac)? {
+                q.delete_link(ifx)?;
+            }
+            Ok(())
+        }
+        Undo::ReinsertRule { pf_ifindex, rule } => {
+            let q = queue_ops(ops)?;
+            let mut rule = *rule;
+            if let FlowTarget::Context { id } = rule.target
+                && let Some(new) = remap.get(&id)
+            {
+                rule.target = FlowTarget::Context { id: *new };
+            }
+            if q.rule(*pf_ifindex, rule.location)?.is_none() {
+                q.insert_rule(*pf_ifindex, &rule)?;
+            }
+            Ok(())
+        }
+        Undo::RecreateContext {
+            pf_ifindex,
+            id,
+            table,
+        } => {
+            let q = queue_ops(ops)?;
+            let now = match find_context(q, *pf_ifindex, Some(*id), table)? {
+                Some(c) => c,
+                None => q.create_rss_context(*pf_ifindex, table)?,
+            };
+            remap.insert(*id, now);
+            Ok(())
+        }
+        Undo::RecreateMacvlan { parent, name, mac } => {
+            let q = queue_ops(ops)?;
+            if q.find_macvlan(*parent, *mac)?.is_none() {
+                q.create_macvlan(*parent, name, *mac)?;
+            }
+            Ok(())
+        }
         Undo::NumVfs {
             pf,
             to,
@@ -442,17 +610,155 @@ fn prepare(ops: &mut dyn SriovOps, a: &Action) -> Result<Undo, StepError> {
                 None => Undo::Nothing,
             }
         }
+        Action::SetFeature {
+            pf,
+            pf_ifindex,
+            feature,
+            ..
+        } => {
+            let now = queue_ops(ops)?.facts(*pf_ifindex)?.features.l2_fwd_offload;
+            match now {
+                Some(f) if feature == "l2-fwd-offload" => Undo::Feature {
+                    pf_ifindex: *pf_ifindex,
+                    name: feature.clone(),
+                    on: f.active,
+                },
+                _ => {
+                    return Err(StepError::Changed(format!(
+                        "{pf} does not report {feature}, so vportd cannot restore it; not touching it"
+                    )));
+                }
+            }
+        }
+        Action::CreateRssContext {
+            pf_ifindex, table, ..
+        } => Undo::RssContext {
+            pf_ifindex: *pf_ifindex,
+            id: None,
+            table: table.clone(),
+        },
+        Action::InsertRule {
+            pf,
+            pf_ifindex,
+            mac,
+            vlan,
+            location,
+            ..
+        } => {
+            if let Some(r) = queue_ops(ops)?.rule(*pf_ifindex, *location)? {
+                return Err(StepError::Changed(format!(
+                    "ntuple slot {location} of {pf} holds a rule vportd did not record (dst {}); delete it or free the slot",
+                    crate::host::netlink::format_mac(&r.dst_mac)
+                )));
+            }
+            Undo::Rule {
+                pf_ifindex: *pf_ifindex,
+                location: *location,
+                mac: mac_bytes(mac)?,
+                vlan: *vlan,
+            }
+        }
+        Action::CreateMacvlan {
+            pf,
+            pf_ifindex,
+            mac,
+            ..
+        } => {
+            let m = mac_bytes(mac)?;
+            if let Some(ifx) = queue_ops(ops)?.find_macvlan(*pf_ifindex, m)? {
+                return Err(StepError::Changed(format!(
+                    "{pf} already has a device with MAC {mac} on it (ifindex {ifx}) that vportd did not record"
+                )));
+            }
+            Undo::Macvlan {
+                parent: *pf_ifindex,
+                mac: m,
+            }
+        }
+        Action::DeleteRule {
+            pf_ifindex,
+            location,
+            ..
+        } => match queue_ops(ops)?.rule(*pf_ifindex, *location)? {
+            Some(rule) => Undo::ReinsertRule {
+                pf_ifindex: *pf_ifindex,
+                rule,
+            },
+            None => Undo::Nothing,
+        },
+        Action::DeleteRssContext {
+            pf_ifindex,
+            context,
+            table,
+            ..
+        } => match find_context(queue_ops(ops)?, *pf_ifindex, *context, table)? {
+            Some(id) => Undo::RecreateContext {
+                pf_ifindex: *pf_ifindex,
+                id,
+                table: table.clone(),
+            },
+            None => Undo::Nothing,
+        },
+        Action::DeleteMacvlan {
+            pf_ifindex,
+            vport,
+            mac,
+            ..
+        } => {
+            let m = mac_bytes(mac)?;
+            match queue_ops(ops)?.find_macvlan(*pf_ifindex, m)? {
+                Some(_) => Undo::RecreateMacvlan {
+                    parent: *pf_ifindex,
+                    name: crate::plan::macvlan_name(vport),
+                    mac: m,
+                },
+                None => Undo::Nothing,
+            }
+        }
+    })
+}
+
+fn mac_bytes(mac: &str) -> Result<[u8; 6], StepError> {
+    parse_mac(mac).ok_or_else(|| StepError::Changed(format!("{mac:?} is not a MAC address")))
+}
+
+/// What this run programmed for each vPort on queues, for the state file.
+type Programmed = BTreeMap<String, Steering>;
+
+fn programmed<'a>(
+    run: &'a mut Programmed,
+    vport: &str,
+    pf_ifindex: u32,
+    mode: QueueMode,
+    mac: &str,
+) -> &'a mut Steering {
+    run.entry(vport.to_string()).or_insert_with(|| Steering {
+        pf_ifindex,
+        mode,
+        mac: mac.to_string(),
+        vlan: None,
+        context: None,
+        table: Vec::new(),
+        location: None,
+        macvlan: None,
+        feature_set: false,
     })
 }
 
 /// The host's queue controls; a host without them cannot run a queue step.
-fn queue_ops(ops: &mut dyn SriovOps) -> Result<&mut dyn crate::host::ethtool::QueueOps, StepError> {
+fn queue_ops(ops: &mut dyn SriovOps) -> Result<&mut dyn QueueOps, StepError> {
     ops.queues().ok_or_else(|| {
         StepError::Changed("this host offers no queue controls (channels, RSS)".into())
     })
 }
 
-fn execute(ops: &mut dyn SriovOps, a: &Action, opts: &ApplyOptions) -> Result<(), StepError> {
+fn execute(
+    ops: &mut dyn SriovOps,
+    a: &Action,
+    opts: &ApplyOptions,
+    state: &State,
+    run: &mut Programmed,
+) -> Result<(), StepError> {
     match a {
         Action::SetNumVfs { pf, to, .. } => {
             let carrier = ops.pf_carrier(pf)?;
@@ -560,6 +866,197 @@ fn execute(ops: &mut dyn SriovOps, a: &Action, opts: &ApplyOptions) -> Result<()
             }
             Ok(())
         }
+        Action::SetFeature {
+            pf,
+            pf_ifindex,
+            feature,
+            on,
+        } => {
+            let q = queue_ops(ops)?;
+            q.set_feature(*pf_ifindex, feature, *on)?;
+            let got = q.facts(*pf_ifindex)?.features.l2_fwd_offload;
+            if feature == "l2-fwd-offload" && got.is_none_or(|f| f.active != *on) {
+                return Err(StepError::Verify(format!(
+                    "{feature} of {pf} reads back as {got:?} after turning it {}",
+                    if *on { "on" } else { "off" }
+                )));
+            }
+            Ok(())
+        }
+        Action::CreateRssContext {
+            pf,
+            pf_ifindex,
+            vport,
+            table,
+            ..
+        } => {
+            let q = queue_ops(ops)?;
+            let id = q.create_rss_context(*pf_ifindex, table)?;
+            let st = programmed(run, vport, *pf_ifindex, QueueMode::RssContext, "");
+            st.context = Some(id);
+            st.table = table.clone();
+            let got = q.rss_context(*pf_ifindex, id)?;
+            if got.as_ref() != Some(table) {
+                return Err(StepError::Verify(format!(
+                    "RSS context {id} of {pf} reads back as {got:?} after creating it over {table:?}"
+                )));
+            }
+            Ok(())
+        }
+        Action::InsertRule {
+            pf,
+            pf_ifindex,
+            vport,
+            mac,
+            vlan,
+            location,
+            queue,
+        } => {
+            let target = match queue {
+                Some(q) => FlowTarget::Queue {
+                    index: u64::from(*q),
+                },
+                None => {
+                    let id = run
+                        .get(vport)
+                        .and_then(|s| s.context)
+                        .or_else(|| state.steering.get(vport).and_then(|s| s.context))
+                        .ok_or_else(|| {
+                            StepError::Changed(format!(
+                                "{vport} has no RSS context on {pf} for its rule to steer into"
+                            ))
+                        })?;
+                    FlowTarget::Context { id }
+                }
+            };
+            let rule = FlowRule {
+                dst_mac: mac_bytes(mac)?,
+                vlan: *vlan,
+                location: *location,
+                target,
+            };
+            let mode = if queue.is_some() {
+                QueueMode::Ntuple
+            } else {
+                QueueMode::RssContext
+            };
+            let st = programmed(run, vport, *pf_ifindex, mode, mac);
+            st.mac = mac.clone();
+            st.vlan = *vlan;
+            st.location = Some(*location);
+            let q = queue_ops(ops)?;
+            q.insert_rule(*pf_ifindex, &rule)?;
+            let got = q.rule(*pf_ifindex, *location)?;
+            if got != Some(rule) {
+                return Err(StepError::Verify(format!(
+                    "ntuple rule {location} of {pf} reads back as {got:?} after inserting {rule:?}"
+                )));
+            }
+            Ok(())
+        }
+        Action::CreateMacvlan {
+            pf,
+            pf_ifindex,
+            vport,
+            name,
+            mac,
+            feature_set,
+        } => {
+            let m = mac_bytes(mac)?;
+            let q = queue_ops(ops)?;
+            let ifx = q.create_macvlan(*pf_ifindex, name, m)?;
+            let st = programmed(run, vport, *pf_ifindex, QueueMode::Vmdq, mac);
+            st.macvlan = Some(ifx);
+            st.feature_set = *feature_set;
+            let got = q.find_macvlan(*pf_ifindex, m)?;
+            if got != Some(ifx) {
+                return Err(StepError::Verify(format!(
+                    "the macvlan for {vport} on {pf} is {got:?}, not ifindex {ifx}, after creating it"
+                )));
+            }
+            Ok(())
+        }
+        Action::DeleteRule {
+            pf,
+            pf_ifindex,
+            location,
+            ..
+        } => {
+            let q = queue_ops(ops)?;
+            if q.rule(*pf_ifindex, *location)?.is_some() {
+                q.delete_rule(*pf_ifindex, *location)?;
+            }
+            if let Some(r) = q.rule(*pf_ifindex, *location)? {
+                return Err(StepError::Verify(format!(
+                    "ntuple slot {location} of {pf} still holds {r:?} after deleting it"
+                )));
+            }
+            Ok(())
+        }
+        Action::DeleteRssContext {
+            pf,
+            pf_ifindex,
+            context,
+            table,
+            ..
+        } => {
+            let q = queue_ops(ops)?;
+            if let Some(id) = find_context(q, *pf_ifindex, *context, table)? {
+                q.delete_rss_context(*pf_ifindex, id)?;
+                if q.rss_context(*pf_ifindex, id)?.is_some() {
+                    return Err(StepError::Verify(format!(
+                        "RSS context {id} of {pf} still exists after deleting it"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        Action::DeleteMacvlan {
+            pf,
+            pf_ifindex,
+            mac,
+            ..
+        } => {
+            let m = mac_bytes(mac)?;
+            let q = queue_ops(ops)?;
+            if let Some(ifx) = q.find_macvlan(*pf_ifindex, m)? {
+                q.delete_link(ifx)?;
+            }
+            if let Some(ifx) = q.find_macvlan(*pf_ifindex, m)? {
+                return Err(StepError::Verify(format!(
+                    "the macvlan with MAC {mac} on {pf} (ifindex {ifx}) is still there after deleting it"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Rolls back after `source` failed `step`: the error to return.
+fn fail(
+    ops: &mut dyn SriovOps,
+    journal: &Journal,
+    opts: &ApplyOptions,
+    step: usize,
+    what: String,
+    source: StepError,
+) -> ApplyError {
+    match rollback(ops, journal, opts) {
+        Ok(()) => match files::remove(&journal_path(&opts.state_dir)) {
+            Ok(()) => ApplyError::RolledBack {
+                step,
+                what,
+                source: Box::new(source),
+            },
+            Err(e) => e.into(),
+        },
+        Err(rollback) => ApplyError::RollbackFailed {
+            step,
+            what,
+            source: Box::new(source),
+            rollback: Box::new(rollback),
+            journal: journal_path(&opts.state_dir),
+        },
     }
 }
 
@@ -579,6 +1076,7 @@ pub fn apply(
         steps: Vec::new(),
     };
     let total = plan.actions.len();
+    let mut run = Programmed::new();
     let mut report = ApplyReport {
         steps: Vec::new(),
         recovered_steps: 0,
@@ -589,30 +1087,41 @@ pub fn apply(
         let what = action.describe();
         progress(step, total, &what, None);
         let mut attempts = 0;
+        let mut journaled = None;
         let result = (|| -> Result<(), StepError> {
             let undo = with_retries(opts, || prepare(ops, action))?;
+            journaled = Some(undo.clone());
             journal.steps.push(JournalStep {
                 step,
                 what: what.clone(),
                 undo,
-                done: false,
             });
             journal.save(&opts.state_dir).map_err(|e| {
                 StepError::Changed(format!("cannot journal the step, so it was not run: {e}"))
             })?;
-            with_retries(opts, || {
+            let result = with_retries(opts, || {
                 attempts += 1;
-                execute(ops, action, opts)
-            })?;
-            Ok(())
+                execute(ops, action, opts, state, &mut run)
+            });
+            // What the step created is journaled by id as soon as it is known, even when
+            // its read-back failed, so that the rollback finds it by id.
+            if let (Some(last), Action::CreateRssContext { vport, .. }) =
+                (journal.steps.last_mut(), action)
+                && let Undo::RssContext { id, .. } = &mut last.undo
+            {
+                *id = run.get(vport).and_then(|s| s.context);
+            }
+            result
         })();
         progress(step, total, &what, Some(&result));
         match result {
             Ok(()) => {
-                if let Some(last) = journal.steps.last_mut() {
-                    last.done = true;
+                // Saved again only when the step learned something its undo needs (a
+                // context's id): a rollback undoes a finished step and an unfinished one
+                // alike, so "done" need not be recorded (one fsync per step, not two).
+                if journal.steps.last().map(|l| &l.undo) != journaled.as_ref() {
+                    journal.save(&opts.state_dir)?;
                 }
-                journal.save(&opts.state_dir)?;
                 report.steps.push(StepReport {
                     step,
                     what,
@@ -645,12 +1154,41 @@ pub fn apply(
         version: state.version,
         vports: Default::default(),
         last_run: Some(opts.run_id.clone()),
+        steering: Default::default(),
     };
     for pl in &plan.placements {
-        let vf_bdf = match pl.path {
-            VportPath::Vf { index } => ops.vf_bdf(&pl.uplink, index).ok().flatten(),
-            VportPath::Software | VportPath::Queues { .. } => None,
-        };
+        if let VportPath::Queues { .. } = pl.path
+            && let Some(st) = run
+                .remove(&pl.vport)
+                .or_else(|| state.steering.get(&pl.vport).cloned())
+        {
+            next.steering.insert(pl.vport.clone(), st);
+        }
+    }
+    // The VFs' PCI addresses go into the state (status compares them): a read that fails
+    // fails the run like a step, rather than recording no address.
+    let mut bdfs = BTreeMap::new();
+    for pl in &plan.placements {
+        if let VportPath::Vf { index } = pl.path {
+            match with_retries(opts, || Ok(ops.vf_bdf(&pl.uplink, index)?)) {
+                Ok(bdf) => {
+                    bdfs.insert(pl.vport.clone(), bdf);
+                }
+                Err(source) => {
+                    return Err(fail(
+                        ops,
+                        &journal,
+                        opts,
+                        total + 1,
+                        "read the VFs' PCI addresses for the state file".into(),
+                        source,
+                    ));
+                }
+            }
+        }
+    }
+    for pl in &plan.placements {
+        let vf_bdf = bdfs.remove(&pl.vport).flatten();
         next.vports.insert(
             pl.vport.clone(),
             VportState {
@@ -663,7 +1201,7 @@ pub fn apply(
             },
         );
     }
-    if !report.noop || next.vports != state.vports {
+    if !report.noop || next.vports != state.vports || next.steering != state.steering {
         next.save(&opts.state_dir)?;
     }
     if !journal.steps.is_empty() {

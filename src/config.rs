@@ -136,6 +136,9 @@ pub struct VportSpec {
     pub queues: Option<u32>,
     /// Forces one path; None lets the planner pick the fastest the NIC allows.
     pub placement: Option<PathChoice>,
+    /// The CPUs the rebalancer keeps this vPort's queue interrupts on (`cpus = "2-5"`);
+    /// None: the local CPUs of the function its queues live on.
+    pub cpus: Option<Vec<u32>>,
     /// Where the `[[vport]]` table starts.
     pub at: Location,
 }
@@ -396,6 +399,10 @@ const VPORT_KEYS: &[(&str, &str)] = &[
     ),
     ("queues", "a whole number of hardware queues, e.g. 2"),
     ("placement", "\"vf\", \"queues\" or \"software\""),
+    (
+        "cpus",
+        "a CPU list for the vPort's queue interrupts, e.g. \"2-5,8\"",
+    ),
 ];
 
 /// Attributes a vPort may list in `optional`: if the NIC cannot set one, it is dropped
@@ -443,6 +450,7 @@ struct RawVport {
     optional: Option<Spanned<Vec<Spanned<String>>>>,
     queues: Option<Spanned<i64>>,
     placement: Option<Spanned<String>>,
+    cpus: Option<Spanned<String>>,
 }
 
 /// Collects problems against one file's text.
@@ -1211,6 +1219,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             );
         }
 
+        let cpus = raw
+            .cpus
+            .as_ref()
+            .and_then(|c| match crate::parse::cpulist(c.get_ref()) {
+                Ok(list) if !list.is_empty() => Some(list),
+                _ => {
+                    ck.report(
+                        &c.span(),
+                        format!("{what}: cpus {:?} is not a CPU list", c.get_ref()),
+                        "write CPU numbers and ranges, e.g. cpus = \"2-5,8\"",
+                    );
+                    None
+                }
+            });
+
         // Each of these is None only after a problem was reported.
         let (Some(name), Some(uplink), Some(mac)) = (name, uplink, mac) else {
             continue;
@@ -1231,6 +1254,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             optional,
             queues,
             placement,
+            cpus,
             at,
         });
     }
@@ -2026,6 +2050,12 @@ mod tests {
             message: "queues 0 is outside 1..64",
         },
         BadCase {
+            what: "cpus not a list",
+            toml: vport_with!("cpus = \"2-x\"\n"),
+            at: (7, 8),
+            message: "cpus \"2-x\" is not a CPU list",
+        },
+        BadCase {
             what: "placement unknown",
             toml: vport_with!("placement = \"vmdq\"\n"),
             at: (7, 13),
@@ -2091,7 +2121,7 @@ mod tests {
         let e = parse(Path::new("host.toml"), vport_with!("vlna = 1\n")).unwrap_err();
         assert!(
             e.to_string().ends_with(
-                "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload, optional, queues, placement"
+                "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload, optional, queues, placement, cpus"
             ),
             "{e}"
         );

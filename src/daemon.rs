@@ -89,6 +89,9 @@ pub struct QueueRow {
     pub irq: u32,
     pub name: String,
     pub nic: String,
+    /// The vPort whose queue set this queue is in (state file), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vport: Option<String>,
     pub cpu: Option<u32>,
     pub affinity: Vec<u32>,
     pub interrupts: u64,
@@ -135,6 +138,8 @@ pub struct Rebalancer {
     topo: Topology,
     queues: Vec<QueueSpec>,
     steering: HashMap<u32, (String, QueueRef)>,
+    /// The vPort each grouped queue IRQ belongs to (see `rebalance::group_by_vport`).
+    vport_of: BTreeMap<u32, String>,
     /// What the topology was learned from: IRQ numbers and names, online CPUs.
     learned_from: (Vec<(u32, String)>, String),
     prev: Option<Sample>,
@@ -149,6 +154,7 @@ impl Rebalancer {
             topo: Topology::default(),
             queues: Vec::new(),
             steering: HashMap::new(),
+            vport_of: BTreeMap::new(),
             learned_from: (Vec::new(), String::new()),
             prev: None,
         }
@@ -216,6 +222,28 @@ impl Rebalancer {
                 }
             }
         }
+        // Each provisioned vPort's queues (a VF's own, or the PF queues steered to it)
+        // as one group with the vPort's CPU set.
+        let vports = self
+            .cfg
+            .state_dir
+            .as_deref()
+            .map(State::load)
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let vport_cpus = self
+            .cfg
+            .software
+            .as_ref()
+            .map(|c| {
+                c.vports
+                    .iter()
+                    .filter_map(|v| Some((v.name.clone(), v.cpus.clone()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let sets = crate::state::queue_sets(&vports, &inv, &vport_cpus);
+        self.vport_of = crate::rebalance::group_by_vport(&mut self.queues, &sets);
         self.learned_from = (key_irqs, online);
         Ok(true)
     }
@@ -271,6 +299,7 @@ impl Rebalancer {
                 irq: q.irq,
                 name: q.name.clone(),
                 nic: q.nic.clone(),
+                vport: self.vport_of.get(&q.irq).cloned(),
                 cpu,
                 affinity: affinity.clone(),
                 interrupts: cur.intr.get(&q.irq).map(InterruptLine::total).unwrap_or(0),

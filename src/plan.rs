@@ -21,7 +21,7 @@ use crate::host::ethtool::{QueueFacts, equal_table, weighted_table};
 use crate::host::netlink::VfConfig;
 use crate::inventory::{Inventory, PciFunction, Role};
 use crate::profile::{self, ProfileSet};
-use crate::state::{QueueMode, State, VportPath};
+use crate::state::{QueueMode, State, Steering, VportPath};
 
 /// Planner options from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -124,6 +124,67 @@ pub enum Action {
         spread: String,
         table: Vec<u32>,
     },
+    /// Turn a PF feature on or off (`ethtool -K`): l2-fwd-offload before a VMDq macvlan,
+    /// off again when the last one goes.
+    SetFeature {
+        pf: String,
+        pf_ifindex: u32,
+        feature: String,
+        on: bool,
+    },
+    /// Create an RSS context spreading over the vPort's queues `first..first+count`
+    /// (`ethtool -X DEV context new start FIRST equal COUNT`); the driver picks its id.
+    CreateRssContext {
+        pf: String,
+        pf_ifindex: u32,
+        vport: String,
+        first: u32,
+        count: u32,
+        table: Vec<u32>,
+    },
+    /// Insert an ntuple rule on the vPort's destination MAC (and VLAN id) at `location`:
+    /// into `queue`, or with None into the RSS context the step before created for it.
+    InsertRule {
+        pf: String,
+        pf_ifindex: u32,
+        vport: String,
+        mac: String,
+        vlan: Option<u16>,
+        location: u32,
+        queue: Option<u32>,
+    },
+    /// Create the vPort's macvlan station on the PF (a VMDq pool with l2-fwd-offload).
+    CreateMacvlan {
+        pf: String,
+        pf_ifindex: u32,
+        vport: String,
+        name: String,
+        mac: String,
+        /// True when this plan turned l2-fwd-offload on for it.
+        feature_set: bool,
+    },
+    /// Delete a vPort's ntuple rule (released, or steered anew).
+    DeleteRule {
+        pf: String,
+        pf_ifindex: u32,
+        vport: String,
+        location: u32,
+    },
+    /// Delete a vPort's RSS context, found by id and checked by its table.
+    DeleteRssContext {
+        pf: String,
+        pf_ifindex: u32,
+        vport: String,
+        context: Option<u32>,
+        table: Vec<u32>,
+    },
+    /// Delete a vPort's macvlan station, found on the PF by its MAC.
+    DeleteMacvlan {
+        pf: String,
+        pf_ifindex: u32,
+        vport: String,
+        mac: String,
+    },
 }
 
 impl Action {
@@ -169,6 +230,53 @@ impl Action {
                     "set the RSS table of {pf} ({} entries): {spread}",
                     table.len()
                 )
+            }
+            Action::SetFeature {
+                pf, feature, on, ..
+            } => format!("turn {feature} {} on {pf}", if *on { "on" } else { "off" }),
+            Action::CreateRssContext {
+                pf,
+                vport,
+                first,
+                count,
+                ..
+            } => format!(
+                "create an RSS context on {pf} over queues {first}-{} for {vport}",
+                first + count - 1
+            ),
+            Action::InsertRule {
+                pf,
+                vport,
+                mac,
+                vlan,
+                location,
+                queue,
+                ..
+            } => format!(
+                "insert ntuple rule {location} on {pf}: dst {mac}{} -> {} ({vport})",
+                vlan.map(|v| format!(" vlan {v}")).unwrap_or_default(),
+                match queue {
+                    Some(q) => format!("queue {q}"),
+                    None => "its RSS context".into(),
+                }
+            ),
+            Action::CreateMacvlan {
+                pf, vport, name, ..
+            } => format!("create macvlan {name} on {pf} for {vport} (a VMDq pool)"),
+            Action::DeleteRule {
+                pf,
+                vport,
+                location,
+                ..
+            } => format!("delete ntuple rule {location} on {pf} (was {vport}'s)"),
+            Action::DeleteRssContext {
+                pf, vport, context, ..
+            } => format!(
+                "delete RSS context {} on {pf} (was {vport}'s)",
+                context.map(|c| c.to_string()).unwrap_or_else(|| "?".into())
+            ),
+            Action::DeleteMacvlan { pf, vport, mac, .. } => {
+                format!("delete the macvlan with MAC {mac} on {pf} (was {vport}'s)")
             }
         }
     }
@@ -500,20 +608,11 @@ fn choose_queues(
     ifname: &str,
     facts: Option<&QueueFacts>,
     steering: Option<&SteeringAbilities>,
-    top: &mut u32,
-    location: &mut u32,
+    alloc: &mut Alloc,
 ) -> Result<(VportPath, String), Vec<String>> {
     let mut refusals = Vec::new();
-    let (path, how) = choose_queues_inner(
-        v,
-        driver,
-        ifname,
-        facts,
-        steering,
-        top,
-        location,
-        &mut refusals,
-    )?;
+    let (path, how) =
+        choose_queues_inner(v, driver, ifname, facts, steering, alloc, &mut refusals)?;
     if refusals.is_empty() {
         Ok((path, how))
     } else {
@@ -521,15 +620,45 @@ fn choose_queues(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Queues and ntuple slots on one PF: taken by vPorts that keep their steering first,
+/// then handed out to new ones (queues from the top of the channel range, slots from 0).
+struct Alloc {
+    channels: u32,
+    queues: BTreeSet<u32>,
+    locations: BTreeSet<u32>,
+}
+
+impl Alloc {
+    /// The highest free run of `n` queues above queue 0.
+    fn take(&mut self, n: u32) -> Result<u32, String> {
+        let mut first = self.channels.saturating_sub(n);
+        while first >= 1 {
+            if (first..first + n).all(|q| !self.queues.contains(&q)) {
+                self.queues.extend(first..first + n);
+                return Ok(first);
+            }
+            first -= 1;
+        }
+        let free = (1..self.channels)
+            .filter(|q| !self.queues.contains(q))
+            .count();
+        Err(format!("{free} queue(s) left above queue 0, not {n}"))
+    }
+
+    fn location(&mut self) -> u32 {
+        let l = (0..).find(|l| !self.locations.contains(l)).unwrap_or(0);
+        self.locations.insert(l);
+        l
+    }
+}
+
 fn choose_queues_inner(
     v: &VportSpec,
     driver: &str,
     ifname: &str,
     facts: Option<&QueueFacts>,
     steering: Option<&SteeringAbilities>,
-    top: &mut u32,
-    location: &mut u32,
+    alloc: &mut Alloc,
     refusals: &mut Vec<String>,
 ) -> Result<(VportPath, String), Vec<String>> {
     let want = v.queues.unwrap_or(1);
@@ -548,24 +677,15 @@ fn choose_queues_inner(
         "ntuple-filters",
         steering.is_some_and(|s| s.ntuple),
     );
-    let take = |n: u32, top: &mut u32| -> Result<u32, String> {
-        if *top > n {
-            *top -= n;
-            Ok(*top)
-        } else {
-            Err(format!(
-                "{ifname} has {} queue(s) left above queue 0, not {n}",
-                top.saturating_sub(1)
-            ))
-        }
+    let take = |n: u32, alloc: &mut Alloc| -> Result<u32, String> {
+        alloc.take(n).map_err(|e| format!("{ifname} has {e}"))
     };
     // RSS context + rule.
     if steering.is_some_and(|s| s.rss_contexts) {
         match &ntuple {
-            Ok(()) => match take(want, top) {
+            Ok(()) => match take(want, alloc) {
                 Ok(first) => {
-                    let loc = *location;
-                    *location += 1;
+                    let loc = alloc.location();
                     return Ok((
                         VportPath::Queues {
                             mode: QueueMode::RssContext,
@@ -574,7 +694,7 @@ fn choose_queues_inner(
                             location: Some(loc),
                         },
                         format!(
-                            "an RSS context over queues {first}-{} with a rule on {}{} would take it",
+                            "an RSS context over queues {first}-{} with a rule on {}{} takes it",
                             first + want - 1,
                             v.mac,
                             v.vlan.map(|x| format!(" vlan {x}")).unwrap_or_default()
@@ -600,7 +720,7 @@ fn choose_queues_inner(
                     count: want,
                     location: None,
                 },
-                format!("a macvlan on {ifname} with l2-fwd-offload would get a VMDq pool"),
+                format!("a macvlan on {ifname} with l2-fwd-offload gets a VMDq pool"),
             ));
         }
         (true, Some(_)) => refusals.push(format!(
@@ -613,10 +733,9 @@ fn choose_queues_inner(
     }
     // One queue through an ntuple rule.
     match ntuple {
-        Ok(()) => match take(1, top) {
+        Ok(()) => match take(1, alloc) {
             Ok(first) => {
-                let loc = *location;
-                *location += 1;
+                let loc = alloc.location();
                 return Ok((
                     VportPath::Queues {
                         mode: QueueMode::Ntuple,
@@ -624,10 +743,7 @@ fn choose_queues_inner(
                         count: 1,
                         location: Some(loc),
                     },
-                    format!(
-                        "an ntuple rule on {} into queue {first} would take it",
-                        v.mac
-                    ),
+                    format!("an ntuple rule on {} into queue {first} takes it", v.mac),
                 ));
             }
             Err(e) => refusals.push(format!("no ntuple queue: {e}")),
@@ -635,6 +751,21 @@ fn choose_queues_inner(
         Err(e) => refusals.push(format!("no ntuple queue: {e}")),
     }
     Err(std::mem::take(refusals))
+}
+
+/// The macvlan station's name for a vPort: `vq-` and the name, cut to 15 bytes with a
+/// hash of the whole name when it is longer (the device is found by its MAC, the name is
+/// only for people).
+pub fn macvlan_name(vport: &str) -> String {
+    let full = format!("vq-{vport}");
+    if full.len() <= 15 {
+        return full;
+    }
+    let hash = vport.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let head: String = vport.chars().take(7).collect();
+    format!("vq-{head}-{:04x}", hash & 0xffff)
 }
 
 /// Errors that make planning impossible (as opposed to blockers, which a plan shows).
@@ -957,59 +1088,226 @@ pub fn plan(
             facts,
             steering.as_ref(),
         );
-        let mut top = channels_after.unwrap_or(1);
-        let mut location = 0;
+        let mut alloc = Alloc {
+            channels: channels_after.unwrap_or(1),
+            queues: BTreeSet::new(),
+            locations: BTreeSet::new(),
+        };
+        let table_size = facts
+            .and_then(|q| q.rss_table.as_ref().map(|t| t.len() as u32))
+            .or(steering.as_ref().and_then(|s| s.pf_rss_table))
+            .unwrap_or(128);
+        // Steering programmed earlier on this PF: kept when the vPort still wants the same
+        // (same MAC and VLAN, queues still inside the channels), else removed first.
+        let programmed: Vec<(&String, &Steering)> = state
+            .steering
+            .iter()
+            .filter(|(name, _)| state.vports.get(*name).is_some_and(|s| s.uplink == pf))
+            .collect();
+        let mut kept: BTreeMap<String, VportPath> = BTreeMap::new();
+        for (name, st) in &programmed {
+            let Some(v) = no_vf.iter().map(|(v, _)| *v).find(|v| &v.name == *name) else {
+                continue;
+            };
+            let Some(path) = state.vports.get(*name).map(|s| s.path.clone()) else {
+                continue;
+            };
+            let same = st.mac.eq_ignore_ascii_case(&v.mac.to_string())
+                && st.vlan == v.vlan
+                && Some(st.pf_ifindex) == pf_ifindex;
+            let fits = match &path {
+                VportPath::Queues {
+                    mode: QueueMode::RssContext,
+                    first,
+                    count,
+                    ..
+                } => *count == v.queues.unwrap_or(1) && first + count <= alloc.channels,
+                VportPath::Queues {
+                    mode: QueueMode::Ntuple,
+                    first,
+                    ..
+                } => *first < alloc.channels,
+                VportPath::Queues { .. } => true,
+                _ => false,
+            };
+            if same && fits {
+                if let VportPath::Queues {
+                    mode,
+                    first,
+                    count,
+                    location,
+                } = &path
+                {
+                    if *mode != QueueMode::Vmdq {
+                        alloc.queues.extend(*first..first + count);
+                    }
+                    alloc.locations.extend(*location);
+                }
+                kept.insert(name.to_string(), path);
+            }
+        }
+        let mut feature_off = false;
+        for (name, st) in &programmed {
+            if kept.contains_key(*name) {
+                continue;
+            }
+            let (ifx, vport) = (st.pf_ifindex, name.to_string());
+            if let Some(location) = st.location {
+                resets.push(Action::DeleteRule {
+                    pf: pf.into(),
+                    pf_ifindex: ifx,
+                    vport: vport.clone(),
+                    location,
+                });
+            }
+            if st.mode == QueueMode::RssContext {
+                resets.push(Action::DeleteRssContext {
+                    pf: pf.into(),
+                    pf_ifindex: ifx,
+                    vport: vport.clone(),
+                    context: st.context,
+                    table: st.table.clone(),
+                });
+            }
+            if st.mode == QueueMode::Vmdq {
+                resets.push(Action::DeleteMacvlan {
+                    pf: pf.into(),
+                    pf_ifindex: ifx,
+                    vport,
+                    mac: st.mac.clone(),
+                });
+                feature_off |= st.feature_set;
+            }
+        }
+        let mut vmdq_left = kept.values().any(|p| {
+            matches!(
+                p,
+                VportPath::Queues {
+                    mode: QueueMode::Vmdq,
+                    ..
+                }
+            )
+        });
+        let mut l2fwd_on = facts
+            .and_then(|q| q.features.l2_fwd_offload)
+            .is_some_and(|f| f.active);
+        let mut feature_by_plan = programmed
+            .iter()
+            .any(|(n, st)| kept.contains_key(*n) && st.feature_set);
         no_vf.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         for (v, why) in no_vf {
-            let choice = choose_queues(
-                v,
-                &driver,
-                ifname,
-                facts,
-                steering.as_ref(),
-                &mut top,
-                &mut location,
-            );
             let forced = v.placement == Some(PathChoice::Queues);
-            match choice {
-                Ok((path, how)) => {
-                    // The planner knows the path; apply cannot program it yet (RSS
-                    // contexts, ntuple rules and macvlan stations are encoded and their
-                    // bytes proven in host::ethtool, but not yet journaled actions).
-                    let reason = format!(
-                        "{why}; {how}, but vportd's apply does not program {} steering yet",
-                        match &path {
-                            VportPath::Queues { mode, .. } => mode.as_str(),
-                            _ => "queue",
-                        }
-                    );
-                    if forced {
-                        p.blockers.push(format!("vport \"{}\": {reason}", v.name));
-                    } else {
-                        p.placements.push(Placement {
-                            vport: v.name.clone(),
-                            uplink: pf.to_string(),
-                            path: VportPath::Software,
-                            reason: format!("{reason}; software path"),
-                            vf_config: None,
-                        });
-                    }
-                }
-                Err(refusals) => {
-                    let reason = format!("{why}; no queues of its own: {}", refusals.join("; "));
-                    if forced {
-                        p.blockers.push(format!("vport \"{}\": {reason}", v.name));
-                    } else {
-                        p.placements.push(Placement {
-                            vport: v.name.clone(),
-                            uplink: pf.to_string(),
-                            path: VportPath::Software,
-                            reason,
-                            vf_config: None,
-                        });
-                    }
-                }
+            if let Some(path) = kept.get(&v.name) {
+                p.placements.push(Placement {
+                    vport: v.name.clone(),
+                    uplink: pf.to_string(),
+                    path: path.clone(),
+                    reason: state.vports[&v.name].reason.clone(),
+                    vf_config: None,
+                });
+                continue;
             }
+            let choice = choose_queues(v, &driver, ifname, facts, steering.as_ref(), &mut alloc);
+            let reason = match &choice {
+                Ok((_, how)) => format!("{why}; {how}"),
+                Err(refusals) => format!("{why}; no queues of its own: {}", refusals.join("; ")),
+            };
+            let path = match (choice, pf_ifindex) {
+                (Ok((path, _)), Some(ifx)) => {
+                    let mac = v.mac.to_string();
+                    match &path {
+                        VportPath::Queues {
+                            mode: QueueMode::RssContext,
+                            first,
+                            count,
+                            location,
+                        } => {
+                            main_actions.push(Action::CreateRssContext {
+                                pf: pf.into(),
+                                pf_ifindex: ifx,
+                                vport: v.name.clone(),
+                                first: *first,
+                                count: *count,
+                                table: equal_table(table_size, *first, *count),
+                            });
+                            main_actions.push(Action::InsertRule {
+                                pf: pf.into(),
+                                pf_ifindex: ifx,
+                                vport: v.name.clone(),
+                                mac,
+                                vlan: v.vlan,
+                                location: location.unwrap_or(0),
+                                queue: None,
+                            });
+                        }
+                        VportPath::Queues {
+                            mode: QueueMode::Ntuple,
+                            first,
+                            location,
+                            ..
+                        } => main_actions.push(Action::InsertRule {
+                            pf: pf.into(),
+                            pf_ifindex: ifx,
+                            vport: v.name.clone(),
+                            mac,
+                            vlan: v.vlan,
+                            location: location.unwrap_or(0),
+                            queue: Some(*first),
+                        }),
+                        _ => {
+                            if !l2fwd_on {
+                                main_actions.push(Action::SetFeature {
+                                    pf: pf.into(),
+                                    pf_ifindex: ifx,
+                                    feature: "l2-fwd-offload".into(),
+                                    on: true,
+                                });
+                                l2fwd_on = true;
+                                feature_by_plan = true;
+                            }
+                            vmdq_left = true;
+                            main_actions.push(Action::CreateMacvlan {
+                                pf: pf.into(),
+                                pf_ifindex: ifx,
+                                vport: v.name.clone(),
+                                name: macvlan_name(&v.name),
+                                mac,
+                                feature_set: feature_by_plan,
+                            });
+                        }
+                    }
+                    Some(path)
+                }
+                _ => None,
+            };
+            match path {
+                Some(path) => p.placements.push(Placement {
+                    vport: v.name.clone(),
+                    uplink: pf.to_string(),
+                    path,
+                    reason,
+                    vf_config: None,
+                }),
+                None if forced => p.blockers.push(format!("vport \"{}\": {reason}", v.name)),
+                None => p.placements.push(Placement {
+                    vport: v.name.clone(),
+                    uplink: pf.to_string(),
+                    path: VportPath::Software,
+                    reason,
+                    vf_config: None,
+                }),
+            }
+        }
+        if feature_off
+            && !vmdq_left
+            && let Some(ifx) = pf_ifindex
+        {
+            resets.push(Action::SetFeature {
+                pf: pf.into(),
+                pf_ifindex: ifx,
+                feature: "l2-fwd-offload".into(),
+                on: false,
+            });
         }
     }
 

@@ -154,11 +154,16 @@ pub struct VportStatus {
     /// A software vPort's switch port counters, as the daemon last published them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switch: Option<crate::softpath::PortSnapshot>,
+    /// The vPort's own queues (a VF's on the VF's function, or the PF's queues steered
+    /// to it), each by index and IRQ, and the CPUs they belong on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_set: Option<crate::state::VportQueueSet>,
 }
 
 /// Compares the state with the host.
 pub fn status(state: &State, inv: &Inventory) -> Vec<VportStatus> {
     let mut out = Vec::new();
+    let sets = crate::state::queue_sets(state, inv, &Default::default());
     for (name, v) in &state.vports {
         let pf = inv.pci_functions.iter().find(|f| f.bdf == v.uplink);
         let mut drift = Vec::new();
@@ -206,6 +211,7 @@ pub fn status(state: &State, inv: &Inventory) -> Vec<VportStatus> {
             actual,
             drift,
             switch: None,
+            queue_set: sets.iter().find(|q| &q.vport == name).cloned(),
         });
     }
     out

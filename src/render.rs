@@ -391,6 +391,30 @@ pub fn status(list: &[crate::provision::VportStatus]) -> String {
         })
         .collect();
     let mut out = table(&["VPORT", "UPLINK", "PATH", "VF", "HEALTH", "STATE"], &rows);
+    let sets: Vec<_> = list.iter().filter_map(|s| s.queue_set.as_ref()).collect();
+    if !sets.is_empty() {
+        out.push_str("\nqueue sets (queue index and IRQ, on the function that owns them):\n");
+        let rows: Vec<Vec<String>> = sets
+            .iter()
+            .map(|q| {
+                vec![
+                    q.vport.clone(),
+                    q.function.clone(),
+                    if q.queues.is_empty() {
+                        "- (none named by index)".into()
+                    } else {
+                        q.queues
+                            .iter()
+                            .map(|x| format!("{} {} irq {}", x.kind, x.index, x.irq))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                    crate::parse::format_cpulist(&q.cpus),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["VPORT", "FUNCTION", "QUEUES", "CPUS"], &rows));
+    }
     let soft: Vec<_> = list
         .iter()
         .filter(|s| s.path == VportPath::Software)

@@ -31,6 +31,23 @@ pub struct SimPf {
     /// which queue controls it refuses ("channels", "rss").
     pub queue_facts: Option<crate::host::ethtool::QueueFacts>,
     pub queue_refuses: Vec<&'static str>,
+    /// Per-vPort steering the simulated driver holds (RSS contexts, ntuple rules,
+    /// macvlan stations); `queue_refuses` may name "rss-context", "ntuple", "macvlan"
+    /// or "l2-fwd-offload" to refuse them.
+    pub steer: SimSteering,
+}
+
+/// RSS contexts, ntuple rules and macvlans on a simulated PF, with the kernel's rules:
+/// context ids from 1, a context's table only over existing channels, a rule into an
+/// existing context or queue, one macvlan per MAC, l2-fwd-offload only when changeable.
+#[derive(Debug, Clone, Default)]
+pub struct SimSteering {
+    pub contexts: BTreeMap<u32, Vec<u32>>,
+    pub rules: BTreeMap<u32, crate::host::ethtool::FlowRule>,
+    /// (ifindex, name, MAC, in a VMDq pool).
+    pub macvlans: Vec<(u32, String, [u8; 6], bool)>,
+    /// At most this many contexts (0: none at all).
+    pub max_contexts: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -94,12 +111,62 @@ impl SimHost {
                     },
                 }),
                 queue_refuses: Vec::new(),
+                steer: SimSteering::default(),
             })
             .collect();
         SimHost {
             pfs,
             ..Default::default()
         }
+    }
+
+    /// A ConnectX-6 (mlx5) host: 8 combined channels, ntuple filters on, RSS contexts.
+    pub fn mlx5(npfs: u32) -> Self {
+        let mut h = Self::igb(npfs);
+        for p in &mut h.pfs {
+            p.vendor = 0x15b3;
+            p.device = 0x101d;
+            p.driver = "mlx5_core".into();
+            p.vf_driver = "mlx5_core".into();
+            p.refuses.clear();
+            p.total_vfs = 8;
+            p.steer.max_contexts = 32;
+            if let Some(f) = p.queue_facts.as_mut() {
+                f.combined = Some(8);
+                f.combined_max = Some(8);
+                f.rss_table = Some(crate::host::ethtool::equal_table(128, 0, 8));
+                f.features.ntuple = Some(crate::host::ethtool::Feature {
+                    active: true,
+                    changeable: true,
+                });
+            }
+        }
+        h
+    }
+
+    /// An 82599 (ixgbe) host: l2-fwd-offload off but changeable, ntuple (Flow Director)
+    /// changeable, no RSS contexts.
+    pub fn ixgbe(npfs: u32) -> Self {
+        let mut h = Self::igb(npfs);
+        for p in &mut h.pfs {
+            p.device = 0x10fb;
+            p.driver = "ixgbe".into();
+            p.vf_driver = "ixgbevf".into();
+            p.refuses = vec!["link_state"];
+            p.total_vfs = 63;
+            if let Some(f) = p.queue_facts.as_mut() {
+                f.combined = Some(8);
+                f.combined_max = Some(63);
+                f.rss_table = Some(crate::host::ethtool::equal_table(128, 0, 8));
+                let changeable = Some(crate::host::ethtool::Feature {
+                    active: false,
+                    changeable: true,
+                });
+                f.features.ntuple = changeable;
+                f.features.l2_fwd_offload = changeable;
+            }
+        }
+        h
     }
 
     fn fault(&mut self, op: Op, name: &'static str) -> Result<(), HostError> {
@@ -284,6 +351,222 @@ impl crate::host::ethtool::QueueOps for SimHost {
         }
         self.log.push(format!("rss {ifindex} {}", indir.len()));
         Ok(())
+    }
+
+    fn rss_context(
+        &mut self,
+        ifindex: u32,
+        id: u32,
+    ) -> Result<Option<Vec<u32>>, crate::host::ethtool::EthtoolError> {
+        let p = self.steer_pf(ifindex, "report an RSS context", None)?;
+        Ok(p.steer.contexts.get(&id).cloned())
+    }
+
+    fn create_rss_context(
+        &mut self,
+        ifindex: u32,
+        indir: &[u32],
+    ) -> Result<u32, crate::host::ethtool::EthtoolError> {
+        let what = "create an RSS context";
+        let p = self.steer_pf(ifindex, what, Some("rss-context"))?;
+        let n = p.queue_facts.as_ref().and_then(|f| f.combined).unwrap_or(1);
+        let size = p
+            .queue_facts
+            .as_ref()
+            .and_then(|f| f.rss_table.as_ref().map(|t| t.len()))
+            .unwrap_or(0);
+        if p.steer.max_contexts == 0 {
+            return Err(sim_refuse(ifindex, what, Errno::EOPNOTSUPP));
+        }
+        if indir.len() != size || indir.iter().any(|q| *q >= n) {
+            return Err(sim_refuse(ifindex, what, Errno::EINVAL));
+        }
+        let Some(id) = (1..=p.steer.max_contexts).find(|i| !p.steer.contexts.contains_key(i))
+        else {
+            return Err(sim_refuse(ifindex, what, Errno::ENOSPC));
+        };
+        p.steer.contexts.insert(id, indir.to_vec());
+        self.log.push(format!("context {ifindex} +{id}"));
+        Ok(id)
+    }
+
+    fn delete_rss_context(
+        &mut self,
+        ifindex: u32,
+        id: u32,
+    ) -> Result<(), crate::host::ethtool::EthtoolError> {
+        let what = "delete an RSS context";
+        let p = self.steer_pf(ifindex, what, Some("rss-context"))?;
+        // The kernel refuses to delete a context a rule still steers into (EBUSY).
+        if p.steer.rules.values().any(
+            |r| matches!(r.target, crate::host::ethtool::FlowTarget::Context { id: c } if c == id),
+        ) {
+            return Err(sim_refuse(ifindex, what, Errno::EBUSY));
+        }
+        p.steer
+            .contexts
+            .remove(&id)
+            .ok_or_else(|| sim_refuse(ifindex, what, Errno::ENOENT))?;
+        self.log.push(format!("context {ifindex} -{id}"));
+        Ok(())
+    }
+
+    fn rule(
+        &mut self,
+        ifindex: u32,
+        location: u32,
+    ) -> Result<Option<crate::host::ethtool::FlowRule>, crate::host::ethtool::EthtoolError> {
+        let p = self.steer_pf(ifindex, "report a flow rule", None)?;
+        Ok(p.steer.rules.get(&location).copied())
+    }
+
+    fn insert_rule(
+        &mut self,
+        ifindex: u32,
+        rule: &crate::host::ethtool::FlowRule,
+    ) -> Result<(), crate::host::ethtool::EthtoolError> {
+        use crate::host::ethtool::FlowTarget;
+        let what = "insert a flow rule";
+        let p = self.steer_pf(ifindex, what, Some("ntuple"))?;
+        let f = p.queue_facts.clone().unwrap_or_default();
+        if !f.features.ntuple.is_some_and(|x| x.active || x.changeable) {
+            return Err(sim_refuse(ifindex, what, Errno::EOPNOTSUPP));
+        }
+        let ok = match rule.target {
+            FlowTarget::Queue { index } => index < u64::from(f.combined.unwrap_or(1)),
+            FlowTarget::Context { id } => p.steer.contexts.contains_key(&id),
+        };
+        if !ok {
+            return Err(sim_refuse(ifindex, what, Errno::EINVAL));
+        }
+        p.steer.rules.insert(rule.location, *rule);
+        self.log.push(format!("rule {ifindex} +{}", rule.location));
+        Ok(())
+    }
+
+    fn delete_rule(
+        &mut self,
+        ifindex: u32,
+        location: u32,
+    ) -> Result<(), crate::host::ethtool::EthtoolError> {
+        let what = "delete a flow rule";
+        let p = self.steer_pf(ifindex, what, Some("ntuple"))?;
+        p.steer
+            .rules
+            .remove(&location)
+            .ok_or_else(|| sim_refuse(ifindex, what, Errno::ENOENT))?;
+        self.log.push(format!("rule {ifindex} -{location}"));
+        Ok(())
+    }
+
+    fn set_feature(
+        &mut self,
+        ifindex: u32,
+        name: &str,
+        on: bool,
+    ) -> Result<(), crate::host::ethtool::EthtoolError> {
+        let what = "set a feature";
+        let p = self.steer_pf(ifindex, what, Some("l2-fwd-offload"))?;
+        let busy = p.steer.macvlans.iter().any(|m| m.3);
+        let f = p
+            .queue_facts
+            .as_mut()
+            .and_then(|f| match name {
+                "l2-fwd-offload" => f.features.l2_fwd_offload.as_mut(),
+                _ => f.features.ntuple.as_mut(),
+            })
+            .ok_or_else(|| sim_refuse(ifindex, what, Errno::EOPNOTSUPP))?;
+        if !f.changeable {
+            // As the kernel: accepted, left as it was ([fixed]); the caller reads back.
+            return Ok(());
+        }
+        if !on && busy {
+            // ixgbe keeps offloaded stations' pools until they go.
+            return Err(sim_refuse(ifindex, what, Errno::EBUSY));
+        }
+        f.active = on;
+        self.log.push(format!("feature {ifindex} {name} {on}"));
+        Ok(())
+    }
+
+    fn create_macvlan(
+        &mut self,
+        parent: u32,
+        name: &str,
+        mac: [u8; 6],
+    ) -> Result<u32, crate::host::ethtool::EthtoolError> {
+        let what = "create a macvlan";
+        let next = 100
+            + self
+                .pfs
+                .iter()
+                .flat_map(|p| p.steer.macvlans.iter().map(|m| m.0 - 99))
+                .max()
+                .unwrap_or(0);
+        let p = self.steer_pf(parent, what, Some("macvlan"))?;
+        if p.steer.macvlans.iter().any(|m| m.1 == name || m.2 == mac) {
+            return Err(sim_refuse(parent, what, Errno::EEXIST));
+        }
+        let pool = p
+            .queue_facts
+            .as_ref()
+            .and_then(|f| f.features.l2_fwd_offload)
+            .is_some_and(|f| f.active);
+        p.steer.macvlans.push((next, name.to_string(), mac, pool));
+        self.log.push(format!("macvlan {parent} +{next}"));
+        Ok(next)
+    }
+
+    fn find_macvlan(
+        &mut self,
+        parent: u32,
+        mac: [u8; 6],
+    ) -> Result<Option<u32>, crate::host::ethtool::EthtoolError> {
+        let p = self.steer_pf(parent, "list devices", None)?;
+        Ok(p.steer.macvlans.iter().find(|m| m.2 == mac).map(|m| m.0))
+    }
+
+    fn delete_link(&mut self, ifindex: u32) -> Result<(), crate::host::ethtool::EthtoolError> {
+        for p in &mut self.pfs {
+            if p.queue_refuses.contains(&"macvlan-delete") {
+                return Err(sim_refuse(ifindex, "delete the device", Errno::EBUSY));
+            }
+            if let Some(i) = p.steer.macvlans.iter().position(|m| m.0 == ifindex) {
+                p.steer.macvlans.remove(i);
+                self.log.push(format!("macvlan -{ifindex}"));
+                return Ok(());
+            }
+        }
+        Err(sim_refuse(ifindex, "delete the device", Errno::ENODEV))
+    }
+}
+
+fn sim_refuse(ifindex: u32, what: &str, errno: Errno) -> crate::host::ethtool::EthtoolError {
+    crate::host::ethtool::EthtoolError::Refused {
+        dev: format!("ifindex {ifindex}"),
+        what: what.into(),
+        errno,
+    }
+}
+
+impl SimHost {
+    /// The PF with `ifindex`, refusing with EOPNOTSUPP when `control` is in its
+    /// `queue_refuses`.
+    fn steer_pf(
+        &mut self,
+        ifindex: u32,
+        what: &str,
+        control: Option<&str>,
+    ) -> Result<&mut SimPf, crate::host::ethtool::EthtoolError> {
+        let p = self
+            .pfs
+            .iter_mut()
+            .find(|p| p.ifindex == ifindex)
+            .ok_or_else(|| sim_refuse(ifindex, what, Errno::ENODEV))?;
+        if control.is_some_and(|c| p.queue_refuses.contains(&c)) {
+            return Err(sim_refuse(ifindex, what, Errno::EOPNOTSUPP));
+        }
+        Ok(p)
     }
 }
 

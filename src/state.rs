@@ -116,6 +116,125 @@ pub struct State {
     /// The apply run that wrote this state; a journal of the same run is finished.
     #[serde(default)]
     pub last_run: Option<String>,
+    /// What apply programmed on a PF for each vPort on hardware queues, so that a later
+    /// run finds it (by PF ifindex, context table, rule slot, macvlan ifindex and MAC)
+    /// and removes it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steering: BTreeMap<String, Steering>,
+}
+
+/// A vPort's steering as programmed on its PF.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Steering {
+    pub pf_ifindex: u32,
+    pub mode: QueueMode,
+    /// The vPort's MAC and VLAN id the rule or macvlan matches.
+    pub mac: String,
+    pub vlan: Option<u16>,
+    /// The RSS context's id as the driver gave it, and its table: the table identifies
+    /// the context if the id is lost (a run killed between creating and journaling it).
+    pub context: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub table: Vec<u32>,
+    /// The ntuple rule's slot.
+    pub location: Option<u32>,
+    /// The macvlan station's ifindex (VMDq).
+    pub macvlan: Option<u32>,
+    /// True when apply turned l2-fwd-offload on for this vPort's macvlan (removing the
+    /// last such vPort turns it off again).
+    #[serde(default)]
+    pub feature_set: bool,
+}
+
+/// One queue of a vPort's queue set: its index on the function that owns it, and its
+/// interrupt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueIrq {
+    /// "rx", "tx" or "txrx", as the IRQ's name says.
+    pub kind: String,
+    pub index: u32,
+    pub irq: u32,
+    pub name: String,
+}
+
+/// A vPort's queues as one group: the function they live on (a VF's own PCI function,
+/// or the PF for RSS-context and ntuple queues), each queue's index and IRQ, and the
+/// CPUs the rebalancer keeps them on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VportQueueSet {
+    pub vport: String,
+    /// The PCI address of the function whose queues these are.
+    pub function: String,
+    pub queues: Vec<QueueIrq>,
+    /// The vPort's CPU set (its `cpus`, else the function's local CPUs).
+    pub cpus: Vec<u32>,
+}
+
+/// Each provisioned vPort's queue set, from the state and discovery. `cpus` holds the
+/// vPorts' configured CPU sets. A VMDq pool's queues are the driver's choice and cannot
+/// be named by index, so such a vPort has an empty set; software vPorts have none.
+pub fn queue_sets(
+    state: &State,
+    inv: &crate::inventory::Inventory,
+    cpus: &BTreeMap<String, Vec<u32>>,
+) -> Vec<VportQueueSet> {
+    let mut out = Vec::new();
+    for (name, v) in &state.vports {
+        let pf = inv.pci_functions.iter().find(|f| f.bdf == v.uplink);
+        let (function, range) = match &v.path {
+            VportPath::Vf { index } => {
+                let bdf = pf
+                    .and_then(|f| f.sriov.as_ref())
+                    .and_then(|s| s.vfs.iter().find(|e| e.index == *index))
+                    .map(|e| e.bdf.clone())
+                    .or_else(|| v.vf_bdf.clone());
+                match bdf {
+                    Some(b) => (b, None),
+                    None => continue,
+                }
+            }
+            VportPath::Queues {
+                mode: QueueMode::RssContext | QueueMode::Ntuple,
+                first,
+                count,
+                ..
+            } => (v.uplink.clone(), Some(*first..*first + *count)),
+            VportPath::Queues { .. } => (v.uplink.clone(), Some(0..0)),
+            VportPath::Software => continue,
+        };
+        let f = inv.pci_functions.iter().find(|f| f.bdf == function);
+        let queues = f
+            .map(|f| {
+                f.irqs
+                    .iter()
+                    .filter_map(|i| {
+                        let q = i.queue?;
+                        if range.as_ref().is_some_and(|r| !r.contains(&q.index)) {
+                            return None;
+                        }
+                        Some(QueueIrq {
+                            kind: format!("{:?}", q.kind).to_lowercase(),
+                            index: q.index,
+                            irq: i.irq,
+                            name: i.name.clone(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cpu_set = cpus
+            .get(name)
+            .cloned()
+            .or_else(|| f.or(pf).map(|f| f.local_cpus.clone()))
+            .unwrap_or_default();
+        out.push(VportQueueSet {
+            vport: name.clone(),
+            function,
+            queues,
+            cpus: cpu_set,
+        });
+    }
+    out
 }
 
 impl State {

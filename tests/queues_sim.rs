@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use vportd::apply::{ApplyError, ApplyOptions};
 use vportd::config;
-use vportd::host::ethtool::{Feature, equal_table, weighted_table};
+use vportd::host::ethtool::{FlowTarget, equal_table, weighted_table};
 use vportd::plan::{Action, Plan, PlanOptions};
 use vportd::profile::ProfileSet;
 use vportd::provision;
 use vportd::sim::SimHost;
-use vportd::state::VportPath;
+use vportd::state::{QueueMode, State, VportPath};
 
 fn text(dir: &Path, uplink: &str, vports: &str) -> String {
     format!(
@@ -204,40 +204,30 @@ fn igb_refuses_every_queue_path_with_its_reasons() {
 }
 
 /// An ixgbe 82599 whose l2-fwd-offload can be turned on: a VMDq pool is chosen; an mlx5
-/// ConnectX-6 with ntuple: an RSS context off the top of the channels. Apply does not
-/// program either yet, and the reason says so.
+/// ConnectX-6 with ntuple: an RSS context off the top of the channels, then (no room for
+/// a second context) one ntuple queue.
 #[test]
 fn profiles_and_runtime_features_pick_the_queue_path() {
     let dir = tempfile::tempdir().unwrap();
-    let on = Some(Feature {
-        active: false,
-        changeable: true,
-    });
-    let mut ixgbe = SimHost::igb(1);
-    ixgbe.pfs[0].device = 0x10fb;
-    ixgbe.pfs[0].driver = "ixgbe".into();
-    ixgbe.pfs[0].vf_driver = "ixgbevf".into();
-    ixgbe.pfs[0]
-        .queue_facts
-        .as_mut()
-        .unwrap()
-        .features
-        .l2_fwd_offload = on;
+    let ixgbe = SimHost::ixgbe(1);
     let t = text(dir.path(), "num_vfs = 0", &vport("q", 1, "queues = 2"));
-    let r = &plan_for(&ixgbe, &t).placements[0].reason;
-    assert!(r.contains("l2-fwd-offload would get a VMDq pool"), "{r}");
+    let p = plan_for(&ixgbe, &t);
+    let r = &p.placements[0].reason;
+    assert!(r.contains("l2-fwd-offload gets a VMDq pool"), "{r}");
+    assert!(!r.contains("does not program"), "{r}");
+    assert!(
+        matches!(
+            p.placements[0].path,
+            VportPath::Queues {
+                mode: QueueMode::Vmdq,
+                ..
+            }
+        ),
+        "{:?}",
+        p.placements[0].path
+    );
 
-    let mut mlx = SimHost::igb(1);
-    mlx.pfs[0].vendor = 0x15b3;
-    mlx.pfs[0].device = 0x101d;
-    mlx.pfs[0].driver = "mlx5_core".into();
-    mlx.pfs[0].vf_driver = "mlx5_core".into();
-    {
-        let f = mlx.pfs[0].queue_facts.as_mut().unwrap();
-        f.combined = Some(8);
-        f.combined_max = Some(8);
-        f.features.ntuple = on;
-    }
+    let mlx = SimHost::mlx5(1);
     let t = text(
         dir.path(),
         "num_vfs = 0",
@@ -266,4 +256,252 @@ fn profiles_and_runtime_features_pick_the_queue_path() {
         "{}",
         p.placements[1].reason
     );
+}
+
+fn mlx_config(dir: &Path, vports: &str) -> String {
+    text(dir, "num_vfs = 0", vports)
+}
+
+/// mlx5: an RSS context + rule for one vPort, a single-queue ntuple rule for another;
+/// read back on the host; the second apply does nothing; removing a vPort removes its
+/// rule and context; the state records context id, table and rule slot.
+#[test]
+fn rss_context_and_ntuple_steering_apply_and_undo() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::mlx5(1);
+    let both = mlx_config(
+        dir.path(),
+        &(vport("a", 1, "queues = 4") + &vport("b", 2, "queues = 4\nvlan = 7")),
+    );
+    let p = apply(&mut host, &both, "r1").unwrap();
+    let kinds: Vec<&str> = p
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::CreateRssContext { .. } => "context",
+            Action::InsertRule { .. } => "rule",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["context", "rule", "rule"]);
+    let steer = &host.pfs[0].steer;
+    assert_eq!(steer.contexts.len(), 1);
+    let (id, table) = steer.contexts.iter().next().unwrap();
+    assert_eq!(table, &equal_table(128, 4, 4));
+    let rule_a = steer.rules[&0];
+    assert_eq!(rule_a.dst_mac, [2, 0, 0, 0, 1, 1]);
+    assert_eq!(rule_a.target, FlowTarget::Context { id: *id });
+    let rule_b = steer.rules[&1];
+    assert_eq!(rule_b.vlan, Some(7));
+    assert_eq!(rule_b.target, FlowTarget::Queue { index: 3 });
+    let st = State::load(dir.path()).unwrap();
+    assert_eq!(st.steering["a"].context, Some(*id));
+    assert_eq!(st.steering["a"].location, Some(0));
+    assert_eq!(st.steering["b"].location, Some(1));
+    assert_eq!(st.steering["b"].mode, QueueMode::Ntuple);
+
+    let again = plan_for(&host, &both);
+    assert!(again.is_noop(), "{:?}", again.actions);
+
+    // a goes: its rule, then its context; b keeps its rule.
+    let p = apply(
+        &mut host,
+        &mlx_config(dir.path(), &vport("b", 2, "queues = 4\nvlan = 7")),
+        "r2",
+    )
+    .unwrap();
+    assert!(matches!(
+        p.actions[0],
+        Action::DeleteRule { location: 0, .. }
+    ));
+    assert!(matches!(p.actions[1], Action::DeleteRssContext { .. }));
+    let steer = &host.pfs[0].steer;
+    assert!(steer.contexts.is_empty());
+    assert_eq!(steer.rules.keys().copied().collect::<Vec<_>>(), [1]);
+    let st = State::load(dir.path()).unwrap();
+    assert!(!st.steering.contains_key("a"));
+    assert!(st.steering.contains_key("b"));
+
+    // A forced placement = "queues" works where the NIC can.
+    let forced = mlx_config(
+        dir.path(),
+        &(vport("b", 2, "queues = 4\nvlan = 7")
+            + &vport("c", 3, "queues = 2\nplacement = \"queues\"")),
+    );
+    let p = apply(&mut host, &forced, "r3").unwrap();
+    assert!(p.blockers.is_empty());
+    let c = p.placements.iter().find(|x| x.vport == "c").unwrap();
+    assert!(
+        matches!(
+            c.path,
+            VportPath::Queues {
+                mode: QueueMode::RssContext,
+                count: 2,
+                ..
+            }
+        ),
+        "{c:?}"
+    );
+    assert_eq!(host.pfs[0].steer.contexts.len(), 1);
+    // Everything gone: nothing left on the PF.
+    apply(&mut host, &mlx_config(dir.path(), ""), "r4").unwrap();
+    assert!(host.pfs[0].steer.contexts.is_empty());
+    assert!(host.pfs[0].steer.rules.is_empty());
+    assert!(State::load(dir.path()).unwrap().steering.is_empty());
+}
+
+/// ixgbe: l2-fwd-offload on first, then the macvlan station; removal deletes the macvlan
+/// and turns the feature back off.
+#[test]
+fn vmdq_macvlan_steering_apply_and_undo() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::ixgbe(1);
+    let t = text(
+        dir.path(),
+        "num_vfs = 0",
+        &vport("m", 1, "placement = \"queues\""),
+    );
+    let p = apply(&mut host, &t, "r1").unwrap();
+    assert!(
+        matches!(&p.actions[0], Action::SetFeature { on: true, .. }),
+        "{:?}",
+        p.actions
+    );
+    assert!(
+        matches!(&p.actions[1], Action::CreateMacvlan { .. }),
+        "{:?}",
+        p.actions
+    );
+    let f = facts(&host).features.l2_fwd_offload.unwrap();
+    assert!(f.active);
+    let mv = host.pfs[0].steer.macvlans.clone();
+    assert_eq!(mv.len(), 1);
+    assert_eq!(mv[0].2, [2, 0, 0, 0, 1, 1]);
+    assert!(mv[0].3, "the macvlan got a VMDq pool");
+    let st = State::load(dir.path()).unwrap();
+    assert_eq!(st.steering["m"].macvlan, Some(mv[0].0));
+    assert!(st.steering["m"].feature_set);
+    assert!(plan_for(&host, &t).is_noop());
+
+    apply(&mut host, &text(dir.path(), "num_vfs = 0", ""), "r2").unwrap();
+    assert!(host.pfs[0].steer.macvlans.is_empty());
+    assert!(!facts(&host).features.l2_fwd_offload.unwrap().active);
+}
+
+/// A refusal half way (the rule after its context; the macvlan after the feature) rolls
+/// back what the run did: no context, the feature back off.
+#[test]
+fn a_refusal_mid_way_rolls_back_the_steering() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::mlx5(1);
+    host.pfs[0].queue_refuses.push("ntuple");
+    let e = apply(
+        &mut host,
+        &mlx_config(dir.path(), &vport("a", 1, "queues = 4")),
+        "r1",
+    )
+    .unwrap_err();
+    assert!(matches!(e, ApplyError::RolledBack { step: 2, .. }), "{e}");
+    assert!(host.pfs[0].steer.contexts.is_empty(), "context rolled back");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::ixgbe(1);
+    host.pfs[0].queue_refuses.push("macvlan");
+    let e = apply(
+        &mut host,
+        &text(dir.path(), "num_vfs = 0", &vport("m", 1, "queues = 1")),
+        "r1",
+    )
+    .unwrap_err();
+    assert!(matches!(e, ApplyError::RolledBack { step: 2, .. }), "{e}");
+    assert!(!facts(&host).features.l2_fwd_offload.unwrap().active);
+
+    // A refused removal (the macvlan cannot be deleted) leaves the station in place and
+    // the state as it was.
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::ixgbe(1);
+    let t = text(dir.path(), "num_vfs = 0", &vport("m", 1, "queues = 1"));
+    apply(&mut host, &t, "r1").unwrap();
+    host.pfs[0].queue_refuses.push("macvlan-delete");
+    let e = apply(&mut host, &text(dir.path(), "num_vfs = 0", ""), "r2").unwrap_err();
+    assert!(matches!(e, ApplyError::RolledBack { .. }), "{e}");
+    assert_eq!(host.pfs[0].steer.macvlans.len(), 1);
+    assert!(State::load(dir.path()).unwrap().steering.contains_key("m"));
+    host.pfs[0].queue_refuses.clear();
+    apply(&mut host, &text(dir.path(), "num_vfs = 0", ""), "r3").unwrap();
+    assert!(host.pfs[0].steer.macvlans.is_empty());
+}
+
+/// A run killed after any step (the journal left as kill -9 leaves it: the last step not
+/// marked done, a new context's id not yet journaled) is rolled back by the next run,
+/// which then converges; a third run does nothing.
+#[test]
+fn a_killed_steering_run_is_rolled_back_by_the_next() {
+    for (name, host0, vports) in [
+        (
+            "mlx5",
+            SimHost::mlx5(1),
+            vport("a", 1, "queues = 4") + &vport("b", 2, "queues = 2\nvlan = 9"),
+        ),
+        ("ixgbe", SimHost::ixgbe(1), vport("m", 1, "queues = 1")),
+    ] {
+        let probe_dir = tempfile::tempdir().unwrap();
+        let full = plan_for(&host0, &mlx_config(probe_dir.path(), &vports));
+        for cut in 1..=full.actions.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let t = mlx_config(dir.path(), &vports);
+            let mut h = host0.clone();
+            let mut prefix = plan_for(&h, &t);
+            prefix.actions.truncate(cut);
+            let o = ApplyOptions {
+                state_dir: dir.path().to_path_buf(),
+                retries: 1,
+                retry_delay: Duration::ZERO,
+                link_wait: Duration::ZERO,
+                run_id: "killed".into(),
+            };
+            let journal = std::sync::Mutex::new(None);
+            vportd::apply::apply(
+                &mut h,
+                &prefix,
+                &State::default(),
+                &o,
+                &mut |step, _, _, done| {
+                    if step == cut && done.is_some() {
+                        *journal.lock().unwrap() =
+                            std::fs::read(dir.path().join("journal.json")).ok();
+                    }
+                },
+            )
+            .unwrap();
+            let journal = journal.into_inner().unwrap().unwrap();
+            std::fs::write(dir.path().join("journal.json"), &journal).unwrap();
+            std::fs::remove_file(State::path(dir.path())).ok();
+            // Recovery leaves the PF as it was before the killed run.
+            let mut r = h.clone();
+            let undone = vportd::apply::recover(&mut r, &State::default(), &o).unwrap();
+            assert_eq!(undone, cut, "{name} cut {cut}");
+            std::fs::write(dir.path().join("journal.json"), &journal).unwrap();
+            assert!(r.pfs[0].steer.contexts.is_empty(), "{name} cut {cut}");
+            assert!(r.pfs[0].steer.rules.is_empty(), "{name} cut {cut}");
+            assert!(r.pfs[0].steer.macvlans.is_empty(), "{name} cut {cut}");
+            assert_eq!(
+                r.pfs[0].queue_facts.as_ref().unwrap().features,
+                host0.pfs[0].queue_facts.as_ref().unwrap().features,
+                "{name} cut {cut}"
+            );
+            // And a rerun converges, then does nothing.
+            apply(&mut h, &t, "next").unwrap_or_else(|e| panic!("{name} cut {cut}: {e}"));
+            let steer = &h.pfs[0].steer;
+            assert_eq!(
+                steer.contexts.len() + steer.rules.len() + steer.macvlans.len(),
+                full.actions
+                    .iter()
+                    .filter(|a| !matches!(a, Action::SetFeature { .. }))
+                    .count(),
+                "{name} cut {cut}: {steer:?}"
+            );
+            assert!(plan_for(&h, &t).is_noop(), "{name} cut {cut}");
+        }
+    }
 }

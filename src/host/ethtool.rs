@@ -169,11 +169,46 @@ pub trait QueueOps {
     fn set_channels(&mut self, ifindex: u32, combined: u32) -> Result<(), EthtoolError>;
     /// Sets the main RSS indirection table; an empty table restores the driver's default.
     fn set_rss_table(&mut self, ifindex: u32, indir: &[u32]) -> Result<(), EthtoolError>;
+    /// The table of RSS context `id`; None when the device has no such context.
+    fn rss_context(&mut self, ifindex: u32, id: u32) -> Result<Option<Vec<u32>>, EthtoolError>;
+    /// Creates an RSS context spreading over `indir`; returns the id the driver gave it.
+    fn create_rss_context(&mut self, ifindex: u32, indir: &[u32]) -> Result<u32, EthtoolError>;
+    fn delete_rss_context(&mut self, ifindex: u32, id: u32) -> Result<(), EthtoolError>;
+    /// The ntuple rule at `location`; None when the slot is empty.
+    fn rule(&mut self, ifindex: u32, location: u32) -> Result<Option<FlowRule>, EthtoolError>;
+    fn insert_rule(&mut self, ifindex: u32, rule: &FlowRule) -> Result<(), EthtoolError>;
+    fn delete_rule(&mut self, ifindex: u32, location: u32) -> Result<(), EthtoolError>;
+    /// Turns a feature on or off and checks that it reads back as asked.
+    fn set_feature(&mut self, ifindex: u32, name: &str, on: bool) -> Result<(), EthtoolError>;
+    /// Creates a macvlan (bridge mode) on `parent` with `mac`; returns its ifindex.
+    fn create_macvlan(
+        &mut self,
+        parent: u32,
+        name: &str,
+        mac: [u8; 6],
+    ) -> Result<u32, EthtoolError>;
+    /// The macvlan on `parent` with `mac`, by ifindex (MACs of vPorts are unique).
+    fn find_macvlan(&mut self, parent: u32, mac: [u8; 6]) -> Result<Option<u32>, EthtoolError>;
+    fn delete_link(&mut self, ifindex: u32) -> Result<(), EthtoolError>;
 }
+
+/// The highest RSS context id a search for a lost context tries (a run killed between
+/// creating a context and journaling its id): drivers hand out small ids.
+pub const CONTEXT_SEARCH_LIMIT: u32 = 64;
 
 /// The real kernel.
 #[derive(Debug, Default)]
 pub struct LiveQueues;
+
+/// A MAC in `aa:bb:cc:dd:ee:ff` form as bytes.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in out.iter_mut() {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
 
 /// The netdev name of an ifindex now.
 pub fn ifname_of(ifindex: u32) -> Result<String, EthtoolError> {
@@ -204,6 +239,92 @@ impl QueueOps for LiveQueues {
     fn set_rss_table(&mut self, ifindex: u32, indir: &[u32]) -> Result<(), EthtoolError> {
         rss_set(&ifname_of(ifindex)?, indir)
     }
+
+    fn rss_context(&mut self, ifindex: u32, id: u32) -> Result<Option<Vec<u32>>, EthtoolError> {
+        match rss_get(&ifname_of(ifindex)?, id) {
+            Ok(t) => Ok(Some(t.indir)),
+            // The kernel answers ENOENT (6.11+) or EINVAL (drivers before) for an id it
+            // does not have.
+            Err(EthtoolError::Refused {
+                errno: Errno::ENOENT | Errno::EINVAL,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_rss_context(&mut self, ifindex: u32, indir: &[u32]) -> Result<u32, EthtoolError> {
+        rss_context_create(&ifname_of(ifindex)?, indir)
+    }
+
+    fn delete_rss_context(&mut self, ifindex: u32, id: u32) -> Result<(), EthtoolError> {
+        rss_context_delete(&ifname_of(ifindex)?, id)
+    }
+
+    fn rule(&mut self, ifindex: u32, location: u32) -> Result<Option<FlowRule>, EthtoolError> {
+        ntuple_get(&ifname_of(ifindex)?, location)
+    }
+
+    fn insert_rule(&mut self, ifindex: u32, rule: &FlowRule) -> Result<(), EthtoolError> {
+        ntuple_insert(&ifname_of(ifindex)?, rule)
+    }
+
+    fn delete_rule(&mut self, ifindex: u32, location: u32) -> Result<(), EthtoolError> {
+        ntuple_delete(&ifname_of(ifindex)?, location)
+    }
+
+    fn set_feature(&mut self, ifindex: u32, name: &str, on: bool) -> Result<(), EthtoolError> {
+        feature_set(&ifname_of(ifindex)?, name, on)
+    }
+
+    fn create_macvlan(
+        &mut self,
+        parent: u32,
+        name: &str,
+        mac: [u8; 6],
+    ) -> Result<u32, EthtoolError> {
+        macvlan_create(parent, name, mac)?;
+        // The name was only the request's handle: the device is the one on `parent`
+        // with `mac`.
+        self.find_macvlan(parent, mac)?
+            .ok_or_else(|| EthtoolError::Protocol {
+                dev: name.into(),
+                what: "create a macvlan".into(),
+                why: format!("no device on ifindex {parent} has its MAC after creation"),
+            })
+    }
+
+    fn find_macvlan(&mut self, parent: u32, mac: [u8; 6]) -> Result<Option<u32>, EthtoolError> {
+        find_upper_with_mac(parent, mac)
+    }
+
+    fn delete_link(&mut self, ifindex: u32) -> Result<(), EthtoolError> {
+        link_delete(ifindex)
+    }
+}
+
+/// The device stacked on `parent` (sysfs `iflink`) whose MAC is `mac`.
+fn find_upper_with_mac(parent: u32, mac: [u8; 6]) -> Result<Option<u32>, EthtoolError> {
+    let want = crate::host::netlink::format_mac(&mac);
+    let dir = std::fs::read_dir("/sys/class/net").map_err(|e| EthtoolError::Protocol {
+        dev: format!("ifindex {parent}"),
+        what: "list network devices".into(),
+        why: e.to_string(),
+    })?;
+    for entry in dir.flatten() {
+        let p = entry.path();
+        let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+        let ifindex: u32 = read("ifindex").trim().parse().unwrap_or(0);
+        let iflink: u32 = read("iflink").trim().parse().unwrap_or(0);
+        if ifindex != 0
+            && ifindex != parent
+            && iflink == parent
+            && read("address").trim().eq_ignore_ascii_case(&want)
+        {
+            return Ok(Some(ifindex));
+        }
+    }
+    Ok(None)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -242,6 +363,7 @@ pub fn weighted_table(size: u32, start: u32, weights: &[u32]) -> Option<Vec<u32>
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const ETHTOOL_SCHANNELS: u32 = 0x3d;
 const ETHTOOL_GRXRINGS: u32 = 0x2d;
+const ETHTOOL_GRXCLSRULE: u32 = 0x2f;
 const ETHTOOL_SRXCLSRLDEL: u32 = 0x31;
 const ETHTOOL_SRXCLSRLINS: u32 = 0x32;
 const ETHTOOL_GRSSH: u32 = 0x46;
@@ -251,6 +373,7 @@ pub const ETH_RXFH_CONTEXT_ALLOC: u32 = 0xffff_ffff;
 const ETHER_FLOW: u32 = 0x12;
 const FLOW_EXT: u32 = 0x8000_0000;
 const FLOW_RSS: u32 = 0x2000_0000;
+const FLOW_MAC_EXT: u32 = 0x4000_0000;
 /// `struct ethtool_rxfh` without its table.
 const RXFH_HEADER: usize = 24;
 /// `sizeof(struct ethtool_rxnfc)` on 64-bit Linux.
@@ -317,6 +440,44 @@ pub fn ntuple_insert_request(rule: &FlowRule) -> Vec<u8> {
         put_u32(&mut b, RXNFC_RSS_CONTEXT, id);
     }
     b
+}
+
+/// `ETHTOOL_GRXCLSRULE` for the rule at `location` (`ethtool -n DEV rule L`).
+pub fn ntuple_get_request(location: u32) -> Vec<u8> {
+    let mut b = vec![0u8; RXNFC_SIZE];
+    put_u32(&mut b, 0, ETHTOOL_GRXCLSRULE);
+    put_u32(&mut b, FS_LOCATION, location);
+    b
+}
+
+/// Reads back a rule the way [`ntuple_insert_request`] writes one; None for a rule of
+/// another shape (not an Ethernet destination-MAC rule), which vportd did not write.
+pub fn ntuple_decode(b: &[u8]) -> Option<FlowRule> {
+    if b.len() < RXNFC_SIZE {
+        return None;
+    }
+    let flow_type = get_u32(b, FS);
+    if flow_type & !(FLOW_EXT | FLOW_RSS | FLOW_MAC_EXT) != ETHER_FLOW {
+        return None;
+    }
+    let mut dst_mac = [0u8; 6];
+    dst_mac.copy_from_slice(&b[FS_H_U..FS_H_U + 6]);
+    let vlan = (flow_type & FLOW_EXT != 0)
+        .then(|| u16::from_be_bytes([b[FS_H_EXT + 10], b[FS_H_EXT + 11]]) & 0x0fff);
+    let cookie = u64::from_ne_bytes(b[FS_RING_COOKIE..FS_RING_COOKIE + 8].try_into().ok()?);
+    let target = if flow_type & FLOW_RSS != 0 {
+        FlowTarget::Context {
+            id: get_u32(b, RXNFC_RSS_CONTEXT),
+        }
+    } else {
+        FlowTarget::Queue { index: cookie }
+    };
+    Some(FlowRule {
+        dst_mac,
+        vlan,
+        location: get_u32(b, FS_LOCATION),
+        target,
+    })
 }
 
 /// `ETHTOOL_SRXCLSRLDEL` (`ethtool -N DEV delete L`).
@@ -423,6 +584,59 @@ pub fn macvlan_request(seq: u32, parent: u32, name: &str, mac: [u8; 6]) -> Vec<u
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE,
         seq,
         &p,
+    )
+}
+
+/// `RTM_DELLINK` of one device by ifindex (`ip link del` resolves the name to the same).
+pub fn link_delete_request(seq: u32, ifindex: u32) -> Vec<u8> {
+    let mut p = vec![0u8; 16];
+    p[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+    nlmsg(17, NLM_F_REQUEST | NLM_F_ACK, seq, &p)
+}
+
+/// Sends one rtnetlink request and waits for its ack.
+fn rtnl_request(what: &str, dev: &str, req: &[u8]) -> Result<(), EthtoolError> {
+    // SAFETY: socket(2) with constant arguments, checked below, then owned.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(EthtoolError::Socket {
+            dev: dev.into(),
+            what: "reach rtnetlink",
+            errno: Errno::last(),
+        });
+    }
+    // SAFETY: fd was just returned by socket(2) and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut g = Genl {
+        fd,
+        family: 0,
+        seq: 1,
+    };
+    g.exchange(dev, what, req).map(|_| ())
+}
+
+/// Creates a macvlan in bridge mode (`ip link add link PARENT name NAME address MAC type
+/// macvlan mode bridge`).
+pub fn macvlan_create(parent: u32, name: &str, mac: [u8; 6]) -> Result<(), EthtoolError> {
+    rtnl_request(
+        "create a macvlan",
+        name,
+        &macvlan_request(1, parent, name, mac),
+    )
+}
+
+/// Deletes a device by ifindex.
+pub fn link_delete(ifindex: u32) -> Result<(), EthtoolError> {
+    rtnl_request(
+        "delete the device",
+        &format!("ifindex {ifindex}"),
+        &link_delete_request(1, ifindex),
     )
 }
 
@@ -552,6 +766,20 @@ pub fn rss_context_delete(dev: &str, context: u32) -> Result<(), EthtoolError> {
 pub fn ntuple_insert(dev: &str, rule: &FlowRule) -> Result<(), EthtoolError> {
     let mut b = ntuple_insert_request(rule);
     ethtool_ioctl(dev, "insert a flow rule", &mut b)
+}
+
+/// The rule at `location`, or None when the slot is empty (ENOENT, or EINVAL from
+/// drivers that say so for an unused slot).
+pub fn ntuple_get(dev: &str, location: u32) -> Result<Option<FlowRule>, EthtoolError> {
+    let mut b = ntuple_get_request(location);
+    match ethtool_ioctl(dev, &format!("report flow rule {location}"), &mut b) {
+        Ok(()) => Ok(ntuple_decode(&b)),
+        Err(EthtoolError::Refused {
+            errno: Errno::ENOENT | Errno::EINVAL,
+            ..
+        }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Deletes the steering rule at `location` (`ethtool -N DEV delete L`).

@@ -154,3 +154,64 @@ pub struct QueueSpec {
     /// The CPUs this NIC may use (per-NIC CPU sets); empty means every online CPU.
     pub cpus: Vec<u32>,
 }
+
+/// Hands each vPort's queues to the policy as one group: every queue in a vPort's set
+/// (found by IRQ) gets that vPort's CPU set, so its interrupts spread and coalesce inside
+/// it. Returns which vPort each grouped IRQ belongs to, for the metrics' `vport` label.
+pub fn group_by_vport(
+    queues: &mut [QueueSpec],
+    sets: &[crate::state::VportQueueSet],
+) -> BTreeMap<u32, String> {
+    let mut owner = BTreeMap::new();
+    for set in sets {
+        for q in &set.queues {
+            owner.insert(q.irq, (set.vport.clone(), set.cpus.clone()));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for spec in queues.iter_mut() {
+        if let Some((vport, cpus)) = owner.get(&spec.irq) {
+            if !cpus.is_empty() {
+                spec.cpus = cpus.clone();
+            }
+            out.insert(spec.irq, vport.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+    use crate::state::{QueueIrq, VportQueueSet};
+
+    #[test]
+    fn a_vports_queues_share_its_cpu_set_and_others_are_untouched() {
+        let spec = |irq: u32, nic: &str| QueueSpec {
+            irq,
+            name: format!("q{irq}"),
+            nic: nic.into(),
+            node: Some(0),
+            cpus: vec![],
+        };
+        let mut qs = vec![spec(40, "vf"), spec(41, "vf"), spec(50, "pf")];
+        let q = |irq| QueueIrq {
+            kind: "rx".into(),
+            index: irq - 40,
+            irq,
+            name: String::new(),
+        };
+        let sets = vec![VportQueueSet {
+            vport: "vm1".into(),
+            function: "0000:01:10.0".into(),
+            queues: vec![q(40), q(41)],
+            cpus: vec![2, 3],
+        }];
+        let owner = group_by_vport(&mut qs, &sets);
+        assert_eq!(qs[0].cpus, [2, 3]);
+        assert_eq!(qs[1].cpus, [2, 3]);
+        assert!(qs[2].cpus.is_empty());
+        assert_eq!(owner.get(&41).map(String::as_str), Some("vm1"));
+        assert!(!owner.contains_key(&50));
+    }
+}
