@@ -286,9 +286,19 @@ fn apply_cmd(
             std::process::id()
         ),
     };
-    let mut ops = LiveSriov::new(KernelFs::system());
+    #[cfg_attr(not(feature = "fault-injection"), allow(unused_mut))]
+    let mut ops: Box<dyn vportd::host::sriov::SriovOps> =
+        Box::new(LiveSriov::new(KernelFs::system()));
+    // Test builds only: VPORTD_FAULTS makes chosen host operations fail (tests/vm/README.md).
+    #[cfg(feature = "fault-injection")]
+    {
+        ops = match vportd::host::faults::from_env(ops).map_err(Failure::input)? {
+            Ok(faulty) => Box::new(faulty),
+            Err(live) => live,
+        };
+    }
     let for_rediscovery = cfg.clone();
-    let mut rediscover = |_: &LiveSriov| {
+    let mut rediscover = |_: &_| {
         planning_inventory(&for_rediscovery, plan_opts).unwrap_or_else(|_| inv.clone())
     };
     // Steps can be long (VF creation: seconds to over a minute on big NICs), so each

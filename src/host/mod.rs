@@ -5,6 +5,8 @@
 pub mod afpacket;
 pub mod control_socket;
 pub mod ethtool;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod files;
 pub mod fs;
 pub mod http;

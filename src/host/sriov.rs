@@ -43,6 +43,9 @@ impl HostError {
         match self {
             HostError::Write(w) => Some(w.errno),
             HostError::Netlink { errno, .. } => *errno,
+            HostError::Fs(FsError::Read { source, .. } | FsError::List { source, .. }) => {
+                source.raw_os_error().map(Errno::from_raw)
+            }
             _ => None,
         }
     }
@@ -81,12 +84,46 @@ pub trait SriovOps {
     }
 }
 
+/// Lets the CLI pick its host (live, or live under the fault-injection layer) at run time.
+impl<T: SriovOps + ?Sized> SriovOps for Box<T> {
+    fn num_vfs(&mut self, pf: &str) -> Result<u32, HostError> {
+        (**self).num_vfs(pf)
+    }
+    fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<u32, HostError> {
+        (**self).set_num_vfs(pf, n)
+    }
+    fn vf_bdf(&mut self, pf: &str, index: u32) -> Result<Option<String>, HostError> {
+        (**self).vf_bdf(pf, index)
+    }
+    fn driver(&mut self, bdf: &str) -> Result<Option<String>, HostError> {
+        (**self).driver(bdf)
+    }
+    fn bind(&mut self, bdf: &str, driver: Option<&str>) -> Result<(), HostError> {
+        (**self).bind(bdf, driver)
+    }
+    fn vf_config(&mut self, pf_ifindex: u32, vf: u32) -> Result<Option<VfConfig>, HostError> {
+        (**self).vf_config(pf_ifindex, vf)
+    }
+    fn set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
+        (**self).set_vf(pf_ifindex, cfg)
+    }
+    fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError> {
+        (**self).pf_carrier(pf)
+    }
+    fn queues(&mut self) -> Option<&mut dyn super::ethtool::QueueOps> {
+        (**self).queues()
+    }
+}
+
 /// The real kernel.
 pub struct LiveSriov {
     pub fs: KernelFs,
     /// How long VFs may take to appear after `sriov_numvfs` is written
     /// (~1.3 s for 7 igb VFs emulated; over a minute for 125 on ConnectX-6 Lx).
     pub vf_create_timeout: Duration,
+    /// How long one rtnetlink request may take (a driver's VF handler runs under the
+    /// RTNL lock, which anything else on the host may be holding).
+    pub netlink_timeout: Duration,
     /// One runtime and one rtnetlink connection for the whole run, not one per request.
     rt: tokio::runtime::Runtime,
     handle: Option<rtnetlink::Handle>,
@@ -103,6 +140,7 @@ impl LiveSriov {
         Self {
             fs,
             vf_create_timeout: Duration::from_secs(120),
+            netlink_timeout: Duration::from_secs(30),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -124,6 +162,22 @@ impl LiveSriov {
             .into_iter()
             .filter(|e| e.starts_with("virtfn"))
             .collect())
+    }
+
+    /// Runs one netlink request, failing with [`HostError::Timeout`] after
+    /// `netlink_timeout` (the request may still be carried out later: callers read back).
+    fn bounded<T>(
+        &self,
+        what: String,
+        f: impl std::future::Future<Output = Result<T, HostError>>,
+    ) -> Result<T, HostError> {
+        let limit = self.netlink_timeout;
+        self.rt
+            .block_on(async { tokio::time::timeout(limit, f).await })
+            .unwrap_or(Err(HostError::Timeout {
+                what,
+                waited: limit,
+            }))
     }
 
     fn handle(&mut self) -> Result<rtnetlink::Handle, HostError> {
@@ -149,9 +203,13 @@ impl SriovOps for LiveSriov {
     }
 
     fn num_vfs(&mut self, pf: &str) -> Result<u32, HostError> {
+        // Absent (a PF without SR-IOV) is 0 VFs; a read the kernel refuses is an error,
+        // never 0, or a rollback would take the PF's VFs for gone.
+        let path = format!("{}/sriov_numvfs", Self::pci(pf));
         Ok(self
             .fs
-            .read_parsed(&format!("{}/sriov_numvfs", Self::pci(pf)))
+            .read(&path)?
+            .and_then(|t| t.parse().ok())
             .unwrap_or(0))
     }
 
@@ -237,7 +295,10 @@ impl SriovOps for LiveSriov {
     fn vf_config(&mut self, pf_ifindex: u32, vf: u32) -> Result<Option<VfConfig>, HostError> {
         if !self.links.contains_key(&pf_ifindex) {
             let handle = self.handle()?;
-            let link = self.rt.block_on(get_link(handle, pf_ifindex))?;
+            let link = self.bounded(
+                format!("reading link {pf_ifindex} over rtnetlink"),
+                get_link(handle, pf_ifindex),
+            )?;
             self.links.insert(pf_ifindex, link);
         }
         Ok(self.links[&pf_ifindex]
@@ -250,7 +311,10 @@ impl SriovOps for LiveSriov {
     fn set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
         self.links.remove(&pf_ifindex);
         let handle = self.handle()?;
-        self.rt.block_on(set_vf(handle, pf_ifindex, cfg))
+        self.bounded(
+            format!("setting VF {} on link {pf_ifindex}", cfg.vf),
+            set_vf(handle, pf_ifindex, cfg),
+        )
     }
 
     fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError> {
