@@ -1,41 +1,59 @@
-//! Runs the software switch on existing netdevs through AF_PACKET rings, for the end-to-end
-//! benchmark (benches/switch_e2e.sh) and for trying the switch by hand. Every interface
-//! becomes an access port on VLAN 1. Prints each port's counters when it stops.
+//! Runs the software switch on existing netdevs through AF_PACKET rings or AF_XDP sockets, for
+//! the end-to-end benchmark (benches/switch_e2e.sh) and for trying the switch by hand. Every
+//! interface becomes an access port on VLAN 1. Prints each port's counters when it stops.
 //!
-//!     switch_veth [--vnet] [--seconds N] IFNAME...
+//!     switch_veth [--edge af_packet|af_xdp|auto] [--vnet] [--seconds N] IFNAME...
 //!
-//! --vnet turns on the virtio-net header, so GSO super-packets and partial checksums pass
-//! through (needed for TCP over veth).
+//! --edge picks the kernel edge (default af_packet; auto is AF_XDP where the kernel allows it,
+//! else AF_PACKET). --vnet turns on AF_PACKET's virtio-net header, so GSO super-packets and
+//! partial checksums pass through (needed for fast TCP over veth; AF_XDP has no such header).
 
 use std::time::Duration;
 
-use vportd::host::afpacket::{AfPacket, RingSize};
+use vportd::host::afxdp::open_netdev_edge;
+use vportd::switch::io::NetdevEdge;
 use vportd::switch::{DropReason, PortConfig, Switch, SwitchConfig};
 
 fn main() {
     let mut vnet = false;
+    let mut kind = NetdevEdge::AfPacket;
     let mut seconds: Option<u64> = None;
     let mut ifnames = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--vnet" => vnet = true,
+            "--edge" => {
+                kind = args.next().unwrap_or_default().parse().unwrap_or_else(|e| {
+                    eprintln!("switch_veth: {e}");
+                    std::process::exit(2);
+                })
+            }
             "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()),
             _ => ifnames.push(a),
         }
     }
     if ifnames.len() < 2 {
-        eprintln!("usage: switch_veth [--vnet] [--seconds N] IFNAME IFNAME...");
+        eprintln!(
+            "usage: switch_veth [--edge af_packet|af_xdp|auto] [--vnet] [--seconds N] IFNAME IFNAME..."
+        );
         std::process::exit(2);
     }
     let mut sw = Switch::new(SwitchConfig::new("bench"));
     for name in &ifnames {
-        let size = if vnet { RingSize::GSO } else { RingSize::SMALL };
-        let edge = AfPacket::open(name, vnet, size).unwrap_or_else(|e| {
+        let ifindex = nix::net::if_::if_nametoindex(name.as_str()).unwrap_or_else(|_| {
+            eprintln!("switch_veth: there is no network interface {name}");
+            std::process::exit(1);
+        });
+        let edge = open_netdev_edge(ifindex, kind, vnet, &mut |n| {
+            eprintln!("switch_veth: {name}: {n}")
+        })
+        .unwrap_or_else(|e| {
             eprintln!("switch_veth: {e}");
             std::process::exit(1);
         });
-        sw.add_port(PortConfig::access(name, 1), Some(Box::new(edge)))
+        eprintln!("switch_veth: {name} through {}", edge.kind());
+        sw.add_port(PortConfig::access(name, 1), Some(edge))
             .expect("distinct names");
     }
     let counters = sw.counters();

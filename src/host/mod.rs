@@ -3,6 +3,7 @@
 //! pure data in, data out, and is tested without root.
 
 pub mod afpacket;
+pub mod afxdp;
 pub mod control_socket;
 pub mod ethtool;
 #[cfg(feature = "fault-injection")]

@@ -180,6 +180,43 @@ impl Batch {
     }
 }
 
+/// Which kernel edge to open on an existing netdev (config: `edge = "af_packet"`,
+/// `"af_xdp"` or `"auto"`). Auto takes AF_XDP where the kernel allows it on that netdev and
+/// AF_PACKET elsewhere; the default is AF_PACKET, because only it carries GSO super-packets
+/// (the virtio-net header), which bulk TCP over veth depends on (docs in host::afxdp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetdevEdge {
+    #[default]
+    AfPacket,
+    AfXdp,
+    Auto,
+}
+
+impl NetdevEdge {
+    pub const NAMES: &'static str = "\"af_packet\", \"af_xdp\" or \"auto\"";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetdevEdge::AfPacket => "af_packet",
+            NetdevEdge::AfXdp => "af_xdp",
+            NetdevEdge::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for NetdevEdge {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "af_packet" => Ok(NetdevEdge::AfPacket),
+            "af_xdp" => Ok(NetdevEdge::AfXdp),
+            "auto" => Ok(NetdevEdge::Auto),
+            _ => Err(format!("edge \"{s}\" is not one of {}", NetdevEdge::NAMES)),
+        }
+    }
+}
+
 /// A NIC connected to a vPort.
 pub trait Edge: Send {
     /// For status and errors: "mem", "tap", "af_packet", "af_xdp".
@@ -200,6 +237,22 @@ pub trait Edge: Send {
     fn offloads(&self) -> bool {
         false
     }
+
+    /// Whether the NIC behind the edge still exists. Asked when its descriptor reports an
+    /// error or hang-up; an error means it is gone for good (the switch takes the port's link
+    /// down and stops polling it), so a transient condition must answer `Ok`.
+    fn health(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether an error from a NIC edge means its device is gone (deleted netdev, detached TAP)
+/// rather than a passing condition (a full ring, a link that is down).
+pub fn nic_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENODEV | libc::ENXIO | libc::EBADFD | libc::EBADF)
+    )
 }
 
 #[cfg(test)]
@@ -220,6 +273,18 @@ mod tests {
         assert_eq!(b.frame(1), &[9, 9]);
         b.clear();
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn netdev_edge_names() {
+        for k in [NetdevEdge::AfPacket, NetdevEdge::AfXdp, NetdevEdge::Auto] {
+            assert_eq!(k.as_str().parse::<NetdevEdge>(), Ok(k));
+        }
+        let e = "xdp".parse::<NetdevEdge>().unwrap_err();
+        assert_eq!(
+            e,
+            "edge \"xdp\" is not one of \"af_packet\", \"af_xdp\" or \"auto\""
+        );
     }
 
     #[test]
