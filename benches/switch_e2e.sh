@@ -3,12 +3,14 @@
 #
 #   ns1 (v1, 10.77.0.1) --veth-- [s1  switch  s2] --veth-- ns2 (v2, 10.77.0.2)
 #
-# The switch in the middle is, in turn: vportd's software switch (AF_PACKET rings with the
-# virtio-net header), the Linux bridge, and Open vSwitch's userspace datapath
+# The switch in the middle is, in turn: vportd's software switch on AF_PACKET rings with the
+# virtio-net header ("ours"), the same switch on AF_XDP sockets ("ours_xdp": copy mode, native
+# XDP on veth, which turns TSO off on the peers while attached; no GSO), the Linux bridge, and
+# Open vSwitch's userspace datapath
 # (datapath_type=netdev, userspace TSO on, a private ovsdb/vswitchd). Each contender runs
 # iperf3 TCP for 5 s and 64-byte UDP from trafgen for 5 s (delivered rate counted at v2);
 # contenders alternate, RUNS rounds, and the script prints ranges and the ratios ours/bridge
-# and ours/OVS. Run as root:  benches/switch_e2e.sh [RUNS]   (default 3)
+# and ours/OVS for each of our edges. Run as root:  benches/switch_e2e.sh [RUNS]   (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -73,6 +75,7 @@ start() {
     # Not through nsx: a backgrounded shell function is a subshell, and killing its pid left
     # the switch running (and spinning once its veths were gone). `ip netns exec` execs it.
     ours) ip netns exec $NSW "$SW" --vnet s1 s2 >"$TMP/ours.out" 2>&1 & OURS_PID=$! ;;
+    ours_xdp) ip netns exec $NSW "$SW" --edge af_xdp s1 s2 >"$TMP/ours_xdp.out" 2>&1 & OURS_PID=$! ;;
     bridge) nsx $NSW ip link add br0 type bridge; nsx $NSW ip link set s1 master br0
             nsx $NSW ip link set s2 master br0; nsx $NSW ip link set br0 up ;;
     ovs) ovs_start ;;
@@ -84,7 +87,7 @@ start() {
 
 stop() {
   case $1 in
-    ours) kill "$OURS_PID"; wait "$OURS_PID" 2>/dev/null || true; OURS_PID= ;;
+    ours|ours_xdp) kill "$OURS_PID"; wait "$OURS_PID" 2>/dev/null || true; OURS_PID= ;;
     bridge) nsx $NSW ip link del br0 ;;
     ovs) ovs_stop ;;
   esac
@@ -115,12 +118,12 @@ CFG
 topology
 declare -A TCP UDP
 for run in $(seq "$RUNS"); do
-  for who in ours bridge ovs; do
+  for who in ours ours_xdp bridge ovs; do
     start $who
     t=$(tcp); u=$(udp)
     stop $who
     TCP[$who]+="$t "; UDP[$who]+="$u "
-    printf 'run %d %-7s TCP %6s Gbit/s  UDP64 %6s kpps\n' "$run" "$who" "$t" "$u"
+    printf 'run %d %-8s TCP %6s Gbit/s  UDP64 %6s kpps\n' "$run" "$who" "$t" "$u"
   done
 done
 
@@ -128,10 +131,12 @@ range() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1{lo=$1} {a[NR]=$1} EN
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 echo
 echo "== ns1 - veth - switch - veth - ns2, $RUNS runs each, alternating =="
-for who in ours bridge ovs; do
-  printf '%-7s TCP %s Gbit/s   UDP64 %s kpps\n' "$who" "$(range <<<"${TCP[$who]}")" "$(range <<<"${UDP[$who]}")"
+for who in ours ours_xdp bridge ovs; do
+  printf '%-8s TCP %s Gbit/s   UDP64 %s kpps\n' "$who" "$(range <<<"${TCP[$who]}")" "$(range <<<"${UDP[$who]}")"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
-mt=$(median <<<"${TCP[ours]}"); mu=$(median <<<"${UDP[ours]}")
-echo "ratios (medians): TCP ours/bridge $(ratio "$mt" "$(median <<<"${TCP[bridge]}")")  ours/ovs $(ratio "$mt" "$(median <<<"${TCP[ovs]}")")"
-echo "                  UDP ours/bridge $(ratio "$mu" "$(median <<<"${UDP[bridge]}")")  ours/ovs $(ratio "$mu" "$(median <<<"${UDP[ovs]}")")"
+for who in ours ours_xdp; do
+  mt=$(median <<<"${TCP[$who]}"); mu=$(median <<<"${UDP[$who]}")
+  echo "ratios (medians), $who: TCP $who/bridge $(ratio "$mt" "$(median <<<"${TCP[bridge]}")")  $who/ovs $(ratio "$mt" "$(median <<<"${TCP[ovs]}")")"
+  echo "$(printf '%*s' $((${#who} + 21)) '')UDP $who/bridge $(ratio "$mu" "$(median <<<"${UDP[bridge]}")")  $who/ovs $(ratio "$mu" "$(median <<<"${UDP[ovs]}")")"
+done

@@ -95,6 +95,15 @@ pub enum AfXdpError {
     )]
     Busy { ifname: String, ifindex: u32 },
     #[error(
+        "queue {queue} of {ifname} (ifindex {ifindex}) already has an AF_XDP socket bound \
+         (another edge or program uses it); vportd leaves it alone"
+    )]
+    QueueBusy {
+        ifname: String,
+        ifindex: u32,
+        queue: u32,
+    },
+    #[error(
         "{ifname} (ifindex {ifindex}) has MTU {mtu}, but AF_XDP here carries frames of at \
          most {max} bytes; lower the MTU or use the af_packet edge"
     )]
@@ -603,16 +612,33 @@ impl Xsk {
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: 0,
         };
-        // SAFETY: sxdp is a fully initialized sockaddr_xdp and the length is its size.
-        let rc = unsafe {
-            libc::bind(
-                raw,
-                (&sxdp as *const libc::sockaddr_xdp).cast(),
-                std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(step("bind the socket")(std::io::Error::last_os_error()));
+        // A socket closed a moment ago still holds its queue until the kernel's deferred
+        // release has run (EBUSY); give that a second before calling the queue taken.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            // SAFETY: sxdp is a fully initialized sockaddr_xdp and the length is its size.
+            let rc = unsafe {
+                libc::bind(
+                    raw,
+                    (&sxdp as *const libc::sockaddr_xdp).cast(),
+                    std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EBUSY) {
+                return Err(step("bind the socket")(e));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(AfXdpError::QueueBusy {
+                    ifname: ifname.to_string(),
+                    ifindex,
+                    queue,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Ok(xsk)
     }
@@ -1136,8 +1162,7 @@ impl Edge for AfXdp {
     }
 
     fn send(&mut self, batch: &Batch) -> std::io::Result<usize> {
-        let segs = self.segs;
-        let max = if segs == 1 { CHUNK } else { segs * CHUNK };
+        let max = self.max_frame();
         let q = &mut self.queues[0];
         q.reclaim();
         let mut queued = 0;
