@@ -111,6 +111,12 @@ pub struct MoveResult {
     pub error: Option<String>,
 }
 
+/// The share of the period a tick (sample, decide, act) may take. The daemon runs on the
+/// CPUs whose interrupts it balances, so its own cost must stay small and bounded; a tick
+/// over budget is counted (`vportd_tick_overruns_total`), and examples/tick_bench.rs measures
+/// the tick on a 10,000-IRQ host against it.
+pub const TICK_BUDGET: f64 = 0.10;
+
 /// What one tick saw and did.
 #[derive(Debug, Clone, Serialize)]
 pub struct TickReport {
@@ -122,6 +128,10 @@ pub struct TickReport {
     pub moves: Vec<MoveResult>,
     pub events: Vec<Event>,
     pub tick_seconds: f64,
+    /// [`TICK_BUDGET`] of the configured period.
+    pub budget_seconds: f64,
+    /// The tick took longer than its budget.
+    pub over_budget: bool,
 }
 
 struct Sample {
@@ -357,6 +367,8 @@ impl Rebalancer {
             });
         }
         self.prev = Some(cur);
+        let tick_seconds = started.elapsed().as_secs_f64();
+        let budget_seconds = self.cfg.period.as_secs_f64() * TICK_BUDGET;
         Ok(TickReport {
             now_ms,
             accounting,
@@ -372,7 +384,9 @@ impl Rebalancer {
             queues: rows,
             moves,
             events: d.events,
-            tick_seconds: started.elapsed().as_secs_f64(),
+            tick_seconds,
+            budget_seconds,
+            over_budget: tick_seconds > budget_seconds,
         })
     }
 }

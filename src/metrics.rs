@@ -13,6 +13,8 @@ use crate::state::{Health, State, VportPath};
 pub struct Stats {
     pub ticks: u64,
     pub tick_seconds_sum: f64,
+    /// Ticks that took longer than their budget (`daemon::TICK_BUDGET` of the period).
+    pub tick_overruns: u64,
     pub moves: BTreeMap<&'static str, u64>,
     pub errors: BTreeMap<String, u64>,
     pub external_changes: u64,
@@ -25,6 +27,7 @@ impl Stats {
     pub fn record(&mut self, r: &TickReport) {
         self.ticks += 1;
         self.tick_seconds_sum += r.tick_seconds;
+        self.tick_overruns += u64::from(r.over_budget);
         for m in &r.moves {
             match &m.errno {
                 None => {
@@ -87,6 +90,13 @@ pub fn render(s: &Stats, vports: &State) -> String {
         "Time all periods took.",
     );
     let _ = writeln!(o, "vportd_tick_duration_seconds_sum {}", s.tick_seconds_sum);
+    family(
+        &mut o,
+        "vportd_tick_overruns_total",
+        "counter",
+        "Periods whose tick took longer than its budget (10 % of the period).",
+    );
+    let _ = writeln!(o, "vportd_tick_overruns_total {}", s.tick_overruns);
     family(
         &mut o,
         "vportd_moves_total",
