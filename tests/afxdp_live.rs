@@ -198,3 +198,70 @@ fn oversize_frames_are_dropped_and_counted() {
 
 /// More than the edge's maximum by a whole chunk, so no rounding can let it through.
 const CHUNK_SLACK: usize = vportd::host::afxdp::CHUNK;
+
+/// A veth with two receive queues: a socket on each, frames from either queue come in, and
+/// the descriptor to sleep on wakes for any queue.
+#[test]
+fn every_receive_queue_is_served() {
+    if !common::require_root("af_xdp multi-queue") {
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+    sh(
+        "ip link add xa0 numtxqueues 2 numrxqueues 2 type veth peer name xb0 numtxqueues 2 numrxqueues 2",
+    );
+    sh("ethtool -L xa0 rx 2 tx 2 && ethtool -L xb0 rx 2 tx 2");
+    sh("ip link set xa0 up && ip link set xb0 up");
+    let mut edge = AfXdp::open("xa0", ModeChoice::Auto).expect("open the edge");
+    assert_eq!(edge.queues(), 2);
+    let fd = vportd::switch::Edge::raw_fd(&edge).unwrap();
+    let peer = RawSocket::open("xb0").unwrap();
+    // UDP frames of 32 port pairs: the kernel picks the peer's transmit queue (and so our
+    // receive queue) by flow hash, so both queues carry some.
+    let sent = 32u32;
+    for seq in 0..sent {
+        let port = 1000 + seq as u16;
+        peer.send(&Spec::new(1, 2, seq).udp(port, port).build())
+            .unwrap();
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live pollfd, its count passed with it.
+    let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
+    assert!(
+        n == 1 && pfd.revents & libc::POLLIN != 0,
+        "the sleep descriptor wakes for waiting frames"
+    );
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while got.len() < sent as usize && Instant::now() < deadline {
+        let mut batch = Batch::new();
+        vportd::switch::Edge::recv(&mut edge, &mut batch).unwrap();
+        got.extend(
+            batch
+                .iter()
+                .filter_map(|(f, _)| read(f))
+                .map(|(m, _)| m.seq),
+        );
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..sent).collect::<Vec<_>>(), "each frame once");
+    {
+        // veth counts XDP packets per receive queue: both queues carried frames.
+        let stats = sh("ethtool -S xa0");
+        for q in 0..2 {
+            let key = format!("rx_queue_{q}_xdp_packets:");
+            let n: u64 = stats
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(&key))
+                .unwrap_or_else(|| panic!("{key} in ethtool -S xa0:\n{stats}"))
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(n > 0, "queue {q} carried no frame:\n{stats}");
+        }
+    }
+}
