@@ -40,6 +40,9 @@ pub fn rebalance_enabled() -> bool {
 const QUIET: Duration = Duration::from_millis(250);
 /// Jobs waiting for the worker; beyond this a reconcile is already pending anyway.
 const QUEUE: usize = 64;
+/// The control socket thread's nice value (the unit's `LimitNICE=` allows it without
+/// CAP_SYS_NICE).
+pub const SOCKET_NICE: i32 = -10;
 /// How long a `ctl apply` waits for its result.
 const APPLY_WAIT: Duration = Duration::from_secs(600);
 
@@ -99,9 +102,12 @@ impl Drop for ControlPlane {
 impl ControlPlane {
     /// Starts the worker, the socket server and the uevent listener. With a config, the
     /// worker reconciles once at start (the host may have changed while no daemon ran).
+    /// `root` is where /proc and /sys are (the daemon's `--root`): every reconcile, status
+    /// and plan reads and writes the kernel's files below it.
     pub fn start(
         args: &ControlPlaneArgs,
         config: Option<PathBuf>,
+        root: &Path,
     ) -> Result<ControlPlane, ControlPlaneError> {
         let access = match &args.socket_group {
             Some(g) => Access::with_group(g)?,
@@ -113,7 +119,8 @@ impl ControlPlane {
         };
         let (jobs, rx) = mpsc::sync_channel(QUEUE);
         let worker_config = config.clone();
-        spawn("reconcile", move || worker(rx, worker_config))?;
+        let worker_root = root.to_path_buf();
+        spawn("reconcile", move || worker(rx, worker_config, &worker_root))?;
         if config.is_some() {
             let _ = jobs.try_send(Job::Reconcile(None));
         }
@@ -125,8 +132,14 @@ impl ControlPlane {
             let ctx = Ctx {
                 jobs: plane.jobs.clone(),
                 config,
+                root: root.to_path_buf(),
             };
             spawn("control socket", move || {
+                // Answering udev's `vportd hotplug` is a few microseconds of work that must
+                // not queue behind CPU-bound tasks (docs/hotplug.md has the figures).
+                if let Err(e) = crate::host::sched::set_thread_nice(SOCKET_NICE) {
+                    eprintln!("vportd: {e}; the control socket runs at normal priority");
+                }
                 let e = listener.serve(
                     move |peer, line| ctx.handle(peer, line),
                     |peer| {
@@ -185,6 +198,7 @@ fn spawn(what: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(), Co
 struct Ctx {
     jobs: SyncSender<Job>,
     config: Option<PathBuf>,
+    root: PathBuf,
 }
 
 impl Ctx {
@@ -230,7 +244,7 @@ impl Ctx {
                     },
                     None => PathBuf::from(crate::config::DEFAULT_STATE_DIR),
                 };
-                match status(&dir) {
+                match status(&dir, &self.root) {
                     Ok(v) => Response::Status { vports: v },
                     Err(e) => failed(e),
                 }
@@ -239,7 +253,7 @@ impl Ctx {
                 let Some(c) = &self.config else {
                     return no_config();
                 };
-                match plan(c, allow_disruption) {
+                match plan(c, allow_disruption, &self.root) {
                     Ok(p) => Response::Plan { plan: p },
                     Err(e) => failed(e),
                 }
@@ -271,7 +285,7 @@ impl Ctx {
     }
 }
 
-fn worker(rx: Receiver<Job>, config: Option<PathBuf>) {
+fn worker(rx: Receiver<Job>, config: Option<PathBuf>, root: &Path) {
     let mut deferred = Vec::new();
     while let Ok(job) = rx.recv() {
         match job {
@@ -279,7 +293,7 @@ fn worker(rx: Receiver<Job>, config: Option<PathBuf>) {
                 allow_disruption,
                 reply,
             } => {
-                let _ = reply.send(run(config.as_deref(), allow_disruption, "apply"));
+                let _ = reply.send(run(config.as_deref(), allow_disruption, "apply", root));
             }
             Job::Reconcile(first) => {
                 let mut events: Vec<DeviceEvent> = first.into_iter().collect();
@@ -302,7 +316,7 @@ fn worker(rx: Receiver<Job>, config: Option<PathBuf>) {
                 };
                 match config.as_deref() {
                     None => {}
-                    Some(_) => match run(config.as_deref(), false, "reconcile") {
+                    Some(_) => match run(config.as_deref(), false, "reconcile", root) {
                         Ok(o) => eprintln!(
                             "vportd: reconcile after {why} in {} ms: {}",
                             start.elapsed().as_millis(),
@@ -317,7 +331,7 @@ fn worker(rx: Receiver<Job>, config: Option<PathBuf>) {
                         reply,
                     } = job
                     {
-                        let _ = reply.send(run(config.as_deref(), allow_disruption, "apply"));
+                        let _ = reply.send(run(config.as_deref(), allow_disruption, "apply", root));
                     }
                 }
             }
@@ -325,17 +339,23 @@ fn worker(rx: Receiver<Job>, config: Option<PathBuf>) {
     }
 }
 
-/// The host as discovery sees it now.
-pub fn live_inventory() -> Result<Inventory, String> {
+/// The host as discovery sees it now, with /proc and /sys below `root` (netlink is live).
+pub fn live_inventory(root: &Path) -> Result<Inventory, String> {
     let nl = netlink::snapshot().map_err(|e| e.to_string())?;
-    inventory::discover(&KernelFs::system(), &nl, ProfileSet::builtin()).map_err(|e| e.to_string())
+    inventory::discover(&KernelFs::at(root), &nl, ProfileSet::builtin()).map_err(|e| e.to_string())
 }
 
 /// A reconcile of the live host against the config at `path` (re-read every time, so an
 /// edited config takes effect at the next event).
-pub fn run_live(path: &Path, allow_disruption: bool, why: &str) -> Result<Outcome, String> {
+/// `root` is where /proc and /sys are (`/` on a live host).
+pub fn run_live(
+    path: &Path,
+    allow_disruption: bool,
+    why: &str,
+    root: &Path,
+) -> Result<Outcome, String> {
     let cfg = crate::config::load(path).map_err(|e| e.to_string())?;
-    let inv = live_inventory()?;
+    let inv = live_inventory(root)?;
     let apply_opts = ApplyOptions {
         state_dir: cfg.state_dir.clone(),
         retries: 5,
@@ -350,9 +370,9 @@ pub fn run_live(path: &Path, allow_disruption: bool, why: &str) -> Result<Outcom
             std::process::id()
         ),
     };
-    let mut ops = LiveSriov::new(KernelFs::system());
+    let mut ops = LiveSriov::new(KernelFs::at(root));
     let fallback = inv.clone();
-    let mut rediscover = |_: &LiveSriov| live_inventory().unwrap_or_else(|_| fallback.clone());
+    let mut rediscover = |_: &LiveSriov| live_inventory(root).unwrap_or_else(|_| fallback.clone());
     reconcile::reconcile(
         &mut ops,
         cfg,
@@ -366,21 +386,26 @@ pub fn run_live(path: &Path, allow_disruption: bool, why: &str) -> Result<Outcom
     .map_err(|e| e.to_string())
 }
 
-fn run(config: Option<&Path>, allow_disruption: bool, why: &str) -> Result<Outcome, String> {
+fn run(
+    config: Option<&Path>,
+    allow_disruption: bool,
+    why: &str,
+    root: &Path,
+) -> Result<Outcome, String> {
     match config {
-        Some(p) => run_live(p, allow_disruption, why),
+        Some(p) => run_live(p, allow_disruption, why, root),
         None => Err("this daemon runs without --config, so it provisions nothing".into()),
     }
 }
 
-fn status(state_dir: &Path) -> Result<serde_json::Value, String> {
+fn status(state_dir: &Path, root: &Path) -> Result<serde_json::Value, String> {
     let state = State::load(state_dir).map_err(|e| e.to_string())?;
-    let inv = live_inventory()?;
+    let inv = live_inventory(root)?;
     Ok(serde_json::to_value(provision::status(&state, &inv)).expect("status serializes"))
 }
 
-fn plan(config: &Path, allow_disruption: bool) -> Result<serde_json::Value, String> {
-    let inv = live_inventory()?;
+fn plan(config: &Path, allow_disruption: bool, root: &Path) -> Result<serde_json::Value, String> {
+    let inv = live_inventory(root)?;
     let p = provision::prepare(
         config,
         &inv,

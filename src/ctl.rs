@@ -32,6 +32,14 @@ pub struct HotplugArgs {
     /// How long to wait for the daemon's answer.
     #[arg(long, value_name = "MS", default_value_t = 30, hide = true)]
     pub reply_ms: u64,
+    /// Print udev properties for the event's netdev instead (udev's IMPORT{program}):
+    /// `NM_UNMANAGED=1` when it is a VF of an uplink vportd manages, so that NetworkManager
+    /// leaves it alone. The VF is matched by its PF's PCI address, never by a name.
+    #[arg(long)]
+    pub udev_properties: bool,
+    /// Where /proc and /sys are (tests).
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub root: PathBuf,
 }
 
 /// `vportd ctl` flags.
@@ -74,6 +82,12 @@ pub enum CtlOp {
 /// Runs `vportd hotplug`; errors carry the exit code (2: a refused event, 1: runtime).
 pub fn hotplug_main(a: HotplugArgs) -> Result<(), (u8, String)> {
     let start = Instant::now();
+    // udev waits for us: the hand-off is microseconds of work that should not wait for a CPU
+    // behind busy tasks. Best effort (udev runs handlers as root; elsewhere it may be refused).
+    let _ = crate::host::sched::set_thread_nice(control_plane::SOCKET_NICE);
+    if a.udev_properties {
+        return udev_properties(&a).map(|text| print!("{text}"));
+    }
     let event = match hotplug::from_env(std::env::vars_os()) {
         Ok(Some(e)) if e.wants_reconcile() => e,
         Ok(_) => return Ok(()),
@@ -111,13 +125,13 @@ pub fn hotplug_main(a: HotplugArgs) -> Result<(), (u8, String)> {
             eprintln!("vportd: {e}; leaving {event} to the daemon");
             Ok(())
         }
-        Err(SocketError::NoDaemon { .. }) => apply_alone(&a.config, &event),
+        Err(SocketError::NoDaemon { .. }) => apply_alone(&a.config, &event, &a.root),
         Err(e) => Err((1, e.to_string())),
     }
 }
 
 /// No daemon: apply the stored config now. No config file means nothing is provisioned here.
-fn apply_alone(config: &Path, event: &DeviceEvent) -> Result<(), (u8, String)> {
+fn apply_alone(config: &Path, event: &DeviceEvent, root: &Path) -> Result<(), (u8, String)> {
     if !config.exists() {
         eprintln!(
             "vportd: {event}: no daemon and no {}, nothing to do",
@@ -125,7 +139,7 @@ fn apply_alone(config: &Path, event: &DeviceEvent) -> Result<(), (u8, String)> {
         );
         return Ok(());
     }
-    let outcome = control_plane::run_live(config, false, "hotplug").map_err(|e| {
+    let outcome = control_plane::run_live(config, false, "hotplug", root).map_err(|e| {
         (
             1,
             format!("applying {} after {event}: {e}", config.display()),
@@ -133,6 +147,43 @@ fn apply_alone(config: &Path, event: &DeviceEvent) -> Result<(), (u8, String)> {
     })?;
     eprintln!("vportd: {event}: {}", outcome.summary());
     Ok(())
+}
+
+/// `vportd hotplug --udev-properties`: the udev properties of the event's netdev, as
+/// `KEY=value` lines. A netdev of a VF whose PF is one of the config's uplinks (by PCI
+/// address) or holds a vPort in the state file gets `NM_UNMANAGED=1`. Anything else, or no
+/// config, prints nothing: udev then leaves the device to the usual rules.
+fn udev_properties(a: &HotplugArgs) -> Result<String, (u8, String)> {
+    let event = match hotplug::from_env(std::env::vars_os()) {
+        Ok(Some(e)) if e.subsystem == Subsystem::Net => e,
+        Ok(_) => return Ok(String::new()),
+        Err(e) => return Err((2, format!("refusing the udev event: {e}"))),
+    };
+    if !a.config.exists() {
+        return Ok(String::new());
+    }
+    let cfg = crate::config::load(&a.config).map_err(|e| (2, e.to_string()))?;
+    let fs = crate::host::fs::KernelFs::at(&a.root);
+    let pf = fs
+        .link_name(&format!("/sys/bus/pci/devices/{}/physfn", event.pci))
+        .map_err(|e| (1, e.to_string()))?;
+    let Some(pf) = pf else {
+        return Ok(String::new());
+    };
+    let state = crate::state::State::load(&cfg.state_dir).unwrap_or_default();
+    let uplinks: Vec<String> = cfg
+        .uplinks
+        .iter()
+        .filter_map(|u| match &u.selector {
+            crate::config::UplinkSelector::Pci(p) => Some(p.clone()),
+            _ => None,
+        })
+        .chain(state.vports.values().map(|v| v.uplink.clone()))
+        .collect();
+    Ok(match hotplug::managed_vf(&pf, &uplinks) {
+        true => "NM_UNMANAGED=1\n".to_string(),
+        false => String::new(),
+    })
 }
 
 /// Runs `vportd ctl`: prints the daemon's answer as JSON.

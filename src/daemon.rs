@@ -23,6 +23,7 @@ use crate::metrics::{self, Stats};
 use crate::parse::{self, CpuTimes, InterruptLine, ParseError, QueueRef};
 use crate::profile::ProfileSet;
 use crate::rebalance::actuate;
+use crate::rebalance::cpusets::{NicCpuSet, NicFacts, SetSource, nic_cpu_sets};
 use crate::rebalance::policy::{Event, Move, Observation, Outcome, Policy, PolicyConfig, QueueObs};
 use crate::rebalance::sample::{self, Accounting};
 use crate::rebalance::{QueueSpec, Topology};
@@ -97,6 +98,11 @@ pub struct QueueRow {
     pub interrupts: u64,
     pub rate: f64,
     pub load: f64,
+    /// Packets the queue carried since the driver started counting, from the driver's
+    /// per-queue ethtool statistics (`rx_queue_N_packets`, ...); rx and tx summed for a
+    /// combined queue. None where the driver has no such counters, the netdev lives in
+    /// another network namespace, or `--root` is not the live kernel.
+    pub packets: Option<u64>,
 }
 
 /// A move and what came of it.
@@ -109,6 +115,9 @@ pub struct MoveResult {
     /// Errno name when the write failed.
     pub errno: Option<String>,
     pub error: Option<String>,
+    /// With `--steering`: the queue's RPS/XPS masks as written and read back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steering: Vec<actuate::SteeringCheck>,
 }
 
 /// The share of the period a tick (sample, decide, act) may take. The daemon runs on the
@@ -127,6 +136,11 @@ pub struct TickReport {
     pub queues: Vec<QueueRow>,
     pub moves: Vec<MoveResult>,
     pub events: Vec<Event>,
+    /// IRQs left alone because another writer changed them (each further change doubles
+    /// the time).
+    pub yielded: Vec<u32>,
+    /// Each NIC's CPU set (PF and VFs grouped; configured or NUMA-local by default).
+    pub nic_sets: BTreeMap<String, NicCpuSet>,
     pub tick_seconds: f64,
     /// [`TICK_BUDGET`] of the configured period.
     pub budget_seconds: f64,
@@ -148,6 +162,15 @@ pub struct Rebalancer {
     topo: Topology,
     queues: Vec<QueueSpec>,
     steering: HashMap<u32, (String, QueueRef)>,
+    /// Each NIC's CPU set, as last learned (shown in `--once` reports).
+    nic_sets: BTreeMap<String, NicCpuSet>,
+    /// Each queue IRQ's netdev (by ifindex) and queue, for its packet counters.
+    counters: HashMap<u32, (u32, QueueRef)>,
+    /// Reads drivers' per-queue packet counters; None off the live kernel (`--root`
+    /// elsewhere: a fixture's ifindexes mean nothing to this kernel) or without a socket.
+    stats: Option<crate::host::ethtool_stats::StatsReader>,
+    /// Netdevs whose counters failed, so that each failure is logged once.
+    stats_failed: std::collections::BTreeSet<u32>,
     /// The vPort each grouped queue IRQ belongs to (see `rebalance::group_by_vport`).
     vport_of: BTreeMap<u32, String>,
     /// What the topology was learned from: IRQ numbers and names, online CPUs.
@@ -157,6 +180,7 @@ pub struct Rebalancer {
 
 impl Rebalancer {
     pub fn new(cfg: DaemonConfig) -> Self {
+        let live = cfg.root == std::path::Path::new("/");
         Self {
             fs: KernelFs::at(&cfg.root),
             policy: Policy::new(cfg.policy.clone()),
@@ -164,6 +188,15 @@ impl Rebalancer {
             topo: Topology::default(),
             queues: Vec::new(),
             steering: HashMap::new(),
+            counters: HashMap::new(),
+            nic_sets: BTreeMap::new(),
+            stats: match live {
+                true => crate::host::ethtool_stats::StatsReader::new()
+                    .map_err(|e| eprintln!("vportd: no per-queue packet counts: {e}"))
+                    .ok(),
+                false => None,
+            },
+            stats_failed: Default::default(),
             vport_of: BTreeMap::new(),
             learned_from: (Vec::new(), String::new()),
             prev: None,
@@ -215,8 +248,46 @@ impl Rebalancer {
             cpus.online = s.columns.clone();
         }
         self.topo = Topology::from_inventory(&cpus, &avoid);
+        // Per-NIC CPU sets: a PF and its VFs share one; configured ones bind, the default
+        // (the PF's NUMA-local CPUs) is a home the policy fills first.
+        let facts: Vec<NicFacts> = inv
+            .pci_functions
+            .iter()
+            .filter(|f| f.irqs.iter().any(|i| i.queue.is_some()))
+            .map(|f| NicFacts {
+                bdf: f.bdf.clone(),
+                physfn: f.physfn.clone(),
+                local_cpus: f.local_cpus.clone(),
+                node: f.numa_node,
+            })
+            .chain(
+                // A VF's PF has queue IRQs of its own almost always; when it has none, its
+                // local CPUs still make the group's home.
+                inv.pci_functions
+                    .iter()
+                    .filter(|f| f.sriov.is_some() && !f.irqs.iter().any(|i| i.queue.is_some()))
+                    .map(|f| NicFacts {
+                        bdf: f.bdf.clone(),
+                        physfn: None,
+                        local_cpus: f.local_cpus.clone(),
+                        node: f.numa_node,
+                    }),
+            )
+            .collect();
+        let (sets, problems) = nic_cpu_sets(&facts, &self.cfg.nic_cpus, &self.topo);
+        for p in problems {
+            eprintln!("vportd: {p}");
+        }
+        self.policy.set_homes(
+            sets.iter()
+                .filter(|(_, s)| s.source == SetSource::Local)
+                .map(|(b, s)| (b.clone(), s.cpus.clone()))
+                .collect(),
+        );
+        self.nic_sets = sets.clone();
         self.queues.clear();
         self.steering.clear();
+        self.counters.clear();
         for f in &inv.pci_functions {
             for irq in &f.irqs {
                 let Some(q) = irq.queue else { continue };
@@ -225,10 +296,15 @@ impl Rebalancer {
                     name: irq.name.clone(),
                     nic: f.bdf.clone(),
                     node: f.numa_node,
-                    cpus: self.cfg.nic_cpus.get(&f.bdf).cloned().unwrap_or_default(),
+                    cpus: sets
+                        .get(&f.bdf)
+                        .filter(|s| s.source == SetSource::Configured)
+                        .map(|s| s.cpus.clone())
+                        .unwrap_or_default(),
                 });
                 if let Some(dev) = f.netdevs.first() {
                     self.steering.insert(irq.irq, (dev.name.clone(), q));
+                    self.counters.insert(irq.irq, (dev.ifindex, q));
                 }
             }
         }
@@ -256,6 +332,33 @@ impl Rebalancer {
         self.vport_of = crate::rebalance::group_by_vport(&mut self.queues, &sets);
         self.learned_from = (key_irqs, online);
         Ok(true)
+    }
+
+    /// The drivers' per-queue packet counters of every netdev with queue IRQs, by ifindex.
+    /// A netdev whose counters cannot be read is logged once and left out.
+    fn read_packets(&mut self) -> HashMap<u32, crate::host::ethtool_stats::QueuePackets> {
+        let mut out = HashMap::new();
+        let Some(reader) = self.stats.as_mut() else {
+            return out;
+        };
+        let mut ifindexes: Vec<u32> = self.counters.values().map(|(i, _)| *i).collect();
+        ifindexes.sort_unstable();
+        ifindexes.dedup();
+        reader.retain(&ifindexes);
+        for i in ifindexes {
+            match reader.queue_packets(i) {
+                Ok(p) => {
+                    self.stats_failed.remove(&i);
+                    out.insert(i, p);
+                }
+                Err(e) => {
+                    if self.stats_failed.insert(i) {
+                        eprintln!("vportd: no per-queue packet counts for this netdev: {e}");
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Takes the first sample (loads need two).
@@ -287,6 +390,7 @@ impl Rebalancer {
             period_s,
             self.cfg.policy.cost_per_interrupt_s,
         );
+        let packets = self.read_packets();
         let mut rows = Vec::new();
         let mut qobs = Vec::new();
         for q in &self.queues {
@@ -315,6 +419,20 @@ impl Rebalancer {
                 interrupts: cur.intr.get(&q.irq).map(InterruptLine::total).unwrap_or(0),
                 rate: l.rate,
                 load: l.load,
+                packets: self.counters.get(&q.irq).and_then(|(ifindex, qr)| {
+                    use crate::host::ethtool_stats::Direction;
+                    let per = packets.get(ifindex)?;
+                    let rx = per.get(&(Direction::Rx, qr.index)).copied();
+                    let tx = per.get(&(Direction::Tx, qr.index)).copied();
+                    match qr.kind {
+                        parse::QueueKind::Rx => rx,
+                        parse::QueueKind::Tx => tx,
+                        parse::QueueKind::Combined => match (rx, tx) {
+                            (None, None) => None,
+                            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+                        },
+                    }
+                }),
             });
             qobs.push(QueueObs {
                 irq: q.irq,
@@ -332,15 +450,14 @@ impl Rebalancer {
         let d = self.policy.decide(&self.topo, &self.queues, &obs);
         let mut moves = Vec::new();
         for m in d.moves {
+            let mut steered = Vec::new();
             let (outcome, effective, errno, error) = match actuate::apply(&self.fs, &m) {
                 Ok(a) => {
                     if self.cfg.steering
                         && let Some((dev, q)) = self.steering.get(&m.irq)
                     {
                         let w = actuate::steering(dev, *q, &[m.to]);
-                        for e in actuate::apply_steering(&self.fs, &w) {
-                            eprintln!("vportd: {e}");
-                        }
+                        steered = actuate::apply_steering_checked(&self.fs, &w);
                     }
                     (
                         Outcome::Done {
@@ -364,6 +481,7 @@ impl Rebalancer {
                 effective,
                 errno,
                 error,
+                steering: steered,
             });
         }
         self.prev = Some(cur);
@@ -384,6 +502,8 @@ impl Rebalancer {
             queues: rows,
             moves,
             events: d.events,
+            yielded: self.policy.yielded(now_ms),
+            nic_sets: self.nic_sets.clone(),
             tick_seconds,
             budget_seconds,
             over_budget: tick_seconds > budget_seconds,
@@ -416,6 +536,18 @@ pub fn log_lines(r: &TickReport) -> Vec<String> {
                 m.mv.load
             )),
             Some(e) => out.push(e.clone()),
+        }
+        for c in &m.steering {
+            out.push(match (&c.errno, c.holds()) {
+                (Some(e), _) => format!("writing {} to {} failed: {e}", c.wanted, c.path),
+                (None, true) => format!("steering: {} = {} (read back)", c.path, c.wanted),
+                (None, false) => format!(
+                    "steering: wrote {} to {} but the kernel holds {}",
+                    c.wanted,
+                    c.path,
+                    c.read_back.as_deref().unwrap_or("nothing readable")
+                ),
+            });
         }
     }
     for e in &r.events {
@@ -628,7 +760,7 @@ pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
         ..PolicyConfig::default()
     };
     let cfg = DaemonConfig {
-        root: a.root,
+        root: a.root.clone(),
         period: Duration::from_millis(a.period_ms),
         metrics,
         once: a.once,
@@ -643,7 +775,7 @@ pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
     let _control = match a.once {
         true => None,
         false => Some(
-            crate::control_plane::ControlPlane::start(&a.control, a.config.clone())
+            crate::control_plane::ControlPlane::start(&a.control, a.config.clone(), &a.root)
                 .map_err(|e| (1u8, e.to_string()))?,
         ),
     };

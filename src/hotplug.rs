@@ -241,6 +241,16 @@ impl fmt::Display for DeviceEvent {
     }
 }
 
+/// Whether a VF whose PF is at `pf` belongs to vportd: its PF is one of `uplinks` (PCI
+/// addresses from the config and the state file), compared as parsed addresses so that
+/// spelling (case, domain digits) does not matter.
+pub fn managed_vf(pf: &str, uplinks: &[String]) -> bool {
+    let Ok(pf) = pf.parse::<Bdf>() else {
+        return false;
+    };
+    uplinks.iter().any(|u| u.parse::<Bdf>() == Ok(pf))
+}
+
 /// The keys read from an event; everything else is ignored.
 const KEYS: &[&str] = &[
     "ACTION",
@@ -859,6 +869,17 @@ INTERFACE=eth1\0IFINDEX=4\0SEQNUM=2001\0";
             many.extend_from_slice(format!("K{i}=v\0").as_bytes());
         }
         assert!(parse_uevent(&many).is_err());
+    }
+
+    #[test]
+    fn a_vf_is_managed_when_its_pf_is_an_uplink() {
+        let uplinks = vec!["0000:01:00.0".to_string(), "0000:02:00.0".to_string()];
+        assert!(managed_vf("0000:01:00.0", &uplinks));
+        assert!(managed_vf("0000:02:00.0", &["0000:02:00.0".into()]));
+        assert!(!managed_vf("0000:03:00.0", &uplinks));
+        assert!(!managed_vf("eth0", &uplinks));
+        assert!(!managed_vf("0000:01:00.0", &["eth0".into()]));
+        assert!(!managed_vf("0000:01:00.0", &[]));
     }
 
     #[test]

@@ -79,6 +79,11 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Apply over the uplinks that are here and only warn about absent ones (their
+        /// vPorts are marked lost or waiting, and the daemon provisions them when the uplink
+        /// appears): what the systemd unit runs at boot, before every NIC may be up.
+        #[arg(long, conflicts_with = "dry_run")]
+        allow_absent: bool,
     },
     /// Each provisioned vPort, its placement, and drift (a VF changed behind our back).
     /// Exit 3 when anything drifted.
@@ -428,9 +433,39 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Apply {
             config,
+            allow_disruption,
+            json,
+            allow_absent: true,
+            ..
+        } => {
+            // Bad input is still refused before anything is touched.
+            vportd::config::load(&config).map_err(Failure::input)?;
+            let o = vportd::control_plane::run_live(
+                &config,
+                allow_disruption,
+                "apply",
+                std::path::Path::new("/"),
+            )
+            .map_err(Failure::runtime)?;
+            for u in &o.absent_uplinks {
+                eprintln!(
+                    "vportd: warning: uplink {u} is not here (or has no driver yet); its vPorts \
+                     follow when it appears (the daemon hears its hotplug event)"
+                );
+            }
+            if json {
+                emit(&(to_json(&o) + "\n"));
+            } else {
+                emit(&format!("{}\n", o.summary()));
+            }
+            Ok(())
+        }
+        Command::Apply {
+            config,
             dry_run,
             allow_disruption,
             json,
+            allow_absent: false,
         } => apply_cmd(&config, dry_run, allow_disruption, json),
         Command::Status {
             config,

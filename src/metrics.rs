@@ -130,6 +130,15 @@ pub fn render(s: &Stats, vports: &State) -> String {
         "Affinity changes made by another writer (left alone).",
     );
     let _ = writeln!(o, "vportd_external_changes_total {}", s.external_changes);
+    family(
+        &mut o,
+        "vportd_irqs_yielded",
+        "gauge",
+        "Queue IRQs left alone now because another writer changed them (1 per IRQ).",
+    );
+    for irq in s.last.iter().flat_map(|r| &r.yielded) {
+        let _ = writeln!(o, "vportd_irqs_yielded{{irq=\"{irq}\"}} 1");
+    }
     if let Some(r) = &s.last {
         family(
             &mut o,
@@ -175,6 +184,17 @@ pub fn render(s: &Stats, vports: &State) -> String {
                 labels(q),
                 q.interrupts
             );
+        }
+        family(
+            &mut o,
+            "vportd_queue_packets_total",
+            "counter",
+            "Packets of each queue, from the driver's per-queue ethtool statistics (rx + tx for a combined queue); absent where the driver has none.",
+        );
+        for q in &r.queues {
+            if let Some(p) = q.packets {
+                let _ = writeln!(o, "vportd_queue_packets_total{{{}}} {p}", labels(q));
+            }
         }
         family(
             &mut o,

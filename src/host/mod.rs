@@ -6,12 +6,14 @@ pub mod afpacket;
 pub mod afxdp;
 pub mod control_socket;
 pub mod ethtool;
+pub mod ethtool_stats;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod files;
 pub mod fs;
 pub mod http;
 pub mod netlink;
+pub mod sched;
 pub mod sriov;
 pub mod tap;
 pub mod uevent;

@@ -119,6 +119,45 @@ pub fn apply_steering(fs: &KernelFs, writes: &[(String, String)]) -> Vec<WriteFa
         .collect()
 }
 
+/// One RPS/XPS mask as written and as the kernel holds it afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SteeringCheck {
+    pub path: String,
+    pub wanted: String,
+    /// The file's content after the write (None: unreadable). The kernel ANDs RPS masks
+    /// with its housekeeping CPUs, so it may hold less than was written.
+    pub read_back: Option<String>,
+    /// The write failed (errno name).
+    pub errno: Option<String>,
+}
+
+impl SteeringCheck {
+    /// The kernel holds exactly the mask that was written (compared as masks: the kernel
+    /// prints them zero-padded and comma-grouped).
+    pub fn holds(&self) -> bool {
+        let norm = |m: &str| -> Option<Vec<u32>> { parse::hex_mask(m.trim()).ok() };
+        self.errno.is_none()
+            && self.read_back.as_deref().and_then(norm).is_some()
+            && self.read_back.as_deref().and_then(norm) == norm(&self.wanted)
+    }
+}
+
+/// Writes RPS/XPS masks and reads each back.
+pub fn apply_steering_checked(fs: &KernelFs, writes: &[(String, String)]) -> Vec<SteeringCheck> {
+    writes
+        .iter()
+        .map(|(p, v)| {
+            let errno = fs.write(p, v).err().map(|e| errno_name(e.errno));
+            SteeringCheck {
+                path: p.clone(),
+                wanted: v.clone(),
+                read_back: fs.read_lenient(p).map(|t| t.trim().to_string()),
+                errno,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //! scenarios in docs/rebalance.md.
 
 pub mod actuate;
+pub mod cpusets;
 pub mod policy;
 pub mod sample;
 pub mod sim;

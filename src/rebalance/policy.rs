@@ -183,6 +183,9 @@ struct IrqState {
     /// The affinity we wrote, until the kernel shows it.
     ours: Option<Vec<u32>>,
     frozen_until: u64,
+    /// How many times another writer changed this IRQ: each time the policy stays away
+    /// twice as long, so a persistent writer (irqbalance every 10 s) wins without a fight.
+    external: u32,
     managed: bool,
     failures: u32,
     retry_at: u64,
@@ -207,6 +210,9 @@ pub struct Policy {
     low_streak: HashMap<u32, u32>,
     full_until: HashMap<u32, u64>,
     nodes: HashMap<String, NodeCost>,
+    /// Each NIC's home CPUs (by PCI address; see [`super::cpusets`]): filled first, left
+    /// only by the excess, like a NUMA node.
+    homes: HashMap<String, Vec<u32>>,
 }
 
 /// Preference of a destination, lower is better: remote, the source's SMT
@@ -231,7 +237,36 @@ impl Policy {
             low_streak: HashMap::new(),
             full_until: HashMap::new(),
             nodes: HashMap::new(),
+            homes: HashMap::new(),
         }
+    }
+
+    /// Sets each NIC's home CPUs (the default per-NIC CPU sets); a NIC without one has
+    /// only its NUMA node as home.
+    pub fn set_homes(&mut self, homes: HashMap<String, Vec<u32>>) {
+        self.homes = homes;
+    }
+
+    /// IRQs left alone now because another writer changed them.
+    pub fn yielded(&self, now_ms: u64) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .irqs
+            .iter()
+            .filter(|(_, s)| s.frozen_until > now_ms)
+            .map(|(i, _)| *i)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Whether `cpu` is away from the queue's home: another NUMA node than its NIC's, or
+    /// outside its NIC's home CPUs.
+    fn away(&self, q: &Q, cpu: &super::Cpu) -> bool {
+        q.node.is_some_and(|n| n != cpu.node)
+            || self
+                .homes
+                .get(&q.spec.nic)
+                .is_some_and(|h| !h.contains(&cpu.id))
     }
 
     /// The NUMA node the policy uses for a NIC: reported, or measured.
@@ -289,7 +324,12 @@ impl Policy {
                         was: seen.clone(),
                         now: o.affinity.clone(),
                     });
-                    st.frozen_until = now + self.cfg.external_backoff_ms;
+                    st.external = st.external.saturating_add(1);
+                    st.frozen_until = now
+                        + self
+                            .cfg
+                            .external_backoff_ms
+                            .saturating_mul(1 << (st.external - 1).min(6));
                 }
                 st.ours = None;
             }
@@ -466,18 +506,18 @@ impl Policy {
                 break;
             }
             let q = &qs[i];
-            let (Some(src), Some(node)) = (q.cpu, q.node) else {
+            let Some(src) = q.cpu else {
                 continue;
             };
             if q.moved || !q.movable || !self.settled(q.spec.irq, now) {
                 continue;
             }
-            if topo.get(src).map(|c| c.node) == Some(node) {
+            if topo.get(src).is_none_or(|c| !self.away(q, c)) {
                 continue;
             }
             let limit = self.cfg.target - 0.1;
             if let Some(dst) = self.destination(topo, &qs[i], src, &est, &nqueues, limit, now, true)
-                && topo.get(dst).map(|c| c.node) == Some(node)
+                && topo.get(dst).is_some_and(|c| !self.away(&qs[i], c))
             {
                 self.commit(
                     &mut qs[i],
@@ -609,7 +649,7 @@ impl Policy {
                 continue;
             }
             let e = est[c.id as usize];
-            let remote = q.node.is_some_and(|n| n != c.node) as u8;
+            let remote = self.away(q, c) as u8;
             // A remote CPU costs more per packet than a local one a little fuller:
             // local CPUs may fill to halfway between target and upper, so that only
             // the excess spills to another node.
@@ -672,7 +712,7 @@ impl Policy {
                 continue;
             }
             let key = (
-                q.node.is_some_and(|n| n != c.node) as u8,
+                self.away(q, c) as u8,
                 (!c.primary) as u8,
                 (self.cfg.avoid_cpu0 && c.id == 0) as u8,
             );
@@ -685,9 +725,7 @@ impl Policy {
             }
         }
         // Coalescing onto a remote node would trade locality for idle cores.
-        let src_remote = q
-            .node
-            .is_some_and(|n| topo.get(src).is_some_and(|c| c.node != n));
+        let src_remote = topo.get(src).is_some_and(|c| self.away(q, c));
         best.filter(|b| b.0.0 == 0 || src_remote).map(|b| b.2)
     }
 
@@ -832,6 +870,112 @@ mod tests {
         assert_eq!(ext, 2);
         // Both are hot on CPU 3 now, but another writer put them there.
         assert!(d.moves.is_empty(), "{d:?}");
+    }
+
+    /// The default per-NIC CPU set (the PF's local CPUs, VFs grouped under it) is a home:
+    /// spreading fills it first, although CPU 1 is nearer by id and idle, and only the
+    /// excess leaves it.
+    #[test]
+    fn a_nic_spreads_inside_its_home_first() {
+        let topo = Topology::synthetic(1, 8, 1);
+        let mut p = Policy::new(PolicyConfig::default());
+        p.set_homes(HashMap::from([("vf".to_string(), vec![4, 5])]));
+        let mut specs: Vec<QueueSpec> = (40..44).map(|i| spec(i, "vf")).collect();
+        for s in &mut specs {
+            s.node = None;
+        }
+        let qs = [(40, 0.5, 4), (41, 0.3, 4), (42, 0.3, 4), (43, 0.3, 4)];
+        let d = p.decide(&topo, &specs, &obs(1000, &[(4, 1.0)], &qs));
+        let to: Vec<u32> = d.moves.iter().map(|m| m.to).collect();
+        // CPU 4 keeps its anchor (0.5); two 0.3 fit on CPU 5 (home CPUs may fill to 0.75);
+        // only the third spills outside the home.
+        assert_eq!(to, [5, 5, 1], "{d:?}");
+        // Without a home the nearest idle CPU (1, not CPU 0) takes the first.
+        let mut p = Policy::new(PolicyConfig::default());
+        let d = p.decide(&topo, &specs, &obs(1000, &[(4, 1.0)], &qs));
+        assert_eq!(d.moves.first().map(|m| m.to), Some(1), "{d:?}");
+    }
+
+    /// Queues spilled outside their home come back once it has room.
+    #[test]
+    fn spilled_queues_come_home() {
+        let topo = Topology::synthetic(1, 8, 1);
+        let mut p = Policy::new(PolicyConfig::default());
+        p.set_homes(HashMap::from([("pf".to_string(), vec![4, 5])]));
+        let specs = vec![spec(40, "pf")];
+        let mut moved = None;
+        for t in 0..40u64 {
+            let d = p.decide(&topo, &specs, &obs(t * 1000, &[(1, 0.1)], &[(40, 0.1, 1)]));
+            if let Some(m) = d.moves.first() {
+                moved = Some((t, m.clone()));
+                break;
+            }
+        }
+        let (_, m) = moved.expect("the queue never came home");
+        assert!([4, 5].contains(&m.to), "{m:?}");
+        assert_eq!(m.reason, Reason::Numa);
+    }
+
+    /// A writer that keeps changing an IRQ back (irqbalance every 10 s) is not fought: each
+    /// change doubles the time the policy leaves that IRQ alone, and it never writes it
+    /// while it does.
+    #[test]
+    fn a_persistent_writer_wins_without_a_fight() {
+        let topo = Topology::synthetic(1, 4, 1);
+        let cfg = PolicyConfig::default();
+        let backoff = cfg.external_backoff_ms;
+        let mut p = Policy::new(cfg);
+        let specs = vec![spec(40, "a"), spec(41, "a")];
+        p.decide(&topo, &specs, &obs(0, &[], &[(40, 0.5, 1), (41, 0.5, 1)]));
+        // The other writer puts both on CPU 3 and flips IRQ 40 between 3 and 2 every 10 s;
+        // CPU 3 and 2 stay hot, which would make the policy spread if it were free to.
+        let mut changes = 0;
+        let mut writes_to_40 = 0;
+        let mut now = 1000;
+        let mut cpu40 = 3;
+        while now < 3 * backoff {
+            if now % 10_000 == 1000 {
+                cpu40 = if cpu40 == 3 { 2 } else { 3 };
+            }
+            let d = p.decide(
+                &topo,
+                &specs,
+                &obs(
+                    now,
+                    &[(2, 1.0), (3, 1.0)],
+                    &[(40, 0.5, cpu40), (41, 0.5, 3)],
+                ),
+            );
+            changes += d
+                .events
+                .iter()
+                .filter(|e| matches!(e, Event::External { irq: 40, .. }))
+                .count();
+            writes_to_40 += d.moves.iter().filter(|m| m.irq == 40).count();
+            now += 1000;
+        }
+        assert!(changes >= 80, "{changes} changes seen");
+        assert_eq!(writes_to_40, 0, "the policy fought the other writer");
+        // IRQ 41 was changed once, 300 s ago and more: free again.
+        assert_eq!(p.yielded(now), vec![40]);
+        // One change, then none: the IRQ is free again after the first backoff.
+        let mut q = Policy::new(PolicyConfig::default());
+        q.decide(&topo, &specs, &obs(0, &[], &[(40, 0.5, 1), (41, 0.5, 1)]));
+        q.decide(
+            &topo,
+            &specs,
+            &obs(1000, &[], &[(40, 0.5, 2), (41, 0.5, 1)]),
+        );
+        assert_eq!(q.yielded(1000 + backoff - 1), vec![40]);
+        assert!(q.yielded(1000 + backoff).is_empty());
+        // Two changes: twice as long.
+        q.decide(
+            &topo,
+            &specs,
+            &obs(2000, &[], &[(40, 0.5, 3), (41, 0.5, 1)]),
+        );
+        assert_eq!(q.yielded(2000 + 2 * backoff - 1), vec![40]);
+        assert!(q.yielded(2000 + 2 * backoff).is_empty());
     }
 
     #[test]

@@ -121,6 +121,21 @@ fn hotplug_add_remove_readd_with_udev_and_daemon() {
     assert_eq!(vfs[0]["vlan_list"][0]["vlan"], 100, "{vfs:?}");
     assert_eq!(vfs[1]["address"], "02:00:00:00:02:02", "{vfs:?}");
     assert_eq!(o.text("hotadd.status.rc").trim(), "0", "no drift");
+    // The real udevd ran the rules' IMPORT for each new VF netdev: the VFs of an uplink
+    // vportd manages are NM_UNMANAGED (matched by the PF's PCI address).
+    let udev = o.text("hotadd.udev");
+    let sections: Vec<&str> = udev.split("== ").filter(|s| !s.trim().is_empty()).collect();
+    assert!(sections.len() >= 2, "VF netdevs seen by udev:\n{udev}");
+    for sec in &sections {
+        assert!(
+            sec.lines().any(|l| l == "NM_UNMANAGED=1"),
+            "a VF netdev of the managed PF lacks NM_UNMANAGED=1:\n{sec}"
+        );
+    }
+    eprintln!(
+        "{test}: {} VF netdev(s) of the hot NIC carry NM_UNMANAGED=1 from udev",
+        sections.len()
+    );
 
     // A VF's netdev renamed (a `move` event through udev and the kernel): no drift, no harm.
     let o = step(&mut guest, "rename").success();

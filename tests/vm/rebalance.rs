@@ -260,3 +260,211 @@ fn daemon_spreads_coalesces_and_respects_another_writer_on_real_interrupts() {
     eprintln!("{test}: the daemon's log:\n{log}");
     guest.shutdown().expect("the guest powers off");
 }
+
+/// `ethtool -S` of one netdev: statistic name -> value.
+fn ethtool_stats(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(": ")?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `vportd_queue_packets_total` of the metrics text: queue IRQ name -> packets.
+fn metric_packets(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter(|l| l.starts_with("vportd_queue_packets_total{"))
+        .filter_map(|l| {
+            let name = l.split("name=\"").nth(1)?.split('"').next()?;
+            let v = l.rsplit(' ').next()?.parse().ok()?;
+            Some((name.to_string(), v))
+        })
+        .collect()
+}
+
+/// The driver's statistic behind a queue IRQ name of igb (`eth0-rx-2` -> rx_queue_2_packets).
+fn igb_counter(irq_name: &str) -> Option<String> {
+    let rest = irq_name.strip_prefix("eth0-")?;
+    let (dir, index) = rest.split_once('-')?;
+    matches!(dir, "rx" | "tx").then(|| format!("{dir}_queue_{index}_packets"))
+}
+
+fn hex_cpus(mask: &str) -> BTreeSet<u32> {
+    let v = u64::from_str_radix(&mask.trim().replace(',', ""), 16).expect("a hex mask");
+    (0..64).filter(|b| v & (1 << b) != 0).collect()
+}
+
+#[test]
+fn queue_packets_steering_and_a_persistent_writer_on_igb() {
+    let test = "queue_packets_steering_and_a_persistent_writer_on_igb";
+    let Some(_) = rig_or_skip(test) else { return };
+    let mut guest = boot(test, Rig::new().pfs(2).cpus(4));
+    let o = run(
+        &mut guest,
+        test,
+        include_str!("scenarios/queue_counters.sh"),
+        Duration::from_secs(400),
+    );
+    let log = o.text("daemon.log");
+    let context = format!(
+        "--- daemon log ---\n{log}\n--- marks ---\n{}\n--- stderr ---\n{}",
+        o.text("marks"),
+        o.stderr
+    );
+    assert_eq!(o.status, 0, "the scenario failed\n{context}");
+    assert_eq!(o.text("daemon.state").trim(), "alive", "{context}");
+
+    // 1. Per-queue packets: the metrics come from a tick between two `ethtool -S`, so each
+    //    queue's figure lies between the two readings, and traffic moved them.
+    let mut compared = 0;
+    let mut moving = 0;
+    let mut shown = Vec::new();
+    for n in 1..=3 {
+        let before = ethtool_stats(&o.text(&format!("counters.{n}.before")));
+        let after = ethtool_stats(&o.text(&format!("counters.{n}.after")));
+        let metrics = metric_packets(&o.text(&format!("counters.{n}.metrics")));
+        let eth0: BTreeMap<&String, &u64> = metrics
+            .iter()
+            .filter(|(k, _)| k.starts_with("eth0-"))
+            .collect();
+        assert!(
+            eth0.len() >= 8,
+            "round {n}: the metrics have packets for {} eth0 queues: {metrics:?}\n{context}",
+            eth0.len()
+        );
+        for (name, m) in eth0 {
+            let stat = igb_counter(name).unwrap_or_else(|| panic!("queue name {name}"));
+            let (b, a) = (before[&stat], after[&stat]);
+            assert!(
+                b <= *m && *m <= a,
+                "round {n}: {name} has {m} packets in the metrics, but ethtool -S said {stat} = {b} \
+                 before and {a} after\n{context}"
+            );
+            compared += 1;
+            moving += (a > b) as u32;
+            if n == 3 {
+                shown.push(format!("{name} {b} <= {m} <= {a}"));
+            }
+        }
+    }
+    assert!(
+        moving >= 6,
+        "only {moving} queue readings moved under traffic\n{context}"
+    );
+
+    // 2. RPS/XPS: each queue the daemon moved has its mask on the CPU of its last move, as
+    //    the daemon read back and as the shell reads it now.
+    let mut last_move: BTreeMap<String, u32> = BTreeMap::new();
+    for l in log.lines() {
+        if let Some(rest) = l.strip_prefix("vportd: moved IRQ ")
+            && let Some(name) = rest.split('(').nth(1).and_then(|r| r.split(')').next())
+            && let Some(to) = rest
+                .split(" to CPU ")
+                .nth(1)
+                .and_then(|r| r.split(':').next())
+                .and_then(|c| c.parse().ok())
+        {
+            last_move.insert(name.to_string(), to);
+        }
+    }
+    let eth0_moves: Vec<(&String, &u32)> = last_move
+        .iter()
+        .filter(|(n, _)| n.starts_with("eth0-"))
+        .collect();
+    assert!(
+        !eth0_moves.is_empty(),
+        "the daemon moved no eth0 queue\n{context}"
+    );
+    let files: BTreeMap<String, String> = o
+        .text("steering.end")
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(p, m)| (p.to_string(), m.to_string()))
+        })
+        .collect();
+    for (name, cpu) in &eth0_moves {
+        let (dir, index) = name["eth0-".len()..].split_once('-').expect("eth0-rx-N");
+        let path = match dir {
+            "rx" => format!("/sys/class/net/eth0/queues/rx-{index}/rps_cpus"),
+            _ => format!("/sys/class/net/eth0/queues/tx-{index}/xps_cpus"),
+        };
+        let mask = files
+            .get(&path)
+            .unwrap_or_else(|| panic!("no {path} in steering.end\n{context}"));
+        assert_eq!(
+            hex_cpus(mask),
+            BTreeSet::from([**cpu]),
+            "{path} = {mask}, but {name} last moved to CPU {cpu}\n{context}"
+        );
+        assert!(
+            log.contains(&format!("steering: {path} = ")) && log.contains("(read back)"),
+            "the daemon did not log reading back {path}\n{context}"
+        );
+    }
+    assert!(
+        !log.contains("but the kernel holds"),
+        "a steering mask did not hold\n{context}"
+    );
+
+    // 3. A persistent other writer: every change reported, the IRQ never written by the
+    //    daemon while it writes, left where it last put it, and shown as yielded.
+    let (irq, _) = o
+        .text("contender")
+        .trim()
+        .split_once(' ')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .expect("irq cpu");
+    let writes: Vec<String> = o
+        .text("contender.writes")
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+        .collect();
+    assert_eq!(writes.len(), 7, "{}", o.text("contender.writes"));
+    let from: usize = o
+        .text("contender.log_lines")
+        .trim()
+        .parse()
+        .expect("a count");
+    let during: Vec<&str> = log.lines().skip(from).collect();
+    let reported = during
+        .iter()
+        .filter(|l| {
+            l.contains(&format!("IRQ {irq} (")) && l.contains("was moved by another writer")
+        })
+        .count();
+    let fought = during
+        .iter()
+        .filter(|l| l.starts_with(&format!("vportd: moved IRQ {irq} ")))
+        .count();
+    assert!(
+        reported >= 5,
+        "only {reported} of the other writer's 7 changes were reported\n{context}"
+    );
+    assert_eq!(
+        fought, 0,
+        "the daemon wrote IRQ {irq} back {fought} time(s)\n{context}"
+    );
+    assert_eq!(
+        o.text("contender.after").trim(),
+        writes.last().unwrap().as_str(),
+        "{context}"
+    );
+    let metrics = o.text("metrics.end");
+    assert!(
+        metrics.contains(&format!("vportd_irqs_yielded{{irq=\"{irq}\"}} 1")),
+        "{metrics}"
+    );
+
+    eprintln!(
+        "{test}: {compared} per-queue packet figures of the metrics lay between two ethtool -S \
+         readings ({moving} moving), e.g. {}; RPS/XPS of {} moved eth0 queues on their new CPU \
+         and read back; the other writer's IRQ {irq}: {reported} of 7 changes reported, 0 \
+         written back, left on CPU {}",
+        shown.join(", "),
+        eth0_moves.len(),
+        writes.last().unwrap()
+    );
+    guest.shutdown().expect("the guest powers off");
+}

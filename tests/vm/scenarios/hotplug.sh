@@ -46,6 +46,15 @@ step_hotadd() {
   echo $(( $(now_ms) - t0 )) > "$OUT/hotadd_ms"
   sleep 1
   collect hotadd
+  # The udev properties of the hot NIC's VF netdevs (NM_UNMANAGED from the rules' IMPORT).
+  udevadm settle --timeout=30
+  for vf in /sys/bus/pci/devices/$HOT/virtfn*; do
+    for n in "$vf"/net/*; do
+      [ -e "$n" ] || continue
+      echo "== $(basename "$(readlink -f "$vf")") $(basename "$n")"
+      udevadm info -q property -p "$n"
+    done
+  done > "$OUT/hotadd.udev"
 }
 
 step_rename() {
