@@ -108,6 +108,9 @@ pub fn apply_config<O: SriovOps>(
     apply_opts: &ApplyOptions,
     progress: &mut apply::Progress<'_>,
 ) -> Result<(Prepared, ApplyReport), ProvisionError> {
+    // Bad input changes nothing: a config naming uplinks this host lacks is refused before
+    // taking the lock, which would create the state directory (checked again under it).
+    config::check_against(&config, &inv)?;
     let _lock = lock_apply(&config.state_dir)?;
     apply_config_locked(
         ops, config, inv, rediscover, profiles, plan_opts, apply_opts, progress,
