@@ -119,3 +119,47 @@ fn ctl_plan_reads_sysfs_below_the_daemons_root() {
     );
     assert!(text.contains(PF), "{text}");
 }
+
+/// What the systemd unit's ExecStartPre runs at boot: an uplink that is not here is a
+/// warning and its vPorts wait (exit 0), where a plain apply refuses the config (exit 2).
+#[test]
+fn apply_allow_absent_warns_and_waits_for_a_missing_uplink() {
+    const PF: &str = "0000:01:00.0";
+    assert!(!Path::new("/sys/bus/pci/devices").join(PF).exists());
+    let t = tempfile::tempdir().unwrap();
+    let config = t.path().join("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\n\n[[uplink]]\npci = \"{PF}\"\n\n[[vport]]\nname = \"vm1\"\nuplink = \"{PF}\"\nmac = \"02:00:00:00:01:01\"\n",
+            t.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vportd"))
+            .arg("apply")
+            .args(extra)
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&["--allow-absent"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("waiting for their uplink: vm1"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("warning: uplink pci {PF} is not here")),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = run(&[]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("no network PCI function on this host"),
+        "{stderr}"
+    );
+}
