@@ -478,7 +478,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 (None, None) => PathBuf::from(vportd::config::DEFAULT_STATE_DIR),
             };
             let state = State::load(&dir).map_err(Failure::runtime)?;
-            let inv = live_inventory()?;
+            // Full discovery: the vPorts' queue sets need every function's IRQs.
+            let nl = netlink::snapshot_scoped(false).map_err(Failure::runtime)?;
+            let inv = inventory::discover(&KernelFs::system(), &nl, ProfileSet::builtin())
+                .map_err(Failure::runtime)?;
             let mut list = provision::status(&state, &inv);
             // The daemon's published counters for the software vPorts, when it runs.
             let snap = vportd::softpath::Snapshot::load(&dir).map_err(Failure::runtime)?;

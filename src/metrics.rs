@@ -168,12 +168,15 @@ pub fn render(s: &Stats, vports: &State) -> String {
             "counter",
             "Interrupts of each queue IRQ since boot (/proc/interrupts).",
         );
+        // `vport`: the vPort whose queue set the queue is in (empty for the PF's own), so
+        // that one vPort's queues can be summed across IRQs.
         let labels = |q: &crate::daemon::QueueRow| {
             format!(
-                "irq=\"{}\",name=\"{}\",nic=\"{}\",cpu=\"{}\"",
+                "irq=\"{}\",name=\"{}\",nic=\"{}\",vport=\"{}\",cpu=\"{}\"",
                 q.irq,
                 esc(&q.name),
                 esc(&q.nic),
+                esc(q.vport.as_deref().unwrap_or("")),
                 q.cpu.map(|c| c.to_string()).unwrap_or_default()
             )
         };

@@ -150,7 +150,7 @@ pub struct Steering {
 /// interrupt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueueIrq {
-    /// "rx", "tx" or "txrx", as the IRQ's name says.
+    /// "rx", "tx" or "combined", as the IRQ's name says.
     pub kind: String,
     pub index: u32,
     pub irq: u32,
@@ -329,5 +329,70 @@ mod tests {
         std::fs::write(State::path(dir.path()), "{\"version\": 1, \"vports\": ").unwrap();
         let e = State::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("state.json: the state file is corrupt"), "{e}");
+    }
+
+    #[test]
+    fn queue_sets_follow_the_function_and_the_queue_range() {
+        use crate::host::sriov::SriovOps;
+        use crate::inventory::Irq;
+        use crate::parse::{QueueKind, QueueRef};
+        let mut host = crate::sim::SimHost::igb(1);
+        host.set_num_vfs("0000:01:00.0", 1).unwrap();
+        let mut inv = host.inventory();
+        let irq = |irq: u32, name: &str, kind, index| Irq {
+            irq,
+            name: name.into(),
+            queue: Some(QueueRef { kind, index }),
+            affinity: vec![],
+            effective_affinity: vec![],
+            count: 0,
+        };
+        // The PF's 4 combined queues, and the VF as its own function with rx/tx vectors.
+        inv.pci_functions[0].irqs = (0..4)
+            .map(|i| irq(30 + i, &format!("eth0-TxRx-{i}"), QueueKind::Combined, i))
+            .collect();
+        let mut vf = inv.pci_functions[0].clone();
+        vf.bdf = "0000:01:10.0".into();
+        vf.local_cpus = vec![1];
+        vf.irqs = vec![
+            irq(40, "eth2-rx-0", QueueKind::Rx, 0),
+            irq(41, "eth2-tx-0", QueueKind::Tx, 0),
+        ];
+        inv.pci_functions.push(vf);
+        let mut s = State::default();
+        let vport = |path| VportState {
+            uplink: "0000:01:00.0".into(),
+            path,
+            reason: String::new(),
+            vf_bdf: None,
+            applied: None,
+            health: Health::Provisioned,
+        };
+        s.vports
+            .insert("vf".into(), vport(VportPath::Vf { index: 0 }));
+        s.vports.insert(
+            "ctx".into(),
+            vport(VportPath::Queues {
+                mode: QueueMode::RssContext,
+                first: 2,
+                count: 2,
+                location: Some(0),
+            }),
+        );
+        s.vports.insert("sw".into(), vport(VportPath::Software));
+        let cpus = BTreeMap::from([("ctx".to_string(), vec![0])]);
+        let sets = queue_sets(&s, &inv, &cpus);
+        assert_eq!(sets.len(), 2, "{sets:?}");
+        let ctx = &sets[0];
+        assert_eq!(ctx.vport, "ctx");
+        assert_eq!(ctx.function, "0000:01:00.0");
+        let irqs: Vec<(u32, u32)> = ctx.queues.iter().map(|q| (q.index, q.irq)).collect();
+        assert_eq!(irqs, [(2, 32), (3, 33)]);
+        assert_eq!(ctx.cpus, [0]);
+        let vf = &sets[1];
+        assert_eq!(vf.function, "0000:01:10.0");
+        let kinds: Vec<(&str, u32)> = vf.queues.iter().map(|q| (q.kind.as_str(), q.irq)).collect();
+        assert_eq!(kinds, [("rx", 40), ("tx", 41)]);
+        assert_eq!(vf.cpus, [1], "the VF's local CPUs by default");
     }
 }

@@ -20,8 +20,9 @@ use std::process::Command;
 
 use vportd::host::ethtool::{
     ETH_RXFH_CONTEXT_ALLOC, FlowRule, FlowTarget, channels_set_request, equal_table,
-    feature_set_request, macvlan_request, ntuple_delete_request, ntuple_insert_request,
-    rxfh_set_request, weighted_table,
+    feature_set_request, link_delete_request, macvlan_request, ntuple_decode,
+    ntuple_delete_request, ntuple_get_request, ntuple_insert_request, rxfh_set_request,
+    weighted_table,
 };
 
 const MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
@@ -230,6 +231,41 @@ fn ioctl_requests_equal_ethtool_binary() {
     let ours = ntuple_delete_request(5);
     assert_same("-N delete (cmd)", &ours[..4], &theirs[..4]);
     assert_same("-N delete (location)", &ours[176..180], &theirs[176..180]);
+
+    // apply's read-back of a rule (`ethtool -n DEV rule L`, ETHTOOL_GRXCLSRULE): the slot
+    // is empty in a fresh shim, so ethtool fails after sending; its request is compared
+    // (cmd and location, as for the delete).
+    let log = dir.path().join("get.log");
+    let _ = Command::new("ethtool")
+        .args(["-n", "lo", "rule", "5"])
+        .env("LD_PRELOAD", &so)
+        .env("SHIM_OUT", &log)
+        .output()
+        .expect("ethtool runs");
+    let sent: Vec<Vec<u8>> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| unhex(l.split(' ').nth(2).expect("ioctl CMD BYTES")))
+        .collect();
+    assert_eq!(sent.len(), 1, "ethtool -n rule 5 sent {sent:x?}");
+    let ours = ntuple_get_request(5);
+    assert_same("-n rule (cmd)", &ours[..4], &sent[0][..4]);
+    assert_same("-n rule (location)", &ours[176..180], &sent[0][176..180]);
+    // And what vportd decodes from a rule is what it encoded (the read-back's equality).
+    for (vlan, target) in [
+        (None, FlowTarget::Context { id: 3 }),
+        (Some(100), FlowTarget::Context { id: 1 }),
+        (Some(4094), FlowTarget::Queue { index: 7 }),
+        (None, FlowTarget::Queue { index: 0 }),
+    ] {
+        let r = FlowRule {
+            dst_mac: MAC,
+            vlan,
+            location: 9,
+            target,
+        };
+        assert_eq!(ntuple_decode(&ntuple_insert_request(&r)), Some(r));
+    }
 }
 
 #[test]
@@ -269,5 +305,43 @@ fn netlink_requests_equal_ethtool_and_ip_binaries() {
         "ip link add type macvlan",
         &macvlan_request(0, 1, "vp0", MAC),
         &last_of_type(&msgs, 16),
+    );
+    // ip link del (RTM_DELLINK = 17), how apply removes a vPort's macvlan: ip resolves the
+    // name to the ifindex and sends that alone, as vportd does. A veth stands in for the
+    // macvlan (the request does not name the kind).
+    let out = Command::new("unshare")
+        .args([
+            "-n",
+            "sh",
+            "-c",
+            "ip link add vp0 type veth peer name vp1 && \
+             ip -o link show vp0 >&2 && strace -f -e trace=sendto,sendmsg -e write=all ip link del vp0",
+        ])
+        .output()
+        .expect("unshare, ip and strace run");
+    let text = String::from_utf8_lossy(&out.stderr);
+    let ifindex: u32 = text
+        .lines()
+        .find_map(|l| l.split_once(": vp0").map(|(n, _)| n.trim().parse().ok()))
+        .flatten()
+        .unwrap_or_else(|| panic!("no vp0 in:\n{text}"));
+    let mut msgs: Vec<Vec<u8>> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("sendto(") || line.starts_with("sendmsg(") {
+            msgs.push(Vec::new());
+        } else if let Some(rest) = line.strip_prefix(" | ")
+            && let Some(m) = msgs.last_mut()
+        {
+            let hex = &rest[7..rest.len().min(7 + 49)];
+            m.extend(
+                hex.split_whitespace()
+                    .map(|b| u8::from_str_radix(b, 16).unwrap()),
+            );
+        }
+    }
+    assert_same(
+        "ip link del",
+        &link_delete_request(0, ifindex),
+        &last_of_type(&msgs, 17),
     );
 }

@@ -1,6 +1,6 @@
 /* A fake NIC for the ethtool binary, loaded with LD_PRELOAD: every SIOCETHTOOL ioctl is
  * answered here instead of by a kernel, and each request's bytes are appended to
- * $SHIM_OUT as "ioctl <cmd hex> <bytes hex>". GET commands answer as a NIC with 8 rings,
+ * $SHIM_OUT as "ioctl <cmd hex> <bytes hex>" (SET commands, and the rule GET). GET commands answer as a NIC with 8 rings,
  * a 128-entry RSS table and a 40-byte key would ($SHIM_RINGS rings when set); SET
  * commands succeed. Within one process it remembers what was set, as a driver would: new
  * RSS contexts get ids from 1 and report their tables, inserted rules read back by
@@ -63,6 +63,7 @@ int ioctl(int fd, unsigned long req, ...) {
     case ETHTOOL_GRXCLSRULE: {
         struct ethtool_rxnfc *r = data;
         uint32_t loc = r->fs.location;
+        dump(cmd, data, sizeof(*r));
         if (loc >= MAX_RULES || !rule_used[loc]) {
             errno = ENOENT;
             return -1;

@@ -161,6 +161,46 @@ fn pf_channels_rss_and_queue_refusals_on_igb() {
         assert_eq!(r["errno"], "EOPNOTSUPP", "{c}: {r}");
         assert!(r["detail"].as_str().unwrap().contains("eth1"), "{c}: {r}");
     }
+    // A VF vPort's queue set in `vportd status`: on the VF's own PCI function, every queue
+    // by index and IRQ, each IRQ in /proc/interrupts under the same name.
+    assert_eq!(rc("vf-apply"), 0, "{}", out("vf-apply"));
+    assert_eq!(rc("vf-status"), 0, "{}", out("vf-status"));
+    let status: Value = serde_json::from_str(&o.text("vf-status.out")).unwrap();
+    let vf0 = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vport"] == "vf0")
+        .unwrap_or_else(|| panic!("no vf0 in {status}"));
+    let set = &vf0["queue_set"];
+    assert_eq!(set["function"], o.text("vf.bdf").trim(), "{set}");
+    let queues = set["queues"].as_array().unwrap();
+    assert!(!queues.is_empty(), "no queues in {set}");
+    let interrupts = o.text("vf.interrupts");
+    for q in queues {
+        let irq = q["irq"].as_u64().unwrap();
+        let name = q["name"].as_str().unwrap();
+        let line = interrupts
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{irq}:")))
+            .unwrap_or_else(|| panic!("IRQ {irq} not in /proc/interrupts:\n{interrupts}"));
+        assert!(line.trim_end().ends_with(name), "{line} is not {name}");
+        let kind = q["kind"].as_str().unwrap();
+        assert!(
+            name.ends_with(&format!("{kind}-{}", q["index"])),
+            "{name} is not {kind} queue {}",
+            q["index"]
+        );
+    }
+    // igbvf has one rx and one tx queue, each with its own vector.
+    let kinds: Vec<&str> = queues.iter().map(|q| q["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"rx") && kinds.contains(&"tx"), "{kinds:?}");
+    assert!(
+        o.text("vf-status-text.out").contains("queue sets"),
+        "{}",
+        o.text("vf-status-text.out")
+    );
+
     // The ethtool binary meets the same refusals (its -N prints the error but exits 0).
     for f in ["oracle-context", "oracle-ntuple", "oracle-l2fwd"] {
         let t = o.text(&format!("{f}.out"));

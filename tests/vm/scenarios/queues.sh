@@ -43,4 +43,16 @@ echo $? > $OUT/probe.rc
 ethtool -X eth1 context new equal 2 > $OUT/oracle-context.out 2>&1; echo $? >> $OUT/oracle-context.out
 ethtool -N eth1 flow-type ether dst 02:00:00:00:09:01 action 1 loc 1 > $OUT/oracle-ntuple.out 2>&1; echo $? >> $OUT/oracle-ntuple.out
 ethtool -K eth1 l2-fwd-offload on > $OUT/oracle-l2fwd.out 2>&1; echo $? >> $OUT/oracle-l2fwd.out
+
+# A VF vPort's queue set: the VF's own queues and MSI-X vectors (igbvf), as vportd status
+# reports them, against /proc/interrupts.
+printf 'state_dir = "/tmp/vfstate"\n[[uplink]]\npci = "%s"\nnum_vfs = 1\n[[vport]]\nname = "vf0"\nuplink = "%s"\nmac = "02:00:00:00:0c:01"\n' "$pf" "$pf" > /tmp/q-vf.toml
+step vf-apply apply /tmp/q-vf.toml
+vf=$(basename "$(readlink /sys/bus/pci/devices/$pf/virtfn0)")
+for n in /sys/bus/pci/devices/$vf/net/*; do ip link set "$(basename $n)" up; done
+wait_for 20 sh -c "grep -q \"$(basename /sys/bus/pci/devices/$vf/net/*)-rx-0\" /proc/interrupts"
+echo "$vf" > $OUT/vf.bdf
+step vf-status status --config /tmp/q-vf.toml --json
+step vf-status-text status --config /tmp/q-vf.toml
+cat /proc/interrupts > $OUT/vf.interrupts
 true
