@@ -169,6 +169,8 @@ pub struct Rebalancer {
     /// Reads drivers' per-queue packet counters; None off the live kernel (`--root`
     /// elsewhere: a fixture's ifindexes mean nothing to this kernel) or without a socket.
     stats: Option<crate::host::ethtool_stats::StatsReader>,
+    /// Netdev netlink qstats, tried first (None off the live kernel or before Linux 6.2).
+    qstats: Option<crate::host::qstats::Qstats>,
     /// Netdevs whose counters failed, so that each failure is logged once.
     stats_failed: std::collections::BTreeSet<u32>,
     /// The vPort each grouped queue IRQ belongs to (see `rebalance::group_by_vport`).
@@ -194,6 +196,10 @@ impl Rebalancer {
                 true => crate::host::ethtool_stats::StatsReader::new()
                     .map_err(|e| eprintln!("vportd: no per-queue packet counts: {e}"))
                     .ok(),
+                false => None,
+            },
+            qstats: match live {
+                true => crate::host::qstats::Qstats::open().ok(),
                 false => None,
             },
             stats_failed: Default::default(),
@@ -346,6 +352,15 @@ impl Rebalancer {
         ifindexes.dedup();
         reader.retain(&ifindexes);
         for i in ifindexes {
+            // qstats where the driver keeps them, else its ethtool statistics.
+            if let Some(q) = self.qstats.as_mut()
+                && let Ok(p) = q.queue_packets(i)
+                && !p.is_empty()
+            {
+                self.stats_failed.remove(&i);
+                out.insert(i, p);
+                continue;
+            }
             match reader.queue_packets(i) {
                 Ok(p) => {
                     self.stats_failed.remove(&i);

@@ -13,6 +13,7 @@ pub mod files;
 pub mod fs;
 pub mod http;
 pub mod netlink;
+pub mod qstats;
 pub mod sched;
 pub mod sriov;
 pub mod tap;
