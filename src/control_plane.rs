@@ -392,6 +392,15 @@ fn run(
     why: &str,
     root: &Path,
 ) -> Result<Outcome, String> {
+    // Netlink is not below --root: an apply there would change live netdevs by the ifindexes
+    // of a capture. Replays may plan and show status, never apply.
+    if root != Path::new("/") {
+        return Err(format!(
+            "this daemon reads the kernel below --root {}, but VF settings go through the live \
+             kernel's netlink; it plans and reports, and applies nothing",
+            root.display()
+        ));
+    }
     match config {
         Some(p) => run_live(p, allow_disruption, why, root),
         None => Err("this daemon runs without --config, so it provisions nothing".into()),

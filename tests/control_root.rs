@@ -97,7 +97,18 @@ fn ctl_plan_reads_sysfs_below_the_daemons_root() {
     let socket = t.path().join("fixture.sock");
     let d = daemon(&root, &config, &socket);
     let (ok, text) = plan(&socket);
+    // Applying is refused: netlink is the live kernel's, not the capture's.
+    let apply = Command::new(env!("CARGO_BIN_EXE_vportd"))
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("apply")
+        .output()
+        .unwrap();
     drop(d);
+    let said = String::from_utf8_lossy(&apply.stderr);
+    assert!(!apply.status.success(), "{said}");
+    assert!(said.contains("applies nothing"), "{said}");
     assert!(ok, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
     let placements = v["plan"]["placements"].to_string();

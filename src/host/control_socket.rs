@@ -387,12 +387,24 @@ pub fn request(
     stream.set_nonblocking(false)?;
     stream.set_write_timeout(Some(reply_within))?;
     let deadline = Instant::now() + reply_within;
-    stream.write_all(line).map_err(|e| match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-            timeout("take the request", reply_within)
+    match stream.write_all(line) {
+        Ok(()) => {}
+        // The daemon may answer and close before reading the request (a peer it refuses on
+        // its credentials): its answer is still there to read.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) => {}
+        Err(e) => {
+            return Err(match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                    timeout("take the request", reply_within)
+                }
+                _ => SocketError::Io(e),
+            });
         }
-        _ => SocketError::Io(e),
-    })?;
+    }
     let answer = read_line(&mut stream, limit, deadline, || SocketError::TooLong(limit)).map_err(
         |e| match e {
             SocketError::Io(io)
