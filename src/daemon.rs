@@ -604,7 +604,7 @@ impl Daemon {
         let cfg = self.cfg;
         let stats = Arc::new(Mutex::new(Stats::default()));
         // The software path lives as long as the daemon: its TAPs and switches go with it.
-        let soft = match (&cfg.software, cfg.once) {
+        let mut soft = match (&cfg.software, cfg.once) {
             (Some(c), false) => {
                 let (sp, problems) =
                     crate::softpath::SoftPath::start_live(c, &KernelFs::at(&cfg.root))
@@ -659,6 +659,7 @@ impl Daemon {
         let mut last = Instant::now();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(DaemonError::Runtime)?;
+        let mut soft_problems: Vec<String> = Vec::new();
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
@@ -667,6 +668,22 @@ impl Daemon {
             }
             let period_s = last.elapsed().as_secs_f64();
             last = Instant::now();
+            // Software vPorts follow the state file (an apply or a hotplug reconcile moved
+            // some) and trunks whose netdev came back are reopened.
+            // A problem is said once, not every period, until it changes.
+            if let (Some(sp), Some(c)) = (soft.as_mut(), cfg.software.as_ref()) {
+                let problems: Vec<String> = sp
+                    .refresh_live(c, &KernelFs::at(&cfg.root))
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                if problems != soft_problems {
+                    for p in &problems {
+                        eprintln!("vportd: {p}");
+                    }
+                    soft_problems = problems;
+                }
+            }
             // Off (`vportd ctl rebalance off`): keep the baseline fresh, decide nothing.
             if !crate::control_plane::rebalance_enabled() {
                 let _ = reb.prime();

@@ -264,6 +264,214 @@ pub fn discover_scoped(
             netdevs,
         )?);
     }
+    Ok(assemble(
+        functions,
+        others,
+        if full { read_cpus(fs)? } else { no_cpus() },
+    ))
+}
+
+/// [`Scope::Provisioning`], narrowed to the PFs `pfs` (PCI addresses) and their VFs: what a
+/// no-op `apply` needs when the config and state name every PF it touches. It skips the
+/// other PCI devices and netdevs (on a big host, most of them), so the caller must know
+/// that nothing outside matters: see [`uplink_functions`]. A PF that does not exist is left
+/// out, as a full discovery would show it missing.
+pub fn discover_pfs(
+    fs: &KernelFs,
+    nl: &NetlinkSnapshot,
+    profiles: &ProfileSet,
+    pfs: &BTreeSet<String>,
+) -> Result<Inventory, InventoryError> {
+    let mut functions = Vec::new();
+    for pf in pfs {
+        let base = format!("{PCI_DEVICES}/{pf}");
+        let Some(class) = fs.read(&format!("{base}/class"))? else {
+            continue;
+        };
+        // The PF's netdevs by their parent device, as for its VFs in read_sriov; a netdev's
+        // driver is its function's.
+        let by_parent: Vec<(Netdev, Option<String>)> = nl
+            .links
+            .iter()
+            .filter(|l| {
+                l.parent_bus.as_deref() == Some("pci") && l.parent_dev.as_deref() == Some(pf)
+            })
+            .filter_map(|l| netdev_from_netlink(nl, l.ifindex))
+            .map(|d| (d, None))
+            .collect();
+        let from_netlink = !by_parent.is_empty();
+        let mut netdevs = by_parent;
+        if !from_netlink {
+            for name in fs.list(&format!("{base}/net"))? {
+                if let Some(dev) = read_netdev(fs, nl, &name, Scope::Provisioning)? {
+                    netdevs.push((dev, None));
+                }
+            }
+        }
+        let mut f = read_function(fs, nl, profiles, None, pf, class, netdevs)?;
+        if from_netlink {
+            for d in &mut f.netdevs {
+                d.driver = f.driver.clone();
+            }
+        }
+        if let Some(sriov) = &f.sriov {
+            // The kernel gives a VF its PF's vendor and class and the PF's VF device id
+            // (pci_iov_add_virtfn), and the PF's read already found each VF's address,
+            // driver and netdevs: so the VFs cost no more reads.
+            // (A recorded fixture holds the attribute as an empty file when it was not read.)
+            let vf_device = match hex4(fs, &format!("{base}/sriov_vf_device"))?
+                .filter(|id| parse_hex_id(id).is_some_and(|d| d != 0))
+            {
+                Some(id) => Some(id),
+                None => match sriov.vfs.first() {
+                    Some(vf) => hex4(fs, &format!("{PCI_DEVICES}/{}/device", vf.bdf))?,
+                    None => None,
+                },
+            };
+            for vf in &sriov.vfs {
+                functions.push(vf_function(fs, nl, profiles, &f, vf, vf_device.clone())?);
+            }
+        }
+        functions.push(f);
+    }
+    Ok(assemble(functions, Vec::new(), no_cpus()))
+}
+
+/// A VF's function as the provisioning scope reads it, from its PF's read.
+fn vf_function(
+    fs: &KernelFs,
+    nl: &NetlinkSnapshot,
+    profiles: &ProfileSet,
+    pf: &PciFunction,
+    vf: &VfEntry,
+    device_id: Option<String>,
+) -> Result<PciFunction, InventoryError> {
+    let device_id = device_id.unwrap_or_default();
+    let (vid, did) = (parse_hex_id(&pf.vendor_id), parse_hex_id(&device_id));
+    let mut netdevs = Vec::new();
+    for r in &vf.netdevs {
+        match netdev_from_netlink(nl, r.ifindex) {
+            Some(mut dev) => {
+                dev.driver = vf.driver.clone();
+                netdevs.push(dev);
+            }
+            // Newer than the netlink dump: sysfs says the rest.
+            None => netdevs.extend(read_netdev(fs, nl, &r.name, Scope::Provisioning)?),
+        }
+    }
+    netdevs.sort_by_key(|d| d.ifindex);
+    let profile = match (vid, did) {
+        (Some(v), Some(d)) => profiles
+            .match_function(v, d, vf.driver.as_deref())
+            .map(|m| profile_match(&m, None)),
+        _ => None,
+    };
+    Ok(PciFunction {
+        bdf: vf.bdf.clone(),
+        vendor_id: pf.vendor_id.clone(),
+        vendor_name: pf.vendor_name.clone(),
+        device_name: vid
+            .zip(did)
+            .and_then(|(v, d)| pci_ids::Device::from_vid_pid(v, d))
+            .map(|d| d.name().to_string()),
+        device_id,
+        subsystem_vendor_id: None,
+        subsystem_device_id: None,
+        class: pf.class.clone(),
+        driver: vf.driver.clone(),
+        role: Role::Vf,
+        numa_node: None,
+        local_cpus: Vec::new(),
+        physfn: Some(pf.bdf.clone()),
+        vf_index: None,
+        virtio_device: None,
+        netdevs,
+        sriov: None,
+        irqs: Vec::new(),
+        profile,
+    })
+}
+
+/// The PFs a provisioning run must read, when the config's uplinks and the state's vPorts
+/// name them all unambiguously; None when a full read is needed to say what is wrong (an
+/// uplink that matches nothing or several netdevs, or a netdev that is not a PCI function's).
+/// The caller still checks [`mac_outside`] on the result. `state_uplinks` are the PCI addresses the state
+/// file records: a vPort removed from the config still has a VF to reset there.
+pub fn uplink_functions(
+    fs: &KernelFs,
+    nl: &NetlinkSnapshot,
+    cfg: &crate::config::Config,
+    state_uplinks: impl IntoIterator<Item = String>,
+) -> Result<Option<BTreeSet<String>>, InventoryError> {
+    use crate::config::UplinkSelector;
+    let mut pfs: BTreeSet<String> = state_uplinks.into_iter().collect();
+    for up in &cfg.uplinks {
+        let links: Vec<&crate::host::netlink::LinkSnapshot> = match &up.selector {
+            UplinkSelector::Pci(bdf) => {
+                // Only a network function is one a full read would find by this address.
+                let class = fs.read(&format!("{PCI_DEVICES}/{bdf}/class"))?;
+                if class
+                    .as_deref()
+                    .and_then(class_code)
+                    .is_none_or(|c| c >> 16 != 0x02)
+                {
+                    return Ok(None);
+                }
+                pfs.insert(bdf.clone());
+                continue;
+            }
+            UplinkSelector::Mac(mac) => nl
+                .links
+                .iter()
+                .filter(|l| {
+                    l.mac
+                        .as_deref()
+                        .is_some_and(|m| m.eq_ignore_ascii_case(mac))
+                })
+                .collect(),
+            UplinkSelector::Ifname(name) => nl.links.iter().filter(|l| l.name == *name).collect(),
+        };
+        let [link] = links.as_slice() else {
+            return Ok(None);
+        };
+        let class_link = format!("/sys/class/net/{}", link.name);
+        let Some(path) = fs.read_link(&class_link)? else {
+            return Ok(None);
+        };
+        match pci_function_of(&path) {
+            Some((bdf, _)) => pfs.insert(bdf),
+            None => return Ok(None),
+        };
+    }
+    Ok(Some(pfs))
+}
+
+/// Whether a netdev outside a [`discover_pfs`] inventory holds one of `macs`: then only a
+/// full read can say whether that is a clash (another PF's port) or not (a VF elsewhere).
+pub fn mac_outside(inv: &Inventory, nl: &NetlinkSnapshot, macs: &BTreeSet<String>) -> bool {
+    let covered: BTreeSet<u32> = inv
+        .pci_functions
+        .iter()
+        .flat_map(|f| f.netdevs.iter().map(|d| d.ifindex))
+        .collect();
+    nl.links.iter().any(|l| {
+        !covered.contains(&l.ifindex)
+            && l.mac
+                .as_deref()
+                .is_some_and(|m| macs.contains(&m.to_ascii_lowercase()))
+    })
+}
+
+fn no_cpus() -> CpuTopology {
+    CpuTopology {
+        online: Vec::new(),
+        nodes: Vec::new(),
+        smt_siblings: Vec::new(),
+    }
+}
+
+/// Sorts the functions, gives each VF its index from its PF's virtfn links, and wraps up.
+fn assemble(mut functions: Vec<PciFunction>, others: Vec<Netdev>, cpus: CpuTopology) -> Inventory {
     functions.sort_by(|a, b| a.bdf.cmp(&b.bdf));
     let vf_indexes: BTreeMap<String, u32> = functions
         .iter()
@@ -274,20 +482,12 @@ pub fn discover_scoped(
         f.vf_index = vf_indexes.get(&f.bdf).copied();
     }
 
-    Ok(Inventory {
+    Inventory {
         schema_version: SCHEMA_VERSION,
         pci_functions: functions,
         other_netdevs: others,
-        cpus: if full {
-            read_cpus(fs)?
-        } else {
-            CpuTopology {
-                online: Vec::new(),
-                nodes: Vec::new(),
-                smt_siblings: Vec::new(),
-            }
-        },
-    })
+        cpus,
+    }
 }
 
 fn class_code(class: &str) -> Option<u32> {
@@ -540,12 +740,28 @@ fn read_sriov(
             continue;
         };
         let vf_base = format!("{PCI_DEVICES}/{vf_bdf}");
-        let mut netdevs = Vec::new();
-        for name in fs.list(&format!("{vf_base}/net"))? {
-            if let Some(ifindex) = fs.read_parsed(&format!("{vf_base}/net/{name}/ifindex")) {
-                netdevs.push(NetdevRef { ifindex, name });
+        // rtnetlink names each netdev's parent device (IFLA_PARENT_DEV_NAME, since 5.13):
+        // with it the VF's netdevs cost no reads; sysfs says it for older kernels and for
+        // a netdev newer than the snapshot.
+        let mut netdevs: Vec<NetdevRef> = nl
+            .links
+            .iter()
+            .filter(|l| {
+                l.parent_bus.as_deref() == Some("pci") && l.parent_dev.as_deref() == Some(&vf_bdf)
+            })
+            .map(|l| NetdevRef {
+                ifindex: l.ifindex,
+                name: l.name.clone(),
+            })
+            .collect();
+        if netdevs.is_empty() {
+            for name in fs.list(&format!("{vf_base}/net"))? {
+                if let Some(ifindex) = fs.read_parsed(&format!("{vf_base}/net/{name}/ifindex")) {
+                    netdevs.push(NetdevRef { ifindex, name });
+                }
             }
         }
+        netdevs.sort_by_key(|n| n.ifindex);
         vfs.push(VfEntry {
             index,
             driver: fs.link_name(&format!("{vf_base}/driver"))?,

@@ -197,6 +197,38 @@ fn live_inventory() -> Result<inventory::Inventory, Failure> {
     inv
 }
 
+/// [`live_inventory`], narrowed to the PFs the config and the state name when they name
+/// them all (a no-op apply on a host with many NICs reads only its own). A killed run's
+/// journal, an uplink that does not resolve to one PCI network function, or a vPort MAC
+/// held elsewhere gets the full read, so that errors and their hints are the same.
+fn provisioning_inventory(cfg: &vportd::config::Config) -> Result<inventory::Inventory, Failure> {
+    if cfg.state_dir.join(vportd::apply::JOURNAL_FILE).exists() {
+        return live_inventory();
+    }
+    let Ok(state) = vportd::state::State::load(&cfg.state_dir) else {
+        return live_inventory();
+    };
+    let t = std::time::Instant::now();
+    let nl = netlink::snapshot_scoped(false).map_err(Failure::runtime)?;
+    timing("netlink snapshot", t);
+    let t = std::time::Instant::now();
+    let fs = KernelFs::system();
+    let uplinks = state.vports.values().map(|v| v.uplink.clone());
+    let Some(pfs) =
+        inventory::uplink_functions(&fs, &nl, cfg, uplinks).map_err(Failure::runtime)?
+    else {
+        return live_inventory();
+    };
+    let inv =
+        inventory::discover_pfs(&fs, &nl, ProfileSet::builtin(), &pfs).map_err(Failure::runtime)?;
+    let macs = cfg.vports.iter().map(|v| v.mac.to_string()).collect();
+    if inventory::mac_outside(&inv, &nl, &macs) {
+        return live_inventory();
+    }
+    timing("sysfs discovery (uplinks only)", t);
+    Ok(inv)
+}
+
 /// The inventory for planning `cfg`: what provisioning needs, plus what the PFs report
 /// of their queues (channels, RSS table, ntuple, l2-fwd-offload) when the plan can use
 /// it. Probing costs several ethtool requests per PF, so a config whose vPorts all get
@@ -205,7 +237,7 @@ fn planning_inventory(
     cfg: &vportd::config::Config,
     opts: PlanOptions,
 ) -> Result<inventory::Inventory, Failure> {
-    let mut inv = live_inventory()?;
+    let mut inv = provisioning_inventory(cfg)?;
     let asks = cfg
         .uplinks
         .iter()

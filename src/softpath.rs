@@ -17,8 +17,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,7 +33,7 @@ use crate::state::{Health, State, VportPath};
 use crate::switch::port::DEFAULT_VLAN;
 use crate::switch::vlan::{VlanMode, VlanSet};
 use crate::switch::{
-    Counters, DropReason, Edge, PortConfig, Switch, SwitchConfig, SwitchError, SwitchHandle,
+    Counters, DropReason, Edge, PortConfig, PortId, Switch, SwitchConfig, SwitchError, SwitchHandle,
 };
 
 /// The trunk port's name on every software switch.
@@ -83,6 +83,9 @@ pub enum SoftpathError {
     /// The counters could not be written or read.
     #[error(transparent)]
     Files(#[from] FilesError),
+    /// The state file could not be read to re-plan the software path.
+    #[error("the software path keeps its ports as they are: {0}")]
+    State(String),
     /// The counters file is not valid.
     #[error("{}: the software switch counters are unreadable ({why}); the daemon rewrites the file every second", path.display())]
     Corrupt { path: PathBuf, why: String },
@@ -203,10 +206,11 @@ struct SwitchView {
     ports: Vec<PortMeta>,
 }
 
-/// Read access to the running switches' counters; cheap to clone, safe to share.
+/// Read access to the running switches' counters; cheap to clone, safe to share. It follows
+/// the software path as [`SoftPath::reconcile`] adds and removes switches and ports.
 #[derive(Clone, Default)]
 pub struct View {
-    switches: Vec<SwitchView>,
+    switches: Arc<RwLock<Vec<SwitchView>>>,
 }
 
 /// One port's counters, as status and the metrics show them.
@@ -228,6 +232,10 @@ pub struct PortSnapshot {
     pub tx_bytes: u64,
     pub tx_flooded: u64,
     pub learn_limited: u64,
+    /// Times the port's NIC vanished (its netdev deleted); the daemon reconnects it when
+    /// the device is back.
+    #[serde(default)]
+    pub nic_lost: u64,
     /// Drops by reason ([`DropReason::as_str`]), every reason present.
     pub drops: BTreeMap<String, u64>,
 }
@@ -279,7 +287,8 @@ impl View {
     /// Sums every port's per-worker counters now.
     pub fn snapshot(&self) -> Snapshot {
         let mut ports = Vec::new();
-        for sw in &self.switches {
+        let switches = self.switches.read().unwrap_or_else(|p| p.into_inner());
+        for sw in switches.iter() {
             for p in &sw.ports {
                 let s = sw.counters.port(p.index);
                 ports.push(PortSnapshot {
@@ -295,6 +304,7 @@ impl View {
                     tx_bytes: s.tx_bytes,
                     tx_flooded: s.tx_flooded,
                     learn_limited: s.learn_limited,
+                    nic_lost: s.nic_lost,
                     drops: DropReason::ALL
                         .iter()
                         .map(|r| (r.as_str().to_string(), s.drops_for(*r)))
@@ -309,7 +319,14 @@ impl View {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.switches.is_empty()
+        self.switches
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    fn set(&self, switches: Vec<SwitchView>) {
+        *self.switches.write().unwrap_or_else(|p| p.into_inner()) = switches;
     }
 }
 
@@ -317,7 +334,7 @@ impl View {
 /// and the thread publishing their counters. Dropping it stops them, removes the TAPs and
 /// the counters file.
 pub struct SoftPath {
-    handles: Vec<SwitchHandle>,
+    running: Vec<Running>,
     view: View,
     stop: Arc<AtomicBool>,
     publisher: Option<JoinHandle<()>>,
@@ -334,40 +351,61 @@ impl SoftPath {
         resolve: &dyn Fn(&str) -> Option<u32>,
         state_dir: Option<&Path>,
     ) -> (SoftPath, Vec<SoftpathError>) {
+        let mut sp = SoftPath {
+            running: Vec::new(),
+            view: View::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+            publisher: None,
+            snapshot_path: state_dir.map(|d| d.join(SNAPSHOT_FILE)),
+        };
+        let errors = sp.reconcile(plans, resolve);
+        (sp, errors)
+    }
+
+    /// Brings the running switches to `plans`, changing only what differs: a new uplink gets
+    /// its switch, a vanished one loses it; within a switch, added vPorts get a port and
+    /// TAP, removed ones lose them, and a port whose configuration changed is replaced
+    /// (its TAP kept: a VM attached to it stays attached). A trunk whose netdev vanished is
+    /// reopened once `resolve` finds the uplink again. The daemon calls this when the state
+    /// file changes (an apply or a hotplug reconcile moved vPorts) and every period.
+    pub fn reconcile(
+        &mut self,
+        plans: &[SwitchPlan],
+        resolve: &dyn Fn(&str) -> Option<u32>,
+    ) -> Vec<SoftpathError> {
         let mut errors = Vec::new();
-        let mut handles = Vec::new();
-        let mut view = View::default();
+        let mut running = std::mem::take(&mut self.running);
+        // Switches whose uplink no plan names any more.
+        running.retain_mut(|r| {
+            let keep = plans.iter().any(|p| p.uplink == r.plan.uplink);
+            if !keep && let Some(h) = r.handle.take() {
+                h.stop();
+            }
+            keep
+        });
         for plan in plans {
-            match start_switch(plan, resolve, &mut errors) {
-                Ok((handle, sv)) => {
-                    handles.push(handle);
-                    view.switches.push(sv);
-                }
-                Err(e) => errors.push(e),
+            match running.iter_mut().find(|r| r.plan.uplink == plan.uplink) {
+                Some(r) => r.update(plan, resolve, &mut errors),
+                None => match start_switch(plan, resolve, &mut errors) {
+                    Ok(r) => running.push(r),
+                    Err(e) => errors.push(e),
+                },
             }
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let snapshot_path = state_dir.map(|d| d.join(SNAPSHOT_FILE));
-        let publisher = match (&snapshot_path, view.is_empty()) {
-            (Some(path), false) => {
-                let (path, view, stop) = (path.clone(), view.clone(), stop.clone());
-                std::thread::Builder::new()
-                    .name("switch-stats".into())
-                    .spawn(move || publish_loop(&path, &view, &stop))
-                    .ok()
-            }
-            _ => None,
-        };
-        (
-            SoftPath {
-                handles,
-                view,
-                stop,
-                publisher,
-                snapshot_path,
-            },
-            errors,
-        )
+        self.running = running;
+        self.view
+            .set(self.running.iter().map(|r| r.view.clone()).collect());
+        if self.publisher.is_none()
+            && !self.view.is_empty()
+            && let Some(path) = &self.snapshot_path
+        {
+            let (path, view, stop) = (path.clone(), self.view.clone(), self.stop.clone());
+            self.publisher = std::thread::Builder::new()
+                .name("switch-stats".into())
+                .spawn(move || publish_loop(&path, &view, &stop))
+                .ok();
+        }
+        errors
     }
 
     /// Reads the state and config the daemon was given and starts the software path on the
@@ -393,15 +431,167 @@ impl SoftPath {
 
     /// How many switches run.
     pub fn switches(&self) -> usize {
-        self.handles.len()
+        self.running.len()
+    }
+
+    /// Re-plans from the config and the state file and reconciles (see [`Self::reconcile`]).
+    pub fn refresh_live(&mut self, cfg: &Config, fs: &KernelFs) -> Vec<SoftpathError> {
+        let state = match State::load(&cfg.state_dir) {
+            Ok(s) => s,
+            Err(e) => return vec![SoftpathError::State(e.to_string())],
+        };
+        let (plans, mut errors) = plan(cfg, &state);
+        errors.extend(self.reconcile(&plans, &|bdf: &str| resolve_live(fs, bdf)));
+        errors
     }
 }
 
-fn start_switch(
+/// A started switch, the plan it runs, and where each of its ports is.
+struct Running {
+    plan: SwitchPlan,
+    handle: Option<SwitchHandle>,
+    view: SwitchView,
+    /// The trunk's port and the NIC losses already seen on it.
+    trunk: PortId,
+    trunk_lost_seen: u64,
+    /// Whether the trunk has its NIC (false once the worker reported it lost, until
+    /// reopened).
+    trunk_connected: bool,
+    /// Each vPort's port.
+    ports: BTreeMap<String, PortId>,
+}
+
+/// Whether two port configurations are the same setting (a rate limit's bucket level is
+/// state, not setting).
+fn same_config(a: &PortConfig, b: &PortConfig) -> bool {
+    let rate = |c: &PortConfig| c.rate.as_ref().map(|r| (r.rate_bytes_per_s(), r.burst()));
+    a.name == b.name
+        && a.mac == b.mac
+        && a.vlan == b.vlan
+        && a.default_pcp == b.default_pcp
+        && a.ingress_acl == b.ingress_acl
+        && a.egress_acl == b.egress_acl
+        && rate(a) == rate(b)
+        && a.learning == b.learning
+        && a.learn_limit == b.learn_limit
+        && a.hairpin == b.hairpin
+        && a.admin_down == b.admin_down
+}
+
+impl Running {
+    fn update(
+        &mut self,
+        plan: &SwitchPlan,
+        resolve: &dyn Fn(&str) -> Option<u32>,
+        errors: &mut Vec<SoftpathError>,
+    ) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        // The trunk: a new VLAN set replaces the port (same NIC); a lost NIC is reopened.
+        // The loss count is compared for change, not growth: a replaced port starts again
+        // from zero, and at worst that reopens a NIC that was fine, once.
+        let counters = handle.counters();
+        if counters.port(self.trunk.0).nic_lost != self.trunk_lost_seen {
+            self.trunk_connected = false;
+        }
+        if !same_config(&self.plan.trunk, &plan.trunk) {
+            let edge = match handle.remove_port(self.trunk) {
+                Ok(edge) => edge,
+                Err(e) => {
+                    errors.push(e.into());
+                    None
+                }
+            };
+            let edge = if self.trunk_connected { edge } else { None };
+            self.trunk_connected = edge.is_some();
+            match handle.add_port(plan.trunk.clone(), edge) {
+                Ok(id) => self.retarget(None, id),
+                Err(e) => errors.push(e.into()),
+            }
+        }
+        if !self.trunk_connected {
+            match open_trunk(plan, resolve) {
+                Ok((edge, netdev)) => match handle.connect(self.trunk, edge) {
+                    Ok(()) => {
+                        self.trunk_connected = true;
+                        if let Some(m) = self.view.ports.iter_mut().find(|m| m.vport.is_none()) {
+                            m.netdev = netdev;
+                        }
+                    }
+                    Err(e) => errors.push(e.into()),
+                },
+                Err(e) => errors.push(e),
+            }
+        }
+        self.trunk_lost_seen = counters.port(self.trunk.0).nic_lost;
+        // vPorts gone from the plan, or whose configuration changed.
+        let mut taps: BTreeMap<String, Option<Box<dyn Edge>>> = BTreeMap::new();
+        for old in &self.plan.ports {
+            let new = plan.ports.iter().find(|p| p.vport == old.vport);
+            if new.is_some_and(|n| n.tap == old.tap && same_config(&n.cfg, &old.cfg)) {
+                continue;
+            }
+            if let Some(id) = self.ports.remove(&old.vport) {
+                match handle.remove_port(id) {
+                    // A changed port keeps its TAP; a removed one closes it.
+                    Ok(edge) if new.is_some_and(|n| n.tap == old.tap) => {
+                        taps.insert(old.vport.clone(), edge);
+                    }
+                    Ok(_) => {}
+                    Err(e) => errors.push(e.into()),
+                }
+            }
+            self.view
+                .ports
+                .retain(|m| m.vport.as_deref() != Some(old.vport.as_str()));
+        }
+        // vPorts new to the plan, or replaced above.
+        for p in &plan.ports {
+            if self.ports.contains_key(&p.vport) {
+                continue;
+            }
+            let (edge, kind) = match taps.remove(&p.vport) {
+                Some(Some(edge)) => (Some(edge), "tap"),
+                _ => open_tap(p, errors),
+            };
+            match handle.add_port(p.cfg.clone(), edge) {
+                Ok(id) => {
+                    self.ports.insert(p.vport.clone(), id);
+                    self.view.ports.push(PortMeta {
+                        index: id.0,
+                        vport: Some(p.vport.clone()),
+                        netdev: p.tap.clone(),
+                        edge: kind,
+                    });
+                }
+                Err(e) => errors.push(e.into()),
+            }
+        }
+        self.plan = plan.clone();
+        self.handle = Some(handle);
+    }
+
+    /// Points the trunk's (None) or a vPort's counters at its new port.
+    fn retarget(&mut self, vport: Option<&str>, id: PortId) {
+        if vport.is_none() {
+            self.trunk = id;
+        }
+        if let Some(m) = self
+            .view
+            .ports
+            .iter_mut()
+            .find(|m| m.vport.as_deref() == vport)
+        {
+            m.index = id.0;
+        }
+    }
+}
+
+fn open_trunk(
     plan: &SwitchPlan,
     resolve: &dyn Fn(&str) -> Option<u32>,
-    errors: &mut Vec<SoftpathError>,
-) -> Result<(SwitchHandle, SwitchView), SoftpathError> {
+) -> Result<(Box<dyn Edge>, String), SoftpathError> {
     let ifindex = resolve(&plan.uplink).ok_or_else(|| SoftpathError::NoUplink {
         bdf: plan.uplink.clone(),
     })?;
@@ -414,28 +604,46 @@ fn start_switch(
     let netdev = nix::net::if_::if_indextoname(ifindex)
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|_| format!("ifindex {ifindex}"));
+    Ok((Box::new(trunk), netdev))
+}
+
+fn open_tap(
+    p: &PortPlan,
+    errors: &mut Vec<SoftpathError>,
+) -> (Option<Box<dyn Edge>>, &'static str) {
+    match Tap::create(&p.tap, true) {
+        Ok(t) => (Some(Box::new(t)), "tap"),
+        Err(source) => {
+            errors.push(SoftpathError::Tap {
+                vport: p.vport.clone(),
+                source,
+            });
+            (None, "none")
+        }
+    }
+}
+
+fn start_switch(
+    plan: &SwitchPlan,
+    resolve: &dyn Fn(&str) -> Option<u32>,
+    errors: &mut Vec<SoftpathError>,
+) -> Result<Running, SoftpathError> {
+    let (trunk, netdev) = open_trunk(plan, resolve)?;
     let mut sw = Switch::new(SwitchConfig::new(&plan.name));
-    let mut ports = Vec::new();
-    let id = sw.add_port(plan.trunk.clone(), Some(Box::new(trunk)))?;
-    ports.push(PortMeta {
-        index: id.0,
+    let mut metas = Vec::new();
+    let trunk_id = sw.add_port(plan.trunk.clone(), Some(trunk))?;
+    metas.push(PortMeta {
+        index: trunk_id.0,
         vport: None,
         netdev,
         edge: "af_packet",
     });
+    let mut ports = BTreeMap::new();
     for p in &plan.ports {
-        let (edge, kind): (Option<Box<dyn Edge>>, _) = match Tap::create(&p.tap, true) {
-            Ok(t) => (Some(Box::new(t)), "tap"),
-            Err(source) => {
-                errors.push(SoftpathError::Tap {
-                    vport: p.vport.clone(),
-                    source,
-                });
-                (None, "none")
-            }
-        };
+        let (edge, kind) = open_tap(p, errors);
         let id = sw.add_port(p.cfg.clone(), edge)?;
-        ports.push(PortMeta {
+        ports.insert(p.vport.clone(), id);
+        metas.push(PortMeta {
             index: id.0,
             vport: Some(p.vport.clone()),
             netdev: p.tap.clone(),
@@ -444,15 +652,20 @@ fn start_switch(
     }
     let counters = sw.counters();
     let handle = sw.spawn()?;
-    Ok((
-        handle,
-        SwitchView {
+    Ok(Running {
+        plan: plan.clone(),
+        handle: Some(handle),
+        view: SwitchView {
             name: plan.name.clone(),
             uplink: plan.uplink.clone(),
             counters,
-            ports,
+            ports: metas,
         },
-    ))
+        trunk: trunk_id,
+        trunk_lost_seen: 0,
+        trunk_connected: true,
+        ports,
+    })
 }
 
 fn write_snapshot(path: &Path, view: &View) {
@@ -484,8 +697,10 @@ impl Drop for SoftPath {
                 let _ = files::remove(p);
             }
         }
-        for h in self.handles.drain(..) {
-            h.stop();
+        for r in &mut self.running {
+            if let Some(h) = r.handle.take() {
+                h.stop();
+            }
         }
     }
 }

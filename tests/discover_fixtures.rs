@@ -210,3 +210,113 @@ fn provisioning_scope_agrees_with_full_discovery() {
         }
     }
 }
+
+fn guest_fixture() -> (PathBuf, NetlinkSnapshot) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/guest-82576-7vfs");
+    let nl =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("netlink.json")).unwrap()).unwrap();
+    (dir, nl)
+}
+
+fn config(uplinks: &str, vport_mac: &str) -> vportd::config::Config {
+    let text = format!(
+        "state_dir = \"/nonexistent\"\n{uplinks}\n[[vport]]\nname = \"a\"\nuplink = \"0000:01:00.0\"\nmac = \"{vport_mac}\"\n"
+    );
+    vportd::config::parse(std::path::Path::new("t.toml"), &text).expect("test config parses")
+}
+
+/// A no-op apply reads only the PFs it provisions and their VFs: that narrowed read must
+/// say exactly what the full provisioning read says of those functions.
+#[test]
+fn narrowed_discovery_equals_the_full_read_of_its_pfs() {
+    let (dir, nl) = guest_fixture();
+    let fs = KernelFs::at(&dir);
+    let full = replay_scoped("guest-82576-7vfs", inventory::Scope::Provisioning);
+    for pf in ["0000:01:00.0", "0000:02:00.0"] {
+        let pfs = [pf.to_string()].into_iter().collect();
+        let narrow = inventory::discover_pfs(&fs, &nl, ProfileSet::builtin(), &pfs).unwrap();
+        let expected: Vec<_> = full
+            .pci_functions
+            .iter()
+            .filter(|f| f.bdf == pf || f.physfn.as_deref() == Some(pf))
+            .cloned()
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(
+            serde_json::to_value(&narrow.pci_functions).unwrap(),
+            serde_json::to_value(&expected).unwrap(),
+            "narrowed read of {pf}"
+        );
+    }
+}
+
+#[test]
+fn uplinks_resolve_to_their_pfs_or_ask_for_a_full_read() {
+    let (dir, nl) = guest_fixture();
+    let fs = KernelFs::at(&dir);
+    let set = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect());
+    let resolve = |uplinks: &str, state: &[&str]| {
+        inventory::uplink_functions(
+            &fs,
+            &nl,
+            &config(uplinks, "02:00:00:00:00:01"),
+            state.iter().map(|s| s.to_string()),
+        )
+        .unwrap()
+    };
+    let pf0 = "[[uplink]]\npci = \"0000:01:00.0\"\n";
+    assert_eq!(resolve(pf0, &[]), set(&["0000:01:00.0"]));
+    // The state's PFs are read too: a vPort removed from the config has a VF to reset.
+    assert_eq!(
+        resolve(pf0, &["0000:02:00.0"]),
+        set(&["0000:01:00.0", "0000:02:00.0"])
+    );
+    let by_mac = "[[uplink]]\nmac = \"52:54:00:12:00:02\"\n";
+    assert_eq!(
+        resolve(&format!("{pf0}{by_mac}"), &[]),
+        set(&["0000:01:00.0", "0000:02:00.0"])
+    );
+    let by_name = "[[uplink]]\nifname = \"eth1\"\n";
+    assert_eq!(
+        resolve(&format!("{pf0}{by_name}"), &[]),
+        set(&["0000:01:00.0", "0000:02:00.0"])
+    );
+    // What a full read must explain: an address that is not a network function, a name or
+    // MAC that is no PCI netdev or not there at all.
+    assert_eq!(
+        resolve(&format!("{pf0}[[uplink]]\npci = \"0000:00:1f.2\"\n"), &[]),
+        None
+    );
+    assert_eq!(
+        resolve(&format!("{pf0}[[uplink]]\npci = \"0000:07:00.0\"\n"), &[]),
+        None
+    );
+    assert_eq!(
+        resolve(&format!("{pf0}[[uplink]]\nifname = \"lo\"\n"), &[]),
+        None
+    );
+    assert_eq!(
+        resolve(&format!("{pf0}[[uplink]]\nifname = \"eth9\"\n"), &[]),
+        None
+    );
+
+    // A vPort MAC held outside the PFs read: the full read decides whether it clashes.
+    let pfs = set(&["0000:01:00.0"]).unwrap();
+    let narrow = inventory::discover_pfs(&fs, &nl, ProfileSet::builtin(), &pfs).unwrap();
+    let macs = |m: &str| [m.to_string()].into_iter().collect();
+    assert!(inventory::mac_outside(
+        &narrow,
+        &nl,
+        &macs("52:54:00:12:00:02")
+    ));
+    assert!(!inventory::mac_outside(
+        &narrow,
+        &nl,
+        &macs("52:54:00:12:00:01")
+    ));
+    assert!(!inventory::mac_outside(
+        &narrow,
+        &nl,
+        &macs("02:00:00:00:00:09")
+    ));
+}

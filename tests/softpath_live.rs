@@ -222,3 +222,208 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     assert!(Snapshot::load(dir.path()).unwrap().is_none());
     assert!(nix::net::if_::if_nametoindex("vp-vm1").is_err());
 }
+
+fn cfg_of(state_dir: &Path, vports: &[(&str, &str, Option<u16>)]) -> vportd::config::Config {
+    let mut text = format!(
+        "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\n",
+        state_dir.display()
+    );
+    for (name, mac, vlan) in vports {
+        text += &format!(
+            "[[vport]]\nname = \"{name}\"\nuplink = \"{PF}\"\nmac = \"{mac}\"\noffload = \"never\"\n"
+        );
+        if let Some(v) = vlan {
+            text += &format!("vlan = {v}\n");
+        }
+    }
+    vportd::config::parse(Path::new("host.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn state_of(names: &[&str]) -> State {
+    let mut s = State {
+        version: STATE_VERSION,
+        ..Default::default()
+    };
+    for name in names {
+        s.vports.insert(
+            name.to_string(),
+            VportState {
+                uplink: PF.into(),
+                path: VportPath::Software,
+                reason: "offload = \"never\"".into(),
+                vf_bdf: None,
+                applied: None,
+                health: Health::Provisioned,
+            },
+        );
+    }
+    s
+}
+
+/// CPU time (user + system, in clock ticks) of this process's threads whose name starts
+/// with `prefix`.
+fn thread_ticks(prefix: &str) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesized name: state is field 3; utime and stime are 14, 15.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        total += f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    }
+    total
+}
+
+/// The daemon's software path follows the state as applies move vPorts (added, changed,
+/// removed without restarting the switch or recreating a kept TAP), and survives its uplink
+/// netdev vanishing (link down, no busy loop) and coming back (reopened by the next
+/// reconcile).
+#[test]
+fn software_path_follows_the_state_and_survives_its_uplink_vanishing() {
+    if !common::require_root("software path reconcile") {
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("unshare a network namespace (needs root)");
+    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    sh("ip link add pf0 type veth peer name wire0 && ip link set pf0 up && ip link set wire0 up");
+    let resolve = |bdf: &str| {
+        (bdf == PF)
+            .then(|| nix::net::if_::if_nametoindex("pf0").ok())
+            .flatten()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = ("02:76:70:00:00:01", "02:76:70:00:00:02");
+
+    // Start with vm1 alone.
+    let cfg = cfg_of(dir.path(), &[("vm1", a, Some(100))]);
+    let (plans, errors) = softpath::plan(&cfg, &state_of(&["vm1"]));
+    assert!(errors.is_empty(), "{errors:?}");
+    let (mut sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
+    assert!(errors.is_empty(), "{errors:?}");
+    let vm1_index = nix::net::if_::if_nametoindex("vp-vm1").unwrap();
+    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let wire = RawSocket::open("wire0").unwrap();
+    vm1.send(&Spec::new(1, 9, 0).build()).unwrap();
+    let first = got(&wire);
+    assert_eq!(
+        first.first().map(|(_, t)| *t),
+        Some(Some(VlanTag { vid: 100, pcp: 0 })),
+        "{first:?} {:?}",
+        sp.view().snapshot()
+    );
+
+    // An apply adds vm2 and moves vm1 to VLAN 150: vm2 gets its TAP, vm1 keeps its own.
+    let cfg = cfg_of(dir.path(), &[("vm1", a, Some(150)), ("vm2", b, None)]);
+    let (plans, _) = softpath::plan(&cfg, &state_of(&["vm1", "vm2"]));
+    let errors = sp.reconcile(&plans, &resolve);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(sp.switches(), 1);
+    assert_eq!(
+        nix::net::if_::if_nametoindex("vp-vm1").unwrap(),
+        vm1_index,
+        "a changed vPort keeps its TAP"
+    );
+    let vm2 = RawSocket::open("vp-vm2").unwrap();
+    vm1.send(&Spec::new(1, 9, 1).build()).unwrap();
+    vm2.send(&Spec::new(2, 9, 0).build()).unwrap();
+    let mut on_wire = got(&wire);
+    on_wire.sort_by_key(|(m, _)| m.src);
+    assert_eq!(
+        on_wire,
+        vec![
+            (
+                Mark {
+                    src: 1,
+                    dst: 9,
+                    seq: 1
+                },
+                Some(VlanTag { vid: 150, pcp: 0 })
+            ),
+            (
+                Mark {
+                    src: 2,
+                    dst: 9,
+                    seq: 0
+                },
+                None
+            ),
+        ]
+    );
+    // The view follows: both vPorts' counters are there.
+    let snap = sp.view().snapshot();
+    assert!(
+        snap.vport("vm1").is_some() && snap.vport("vm2").is_some(),
+        "{snap:?}"
+    );
+
+    // vm2 removed: its TAP goes.
+    let cfg = cfg_of(dir.path(), &[("vm1", a, Some(150))]);
+    let (plans, _) = softpath::plan(&cfg, &state_of(&["vm1"]));
+    assert!(sp.reconcile(&plans, &resolve).is_empty());
+    drop(vm2);
+    assert!(nix::net::if_::if_nametoindex("vp-vm2").is_err());
+    assert!(sp.view().snapshot().vport("vm2").is_none());
+
+    // The uplink netdev vanishes: the trunk goes link down and the worker sleeps.
+    drop(wire);
+    sh("ip link del pf0");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = thread_ticks("switch-");
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = thread_ticks("switch-") - before;
+    // 100 ticks a second: a spinning worker would take ~100.
+    assert!(
+        spent < 20,
+        "the switch worker spent {spent} ticks in 1 s with its uplink gone"
+    );
+    // The worker asks its NICs once a second whether they are still there.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let snap = sp.view().snapshot();
+        let up = snap.ports.iter().find(|p| p.port == "uplink").unwrap();
+        if up.nic_lost == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lost uplink is not noticed: {up:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // While it is gone, reconciling says so and changes nothing else.
+    let errors = sp.reconcile(&plans, &resolve);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("no network interface")),
+        "{errors:?}"
+    );
+
+    // It comes back (a new ifindex): the next reconcile reopens the trunk.
+    sh("ip link add pf0 type veth peer name wire0 && ip link set pf0 up && ip link set wire0 up");
+    let wire = RawSocket::open("wire0").unwrap();
+    let errors = sp.reconcile(&plans, &resolve);
+    assert!(errors.is_empty(), "{errors:?}");
+    vm1.send(&Spec::new(1, 9, 2).build()).unwrap();
+    assert_eq!(
+        got(&wire),
+        vec![(
+            Mark {
+                src: 1,
+                dst: 9,
+                seq: 2
+            },
+            Some(VlanTag { vid: 150, pcp: 0 })
+        )]
+    );
+    // A further reconcile with nothing changed leaves the trunk alone.
+    assert!(sp.reconcile(&plans, &resolve).is_empty());
+    vm1.send(&Spec::new(1, 9, 3).build()).unwrap();
+    assert_eq!(got(&wire).len(), 1);
+    drop(sp);
+}

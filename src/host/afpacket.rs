@@ -195,6 +195,8 @@ pub struct AfPacket {
     rx_head: u32,
     tx_head: u32,
     vnet: bool,
+    /// The netdev the rings are bound to, to tell a deleted device from a passing error.
+    ifindex: i32,
 }
 
 // SAFETY: the mapping is owned by this value alone and only touched through &mut self; moving
@@ -310,6 +312,7 @@ impl AfPacket {
             rx_head: 0,
             tx_head: 0,
             vnet: vnet_hdr,
+            ifindex,
         };
         // Our own transmissions would otherwise come back on the receive ring.
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &1i32)
@@ -564,6 +567,23 @@ impl Edge for AfPacket {
 
     fn offloads(&self) -> bool {
         self.vnet
+    }
+
+    /// A packet socket whose netdev is deleted reports ENETDOWN once and keeps its rings;
+    /// taking the error clears it, and whether the ifindex still names a device tells a
+    /// deleted netdev (gone) from one that went down (it may come back up).
+    fn health(&mut self) -> std::io::Result<()> {
+        let _ = nix::sys::socket::getsockopt(&self.fd, nix::sys::socket::sockopt::SocketError);
+        let _ = nix::sys::socket::getsockopt(&self.direct, nix::sys::socket::sockopt::SocketError);
+        let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+        // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes into `name`, which has that
+        // many; it returns NULL when no device has the index. (nix's wrapper reads the
+        // buffer even then and answers an empty name.)
+        let found = unsafe { libc::if_indextoname(self.ifindex as u32, name.as_mut_ptr()) };
+        if found.is_null() {
+            return Err(std::io::Error::from_raw_os_error(libc::ENODEV));
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::{
     LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage, State, VfInfo, VfLinkState, VfVlan,
     VlanProtocol,
@@ -120,8 +119,16 @@ pub fn snapshot() -> Result<NetlinkSnapshot, NetlinkError> {
 
 /// [`snapshot`], with ethtool channels only when asked for (provisioning needs none).
 pub fn snapshot_scoped(channels: bool) -> Result<NetlinkSnapshot, NetlinkError> {
+    // Without channels, one dump on a plain socket says it all: no async runtime to build,
+    // which is a good part of a short command's time on a slow host.
+    if !channels {
+        return Ok(NetlinkSnapshot {
+            links: dump_links_blocking()?,
+            channels: BTreeMap::new(),
+        });
+    }
     super::block_on(async {
-        let links = dump_links().await?;
+        let links = dump_links_blocking()?;
         let channels = if channels {
             dump_channels().await?
         } else {
@@ -131,29 +138,65 @@ pub fn snapshot_scoped(channels: bool) -> Result<NetlinkSnapshot, NetlinkError> 
     })
 }
 
-async fn dump_links() -> Result<Vec<LinkSnapshot>, NetlinkError> {
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| NetlinkError::Socket {
+/// RTM_GETLINK as a dump, on a blocking socket. SkipStats keeps big PFs' replies small;
+/// the Vf mask is what makes the kernel include IFLA_VFINFO_LIST at all.
+fn dump_links_blocking() -> Result<Vec<LinkSnapshot>, NetlinkError> {
+    use netlink_packet_core::{
+        NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    };
+    use netlink_packet_route::RouteNetlinkMessage;
+    let socket_error = |source| NetlinkError::Socket {
         family: "route",
         source,
-    })?;
-    tokio::spawn(conn);
-    // SkipStats keeps big PFs' replies under netlink-proto's receive buffer; Vf is
-    // what makes the kernel include IFLA_VFINFO_LIST at all.
-    let msgs: Vec<LinkMessage> = handle
-        .link()
-        .get()
-        .set_filter_mask(
-            AddressFamily::Unspec,
-            vec![LinkExtentMask::Vf, LinkExtentMask::SkipStats],
-        )
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| NetlinkError::Request {
-            what: "list network links".into(),
-            message: e.to_string(),
-        })?;
-    Ok(msgs.iter().map(link_from_message).collect())
+    };
+    let refused = |message: String| NetlinkError::Request {
+        what: "list network links".into(),
+        message,
+    };
+    let mut sock =
+        netlink_sys::Socket::new(netlink_sys::constants::NETLINK_ROUTE).map_err(socket_error)?;
+    sock.bind_auto().map_err(socket_error)?;
+    sock.connect(&netlink_sys::SocketAddr::new(0, 0))
+        .map_err(socket_error)?;
+    let mut get = LinkMessage::default();
+    get.attributes.push(LinkAttribute::ExtMask(vec![
+        LinkExtentMask::Vf,
+        LinkExtentMask::SkipStats,
+    ]));
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.sequence_number = 1;
+    let mut req = NetlinkMessage::new(
+        header,
+        NetlinkPayload::from(RouteNetlinkMessage::GetLink(get)),
+    );
+    req.finalize();
+    let mut buf = vec![0; req.buffer_len()];
+    req.serialize(&mut buf);
+    sock.send(&buf, 0).map_err(socket_error)?;
+    let mut links = Vec::new();
+    loop {
+        let (data, _) = sock.recv_from_full().map_err(socket_error)?;
+        let mut at = 0;
+        while at < data.len() {
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[at..])
+                .map_err(|e| refused(format!("unreadable reply: {e}")))?;
+            match msg.payload {
+                NetlinkPayload::Done(_) => return Ok(links),
+                NetlinkPayload::Error(e) => return Err(refused(e.to_string())),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                    links.push(link_from_message(&l));
+                }
+                _ => {}
+            }
+            let len = msg.header.length as usize;
+            if len == 0 {
+                break;
+            }
+            // Messages in one datagram are 4-byte aligned (NLMSG_ALIGN).
+            at += (len + 3) & !3;
+        }
+    }
 }
 
 async fn dump_channels() -> Result<BTreeMap<u32, Channels>, NetlinkError> {

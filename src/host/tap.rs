@@ -210,6 +210,20 @@ impl Edge for Tap {
         Some(self.fd.as_raw_fd())
     }
 
+    /// A TAP whose device was deleted is detached from its file: TUNGETIFF then fails with
+    /// EBADFD, and reads do too.
+    fn health(&mut self) -> std::io::Result<()> {
+        let mut req = IfReq::new("");
+        // SAFETY: TUNGETIFF writes a struct ifreq (name and flags) into `req`, which is an
+        // ifreq-sized, writable IfReq that outlives the call.
+        let rc =
+            unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNGETIFF, &mut req as *mut IfReq) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn offloads(&self) -> bool {
         self.vnet
     }

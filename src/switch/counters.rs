@@ -69,6 +69,9 @@ pub struct PortStats {
     pub tx_flooded: u64,
     /// Source addresses not learned because the port is at its learning limit.
     pub learn_limited: u64,
+    /// Times the port's NIC vanished under it (netdev deleted, TAP detached): the port went
+    /// link down until its NIC is connected again.
+    pub nic_lost: u64,
     pub drops: [u64; NUM_REASONS],
 }
 
@@ -93,13 +96,14 @@ impl PortStats {
         self.tx_bytes += o.tx_bytes;
         self.tx_flooded += o.tx_flooded;
         self.learn_limited += o.learn_limited;
+        self.nic_lost += o.nic_lost;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }
     }
 }
 
-const FIELDS: usize = 6 + NUM_REASONS;
+const FIELDS: usize = 7 + NUM_REASONS;
 
 #[repr(align(64))]
 #[derive(Default)]
@@ -133,6 +137,7 @@ impl Counters {
                 s.tx_bytes,
                 s.tx_flooded,
                 s.learn_limited,
+                s.nic_lost,
             ];
             for (a, v) in slot.0.iter().zip(vals.iter().chain(s.drops.iter())) {
                 a.store(*v, Ordering::Relaxed);
@@ -155,9 +160,10 @@ impl Counters {
                 tx_bytes: v[3],
                 tx_flooded: v[4],
                 learn_limited: v[5],
+                nic_lost: v[6],
                 drops: [0; NUM_REASONS],
             };
-            s.drops.copy_from_slice(&v[6..]);
+            s.drops.copy_from_slice(&v[7..]);
             total.add(&s);
         }
         total

@@ -93,6 +93,8 @@ pub struct Switch {
     tx: Vec<Batch>,
     counters: Arc<Counters>,
     last_expire: u64,
+    /// A NIC was lost during a poll: the worker recomputes the descriptors it sleeps on.
+    nics_changed: bool,
 }
 
 impl Switch {
@@ -106,6 +108,7 @@ impl Switch {
             tx: Vec::new(),
             counters: Arc::new(Counters::new(1, MAX_PORTS)),
             last_expire: 0,
+            nics_changed: false,
         }
     }
 
@@ -205,6 +208,10 @@ impl Switch {
         if now.saturating_sub(self.last_expire) >= 1_000_000_000 {
             self.pipeline.fdb.expire(now);
             self.last_expire = now;
+            // A deleted netdev raises its socket's error when it goes down, before it is
+            // gone: the check then finds it still there. Asking every NIC once a second
+            // catches what that one look missed.
+            self.check_nics(0..self.edges.len());
         }
         let mut received = 0;
         for src in 0..self.edges.len() {
@@ -212,8 +219,12 @@ impl Switch {
                 continue;
             };
             self.rx.clear();
-            if edge.recv(&mut self.rx).is_err() {
-                self.pipeline.stats[src].drop(DropReason::TxError);
+            if let Err(e) = edge.recv(&mut self.rx) {
+                if io::nic_gone(&e) {
+                    self.lose_nic(src);
+                } else {
+                    self.pipeline.stats[src].drop(DropReason::TxError);
+                }
                 continue;
             }
             if self.rx.is_empty() {
@@ -230,15 +241,20 @@ impl Switch {
 
     /// Sends every destination's batch and counts what went out.
     fn flush(&mut self) {
+        let mut lost = Vec::new();
         for (i, out) in self.tx.iter_mut().enumerate() {
             if out.is_empty() {
                 continue;
             }
-            let st = &mut self.pipeline.stats[i];
-            let sent = match self.edges[i].as_mut() {
-                Some(edge) => edge.send(out).unwrap_or(0),
-                None => 0,
+            let sent = match self.edges[i].as_mut().map(|edge| edge.send(out)) {
+                Some(Ok(n)) => n,
+                Some(Err(e)) if io::nic_gone(&e) => {
+                    lost.push(i);
+                    0
+                }
+                _ => 0,
             };
+            let st = &mut self.pipeline.stats[i];
             for (k, (f, _)) in out.iter().enumerate() {
                 if k < sent {
                     st.tx_packets += 1;
@@ -249,6 +265,39 @@ impl Switch {
             }
             out.clear();
         }
+        for i in lost {
+            self.lose_nic(i);
+        }
+    }
+
+    /// The NIC of port `port` is gone: the port goes link down (its frames count as link-down
+    /// drops, as for a disconnected NIC) and the worker stops polling it; whoever attached it
+    /// connects a new one when the device is back.
+    fn lose_nic(&mut self, port: usize) {
+        if self.edges.get_mut(port).and_then(Option::take).is_some() {
+            self.pipeline.set_link(PortId(port), false, false);
+            self.pipeline.stats[port].nic_lost += 1;
+            self.nics_changed = true;
+        }
+    }
+
+    /// Asks the edges whose descriptors reported an error whether their NIC is still there.
+    /// Returns whether any is (a passing error, now read and cleared).
+    fn check_nics(&mut self, ports: impl Iterator<Item = usize>) -> bool {
+        let mut alive = false;
+        for port in ports {
+            let health = self
+                .edges
+                .get_mut(port)
+                .and_then(|e| e.as_mut())
+                .map(|e| e.health());
+            match health {
+                Some(Err(_)) => self.lose_nic(port),
+                Some(Ok(())) => alive = true,
+                None => {}
+            }
+        }
+        alive
     }
 
     /// Starts the worker thread. It polls the NICs, sleeping on their descriptors when idle,
@@ -279,6 +328,7 @@ impl Switch {
         let start = Instant::now();
         let mut last_busy = 0u64;
         let mut fds: Vec<std::os::fd::RawFd> = Vec::new();
+        let mut fd_ports: Vec<usize> = Vec::new();
         let mut all_fds = false;
         let mut edges_changed = true;
         while !stop.load(Ordering::Relaxed) {
@@ -286,15 +336,16 @@ impl Switch {
                 self.apply(cmd);
                 edges_changed = true;
             }
-            if edges_changed {
-                fds = self
+            if edges_changed || self.nics_changed {
+                (fds, fd_ports) = self
                     .edges
                     .iter()
-                    .flatten()
-                    .filter_map(|e| e.raw_fd())
-                    .collect();
+                    .enumerate()
+                    .filter_map(|(port, e)| Some((e.as_ref()?.raw_fd()?, port)))
+                    .unzip();
                 all_fds = fds.len() == self.edges.iter().flatten().count();
                 edges_changed = false;
+                self.nics_changed = false;
             }
             let now = start.elapsed().as_nanos() as u64;
             if self.poll(now) > 0 {
@@ -312,7 +363,12 @@ impl Switch {
             if fds.is_empty() {
                 std::thread::sleep(Duration::from_micros(200));
             } else {
-                crate::host::wait::readable(&fds, timeout);
+                let faulty = crate::host::wait::readable(&fds, timeout);
+                // A descriptor in error stays ready: without this, a NIC that keeps reporting
+                // an error with its device still there would turn the wait into a spin.
+                if !faulty.is_empty() && self.check_nics(faulty.iter().map(|&i| fd_ports[i])) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
         }
         self

@@ -29,6 +29,10 @@ impl TokenBucket {
         TokenBucket::new(rate, (rate / 100).max(2 * 1518))
     }
 
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+
     pub fn rate_bytes_per_s(&self) -> u64 {
         self.rate_bytes_per_s
     }
