@@ -10,6 +10,7 @@
 #[allow(dead_code)]
 mod rig;
 
+mod faults;
 mod hotplug;
 mod provision;
 mod queues;
