@@ -65,6 +65,7 @@ fn config(dir: &Path, uplink1: &str, uplink2: &str, vports: &[String]) -> String
 /// A scenario: the host is brought to `start` by a clean apply, then `change` is applied.
 struct Scenario {
     name: &'static str,
+    host: fn() -> SimHost,
     start: Option<fn(&Path) -> String>,
     change: fn(&Path) -> String,
 }
@@ -117,23 +118,96 @@ fn resize(dir: &Path) -> String {
     )
 }
 
-const SCENARIOS: [Scenario; 3] = [
+fn one_pf(dir: &Path, vports: &[String]) -> String {
+    format!(
+        "state_dir = \"{}\"\n[[uplink]]\npci = \"0000:01:00.0\"\nnum_vfs = 0\n{}",
+        dir.display(),
+        vports.concat()
+    )
+}
+
+/// mlx5: an RSS context and the rule into it for one vPort, a single-queue rule for another.
+fn steer(dir: &Path) -> String {
+    one_pf(
+        dir,
+        &[
+            vport("a", 1, 1, "queues = 4"),
+            vport("b", 1, 2, "queues = 4\nvlan = 7"),
+        ],
+    )
+}
+
+/// From `steer`: a's rule and context deleted (their undo recreates them).
+fn unsteer(dir: &Path) -> String {
+    one_pf(dir, &[vport("b", 1, 2, "queues = 4\nvlan = 7")])
+}
+
+/// ixgbe: l2-fwd-offload on, then a VMDq macvlan station.
+fn macvlan(dir: &Path) -> String {
+    one_pf(dir, &[vport("m", 1, 1, "placement = \"queues\"")])
+}
+
+/// From `macvlan`: the station deleted, the feature off again.
+fn unmacvlan(dir: &Path) -> String {
+    one_pf(dir, &[])
+}
+
+const SCENARIOS: [Scenario; 7] = [
     Scenario {
         name: "create",
+        host: igb2,
         start: None,
         change: create,
     },
     Scenario {
         name: "release",
+        host: igb2,
         start: Some(create),
         change: release,
     },
     Scenario {
         name: "resize",
+        host: igb2,
         start: Some(create),
         change: resize,
     },
+    Scenario {
+        name: "steer",
+        host: mlx5,
+        start: None,
+        change: steer,
+    },
+    Scenario {
+        name: "unsteer",
+        host: mlx5,
+        start: Some(steer),
+        change: unsteer,
+    },
+    Scenario {
+        name: "macvlan",
+        host: ixgbe,
+        start: None,
+        change: macvlan,
+    },
+    Scenario {
+        name: "unmacvlan",
+        host: ixgbe,
+        start: Some(macvlan),
+        change: unmacvlan,
+    },
 ];
+
+fn igb2() -> SimHost {
+    SimHost::igb(2)
+}
+
+fn mlx5() -> SimHost {
+    SimHost::mlx5(1)
+}
+
+fn ixgbe() -> SimHost {
+    SimHost::ixgbe(1)
+}
 
 /// A state directory. In memory where the machine has /dev/shm: these thousands of runs
 /// test apply's logic and atomic renames, not the disk's fsync (seconds per hundred runs).
@@ -188,7 +262,33 @@ fn snapshot(h: &SimHost) -> String {
                 .iter()
                 .map(|v| format!("{} {:?} {:?}", v.bdf, v.driver, v.config))
                 .collect();
-            format!("{} vfs {:?} queues {:?}", p.bdf, vfs, p.queue_facts)
+            // Steering by content: a context recreated by a rollback may get another id,
+            // a macvlan another ifindex (both are found again by table and MAC).
+            let tables: Vec<&Vec<u32>> = p.steer.contexts.values().collect();
+            let rules: Vec<String> = p
+                .steer
+                .rules
+                .iter()
+                .map(|(loc, r)| {
+                    let target = match r.target {
+                        vportd::host::ethtool::FlowTarget::Context { id } => {
+                            format!("context {:?}", p.steer.contexts.get(&id))
+                        }
+                        t => format!("{t:?}"),
+                    };
+                    format!("{loc} {:?} {:?} {target}", r.dst_mac, r.vlan)
+                })
+                .collect();
+            let macvlans: Vec<String> = p
+                .steer
+                .macvlans
+                .iter()
+                .map(|(_, name, mac, pool)| format!("{name} {mac:?} {pool}"))
+                .collect();
+            format!(
+                "{} vfs {:?} queues {:?} contexts {tables:?} rules {rules:?} macvlans {macvlans:?}",
+                p.bdf, vfs, p.queue_facts
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -233,7 +333,7 @@ struct Prepared {
 
 fn prepare(s: &Scenario) -> Prepared {
     let dir = tempdir();
-    let mut host = FaultyOps::new(SimHost::igb(2), Vec::new());
+    let mut host = FaultyOps::new((s.host)(), Vec::new());
     if let Some(start) = s.start {
         apply(&mut host, &start(dir.path()), "start").unwrap();
     }
