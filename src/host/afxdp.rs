@@ -712,7 +712,12 @@ impl Xsk {
         let n = self.comp.ready();
         for k in 0..n {
             let addr = self.comp.read(self.comp.head.wrapping_add(k));
-            self.free.push(addr - addr % CHUNK as u64);
+            let base = addr - addr % CHUNK as u64;
+            debug_assert!(
+                !self.free.contains(&base),
+                "chunk {base:#x} completed twice"
+            );
+            self.free.push(base);
         }
         if n > 0 {
             self.comp.head = self.comp.head.wrapping_add(n);
@@ -840,6 +845,8 @@ pub struct XdpStats {
     pub tx_oversize: u64,
     /// Frames the switch gave us when the TX ring or the free chunks ran out.
     pub tx_ring_full: u64,
+    /// Descriptors the kernel refused on transmit.
+    pub tx_invalid: u64,
     /// Frames the kernel dropped on receive (too big for the chunks, or other reasons).
     pub rx_dropped: u64,
     /// Frames the kernel dropped because the RX ring was full.
@@ -1111,6 +1118,7 @@ impl AfXdp {
             };
             if rc == 0 {
                 s.rx_dropped += st.rx_dropped;
+                s.tx_invalid += st.tx_invalid_descs;
                 s.rx_ring_full += st.rx_ring_full;
                 s.rx_fill_empty += st.rx_fill_ring_empty_descs;
             }
@@ -1185,6 +1193,10 @@ impl Edge for AfXdp {
             }
             for (k, part) in frame.chunks(CHUNK).enumerate() {
                 let addr = q.free.pop().expect("counted above");
+                assert!(
+                    addr as usize + CHUNK <= q.umem_len,
+                    "a free chunk beyond the UMEM: {addr:#x}"
+                );
                 // SAFETY: a free chunk (not in any ring), inside the UMEM; part fits in it.
                 unsafe {
                     std::ptr::copy_nonoverlapping(
