@@ -256,7 +256,7 @@ fn rollback(
     let mut remap = BTreeMap::new();
     let mut left = journal.clone();
     while let Some(s) = left.steps.last() {
-        with_retries(opts, || undo(ops, &s.undo, &mut remap))?;
+        with_retries(opts, || undo(ops, &s.undo, &mut remap, opts.link_wait))?;
         left.steps.pop();
         if left.steps.is_empty() {
             break;
@@ -303,7 +303,12 @@ fn find_context(
     Ok(None)
 }
 
-fn undo(ops: &mut dyn SriovOps, u: &Undo, remap: &mut BTreeMap<u32, u32>) -> Result<(), StepError> {
+fn undo(
+    ops: &mut dyn SriovOps,
+    u: &Undo,
+    remap: &mut BTreeMap<u32, u32>,
+    link_wait: Duration,
+) -> Result<(), StepError> {
     match u {
         Undo::Feature {
             pf_ifindex,
@@ -390,11 +395,20 @@ fn undo(ops: &mut dyn SriovOps, u: &Undo, remap: &mut BTreeMap<u32, u32>) -> Res
         } => {
             let now = ops.num_vfs(pf)?;
             if now != *to {
+                let carrier = ops.pf_carrier(pf)?;
                 if now != 0 {
                     ops.set_num_vfs(pf, 0)?;
                 }
                 if *to != 0 {
                     ops.set_num_vfs(pf, *to)?;
+                    // As in the step itself: the PF resets, and igb refuses the VF rates
+                    // restored below (EINVAL) until its link is back.
+                    if carrier {
+                        let start = std::time::Instant::now();
+                        while !ops.pf_carrier(pf)? && start.elapsed() < link_wait {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
                 }
             }
             for (index, (driver, config)) in vfs.iter().enumerate() {
