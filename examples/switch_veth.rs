@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use vportd::host::afxdp::open_netdev_edge;
+use vportd::host::afxdp::{AfXdp, KernelStatsProbe, ModeChoice, open_netdev_edge};
 use vportd::switch::io::NetdevEdge;
 use vportd::switch::{DropReason, PortConfig, Switch, SwitchConfig};
 
@@ -40,18 +40,31 @@ fn main() {
         std::process::exit(2);
     }
     let mut sw = Switch::new(SwitchConfig::new("bench"));
+    let mut probes: Vec<Option<KernelStatsProbe>> = Vec::new();
     for name in &ifnames {
         let ifindex = nix::net::if_::if_nametoindex(name.as_str()).unwrap_or_else(|_| {
             eprintln!("switch_veth: there is no network interface {name}");
             std::process::exit(1);
         });
-        let edge = open_netdev_edge(ifindex, kind, vnet, &mut |n| {
-            eprintln!("switch_veth: {name}: {n}")
-        })
-        .unwrap_or_else(|e| {
-            eprintln!("switch_veth: {e}");
-            std::process::exit(1);
-        });
+        // AF_XDP opened here rather than through open_netdev_edge, to keep a probe of the
+        // kernel's drop counters for the summary.
+        let edge: Box<dyn vportd::switch::Edge> = if kind == NetdevEdge::AfXdp {
+            let e = AfXdp::open_index(ifindex, ModeChoice::Auto).unwrap_or_else(|e| {
+                eprintln!("switch_veth: {e}");
+                std::process::exit(1);
+            });
+            probes.push(e.kernel_stats_probe().ok());
+            Box::new(e)
+        } else {
+            probes.push(None);
+            open_netdev_edge(ifindex, kind, vnet, &mut |n| {
+                eprintln!("switch_veth: {name}: {n}")
+            })
+            .unwrap_or_else(|e| {
+                eprintln!("switch_veth: {e}");
+                std::process::exit(1);
+            })
+        };
         eprintln!("switch_veth: {name} through {}", edge.kind());
         sw.add_port(PortConfig::access(name, 1), Some(edge))
             .expect("distinct names");
@@ -79,5 +92,8 @@ fn main() {
             c.tx_packets,
             drops.join(" ")
         );
+        if let Some(p) = &probes[i] {
+            println!("{name}: af_xdp kernel counters {:?}", p.read());
+        }
     }
 }

@@ -1097,34 +1097,62 @@ impl AfXdp {
 
     /// Drop counters: ours, plus the kernel's XDP_STATISTICS summed over the sockets.
     pub fn stats(&self) -> XdpStats {
-        let mut s = XdpStats {
-            tx_oversize: self.tx_oversize,
-            tx_ring_full: self.tx_ring_full,
-            ..Default::default()
-        };
-        for q in &self.queues {
-            // SAFETY: xdp_statistics is plain old data; getsockopt fills at most `len`.
-            let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
-            // SAFETY: `st` and `len` are live and writable; len is st's size.
-            let rc = unsafe {
-                libc::getsockopt(
-                    q.fd.as_raw_fd(),
-                    libc::SOL_XDP,
-                    libc::XDP_STATISTICS,
-                    (&mut st as *mut libc::xdp_statistics).cast(),
-                    &mut len,
-                )
-            };
-            if rc == 0 {
-                s.rx_dropped += st.rx_dropped;
-                s.tx_invalid += st.tx_invalid_descs;
-                s.rx_ring_full += st.rx_ring_full;
-                s.rx_fill_empty += st.rx_fill_ring_empty_descs;
-            }
-        }
+        let mut s = kernel_stats(self.queues.iter().map(|q| q.fd.as_raw_fd()));
+        s.tx_oversize = self.tx_oversize;
+        s.tx_ring_full = self.tx_ring_full;
         s
     }
+
+    /// A handle that reads the kernel's counters of these sockets after the edge has been
+    /// handed to a switch (tools print them when they stop).
+    pub fn kernel_stats_probe(&self) -> std::io::Result<KernelStatsProbe> {
+        Ok(KernelStatsProbe {
+            fds: self
+                .queues
+                .iter()
+                .map(|q| q.fd.try_clone())
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// See [`AfXdp::kernel_stats_probe`].
+pub struct KernelStatsProbe {
+    fds: Vec<OwnedFd>,
+}
+
+impl KernelStatsProbe {
+    /// The kernel's counters (the edge's own, tx_oversize and tx_ring_full, read 0 here).
+    pub fn read(&self) -> XdpStats {
+        kernel_stats(self.fds.iter().map(|f| f.as_raw_fd()))
+    }
+}
+
+/// XDP_STATISTICS summed over sockets.
+fn kernel_stats(fds: impl Iterator<Item = RawFd>) -> XdpStats {
+    let mut s = XdpStats::default();
+    for fd in fds {
+        // SAFETY: xdp_statistics is plain old data; getsockopt fills at most `len`.
+        let mut st: libc::xdp_statistics = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
+        // SAFETY: `st` and `len` are live and writable; len is st's size.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_XDP,
+                libc::XDP_STATISTICS,
+                (&mut st as *mut libc::xdp_statistics).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            s.rx_dropped += st.rx_dropped;
+            s.tx_invalid += st.tx_invalid_descs;
+            s.rx_ring_full += st.rx_ring_full;
+            s.rx_fill_empty += st.rx_fill_ring_empty_descs;
+        }
+    }
+    s
 }
 
 fn epoll_of(queues: &[Xsk]) -> std::io::Result<OwnedFd> {
