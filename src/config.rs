@@ -106,6 +106,9 @@ pub struct Uplink {
     pub channels: Option<u32>,
     /// The PF's RSS indirection table (`ethtool -X`); None leaves it alone.
     pub rss: Option<RssSpread>,
+    /// How the software switch of this uplink's software vPorts opens the PF: AF_PACKET
+    /// rings (the default: they carry GSO super-packets), AF_XDP, or AF_XDP where it opens.
+    pub switch_edge: crate::switch::io::NetdevEdge,
     /// Where the `[[uplink]]` table starts.
     pub at: Location,
 }
@@ -375,6 +378,7 @@ const UPLINK_KEYS: &[(&str, &str)] = &[
         "rss_weights",
         "a list of whole numbers, one per queue, e.g. [1, 1, 2]",
     ),
+    ("switch_edge", "\"af_packet\", \"af_xdp\" or \"auto\""),
 ];
 
 const VPORT_KEYS: &[(&str, &str)] = &[
@@ -429,6 +433,7 @@ struct RawUplink {
     channels: Option<Spanned<i64>>,
     rss: Option<Spanned<String>>,
     rss_weights: Option<Spanned<Vec<Spanned<i64>>>>,
+    switch_edge: Option<Spanned<String>>,
 }
 
 /// `[[vport]]` as written; integers as i64 so that out-of-range values get our message.
@@ -879,6 +884,22 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 None
             }
         });
+        let switch_edge = {
+            use crate::switch::io::NetdevEdge;
+            word(
+                &mut ck,
+                &what,
+                "switch_edge",
+                &raw.switch_edge,
+                &[
+                    ("af_packet", NetdevEdge::AfPacket),
+                    ("af_xdp", NetdevEdge::AfXdp),
+                    ("auto", NetdevEdge::Auto),
+                ],
+                "af_packet carries GSO (bulk TCP); af_xdp needs a driver with native XDP for TCP; auto takes AF_XDP where it opens",
+            )
+            .unwrap_or_default()
+        };
         let channels: Option<u32> = ranged(
             &mut ck,
             &what,
@@ -966,6 +987,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             vf_driver,
             channels,
             rss,
+            switch_edge,
             at,
         });
     }
@@ -2018,6 +2040,12 @@ mod tests {
             toml: "[[uplink]]\npci = \"0000:01:00.0\"\nrss = \"even\"\n",
             at: (3, 7),
             message: "rss \"even\" is not one of \"equal\"",
+        },
+        BadCase {
+            what: "switch_edge word unknown",
+            toml: "[[uplink]]\npci = \"0000:01:00.0\"\nswitch_edge = \"xdp\"\n",
+            at: (3, 15),
+            message: "switch_edge \"xdp\" is not one of \"af_packet\", \"af_xdp\", \"auto\"",
         },
         BadCase {
             what: "rss and rss_weights",

@@ -335,9 +335,8 @@ fn apply_cmd(
         };
     }
     let for_rediscovery = cfg.clone();
-    let mut rediscover = |_: &_| {
-        planning_inventory(&for_rediscovery, plan_opts).unwrap_or_else(|_| inv.clone())
-    };
+    let mut rediscover =
+        |_: &_| planning_inventory(&for_rediscovery, plan_opts).unwrap_or_else(|_| inv.clone());
     // Steps can be long (VF creation: seconds to over a minute on big NICs), so each
     // line says when it started and how long it took.
     let mut started = std::time::Instant::now();

@@ -25,11 +25,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::host::afpacket::{AfPacket, AfPacketError, RingSize};
 use crate::host::files::{self, FilesError};
 use crate::host::fs::KernelFs;
 use crate::host::tap::{Tap, TapError};
 use crate::state::{Health, State, VportPath};
+use crate::switch::io::NetdevEdge;
 use crate::switch::port::DEFAULT_VLAN;
 use crate::switch::vlan::{VlanMode, VlanSet};
 use crate::switch::{
@@ -59,7 +59,7 @@ pub enum SoftpathError {
     Uplink {
         bdf: String,
         #[source]
-        source: AfPacketError,
+        source: crate::host::afxdp::OpenEdgeError,
     },
     /// A vPort's TAP could not be created; the port exists, link down.
     #[error("vPort {vport} is on the software path with its link down: {source}")]
@@ -121,6 +121,8 @@ pub struct PortPlan {
 pub struct SwitchPlan {
     /// The uplink PF's PCI address.
     pub uplink: String,
+    /// How the trunk opens the PF's netdev (`[[uplink]] switch_edge`).
+    pub edge: NetdevEdge,
     pub name: String,
     pub trunk: PortConfig,
     pub ports: Vec<PortPlan>,
@@ -131,6 +133,7 @@ pub struct SwitchPlan {
 /// out.
 pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>) {
     let mut by_uplink: BTreeMap<&str, Vec<PortPlan>> = BTreeMap::new();
+    let mut edges: BTreeMap<&str, NetdevEdge> = BTreeMap::new();
     let mut taps: BTreeMap<String, String> = BTreeMap::new();
     let mut errors = Vec::new();
     for (name, v) in &state.vports {
@@ -148,6 +151,13 @@ pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>
                 other,
             });
             continue;
+        }
+        if let Some(up) = cfg
+            .uplinks
+            .iter()
+            .find(|u| u.selector.matches(&spec.uplink))
+        {
+            edges.insert(&v.uplink, up.switch_edge);
         }
         by_uplink.entry(&v.uplink).or_default().push(PortPlan {
             vport: name.clone(),
@@ -169,6 +179,7 @@ pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>
             let allowed = VlanSet::from_vids(vids.into_iter().filter(|v| *v != DEFAULT_VLAN));
             SwitchPlan {
                 uplink: uplink.to_string(),
+                edge: edges.get(uplink).copied().unwrap_or_default(),
                 name: format!("sw-{uplink}"),
                 trunk: PortConfig::trunk(UPLINK_PORT, VlanMode::Trunk { allowed, native }),
                 ports,
@@ -512,11 +523,12 @@ impl Running {
         }
         if !self.trunk_connected {
             match open_trunk(plan, resolve) {
-                Ok((edge, netdev)) => match handle.connect(self.trunk, edge) {
+                Ok((edge, netdev, kind)) => match handle.connect(self.trunk, edge) {
                     Ok(()) => {
                         self.trunk_connected = true;
                         if let Some(m) = self.view.ports.iter_mut().find(|m| m.vport.is_none()) {
                             m.netdev = netdev;
+                            m.edge = kind;
                         }
                     }
                     Err(e) => errors.push(e.into()),
@@ -591,20 +603,23 @@ impl Running {
 fn open_trunk(
     plan: &SwitchPlan,
     resolve: &dyn Fn(&str) -> Option<u32>,
-) -> Result<(Box<dyn Edge>, String), SoftpathError> {
+) -> Result<(Box<dyn Edge>, String, &'static str), SoftpathError> {
     let ifindex = resolve(&plan.uplink).ok_or_else(|| SoftpathError::NoUplink {
         bdf: plan.uplink.clone(),
     })?;
-    let trunk = AfPacket::open_index(ifindex, true, RingSize::GSO).map_err(|source| {
-        SoftpathError::Uplink {
-            bdf: plan.uplink.clone(),
-            source,
-        }
+    let bdf = plan.uplink.clone();
+    let trunk = crate::host::afxdp::open_netdev_edge(ifindex, plan.edge, true, &mut |why| {
+        eprintln!("vportd: the software path of uplink {bdf}: {why}");
+    })
+    .map_err(|source| SoftpathError::Uplink {
+        bdf: plan.uplink.clone(),
+        source,
     })?;
     let netdev = nix::net::if_::if_indextoname(ifindex)
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|_| format!("ifindex {ifindex}"));
-    Ok((Box::new(trunk), netdev))
+    let kind = trunk.kind();
+    Ok((trunk, netdev, kind))
 }
 
 fn open_tap(
@@ -628,7 +643,7 @@ fn start_switch(
     resolve: &dyn Fn(&str) -> Option<u32>,
     errors: &mut Vec<SoftpathError>,
 ) -> Result<Running, SoftpathError> {
-    let (trunk, netdev) = open_trunk(plan, resolve)?;
+    let (trunk, netdev, kind) = open_trunk(plan, resolve)?;
     let mut sw = Switch::new(SwitchConfig::new(&plan.name));
     let mut metas = Vec::new();
     let trunk_id = sw.add_port(plan.trunk.clone(), Some(trunk))?;
@@ -636,7 +651,7 @@ fn start_switch(
         index: trunk_id.0,
         vport: None,
         netdev,
-        edge: "af_packet",
+        edge: kind,
     });
     let mut ports = BTreeMap::new();
     for p in &plan.ports {

@@ -427,3 +427,59 @@ fn software_path_follows_the_state_and_survives_its_uplink_vanishing() {
     assert_eq!(got(&wire).len(), 1);
     drop(sp);
 }
+
+/// `[[uplink]] switch_edge = "af_xdp"`: the trunk opens the PF's netdev through AF_XDP, and
+/// the pipeline works the same (the switch never learns what kind of edge it is).
+#[test]
+fn the_trunk_opens_through_af_xdp_when_the_uplink_asks() {
+    if !common::require_root("software path over AF_XDP") {
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("unshare a network namespace (needs root)");
+    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    sh("ip link add pf0 type veth peer name wire0 && ip link set pf0 up && ip link set wire0 up");
+    let pf_index = nix::net::if_::if_nametoindex("pf0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\nswitch_edge = \"af_xdp\"\n[[vport]]\nname = \"vm1\"\nuplink = \"{PF}\"\nmac = \"02:76:70:00:00:01\"\nvlan = 100\noffload = \"never\"\n",
+        dir.path().display()
+    );
+    let cfg = vportd::config::parse(Path::new("host.toml"), &text).unwrap();
+    let (plans, errors) = softpath::plan(&cfg, &state_of(&["vm1"]));
+    assert!(errors.is_empty(), "{errors:?}");
+    let resolve = |bdf: &str| (bdf == PF).then_some(pf_index);
+    let (sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
+    assert!(errors.is_empty(), "{errors:?}");
+    let snap = sp.view().snapshot();
+    let up = snap.ports.iter().find(|p| p.port == "uplink").unwrap();
+    assert_eq!((up.netdev.as_str(), up.edge.as_str()), ("pf0", "af_xdp"));
+    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let wire = RawSocket::open("wire0").unwrap();
+    vm1.send(&Spec::new(1, 9, 0).build()).unwrap();
+    assert_eq!(
+        got(&wire),
+        vec![(
+            Mark {
+                src: 1,
+                dst: 9,
+                seq: 0
+            },
+            Some(VlanTag { vid: 100, pcp: 0 })
+        )]
+    );
+    wire.send(&Spec::new(9, 1, 0).tagged(100, 0).build())
+        .unwrap();
+    assert_eq!(
+        got(&vm1),
+        vec![(
+            Mark {
+                src: 9,
+                dst: 1,
+                seq: 0
+            },
+            None
+        )]
+    );
+    drop(sp);
+}

@@ -184,7 +184,8 @@ impl Batch {
 /// `"af_xdp"` or `"auto"`). Auto takes AF_XDP where the kernel allows it on that netdev and
 /// AF_PACKET elsewhere; the default is AF_PACKET, because only it carries GSO super-packets
 /// (the virtio-net header), which bulk TCP over veth depends on (docs in host::afxdp).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NetdevEdge {
     #[default]
     AfPacket,
