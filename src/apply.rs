@@ -418,7 +418,20 @@ fn undo(
                     ops.bind(&bdf, driver.as_deref())?;
                 }
                 if let (Some(ifx), Some(c)) = (pf_ifindex, config) {
-                    converge_vf(ops, *ifx, c)?;
+                    // igb answers EINVAL to a rate while the PF resets after VFs are enabled,
+                    // even once its carrier reads up (seen in the guest): retried, bounded.
+                    let start = std::time::Instant::now();
+                    loop {
+                        match converge_vf(ops, *ifx, c) {
+                            Err(StepError::Host(e))
+                                if e.errno() == Some(nix::errno::Errno::EINVAL)
+                                    && start.elapsed() < link_wait =>
+                            {
+                                std::thread::sleep(Duration::from_millis(200));
+                            }
+                            other => break other?,
+                        }
+                    }
                 }
             }
             Ok(())

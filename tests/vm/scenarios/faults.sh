@@ -100,13 +100,13 @@ done
 
 # Faults through the layer on the real kernel, each then a clean rerun.
 fault() { # NAME CONFIG SPEC [ARGS]: from the reference host, apply CONFIG with SPEC
-  name=$1; cfg=$2; spec=$3; shift 3
-  step $name.before apply /tmp/f.toml
+  c=$1; cfg=$2; spec=$3; shift 3 # not $name: step() sets that
+  step $c.before apply /tmp/f.toml
   export VPORTD_FAULTS="$spec"
-  step $name apply $cfg "$@"
+  step $c apply $cfg "$@"
   unset VPORTD_FAULTS
-  step $name.rerun apply /tmp/f.toml
-  step $name.again apply /tmp/f.toml
+  step $c.rerun apply /tmp/f.toml
+  step $c.again apply /tmp/f.toml
 }
 reset
 fault busy_retried /tmp/change.toml 'set_vf@2=EBUSY'
