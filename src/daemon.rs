@@ -178,7 +178,18 @@ pub struct Rebalancer {
     /// What the topology was learned from: IRQ numbers and names, online CPUs.
     learned_from: (Vec<(u32, String)>, String),
     prev: Option<Sample>,
+    /// Each queue IRQ's `smp_affinity_list` and `effective_affinity_list` as last read (or
+    /// as last written by us), and where the next tick's rotating re-read starts.
+    affinity: HashMap<u32, (Vec<u32>, Vec<u32>)>,
+    affinity_from: usize,
 }
+
+/// How many queue IRQs have their affinity files re-read per tick. Up to this many, every
+/// tick reads every one (another writer is noticed within one period); above it, a rotating
+/// window of this many plus every IRQ not yet read, so that a 10,000-IRQ host spends its
+/// tick on the decision, not on 20,000 file reads (another writer is then noticed within
+/// ceil(IRQs / this) periods). Our own writes update the cached values as they happen.
+pub const AFFINITY_READS_PER_TICK: usize = 1024;
 
 impl Rebalancer {
     pub fn new(cfg: DaemonConfig) -> Self {
@@ -206,6 +217,8 @@ impl Rebalancer {
             vport_of: BTreeMap::new(),
             learned_from: (Vec::new(), String::new()),
             prev: None,
+            affinity: HashMap::new(),
+            affinity_from: 0,
         }
     }
 
@@ -381,6 +394,21 @@ impl Rebalancer {
         let s = self.read_sample()?;
         self.relearn(&s)?;
         self.prev = Some(s);
+        // Every queue's affinity once, outside any tick: ticks then re-read a window.
+        self.affinity.clear();
+        for q in &self.queues {
+            let read_cpus = |file: &str| -> Vec<u32> {
+                self.fs
+                    .read_lenient(&format!("/proc/irq/{}/{file}", q.irq))
+                    .and_then(|t| parse::cpulist(&t).ok())
+                    .unwrap_or_default()
+            };
+            let read = (
+                read_cpus("smp_affinity_list"),
+                read_cpus("effective_affinity_list"),
+            );
+            self.affinity.insert(q.irq, read);
+        }
         Ok(())
     }
 
@@ -390,6 +418,10 @@ impl Rebalancer {
         let started = Instant::now();
         let cur = self.read_sample()?;
         let relearned = self.relearn(&cur)?;
+        if relearned {
+            // IRQ numbers may have been re-created for other queues.
+            self.affinity.clear();
+        }
         let prev = self.prev.take().unwrap_or(Sample {
             stat: BTreeMap::new(),
             intr: BTreeMap::new(),
@@ -408,15 +440,30 @@ impl Rebalancer {
         let packets = self.read_packets();
         let mut rows = Vec::new();
         let mut qobs = Vec::new();
-        for q in &self.queues {
-            let read_cpus = |file: &str| -> Vec<u32> {
-                self.fs
-                    .read_lenient(&format!("/proc/irq/{}/{file}", q.irq))
-                    .and_then(|t| parse::cpulist(&t).ok())
-                    .unwrap_or_default()
+        let n = self.queues.len();
+        let window = AFFINITY_READS_PER_TICK.min(n);
+        let from = if n == 0 { 0 } else { self.affinity_from % n };
+        self.affinity_from = from + window;
+        for (i, q) in self.queues.iter().enumerate() {
+            let in_window = (i + n - from) % n.max(1) < window;
+            let cached = self.affinity.get(&q.irq).filter(|_| !in_window).cloned();
+            let (affinity, effective) = match cached {
+                Some(c) => c,
+                None => {
+                    let read_cpus = |file: &str| -> Vec<u32> {
+                        self.fs
+                            .read_lenient(&format!("/proc/irq/{}/{file}", q.irq))
+                            .and_then(|t| parse::cpulist(&t).ok())
+                            .unwrap_or_default()
+                    };
+                    let read = (
+                        read_cpus("smp_affinity_list"),
+                        read_cpus("effective_affinity_list"),
+                    );
+                    self.affinity.insert(q.irq, read.clone());
+                    read
+                }
             };
-            let affinity = read_cpus("smp_affinity_list");
-            let effective = read_cpus("effective_affinity_list");
             let l = loads.get(&q.irq).copied().unwrap_or_default();
             // Where it really runs: the effective CPU when there is exactly one,
             // else where its interrupts were counted, else the first allowed CPU.
@@ -468,6 +515,10 @@ impl Rebalancer {
             let mut steered = Vec::new();
             let (outcome, effective, errno, error) = match actuate::apply(&self.fs, &m) {
                 Ok(a) => {
+                    self.affinity.insert(
+                        m.irq,
+                        (vec![m.to], a.effective.map(|c| vec![c]).unwrap_or_default()),
+                    );
                     if self.cfg.steering
                         && let Some((dev, q)) = self.steering.get(&m.irq)
                     {
