@@ -111,6 +111,13 @@ impl Files {
 
 #[test]
 fn provision_faults_and_kill_at_every_step_converge() {
+    crate::stall_retry(
+        "provision_faults_and_kill_at_every_step_converge",
+        provision_faults_and_kill_at_every_step_converge_once,
+    );
+}
+
+fn provision_faults_and_kill_at_every_step_converge_once() {
     let test = "provision_faults_and_kill_at_every_step_converge";
     let Some(_) = rig_or_skip(test) else { return };
     let mut guest = boot(test, Rig::new().pfs(2).module("pci-stub"));

@@ -63,6 +63,13 @@ fn metric_lines(metrics: &str) -> Vec<&str> {
 
 #[test]
 fn hotplug_add_remove_readd_with_udev_and_daemon() {
+    crate::stall_retry(
+        "hotplug_add_remove_readd_with_udev_and_daemon",
+        hotplug_add_remove_readd_with_udev_and_daemon_once,
+    );
+}
+
+fn hotplug_add_remove_readd_with_udev_and_daemon_once() {
     let test = "hotplug_add_remove_readd_with_udev_and_daemon";
     let Some(_) = rig_or_skip(test) else { return };
     let mut guest = boot(

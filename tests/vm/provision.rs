@@ -36,6 +36,13 @@ fn vlan_of(v: &Value) -> (u64, u64) {
 
 #[test]
 fn provision_vports_onto_igb_vfs() {
+    crate::stall_retry(
+        "provision_vports_onto_igb_vfs",
+        provision_vports_onto_igb_vfs_once,
+    );
+}
+
+fn provision_vports_onto_igb_vfs_once() {
     let test = "provision_vports_onto_igb_vfs";
     let Some(_) = rig_or_skip(test) else { return };
     let mut guest = boot(test, Rig::new().pfs(2));
@@ -233,6 +240,13 @@ fn full_expected() -> Vec<(String, u64, String)> {
 
 #[test]
 fn provision_ten_vports_on_two_pfs_with_kills() {
+    crate::stall_retry(
+        "provision_ten_vports_on_two_pfs_with_kills",
+        provision_ten_vports_on_two_pfs_with_kills_once,
+    );
+}
+
+fn provision_ten_vports_on_two_pfs_with_kills_once() {
     let test = "provision_ten_vports_on_two_pfs_with_kills";
     let Some(_) = rig_or_skip(test) else { return };
     let mut guest = boot(test, Rig::new().pfs(2));
@@ -343,6 +357,13 @@ fn provision_ten_vports_on_two_pfs_with_kills() {
 /// not loaded fails the apply, which puts the VFs back on igbvf.
 #[test]
 fn provision_binds_vfs_to_the_configured_driver() {
+    crate::stall_retry(
+        "provision_binds_vfs_to_the_configured_driver",
+        provision_binds_vfs_to_the_configured_driver_once,
+    );
+}
+
+fn provision_binds_vfs_to_the_configured_driver_once() {
     let test = "provision_binds_vfs_to_the_configured_driver";
     let Some(_) = rig_or_skip(test) else { return };
     let mut guest = boot(test, Rig::new().pfs(1).module("pci-stub"));

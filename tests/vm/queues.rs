@@ -45,6 +45,13 @@ fn rss_table(x: &str) -> Vec<u32> {
 
 #[test]
 fn pf_channels_rss_and_queue_refusals_on_igb() {
+    crate::stall_retry(
+        "pf_channels_rss_and_queue_refusals_on_igb",
+        pf_channels_rss_and_queue_refusals_on_igb_once,
+    );
+}
+
+fn pf_channels_rss_and_queue_refusals_on_igb_once() {
     let test = "pf_channels_rss_and_queue_refusals_on_igb";
     let Some(_) = rig_or_skip(test) else { return };
     let mut guest = boot(test, Rig::new().pfs(2));

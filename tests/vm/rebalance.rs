@@ -103,6 +103,13 @@ fn cpus_serving(o: &Outcome, phase: &str) -> BTreeSet<String> {
 
 #[test]
 fn daemon_spreads_coalesces_and_respects_another_writer_on_real_interrupts() {
+    crate::stall_retry(
+        "daemon_spreads_coalesces_and_respects_another_writer_on_real_interrupts",
+        daemon_spreads_coalesces_and_respects_another_writer_on_real_interrupts_once,
+    );
+}
+
+fn daemon_spreads_coalesces_and_respects_another_writer_on_real_interrupts_once() {
     let test = "daemon_spreads_coalesces_and_respects_another_writer_on_real_interrupts";
     let Some(_) = rig_or_skip(test) else { return };
     let mut guest = boot(test, Rig::new().pfs(2).cpus(4));
@@ -297,6 +304,13 @@ fn hex_cpus(mask: &str) -> BTreeSet<u32> {
 
 #[test]
 fn queue_packets_steering_and_a_persistent_writer_on_igb() {
+    crate::stall_retry(
+        "queue_packets_steering_and_a_persistent_writer_on_igb",
+        queue_packets_steering_and_a_persistent_writer_on_igb_once,
+    );
+}
+
+fn queue_packets_steering_and_a_persistent_writer_on_igb_once() {
     let test = "queue_packets_steering_and_a_persistent_writer_on_igb";
     let Some(_) = rig_or_skip(test) else { return };
     let mut guest = boot(test, Rig::new().pfs(2).cpus(4));
