@@ -396,20 +396,27 @@ impl Rebalancer {
         self.prev = Some(s);
         // Every queue's affinity once, outside any tick: ticks then re-read a window.
         self.affinity.clear();
-        for q in &self.queues {
-            let read_cpus = |file: &str| -> Vec<u32> {
-                self.fs
-                    .read_lenient(&format!("/proc/irq/{}/{file}", q.irq))
-                    .and_then(|t| parse::cpulist(&t).ok())
-                    .unwrap_or_default()
-            };
-            let read = (
-                read_cpus("smp_affinity_list"),
-                read_cpus("effective_affinity_list"),
-            );
-            self.affinity.insert(q.irq, read);
-        }
+        let read: Vec<_> = self
+            .queues
+            .iter()
+            .map(|q| (q.irq, self.read_affinity(q.irq)))
+            .collect();
+        self.affinity.extend(read);
         Ok(())
+    }
+
+    /// IRQ `irq`'s `smp_affinity_list` and `effective_affinity_list` (empty when unreadable).
+    fn read_affinity(&self, irq: u32) -> (Vec<u32>, Vec<u32>) {
+        let read_cpus = |file: &str| -> Vec<u32> {
+            self.fs
+                .read_lenient(&format!("/proc/irq/{irq}/{file}"))
+                .and_then(|t| parse::cpulist(&t).ok())
+                .unwrap_or_default()
+        };
+        (
+            read_cpus("smp_affinity_list"),
+            read_cpus("effective_affinity_list"),
+        )
     }
 
     /// One period: sample, decide, act. `now_ms` is a monotonic time, and
@@ -450,16 +457,7 @@ impl Rebalancer {
             let (affinity, effective) = match cached {
                 Some(c) => c,
                 None => {
-                    let read_cpus = |file: &str| -> Vec<u32> {
-                        self.fs
-                            .read_lenient(&format!("/proc/irq/{}/{file}", q.irq))
-                            .and_then(|t| parse::cpulist(&t).ok())
-                            .unwrap_or_default()
-                    };
-                    let read = (
-                        read_cpus("smp_affinity_list"),
-                        read_cpus("effective_affinity_list"),
-                    );
+                    let read = self.read_affinity(q.irq);
                     self.affinity.insert(q.irq, read.clone());
                     read
                 }

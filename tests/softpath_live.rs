@@ -63,24 +63,16 @@ offload = "never"
 }
 
 fn state() -> State {
-    let mut s = State {
-        version: STATE_VERSION,
-        ..Default::default()
-    };
-    for name in ["vm1", LONG, "plain"] {
-        s.vports.insert(
-            name.into(),
-            VportState {
-                uplink: PF.into(),
-                path: VportPath::Software,
-                reason: "offload = \"never\"".into(),
-                vf_bdf: None,
-                applied: None,
-                health: Health::Provisioned,
-            },
-        );
-    }
-    s
+    state_of(&["vm1", LONG, "plain"])
+}
+
+/// In a private network namespace, the fake PF: the switch opens `pf0`; `wire0` is the far
+/// end, the physical network.
+fn fake_pf() {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("unshare a network namespace (needs root)");
+    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    sh("ip link add pf0 type veth peer name wire0 && ip link set pf0 up && ip link set wire0 up");
 }
 
 /// Test frames a socket receives until it has been quiet for a while.
@@ -97,11 +89,7 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     if !common::require_root("software path attachment") {
         return;
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .expect("unshare a network namespace (needs root)");
-    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
-    // The fake PF: the switch opens `pf0`; `wire0` is the far end, the physical network.
-    sh("ip link add pf0 type veth peer name wire0 && ip link set pf0 up && ip link set wire0 up");
+    fake_pf();
     let pf_index = nix::net::if_::if_nametoindex("pf0").unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -287,10 +275,7 @@ fn software_path_follows_the_state_and_survives_its_uplink_vanishing() {
     if !common::require_root("software path reconcile") {
         return;
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .expect("unshare a network namespace (needs root)");
-    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
-    sh("ip link add pf0 type veth peer name wire0 && ip link set pf0 up && ip link set wire0 up");
+    fake_pf();
     let resolve = |bdf: &str| {
         (bdf == PF)
             .then(|| nix::net::if_::if_nametoindex("pf0").ok())
@@ -435,10 +420,7 @@ fn the_trunk_opens_through_af_xdp_when_the_uplink_asks() {
     if !common::require_root("software path over AF_XDP") {
         return;
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .expect("unshare a network namespace (needs root)");
-    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
-    sh("ip link add pf0 type veth peer name wire0 && ip link set pf0 up && ip link set wire0 up");
+    fake_pf();
     let pf_index = nix::net::if_::if_nametoindex("pf0").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
