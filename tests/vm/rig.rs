@@ -483,8 +483,7 @@ impl Rig {
             pfs: self.pfs,
             spare_ports: (0..self.spare_ports).map(|_| None).collect(),
             boot_time: Duration::ZERO,
-            rig: self.clone(),
-            _permit: Some(permit),
+            _permit: permit,
         };
         let allowed = scaled(self.boot_timeout);
         let deadline = started + allowed;
@@ -672,9 +671,7 @@ pub struct Guest {
     /// The device id hot-plugged into each spare root port, if any.
     spare_ports: Vec<Option<String>>,
     boot_time: Duration,
-    /// The shape it was booted from, for [`Guest::reboot`].
-    rig: Rig,
-    _permit: Option<GuestPermit>,
+    _permit: GuestPermit,
 }
 
 /// What a scenario script left behind.
@@ -824,31 +821,6 @@ impl Guest {
     }
 
     /// The kernel console so far.
-    /// How many scenarios were started on this guest.
-    pub fn jobs_run(&self) -> u32 {
-        self.next_job
-    }
-
-    /// Whether the guest's kernel reported a vCPU whose timer never fired: QEMU's TCG on a
-    /// 2-core host can starve a vCPU thread for good, and the guest then stops answering.
-    /// That is the emulator, not what runs in it (a task stuck in the kernel is reported as
-    /// a hung task instead, and does not match).
-    pub fn timer_stalled(&self) -> bool {
-        self.serial_log()
-            .contains("rcu_preempt kthread timer wakeup didn't happen")
-    }
-
-    /// Kills this guest and boots a fresh one of the same shape in its place.
-    pub fn reboot(&mut self) -> Result<()> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // The slot goes first: with one guest allowed, the new boot waits for it.
-        self._permit = None;
-        let fresh = self.rig.clone().boot()?;
-        *self = fresh;
-        Ok(())
-    }
-
     pub fn serial_log(&self) -> String {
         fs::read(self.dir.path().join("console.log"))
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
