@@ -348,7 +348,12 @@ impl Rebalancer {
             })
             .unwrap_or_default();
         let sets = crate::state::queue_sets(&vports, &inv, &vport_cpus);
-        self.vport_of = crate::rebalance::group_by_vport(&mut self.queues, &sets);
+        let (vport_of, problems) =
+            crate::rebalance::group_by_vport(&mut self.queues, &sets, &self.topo);
+        for p in problems {
+            eprintln!("vportd: {p}");
+        }
+        self.vport_of = vport_of;
         self.learned_from = (key_irqs, online);
         Ok(true)
     }

@@ -503,17 +503,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
             state_dir,
             json,
         } => {
-            let dir = match (config, state_dir) {
-                (Some(c), _) => vportd::config::load(&c).map_err(Failure::input)?.state_dir,
+            let config = config
+                .map(|c| vportd::config::load(&c).map_err(Failure::input))
+                .transpose()?;
+            let dir = match (&config, state_dir) {
+                (Some(c), _) => c.state_dir.clone(),
                 (None, Some(d)) => d,
                 (None, None) => PathBuf::from(vportd::config::DEFAULT_STATE_DIR),
             };
+            let cpus = config
+                .as_ref()
+                .map(provision::vport_cpus)
+                .unwrap_or_default();
             let state = State::load(&dir).map_err(Failure::runtime)?;
             // Full discovery: the vPorts' queue sets need every function's IRQs.
             let nl = netlink::snapshot_scoped(false).map_err(Failure::runtime)?;
             let inv = inventory::discover(&KernelFs::system(), &nl, ProfileSet::builtin())
                 .map_err(Failure::runtime)?;
-            let mut list = provision::status(&state, &inv);
+            let mut list = provision::status_with(&state, &inv, &cpus);
             // The daemon's published counters for the software vPorts, when it runs.
             let snap = vportd::softpath::Snapshot::load(&dir).map_err(Failure::runtime)?;
             for s in &mut list {

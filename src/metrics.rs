@@ -101,9 +101,9 @@ pub fn render(s: &Stats, vports: &State) -> String {
         &mut o,
         "vportd_moves_total",
         "counter",
-        "Interrupt moves by reason (spread, coalesce, numa).",
+        "Interrupt moves by reason (spread, coalesce, numa, cpu_set: into a hard CPU set).",
     );
-    for r in ["spread", "coalesce", "numa"] {
+    for r in ["spread", "coalesce", "numa", "cpu_set"] {
         let _ = writeln!(
             o,
             "vportd_moves_total{{reason=\"{r}\"}} {}",

@@ -165,8 +165,27 @@ pub struct VportStatus {
 
 /// Compares the state with the host.
 pub fn status(state: &State, inv: &Inventory) -> Vec<VportStatus> {
+    status_with(state, inv, &Default::default())
+}
+
+/// The vPorts' own CPU sets (`cpus = "..."`), by name, for their queue sets.
+pub fn vport_cpus(config: &Config) -> std::collections::BTreeMap<String, Vec<u32>> {
+    config
+        .vports
+        .iter()
+        .filter_map(|v| Some((v.name.clone(), v.cpus.clone()?)))
+        .collect()
+}
+
+/// [`status`] with the vPorts' configured CPU sets (see [`vport_cpus`]), shown in their
+/// queue sets as the rebalancer uses them.
+pub fn status_with(
+    state: &State,
+    inv: &Inventory,
+    cpus: &std::collections::BTreeMap<String, Vec<u32>>,
+) -> Vec<VportStatus> {
     let mut out = Vec::new();
-    let sets = crate::state::queue_sets(state, inv, &Default::default());
+    let sets = crate::state::queue_sets(state, inv, cpus);
     for (name, v) in &state.vports {
         let pf = inv.pci_functions.iter().find(|f| f.bdf == v.uplink);
         let mut drift = Vec::new();

@@ -409,7 +409,14 @@ pub fn status(list: &[crate::provision::VportStatus]) -> String {
                             .collect::<Vec<_>>()
                             .join(", ")
                     },
-                    crate::parse::format_cpulist(&q.cpus),
+                    format!(
+                        "{} ({})",
+                        crate::parse::format_cpulist(&q.cpus),
+                        match q.cpus_from {
+                            "vport" => "its cpus",
+                            _ => "function's local CPUs",
+                        }
+                    ),
                 ]
             })
             .collect();

@@ -168,6 +168,10 @@ pub struct VportQueueSet {
     pub queues: Vec<QueueIrq>,
     /// The vPort's CPU set (its `cpus`, else the function's local CPUs).
     pub cpus: Vec<u32>,
+    /// Where `cpus` came from: "vport" (its `cpus`: a hard limit the rebalancer keeps the
+    /// queues inside, over any `--nic-cpus`) or "function" (the function's local CPUs:
+    /// only shown; the rebalancer then uses the NIC's own set, configured or default).
+    pub cpus_from: &'static str,
 }
 
 /// Each provisioned vPort's queue set, from the state and discovery. `cpus` holds the
@@ -222,16 +226,19 @@ pub fn queue_sets(
                     .collect()
             })
             .unwrap_or_default();
-        let cpu_set = cpus
-            .get(name)
-            .cloned()
-            .or_else(|| f.or(pf).map(|f| f.local_cpus.clone()))
-            .unwrap_or_default();
+        let (cpu_set, cpus_from) = match cpus.get(name) {
+            Some(c) => (c.clone(), "vport"),
+            None => (
+                f.or(pf).map(|f| f.local_cpus.clone()).unwrap_or_default(),
+                "function",
+            ),
+        };
         out.push(VportQueueSet {
             vport: name.clone(),
             function,
             queues,
             cpus: cpu_set,
+            cpus_from,
         });
     }
     out
@@ -394,5 +401,6 @@ mod tests {
         let kinds: Vec<(&str, u32)> = vf.queues.iter().map(|q| (q.kind.as_str(), q.irq)).collect();
         assert_eq!(kinds, [("rx", 40), ("tx", 41)]);
         assert_eq!(vf.cpus, [1], "the VF's local CPUs by default");
+        assert_eq!((ctx.cpus_from, vf.cpus_from), ("vport", "function"));
     }
 }

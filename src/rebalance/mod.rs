@@ -157,16 +157,42 @@ pub struct QueueSpec {
 }
 
 /// Hands each vPort's queues to the policy as one group: every queue in a vPort's set
-/// (found by IRQ) gets that vPort's CPU set, so its interrupts spread and coalesce inside
-/// it. Returns which vPort each grouped IRQ belongs to, for the metrics' `vport` label.
+/// (found by IRQ) is labelled with the vPort, and when the vPort has a CPU set of its own
+/// (`cpus = "..."` on its `[[vport]]`), that set becomes the queues' hard limit, over the
+/// NIC's (`--nic-cpus`, or the default home of [`cpusets`]): the vPort is what the
+/// operator placed, the NIC only its carrier. A vPort without `cpus` keeps its NIC's set.
+/// CPUs that are offline or avoided are dropped from a vPort's set; a set left empty
+/// limits nothing and is reported. Returns the vPort of each grouped IRQ, for the
+/// metrics' `vport` label, and the problems worth a log line.
 pub fn group_by_vport(
     queues: &mut [QueueSpec],
     sets: &[crate::state::VportQueueSet],
-) -> BTreeMap<u32, String> {
+    topo: &Topology,
+) -> (BTreeMap<u32, String>, Vec<String>) {
+    let mut problems = Vec::new();
     let mut owner = BTreeMap::new();
     for set in sets {
+        let hard = match set.cpus_from {
+            "vport" => {
+                let usable: Vec<u32> = set
+                    .cpus
+                    .iter()
+                    .copied()
+                    .filter(|c| topo.is_online(*c) && !topo.avoid.contains(c))
+                    .collect();
+                if usable.is_empty() && !set.cpus.is_empty() {
+                    problems.push(format!(
+                        "vPort {}: none of its cpus {} is online and allowed, so its queues keep their NIC's CPU set",
+                        set.vport,
+                        crate::parse::format_cpulist(&set.cpus)
+                    ));
+                }
+                usable
+            }
+            _ => Vec::new(),
+        };
         for q in &set.queues {
-            owner.insert(q.irq, (set.vport.clone(), set.cpus.clone()));
+            owner.insert(q.irq, (set.vport.clone(), hard.clone()));
         }
     }
     let mut out = BTreeMap::new();
@@ -178,7 +204,7 @@ pub fn group_by_vport(
             out.insert(spec.irq, vport.clone());
         }
     }
-    out
+    (out, problems)
 }
 
 #[cfg(test)]
@@ -195,24 +221,66 @@ mod group_tests {
             node: Some(0),
             cpus: vec![],
         };
-        let mut qs = vec![spec(40, "vf"), spec(41, "vf"), spec(50, "pf")];
+        let mut qs = vec![
+            spec(40, "vf"),
+            spec(41, "vf"),
+            spec(42, "vf2"),
+            spec(50, "pf"),
+        ];
+        // The PF's configured set (--nic-cpus) is on the PF's queue and the second VF.
+        qs[2].cpus = vec![0];
+        qs[3].cpus = vec![0];
         let q = |irq| QueueIrq {
             kind: "rx".into(),
             index: irq - 40,
             irq,
             name: String::new(),
         };
+        let mut topo = Topology::synthetic(1, 4, 1);
+        topo.avoid = vec![3];
+        let sets = vec![
+            VportQueueSet {
+                vport: "vm1".into(),
+                function: "0000:01:10.0".into(),
+                queues: vec![q(40), q(41)],
+                cpus: vec![2, 3],
+                cpus_from: "vport",
+            },
+            // No cpus of its own: shown with its function's local CPUs, but the NIC's
+            // configured set stays in force.
+            VportQueueSet {
+                vport: "vm2".into(),
+                function: "0000:01:10.2".into(),
+                queues: vec![q(42)],
+                cpus: vec![0, 1, 2, 3],
+                cpus_from: "function",
+            },
+        ];
+        let (owner, problems) = group_by_vport(&mut qs, &sets, &topo);
+        assert!(problems.is_empty(), "{problems:?}");
+        // The vPort's own set wins, without the avoided CPU 3.
+        assert_eq!(qs[0].cpus, [2]);
+        assert_eq!(qs[1].cpus, [2]);
+        assert_eq!(qs[2].cpus, [0]);
+        assert_eq!(qs[3].cpus, [0]);
+        assert_eq!(owner.get(&41).map(String::as_str), Some("vm1"));
+        assert_eq!(owner.get(&42).map(String::as_str), Some("vm2"));
+        assert!(!owner.contains_key(&50));
+        // A vPort set with no usable CPU limits nothing, and says so.
+        let mut qs = vec![spec(40, "vf")];
         let sets = vec![VportQueueSet {
             vport: "vm1".into(),
             function: "0000:01:10.0".into(),
-            queues: vec![q(40), q(41)],
-            cpus: vec![2, 3],
+            queues: vec![q(40)],
+            cpus: vec![3, 9],
+            cpus_from: "vport",
         }];
-        let owner = group_by_vport(&mut qs, &sets);
-        assert_eq!(qs[0].cpus, [2, 3]);
-        assert_eq!(qs[1].cpus, [2, 3]);
-        assert!(qs[2].cpus.is_empty());
-        assert_eq!(owner.get(&41).map(String::as_str), Some("vm1"));
-        assert!(!owner.contains_key(&50));
+        let (_, problems) = group_by_vport(&mut qs, &sets, &topo);
+        assert!(qs[0].cpus.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains("vPort vm1") && problems[0].contains("3,9"),
+            "{problems:?}"
+        );
     }
 }

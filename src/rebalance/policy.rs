@@ -89,6 +89,9 @@ pub enum Reason {
     Coalesce,
     /// It ran on another NUMA node than its NIC and the NIC's node has room.
     Numa,
+    /// Its affinity allowed CPUs outside its hard CPU set (`--nic-cpus`, or its vPort's
+    /// `cpus`): a hard limit holds whatever the load, so it is brought inside at once.
+    CpuSet,
 }
 
 impl Reason {
@@ -97,6 +100,7 @@ impl Reason {
             Reason::Spread => "spread",
             Reason::Coalesce => "coalesce",
             Reason::Numa => "numa",
+            Reason::CpuSet => "cpu_set",
         }
     }
 }
@@ -227,6 +231,8 @@ struct Q<'a> {
     node: Option<u32>,
     movable: bool,
     moved: bool,
+    /// Its affinity or the CPU it runs on lies outside its hard CPU set.
+    outside: bool,
 }
 
 impl Policy {
@@ -260,8 +266,13 @@ impl Policy {
     }
 
     /// Whether `cpu` is away from the queue's home: another NUMA node than its NIC's, or
-    /// outside its NIC's home CPUs.
+    /// outside its NIC's home CPUs. A queue with a hard CPU set (a vPort's `cpus`,
+    /// `--nic-cpus`) has that set as its home: whoever chose it chose the node too, and
+    /// the NIC's node or default home must not pull the queue against it.
     fn away(&self, q: &Q, cpu: &super::Cpu) -> bool {
+        if !q.spec.cpus.is_empty() {
+            return false;
+        }
         q.node.is_some_and(|n| n != cpu.node)
             || self
                 .homes
@@ -363,6 +374,9 @@ impl Policy {
                 // CPU that drops work may cut it short, down to the emergency dwell.
                 movable,
                 moved: false,
+                outside: !spec.cpus.is_empty()
+                    && (o.affinity.iter().any(|c| !spec.cpus.contains(c))
+                        || cpu.is_some_and(|c| !spec.cpus.contains(&c))),
             });
         }
         for (nic, nc) in self.nodes.iter_mut() {
@@ -428,7 +442,49 @@ impl Policy {
             }
         }
 
-        // 3. Spread: hottest CPUs first.
+        // 3. Hard CPU sets first: a queue allowed outside its set (a vPort's `cpus`, or
+        //    `--nic-cpus`) goes inside now, idle or not, since the set is a limit and not a
+        //    preference. It stays on its CPU when that CPU is in the set (only the mask was
+        //    too wide), else takes the best CPU of the set, the least loaded one when every
+        //    CPU there is full. No dwell: a queue just learned has not moved yet.
+        for i in 0..qs.len() {
+            if moves.len() >= budget {
+                break;
+            }
+            let q = &qs[i];
+            let Some(src) = q.cpu else {
+                continue;
+            };
+            if !q.outside || !q.movable {
+                continue;
+            }
+            let dst = if q.spec.cpus.contains(&src) {
+                Some(src)
+            } else {
+                self.destination(topo, q, src, &est, &nqueues, self.cfg.target, now, false)
+                    .or_else(|| {
+                        q.spec
+                            .cpus
+                            .iter()
+                            .copied()
+                            .filter(|c| topo.is_online(*c) && !topo.avoid.contains(c))
+                            .min_by(|a, b| est[*a as usize].total_cmp(&est[*b as usize]))
+                    })
+            };
+            if let Some(dst) = dst {
+                self.commit(
+                    &mut qs[i],
+                    dst,
+                    Reason::CpuSet,
+                    &mut est,
+                    &mut nqueues,
+                    &mut moves,
+                    now,
+                );
+            }
+        }
+
+        // 4. Spread: hottest CPUs first.
         let mut hot: Vec<u32> = topo
             .cpus
             .iter()
@@ -500,7 +556,7 @@ impl Policy {
             }
         }
 
-        // 4. NUMA: queues away from their NIC's node come home when it has room.
+        // 5. NUMA: queues away from their NIC's node come home when it has room.
         for i in 0..qs.len() {
             if moves.len() >= budget {
                 break;
@@ -531,7 +587,7 @@ impl Policy {
             }
         }
 
-        // 5. Coalesce: CPUs low for long enough, least loaded first, give all their
+        // 6. Coalesce: CPUs low for long enough, least loaded first, give all their
         //    queues away or none (half-emptied CPUs save nothing).
         let mut low: Vec<u32> = topo
             .cpus
@@ -748,7 +804,7 @@ impl Policy {
         nqueues[dst as usize] += 1;
         let st = self.irqs.entry(q.spec.irq).or_default();
         st.moved_at = Some(now);
-        if let Some(src) = q.cpu {
+        if let Some(src) = q.cpu.filter(|s| *s != dst) {
             st.left.push((src, now));
             if st.left.len() > 4 {
                 st.left.remove(0);
@@ -870,6 +926,51 @@ mod tests {
         assert_eq!(ext, 2);
         // Both are hot on CPU 3 now, but another writer put them there.
         assert!(d.moves.is_empty(), "{d:?}");
+    }
+
+    /// A hard CPU set holds whatever the load: idle queues outside it come in at once (the
+    /// least loaded CPU of the set), a queue running inside it with a wider mask is pinned
+    /// where it runs, and the NIC's default home does not pull them out again.
+    #[test]
+    fn queues_outside_their_hard_set_come_inside_at_once() {
+        let topo = Topology::synthetic(1, 4, 1);
+        let mut p = Policy::new(PolicyConfig::default());
+        p.set_homes(HashMap::from([("vf".to_string(), vec![0, 1])]));
+        let mut specs: Vec<QueueSpec> = (40..43).map(|i| spec(i, "vf")).collect();
+        for s in &mut specs {
+            s.cpus = vec![2, 3];
+        }
+        specs.push(spec(50, "pf"));
+        let mut o = obs(
+            1000,
+            &[(2, 0.4)],
+            &[(40, 0.0, 0), (41, 0.0, 1), (42, 0.0, 3), (50, 0.0, 0)],
+        );
+        // 42 runs on CPU 3 but may run anywhere (the kernel's default mask).
+        o.queues[2].affinity = vec![0, 1, 2, 3];
+        let d = p.decide(&topo, &specs, &o);
+        let moves: Vec<(u32, u32, Reason)> =
+            d.moves.iter().map(|m| (m.irq, m.to, m.reason)).collect();
+        assert_eq!(
+            moves,
+            [
+                (40, 3, Reason::CpuSet),
+                (41, 3, Reason::CpuSet),
+                (42, 3, Reason::CpuSet)
+            ],
+            "{d:?}"
+        );
+        // Next period, inside and idle: nothing moves (no NUMA or home pull back to 0-1).
+        let d = p.decide(
+            &topo,
+            &specs,
+            &obs(
+                3_000_000,
+                &[],
+                &[(40, 0.0, 3), (41, 0.0, 3), (42, 0.0, 3), (50, 0.0, 0)],
+            ),
+        );
+        assert!(d.moves.iter().all(|m| m.irq == 50), "{d:?}");
     }
 
     /// The default per-NIC CPU set (the PF's local CPUs, VFs grouped under it) is a home:

@@ -13,6 +13,7 @@ mod rig;
 mod faults;
 mod hotplug;
 mod provision;
+mod queue_groups;
 mod queues;
 mod rebalance;
 
