@@ -109,6 +109,11 @@ pub struct Uplink {
     /// How the software switch of this uplink's software vPorts opens the PF: AF_PACKET
     /// rings (the default: they carry GSO super-packets), AF_XDP, or AF_XDP where it opens.
     pub switch_edge: crate::switch::io::NetdevEdge,
+    /// The VF the software switch trunks through instead of the PF's own netdev: reserved
+    /// for it (the planner gives it to no vPort), trusted and without spoof checking, since
+    /// it carries the software vPorts' MACs (registered as its unicast filters: a VF is not
+    /// let into unicast promiscuous mode). None: the switch trunks through the PF.
+    pub switch_vf: Option<u32>,
     /// Where the `[[uplink]]` table starts.
     pub at: Location,
 }
@@ -379,6 +384,10 @@ const UPLINK_KEYS: &[(&str, &str)] = &[
         "a list of whole numbers, one per queue, e.g. [1, 1, 2]",
     ),
     ("switch_edge", "\"af_packet\", \"af_xdp\" or \"auto\""),
+    (
+        "switch_vf",
+        "the index of the VF the software switch trunks through, e.g. 0",
+    ),
 ];
 
 const VPORT_KEYS: &[(&str, &str)] = &[
@@ -434,6 +443,7 @@ struct RawUplink {
     rss: Option<Spanned<String>>,
     rss_weights: Option<Spanned<Vec<Spanned<i64>>>>,
     switch_edge: Option<Spanned<String>>,
+    switch_vf: Option<Spanned<i64>>,
 }
 
 /// `[[vport]]` as written; integers as i64 so that out-of-range values get our message.
@@ -900,6 +910,26 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             )
             .unwrap_or_default()
         };
+        let switch_vf: Option<u32> = ranged(
+            &mut ck,
+            &what,
+            "switch_vf",
+            &raw.switch_vf,
+            (0, 65534),
+            "switch_vf is a VF index, from 0 to sriov_totalvfs - 1 (vportd discover shows it)",
+        );
+        if let (Some(vf), Some(n), Some(at)) = (switch_vf, num_vfs, &raw.switch_vf)
+            && vf >= n
+        {
+            ck.report(
+                &at.span(),
+                format!("{what}: switch_vf {vf} is not one of its {n} VFs (num_vfs = {n})"),
+                format!(
+                    "VF indexes run from 0 to num_vfs - 1: raise num_vfs to at least {} or pick a lower switch_vf",
+                    vf + 1
+                ),
+            );
+        }
         let channels: Option<u32> = ranged(
             &mut ck,
             &what,
@@ -988,6 +1018,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             channels,
             rss,
             switch_edge,
+            switch_vf,
             at,
         });
     }
@@ -1473,6 +1504,27 @@ pub fn check_against(cfg: &Config, inv: &Inventory) -> Result<Vec<ResolvedUplink
                 (
                     format!("{what}: num_vfs {n}, but {} has no SR-IOV", f.bdf),
                     "remove num_vfs: this uplink's vPorts will use queues or the software switch"
+                        .to_string(),
+                )
+            };
+            report(&up.at, message, hint);
+        }
+        if let Some(vf) = up.switch_vf
+            && vf >= total
+        {
+            let (message, hint) = if f.sriov.is_some() && total > 0 {
+                (
+                    format!(
+                        "{what}: switch_vf {vf}, but {} has VFs 0 to {} at most (sriov_totalvfs {total})",
+                        f.bdf,
+                        total.saturating_sub(1)
+                    ),
+                    "pick a VF index below sriov_totalvfs (vportd discover shows it)".to_string(),
+                )
+            } else {
+                (
+                    format!("{what}: switch_vf {vf}, but {} has no SR-IOV", f.bdf),
+                    "remove switch_vf: the software switch then trunks through the PF itself"
                         .to_string(),
                 )
             };

@@ -768,12 +768,45 @@ pub fn macvlan_name(vport: &str) -> String {
     format!("vq-{head}-{:04x}", hash & 0xffff)
 }
 
+/// Who a `ConfigureVf` of the `[[uplink]] switch_vf` is for, in plans and journals.
+pub const SWITCH_VF_HOLDER: &str = "the software switch";
+
 /// Errors that make planning impossible (as opposed to blockers, which a plan shows).
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// A resolved uplink is no longer in the inventory.
     #[error("uplink {bdf} is not on this host any more; rerun discover")]
     UplinkGone { bdf: String },
+}
+
+/// The actions that remove a vPort's programmed steering from its PF: the rule before the
+/// context it points into, the macvlan station by MAC.
+fn release_steering(pf: &str, name: &str, st: &Steering, resets: &mut Vec<Action>) {
+    let (ifx, vport) = (st.pf_ifindex, name.to_string());
+    if let Some(location) = st.location {
+        resets.push(Action::DeleteRule {
+            pf: pf.into(),
+            pf_ifindex: ifx,
+            vport: vport.clone(),
+            location,
+        });
+    }
+    match st.mode {
+        QueueMode::RssContext => resets.push(Action::DeleteRssContext {
+            pf: pf.into(),
+            pf_ifindex: ifx,
+            vport,
+            context: st.context,
+            table: st.table.clone(),
+        }),
+        QueueMode::Vmdq => resets.push(Action::DeleteMacvlan {
+            pf: pf.into(),
+            pf_ifindex: ifx,
+            vport,
+            mac: st.mac.clone(),
+        }),
+        QueueMode::Ntuple => {}
+    }
 }
 
 /// Plans the host for `cfg`.
@@ -897,13 +930,19 @@ pub fn plan(
             }
         }
 
-        // 2. Stable assignment: keep what state says, then lowest free index by name.
+        // 2. Stable assignment: keep what state says, then lowest free index by name; the
+        // software switch's VF (`switch_vf`) goes to no vPort.
+        let switch_vf = uplink.switch_vf.filter(|_| f.sriov.is_some());
         let held = state.vfs_on(pf);
         let mut taken: BTreeMap<u32, &str> = BTreeMap::new();
         let mut unassigned = Vec::new();
         for v in &want_vf {
             let kept = state.vports.get(&v.name).and_then(|s| match s.path {
-                VportPath::Vf { index } if s.uplink == pf && index < cap => Some(index),
+                VportPath::Vf { index }
+                    if s.uplink == pf && index < cap && Some(index) != switch_vf =>
+                {
+                    Some(index)
+                }
                 _ => None,
             });
             match kept {
@@ -915,7 +954,7 @@ pub fn plan(
         }
         for v in unassigned {
             // Indexes held in state by vPorts being removed are free again.
-            match (0..cap).find(|i| !taken.contains_key(i)) {
+            match (0..cap).find(|i| !taken.contains_key(i) && Some(*i) != switch_vf) {
                 Some(i) => {
                     taken.insert(i, &v.name);
                 }
@@ -934,7 +973,13 @@ pub fn plan(
         }
 
         // 3. The VF count.
-        let needed = taken.keys().next_back().map(|i| i + 1).unwrap_or(0);
+        let needed = taken
+            .keys()
+            .next_back()
+            .copied()
+            .max(switch_vf)
+            .map(|i| i + 1)
+            .unwrap_or(0);
         let desired = match uplink.num_vfs {
             Some(n) => n.min(total),
             None if current >= needed => current,
@@ -1026,6 +1071,54 @@ pub fn plan(
         }
 
         // 5. Driver binding and VF settings.
+        // The software switch's VF first (a vPort may take over the MAC it had): the PF's
+        // usual VF driver (the switch needs its netdev), no port VLAN, trusted (igb refuses
+        // a VF's unicast filters when the PF set its MAC and does not trust it) and without
+        // spoof checking (it sends the software vPorts' MACs). Its MAC stays what it is (the
+        // VF picks one when none is set) unless a vPort's MAC was left there.
+        if let (Some(index), Some(ifx)) = (switch_vf, pf_ifindex) {
+            let existing = f
+                .sriov
+                .as_ref()
+                .and_then(|s| s.vfs.iter().find(|vf| vf.index == index))
+                .filter(|_| !resized);
+            if let Some(d) = &a.vf_driver
+                && existing.is_none_or(|e| e.driver.as_deref() != Some(d.as_str()))
+            {
+                main_actions.push(Action::BindVf {
+                    pf: pf.to_string(),
+                    vf: index,
+                    driver: d.clone(),
+                });
+            }
+            let current_cfg = existing.and_then(|e| e.config.as_ref());
+            // An admin MAC a vPort left there (it held this VF, or has that MAC) goes.
+            let vport_mac = |mac: &str| {
+                held.contains_key(&index)
+                    || cfg
+                        .vports
+                        .iter()
+                        .any(|v| v.mac.to_string().eq_ignore_ascii_case(mac))
+            };
+            let want = VfConfig {
+                mac: current_cfg
+                    .map(|c| c.mac.clone())
+                    .filter(|m| !vport_mac(m))
+                    .unwrap_or_else(|| VfConfig::clean(index).mac),
+                spoofchk: Some(false).filter(|_| a.spoofchk),
+                trust: Some(true).filter(|_| a.trust),
+                ..clean_vf_config(index, &a)
+            };
+            if current_cfg.is_none_or(|c| !vf_matches(&want, c)) {
+                main_actions.push(Action::ConfigureVf {
+                    pf: pf.to_string(),
+                    pf_ifindex: ifx,
+                    vport: SWITCH_VF_HOLDER.to_string(),
+                    config: want,
+                });
+            }
+        }
+
         let vf_driver = uplink.vf_driver.clone().or(a.vf_driver.clone());
         for (index, name) in &taken {
             let v = vports
@@ -1151,33 +1244,8 @@ pub fn plan(
             if kept.contains_key(*name) {
                 continue;
             }
-            let (ifx, vport) = (st.pf_ifindex, name.to_string());
-            if let Some(location) = st.location {
-                resets.push(Action::DeleteRule {
-                    pf: pf.into(),
-                    pf_ifindex: ifx,
-                    vport: vport.clone(),
-                    location,
-                });
-            }
-            if st.mode == QueueMode::RssContext {
-                resets.push(Action::DeleteRssContext {
-                    pf: pf.into(),
-                    pf_ifindex: ifx,
-                    vport: vport.clone(),
-                    context: st.context,
-                    table: st.table.clone(),
-                });
-            }
-            if st.mode == QueueMode::Vmdq {
-                resets.push(Action::DeleteMacvlan {
-                    pf: pf.into(),
-                    pf_ifindex: ifx,
-                    vport,
-                    mac: st.mac.clone(),
-                });
-                feature_off |= st.feature_set;
-            }
+            release_steering(pf, name, st, &mut resets);
+            feature_off |= st.mode == QueueMode::Vmdq && st.feature_set;
         }
         let mut vmdq_left = kept.values().any(|p| {
             matches!(
@@ -1302,6 +1370,58 @@ pub fn plan(
             && !vmdq_left
             && let Some(ifx) = pf_ifindex
         {
+            resets.push(Action::SetFeature {
+                pf: pf.into(),
+                pf_ifindex: ifx,
+                feature: "l2-fwd-offload".into(),
+                on: false,
+            });
+        }
+    }
+
+    // Steering on a PF whose uplink left the config: the loop above never visits that PF,
+    // so its rules, contexts and macvlans are released here. When the PF (or its netdev,
+    // by ifindex) is gone from the host, what was programmed went with it: the state's
+    // entry is dropped, with a note in the plan.
+    let visited: BTreeSet<&str> = uplinks.iter().map(|u| u.bdf.as_str()).collect();
+    let mut orphans: BTreeMap<&str, Vec<(&String, &Steering)>> = BTreeMap::new();
+    for (name, st) in &state.steering {
+        let Some(pf) = state.vports.get(name).map(|v| v.uplink.as_str()) else {
+            continue;
+        };
+        if !visited.contains(pf) {
+            orphans.entry(pf).or_default().push((name, st));
+        }
+    }
+    for (pf, entries) in orphans {
+        let on_host = |ifx: u32| {
+            inv.pci_functions
+                .iter()
+                .any(|f| f.bdf == pf && f.netdevs.iter().any(|n| n.ifindex == ifx))
+        };
+        let mut feature_off = None;
+        for (name, st) in entries {
+            if !on_host(st.pf_ifindex) {
+                main_actions.push(Action::Record {
+                    vport: name.clone(),
+                    what: format!(
+                        "steering on {pf} dropped from the state: its uplink left the config and the PF (ifindex {}) is no longer on this host, so the {} went with it",
+                        st.pf_ifindex,
+                        match st.mode {
+                            QueueMode::RssContext => "RSS context and rule",
+                            QueueMode::Ntuple => "ntuple rule",
+                            QueueMode::Vmdq => "macvlan station",
+                        }
+                    ),
+                });
+                continue;
+            }
+            release_steering(pf, name, st, &mut resets);
+            if st.feature_set {
+                feature_off = Some(st.pf_ifindex);
+            }
+        }
+        if let Some(ifx) = feature_off {
             resets.push(Action::SetFeature {
                 pf: pf.into(),
                 pf_ifindex: ifx,
