@@ -505,3 +505,154 @@ fn a_killed_steering_run_is_rolled_back_by_the_next() {
         }
     }
 }
+
+/// Two PFs, one vPort with steering on each; the config then drops the second uplink (and
+/// its vPort).
+fn two_uplinks(dir: &Path, second: bool, extra: &str) -> String {
+    let mut t = format!(
+        "state_dir = \"{}\"\n[[uplink]]\npci = \"0000:01:00.0\"\nnum_vfs = 0\n{}",
+        dir.display(),
+        vport("a", 1, extra)
+    );
+    if second {
+        t += &format!(
+            "[[uplink]]\npci = \"0000:02:00.0\"\nnum_vfs = 0\n[[vport]]\nname = \"b\"\nuplink = \"0000:02:00.0\"\nmac = \"02:00:00:00:02:01\"\n{extra}\n"
+        );
+    }
+    t
+}
+
+/// An uplink removed from the config: the next apply releases the steering its vPorts had
+/// on that PF (rule before context; macvlan, then l2-fwd-offload back off), and a run killed
+/// after any of those steps is rolled back by the next, which converges and then does
+/// nothing. The first PF's steering is untouched throughout.
+#[test]
+fn steering_on_an_uplink_removed_from_the_config_is_released() {
+    for (name, host0, extra) in [
+        ("mlx5", SimHost::mlx5(2), "queues = 4"),
+        ("ixgbe", SimHost::ixgbe(2), "placement = \"queues\""),
+    ] {
+        let probe = tempfile::tempdir().unwrap();
+        let mut h = host0.clone();
+        apply(&mut h, &two_uplinks(probe.path(), true, extra), "r1").unwrap();
+        assert!(
+            !h.pfs[1].steer.rules.is_empty() || !h.pfs[1].steer.macvlans.is_empty(),
+            "{name}: {:?}",
+            h.pfs[1].steer
+        );
+        let release = plan_for(&h, &two_uplinks(probe.path(), false, extra));
+        let kinds: Vec<&str> = release
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::DeleteRule { pf, .. } if pf == "0000:02:00.0" => "rule",
+                Action::DeleteRssContext { pf, .. } if pf == "0000:02:00.0" => "context",
+                Action::DeleteMacvlan { pf, .. } if pf == "0000:02:00.0" => "macvlan",
+                Action::SetFeature { pf, on: false, .. } if pf == "0000:02:00.0" => "feature",
+                Action::Record { .. } => "record",
+                _ => "other",
+            })
+            .collect();
+        let want: &[&str] = match name {
+            "mlx5" => &["rule", "context", "record"],
+            _ => &["macvlan", "feature", "record"],
+        };
+        assert_eq!(kinds, want, "{name}: {:?}", release.actions);
+        let steps = release
+            .actions
+            .iter()
+            .filter(|a| !matches!(a, Action::Record { .. }))
+            .count();
+        for cut in 0..=steps {
+            let dir = tempfile::tempdir().unwrap();
+            let mut h = host0.clone();
+            apply(&mut h, &two_uplinks(dir.path(), true, extra), "r1").unwrap();
+            let a_before = format!("{:?}", h.pfs[0].steer);
+            let one = two_uplinks(dir.path(), false, extra);
+            if cut > 0 {
+                // Killed after step `cut`: the journal as it was then, the state not yet
+                // written.
+                let before = State::load(dir.path()).unwrap();
+                let state_file = std::fs::read(State::path(dir.path())).unwrap();
+                let mut prefix = plan_for(&h, &one);
+                prefix.actions.truncate(cut);
+                let o = ApplyOptions {
+                    state_dir: dir.path().to_path_buf(),
+                    retries: 1,
+                    retry_delay: Duration::ZERO,
+                    link_wait: Duration::ZERO,
+                    run_id: "killed".into(),
+                };
+                let journal = std::sync::Mutex::new(None);
+                vportd::apply::apply(&mut h, &prefix, &before, &o, &mut |step, _, _, done| {
+                    if step == cut && done.is_some() {
+                        *journal.lock().unwrap() =
+                            std::fs::read(dir.path().join("journal.json")).ok();
+                    }
+                })
+                .unwrap();
+                let journal = journal.into_inner().unwrap().unwrap();
+                std::fs::write(dir.path().join("journal.json"), &journal).unwrap();
+                std::fs::write(State::path(dir.path()), &state_file).unwrap();
+            }
+            apply(&mut h, &one, "next").unwrap_or_else(|e| panic!("{name} cut {cut}: {e}"));
+            let steer = &h.pfs[1].steer;
+            assert!(
+                steer.contexts.is_empty() && steer.rules.is_empty() && steer.macvlans.is_empty(),
+                "{name} cut {cut}: {steer:?}"
+            );
+            assert_eq!(
+                h.pfs[1].queue_facts.as_ref().unwrap().features,
+                host0.pfs[1].queue_facts.as_ref().unwrap().features,
+                "{name} cut {cut}: l2-fwd-offload as it was"
+            );
+            assert_eq!(
+                format!("{:?}", h.pfs[0].steer),
+                a_before,
+                "{name} cut {cut}"
+            );
+            let st = State::load(dir.path()).unwrap();
+            assert!(!st.steering.contains_key("b"), "{name} cut {cut}");
+            assert!(st.steering.contains_key("a"), "{name} cut {cut}");
+            assert!(plan_for(&h, &one).is_noop(), "{name} cut {cut}");
+        }
+    }
+}
+
+/// An uplink removed from the config whose PF has left the host too: nothing to delete (its
+/// rules and contexts went with it); the state's entry is dropped with a note in the plan.
+#[test]
+fn steering_of_a_pf_gone_from_the_host_is_dropped_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = SimHost::mlx5(2);
+    apply(&mut h, &two_uplinks(dir.path(), true, "queues = 4"), "r1").unwrap();
+    h.pfs.remove(1);
+    let one = two_uplinks(dir.path(), false, "queues = 4");
+    let p = apply(&mut h, &one, "r2").unwrap();
+    let notes: Vec<&str> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Record { vport, what } if vport == "b" => Some(what.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains(
+            "steering on 0000:02:00.0 dropped from the state: its uplink left the config and the PF (ifindex 11) is no longer on this host"
+        )),
+        "{:?}",
+        p.actions
+    );
+    assert!(
+        !p.actions.iter().any(|a| matches!(
+            a,
+            Action::DeleteRule { .. } | Action::DeleteRssContext { .. }
+        )),
+        "{:?}",
+        p.actions
+    );
+    let st = State::load(dir.path()).unwrap();
+    assert_eq!(st.steering.keys().collect::<Vec<_>>(), ["a"]);
+    assert!(plan_for(&h, &one).is_noop());
+}
