@@ -10,6 +10,18 @@
 //! vPorts tagged; untagged vPorts are on VLAN 1 (the Linux bridge's default PVID), which the
 //! trunk carries untagged, as a VF without a port VLAN would.
 //!
+//! With `[[uplink]] switch_vf = N` the trunk is that VF's netdev instead (found through the
+//! PF's `virtfnN` link, brought up). A VF is not let into unicast promiscuous mode (igb grants
+//! its VFs multicast promiscuity at most), so the switch registers every vPort's MAC as a
+//! unicast address of the VF ([`UnicastFilter`]); igbvf passes each to the PF as a MAC filter,
+//! which igb accepts from a VF it trusts (apply trusts this one). igbvf holds 3 such filters,
+//! and says so only in the kernel log when asked for more.
+//!
+//! A vPort's TAP deleted from outside is noticed by the switch worker (its descriptor fails;
+//! the port goes link down, `nic_lost`), and the next reconcile creates it again and connects
+//! it: the TAP is known by what the worker reports and by ifindex, not by looking its name up,
+//! so a device someone else made under that name is refused, not taken over.
+//!
 //! Counters are read through a [`View`] (cheap to clone, shared with the metrics endpoint)
 //! and written every second to `switch.json` in the state directory, which `vportd status`
 //! reads: status is a separate process, and a file keeps it working without a daemon
@@ -25,6 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::host::afpacket::UnicastFilter;
 use crate::host::files::{self, FilesError};
 use crate::host::fs::KernelFs;
 use crate::host::tap::{Tap, TapError};
@@ -54,6 +67,30 @@ pub enum SoftpathError {
         "the software path of uplink {bdf} cannot start: that PCI function has no network interface (is its network driver bound?)"
     )]
     NoUplink { bdf: String },
+    /// The uplink's `switch_vf` has no netdev (not created yet, or bound elsewhere).
+    #[error(
+        "the software path of uplink {bdf} cannot start: its VF {vf} (switch_vf) has no network interface (vportd apply creates it and binds it to the PF's VF driver)"
+    )]
+    NoSwitchVf { bdf: String, vf: u32 },
+    /// The trunk VF could not be brought up, or refused a vPort's MAC as a unicast address.
+    #[error("the software path of uplink {bdf} cannot {what} on its VF {vf} ({netdev}): {source}")]
+    TrunkVf {
+        bdf: String,
+        vf: u32,
+        netdev: String,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A vPort's TAP was deleted and its name now belongs to another device.
+    #[error(
+        "vPort {vport} stays link down: its TAP was deleted and {tap} is now another device (ifindex {ifindex}); remove or rename that device"
+    )]
+    TapTaken {
+        vport: String,
+        tap: String,
+        ifindex: u32,
+    },
     /// The uplink's packet socket could not be set up.
     #[error("the software path of uplink {bdf} cannot open its trunk: {source}")]
     Uplink {
@@ -121,6 +158,9 @@ pub struct PortPlan {
 pub struct SwitchPlan {
     /// The uplink PF's PCI address.
     pub uplink: String,
+    /// `[[uplink]] switch_vf`: the trunk is this VF of the uplink, with the vPorts' MACs
+    /// as its unicast addresses; None: the PF's own netdev.
+    pub trunk_vf: Option<u32>,
     /// How the trunk opens the PF's netdev (`[[uplink]] switch_edge`).
     pub edge: NetdevEdge,
     pub name: String,
@@ -134,6 +174,7 @@ pub struct SwitchPlan {
 pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>) {
     let mut by_uplink: BTreeMap<&str, Vec<PortPlan>> = BTreeMap::new();
     let mut edges: BTreeMap<&str, NetdevEdge> = BTreeMap::new();
+    let mut trunk_vfs: BTreeMap<&str, u32> = BTreeMap::new();
     let mut taps: BTreeMap<String, String> = BTreeMap::new();
     let mut errors = Vec::new();
     for (name, v) in &state.vports {
@@ -158,6 +199,9 @@ pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>
             .find(|u| u.selector.matches(&spec.uplink))
         {
             edges.insert(&v.uplink, up.switch_edge);
+            if let Some(vf) = up.switch_vf {
+                trunk_vfs.insert(&v.uplink, vf);
+            }
         }
         by_uplink.entry(&v.uplink).or_default().push(PortPlan {
             vport: name.clone(),
@@ -179,6 +223,7 @@ pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>
             let allowed = VlanSet::from_vids(vids.into_iter().filter(|v| *v != DEFAULT_VLAN));
             SwitchPlan {
                 uplink: uplink.to_string(),
+                trunk_vf: trunk_vfs.get(uplink).copied(),
                 edge: edges.get(uplink).copied().unwrap_or_default(),
                 name: format!("sw-{uplink}"),
                 trunk: PortConfig::trunk(UPLINK_PORT, VlanMode::Trunk { allowed, native }),
@@ -189,8 +234,24 @@ pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>
     (plans, errors)
 }
 
-/// The ifindex of a PCI function's netdev, from sysfs under `fs`'s root.
-pub fn resolve_live(fs: &KernelFs, bdf: &str) -> Option<u32> {
+/// Where a switch's trunk is: the uplink PF itself (`vf` None) or one of its VFs. What
+/// [`SoftPath::start`] asks its resolver for an ifindex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkAt {
+    /// The uplink PF's PCI address.
+    pub pf: String,
+    pub vf: Option<u32>,
+}
+
+/// The ifindex of the trunk's netdev, from sysfs under `fs`'s root: the PF's, or its VF's
+/// found through the PF's `virtfnN` link.
+pub fn resolve_live(fs: &KernelFs, at: &TrunkAt) -> Option<u32> {
+    let bdf = match at.vf {
+        None => at.pf.clone(),
+        Some(n) => fs
+            .link_name(&format!("/sys/bus/pci/devices/{}/virtfn{n}", at.pf))
+            .ok()??,
+    };
     let names = fs.list(&format!("/sys/bus/pci/devices/{bdf}/net")).ok()?;
     let name = names.first()?;
     fs.read_lenient(&format!("/sys/class/net/{name}/ifindex"))?
@@ -353,13 +414,13 @@ pub struct SoftPath {
 }
 
 impl SoftPath {
-    /// Builds and starts the switches of `plans`. `resolve` maps an uplink's PCI address to
-    /// its netdev's ifindex ([`resolve_live`] on a host). Problems are returned beside what
+    /// Builds and starts the switches of `plans`. `resolve` maps a trunk's place (the uplink
+    /// PF, or its `switch_vf`) to its netdev's ifindex ([`resolve_live`] on a host). Problems are returned beside what
     /// did start: an uplink that cannot open leaves its switch out; a TAP that cannot be
     /// created leaves its port link down.
     pub fn start(
         plans: &[SwitchPlan],
-        resolve: &dyn Fn(&str) -> Option<u32>,
+        resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
         state_dir: Option<&Path>,
     ) -> (SoftPath, Vec<SoftpathError>) {
         let mut sp = SoftPath {
@@ -377,12 +438,13 @@ impl SoftPath {
     /// its switch, a vanished one loses it; within a switch, added vPorts get a port and
     /// TAP, removed ones lose them, and a port whose configuration changed is replaced
     /// (its TAP kept: a VM attached to it stays attached). A trunk whose netdev vanished is
-    /// reopened once `resolve` finds the uplink again. The daemon calls this when the state
+    /// reopened once `resolve` finds the uplink again; a vPort whose TAP was deleted gets a
+    /// new one, connected (link up again). The daemon calls this when the state
     /// file changes (an apply or a hotplug reconcile moved vPorts) and every period.
     pub fn reconcile(
         &mut self,
         plans: &[SwitchPlan],
-        resolve: &dyn Fn(&str) -> Option<u32>,
+        resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
     ) -> Vec<SoftpathError> {
         let mut errors = Vec::new();
         let mut running = std::mem::take(&mut self.running);
@@ -429,7 +491,7 @@ impl SoftPath {
         let (plans, mut errors) = plan(cfg, &state);
         let (sp, more) = SoftPath::start(
             &plans,
-            &|bdf: &str| resolve_live(fs, bdf),
+            &|at: &TrunkAt| resolve_live(fs, at),
             Some(&cfg.state_dir),
         );
         errors.extend(more);
@@ -452,7 +514,7 @@ impl SoftPath {
             Err(e) => return vec![SoftpathError::State(e.to_string())],
         };
         let (plans, mut errors) = plan(cfg, &state);
-        errors.extend(self.reconcile(&plans, &|bdf: &str| resolve_live(fs, bdf)));
+        errors.extend(self.reconcile(&plans, &|at: &TrunkAt| resolve_live(fs, at)));
         errors
     }
 }
@@ -468,8 +530,20 @@ struct Running {
     /// Whether the trunk has its NIC (false once the worker reported it lost, until
     /// reopened).
     trunk_connected: bool,
+    /// On a VF trunk, the vPorts' MACs held as the VF's unicast addresses (renewed with
+    /// the trunk: the kernel drops them when the netdev goes).
+    filter: Option<UnicastFilter>,
     /// Each vPort's port.
-    ports: BTreeMap<String, PortId>,
+    ports: BTreeMap<String, VportPort>,
+}
+
+/// A vPort's port and its TAP.
+struct VportPort {
+    id: PortId,
+    /// The TAP connected to the port, by ifindex; None while the port has no TAP.
+    tap: Option<u32>,
+    /// NIC losses of this port already seen.
+    lost_seen: u64,
 }
 
 /// Whether two port configurations are the same setting (a rate limit's bucket level is
@@ -493,7 +567,7 @@ impl Running {
     fn update(
         &mut self,
         plan: &SwitchPlan,
-        resolve: &dyn Fn(&str) -> Option<u32>,
+        resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
         errors: &mut Vec<SoftpathError>,
     ) {
         let Some(handle) = self.handle.take() else {
@@ -503,7 +577,9 @@ impl Running {
         // The loss count is compared for change, not growth: a replaced port starts again
         // from zero, and at worst that reopens a NIC that was fine, once.
         let counters = handle.counters();
-        if counters.port(self.trunk.0).nic_lost != self.trunk_lost_seen {
+        if counters.port(self.trunk.0).nic_lost != self.trunk_lost_seen
+            || plan.trunk_vf != self.plan.trunk_vf
+        {
             self.trunk_connected = false;
         }
         if !same_config(&self.plan.trunk, &plan.trunk) {
@@ -522,13 +598,18 @@ impl Running {
             }
         }
         if !self.trunk_connected {
+            if let Err(e) = handle.disconnect(self.trunk) {
+                errors.push(e.into());
+            }
+            self.filter = None;
             match open_trunk(plan, resolve) {
-                Ok((edge, netdev, kind)) => match handle.connect(self.trunk, edge) {
+                Ok(t) => match handle.connect(self.trunk, t.edge) {
                     Ok(()) => {
                         self.trunk_connected = true;
+                        self.filter = t.filter;
                         if let Some(m) = self.view.ports.iter_mut().find(|m| m.vport.is_none()) {
-                            m.netdev = netdev;
-                            m.edge = kind;
+                            m.netdev = t.netdev;
+                            m.edge = t.kind;
                         }
                     }
                     Err(e) => errors.push(e.into()),
@@ -538,17 +619,17 @@ impl Running {
         }
         self.trunk_lost_seen = counters.port(self.trunk.0).nic_lost;
         // vPorts gone from the plan, or whose configuration changed.
-        let mut taps: BTreeMap<String, Option<Box<dyn Edge>>> = BTreeMap::new();
+        let mut taps: BTreeMap<String, (Box<dyn Edge>, Option<u32>)> = BTreeMap::new();
         for old in &self.plan.ports {
             let new = plan.ports.iter().find(|p| p.vport == old.vport);
             if new.is_some_and(|n| n.tap == old.tap && same_config(&n.cfg, &old.cfg)) {
                 continue;
             }
-            if let Some(id) = self.ports.remove(&old.vport) {
-                match handle.remove_port(id) {
+            if let Some(port) = self.ports.remove(&old.vport) {
+                match handle.remove_port(port.id) {
                     // A changed port keeps its TAP; a removed one closes it.
-                    Ok(edge) if new.is_some_and(|n| n.tap == old.tap) => {
-                        taps.insert(old.vport.clone(), edge);
+                    Ok(Some(edge)) if new.is_some_and(|n| n.tap == old.tap) => {
+                        taps.insert(old.vport.clone(), (edge, port.tap));
                     }
                     Ok(_) => {}
                     Err(e) => errors.push(e.into()),
@@ -558,18 +639,55 @@ impl Running {
                 .ports
                 .retain(|m| m.vport.as_deref() != Some(old.vport.as_str()));
         }
+        // Kept vPorts whose TAP the worker lost (deleted from outside), or never had one:
+        // a new TAP, connected.
+        for p in &plan.ports {
+            let Some(port) = self.ports.get_mut(&p.vport) else {
+                continue;
+            };
+            let lost = counters.port(port.id.0).nic_lost;
+            if lost != port.lost_seen {
+                port.lost_seen = lost;
+                port.tap = None;
+            }
+            if port.tap.is_some() {
+                continue;
+            }
+            if let Some((edge, ifindex)) = reopen_tap(p, errors) {
+                match handle.connect(port.id, edge) {
+                    Ok(()) => port.tap = Some(ifindex),
+                    Err(e) => errors.push(e.into()),
+                }
+            }
+            let kind = if port.tap.is_some() { "tap" } else { "none" };
+            if let Some(m) = self
+                .view
+                .ports
+                .iter_mut()
+                .find(|m| m.vport.as_deref() == Some(p.vport.as_str()))
+            {
+                m.edge = kind;
+            }
+        }
         // vPorts new to the plan, or replaced above.
         for p in &plan.ports {
             if self.ports.contains_key(&p.vport) {
                 continue;
             }
-            let (edge, kind) = match taps.remove(&p.vport) {
-                Some(Some(edge)) => (Some(edge), "tap"),
-                _ => open_tap(p, errors),
+            let (edge, tap, kind) = match taps.remove(&p.vport) {
+                Some((edge, tap)) => (Some(edge), tap, "tap"),
+                None => open_tap(p, errors),
             };
             match handle.add_port(p.cfg.clone(), edge) {
                 Ok(id) => {
-                    self.ports.insert(p.vport.clone(), id);
+                    self.ports.insert(
+                        p.vport.clone(),
+                        VportPort {
+                            id,
+                            tap,
+                            lost_seen: 0,
+                        },
+                    );
                     self.view.ports.push(PortMeta {
                         index: id.0,
                         vport: Some(p.vport.clone()),
@@ -581,6 +699,7 @@ impl Running {
             }
         }
         self.plan = plan.clone();
+        self.sync_filter(errors);
         self.handle = Some(handle);
     }
 
@@ -598,66 +717,183 @@ impl Running {
             m.index = id.0;
         }
     }
+
+    /// Makes the trunk VF's unicast addresses the plan's vPorts' MACs.
+    fn sync_filter(&mut self, errors: &mut Vec<SoftpathError>) {
+        let (Some(filter), Some(vf)) = (self.filter.as_mut(), self.plan.trunk_vf) else {
+            return;
+        };
+        let want: BTreeSet<[u8; 6]> = self
+            .plan
+            .ports
+            .iter()
+            .filter_map(|p| p.cfg.mac.map(|m| m.0))
+            .collect();
+        let have: Vec<[u8; 6]> = filter.macs().copied().collect();
+        let netdev = netdev_name(filter.ifindex());
+        let fail = |what: String, source| SoftpathError::TrunkVf {
+            bdf: self.plan.uplink.clone(),
+            vf,
+            netdev: netdev.clone(),
+            what,
+            source,
+        };
+        for mac in have.iter().filter(|m| !want.contains(*m)) {
+            if let Err(e) = filter.remove(*mac) {
+                errors.push(fail(
+                    format!("drop the unicast address {}", mac_text(mac)),
+                    e,
+                ));
+            }
+        }
+        for mac in &want {
+            if let Err(e) = filter.add(*mac) {
+                errors.push(fail(
+                    format!("add the unicast address {}", mac_text(mac)),
+                    e,
+                ));
+            }
+        }
+    }
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    crate::switch::packet::MacAddr(*mac).to_string()
+}
+
+fn netdev_name(ifindex: u32) -> String {
+    nix::net::if_::if_indextoname(ifindex)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| format!("ifindex {ifindex}"))
+}
+
+/// An opened trunk: its edge, netdev name, edge kind, and on a VF the (empty) filter set.
+struct OpenTrunk {
+    edge: Box<dyn Edge>,
+    netdev: String,
+    kind: &'static str,
+    filter: Option<UnicastFilter>,
 }
 
 fn open_trunk(
     plan: &SwitchPlan,
-    resolve: &dyn Fn(&str) -> Option<u32>,
-) -> Result<(Box<dyn Edge>, String, &'static str), SoftpathError> {
-    let ifindex = resolve(&plan.uplink).ok_or_else(|| SoftpathError::NoUplink {
-        bdf: plan.uplink.clone(),
+    resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
+) -> Result<OpenTrunk, SoftpathError> {
+    let at = TrunkAt {
+        pf: plan.uplink.clone(),
+        vf: plan.trunk_vf,
+    };
+    let ifindex = resolve(&at).ok_or_else(|| match plan.trunk_vf {
+        None => SoftpathError::NoUplink {
+            bdf: plan.uplink.clone(),
+        },
+        Some(vf) => SoftpathError::NoSwitchVf {
+            bdf: plan.uplink.clone(),
+            vf,
+        },
     })?;
+    let netdev = netdev_name(ifindex);
+    // A VF's netdev starts down, and nothing else of vportd's brings it up.
+    let filter = match plan.trunk_vf {
+        None => None,
+        Some(vf) => {
+            let fail = |what: &str, source| SoftpathError::TrunkVf {
+                bdf: plan.uplink.clone(),
+                vf,
+                netdev: netdev.clone(),
+                what: what.to_string(),
+                source,
+            };
+            crate::host::tap::set_link_up(ifindex).map_err(|e| fail("bring the link up", e))?;
+            Some(UnicastFilter::open(ifindex).map_err(|e| {
+                fail(
+                    "open a packet socket for its unicast addresses",
+                    std::io::Error::other(e),
+                )
+            })?)
+        }
+    };
     let bdf = plan.uplink.clone();
-    let trunk = crate::host::afxdp::open_netdev_edge(ifindex, plan.edge, true, &mut |why| {
+    let edge = crate::host::afxdp::open_netdev_edge(ifindex, plan.edge, true, &mut |why| {
         eprintln!("vportd: the software path of uplink {bdf}: {why}");
     })
     .map_err(|source| SoftpathError::Uplink {
         bdf: plan.uplink.clone(),
         source,
     })?;
-    let netdev = nix::net::if_::if_indextoname(ifindex)
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| format!("ifindex {ifindex}"));
-    let kind = trunk.kind();
-    Ok((trunk, netdev, kind))
+    let kind = edge.kind();
+    Ok(OpenTrunk {
+        edge,
+        netdev,
+        kind,
+        filter,
+    })
 }
 
+/// A new TAP for a vPort, with its ifindex; None (and the error) when it cannot be made.
 fn open_tap(
     p: &PortPlan,
     errors: &mut Vec<SoftpathError>,
-) -> (Option<Box<dyn Edge>>, &'static str) {
+) -> (Option<Box<dyn Edge>>, Option<u32>, &'static str) {
     match Tap::create(&p.tap, true) {
-        Ok(t) => (Some(Box::new(t)), "tap"),
+        Ok(t) => {
+            let ifindex = t.ifindex();
+            (Some(Box::new(t)), Some(ifindex), "tap")
+        }
         Err(source) => {
             errors.push(SoftpathError::Tap {
                 vport: p.vport.clone(),
                 source,
             });
-            (None, "none")
+            (None, None, "none")
         }
+    }
+}
+
+/// A TAP again for a vPort whose TAP was lost: refused when another device holds the name
+/// now (creating would attach to it, were it a persistent TAP, or fail).
+fn reopen_tap(p: &PortPlan, errors: &mut Vec<SoftpathError>) -> Option<(Box<dyn Edge>, u32)> {
+    if let Ok(ifindex) = nix::net::if_::if_nametoindex(p.tap.as_str()) {
+        errors.push(SoftpathError::TapTaken {
+            vport: p.vport.clone(),
+            tap: p.tap.clone(),
+            ifindex,
+        });
+        return None;
+    }
+    match open_tap(p, errors) {
+        (Some(edge), Some(ifindex), _) => Some((edge, ifindex)),
+        _ => None,
     }
 }
 
 fn start_switch(
     plan: &SwitchPlan,
-    resolve: &dyn Fn(&str) -> Option<u32>,
+    resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
     errors: &mut Vec<SoftpathError>,
 ) -> Result<Running, SoftpathError> {
-    let (trunk, netdev, kind) = open_trunk(plan, resolve)?;
+    let trunk = open_trunk(plan, resolve)?;
     let mut sw = Switch::new(SwitchConfig::new(&plan.name));
     let mut metas = Vec::new();
-    let trunk_id = sw.add_port(plan.trunk.clone(), Some(trunk))?;
+    let trunk_id = sw.add_port(plan.trunk.clone(), Some(trunk.edge))?;
     metas.push(PortMeta {
         index: trunk_id.0,
         vport: None,
-        netdev,
-        edge: kind,
+        netdev: trunk.netdev,
+        edge: trunk.kind,
     });
     let mut ports = BTreeMap::new();
     for p in &plan.ports {
-        let (edge, kind) = open_tap(p, errors);
+        let (edge, tap, kind) = open_tap(p, errors);
         let id = sw.add_port(p.cfg.clone(), edge)?;
-        ports.insert(p.vport.clone(), id);
+        ports.insert(
+            p.vport.clone(),
+            VportPort {
+                id,
+                tap,
+                lost_seen: 0,
+            },
+        );
         metas.push(PortMeta {
             index: id.0,
             vport: Some(p.vport.clone()),
@@ -667,7 +903,7 @@ fn start_switch(
     }
     let counters = sw.counters();
     let handle = sw.spawn()?;
-    Ok(Running {
+    let mut running = Running {
         plan: plan.clone(),
         handle: Some(handle),
         view: SwitchView {
@@ -679,8 +915,11 @@ fn start_switch(
         trunk: trunk_id,
         trunk_lost_seen: 0,
         trunk_connected: true,
+        filter: trunk.filter,
         ports,
-    })
+    };
+    running.sync_filter(errors);
+    Ok(running)
 }
 
 fn write_snapshot(path: &Path, view: &View) {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vportd::host::afpacket::RawSocket;
-use vportd::softpath::{self, Snapshot, SoftPath};
+use vportd::softpath::{self, Snapshot, SoftPath, TrunkAt};
 use vportd::state::{Health, STATE_VERSION, State, VportPath, VportState};
 use vportd::switch::packet::VlanTag;
 use vportd::switch::testkit::{Mark, Spec, read};
@@ -96,7 +96,7 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     let cfg = config(dir.path());
     let (plans, errors) = softpath::plan(&cfg, &state());
     assert!(errors.is_empty(), "{errors:?}");
-    let resolve = |bdf: &str| (bdf == PF).then_some(pf_index);
+    let resolve = |t: &TrunkAt| (t.pf == PF && t.vf.is_none()).then_some(pf_index);
     let (sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(sp.switches(), 1);
@@ -276,8 +276,8 @@ fn software_path_follows_the_state_and_survives_its_uplink_vanishing() {
         return;
     }
     fake_pf();
-    let resolve = |bdf: &str| {
-        (bdf == PF)
+    let resolve = |t: &TrunkAt| {
+        (t.pf == PF && t.vf.is_none())
             .then(|| nix::net::if_::if_nametoindex("pf0").ok())
             .flatten()
     };
@@ -430,7 +430,7 @@ fn the_trunk_opens_through_af_xdp_when_the_uplink_asks() {
     let cfg = vportd::config::parse(Path::new("host.toml"), &text).unwrap();
     let (plans, errors) = softpath::plan(&cfg, &state_of(&["vm1"]));
     assert!(errors.is_empty(), "{errors:?}");
-    let resolve = |bdf: &str| (bdf == PF).then_some(pf_index);
+    let resolve = |t: &TrunkAt| (t.pf == PF && t.vf.is_none()).then_some(pf_index);
     let (sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
     assert!(errors.is_empty(), "{errors:?}");
     let snap = sp.view().snapshot();
@@ -464,4 +464,201 @@ fn the_trunk_opens_through_af_xdp_when_the_uplink_asks() {
         )]
     );
     drop(sp);
+}
+
+/// The view's port of a vPort, once `ok` holds for it (within 3 s).
+fn wait_port(sp: &SoftPath, vport: &str, ok: impl Fn(&softpath::PortSnapshot) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let snap = sp.view().snapshot();
+        if snap.vport(vport).is_some_and(&ok) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{vport} never got there: {:?}",
+            snap.vport(vport)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A vPort's TAP deleted from outside: the worker takes it off its port (link down,
+/// `nic_lost`), and the next reconcile makes a new TAP (a new ifindex), connects it and the
+/// traffic flows again, the other vPort untouched. A device someone else made under the TAP's
+/// name meanwhile is refused with a message naming it, and left alone.
+#[test]
+fn a_deleted_tap_is_made_again_by_the_next_reconcile() {
+    if !common::require_root("software path TAP recreation") {
+        return;
+    }
+    fake_pf();
+    let pf_index = nix::net::if_::if_nametoindex("pf0").unwrap();
+    let resolve = |t: &TrunkAt| (t.pf == PF && t.vf.is_none()).then_some(pf_index);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_of(
+        dir.path(),
+        &[
+            ("vm1", "02:76:70:00:00:01", Some(100)),
+            ("vm2", "02:76:70:00:00:02", None),
+        ],
+    );
+    let (plans, errors) = softpath::plan(&cfg, &state_of(&["vm1", "vm2"]));
+    assert!(errors.is_empty(), "{errors:?}");
+    let (mut sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
+    assert!(errors.is_empty(), "{errors:?}");
+    let wire = RawSocket::open("wire0").unwrap();
+    let first = nix::net::if_::if_nametoindex("vp-vm1").unwrap();
+    let vm2_index = nix::net::if_::if_nametoindex("vp-vm2").unwrap();
+
+    sh("ip link del vp-vm1");
+    wait_port(&sp, "vm1", |p| p.nic_lost == 1 && p.edge == "tap");
+    let errors = sp.reconcile(&plans, &resolve);
+    assert!(errors.is_empty(), "{errors:?}");
+    let second = nix::net::if_::if_nametoindex("vp-vm1").expect("vp-vm1 is back");
+    assert_ne!(second, first, "a new device");
+    sh("ip link show dev vp-vm1 | grep -q '<.*UP.*>'");
+    assert_eq!(nix::net::if_::if_nametoindex("vp-vm2").unwrap(), vm2_index);
+    assert_eq!(sp.view().snapshot().vport("vm1").unwrap().edge, "tap");
+    // Link up again: both ways.
+    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    vm1.send(&Spec::new(1, 9, 0).build()).unwrap();
+    assert_eq!(
+        got(&wire),
+        vec![(
+            Mark {
+                src: 1,
+                dst: 9,
+                seq: 0
+            },
+            Some(VlanTag { vid: 100, pcp: 0 })
+        )]
+    );
+    wire.send(&Spec::new(9, 1, 1).tagged(100, 0).build())
+        .unwrap();
+    assert_eq!(
+        got(&vm1),
+        vec![(
+            Mark {
+                src: 9,
+                dst: 1,
+                seq: 1
+            },
+            None
+        )]
+    );
+    // Nothing lost since: a reconcile leaves it alone.
+    assert!(sp.reconcile(&plans, &resolve).is_empty());
+    assert_eq!(nix::net::if_::if_nametoindex("vp-vm1").unwrap(), second);
+
+    // Deleted again, and the name taken by another device before the reconcile.
+    drop(vm1);
+    sh("ip link del vp-vm1");
+    wait_port(&sp, "vm1", |p| p.nic_lost == 2);
+    sh("ip link add vp-vm1 type veth peer name squatter");
+    let squatter = nix::net::if_::if_nametoindex("vp-vm1").unwrap();
+    let errors = sp.reconcile(&plans, &resolve);
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        text,
+        vec![format!(
+            "vPort vm1 stays link down: its TAP was deleted and vp-vm1 is now another device (ifindex {squatter}); remove or rename that device"
+        )]
+    );
+    assert_eq!(sp.view().snapshot().vport("vm1").unwrap().edge, "none");
+    sh("ip link show dev vp-vm1 | grep -q 'vp-vm1@squatter'");
+    // Once it is gone, the next reconcile makes the TAP.
+    sh("ip link del vp-vm1");
+    assert!(sp.reconcile(&plans, &resolve).is_empty());
+    assert_eq!(sp.view().snapshot().vport("vm1").unwrap().edge, "tap");
+    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    vm1.send(&Spec::new(1, 9, 2).build()).unwrap();
+    assert_eq!(got(&wire).len(), 1);
+    drop(sp);
+    assert!(nix::net::if_::if_nametoindex("vp-vm1").is_err());
+}
+
+/// The unicast addresses `bridge fdb show` lists for a device ("self permanent").
+fn unicast_list(dev: &str) -> Vec<String> {
+    let out = std::process::Command::new("bridge")
+        .args(["fdb", "show", "dev", dev])
+        .output()
+        .expect("iproute2's bridge runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.ends_with("self permanent") && !l.starts_with("33:33") && !l.starts_with("01:")
+        })
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// `[[uplink]] switch_vf`: the trunk is the VF's netdev (here a veth standing in for VF 0, which
+/// the resolver names; the PF is never asked for), brought up by the software path, and it holds
+/// each vPort's MAC as a unicast address of the device (what igbvf turns into MAC filters on its
+/// PF; tests/vm/switch_vf.rs shows that on the real driver). The list follows the vPorts and
+/// goes with the switch.
+#[test]
+fn a_vf_trunk_comes_up_and_holds_the_vports_macs_as_unicast_addresses() {
+    if !common::require_root("software path on a VF trunk") {
+        return;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("unshare a network namespace (needs root)");
+    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    // The VF's netdev starts down, as a new VF's does.
+    sh("ip link add vf0 type veth peer name wire0 && ip link set wire0 up");
+    let asked = std::cell::RefCell::new(Vec::new());
+    let resolve = |t: &TrunkAt| {
+        asked.borrow_mut().push(t.clone());
+        (t.pf == PF && t.vf == Some(0))
+            .then(|| nix::net::if_::if_nametoindex("vf0").ok())
+            .flatten()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |vports: &str| {
+        let text = format!(
+            "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\nswitch_vf = 0\n{vports}",
+            dir.path().display()
+        );
+        vportd::config::parse(Path::new("host.toml"), &text).unwrap()
+    };
+    let vport = |name: &str, mac: &str| {
+        format!(
+            "[[vport]]\nname = \"{name}\"\nuplink = \"{PF}\"\nmac = \"{mac}\"\noffload = \"never\"\n"
+        )
+    };
+    let both = cfg(&(vport("vm1", "02:76:70:00:00:01") + &vport("vm2", "02:76:70:00:00:02")));
+    let (plans, errors) = softpath::plan(&both, &state_of(&["vm1", "vm2"]));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(plans[0].trunk_vf, Some(0));
+    let (mut sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(asked.borrow().iter().all(|t| t.vf == Some(0)), "{asked:?}");
+    sh("ip link show dev vf0 | grep -q '<.*,UP'");
+    let mut list = unicast_list("vf0");
+    list.sort();
+    assert_eq!(list, ["02:76:70:00:00:01", "02:76:70:00:00:02"]);
+    let snap = sp.view().snapshot();
+    let up = snap.ports.iter().find(|p| p.port == "uplink").unwrap();
+    assert_eq!((up.netdev.as_str(), up.edge.as_str()), ("vf0", "af_packet"));
+
+    // Frames cross the VF trunk both ways.
+    let wire = RawSocket::open("wire0").unwrap();
+    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    vm1.send(&Spec::new(1, 9, 0).build()).unwrap();
+    assert_eq!(got(&wire).len(), 1);
+    wire.send(&Spec::new(9, 1, 0).build()).unwrap();
+    assert_eq!(got(&vm1).len(), 1);
+
+    // vm2 leaves: its MAC leaves the list.
+    let one = cfg(&vport("vm1", "02:76:70:00:00:01"));
+    let (plans, _) = softpath::plan(&one, &state_of(&["vm1"]));
+    let errors = sp.reconcile(&plans, &resolve);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(unicast_list("vf0"), ["02:76:70:00:00:01"]);
+    // The switch goes: so do the addresses.
+    drop(sp);
+    assert!(unicast_list("vf0").is_empty());
 }

@@ -723,3 +723,66 @@ impl RawSocket {
         Ok(out)
     }
 }
+
+/// Unicast MACs a netdev accepts besides its own, held by a packet socket that receives
+/// nothing (protocol 0): PACKET_MR_UNICAST makes the kernel add each to the device's unicast
+/// list, and a driver with unicast filters programs them (igbvf asks its PF for one MAC filter
+/// per address). This is how a switch trunk on a VF hears its vPorts' frames, where unicast
+/// promiscuous mode is not granted. The addresses belong to the socket: dropping this value
+/// or the process dying removes them, and the kernel forgets them when the netdev goes.
+pub struct UnicastFilter {
+    fd: OwnedFd,
+    ifindex: i32,
+    macs: std::collections::BTreeSet<[u8; 6]>,
+}
+
+impl UnicastFilter {
+    /// A filter set, still empty, for the netdev with index `ifindex`.
+    pub fn open(ifindex: u32) -> Result<Self, AfPacketError> {
+        let ifname = format!("with index {ifindex}");
+        let (fd, ifindex) = new_socket(&ifname, ifindex as i32)?;
+        Ok(UnicastFilter {
+            fd,
+            ifindex,
+            macs: Default::default(),
+        })
+    }
+
+    fn request(&self, op: i32, mac: [u8; 6]) -> std::io::Result<()> {
+        let mut mreq = libc::packet_mreq {
+            mr_ifindex: self.ifindex,
+            mr_type: libc::PACKET_MR_UNICAST as u16,
+            mr_alen: 6,
+            mr_address: [0; 8],
+        };
+        mreq.mr_address[..6].copy_from_slice(&mac);
+        setsockopt(self.fd.as_raw_fd(), libc::SOL_PACKET, op, &mreq)
+    }
+
+    /// Adds `mac` to the netdev's unicast list (once, however often it is asked).
+    pub fn add(&mut self, mac: [u8; 6]) -> std::io::Result<()> {
+        if self.macs.contains(&mac) {
+            return Ok(());
+        }
+        self.request(libc::PACKET_ADD_MEMBERSHIP, mac)?;
+        self.macs.insert(mac);
+        Ok(())
+    }
+
+    /// Takes `mac` off the netdev's unicast list again.
+    pub fn remove(&mut self, mac: [u8; 6]) -> std::io::Result<()> {
+        if !self.macs.remove(&mac) {
+            return Ok(());
+        }
+        self.request(libc::PACKET_DROP_MEMBERSHIP, mac)
+    }
+
+    /// The MACs held now.
+    pub fn macs(&self) -> impl Iterator<Item = &[u8; 6]> {
+        self.macs.iter()
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex as u32
+    }
+}

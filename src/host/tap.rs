@@ -52,6 +52,9 @@ const VNET_HDR_LEN: usize = Offload::VIRTIO_LEN;
 pub struct Tap {
     fd: OwnedFd,
     name: String,
+    /// The device's index, read right after creating it: how the software path tells its
+    /// TAP from a device someone else later makes under the same name.
+    ifindex: u32,
     vnet: bool,
 }
 
@@ -99,12 +102,32 @@ impl Tap {
                 return Err(err("enable checksum and TSO offload"));
             }
         }
+        // The kernel may have named it otherwise (a name with %d): ask the device itself.
+        let mut req = IfReq::new("");
+        // SAFETY: TUNGETIFF writes a struct ifreq into `req`, an ifreq-sized, writable IfReq
+        // that outlives the call.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut req as *mut IfReq) } < 0 {
+            return Err(err("read the device's name back (TUNGETIFF)"));
+        }
+        let len = req
+            .name
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(req.name.len());
+        let actual = String::from_utf8_lossy(&req.name[..len]).into_owned();
+        let ifindex =
+            nix::net::if_::if_nametoindex(actual.as_str()).map_err(|e| TapError::Setup {
+                name: name.to_string(),
+                step: "find the device's index",
+                source: e.into(),
+            })?;
         let tap = Tap {
             fd,
-            name: name.to_string(),
+            name: actual,
+            ifindex,
             vnet: vnet_hdr,
         };
-        tap.set_up().map_err(|source| TapError::Setup {
+        set_flags_up(&tap.name).map_err(|source| TapError::Setup {
             name: name.to_string(),
             step: "bring the device up",
             source,
@@ -116,28 +139,44 @@ impl Tap {
         &self.name
     }
 
-    fn set_up(&self) -> std::io::Result<()> {
-        // SAFETY: socket(2); checked and wrapped at once.
-        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if s < 0 {
+    /// The device's interface index, as it was when created.
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+}
+
+/// Brings the netdev with index `ifindex` up (IFF_UP), as `ip link set ... up` does: the
+/// software path's trunk on a VF, whose netdev starts down. The name is looked up from the
+/// index just before the call; the flags ioctl takes nothing else.
+pub fn set_link_up(ifindex: u32) -> std::io::Result<()> {
+    let name = nix::net::if_::if_indextoname(ifindex)?;
+    set_flags_up(&name.to_string_lossy())
+}
+
+fn set_flags_up(name: &str) -> std::io::Result<()> {
+    // SAFETY: socket(2); checked and wrapped at once.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: s was just returned by socket(2).
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
+    let mut req = IfReq::new(name);
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write a struct ifreq; `req` has its layout
+    // and lives across both calls.
+    unsafe {
+        if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req as *mut IfReq) < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // SAFETY: s was just returned by socket(2).
-        let s = unsafe { OwnedFd::from_raw_fd(s) };
-        let mut req = IfReq::new(&self.name);
-        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write a struct ifreq; `req` has its
-        // layout and lives across both calls.
-        unsafe {
-            if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req as *mut IfReq) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            req.flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req as *mut IfReq) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+        if req.flags & libc::IFF_UP as libc::c_short != 0 {
+            return Ok(());
         }
-        Ok(())
+        req.flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req as *mut IfReq) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
+    Ok(())
 }
 
 impl Edge for Tap {
