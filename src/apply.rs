@@ -769,6 +769,7 @@ fn programmed<'a>(
         location: None,
         macvlan: None,
         feature_set: false,
+        drifted: false,
     })
 }
 

@@ -521,6 +521,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let inv = inventory::discover(&KernelFs::system(), &nl, ProfileSet::builtin())
                 .map_err(Failure::runtime)?;
             let mut list = provision::status_with(&state, &inv, &cpus);
+            // The steering apply programmed (RSS contexts, rules, macvlans), read back.
+            provision::check_steering(&mut vportd::host::ethtool::LiveQueues, &state, &mut list);
             // The daemon's published counters for the software vPorts, when it runs.
             let snap = vportd::softpath::Snapshot::load(&dir).map_err(Failure::runtime)?;
             for s in &mut list {

@@ -1205,7 +1205,8 @@ pub fn plan(
             let Some(path) = state.vports.get(*name).map(|s| s.path.clone()) else {
                 continue;
             };
-            let same = st.mac.eq_ignore_ascii_case(&v.mac.to_string())
+            let same = !st.drifted
+                && st.mac.eq_ignore_ascii_case(&v.mac.to_string())
                 && st.vlan == v.vlan
                 && Some(st.pf_ifindex) == pf_ifindex;
             let fits = match &path {

@@ -7,13 +7,14 @@ use serde::Serialize;
 
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
 use crate::config::{self, Config, ConfigError, ResolvedUplink};
+use crate::host::ethtool::{EthtoolError, FlowRule, FlowTarget, QueueOps};
 use crate::host::files;
 use crate::host::netlink::VfConfig;
 use crate::host::sriov::SriovOps;
 use crate::inventory::Inventory;
 use crate::plan::{self, Plan, PlanError, PlanOptions, vf_matches};
 use crate::profile::ProfileSet;
-use crate::state::{Health, State, StateError, VportPath};
+use crate::state::{Health, QueueMode, State, StateError, Steering, VportPath};
 
 /// Errors of the pipeline, each mapped to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -130,9 +131,14 @@ pub fn apply_config_locked<O: SriovOps>(
     apply_opts: &ApplyOptions,
     progress: &mut apply::Progress<'_>,
 ) -> Result<(Prepared, ApplyReport), ProvisionError> {
-    let state = State::load(&config.state_dir)?;
+    let mut state = State::load(&config.state_dir)?;
     let recovered = apply::recover(ops, &state, apply_opts).map_err(Box::new)?;
     let inv = if recovered > 0 { rediscover(ops) } else { inv };
+    // Steering that is no longer on the host as applied (deleted behind vportd's back) is
+    // programmed afresh, as a changed VF setting is set again.
+    if let Some(q) = ops.queues() {
+        mark_drifted_steering(q, &mut state);
+    }
     // Recovery undoes host changes only; the state file it leaves is the one loaded.
     let prepared = prepare_with_state(config, state, &inv, profiles, plan_opts)?;
     let (mut report, _) = apply::apply(ops, &prepared.plan, &prepared.state, apply_opts, progress)
@@ -237,6 +243,148 @@ pub fn status_with(
         });
     }
     out
+}
+
+/// What the PF holds of one vPort's programmed steering, against the state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SteeringCheck {
+    /// What differs from what was applied, as sentences; empty when in sync.
+    pub drift: Vec<String>,
+    /// The rule slot holds the rule apply inserted.
+    pub rule_ours: bool,
+    /// A read failed, so the check is incomplete (said in `drift`).
+    pub unreadable: bool,
+}
+
+/// Compares the steering apply programmed for vPort `name` with its PF, by what the state
+/// recorded: the RSS context by id with its table, the ntuple rule at its slot (MAC, VLAN
+/// and target), the macvlan station found by MAC on the PF's ifindex. Reads only.
+pub fn check_vport_steering(
+    q: &mut dyn QueueOps,
+    state: &State,
+    name: &str,
+    st: &Steering,
+) -> SteeringCheck {
+    let mut c = SteeringCheck::default();
+    let v = state.vports.get(name);
+    let pf = v.map(|v| v.uplink.as_str()).unwrap_or("its PF");
+    let ifx = st.pf_ifindex;
+    let unreadable = |c: &mut SteeringCheck, what: String, e: EthtoolError| {
+        c.unreadable = true;
+        c.drift.push(format!("cannot read {what} on {pf}: {e}"));
+    };
+    let Some(mac) = crate::host::ethtool::parse_mac(&st.mac) else {
+        c.drift.push(format!(
+            "the state records MAC {:?}, which is not a MAC",
+            st.mac
+        ));
+        return c;
+    };
+    if st.mode == QueueMode::RssContext {
+        match st.context {
+            None => c
+                .drift
+                .push(format!("the state records no RSS context id on {pf}")),
+            Some(id) => match q.rss_context(ifx, id) {
+                Ok(Some(t)) if t == st.table => {}
+                Ok(Some(_)) => c.drift.push(format!(
+                    "RSS context {id} on {pf} holds another indirection table than the one applied"
+                )),
+                Ok(None) => c.drift.push(format!("RSS context {id} on {pf} is gone")),
+                Err(e) => unreadable(&mut c, format!("RSS context {id}"), e),
+            },
+        }
+    }
+    if let Some(loc) = st.location {
+        let target = match (st.mode, st.context, v.map(|v| &v.path)) {
+            (QueueMode::RssContext, Some(id), _) => Some(FlowTarget::Context { id }),
+            (QueueMode::Ntuple, _, Some(VportPath::Queues { first, .. })) => {
+                Some(FlowTarget::Queue {
+                    index: u64::from(*first),
+                })
+            }
+            _ => None,
+        };
+        let want = target.map(|target| FlowRule {
+            dst_mac: mac,
+            vlan: st.vlan,
+            location: loc,
+            target,
+        });
+        match q.rule(ifx, loc) {
+            Ok(Some(r)) if Some(r) == want => c.rule_ours = true,
+            Ok(Some(r)) => c.drift.push(format!(
+                "ntuple rule {loc} on {pf} is not the one applied (dst {}{} -> {})",
+                r.dst_mac
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+                r.vlan.map(|v| format!(" vlan {v}")).unwrap_or_default(),
+                match r.target {
+                    FlowTarget::Queue { index } => format!("queue {index}"),
+                    FlowTarget::Context { id } => format!("context {id}"),
+                }
+            )),
+            Ok(None) => c.drift.push(format!(
+                "ntuple rule {loc} on {pf} (dst {}) is gone",
+                st.mac
+            )),
+            Err(e) => unreadable(&mut c, format!("ntuple rule {loc}"), e),
+        }
+    }
+    if st.mode == QueueMode::Vmdq {
+        match q.find_macvlan(ifx, mac) {
+            Ok(Some(i)) if Some(i) == st.macvlan => {}
+            Ok(Some(i)) => c.drift.push(format!(
+                "the macvlan with MAC {} on {pf} is ifindex {i}, not the {} applied",
+                st.mac,
+                st.macvlan.map(|m| m.to_string()).unwrap_or("-".into())
+            )),
+            Ok(None) => c.drift.push(format!(
+                "the macvlan station with MAC {} on {pf} is gone",
+                st.mac
+            )),
+            Err(e) => unreadable(&mut c, format!("the macvlan with MAC {}", st.mac), e),
+        }
+    }
+    c
+}
+
+/// Adds to `list` (from [`status`]) the steering drift of each vPort on hardware queues:
+/// a context, rule or macvlan deleted or changed behind vportd's back.
+pub fn check_steering(q: &mut dyn QueueOps, state: &State, list: &mut [VportStatus]) {
+    for (name, st) in &state.steering {
+        // A vPort whose uplink is gone says so already; its steering went with it.
+        let Some(s) = list
+            .iter_mut()
+            .find(|s| &s.vport == name && s.health != Health::Lost)
+        else {
+            continue;
+        };
+        s.drift
+            .extend(check_vport_steering(q, state, name, st).drift);
+    }
+}
+
+/// Marks the state's steering that the host no longer holds as applied, so that the plan
+/// programs it afresh: what is left of it is removed first (a rule slot now holding
+/// someone else's rule is forgotten, not deleted). An incomplete check marks nothing: the
+/// apply steps read back what they touch.
+pub fn mark_drifted_steering(q: &mut dyn QueueOps, state: &mut State) {
+    let names: Vec<String> = state.steering.keys().cloned().collect();
+    for name in names {
+        let c = check_vport_steering(q, state, &name, &state.steering[&name]);
+        if c.drift.is_empty() || c.unreadable {
+            continue;
+        }
+        let st = state.steering.get_mut(&name).expect("listed above");
+        st.drifted = true;
+        if !c.rule_ours {
+            // Gone, or another's: nothing of ours to delete there.
+            st.location = None;
+        }
+    }
 }
 
 fn describe_drift(want: &VfConfig, got: &VfConfig) -> Vec<String> {

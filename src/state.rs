@@ -144,6 +144,11 @@ pub struct Steering {
     /// last such vPort turns it off again).
     #[serde(default)]
     pub feature_set: bool,
+    /// Set (in memory only) when the host no longer holds this steering as applied
+    /// (`provision::check_steering`): the planner then programs it afresh instead of
+    /// keeping it.
+    #[serde(skip)]
+    pub drifted: bool,
 }
 
 /// One queue of a vPort's queue set: its index on the function that owns it, and its

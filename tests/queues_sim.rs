@@ -656,3 +656,114 @@ fn steering_of_a_pf_gone_from_the_host_is_dropped_with_a_note() {
     assert_eq!(st.steering.keys().collect::<Vec<_>>(), ["a"]);
     assert!(plan_for(&h, &one).is_noop());
 }
+
+/// The drift `vportd status` reports for each vPort (its VF checks plus the steering read
+/// back from the host).
+fn drift(host: &mut SimHost, dir: &Path) -> std::collections::BTreeMap<String, Vec<String>> {
+    let state = State::load(dir).unwrap();
+    let mut list = provision::status(&state, &host.inventory());
+    provision::check_steering(host, &state, &mut list);
+    list.into_iter().map(|s| (s.vport, s.drift)).collect()
+}
+
+/// `status` reads the programmed steering back: a rule, an RSS context or a macvlan deleted
+/// behind vportd's back is drift of its vPort (the others stay in sync), and the next apply
+/// programs it again, after which status is clean and a further plan does nothing.
+#[test]
+fn steering_deleted_behind_vportds_back_is_drift_and_apply_restores_it() {
+    use vportd::host::ethtool::QueueOps;
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::mlx5(1);
+    let ifx = host.pfs[0].ifindex;
+    let both = mlx_config(
+        dir.path(),
+        &(vport("a", 1, "queues = 4") + &vport("b", 2, "queues = 4\nvlan = 7")),
+    );
+    apply(&mut host, &both, "r1").unwrap();
+    let clean = |d: &std::collections::BTreeMap<String, Vec<String>>| d.values().all(Vec::is_empty);
+    assert!(clean(&drift(&mut host, dir.path())));
+
+    // a's rule goes.
+    host.delete_rule(ifx, 0).unwrap();
+    let d = drift(&mut host, dir.path());
+    assert_eq!(
+        d["a"],
+        ["ntuple rule 0 on 0000:01:00.0 (dst 02:00:00:00:01:01) is gone"],
+        "{d:?}"
+    );
+    assert!(d["b"].is_empty(), "{d:?}");
+    apply(&mut host, &both, "r2").unwrap();
+    assert!(
+        clean(&drift(&mut host, dir.path())),
+        "{:?}",
+        host.pfs[0].steer
+    );
+    assert_eq!(host.pfs[0].steer.contexts.len(), 1, "no context leaked");
+    assert!(plan_for(&host, &both).is_noop());
+
+    // a's context goes (a driver reset drops it with the rule that used it).
+    let id = State::load(dir.path()).unwrap().steering["a"]
+        .context
+        .unwrap();
+    host.pfs[0].steer.contexts.remove(&id);
+    host.pfs[0].steer.rules.remove(&0);
+    let d = drift(&mut host, dir.path());
+    assert!(
+        d["a"].contains(&format!("RSS context {id} on 0000:01:00.0 is gone")),
+        "{d:?}"
+    );
+    assert!(d["b"].is_empty(), "{d:?}");
+    apply(&mut host, &both, "r3").unwrap();
+    assert!(
+        clean(&drift(&mut host, dir.path())),
+        "{:?}",
+        host.pfs[0].steer
+    );
+    assert!(plan_for(&host, &both).is_noop());
+
+    // b's slot now holds someone else's rule: drift, and apply neither deletes theirs nor
+    // overwrites it: it stops with a clear error and changes nothing.
+    let mut other = host.pfs[0].steer.rules[&1];
+    other.dst_mac = [2, 0, 0, 0, 9, 9];
+    host.pfs[0].steer.rules.insert(1, other);
+    let d = drift(&mut host, dir.path());
+    assert!(
+        d["b"][0].starts_with("ntuple rule 1 on 0000:01:00.0 is not the one applied (dst 02:00:00:00:09:09 vlan 7 -> queue"),
+        "{d:?}"
+    );
+    let before = format!("{:?}", host.pfs[0].steer);
+    let e = apply(&mut host, &both, "r4").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("ntuple slot 1 of 0000:01:00.0 holds a rule vportd did not record (dst 02:00:00:00:09:09); delete it or free the slot"),
+        "{e}"
+    );
+    assert_eq!(format!("{:?}", host.pfs[0].steer), before);
+    // Freed by its owner: the next apply puts b's rule back.
+    host.delete_rule(ifx, 1).unwrap();
+    apply(&mut host, &both, "r5").unwrap();
+    assert!(
+        clean(&drift(&mut host, dir.path())),
+        "{:?}",
+        host.pfs[0].steer
+    );
+
+    // ixgbe: the macvlan station goes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::ixgbe(1);
+    let t = text(dir.path(), "num_vfs = 0", &vport("m", 1, "queues = 1"));
+    apply(&mut host, &t, "r1").unwrap();
+    assert!(clean(&drift(&mut host, dir.path())));
+    let mv = host.pfs[0].steer.macvlans[0].0;
+    host.delete_link(mv).unwrap();
+    let d = drift(&mut host, dir.path());
+    assert_eq!(
+        d["m"],
+        ["the macvlan station with MAC 02:00:00:00:01:01 on 0000:01:00.0 is gone"],
+        "{d:?}"
+    );
+    apply(&mut host, &t, "r2").unwrap();
+    assert_eq!(host.pfs[0].steer.macvlans.len(), 1);
+    assert!(clean(&drift(&mut host, dir.path())));
+    assert!(plan_for(&host, &t).is_noop());
+}
