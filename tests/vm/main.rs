@@ -16,6 +16,7 @@ mod provision;
 mod queue_groups;
 mod queues;
 mod rebalance;
+mod switch_vf;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,0 +1,139 @@
+//! The software switch trunked through a VF (`[[uplink]] switch_vf`) on the real igb/igbvf
+//! drivers: vportd apply reserves and configures VF 0, the daemon's switch opens the VF's
+//! netdev and registers the software vPorts' MACs as its unicast addresses, and the vPorts
+//! (TAPs in their own namespaces) reach the other PF through it, both ways. Without trust,
+//! after the PF set the VF's MAC, igb refuses unicast filters (its kernel log says so); apply
+//! trusts the VF again and the switch carries traffic again.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::rig::{Rig, rig_or_skip};
+use crate::{boot, run};
+
+fn vf0(ip_json: &str) -> Value {
+    let links: Vec<Value> = serde_json::from_str(ip_json).expect("ip -j prints JSON");
+    links[0]["vfinfo_list"]
+        .as_array()
+        .and_then(|l| l.iter().find(|v| v["vf"] == 0).cloned())
+        .unwrap_or_else(|| panic!("ip shows no VF 0: {ip_json}"))
+}
+
+#[test]
+fn software_vports_reach_the_wire_through_a_vf_trunk() {
+    crate::stall_retry(
+        "software_vports_reach_the_wire_through_a_vf_trunk",
+        software_vports_reach_the_wire_through_a_vf_trunk_once,
+    );
+}
+
+fn software_vports_reach_the_wire_through_a_vf_trunk_once() {
+    let test = "software_vports_reach_the_wire_through_a_vf_trunk";
+    let Some(_) = rig_or_skip(test) else { return };
+    let bridge = std::fs::read("/usr/sbin/bridge").expect("iproute2's bridge on the build machine");
+    let mut guest = boot(
+        test,
+        Rig::new()
+            .pfs(2)
+            .module("tun")
+            .file("/usr/sbin/bridge", bridge, 0o755),
+    );
+    let o = run(
+        &mut guest,
+        test,
+        include_str!("scenarios/switch_vf.sh"),
+        Duration::from_secs(400),
+    )
+    .success();
+    let text = |name: &str| o.text(name);
+    let rc = |name: &str| text(&format!("{name}.rc")).trim().to_string();
+    let show = |name: &str| {
+        format!(
+            "{}\n--- daemon log ---\n{}",
+            text(&format!("{name}.out")),
+            text("daemon.log")
+        )
+    };
+
+    // apply created VF 0 for the switch: trusted, spoof checking off, no port VLAN.
+    assert_eq!(
+        rc("apply"),
+        "0",
+        "{}{}",
+        text("apply.out"),
+        text("apply.err")
+    );
+    let applied = text("apply.out") + &text("apply.err");
+    assert!(applied.contains("for the software switch"), "{applied}");
+    let vf = vf0(&text("apply.ip.json"));
+    assert_eq!(vf["trust"], true, "{vf}");
+    assert_eq!(vf["spoofchk"], false, "{vf}");
+    // iproute2 prints VLAN 0 as an empty entry.
+    assert!(vf["vlan_list"][0]["vlan"].is_null(), "{vf}");
+
+    // Both vPorts reach eth1 through the VF, and eth1 reaches them.
+    for (from, to) in [
+        ("s1", "10.0.0.2"),
+        ("s2", "10.0.0.2"),
+        ("b", "10.0.0.11"),
+        ("b", "10.0.0.12"),
+    ] {
+        let step = format!("ping.{from}-{to}");
+        assert_eq!(rc(&step), "0", "{}", show(&step));
+    }
+    // The VF's unicast list holds the vPorts' MACs while the switch runs, and not after.
+    let vfdev = text("vfdev").trim().to_string();
+    for mac in ["02:00:00:00:0b:01", "02:00:00:00:0b:02"] {
+        assert!(
+            text("fdb").contains(&format!("{mac} self permanent")),
+            "{vfdev}: {}",
+            text("fdb")
+        );
+        assert!(
+            !text("fdb.stopped").contains(mac),
+            "{}",
+            text("fdb.stopped")
+        );
+    }
+    // The trunk is the VF's netdev, and it carried the frames.
+    let snap: Value = serde_json::from_str(&text("switch.json")).unwrap();
+    let up = snap["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == "uplink")
+        .cloned()
+        .unwrap();
+    assert_eq!(up["netdev"], vfdev.as_str(), "{up}");
+    assert!(
+        up["rx_packets"].as_u64().unwrap() >= 4 && up["tx_packets"].as_u64().unwrap() >= 4,
+        "{up}"
+    );
+
+    // The PF set the VF's MAC and does not trust it: igb refuses its unicast filters.
+    let denied = "VF 0 requested MAC filter but is administratively denied";
+    assert!(
+        text("denied.dmesg").contains(denied),
+        "{}",
+        text("denied.dmesg")
+    );
+    // apply trusts it again; the filter is taken and the switch carries traffic again.
+    let again = text("again.out") + &text("again.err");
+    assert_eq!(rc("again"), "0", "{again}");
+    assert!(again.contains("for the software switch"), "{again}");
+    let vf = vf0(&text("again.ip.json"));
+    assert_eq!(vf["trust"], true, "{vf}");
+    assert_eq!(
+        vf["address"], "02:00:00:00:0c:00",
+        "no vPort's MAC: left as it is"
+    );
+    assert!(
+        !text("again.dmesg").contains(denied),
+        "{}",
+        text("again.dmesg")
+    );
+    for step in ["again.s1-10.0.0.2", "again.b-10.0.0.12"] {
+        assert_eq!(rc(step), "0", "{}", show(step));
+    }
+}
