@@ -30,3 +30,19 @@ start_udevd() {
 
 # The PCI functions bound to igb (the emulated 82576 PFs).
 igb_pfs() { ls /sys/bus/pci/drivers/igb 2>/dev/null | grep '^0000:' || true; }
+
+# pf_pair SECONDS: the two igb PFs on one QEMU hub as two hosts, eth0 in namespace a
+# (10.0.0.1/24) and eth1 in namespace b (10.0.0.2/24), both up; waits up to SECONDS for each
+# carrier. Traffic between them raises real per-queue interrupts on both.
+pf_pair() {
+  for _side in "a eth0 10.0.0.1" "b eth1 10.0.0.2"; do
+    set -- "$1" $_side
+    ip netns add "$2"
+    ip link set "$3" netns "$2"
+    ip -n "$2" link set lo up
+    ip -n "$2" addr add "$4/24" dev "$3"
+    ip -n "$2" link set "$3" up
+  done
+  wait_for "$1" sh -c '/usr/sbin/ip -n a link show eth0 | grep -q LOWER_UP'
+  wait_for "$1" sh -c '/usr/sbin/ip -n b link show eth1 | grep -q LOWER_UP'
+}

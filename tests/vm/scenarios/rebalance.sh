@@ -13,18 +13,7 @@ set -e
 LOAD_S=${LOAD_S:-10}
 METRICS=http://127.0.0.1:9477/metrics
 
-ip netns add a
-ip netns add b
-ip link set eth0 netns a
-ip link set eth1 netns b
-ip -n a link set lo up
-ip -n b link set lo up
-ip -n a addr add 10.0.0.1/24 dev eth0
-ip -n b addr add 10.0.0.2/24 dev eth1
-ip -n a link set eth0 up
-ip -n b link set eth1 up
-wait_for 30 sh -c '/usr/sbin/ip -n a link show eth0 | grep -q LOWER_UP'
-wait_for 30 sh -c '/usr/sbin/ip -n b link show eth1 | grep -q LOWER_UP'
+pf_pair 30
 
 # The queue IRQs of a netdev (eth0-TxRx-0 ...; not the link IRQ named eth0), from the global
 # /proc/interrupts: IRQs are not per namespace.
