@@ -50,6 +50,13 @@ enum Command {
         /// Hardware profiles directory to use instead of the built-in set.
         #[arg(long, value_name = "DIR")]
         profiles: Option<PathBuf>,
+        /// Also show each provisioned vPort's queue set (its queues by index and IRQ, and
+        /// its CPU set, `cpus` included) from this config's state.
+        #[arg(long, value_name = "CONFIG", conflicts_with = "state_dir")]
+        config: Option<PathBuf>,
+        /// Also show each provisioned vPort's queue set from the state in DIR.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Show where each vPort of CONFIG would go, and the steps to get there. Changes nothing.
     ///
@@ -412,8 +419,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
             fixture,
             record,
             profiles,
+            config,
+            state_dir,
         } => {
             let profiles = load_profiles(profiles.as_ref())?;
+            // Bad input first: a config or state that cannot be read changes nothing.
+            let config = config
+                .map(|c| vportd::config::load(&c).map_err(Failure::input))
+                .transpose()?;
+            let vports = match (&config, &state_dir) {
+                (Some(c), _) => Some((
+                    State::load(&c.state_dir).map_err(Failure::input)?,
+                    provision::vport_cpus(c),
+                )),
+                (None, Some(d)) => {
+                    Some((State::load(d).map_err(Failure::input)?, Default::default()))
+                }
+                (None, None) => None,
+            };
             let (mut fs, nl) = match &fixture {
                 Some(dir) => {
                     let text =
@@ -438,10 +461,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .map_err(Failure::runtime)?;
             }
             let inv = inventory::discover(&fs, &nl, &profiles).map_err(Failure::runtime)?;
-            if json {
-                emit(&(to_json(&inv) + "\n"));
-            } else {
-                emit(&render::inventory(&inv));
+            let sets = vports.map(|(state, cpus)| vportd::state::queue_sets(&state, &inv, &cpus));
+            match (json, sets) {
+                (true, None) => emit(&(to_json(&inv) + "\n")),
+                (true, Some(sets)) => {
+                    let mut v = serde_json::to_value(&inv).expect("inventories serialize");
+                    v["vport_queue_sets"] =
+                        serde_json::to_value(&sets).expect("queue sets serialize");
+                    emit(&(to_json(&v) + "\n"));
+                }
+                (false, sets) => {
+                    let mut text = render::inventory(&inv);
+                    if let Some(sets) = sets {
+                        text += &render::queue_sets(&sets.iter().collect::<Vec<_>>());
+                    }
+                    emit(&text);
+                }
             }
             Ok(())
         }

@@ -393,34 +393,7 @@ pub fn status(list: &[crate::provision::VportStatus]) -> String {
     let mut out = table(&["VPORT", "UPLINK", "PATH", "VF", "HEALTH", "STATE"], &rows);
     let sets: Vec<_> = list.iter().filter_map(|s| s.queue_set.as_ref()).collect();
     if !sets.is_empty() {
-        out.push_str("\nqueue sets (queue index and IRQ, on the function that owns them):\n");
-        let rows: Vec<Vec<String>> = sets
-            .iter()
-            .map(|q| {
-                vec![
-                    q.vport.clone(),
-                    q.function.clone(),
-                    if q.queues.is_empty() {
-                        "- (none named by index)".into()
-                    } else {
-                        q.queues
-                            .iter()
-                            .map(|x| format!("{} {} irq {}", x.kind, x.index, x.irq))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    },
-                    format!(
-                        "{} ({})",
-                        crate::parse::format_cpulist(&q.cpus),
-                        match q.cpus_from {
-                            "vport" => "its cpus",
-                            _ => "function's local CPUs",
-                        }
-                    ),
-                ]
-            })
-            .collect();
-        out.push_str(&table(&["VPORT", "FUNCTION", "QUEUES", "CPUS"], &rows));
+        out.push_str(&queue_sets(&sets));
     }
     let soft: Vec<_> = list
         .iter()
@@ -465,5 +438,44 @@ pub fn status(list: &[crate::provision::VportStatus]) -> String {
             .collect();
         out.push_str(&table(&["VPORT", "NIC", "COUNTERS"], &rows));
     }
+    out
+}
+
+/// Each vPort's queue set: its queues by kind, index and IRQ on the function that owns them,
+/// and its CPU set with where that came from (`vportd status`, `vportd discover --config`).
+pub fn queue_sets(sets: &[&crate::state::VportQueueSet]) -> String {
+    let mut out =
+        String::from("\nqueue sets (queue index and IRQ, on the function that owns them):\n");
+    if sets.is_empty() {
+        out.push_str("  no vPort on a VF or hardware queues\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = sets
+        .iter()
+        .map(|q| {
+            vec![
+                q.vport.clone(),
+                q.function.clone(),
+                if q.queues.is_empty() {
+                    "- (none named by index)".into()
+                } else {
+                    q.queues
+                        .iter()
+                        .map(|x| format!("{} {} irq {}", x.kind, x.index, x.irq))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                format!(
+                    "{} ({})",
+                    crate::parse::format_cpulist(&q.cpus),
+                    match q.cpus_from {
+                        "vport" => "its cpus",
+                        _ => "function's local CPUs",
+                    }
+                ),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["VPORT", "FUNCTION", "QUEUES", "CPUS"], &rows));
     out
 }

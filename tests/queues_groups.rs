@@ -161,3 +161,104 @@ fn a_vports_queues_are_one_group_inside_its_cpus_and_labelled_in_the_metrics() {
     let report = r.tick(2000, 1.0).unwrap();
     assert!(report.moves.is_empty(), "{:#?}", report.moves);
 }
+
+fn discover(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_vportd"))
+        .args(["discover", "--fixture", FIXTURE])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vportd discover {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `vportd discover --state-dir DIR` / `--config FILE`: the inventory plus each provisioned
+/// vPort's queue set (JSON `vport_queue_sets`, text "queue sets"), its queues named by kind,
+/// index and IRQ as /proc/interrupts names them; with `--config`, the vPort's own `cpus`.
+/// Without either flag the inventory alone, as before.
+#[test]
+fn discover_shows_each_vports_queue_set_from_a_state_or_config() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = state_dir(work.path());
+    let cfg = work.path().join("host.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\n[[vport]]\nname = \"vm1\"\nuplink = \"{PF}\"\nmac = \"02:00:00:00:01:02\"\ncpus = \"2-3\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let json = |out: std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let plain = json(discover(&["--json"]));
+    assert!(plain.get("vport_queue_sets").is_none(), "{plain:#}");
+    assert!(plain.get("pci_functions").is_some());
+
+    let d = dir.to_str().unwrap();
+    let v = json(discover(&["--json", "--state-dir", d]));
+    assert!(
+        v.get("pci_functions").is_some(),
+        "the inventory is still there"
+    );
+    let sets = v["vport_queue_sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    let s = &sets[0];
+    assert_eq!(s["vport"], "vm1");
+    assert_eq!(s["function"], VF1);
+    let queues: Vec<(String, u64, u64, String)> = s["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            (
+                q["kind"].as_str().unwrap().to_string(),
+                q["index"].as_u64().unwrap(),
+                q["irq"].as_u64().unwrap(),
+                q["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        queues,
+        [
+            ("tx".to_string(), 0, 32, "eth3-tx-0".to_string()),
+            ("rx".to_string(), 0, 33, "eth3-rx-0".to_string())
+        ]
+    );
+    assert_eq!(s["cpus_from"], "function");
+
+    let v = json(discover(&["--json", "--config", cfg.to_str().unwrap()]));
+    let s = &v["vport_queue_sets"][0];
+    assert_eq!(s["cpus"], serde_json::json!([2, 3]));
+    assert_eq!(s["cpus_from"], "vport");
+
+    let text = String::from_utf8(discover(&["--config", cfg.to_str().unwrap()]).stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("vm1"))
+        .unwrap_or_else(|| panic!("no vm1 row:\n{text}"));
+    for part in [VF1, "tx 0 irq 32", "rx 0 irq 33", "2-3 (its cpus)"] {
+        assert!(line.contains(part), "{part:?} not in {line:?}");
+    }
+    assert!(text.contains("queue sets (queue index and IRQ"), "{text}");
+
+    // A state that cannot be read is bad input: exit 2, nothing printed on stdout.
+    let bad = work.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::write(bad.join("state.json"), "{").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vportd"))
+        .args(["discover", "--fixture", FIXTURE, "--state-dir"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("state.json"), "{err}");
+}
