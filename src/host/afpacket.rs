@@ -197,6 +197,12 @@ pub struct AfPacket {
     vnet: bool,
     /// The netdev the rings are bound to, to tell a deleted device from a passing error.
     ifindex: i32,
+    /// For the kernel flow cache (host::tcflow): the receive counter whose filter saw every
+    /// frame before the ring did, slots handed back, and frames the kernel dropped for want
+    /// of a slot (PACKET_STATISTICS, read when a slot says TP_STATUS_LOSING).
+    counter: Option<crate::host::tcflow::RxCounter>,
+    rx_slots: u64,
+    rx_lost: u64,
 }
 
 // SAFETY: the mapping is owned by this value alone and only touched through &mut self; moving
@@ -218,7 +224,7 @@ impl AfPacket {
     /// (use [`RingSize::GSO`]); the interface should be up.
     pub fn open(ifname: &str, vnet_hdr: bool, size: RingSize) -> Result<Self, AfPacketError> {
         let (fd, ifindex) = open_socket(ifname)?;
-        Self::setup(fd, ifindex, ifname, vnet_hdr, size)
+        Self::setup(fd, ifindex, ifname, vnet_hdr, size, false)
     }
 
     /// Opens rings on the netdev with index `ifindex`: how the daemon opens an uplink it
@@ -230,7 +236,24 @@ impl AfPacket {
                 ifname: format!("with index {ifindex}"),
             })?;
         let (fd, _) = new_socket(&ifname, ifindex as i32)?;
-        Self::setup(fd, ifindex as i32, &ifname, vnet_hdr, size)
+        Self::setup(fd, ifindex as i32, &ifname, vnet_hdr, size, false)
+    }
+
+    /// [`AfPacket::open_index`] for a port the kernel flow cache may serve: a counting socket
+    /// filter (host::tcflow::RxCounter) is attached before the socket is bound, so the cache
+    /// can tell when the ring holds nothing the switch has not forwarded.
+    pub fn open_index_counted(
+        ifindex: u32,
+        vnet_hdr: bool,
+        size: RingSize,
+    ) -> Result<Self, AfPacketError> {
+        let ifname = nix::net::if_::if_indextoname(ifindex)
+            .map(|n| n.to_string_lossy().into_owned())
+            .map_err(|_| AfPacketError::NoInterface {
+                ifname: format!("with index {ifindex}"),
+            })?;
+        let (fd, _) = new_socket(&ifname, ifindex as i32)?;
+        Self::setup(fd, ifindex as i32, &ifname, vnet_hdr, size, true)
     }
 
     fn setup(
@@ -239,6 +262,7 @@ impl AfPacket {
         ifname: &str,
         vnet_hdr: bool,
         size: RingSize,
+        counted: bool,
     ) -> Result<Self, AfPacketError> {
         let raw = fd.as_raw_fd();
         let step = |step: &'static str| {
@@ -303,7 +327,7 @@ impl AfPacket {
             return Err(step("map the rings")(std::io::Error::last_os_error()));
         }
         let direct = direct_socket(ifname, ifindex, vnet_hdr)?;
-        let edge = AfPacket {
+        let mut edge = AfPacket {
             fd,
             direct,
             map: map.cast(),
@@ -313,7 +337,26 @@ impl AfPacket {
             tx_head: 0,
             vnet: vnet_hdr,
             ifindex,
+            counter: None,
+            rx_slots: 0,
+            rx_lost: 0,
         };
+        if counted {
+            let counter =
+                crate::host::tcflow::RxCounter::new().map_err(|e| AfPacketError::Setup {
+                    ifname: ifname.to_string(),
+                    step: "load the receive counter",
+                    source: std::io::Error::other(e),
+                })?;
+            setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_BPF,
+                &counter.count_prog(),
+            )
+            .map_err(step("attach the receive counter"))?;
+            edge.counter = Some(counter);
+        }
         // Our own transmissions would otherwise come back on the receive ring.
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &1i32)
             .map_err(step("ignore outgoing frames"))?;
@@ -437,6 +480,26 @@ impl AfPacket {
     }
 }
 
+/// Frames the kernel dropped for want of a ring slot since the last call (reading resets them).
+fn take_drops(fd: RawFd) -> u64 {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `st`, a live tpacket_stats.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 { u64::from(st.tp_drops) } else { 0 }
+}
+
 /// Reads a slot's status with acquire ordering: the kernel hands the slot over by writing it.
 fn status(hdr: *mut u8) -> u32 {
     // SAFETY: hdr points at a tpacket2_hdr at the start of a slot inside the live mapping;
@@ -457,6 +520,10 @@ impl Edge for AfPacket {
     }
 
     fn recv(&mut self, batch: &mut Batch) -> std::io::Result<()> {
+        if let Some(c) = &self.counter {
+            // Everything handed out before this call has been forwarded by now.
+            c.set_consumed(self.rx_slots + self.rx_lost);
+        }
         while !batch.is_full() {
             let slot = self.slot(false, self.rx_head);
             let st = status(slot);
@@ -488,6 +555,10 @@ impl Edge for AfPacket {
                 };
                 (tpid, hdr.tp_vlan_tci)
             });
+            self.rx_slots += 1;
+            if st & libc::TP_STATUS_LOSING != 0 && self.counter.is_some() {
+                self.rx_lost += take_drops(self.fd.as_raw_fd());
+            }
             if st & TP_STATUS_COPY != 0 {
                 // Hand the slot back first: its data is truncated, the packet is queued.
                 set_status(slot, libc::TP_STATUS_KERNEL);
@@ -567,6 +638,30 @@ impl Edge for AfPacket {
 
     fn offloads(&self) -> bool {
         self.vnet
+    }
+
+    fn kernel_port(&self) -> Option<crate::switch::io::KernelPort> {
+        self.counter
+            .as_ref()
+            .map(|c| crate::switch::io::KernelPort {
+                ifindex: self.ifindex as u32,
+                rx_counter: c.map_fd(),
+            })
+    }
+
+    /// Replaces the socket's filter (SO_ATTACH_BPF swaps it atomically: every frame passes
+    /// one or the other, and both count what they let in).
+    fn set_rx_filter(&mut self, prog: Option<RawFd>) -> std::io::Result<()> {
+        let Some(c) = &self.counter else {
+            return Err(std::io::Error::from(std::io::ErrorKind::Unsupported));
+        };
+        let fd = prog.unwrap_or(c.count_prog());
+        setsockopt(
+            self.fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_BPF,
+            &fd,
+        )
     }
 
     /// A packet socket whose netdev is deleted reports ENETDOWN once and keeps its rings;

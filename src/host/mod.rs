@@ -17,6 +17,7 @@ pub mod qstats;
 pub mod sched;
 pub mod sriov;
 pub mod tap;
+pub mod tcflow;
 pub mod uevent;
 pub mod wait;
 

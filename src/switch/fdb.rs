@@ -39,6 +39,14 @@ fn key(mac: MacAddr, vid: u16) -> u64 {
     mac.to_u64() | (u64::from(vid) << 48)
 }
 
+fn unkey(k: u64) -> (MacAddr, u16) {
+    let b = k.to_be_bytes();
+    (
+        MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]]),
+        (k >> 48) as u16,
+    )
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     port: PortId,
@@ -73,6 +81,9 @@ pub struct Fdb {
     /// stale lines skipped lazily), for fair eviction.
     per_port: Vec<PortEntries>,
     evictions: u64,
+    /// Keys whose entry moved or went away since the last `take_changes`, recorded only while
+    /// someone (the kernel flow cache) depends on entries staying put.
+    changes: Option<Vec<u64>>,
 }
 
 #[derive(Default)]
@@ -90,6 +101,27 @@ impl Fdb {
             serial: 0,
             per_port: Vec::new(),
             evictions: 0,
+            changes: None,
+        }
+    }
+
+    /// Starts (or stops) recording which entries move or go away.
+    pub fn track_changes(&mut self, on: bool) {
+        self.changes = on.then(Vec::new);
+    }
+
+    /// The (MAC, VLAN) entries that moved, aged out, were evicted or flushed since the last
+    /// call (empty when not tracking).
+    pub fn take_changes(&mut self) -> Vec<(MacAddr, u16)> {
+        match &mut self.changes {
+            Some(c) if !c.is_empty() => std::mem::take(c).into_iter().map(unkey).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn changed(changes: &mut Option<Vec<u64>>, k: u64) {
+        if let Some(c) = changes {
+            c.push(k);
         }
     }
 
@@ -124,14 +156,27 @@ impl Fdb {
         self.map.get(&key(mac, vid)).map(|e| e.port)
     }
 
+    /// Marks `mac` on `vid` seen at `now` if it is still learned on `port` (frames the kernel
+    /// flow cache forwarded for it, which the pipeline never saw). False when it is not.
+    pub fn refresh(&mut self, mac: MacAddr, vid: u16, port: PortId, now: u64) -> bool {
+        match self.map.get_mut(&key(mac, vid)) {
+            Some(e) if e.port == port => {
+                e.last_seen = e.last_seen.max(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Pins `mac` on `vid` to `port`; static entries never age and do not count toward the
     /// port's learning limit.
     pub fn add_static(&mut self, mac: MacAddr, vid: u16, port: PortId) {
         let k = key(mac, vid);
-        if let Some(old) = self.map.get(&k).copied()
-            && !old.is_static
-        {
-            self.port_mut(old.port).count -= 1;
+        if let Some(old) = self.map.get(&k).copied() {
+            Self::changed(&mut self.changes, k);
+            if !old.is_static {
+                self.port_mut(old.port).count -= 1;
+            }
         }
         self.serial += 1;
         let serial = self.serial;
@@ -178,6 +223,7 @@ impl Fdb {
             e.serial = serial;
             self.port_mut(from).count -= 1;
             self.push_order(port, k, serial);
+            Self::changed(&mut self.changes, k);
             return Learned::Moved { from };
         }
         if limit.is_some_and(|l| self.port_count(port) >= l) {
@@ -237,6 +283,7 @@ impl Fdb {
                 self.map.remove(&k);
                 self.per_port[port].count -= 1;
                 self.evictions += 1;
+                Self::changed(&mut self.changes, k);
                 return;
             }
         }
@@ -247,10 +294,12 @@ impl Fdb {
         let aging = self.aging_ns;
         let before = self.map.len();
         let per_port = &mut self.per_port;
-        self.map.retain(|_, e| {
+        let changes = &mut self.changes;
+        self.map.retain(|k, e| {
             let keep = e.is_static || now.saturating_sub(e.last_seen) < aging;
             if !keep {
                 per_port[e.port.0].count -= 1;
+                Self::changed(changes, *k);
             }
             keep
         });
@@ -261,10 +310,14 @@ impl Fdb {
     /// `with_static` its static entries too (it was removed).
     pub fn flush_port(&mut self, port: PortId, with_static: bool) {
         let per_port = &mut self.per_port;
-        self.map.retain(|_, e| {
+        let changes = &mut self.changes;
+        self.map.retain(|k, e| {
             let keep = e.port != port || (e.is_static && !with_static);
-            if !keep && !e.is_static {
-                per_port[e.port.0].count -= 1;
+            if !keep {
+                Self::changed(changes, *k);
+                if !e.is_static {
+                    per_port[e.port.0].count -= 1;
+                }
             }
             keep
         });
@@ -278,13 +331,8 @@ impl Fdb {
         self.map
             .iter()
             .map(|(k, e)| {
-                let b = k.to_be_bytes();
-                (
-                    MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]]),
-                    (k >> 48) as u16,
-                    e.port,
-                    e.is_static,
-                )
+                let (mac, vid) = unkey(*k);
+                (mac, vid, e.port, e.is_static)
             })
             .collect()
     }

@@ -11,6 +11,7 @@
 pub mod acl;
 pub mod counters;
 pub mod fdb;
+pub mod flowcache;
 pub mod io;
 pub mod packet;
 pub mod pipeline;
@@ -26,6 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use counters::{Counters, DropReason, PortStats};
+pub use flowcache::{FastStats, FlowBackend};
 pub use io::{Batch, Edge};
 pub use pipeline::Pipeline;
 pub use port::PortConfig;
@@ -95,6 +97,9 @@ pub struct Switch {
     last_expire: u64,
     /// A NIC was lost during a poll: the worker recomputes the descriptors it sleeps on.
     nics_changed: bool,
+    /// The kernel flow cache, when turned on ([`Switch::enable_fastpath`]).
+    fast: Option<flowcache::FlowCache>,
+    last_sweep: u64,
 }
 
 impl Switch {
@@ -109,6 +114,97 @@ impl Switch {
             counters: Arc::new(Counters::new(1, MAX_PORTS)),
             last_expire: 0,
             nics_changed: false,
+            fast: None,
+            last_sweep: 0,
+        }
+    }
+
+    /// Turns the kernel flow cache on ([`flowcache`]): every kernel port connected now or
+    /// later gets its kernel half from `backend`. The pipeline stays the authority; the cache
+    /// only repeats its unicast decisions between ports without per-frame policy.
+    pub fn enable_fastpath(&mut self, backend: Box<dyn FlowBackend>) {
+        self.disable_fastpath();
+        self.fast = Some(flowcache::FlowCache::new(backend));
+        self.pipeline.unicast = Some(Vec::new());
+        self.pipeline.fdb.track_changes(true);
+        for port in 0..self.edges.len() {
+            self.attach_fast(PortId(port));
+        }
+    }
+
+    /// Turns it off again: every flow goes, every edge gets its own filter back.
+    pub fn disable_fastpath(&mut self) {
+        for port in 0..self.edges.len() {
+            self.detach_fast(PortId(port));
+        }
+        if let Some(mut fc) = self.fast.take() {
+            fc.sweep(
+                &mut self.pipeline.stats,
+                &mut self.pipeline.fdb,
+                self.last_sweep,
+            );
+        }
+        self.pipeline.unicast = None;
+        self.pipeline.fdb.track_changes(false);
+    }
+
+    /// The flow cache's counts (None when it is off). Hits are as of the last sweep.
+    pub fn fastpath_stats(&self) -> Option<FastStats> {
+        self.fast.as_ref().map(flowcache::FlowCache::stats)
+    }
+
+    /// The flow cache itself, for tests and status.
+    pub fn flowcache(&self) -> Option<&flowcache::FlowCache> {
+        self.fast.as_ref()
+    }
+
+    fn attach_fast(&mut self, port: PortId) {
+        let (Some(fc), Some(Some(edge))) = (self.fast.as_mut(), self.edges.get_mut(port.0)) else {
+            return;
+        };
+        let Some(kp) = edge.kernel_port() else {
+            return;
+        };
+        if let Ok(prog) = fc.attach(port, &kp)
+            && edge.set_rx_filter(Some(prog)).is_err()
+        {
+            fc.detach(port);
+        }
+    }
+
+    fn detach_fast(&mut self, port: PortId) {
+        let Some(fc) = self.fast.as_mut() else {
+            return;
+        };
+        if !fc.attached(port) {
+            return;
+        }
+        if let Some(Some(edge)) = self.edges.get_mut(port.0) {
+            let _ = edge.set_rx_filter(None);
+        }
+        fc.detach(port);
+    }
+
+    /// Replaces a port's configuration (ACLs, VLAN mode, limits, admin state) keeping its NIC;
+    /// cached flows through the port go.
+    pub fn reconfigure(&mut self, port: PortId, cfg: PortConfig) -> Result<(), SwitchError> {
+        self.check(port)?;
+        if let Some(fc) = self.fast.as_mut() {
+            fc.forget_port(port);
+        }
+        let offloads = self.pipeline.offloads(port);
+        self.pipeline.set_port_config(port, cfg);
+        let connected = self.edges[port.0].is_some();
+        self.pipeline.set_link(port, connected, offloads);
+        self.fast_changes();
+        Ok(())
+    }
+
+    /// Drops the cached flows that depend on table entries that moved or went away.
+    fn fast_changes(&mut self) {
+        if let Some(fc) = self.fast.as_mut() {
+            let changed = self.pipeline.fdb.take_changes();
+            fc.forget_macs(&changed);
         }
     }
 
@@ -162,15 +258,19 @@ impl Switch {
     pub fn connect(&mut self, port: PortId, edge: Box<dyn Edge>) -> Result<(), SwitchError> {
         self.check(port)?;
         let offloads = edge.offloads();
+        self.detach_fast(port);
         self.edges[port.0] = Some(edge);
         self.pipeline.set_link(port, true, offloads);
+        self.attach_fast(port);
         Ok(())
     }
 
     /// Disconnects a port's NIC: link down. Returns the NIC.
     pub fn disconnect(&mut self, port: PortId) -> Result<Option<Box<dyn Edge>>, SwitchError> {
         self.check(port)?;
+        self.detach_fast(port);
         self.pipeline.set_link(port, false, false);
+        self.fast_changes();
         Ok(self.edges[port.0].take())
     }
 
@@ -206,7 +306,12 @@ impl Switch {
     /// how many frames came in. `now` is nanoseconds on a monotonic clock.
     pub fn poll(&mut self, now: u64) -> usize {
         if now.saturating_sub(self.last_expire) >= 1_000_000_000 {
+            if let Some(fc) = self.fast.as_mut() {
+                fc.sweep(&mut self.pipeline.stats, &mut self.pipeline.fdb, now);
+                self.last_sweep = now;
+            }
             self.pipeline.fdb.expire(now);
+            self.fast_changes();
             self.last_expire = now;
             // A deleted netdev raises its socket's error when it goes down, before it is
             // gone: the check then finds it still there. Asking every NIC once a second
@@ -234,9 +339,34 @@ impl Switch {
             self.pipeline
                 .process(PortId(src), &self.rx, now, &mut self.tx);
             self.flush();
+            if self.fast.is_some() {
+                self.offer_flows(PortId(src));
+            }
         }
         self.counters.publish(0, &self.pipeline.stats);
         received
+    }
+
+    /// After a batch went out: drops flows the batch invalidated, then offers the batch's
+    /// unicast decisions to the flow cache.
+    fn offer_flows(&mut self, src: PortId) {
+        self.fast_changes();
+        let Some(fc) = self.fast.as_mut() else {
+            return;
+        };
+        let Some(list) = self.pipeline.unicast.as_mut() else {
+            return;
+        };
+        for u in list.drain(..) {
+            fc.offer(
+                &self.pipeline.ports,
+                &self.pipeline.fdb,
+                src,
+                u.dst,
+                u.vid,
+                self.rx.frame(u.index),
+            );
+        }
     }
 
     /// Sends every destination's batch and counts what went out.
@@ -274,8 +404,12 @@ impl Switch {
     /// drops, as for a disconnected NIC) and the worker stops polling it; whoever attached it
     /// connects a new one when the device is back.
     fn lose_nic(&mut self, port: usize) {
+        if let Some(fc) = self.fast.as_mut() {
+            fc.detach(PortId(port));
+        }
         if self.edges.get_mut(port).and_then(Option::take).is_some() {
             self.pipeline.set_link(PortId(port), false, false);
+            self.fast_changes();
             self.pipeline.stats[port].nic_lost += 1;
             self.nics_changed = true;
         }
@@ -388,6 +522,12 @@ impl Switch {
             Command::RemovePort(port, reply) => {
                 let _ = reply.send(self.remove_port(port));
             }
+            Command::Reconfigure(port, cfg, reply) => {
+                let _ = reply.send(self.reconfigure(port, cfg));
+            }
+            Command::Fastpath(reply) => {
+                let _ = reply.send(Ok(self.fastpath_stats()));
+            }
         }
     }
 }
@@ -399,6 +539,8 @@ enum Command {
     Connect(PortId, Box<dyn Edge>, Reply<()>),
     Disconnect(PortId, Reply<Option<Box<dyn Edge>>>),
     RemovePort(PortId, Reply<Option<Box<dyn Edge>>>),
+    Reconfigure(PortId, PortConfig, Reply<()>),
+    Fastpath(Reply<Option<FastStats>>),
 }
 
 /// A running switch: its counters, and commands to its worker.
@@ -446,6 +588,16 @@ impl SwitchHandle {
 
     pub fn remove_port(&self, port: PortId) -> Result<Option<Box<dyn Edge>>, SwitchError> {
         self.ask(|r| Command::RemovePort(port, r))
+    }
+
+    /// Replaces a port's configuration, keeping its NIC ([`Switch::reconfigure`]).
+    pub fn reconfigure(&self, port: PortId, cfg: PortConfig) -> Result<(), SwitchError> {
+        self.ask(|r| Command::Reconfigure(port, cfg, r))
+    }
+
+    /// The flow cache's counts (None when it is off).
+    pub fn fastpath_stats(&self) -> Result<Option<FastStats>, SwitchError> {
+        self.ask(Command::Fastpath)
     }
 
     /// Stops the worker and returns the switch (with its NICs) as it was.

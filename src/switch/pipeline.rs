@@ -18,11 +18,24 @@ pub(crate) struct PortState {
     pub offloads: bool,
 }
 
+/// A frame the pipeline sent, unchanged, to exactly one port it knew its destination on: what
+/// the kernel flow cache may take over ([`crate::switch::flowcache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unicast {
+    /// The frame's place in the batch.
+    pub index: usize,
+    pub dst: PortId,
+    pub vid: u16,
+}
+
 /// The pure part of the switch: ports, table, counters. One owner, no locks.
 pub struct Pipeline {
     pub(crate) ports: Vec<Option<PortState>>,
     pub(crate) fdb: Fdb,
     pub(crate) stats: Vec<PortStats>,
+    /// Filled by `process` when Some (the flow cache is on): known-unicast frames that went
+    /// out byte for byte as they came in.
+    pub(crate) unicast: Option<Vec<Unicast>>,
 }
 
 impl Pipeline {
@@ -31,6 +44,7 @@ impl Pipeline {
             ports: Vec::new(),
             fdb,
             stats: Vec::new(),
+            unicast: None,
         }
     }
 
@@ -74,6 +88,34 @@ impl Pipeline {
         Some(state.cfg)
     }
 
+    /// Replaces a port's configuration in place; the caller sets its link again (admin down
+    /// may have changed). A changed address or VLAN mode forgets what the port learned and
+    /// pins the address anew. False when there is no such port.
+    pub fn set_port_config(&mut self, port: PortId, cfg: PortConfig) -> bool {
+        let Some(Some(p)) = self.ports.get_mut(port.0) else {
+            return false;
+        };
+        let moved = p.cfg.mac != cfg.mac || p.cfg.vlan != cfg.vlan;
+        p.cfg = cfg;
+        if moved {
+            let (mac, vlan) = (p.cfg.mac, p.cfg.vlan.clone());
+            self.fdb.flush_port(port, true);
+            if let Some(mac) = mac {
+                for vid in 1..=4094u16 {
+                    if vlan.carries(vid) {
+                        self.fdb.add_static(mac, vid, port);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Whether the port's NIC takes segmentation offload.
+    pub(crate) fn offloads(&self, port: PortId) -> bool {
+        matches!(self.ports.get(port.0), Some(Some(p)) if p.offloads)
+    }
+
     pub fn port_config(&self, port: PortId) -> Option<&PortConfig> {
         self.ports.get(port.0)?.as_ref().map(|p| &p.cfg)
     }
@@ -97,11 +139,16 @@ impl Pipeline {
     /// destinations' batches in `tx` (indexed by port; at least as many as ports). `now` is
     /// nanoseconds on a monotonic clock.
     pub fn process(&mut self, src: PortId, rx: &Batch, now: u64, tx: &mut [Batch]) {
-        let Pipeline { ports, fdb, stats } = self;
+        let Pipeline {
+            ports,
+            fdb,
+            stats,
+            unicast,
+        } = self;
         if !matches!(ports.get(src.0), Some(Some(_))) {
             return;
         }
-        for (bytes, offload) in rx.iter() {
+        for (index, (bytes, offload)) in rx.iter().enumerate() {
             let sp = ports[src.0].as_mut().expect("checked above");
             let st = &mut stats[src.0];
             st.rx_packets += 1;
@@ -159,16 +206,22 @@ impl Pipeline {
                         stats[dst.0].drop(DropReason::LinkDown);
                         continue;
                     }
-                    egress(
-                        dp,
-                        &mut stats[dst.0],
-                        &mut tx[dst.0],
-                        &frame,
-                        vid,
-                        pcp,
-                        offload,
-                        false,
-                    );
+                    let out = &mut tx[dst.0];
+                    let sent = egress(dp, &mut stats[dst.0], out, &frame, vid, pcp, offload, false);
+                    if let Some(list) = unicast.as_mut()
+                        && sent
+                    {
+                        // write_retagged copies everything after the tag verbatim, so the same
+                        // length and the same first 18 bytes mean the same frame.
+                        let copy = out.frame(out.len() - 1);
+                        let head = bytes.len().min(18);
+                        if copy.len() == bytes.len()
+                            && copy[..head] == bytes[..head]
+                            && out.offload(out.len() - 1) == offload
+                        {
+                            list.push(Unicast { index, dst, vid });
+                        }
+                    }
                 }
                 None => {
                     let mut any = false;
@@ -198,7 +251,8 @@ impl Pipeline {
     }
 }
 
-/// The destination's half: its egress ACL, its tagging, the copy into its batch.
+/// The destination's half: its egress ACL, its tagging, the copy into its batch. True when
+/// the frame went into the batch.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn egress(
@@ -210,14 +264,14 @@ fn egress(
     pcp: u8,
     offload: Offload,
     flooded: bool,
-) {
+) -> bool {
     if !dp.cfg.egress_acl.allows(frame, vid) {
         st.drop(DropReason::AclEgress);
-        return;
+        return false;
     }
     if !offload.is_none() && !dp.offloads {
         st.drop(DropReason::Offload);
-        return;
+        return false;
     }
     let tag = dp.cfg.vlan.egress(vid, pcp);
     let delta = (tag.is_some() as isize - frame.tag().is_some() as isize) * 4;
@@ -228,4 +282,5 @@ fn egress(
     if flooded {
         st.tx_flooded += 1;
     }
+    true
 }

@@ -218,6 +218,19 @@ impl std::str::FromStr for NetdevEdge {
     }
 }
 
+/// What the kernel flow cache ([`crate::switch::flowcache`]) needs from an edge on a kernel
+/// netdev whose received frames reach the edge through a packet tap, before the kernel's tc
+/// ingress hook sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelPort {
+    /// The netdev: where cached flows come in, and where they are redirected to.
+    pub ifindex: u32,
+    /// The edge's receive counter map (host::tcflow::RxCounter): the frames its socket filter
+    /// let into the receive path, and those the edge has handed on, so a program can tell
+    /// when nothing the switch has not forwarded yet is waiting.
+    pub rx_counter: RawFd,
+}
+
 /// A NIC connected to a vPort.
 pub trait Edge: Send {
     /// For status and errors: "mem", "tap", "af_packet", "af_xdp".
@@ -244,6 +257,19 @@ pub trait Edge: Send {
     /// down and stops polling it), so a transient condition must answer `Ok`.
     fn health(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+
+    /// Some when the edge is a kernel netdev the flow cache can serve (opened with a receive
+    /// counter); None for every other kind.
+    fn kernel_port(&self) -> Option<KernelPort> {
+        None
+    }
+
+    /// Puts eBPF socket filter `prog` on the edge's receiving socket, or its own counting
+    /// filter back with None. Only for edges that answer [`Edge::kernel_port`].
+    fn set_rx_filter(&mut self, prog: Option<RawFd>) -> std::io::Result<()> {
+        let _ = prog;
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
     }
 }
 
