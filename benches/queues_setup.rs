@@ -10,8 +10,9 @@
 //!
 //! - vportd: one `apply::apply` of a plan with, per vPort, "create an RSS context over 2
 //!   queues" and "insert an ntuple rule on its MAC into it", through `LiveQueues` on `lo`
-//!   (the shim intercepts before the kernel): each step journaled with fsync before it
-//!   runs, the rule slot checked first, each result read back, the state file written.
+//!   (the shim intercepts before the kernel): each step journaled before it runs (a write
+//!   and a rename, no fsync: `Journal::save` in src/apply.rs says why), the rule slot
+//!   checked first, each result read back, the state file written once with fsync.
 //! - ethtool: per vPort, `ethtool -X lo context new start S equal 2` and `ethtool -N lo
 //!   flow-type ether dst MAC context C loc L`, 32 processes in sequence, no read-back.
 //!
@@ -239,8 +240,8 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let so = shim(dir.path());
     // The journal and state go to a disk directory (as /var/lib/vportd would: every step
-    // is journaled with fsync before it runs and marked done after), and to tmpfs, where
-    // fsync costs nothing and what remains is the requests and read-backs.
+    // is journaled before it runs, and the state file is fsynced once at the end), and to
+    // tmpfs, where fsync costs nothing and what remains is the requests and read-backs.
     let disk = std::env::temp_dir();
     let tmpfs = Path::new("/dev/shm");
     let (mut on_disk, mut on_tmpfs, mut theirs) = (Vec::new(), Vec::new(), Vec::new());

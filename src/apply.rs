@@ -200,9 +200,22 @@ fn journal_path(dir: &Path) -> PathBuf {
 }
 
 impl Journal {
+    /// Written before each step (and after a step that learned an id), by a rename that
+    /// process death cannot tear, but without fsync: what the journal guards against is
+    /// the process dying between its steps (kill -9, OOM, a panic), and the page cache
+    /// outlives the process, so the next run reads what this one wrote. An fsync would only
+    /// matter for a power loss or a kernel crash, and those reset the kernel state the
+    /// journal describes as well (VFs, driver bindings, VF settings, channels, RSS tables
+    /// and contexts, ntuple rules, macvlans): after a reboot the journal is absent, older,
+    /// or (on a filesystem that does not order a rename after its data) unreadable, which
+    /// recovery reports ("move it aside") rather than guesses at; undoing it would undo
+    /// nothing that still exists. One fsync stays where a reboot needs it: the state file
+    /// (allocations: which vPort holds which VF), written with `files::write_atomic` once
+    /// at the end of the run. Per-step fsyncs cost ~6 ms each on the build machine's disk
+    /// and made apply 3x slower than the unjournaled ethtool loop (benches/queues_setup.rs).
     fn save(&self, dir: &Path) -> Result<(), FilesError> {
         let text = serde_json::to_string_pretty(self).expect("journal serializes");
-        files::write_atomic(&journal_path(dir), text.as_bytes())
+        files::write_replace(&journal_path(dir), text.as_bytes())
     }
 
     fn load(dir: &Path) -> Result<Option<Journal>, ApplyError> {
@@ -1146,7 +1159,7 @@ pub fn apply(
             Ok(()) => {
                 // Saved again only when the step learned something its undo needs (a
                 // context's id): a rollback undoes a finished step and an unfinished one
-                // alike, so "done" need not be recorded (one fsync per step, not two).
+                // alike, so "done" need not be recorded (one write per step, not two).
                 if journal.steps.last().map(|l| &l.undo) != journaled.as_ref() {
                     journal.save(&opts.state_dir)?;
                 }

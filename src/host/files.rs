@@ -56,6 +56,20 @@ pub fn read_dir_texts(dir: &Path, ext: &str) -> Result<Vec<(PathBuf, String)>, F
 /// Writes a file atomically: a temporary file in the same directory, fsync, rename,
 /// then fsync of the directory, so a crash leaves either the old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
+    write_replacing(path, bytes, true)
+}
+
+/// Replaces a file atomically against the death of the process (a temporary file, then
+/// rename), without fsync. A killed process leaves the old or the new content, since both
+/// live in the page cache, which outlives the process; only a power loss or a kernel crash
+/// can lose the write, and is for what fsync would be paid. For apply's journal, that case
+/// needs no fsync: it describes kernel state (VFs, RSS contexts, rules) that a power loss
+/// or kernel crash resets too (src/apply.rs, `Journal::save`).
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
+    write_replacing(path, bytes, false)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8], sync: bool) -> Result<(), FilesError> {
     use std::io::Write;
     let err = |source| FilesError::Write {
         path: path.to_path_buf(),
@@ -73,12 +87,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(err)?;
     f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
+    if sync {
+        f.sync_all().map_err(err)?;
+    }
     drop(f);
     std::fs::rename(&tmp, path).map_err(err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
+    if sync {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+    }
     Ok(())
 }
 
