@@ -211,8 +211,10 @@ impl Journal {
     /// recovery reports ("move it aside") rather than guesses at; undoing it would undo
     /// nothing that still exists. One fsync stays where a reboot needs it: the state file
     /// (allocations: which vPort holds which VF), written with `files::write_atomic` once
-    /// at the end of the run. Per-step fsyncs cost ~6 ms each on the build machine's disk
-    /// and made apply 3x slower than the unjournaled ethtool loop (benches/queues_setup.rs).
+    /// at the end of the run. Per-step fsyncs cost 4-5 ms each on the build machine's disk
+    /// and made apply 3x slower than the unjournaled ethtool loop (benches/queues_setup.rs);
+    /// tests/queues_sim.rs kills a real process with SIGKILL after each step and recovers
+    /// from the journal it left.
     fn save(&self, dir: &Path) -> Result<(), FilesError> {
         let text = serde_json::to_string_pretty(self).expect("journal serializes");
         files::write_replace(&journal_path(dir), text.as_bytes())

@@ -767,3 +767,116 @@ fn steering_deleted_behind_vportds_back_is_drift_and_apply_restores_it() {
     assert!(clean(&drift(&mut host, dir.path())));
     assert!(plan_for(&host, &t).is_noop());
 }
+
+/// The journal is written without fsync (src/apply.rs, `Journal::save`): a real process
+/// killed with SIGKILL right after a step's host change leaves it intact for the next
+/// process (the page cache outlives the process), whose apply rolls the run back and
+/// converges. The host is the simulator, which dies with the child, so the parent replays
+/// the child's (deterministic) steps on its own copy to hold the host the child left.
+#[test]
+fn a_journal_written_without_fsync_survives_sigkill() {
+    const CHILD: &str = "VPORTD_QUEUES_SIGKILL_CHILD";
+    let vports = vport("a", 1, "queues = 4") + &vport("b", 2, "queues = 2\nvlan = 9");
+    if let Ok(spec) = std::env::var(CHILD) {
+        // The child: apply from a clean host, SIGKILL itself after step `cut` changed it.
+        let (dir, cut) = spec.split_once('|').unwrap();
+        let cut: usize = cut.parse().unwrap();
+        let t = mlx_config(Path::new(dir), &vports);
+        let mut h = SimHost::mlx5(1);
+        let p = plan_for(&h, &t);
+        let o = ApplyOptions {
+            state_dir: dir.into(),
+            retries: 1,
+            retry_delay: Duration::ZERO,
+            link_wait: Duration::ZERO,
+            run_id: "killed".into(),
+        };
+        let _ = vportd::apply::apply(
+            &mut h,
+            &p,
+            &State::default(),
+            &o,
+            &mut |step, _, _, done| {
+                if step == cut && done.is_some() {
+                    // SAFETY: kill(2) on our own pid with a constant signal; no memory is
+                    // shared with the kernel.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                }
+            },
+        );
+        unreachable!("the child was not killed at step {cut}");
+    }
+    let probe = tempfile::tempdir().unwrap();
+    let steps = plan_for(&SimHost::mlx5(1), &mlx_config(probe.path(), &vports))
+        .actions
+        .len();
+    assert_eq!(steps, 4, "a context and a rule for each vPort");
+    for cut in 1..=steps {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "a_journal_written_without_fsync_survives_sigkill",
+                "--nocapture",
+            ])
+            .env(CHILD, format!("{}|{cut}", dir.path().display()))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "cut {cut}: {status:?}"
+        );
+        assert!(
+            dir.path().join("journal.json").exists(),
+            "cut {cut}: no journal left by the killed process"
+        );
+        assert!(
+            !State::path(dir.path()).exists(),
+            "cut {cut}: killed before the state"
+        );
+        // The host as the child left it: the same steps, replayed here.
+        let t = mlx_config(dir.path(), &vports);
+        let mut h = SimHost::mlx5(1);
+        let mut prefix = plan_for(&h, &t);
+        prefix.actions.truncate(cut);
+        let scratch = tempfile::tempdir().unwrap();
+        let o = ApplyOptions {
+            state_dir: scratch.path().into(),
+            retries: 1,
+            retry_delay: Duration::ZERO,
+            link_wait: Duration::ZERO,
+            run_id: "replay".into(),
+        };
+        vportd::apply::apply(&mut h, &prefix, &State::default(), &o, &mut |_, _, _, _| {}).unwrap();
+        // The next run reads the killed one's journal, undoes its `cut` steps, converges.
+        let cfg = config::parse(Path::new("host.toml"), &t).unwrap();
+        let o = ApplyOptions {
+            state_dir: cfg.state_dir.clone(),
+            run_id: "next".into(),
+            ..o
+        };
+        let inv = h.inventory();
+        let (_, report) = provision::apply_config(
+            &mut h,
+            cfg,
+            inv,
+            &mut |x: &SimHost| x.inventory(),
+            ProfileSet::builtin(),
+            PlanOptions::default(),
+            &o,
+            &mut |_, _, _, _| {},
+        )
+        .unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        assert_eq!(report.recovered_steps, cut, "cut {cut}");
+        let steer = &h.pfs[0].steer;
+        assert_eq!(
+            (steer.contexts.len(), steer.rules.len()),
+            (2, 2),
+            "cut {cut}: {steer:?}"
+        );
+        assert!(plan_for(&h, &t).is_noop(), "cut {cut}");
+    }
+}
