@@ -520,10 +520,7 @@ impl Edge for AfPacket {
     }
 
     fn recv(&mut self, batch: &mut Batch) -> std::io::Result<()> {
-        if let Some(c) = &self.counter {
-            // Everything handed out before this call has been forwarded by now.
-            c.set_consumed(self.rx_slots + self.rx_lost);
-        }
+        self.rx_done(); // everything handed out before this call has been forwarded by now
         while !batch.is_full() {
             let slot = self.slot(false, self.rx_head);
             let st = status(slot);
@@ -638,6 +635,12 @@ impl Edge for AfPacket {
 
     fn offloads(&self) -> bool {
         self.vnet
+    }
+
+    fn rx_done(&mut self) {
+        if let Some(c) = &self.counter {
+            c.set_consumed(self.rx_slots + self.rx_lost);
+        }
     }
 
     fn kernel_port(&self) -> Option<crate::switch::io::KernelPort> {

@@ -569,9 +569,8 @@ fn attach_tcx(prog: &OwnedFd, ifindex: u32) -> std::io::Result<OwnedFd> {
     bpf_fd(BPF_LINK_CREATE, &mut attr)
 }
 
-/// The id the kernel gave a BPF object (map, program, link): the second u32 of its info for
-/// links, the first for maps and programs... each info struct starts differently, so the
-/// caller says where.
+/// A u32 at byte `at` of a BPF object's info (`struct bpf_map_info`, `bpf_link_info`: the id
+/// is at 4 in both).
 fn info_u32(fd: &OwnedFd, at: usize) -> std::io::Result<u32> {
     let mut info = [0u8; 256];
     let mut attr = InfoByFd {
@@ -708,19 +707,6 @@ impl KernelFlows {
             ports: HashMap::new(),
         })
     }
-
-    /// The ids of the tcx links now attached (for the kill test).
-    pub fn link_ids(&self) -> Vec<u32> {
-        self.ports.values().map(|p| p.link_id).collect()
-    }
-
-    /// The ids of the maps (flows, state, scratch).
-    pub fn map_ids(&self) -> Vec<u32> {
-        [&self.flows, &self.state, &self.scratch]
-            .iter()
-            .filter_map(|m| info_u32(m, 4).ok())
-            .collect()
-    }
 }
 
 impl FlowBackend for KernelFlows {
@@ -785,6 +771,15 @@ impl FlowBackend for KernelFlows {
 
     fn slots(&self) -> u32 {
         SLOTS
+    }
+
+    fn kernel_ids(&self) -> (Vec<u32>, Vec<u32>) {
+        let links = self.ports.values().map(|p| p.link_id).collect();
+        let maps = [&self.flows, &self.state, &self.scratch]
+            .iter()
+            .filter_map(|m| info_u32(m, 4).ok())
+            .collect();
+        (links, maps)
     }
 }
 

@@ -121,6 +121,10 @@ pub trait FlowBackend: Send {
     fn read(&self, slot: u32) -> SlotCounters;
     /// How many slots there are.
     fn slots(&self) -> u32;
+    /// The kernel's ids of its links and of its maps, to show they go with the process.
+    fn kernel_ids(&self) -> (Vec<u32>, Vec<u32>) {
+        (Vec::new(), Vec::new())
+    }
 }
 
 /// The cache's own counts, for status and tests.
@@ -347,6 +351,11 @@ impl FlowCache {
             .iter()
             .map(|(k, f)| (*k, f.src, f.dst, f.slot))
             .collect()
+    }
+
+    /// The kernel's ids of the cache's links and maps ([`FlowBackend::kernel_ids`]).
+    pub fn kernel_ids(&self) -> (Vec<u32>, Vec<u32>) {
+        self.backend.kernel_ids()
     }
 
     /// The kernel's state of a flow's slot.

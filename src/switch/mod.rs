@@ -341,6 +341,9 @@ impl Switch {
             self.flush();
             if self.fast.is_some() {
                 self.offer_flows(PortId(src));
+                if let Some(edge) = self.edges[src].as_mut() {
+                    edge.rx_done();
+                }
             }
         }
         self.counters.publish(0, &self.pipeline.stats);

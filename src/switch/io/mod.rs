@@ -265,6 +265,11 @@ pub trait Edge: Send {
         None
     }
 
+    /// The switch has sent (or dropped) every frame of the last batch this edge received:
+    /// an edge serving the flow cache publishes that to its receive counter now rather than
+    /// at its next receive, so a flow can turn active before the next frame.
+    fn rx_done(&mut self) {}
+
     /// Puts eBPF socket filter `prog` on the edge's receiving socket, or its own counting
     /// filter back with None. Only for edges that answer [`Edge::kernel_port`].
     fn set_rx_filter(&mut self, prog: Option<RawFd>) -> std::io::Result<()> {
