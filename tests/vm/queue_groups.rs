@@ -2,8 +2,10 @@
 //! igbvf driver (issue 9, point 3): two VF vPorts with `cpus` of their own, the daemon run
 //! with `--config` and a `--nic-cpus` for the PF's group that disagrees, every VF IRQ pinned
 //! outside the vPorts' sets first. Each queue IRQ `vportd status --json` reports for a vPort
-//! must end with its affinity inside that vPort's set (/proc/irq), and the daemon's /metrics
-//! must carry `vport="<name>"` on exactly those queues. The fixture-based twin is
+//! must have its mask inside that vPort's set (/proc/irq) after 4 ticks and still after
+//! traffic on the VFs and 2 more ticks (no move since), its effective CPU inside too once
+//! it has fired, and the daemon's /metrics must carry `vport="<name>"` on exactly those
+//! queues. The fixture-based twin is
 //! tests/queues_groups.rs.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,20 +16,29 @@ use serde_json::Value;
 use crate::rig::{Rig, rig_or_skip};
 use crate::{boot, run};
 
-/// "irq affinity effective" lines, by IRQ.
-fn affinities(text: &str) -> BTreeMap<u32, (Vec<u32>, Vec<u32>)> {
+/// One VF IRQ in a snapshot: its mask, its effective CPU, its interrupts so far.
+#[derive(Debug, Clone)]
+struct Snap {
+    affinity: Vec<u32>,
+    effective: Vec<u32>,
+    interrupts: u64,
+}
+
+/// "irq affinity effective interrupts" lines, by IRQ.
+fn snapshot(text: &str) -> BTreeMap<u32, Snap> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            let [irq, aff, eff] = f.as_slice() else {
+            let [irq, aff, eff, n] = f.as_slice() else {
                 return None;
             };
             Some((
                 irq.parse().ok()?,
-                (
-                    vportd::parse::cpulist(aff).ok()?,
-                    vportd::parse::cpulist(eff).ok()?,
-                ),
+                Snap {
+                    affinity: vportd::parse::cpulist(aff).ok()?,
+                    effective: vportd::parse::cpulist(eff).ok()?,
+                    interrupts: n.parse().ok()?,
+                },
             ))
         })
         .collect()
@@ -52,11 +63,12 @@ fn vport_queue_sets_stay_inside_their_cpus_on_igbvf_once() {
         Duration::from_secs(400),
     );
     let context = format!(
-        "--- apply ---\n{}{}\n--- daemon log ---\n{}\n--- before ---\n{}--- after ---\n{}--- stderr ---\n{}",
+        "--- apply ---\n{}{}\n--- daemon log ---\n{}\n--- before ---\n{}--- moved ---\n{}--- after ---\n{}--- stderr ---\n{}",
         o.text("apply.out"),
         o.text("apply.err"),
         o.text("daemon.log"),
         o.text("before"),
+        o.text("moved"),
         o.text("after"),
         o.stderr
     );
@@ -64,15 +76,17 @@ fn vport_queue_sets_stay_inside_their_cpus_on_igbvf_once() {
     assert_eq!(o.text("daemon.state").trim(), "alive", "{context}");
 
     eprintln!(
-        "{test}: VF IRQs (irq affinity effective) before the daemon:\n{}after {} ticks:\n{}",
+        "{test}: VF IRQs (irq affinity effective interrupts) before the daemon:\n{}after 4 ticks:\n{}after traffic, at tick {}:\n{}",
         o.text("before"),
+        o.text("moved"),
         o.text("ticks").trim(),
         o.text("after")
     );
     let status: Value = serde_json::from_str(&o.text("status.json")).unwrap();
     let vfs: Vec<String> = o.text("vfs").split_whitespace().map(String::from).collect();
-    let before = affinities(&o.text("before"));
-    let after = affinities(&o.text("after"));
+    let before = snapshot(&o.text("before"));
+    let moved = snapshot(&o.text("moved"));
+    let after = snapshot(&o.text("after"));
     let samples = vportd::metrics::parse_samples(&o.text("metrics"));
     let vport_label = |family: &str, irq: u32| -> Option<String> {
         samples
@@ -114,20 +128,34 @@ fn vport_queue_sets_stay_inside_their_cpus_on_igbvf_once() {
             grouped.insert(irq);
             // Pinned outside the vPort's set (and inside the NIC's --nic-cpus) at the start.
             assert_eq!(
-                before.get(&irq).map(|a| a.0.clone()),
+                before.get(&irq).map(|a| a.affinity.clone()),
                 Some(vec![0]),
                 "{name} IRQ {irq}\n{context}"
             );
-            let (aff, eff) = after
-                .get(&irq)
-                .unwrap_or_else(|| panic!("{name} IRQ {irq} not read after\n{context}"));
+            let get = |snap: &BTreeMap<u32, Snap>, when: &str| {
+                snap.get(&irq)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{name} IRQ {irq} not read {when}\n{context}"))
+            };
+            let (m, a) = (get(&moved, "after 4 ticks"), get(&after, "at the end"));
+            for (when, x) in [("after 4 ticks", &m), ("at the end", &a)] {
+                assert!(
+                    !x.affinity.is_empty() && x.affinity.iter().all(|c| cpus.contains(c)),
+                    "{name} IRQ {irq} {when}: smp_affinity_list {:?} is not inside {cpus:?}\n{context}",
+                    x.affinity
+                );
+            }
+            // Not moved again: the same mask after the traffic and two more ticks.
+            assert_eq!(m.affinity, a.affinity, "{name} IRQ {irq}\n{context}");
+            // The effective CPU follows the mask at the IRQ's next interrupt: it fired since.
             assert!(
-                !aff.is_empty() && aff.iter().all(|c| cpus.contains(c)),
-                "{name} IRQ {irq}: smp_affinity_list {aff:?} is not inside {cpus:?}\n{context}"
+                a.interrupts > m.interrupts,
+                "{name} IRQ {irq} did not fire during the traffic\n{context}"
             );
             assert!(
-                eff.iter().all(|c| cpus.contains(c)),
-                "{name} IRQ {irq}: effective {eff:?} is not inside {cpus:?}\n{context}"
+                !a.effective.is_empty() && a.effective.iter().all(|c| cpus.contains(c)),
+                "{name} IRQ {irq}: effective {:?} is not inside {cpus:?}\n{context}",
+                a.effective
             );
             for family in [
                 "vportd_queue_interrupts_total",
@@ -153,15 +181,20 @@ fn vport_queue_sets_stay_inside_their_cpus_on_igbvf_once() {
             assert_eq!(s.labels["vport"], "", "IRQ {irq}: {s:?}");
         }
     }
-    let moved = samples
-        .iter()
-        .find(|s| s.name == "vportd_moves_total" && s.labels["reason"] == "cpu_set")
-        .map(|s| s.value)
-        .unwrap_or(0.0);
+    let cpu_set_moves = |samples: &[vportd::metrics::SampleLine]| {
+        samples
+            .iter()
+            .find(|s| s.name == "vportd_moves_total" && s.labels["reason"] == "cpu_set")
+            .map(|s| s.value)
+            .unwrap_or(0.0)
+    };
+    let early = cpu_set_moves(&vportd::metrics::parse_samples(&o.text("metrics.moved")));
     assert!(
-        moved >= grouped.len() as f64,
-        "{moved} cpu_set moves for {} grouped IRQs\n{}",
+        early >= grouped.len() as f64,
+        "{early} cpu_set moves for {} grouped IRQs\n{}",
         grouped.len(),
-        o.text("metrics")
+        o.text("metrics.moved")
     );
+    // No churn: the moves were done in the first ticks, none since.
+    assert_eq!(cpu_set_moves(&samples), early, "{}", o.text("metrics"));
 }

@@ -2,8 +2,9 @@
 # tests/vm/queue_groups.rs). Two VF vPorts with `cpus` of their own (va: 2-3, vb: 1); every
 # IRQ of both VFs is pinned to CPU 0 before the daemon starts, and the daemon's --nic-cpus puts
 # the PF's group (VFs included) on CPU 0 too, so only the vPorts' own sets can move them.
-# $OUT: apply.*, status.json, before/after ("irq affinity effective" per VF IRQ), metrics,
-# daemon.log, interrupts.
+# $OUT: apply.*, status.json, before/moved/after ("irq affinity effective interrupts" per VF
+# IRQ: before the daemon, after its first 4 ticks, after traffic on the VFs and 2 more ticks),
+# metrics.moved/metrics, daemon.log, interrupts.
 set -e
 METRICS=http://127.0.0.1:9477/metrics
 pf=$(basename "$(readlink /sys/class/net/eth1/device)")
@@ -39,9 +40,10 @@ for v in virtfn0 virtfn1; do
 done
 echo $vfs > $OUT/vfs
 vf_irqs() { for vf in $vfs; do ls /sys/bus/pci/devices/$vf/msi_irqs; done; }
-affinities() {
+count() { awk -v i="$1:" '$1 == i { s = 0; for (c = 2; c <= NF; c++) if ($c ~ /^[0-9]+$/) s += $c; print s }' /proc/interrupts; }
+affinities() { # irq affinity effective interrupts
   for i in $(vf_irqs); do
-    echo "$i $(cat /proc/irq/$i/smp_affinity_list) $(cat /proc/irq/$i/effective_affinity_list)"
+    echo "$i $(cat /proc/irq/$i/smp_affinity_list) $(cat /proc/irq/$i/effective_affinity_list) $(count $i)"
   done
 }
 vportd status --config /tmp/g.toml --json > $OUT/status.json
@@ -60,6 +62,23 @@ trap finish EXIT
 ticks() { wget -q -O - $METRICS 2>/dev/null | awk '/^vportd_ticks_total / { print $2 }'; }
 # A few periods: the moves come in the first tick; the rest show they stay.
 wait_for 60 sh -c "[ \"\$(wget -q -O - $METRICS 2>/dev/null | awk '/^vportd_ticks_total / { print \$2 }')\" -ge 4 ]"
+wget -q -O $OUT/metrics.moved $METRICS
+affinities > $OUT/moved
+# An MSI's effective CPU follows its mask at its next interrupt: make every VF queue fire.
+# Each VF sends ARP requests (its tx IRQ) that the other VF receives as broadcasts (its rx).
+n=1
+for vf in $vfs; do
+  dev=$(basename /sys/bus/pci/devices/$vf/net/*)
+  ip addr add 10.9.$n.1/24 dev $dev
+  n=$((n + 1))
+done
+for round in 1 2 3; do
+  ping -c 1 -W 1 10.9.1.2 > /dev/null 2>&1 || true
+  ping -c 1 -W 1 10.9.2.2 > /dev/null 2>&1 || true
+done
+# Two more periods: nothing may move back or again.
+t0=$(ticks)
+wait_for 30 sh -c "[ \"\$(wget -q -O - $METRICS 2>/dev/null | awk '/^vportd_ticks_total / { print \$2 }')\" -ge $((t0 + 2)) ]"
 wget -q -O $OUT/metrics $METRICS
 affinities > $OUT/after
 ticks > $OUT/ticks
