@@ -325,6 +325,9 @@ struct VfAbilities {
     link_state: bool,
     dot1ad: bool,
     vf_driver: Option<String>,
+    /// Unicast filters a VF's driver has its PF hold for it (a `switch_vf` trunk's vPorts).
+    unicast_filters: Option<u32>,
+    family: Option<String>,
 }
 
 fn abilities(profiles: &ProfileSet, f: &PciFunction) -> VfAbilities {
@@ -345,6 +348,8 @@ fn abilities(profiles: &ProfileSet, f: &PciFunction) -> VfAbilities {
             link_state: vf.link_state,
             dot1ad: vf.vlan_protocols.contains(&profile::VlanProtocol::Dot1Ad),
             vf_driver: m.profile.ids.vf_driver.clone(),
+            unicast_filters: vf.unicast_filters,
+            family: Some(m.profile.family.clone()),
         },
         None => VfAbilities {
             known: false,
@@ -355,6 +360,8 @@ fn abilities(profiles: &ProfileSet, f: &PciFunction) -> VfAbilities {
             link_state: true,
             dot1ad: true,
             vf_driver: None,
+            unicast_filters: None,
+            family: None,
         },
     }
 }
@@ -1450,6 +1457,34 @@ pub fn plan(
                 vport: name.clone(),
                 what: "released: removed from the config".into(),
             });
+        }
+    }
+
+    // A switch trunked through a VF hears a vPort only through a unicast filter its PF holds
+    // for that VF; past the VF driver's count the driver programs none of the rest, and says
+    // so only in the kernel log.
+    for ru in uplinks {
+        let (Some(vf), Some(f)) = (
+            cfg.uplinks[ru.index].switch_vf,
+            inv.pci_functions.iter().find(|f| f.bdf == ru.bdf),
+        ) else {
+            continue;
+        };
+        let a = abilities(profiles, f);
+        let software = p
+            .placements
+            .iter()
+            .filter(|pl| pl.uplink == ru.bdf && pl.path == VportPath::Software)
+            .count() as u32;
+        if let Some(max) = a.unicast_filters
+            && software > max
+        {
+            p.warnings.push(format!(
+                "uplink {}: {software} software vPorts trunk through VF {vf}, but {} ({} hwprofile) has its PF filter at most {max} unicast addresses per VF: the vPorts past that are not reachable from the wire",
+                ru.bdf,
+                a.vf_driver.as_deref().unwrap_or("its VF driver"),
+                a.family.as_deref().unwrap_or("its"),
+            ));
         }
     }
 

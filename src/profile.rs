@@ -280,6 +280,10 @@ pub struct VfControls {
     pub spoofchk: bool,
     pub link_state: bool,
     pub vlan_protocols: Vec<VlanProtocol>,
+    /// How many unicast addresses besides its own a VF's driver asks its PF to filter for it
+    /// (what a software switch trunked through a VF needs, one per vPort); absent: not known.
+    #[serde(default)]
+    pub unicast_filters: Option<u32>,
     #[serde(default)]
     pub note: Option<String>,
     pub source: String,

@@ -191,3 +191,24 @@ fn a_switch_vf_outside_the_pf_is_refused_with_where_and_what() {
     assert!(host.pfs[0].vfs.is_empty());
     assert!(host.log.is_empty(), "{:?}", host.log);
 }
+
+#[test]
+fn more_software_vports_than_the_vf_driver_filters_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::igb(1);
+    let soft = "offload = \"never\"";
+    let three = [("s1", soft), ("s2", soft), ("s3", soft)];
+    let p = apply(&mut host, &text(dir.path(), "switch_vf = 0", &three), "r1").unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let four = [("s1", soft), ("s2", soft), ("s3", soft), ("s4", soft)];
+    let p = apply(&mut host, &text(dir.path(), "switch_vf = 0", &four), "r2").unwrap();
+    assert_eq!(
+        p.warnings,
+        vec![
+            "uplink 0000:01:00.0: 4 software vPorts trunk through VF 0, but igbvf (Intel 82576 hwprofile) has its PF filter at most 3 unicast addresses per VF: the vPorts past that are not reachable from the wire"
+        ]
+    );
+    // Without switch_vf the trunk is the PF: no such limit.
+    let p = apply(&mut host, &text(dir.path(), "", &four), "r3").unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
