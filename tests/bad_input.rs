@@ -111,6 +111,10 @@ fn config_cases() -> Vec<(&'static str, Vec<u8>)> {
             "uplink named two ways",
             s("[[uplink]]\npci = \"0000:01:00.0\"\nifname = \"eth0\"\n".into()),
         ),
+        (
+            "switch_vf outside num_vfs",
+            s("[[uplink]]\npci = \"0000:01:00.0\"\nnum_vfs = 2\nswitch_vf = 2\n".into()),
+        ),
         ("not UTF-8", b"state_dir = \"/tmp/\xff\xfe\"\n".to_vec()),
     ]
 }
