@@ -18,6 +18,7 @@ use vportd::host::afpacket::{AfPacket, RawSocket, RingSize};
 use vportd::host::tcflow::{self, KernelFlows};
 use vportd::switch::acl::{Acl, Action, Rule};
 use vportd::switch::testkit::{Spec, host_mac, read};
+use vportd::switch::vlan::{VlanMode, VlanSet};
 use vportd::switch::{DropReason, PortConfig, PortId, Switch, SwitchConfig};
 
 fn sh(cmd: &str) {
@@ -193,6 +194,45 @@ fn invalidation_takes_flows_out_of_the_kernel() {
         10
     );
     assert_eq!(r.hits(), hits, "the kernel forwarded none of them");
+}
+
+/// Trunk to trunk with the tag kept: the kernel carries the tagged flow (keyed on the tag the
+/// kernel took out of the frame), the tag arrives unchanged; another VLAN is another flow.
+#[test]
+fn tagged_trunk_to_trunk() {
+    if !veths("fast path tagged trunks", 2) {
+        return;
+    }
+    let trunk = |name: &str| {
+        PortConfig::trunk(
+            name,
+            VlanMode::Trunk {
+                allowed: VlanSet::from_vids([10, 20]),
+                native: None,
+            },
+        )
+    };
+    let mut r = Rig::new(vec![trunk("t0"), trunk("t1")]);
+    r.send(1, &[Spec::new(2, 0xffff, 0).tagged(10, 0)]);
+    let frames: Vec<Spec> = (0..40).map(|s| Spec::new(1, 2, s).tagged(10, 5)).collect();
+    for f in &frames {
+        r.peers[0].send(&f.build()).unwrap();
+        r.sw.poll(r.now);
+    }
+    r.pump();
+    let got: Vec<_> = r.peers[1]
+        .drain(Duration::from_millis(25))
+        .unwrap()
+        .iter()
+        .filter_map(|f| read(f))
+        .collect();
+    let want: Vec<_> = frames.iter().map(|f| (f.mark, f.tag)).collect();
+    assert_eq!(got, want, "each once, in order, tag (10, pcp 5) kept");
+    assert_eq!(r.hits(), 39);
+    // h2 is not known on VLAN 20: flooded (to t1 alone), through the pipeline.
+    let got = r.send(0, &[Spec::new(1, 2, 100).tagged(20, 0)]);
+    assert_eq!(got[1], [(1, 2, 100)]);
+    assert_eq!(r.hits(), 39);
 }
 
 fn burst_marks(src: u16, dst: u16, from: u32, n: u32) -> Vec<(u16, u16, u32)> {

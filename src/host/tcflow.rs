@@ -13,21 +13,23 @@
 //!   tcx link (BPF_LINK_CREATE, BPF_TCX_INGRESS, kernel 6.6 and later). It does not look the
 //!   flow up again: the socket filter left its verdict in a per-CPU scratch slot (a frame's
 //!   tap and its tc ingress run back to back on one CPU, in one softirq), and tc only acts on
-//!   a verdict whose key matches the frame it sees: counts the hit (packets, bytes, time) in
-//!   the flow's slot and redirects it to the destination netdev's egress. Anything else goes
+//!   a verdict whose key matches the frame it sees: counts the hit (packets, bytes) in the
+//!   flow's slot and redirects it to the destination netdev's egress. (No last-hit time: the
+//!   switch sweeps once a second and sees hits as counter deltas, which is all aging needs;
+//!   bpf_ktime_get_ns would cost a helper call per frame for nothing.) Anything else goes
 //!   on (TCX_NEXT). Deciding once is what makes delivery exactly-once even while flows are
 //!   installed and removed between a frame's tap and its tc hook.
 //!
 //! Maps: `flows` (hash: the 24-byte key of switch::flowcache::FlowKey -> slot number),
 //! `state` (one mmap-able array value holding every slot: 64 bytes each, state, destination
-//! ifindex, packets, bytes, last hit ns), `scratch` (per-CPU, one 40-byte value), and per edge
+//! ifindex, packets, bytes), `scratch` (per-CPU, one 40-byte value), and per edge
 //! the receive counter (mmap-able: frames let in, frames consumed). User space reads counters
 //! and writes slot state through the mappings, with no system call.
 //!
 //! Everything dies with the process: links detach when their descriptor closes (kill -9
 //! included), programs and maps go with their last reference. A new start never finds
 //! anything of ours to clean up. The licence string is "Proprietary", as in host::afxdp: the
-//! helpers used (map lookup, bpf_skb_load_bytes, bpf_ktime_get_ns, bpf_redirect) are not
+//! helpers used (map lookup, bpf_skb_load_bytes, bpf_redirect) are not
 //! GPL-only, and the kernel accepting the load says so.
 
 use std::collections::HashMap;
@@ -98,7 +100,6 @@ const BPF_PSEUDO_MAP_VALUE: u8 = 2;
 
 // Helpers.
 const FN_MAP_LOOKUP_ELEM: i32 = 1;
-const FN_KTIME_GET_NS: i32 = 5;
 const FN_REDIRECT: i32 = 23;
 const FN_SKB_LOAD_BYTES: i32 = 26;
 
@@ -108,6 +109,8 @@ const SKB_VLAN_PRESENT: i16 = 20;
 const SKB_VLAN_TCI: i16 = 24;
 const SKB_VLAN_PROTO: i16 = 28;
 const SKB_IFINDEX: i16 = 40;
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
 
 /// What a socket filter returns to let a frame in whole (its snap length).
 const ACCEPT: i32 = 0x40000;
@@ -322,6 +325,7 @@ pub struct Insn {
 // Opcodes used (class | size/op | source).
 const LDXW: u8 = 0x61;
 const LDXDW: u8 = 0x79;
+const LDXH: u8 = 0x69;
 const STXW: u8 = 0x63;
 const STXH: u8 = 0x6b;
 const STXDW: u8 = 0x7b;
@@ -334,6 +338,7 @@ const LSH64K: u8 = 0x67;
 const JEQK: u8 = 0x15;
 const JNEK: u8 = 0x55;
 const JNEX: u8 = 0x5d;
+const JGTX: u8 = 0x2d;
 const JGEK: u8 = 0x35;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
@@ -473,8 +478,10 @@ fn filter_program(scratch: RawFd, flows: RawFd, state: RawFd, counter: RawFd) ->
     a.finish()
 }
 
-/// The tc ingress program, shared by every port of a switch. Registers: r6 the skb, r7 this
-/// CPU's scratch, r8 the flow's slot, r9 the destination ifindex.
+/// The tc ingress program, shared by every port of a switch. It compares the frame with the
+/// key the socket filter left in the scratch slot reading the frame directly (tc programs
+/// may; socket filters may not), which spares a helper call and a copy per frame. Registers:
+/// r6 the skb, r7 this CPU's scratch, r8 the flow's slot, r9 the destination ifindex.
 fn tc_program(scratch: RawFd, state: RawFd) -> Vec<Insn> {
     let mut a = Asm::new();
     a.op(MOV64X, 6, 1, 0, 0); //               r6 = skb
@@ -488,27 +495,43 @@ fn tc_program(scratch: RawFd, state: RawFd) -> Vec<Insn> {
     a.op(LDXW, 1, 7, 24, 0); //                the tap's verdict: hit?
     a.jmp(JNEK, 1, 0, 1, "pass");
     a.op(STW, 7, 0, 24, 0); //                 used once
-    emit_key(&mut a, "pass");
-    for off in [-24i16, -16, -8] {
-        a.op(LDXDW, 1, 10, off, 0); //         for this very frame?
-        a.op(LDXDW, 2, 7, off + 24, 0);
-        a.jmp(JNEX, 1, 2, 0, "pass");
-    }
+    // Is it this very frame? ifindex, both MACs, the outer tag, against the scratch key.
+    a.op(LDXW, 2, 6, SKB_DATA, 0); //          r2 = data (the MAC header at tc ingress)
+    a.op(LDXW, 3, 6, SKB_DATA_END, 0);
+    a.op(MOV64X, 1, 2, 0, 0);
+    a.op(ADD64K, 1, 0, 0, 12);
+    a.jmp(JGTX, 1, 3, 0, "pass"); //           fewer than 12 bytes
+    a.op(LDXW, 1, 6, SKB_IFINDEX, 0);
+    a.op(LDXW, 4, 7, 0, 0);
+    a.jmp(JNEX, 1, 4, 0, "pass");
+    a.op(LDXW, 1, 2, 0, 0); //                 frame bytes 0..4 (dst MAC)
+    a.op(LDXW, 4, 7, 4, 0);
+    a.jmp(JNEX, 1, 4, 0, "pass");
+    a.op(LDXDW, 1, 2, 4, 0); //                frame bytes 4..12 (dst MAC, src MAC)
+    a.op(LDXDW, 4, 7, 8, 0);
+    a.jmp(JNEX, 1, 4, 0, "pass");
+    a.op(MOV64K, 1, 0, 0, 0); //               r1 = tci, r2 = tpid: 0 when untagged
+    a.op(MOV64K, 2, 0, 0, 0);
+    a.op(LDXW, 0, 6, SKB_VLAN_PRESENT, 0);
+    a.op(JEQK, 0, 0, 2, 0);
+    a.op(LDXW, 1, 6, SKB_VLAN_TCI, 0);
+    a.op(LDXW, 2, 6, SKB_VLAN_PROTO, 0);
+    a.op(LDXH, 4, 7, 16, 0);
+    a.jmp(JNEX, 1, 4, 0, "pass");
+    a.op(LDXH, 4, 7, 18, 0);
+    a.jmp(JNEX, 2, 4, 0, "pass");
     a.op(LDXW, 1, 7, 32, 0); //                r1 = scratch.slot
     a.jmp(JGEK, 1, 0, SLOTS as i32, "pass");
     a.op(LSH64K, 1, 0, 0, 6);
     a.ld_map_value(8, state, 0);
     a.op(ADD64X, 8, 1, 0, 0); //               r8 = &state[slot]
-    a.op(LDXW, 9, 7, 28, 0); //                r9 = scratch.out
     a.op(MOV64K, 1, 0, 0, 1);
     a.op(XADDDW, 8, 1, 8, 0); //               slot.packets += 1
     a.op(LDXW, 1, 6, SKB_LEN, 0);
     a.op(XADDDW, 8, 1, 16, 0); //              slot.bytes += skb->len
-    a.op(CALL, 0, 0, 0, FN_KTIME_GET_NS);
-    a.op(STXDW, 8, 0, 24, 0); //               slot.last_ns = now
-    a.op(MOV64X, 1, 9, 0, 0);
+    a.op(LDXW, 1, 7, 28, 0); //                return bpf_redirect(scratch.out, egress)
     a.op(MOV64K, 2, 0, 0, 0);
-    a.op(CALL, 0, 0, 0, FN_REDIRECT); //       return bpf_redirect(out, egress)
+    a.op(CALL, 0, 0, 0, FN_REDIRECT);
     a.op(EXIT, 0, 0, 0, 0);
     a.label("pass");
     a.op(MOV64K, 0, 0, 0, TCX_NEXT);
@@ -792,7 +815,7 @@ mod tests {
         let p = filter_program(3, 4, 5, 6);
         // Every jump stays inside the program and the last instruction is an exit.
         for (i, insn) in p.iter().enumerate() {
-            if matches!(insn.code, JEQK | JNEK | JNEX | JGEK) {
+            if matches!(insn.code, JEQK | JNEK | JNEX | JGEK | JGTX) {
                 let to = i as isize + 1 + insn.off as isize;
                 assert!(to > i as isize && (to as usize) < p.len(), "jump at {i}");
             }
