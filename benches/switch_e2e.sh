@@ -22,7 +22,8 @@ scripts/setup-bench >/dev/null
 cargo build --release --example switch_veth -q
 SW=target/release/examples/switch_veth
 TMP=$(mktemp -d /tmp/vportd-e2e.XXXXXX)
-NS1=vpe-ns1 NS2=vpe-ns2 NSW=vpe-sw
+# Per-run names: two runs on one machine must not tear down each other's namespaces.
+NS1=vpe-ns1-$$ NS2=vpe-ns2-$$ NSW=vpe-sw-$$
 
 cleanup() {
   set +e
