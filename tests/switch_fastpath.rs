@@ -1,8 +1,9 @@
 //! The switch's kernel flow cache (switch::flowcache, host::tcflow) on this machine's kernel,
 //! as root, each test in a private network namespace: the kernel carries a flow after its
-//! first frame; a MAC move, a link going down and an ACL added each take the flow out of the
-//! kernel at once, and the frames after it go through the pipeline, which sends them where the
-//! new state says or drops them; the kernel's hits are in the ports' counters. A switch killed
+//! first frame (tagged trunk to trunk too); a MAC move, a link going down, an ACL added and a
+//! lost NIC each take the flow out of the kernel at once, and the frames after it go through
+//! the pipeline, which sends them where the new state says or drops them; the kernel's hits
+//! are in the ports' counters. A switch killed
 //! with SIGKILL leaves nothing behind: while it is only stopped the kernel still forwards its
 //! cached flows, once it is killed its links and maps are gone and frames stop.
 //! The whole functional suite with the cache on is tests/switch_conformance.rs
@@ -233,6 +234,27 @@ fn tagged_trunk_to_trunk() {
     let got = r.send(0, &[Spec::new(1, 2, 100).tagged(20, 0)]);
     assert_eq!(got[1], [(1, 2, 100)]);
     assert_eq!(r.hits(), 39);
+}
+
+/// A port's netdev deleted under a cached flow: the switch finds its NIC gone, the flow goes
+/// with it, and the port's link is down.
+#[test]
+fn a_lost_nic_takes_its_flows() {
+    if !veths("fast path NIC lost", 2) {
+        return;
+    }
+    let mut r = Rig::new(vec![access("a"), access("b")]);
+    r.send(1, &[Spec::new(2, 0xffff, 0)]);
+    r.send(0, &burst(1, 2, 0, 10));
+    assert_eq!(r.hits(), 9);
+    assert_eq!(r.sw.fastpath_stats().unwrap().flows, 1);
+    sh("ip link del sw1");
+    r.hits(); // a poll a second later asks every NIC whether it is still there
+    assert_eq!(r.sw.pipeline().stats(PortId(1)).nic_lost, 1);
+    assert!(!r.sw.pipeline().link_up(PortId(1)));
+    let fast = r.sw.fastpath_stats().unwrap();
+    assert_eq!((fast.flows, fast.removed), (0, 1), "{fast:?}");
+    assert!(!r.sw.flowcache().unwrap().attached(PortId(1)));
 }
 
 fn burst_marks(src: u16, dst: u16, from: u32, n: u32) -> Vec<(u16, u16, u32)> {
