@@ -451,8 +451,11 @@ impl SoftPath {
         // Switches whose uplink no plan names any more.
         running.retain_mut(|r| {
             let keep = plans.iter().any(|p| p.uplink == r.plan.uplink);
-            if !keep && let Some(h) = r.handle.take() {
-                h.stop();
+            if !keep {
+                if let Some(h) = r.handle.take() {
+                    h.stop();
+                }
+                r.leave_vlans();
             }
             keep
         });
@@ -533,6 +536,9 @@ struct Running {
     /// On a VF trunk, the vPorts' MACs held as the VF's unicast addresses (renewed with
     /// the trunk: the kernel drops them when the netdev goes).
     filter: Option<UnicastFilter>,
+    /// On a VF trunk, the tagged VLANs it carries, joined on the VF (VLAN id -> the VLAN
+    /// device's ifindex; see [`crate::host::vlan`]).
+    vlans: BTreeMap<u16, u32>,
     /// Each vPort's port.
     ports: BTreeMap<String, VportPort>,
 }
@@ -602,6 +608,8 @@ impl Running {
                 errors.push(e.into());
             }
             self.filter = None;
+            // Gone with a vanished VF; left when the trunk moves elsewhere.
+            self.leave_vlans();
             match open_trunk(plan, resolve) {
                 Ok(t) => match handle.connect(self.trunk, t.edge) {
                     Ok(()) => {
@@ -700,6 +708,7 @@ impl Running {
         }
         self.plan = plan.clone();
         self.sync_filter(errors);
+        self.sync_vlans(errors);
         self.handle = Some(handle);
     }
 
@@ -715,6 +724,59 @@ impl Running {
             .find(|m| m.vport.as_deref() == vport)
         {
             m.index = id.0;
+        }
+    }
+
+    /// Makes the VLANs joined on the trunk VF the tagged VLANs the trunk carries.
+    fn sync_vlans(&mut self, errors: &mut Vec<SoftpathError>) {
+        let (Some(filter), Some(vf)) = (self.filter.as_ref(), self.plan.trunk_vf) else {
+            return;
+        };
+        let parent = filter.ifindex();
+        let want: BTreeSet<u16> = match &self.plan.trunk.vlan {
+            VlanMode::Trunk { allowed, native } => (1..=4094u16)
+                .filter(|v| allowed.contains(*v) && Some(*v) != *native)
+                .collect(),
+            VlanMode::Access { .. } => BTreeSet::new(),
+        };
+        let fail = |what: String, source: crate::host::vlan::VlanError| SoftpathError::TrunkVf {
+            bdf: self.plan.uplink.clone(),
+            vf,
+            netdev: netdev_name(parent),
+            what,
+            source: std::io::Error::other(source),
+        };
+        let extra: Vec<(u16, u32)> = self
+            .vlans
+            .iter()
+            .filter(|(v, _)| !want.contains(v))
+            .map(|(v, i)| (*v, *i))
+            .collect();
+        for (vid, ifindex) in extra {
+            match crate::host::vlan::leave(ifindex) {
+                Ok(()) => {
+                    self.vlans.remove(&vid);
+                }
+                Err(e) => errors.push(fail(format!("leave VLAN {vid}"), e)),
+            }
+        }
+        for vid in want {
+            if self.vlans.contains_key(&vid) {
+                continue;
+            }
+            match crate::host::vlan::join(parent, vid) {
+                Ok(ifindex) => {
+                    self.vlans.insert(vid, ifindex);
+                }
+                Err(e) => errors.push(fail(format!("join VLAN {vid}"), e)),
+            }
+        }
+    }
+
+    /// Deletes the VLAN devices this trunk made (best effort: a vanished VF took them along).
+    fn leave_vlans(&mut self) {
+        for (_, ifindex) in std::mem::take(&mut self.vlans) {
+            let _ = crate::host::vlan::leave(ifindex);
         }
     }
 
@@ -916,9 +978,11 @@ fn start_switch(
         trunk_lost_seen: 0,
         trunk_connected: true,
         filter: trunk.filter,
+        vlans: BTreeMap::new(),
         ports,
     };
     running.sync_filter(errors);
+    running.sync_vlans(errors);
     Ok(running)
 }
 
@@ -955,6 +1019,7 @@ impl Drop for SoftPath {
             if let Some(h) = r.handle.take() {
                 h.stop();
             }
+            r.leave_vlans();
         }
     }
 }

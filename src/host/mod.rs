@@ -19,6 +19,7 @@ pub mod sriov;
 pub mod tap;
 pub mod tcflow;
 pub mod uevent;
+pub mod vlan;
 pub mod wait;
 
 /// Runs a netlink future to completion on a private current-thread runtime, so that

@@ -1,7 +1,8 @@
 //! The software switch trunked through a VF (`[[uplink]] switch_vf`) on the real igb/igbvf
 //! drivers: vportd apply reserves and configures VF 0, the daemon's switch opens the VF's
-//! netdev and registers the software vPorts' MACs as its unicast addresses, and the vPorts
-//! (TAPs in their own namespaces) reach the other PF through it, both ways. Without trust,
+//! netdev, registers the software vPorts' MACs as its unicast addresses and joins their
+//! tagged VLANs, and the vPorts (TAPs in their own namespaces, one on VLAN 100, one untagged)
+//! reach the other PF through it, both ways. Without trust,
 //! after the PF set the VF's MAC, igb refuses unicast filters (its kernel log says so); apply
 //! trusts the VF again and the switch carries traffic again.
 
@@ -73,10 +74,11 @@ fn software_vports_reach_the_wire_through_a_vf_trunk_once() {
     assert!(vf["vlan_list"][0]["vlan"].is_null(), "{vf}");
 
     // Both vPorts reach eth1 through the VF, and eth1 reaches them.
+    // s1 is on VLAN 100 (tagged on the trunk), s2 untagged.
     for (from, to) in [
-        ("s1", "10.0.0.2"),
+        ("s1", "10.0.100.2"),
         ("s2", "10.0.0.2"),
-        ("b", "10.0.0.11"),
+        ("b", "10.0.100.11"),
         ("b", "10.0.0.12"),
     ] {
         let step = format!("ping.{from}-{to}");
@@ -96,6 +98,28 @@ fn software_vports_reach_the_wire_through_a_vf_trunk_once() {
             text("fdb.stopped")
         );
     }
+    // VLAN 100 is joined on the VF (a VLAN device on it, left down) while the switch runs.
+    let vlans: Vec<Value> = serde_json::from_str(&text("vlans.json")).unwrap();
+    let on_vf: Vec<&Value> = vlans
+        .iter()
+        .filter(|l| l["link"] == vfdev.as_str())
+        .collect();
+    assert_eq!(on_vf.len(), 1, "{vlans:?}");
+    assert_eq!(on_vf[0]["linkinfo"]["info_data"]["id"], 100, "{}", on_vf[0]);
+    assert!(
+        !on_vf[0]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP"),
+        "{}",
+        on_vf[0]
+    );
+    let stopped: Vec<Value> = serde_json::from_str(&text("vlans.stopped.json")).unwrap();
+    assert!(
+        stopped.iter().all(|l| l["link"] != vfdev.as_str()),
+        "{stopped:?}"
+    );
     // The trunk is the VF's netdev, and it carried the frames.
     let snap: Value = serde_json::from_str(&text("switch.json")).unwrap();
     let up = snap["ports"]
@@ -133,7 +157,7 @@ fn software_vports_reach_the_wire_through_a_vf_trunk_once() {
         "{}",
         text("again.dmesg")
     );
-    for step in ["again.s1-10.0.0.2", "again.b-10.0.0.12"] {
+    for step in ["again.s1-10.0.100.2", "again.b-10.0.0.12"] {
         assert_eq!(rc(step), "0", "{}", show(step));
     }
 }

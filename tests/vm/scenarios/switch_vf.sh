@@ -1,11 +1,13 @@
 # The software switch trunked through a VF (tests/vm/switch_vf.rs). eth0's VF 0 is the trunk
-# (`switch_vf = 0`); the software vPorts s1 and s2 get TAPs from the daemon, each moved into
-# its own namespace (10.0.0.11, 10.0.0.12); eth1, the other igb PF on the same QEMU hub, is in
-# namespace b (10.0.0.2). Each phase leaves its files in $OUT:
+# (`switch_vf = 0`); the software vPorts s1 (VLAN 100, tagged on the trunk) and s2 (untagged)
+# get TAPs from the daemon, each moved into its own namespace (10.0.100.11, 10.0.0.12); eth1,
+# the other igb PF on the same QEMU hub, is in namespace b (10.0.0.2, and 10.0.100.2 on its
+# VLAN 100 device). Each phase leaves its files in $OUT:
 #   apply.{out,err,rc}, apply.ip.json    the apply that creates and configures VF 0
 #   vfdev, ping.<from>-<to>.{out,rc}     the VF's netdev; pings both ways, both vPorts
 #   fdb, switch.json, daemon.log         the VF's unicast list, the switch's counters
-#   fdb.stopped                          the unicast list once the daemon stopped
+#   vlans.json                           the VLAN devices on the VF (the trunk's joined VLANs)
+#   fdb.stopped, vlans.stopped.json      both once the daemon stopped
 #   denied.dmesg                         the PF set VF 0's MAC and does not trust it: igb
 #                                        refuses a unicast filter (kernel log)
 #   again.*                              vportd apply trusts it again: the filter is taken,
@@ -18,6 +20,9 @@ ip link set eth1 netns b
 ip -n b link set lo up
 ip -n b addr add 10.0.0.2/24 dev eth1
 ip -n b link set eth1 up
+ip -n b link add link eth1 name eth1.100 type vlan id 100
+ip -n b addr add 10.0.100.2/24 dev eth1.100
+ip -n b link set eth1.100 up
 ip link set eth0 up
 wait_for 20 sh -c '/usr/sbin/ip link show eth0 | grep -q LOWER_UP'
 wait_for 20 sh -c '/usr/sbin/ip -n b link show eth1 | grep -q LOWER_UP'
@@ -31,6 +36,7 @@ switch_vf = 0
 name = "s1"
 uplink = "$pf"
 mac = "02:00:00:00:0b:01"
+vlan = 100
 offload = "never"
 [[vport]]
 name = "s2"
@@ -57,6 +63,8 @@ stop_daemon() {
   wait $DAEMON
 }
 
+addr_of() { case $1 in s1) echo 10.0.100.11 ;; s2) echo 10.0.0.12 ;; esac; }
+
 # Each TAP into its own namespace, as a VM's NIC would be elsewhere.
 attach() {
   for n in 1 2; do
@@ -64,7 +72,7 @@ attach() {
     ip link set vp-s$n netns s$n
     ip -n s$n link set lo up
     ip -n s$n link set vp-s$n address 02:00:00:00:0b:0$n
-    ip -n s$n addr add 10.0.0.1$n/24 dev vp-s$n
+    ip -n s$n addr add $(addr_of s$n)/24 dev vp-s$n
     ip -n s$n link set vp-s$n up
   done
 }
@@ -81,16 +89,18 @@ echo $vfdev > $OUT/vfdev
 
 start_daemon
 attach
-ping_from ping s1 10.0.0.2
+ping_from ping s1 10.0.100.2
 ping_from ping s2 10.0.0.2
-ping_from ping b 10.0.0.11
+ping_from ping b 10.0.100.11
 ping_from ping b 10.0.0.12
 bridge fdb show dev $vfdev > $OUT/fdb
+ip -d -j link show type vlan > $OUT/vlans.json
 sleep 1.5
 cp /tmp/state/switch.json $OUT/switch.json
 stop_daemon
 cp /run/daemon.log $OUT/daemon.log
 bridge fdb show dev $vfdev > $OUT/fdb.stopped
+ip -j link show type vlan > $OUT/vlans.stopped.json
 
 # The PF sets VF 0's MAC and stops trusting it: igb refuses the VF's unicast filters. A
 # unicast address added to the VF's list by hand (`bridge fdb add ... self`, the same
@@ -114,7 +124,7 @@ dmesg > $OUT/again.dmesg
 bridge fdb del 02:00:00:00:0d:01 dev $vfdev self permanent
 start_daemon
 attach
-ping_from again s1 10.0.0.2
+ping_from again s1 10.0.100.2
 ping_from again b 10.0.0.12
 stop_daemon
 cp /run/daemon.log $OUT/again.daemon.log
