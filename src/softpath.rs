@@ -15,7 +15,8 @@
 //! its VFs multicast promiscuity at most), so the switch registers every vPort's MAC as a
 //! unicast address of the VF ([`UnicastFilter`]); igbvf passes each to the PF as a MAC filter,
 //! which igb accepts from a VF it trusts (apply trusts this one). igbvf holds 3 such filters,
-//! and says so only in the kernel log when asked for more.
+//! and says so only in the kernel log when asked for more. The tagged VLANs the trunk carries
+//! are joined on the VF too ([`crate::host::vlan`]): a VF hears no tagged frame otherwise.
 //!
 //! A vPort's TAP deleted from outside is noticed by the switch worker (its descriptor fails;
 //! the port goes link down, `nic_lost`), and the next reconcile creates it again and connects
