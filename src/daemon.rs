@@ -74,6 +74,68 @@ pub struct DaemonConfig {
     /// The provisioning config: its vPorts on the software path (per the state file) are
     /// attached to the daemon's software switches (see [`crate::softpath`]).
     pub software: Option<crate::config::Config>,
+    /// Where `software` was read from: the daemon reads it again when the file changes, so
+    /// that a vPort added by an edit and an apply gets its TAP (and its CPU set) without a
+    /// restart.
+    pub config_path: Option<PathBuf>,
+}
+
+/// A config file's identity, by what a rewrite changes: size, modification time and inode
+/// (an editor's save-by-rename keeps neither the inode nor, always, the time).
+fn file_stamp(path: &std::path::Path) -> Option<(u64, i64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
+}
+
+/// Follows the daemon's config file between periods.
+struct ConfigWatch {
+    path: PathBuf,
+    stamp: Option<(u64, i64, i64, u64)>,
+    /// The last error said, so that a broken file is reported once, not every period.
+    said: Option<String>,
+}
+
+impl ConfigWatch {
+    fn new(path: PathBuf) -> Self {
+        let stamp = file_stamp(&path);
+        Self {
+            path,
+            stamp,
+            said: None,
+        }
+    }
+
+    /// The config, when the file changed since the last look and parses. A file that no
+    /// longer parses (or has gone) keeps the daemon on the config it has, said once.
+    fn poll(&mut self) -> Option<crate::config::Config> {
+        let stamp = file_stamp(&self.path);
+        if stamp == self.stamp {
+            return None;
+        }
+        self.stamp = stamp;
+        match crate::config::load(&self.path) {
+            Ok(c) => {
+                self.said = None;
+                eprintln!(
+                    "vportd: {} changed: the software path and the vPorts' CPU sets follow it",
+                    self.path.display()
+                );
+                Some(c)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.said.as_ref() != Some(&msg) {
+                    eprintln!(
+                        "vportd: {} changed but is not used, the daemon keeps the config it has: {msg}",
+                        self.path.display()
+                    );
+                    self.said = Some(msg);
+                }
+                None
+            }
+        }
+    }
 }
 
 /// One CPU in a tick.
@@ -220,6 +282,13 @@ impl Rebalancer {
             affinity: HashMap::new(),
             affinity_from: 0,
         }
+    }
+
+    /// Takes a re-read provisioning config: the next tick learns the vPorts' queue groups
+    /// and CPU sets afresh.
+    pub fn set_software(&mut self, software: Option<crate::config::Config>) {
+        self.cfg.software = software;
+        self.learned_from = (Vec::new(), String::new());
     }
 
     fn must_read(&self, path: &str) -> Result<String, DaemonError> {
@@ -655,7 +724,8 @@ impl Daemon {
     }
 
     async fn run_async(self) -> Result<Option<TickReport>, DaemonError> {
-        let cfg = self.cfg;
+        let mut cfg = self.cfg;
+        let mut watch = cfg.config_path.clone().map(ConfigWatch::new);
         let stats = Arc::new(Mutex::new(Stats::default()));
         // The software path lives as long as the daemon: its TAPs and switches go with it.
         let mut soft = match (&cfg.software, cfg.once) {
@@ -722,6 +792,10 @@ impl Daemon {
             }
             let period_s = last.elapsed().as_secs_f64();
             last = Instant::now();
+            if let Some(c) = watch.as_mut().and_then(ConfigWatch::poll) {
+                reb.set_software(Some(c.clone()));
+                cfg.software = Some(c);
+            }
             // Software vPorts follow the state file (an apply or a hotplug reconcile moved
             // some) and trunks whose netdev came back are reopened.
             // A problem is said once, not every period, until it changes.
@@ -856,6 +930,7 @@ pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
         steering: a.steering,
         policy,
         software,
+        config_path: a.config.clone(),
     };
     // The control plane runs beside the rebalancer: socket, uevents, reconciles.
     let _control = match a.once {
@@ -873,4 +948,48 @@ pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConfigWatch;
+
+    const GOOD: &str = "[[uplink]]\npci = \"0000:01:00.0\"\n";
+
+    #[test]
+    fn the_config_is_read_again_when_it_changes_and_kept_when_it_breaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let mut w = ConfigWatch::new(path.clone());
+        assert!(w.poll().is_none(), "unchanged since the daemon read it");
+
+        // Saved by rename, as editors do: a new inode, same size.
+        let tmp = dir.path().join("host.toml.new");
+        std::fs::write(&tmp, GOOD.replace("01:00.0", "02:00.0")).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        let c = w.poll().expect("a changed file that parses is taken");
+        assert_eq!(c.uplinks.len(), 1);
+        assert!(w.poll().is_none(), "taken once");
+
+        // A broken file is not taken, and said once.
+        std::fs::write(&path, "[[uplink]]\npci = 7\n").unwrap();
+        assert!(w.poll().is_none());
+        assert!(
+            w.said.as_deref().unwrap_or("").contains("pci"),
+            "{:?}",
+            w.said
+        );
+        assert!(w.poll().is_none());
+
+        // Mended: taken again.
+        std::fs::write(&path, format!("{GOOD}\n")).unwrap();
+        assert!(w.poll().is_some());
+        assert!(w.said.is_none());
+
+        // Gone: the daemon keeps what it has.
+        std::fs::remove_file(&path).unwrap();
+        assert!(w.poll().is_none());
+        assert!(w.said.is_some());
+    }
 }

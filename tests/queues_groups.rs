@@ -90,6 +90,7 @@ fn a_vports_queues_are_one_group_inside_its_cpus_and_labelled_in_the_metrics() {
         steering: false,
         policy: PolicyConfig::default(),
         software: Some(config),
+        config_path: None,
     });
     r.prime().unwrap();
     let report = r.tick(1000, 1.0).unwrap();

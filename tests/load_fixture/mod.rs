@@ -217,6 +217,7 @@ pub fn daemon_config(root: &Path) -> vportd::daemon::DaemonConfig {
         steering: false,
         policy: Default::default(),
         software: None,
+        config_path: None,
     }
 }
 

@@ -160,6 +160,17 @@ fn software_vports_reach_the_wire_through_a_vf_trunk_once() {
     for step in ["again.s1-10.0.100.2", "again.b-10.0.0.12"] {
         assert_eq!(rc(step), "0", "{}", show(step));
     }
+    // A vPort added to the config and applied while the daemon runs: the daemon reads the
+    // changed file again and gives the vPort its TAP, without a restart.
+    let added = text("added.out") + &text("added.err");
+    assert_eq!(rc("added"), "0", "{added}");
+    let log = text("again.daemon.log");
+    assert_eq!(
+        text("added.tap.rc").trim(),
+        "0",
+        "vp-s3 never appeared; daemon log:\n{log}"
+    );
+    assert!(log.contains("/tmp/host.toml changed"), "{log}");
 }
 
 /// What a VF trunk on igb cannot do, on this kernel (Debian's 6.12): igb refuses a VF's request

@@ -12,6 +12,8 @@
 #                                        refuses a unicast filter (kernel log)
 #   again.*                              vportd apply trusts it again: the filter is taken,
 #                                        the pings work
+#   added.*                              a vPort added to the config and applied while the
+#                                        daemon runs: its TAP appears (added.tap.rc)
 pf=$(basename "$(readlink /sys/class/net/eth0/device)")
 pfdev=/sys/bus/pci/devices/$pf
 mkdir -p /var/run/netns
@@ -126,6 +128,18 @@ start_daemon
 attach
 ping_from again s1 10.0.100.2
 ping_from again b 10.0.0.12
+# A vPort added to the config while the daemon runs gets its TAP without a restart: the
+# daemon reads the changed file again, and the apply puts the vPort on the software path.
+cat >> /tmp/host.toml <<EOT
+[[vport]]
+name = "s3"
+uplink = "$pf"
+mac = "02:00:00:00:0b:03"
+offload = "never"
+EOT
+apply added
+wait_for 30 sh -c '/usr/sbin/ip link show vp-s3' > /dev/null
+echo $? > $OUT/added.tap.rc
 stop_daemon
 cp /run/daemon.log $OUT/again.daemon.log
 true
