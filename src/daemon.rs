@@ -244,6 +244,8 @@ pub struct Rebalancer {
     /// as last written by us), and where the next tick's rotating re-read starts.
     affinity: HashMap<u32, (Vec<u32>, Vec<u32>)>,
     affinity_from: usize,
+    /// Why the state file could not be read at the last relearn (said once per reason).
+    state_failed: Option<String>,
 }
 
 /// How many queue IRQs have their affinity files re-read per tick. Up to this many, every
@@ -281,6 +283,7 @@ impl Rebalancer {
             prev: None,
             affinity: HashMap::new(),
             affinity_from: 0,
+            state_failed: None,
         }
     }
 
@@ -398,23 +401,27 @@ impl Rebalancer {
         }
         // Each provisioned vPort's queues (a VF's own, or the PF queues steered to it)
         // as one group with the vPort's CPU set.
-        let vports = self
-            .cfg
-            .state_dir
-            .as_deref()
-            .map(State::load)
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        // A state file that cannot be read leaves the vPorts ungrouped this time, said once.
+        let vports = match self.cfg.state_dir.as_deref().map(State::load) {
+            Some(Ok(state)) => {
+                self.state_failed = None;
+                state
+            }
+            Some(Err(e)) => {
+                let msg = e.to_string();
+                if self.state_failed.as_ref() != Some(&msg) {
+                    eprintln!("vportd: the vPorts' queues are not grouped: {msg}");
+                    self.state_failed = Some(msg);
+                }
+                State::default()
+            }
+            None => State::default(),
+        };
         let vport_cpus = self
             .cfg
             .software
             .as_ref()
-            .map(|c| {
-                c.vports
-                    .iter()
-                    .filter_map(|v| Some((v.name.clone(), v.cpus.clone()?)))
-                    .collect()
-            })
+            .map(crate::provision::vport_cpus)
             .unwrap_or_default();
         let sets = crate::state::queue_sets(&vports, &inv, &vport_cpus);
         let (vport_of, problems) =
