@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::sh;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,27 +18,12 @@ use vportd::host::afxdp::{AfXdp, AfXdpError, ModeChoice, PROG_NAME, open_netdev_
 use vportd::switch::io::{Batch, NetdevEdge, Offload};
 use vportd::switch::testkit::{Spec, read};
 
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A private network namespace for the calling thread with one veth pair, xa0 - xb0.
 fn veth(test: &str) -> bool {
     if !common::require_root(test) {
         return false;
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .expect("unshare a network namespace (needs root)");
-    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    common::private_netns();
     sh("ip link add xa0 type veth peer name xb0 && ip link set xa0 up && ip link set xb0 up");
     true
 }

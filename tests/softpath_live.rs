@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::sh;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,18 +21,6 @@ use vportd::switch::testkit::{Mark, Spec, read};
 
 const PF: &str = "0000:01:00.0";
 const LONG: &str = "tenant-blue-web-frontend";
-
-fn sh(cmd: &str) {
-    let out = std::process::Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn config(state_dir: &Path) -> vportd::config::Config {
     let text = format!(
@@ -69,9 +59,7 @@ fn state() -> State {
 /// In a private network namespace, the fake PF: the switch opens `pf0`; `wire0` is the far
 /// end, the physical network.
 fn fake_pf() {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .expect("unshare a network namespace (needs root)");
-    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    common::private_netns();
     sh("ip link add pf0 type veth peer name wire0 && ip link set pf0 up && ip link set wire0 up");
 }
 
@@ -604,9 +592,7 @@ fn a_vf_trunk_comes_up_and_holds_the_vports_macs_as_unicast_addresses() {
     if !common::require_root("software path on a VF trunk") {
         return;
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .expect("unshare a network namespace (needs root)");
-    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    common::private_netns();
     // The VF's netdev starts down, as a new VF's does.
     sh("ip link add vf0 type veth peer name wire0 && ip link set wire0 up");
     let asked = std::cell::RefCell::new(Vec::new());

@@ -21,6 +21,8 @@
 
 mod common;
 
+use common::sh;
+
 use std::time::{Duration, Instant};
 
 use vportd::host::afpacket::{AfPacket, RawSocket, RingSize};
@@ -86,26 +88,6 @@ struct Rig {
     parked: Vec<Option<Box<dyn Edge>>>,
 }
 
-fn sh(cmd: &str) {
-    let out = std::process::Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Moves the calling test thread into a new, empty network namespace, quiet (no IPv6
-/// autoconfiguration chatter on the links made in it).
-fn private_netns() {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .expect("unshare a network namespace (needs root)");
-    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
-}
-
 impl Rig {
     fn new(kind: Kind, ports: &[PortConfig]) -> Option<Rig> {
         Rig::with_switch(kind, SwitchConfig::new("conformance"), ports)
@@ -116,7 +98,7 @@ impl Rig {
             if !common::require_root(&format!("switch conformance over {kind:?}")) {
                 return None;
             }
-            private_netns();
+            common::private_netns();
         }
         let mut sw = Switch::new(cfg);
         let mut peers: Vec<Box<dyn Peer>> = Vec::new();
@@ -582,14 +564,18 @@ fn big_frames(kind: Kind) {
     for i in 0..3 {
         match kind {
             Kind::Mem => {}
-            Kind::Tap => sh(&format!("ip link set vptap{i} mtu 9000")),
+            Kind::Tap => {
+                sh(&format!("ip link set vptap{i} mtu 9000"));
+            }
             Kind::AfPacket
             | Kind::AfPacketVnet
             | Kind::AfPacketFast
             | Kind::AfXdp
-            | Kind::AfXdpGeneric => sh(&format!(
-                "ip link set sw{i} mtu 9000 && ip link set vm{i} mtu 9000"
-            )),
+            | Kind::AfXdpGeneric => {
+                sh(&format!(
+                    "ip link set sw{i} mtu 9000 && ip link set vm{i} mtu 9000"
+                ));
+            }
         }
     }
     let size = |s: u32| if s % 3 == 1 { 64 } else { 5000 };

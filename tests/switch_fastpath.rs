@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::sh;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,26 +24,12 @@ use vportd::switch::testkit::{Spec, host_mac, read};
 use vportd::switch::vlan::{VlanMode, VlanSet};
 use vportd::switch::{DropReason, PortConfig, PortId, Switch, SwitchConfig};
 
-fn sh(cmd: &str) {
-    let out = Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A private network namespace with `n` veth pairs swI - vmI, up.
 fn veths(test: &str, n: usize) -> bool {
     if !common::require_root(test) {
         return false;
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .expect("unshare a network namespace (needs root)");
-    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    common::private_netns();
     for i in 0..n {
         sh(&format!(
             "ip link add sw{i} type veth peer name vm{i} && ip link set sw{i} up && ip link set vm{i} up"

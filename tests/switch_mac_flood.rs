@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::sh;
+
 use std::time::Duration;
 
 use vportd::host::afpacket::{AfPacket, RawSocket, RingSize};
@@ -40,18 +42,6 @@ impl Peer for RawSocket {
         self.drain(Duration::from_millis(25))
             .expect("the peer socket receives")
     }
-}
-
-fn sh(cmd: &str) {
-    let out = std::process::Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A xorshift generator: the flood's MACs, reproducible.
@@ -195,8 +185,6 @@ fn mac_flood_over_af_packet() {
     if !common::require_root("the MAC flood over AF_PACKET") {
         return;
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .expect("unshare a network namespace (needs root)");
-    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    common::private_netns();
     flood(true);
 }

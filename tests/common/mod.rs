@@ -41,3 +41,26 @@ pub fn run_ok(cmd: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs a shell command that must succeed; returns its stdout.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Moves the calling test thread into a new, empty network namespace, quiet: no IPv6
+/// autoconfiguration chatter on the links made in it. Each test thread gets its own, so
+/// tests run in parallel without seeing each other's devices.
+pub fn private_netns() {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("unshare a network namespace (needs root)");
+    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+}
