@@ -142,7 +142,7 @@ for run in $(seq "$RUNS"); do
     t=$(tcp); u=$(udp); r=$(cat "$TMP/restarts")
     stop $who
     TCP[$who]+="$t "; UDP[$who]+="$u "
-    printf 'run %d %-8s TCP %6s Gbit/s  UDP64 %6s kpps%s\n' "$run" "$who" "$t" "$u" \
+    printf 'run %d %-9s TCP %6s Gbit/s  UDP64 %6s kpps%s\n' "$run" "$who" "$t" "$u" \
       "$( (( r > 0 )) && echo "  (trafgen restarted $r times after an early exit)")"
   done
 done
@@ -152,7 +152,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[in
 echo
 echo "== ns1 - veth - switch - veth - ns2, $RUNS runs each, alternating =="
 for who in ours ours_xdp ours_fast bridge ovs; do
-  printf '%-8s TCP %s Gbit/s   UDP64 %s kpps\n' "$who" "$(range <<<"${TCP[$who]}")" "$(range <<<"${UDP[$who]}")"
+  printf '%-9s TCP %s Gbit/s   UDP64 %s kpps\n' "$who" "$(range <<<"${TCP[$who]}")" "$(range <<<"${UDP[$who]}")"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 for who in ours ours_xdp ours_fast; do
