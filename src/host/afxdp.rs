@@ -42,6 +42,7 @@ use std::ffi::c_void;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::bpf::{self, BPF_PSEUDO_MAP_FD, Insn, insn};
 use crate::host::afpacket::{AfPacket, AfPacketError, RingSize};
 use crate::switch::io::{Batch, Edge, NetdevEdge, Offload};
 
@@ -58,16 +59,11 @@ pub const MAX_SEGS: usize = 16;
 /// The program's name, as `bpftool prog` shows it (at most 15 bytes).
 pub const PROG_NAME: &str = "vportd_xsk";
 
-const BPF_MAP_CREATE: u32 = 0;
-const BPF_MAP_UPDATE_ELEM: u32 = 2;
-const BPF_PROG_LOAD: u32 = 5;
-const BPF_LINK_CREATE: u32 = 28;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_XDP: u32 = 37;
 const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 const XDP_PASS: i32 = 2;
@@ -147,93 +143,6 @@ pub enum ModeChoice {
     Only(XdpMode),
 }
 
-fn bpf<T>(cmd: u32, attr: &mut T) -> std::io::Result<OwnedFd> {
-    // SAFETY: bpf(2) reads (and for some commands writes) `size_of::<T>()` bytes of `attr`,
-    // a live repr(C) prefix of `union bpf_attr`; the kernel zero-extends shorter attributes.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            (attr as *mut T).cast::<c_void>(),
-            std::mem::size_of::<T>() as libc::c_long,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the commands used here return a new descriptor owned by nothing else (for
-    // BPF_MAP_UPDATE_ELEM, which returns 0, the caller does not wrap it: see `map_update`).
-    Ok(unsafe { OwnedFd::from_raw_fd(rc as RawFd) })
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct MapCreate {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    inner_map_fd: u32,
-    numa_node: u32,
-    map_name: [u8; 16],
-}
-
-#[repr(C)]
-struct MapUpdate {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoad {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct LinkCreate {
-    prog_fd: u32,
-    target_ifindex: u32,
-    attach_type: u32,
-    flags: u32,
-}
-
-/// `struct bpf_insn`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Insn {
-    code: u8,
-    /// dst in the low nibble, src in the high one.
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: dst | (src << 4),
-        off,
-        imm,
-    }
-}
-
 /// The program, for the XSKMAP `map_fd`:
 ///   r2 = ctx->rx_queue_index            (struct xdp_md offset 16)
 ///   r1 = map                            (a 64-bit immediate: two instructions)
@@ -251,89 +160,39 @@ fn program(map_fd: RawFd) -> [Insn; 6] {
     ]
 }
 
-fn name16(s: &str) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..s.len().min(15)].copy_from_slice(&s.as_bytes()[..s.len().min(15)]);
-    b
-}
-
 fn create_map(entries: u32) -> std::io::Result<OwnedFd> {
-    let mut attr = MapCreate {
-        map_type: BPF_MAP_TYPE_XSKMAP,
-        key_size: 4,
-        value_size: 4,
-        max_entries: entries,
-        map_name: name16("vportd_xsks"),
-        ..Default::default()
-    };
-    bpf(BPF_MAP_CREATE, &mut attr)
+    bpf::create_map("vportd_xsks", BPF_MAP_TYPE_XSKMAP, 4, 4, entries, 0)
 }
 
 fn map_update(map: &OwnedFd, key: u32, value: RawFd) -> std::io::Result<()> {
     let value = value as u32;
-    let mut attr = MapUpdate {
-        map_fd: map.as_raw_fd() as u32,
-        _pad: 0,
-        key: (&key as *const u32) as u64,
-        value: (&value as *const u32) as u64,
-        flags: 0, // BPF_ANY
-    };
-    // SAFETY: as in `bpf`: `attr` is a live prefix of bpf_attr whose key and value point at
-    // live u32s for the duration of the call. The command returns 0, not a descriptor.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_UPDATE_ELEM as libc::c_long,
-            (&mut attr as *mut MapUpdate).cast::<c_void>(),
-            std::mem::size_of::<MapUpdate>() as libc::c_long,
-        )
-    };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    let flags = 0; // BPF_ANY
+    bpf::map_elem(
+        bpf::BPF_MAP_UPDATE_ELEM,
+        map,
+        &key.to_ne_bytes(),
+        Some(&value.to_ne_bytes()),
+        flags,
+    )
 }
 
-/// Loads the program; the license string is not "GPL" (see the module doc).
+/// Loads the program (see [`bpf`] on its licence).
 fn load_program(map: &OwnedFd, frags: bool) -> Result<OwnedFd, (std::io::Error, String)> {
-    let insns = program(map.as_raw_fd());
-    let license = c"Proprietary";
-    let mut log = vec![0u8; 4096];
-    let mut attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_flags: if frags { BPF_F_XDP_HAS_FRAGS } else { 0 },
-        prog_name: name16(PROG_NAME),
-        ..Default::default()
-    };
-    match bpf(BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => Ok(fd),
-        Err(e) => {
-            // Once more with the verifier's log, for the error message.
-            attr.log_level = 1;
-            attr.log_size = log.len() as u32;
-            attr.log_buf = log.as_mut_ptr() as u64;
-            let _ = bpf(BPF_PROG_LOAD, &mut attr);
-            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-            Err((e, String::from_utf8_lossy(&log[..end]).trim().to_string()))
-        }
-    }
+    let flags = if frags { BPF_F_XDP_HAS_FRAGS } else { 0 };
+    bpf::load(
+        PROG_NAME,
+        BPF_PROG_TYPE_XDP,
+        flags,
+        &program(map.as_raw_fd()),
+    )
 }
 
 fn attach(prog: &OwnedFd, ifindex: u32, mode: XdpMode) -> std::io::Result<OwnedFd> {
-    let mut attr = LinkCreate {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_ifindex: ifindex,
-        attach_type: BPF_XDP,
-        flags: match mode {
-            XdpMode::Native => XDP_FLAGS_DRV_MODE,
-            XdpMode::Generic => XDP_FLAGS_SKB_MODE,
-        },
+    let flags = match mode {
+        XdpMode::Native => XDP_FLAGS_DRV_MODE,
+        XdpMode::Generic => XDP_FLAGS_SKB_MODE,
     };
-    bpf(BPF_LINK_CREATE, &mut attr)
+    bpf::link_create(prog, ifindex, BPF_XDP, flags)
 }
 
 fn setsockopt<T>(fd: RawFd, opt: i32, val: &T) -> std::io::Result<()> {
@@ -1397,6 +1256,6 @@ mod tests {
         assert_eq!((p[3].code, p[3].regs, p[3].imm), (0xb7, 3, XDP_PASS));
         assert_eq!((p[4].code, p[4].imm), (0x85, BPF_FUNC_REDIRECT_MAP));
         assert_eq!(p[5].code, 0x95);
-        assert_eq!(name16(PROG_NAME)[..10], *b"vportd_xsk");
+        assert!(PROG_NAME.len() <= 15, "a kernel object name holds 15 bytes");
     }
 }

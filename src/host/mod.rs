@@ -4,6 +4,7 @@
 
 pub mod afpacket;
 pub mod afxdp;
+pub(crate) mod bpf;
 pub mod control_socket;
 pub mod ethtool;
 pub mod ethtool_stats;

@@ -33,10 +33,13 @@
 //! GPL-only, and the kernel accepting the load says so.
 
 use std::collections::HashMap;
-use std::ffi::c_void;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use super::bpf::{
+    self, BPF_MAP_DELETE_ELEM, BPF_MAP_UPDATE_ELEM, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, Insn,
+    map_elem,
+};
 use crate::switch::PortId;
 use crate::switch::flowcache::{
     FlowBackend, FlowKey, SLOT_ACTIVE, SLOT_ARMING, SLOT_FREE, SlotCounters,
@@ -79,14 +82,6 @@ pub const TC_NAME: &str = "vportd_fast_tc";
 pub const COUNT_NAME: &str = "vportd_rx_count";
 
 // bpf(2) commands, map and program types, attach types (include/uapi/linux/bpf.h).
-const BPF_MAP_CREATE: u32 = 0;
-const BPF_MAP_UPDATE_ELEM: u32 = 2;
-const BPF_MAP_DELETE_ELEM: u32 = 3;
-const BPF_PROG_LOAD: u32 = 5;
-const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
-const BPF_MAP_GET_FD_BY_ID: u32 = 14;
-const BPF_LINK_CREATE: u32 = 28;
-const BPF_LINK_GET_FD_BY_ID: u32 = 30;
 const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
@@ -95,8 +90,6 @@ const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_TCX_INGRESS: u32 = 46;
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 const BPF_NOEXIST: u64 = 1;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
-const BPF_PSEUDO_MAP_VALUE: u8 = 2;
 
 // Helpers.
 const FN_MAP_LOOKUP_ELEM: i32 = 1;
@@ -117,103 +110,6 @@ const ACCEPT: i32 = 0x40000;
 /// tcx: no verdict, the next program (or the stack) decides.
 const TCX_NEXT: i32 = -1;
 
-fn sys_bpf<T>(cmd: u32, attr: &mut T) -> std::io::Result<i64> {
-    // SAFETY: bpf(2) reads (and for some commands writes) `size_of::<T>()` bytes of `attr`,
-    // a live repr(C) prefix of `union bpf_attr`; the kernel zero-extends shorter attributes.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            (attr as *mut T).cast::<c_void>(),
-            std::mem::size_of::<T>() as libc::c_long,
-        )
-    };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn bpf_fd<T>(cmd: u32, attr: &mut T) -> std::io::Result<OwnedFd> {
-    let fd = sys_bpf(cmd, attr)?;
-    // SAFETY: the commands passed here return a new descriptor owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct MapCreate {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    inner_map_fd: u32,
-    numa_node: u32,
-    map_name: [u8; 16],
-}
-
-#[repr(C)]
-struct MapElem {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoad {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct LinkCreate {
-    prog_fd: u32,
-    target_ifindex: u32,
-    attach_type: u32,
-    flags: u32,
-    /// tcx: relative_fd, then expected_revision (u64, aligned).
-    relative_fd: u32,
-    _pad: u32,
-    expected_revision: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct GetById {
-    id: u32,
-    next_id: u32,
-    open_flags: u32,
-}
-
-#[repr(C)]
-struct InfoByFd {
-    bpf_fd: u32,
-    info_len: u32,
-    info: u64,
-}
-
-fn name16(s: &str) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..s.len().min(15)].copy_from_slice(&s.as_bytes()[..s.len().min(15)]);
-    b
-}
-
 fn create_map(
     name: &'static str,
     map_type: u32,
@@ -222,33 +118,8 @@ fn create_map(
     max_entries: u32,
     flags: u32,
 ) -> Result<OwnedFd, TcFlowError> {
-    let mut attr = MapCreate {
-        map_type,
-        key_size,
-        value_size,
-        max_entries,
-        map_flags: flags,
-        map_name: name16(name),
-        ..Default::default()
-    };
-    bpf_fd(BPF_MAP_CREATE, &mut attr).map_err(|source| TcFlowError::Map { name, source })
-}
-
-fn map_elem(
-    cmd: u32,
-    map: &OwnedFd,
-    key: &[u8],
-    value: Option<&[u8]>,
-    flags: u64,
-) -> std::io::Result<()> {
-    let mut attr = MapElem {
-        map_fd: map.as_raw_fd() as u32,
-        _pad: 0,
-        key: key.as_ptr() as u64,
-        value: value.map_or(0, |v| v.as_ptr() as u64),
-        flags,
-    };
-    sys_bpf(cmd, &mut attr).map(|_| ())
+    bpf::create_map(name, map_type, key_size, value_size, max_entries, flags)
+        .map_err(|source| TcFlowError::Map { name, source })
 }
 
 /// A shared read-write mapping of an mmap-able array map.
@@ -309,17 +180,6 @@ impl Drop for Mapping {
             libc::munmap(self.ptr.cast(), self.len);
         }
     }
-}
-
-/// `struct bpf_insn`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Insn {
-    code: u8,
-    /// dst in the low nibble, src in the high one.
-    regs: u8,
-    off: i16,
-    imm: i32,
 }
 
 // Opcodes used (class | size/op | source).
@@ -552,77 +412,33 @@ fn count_program(counter: RawFd) -> Vec<Insn> {
 }
 
 fn load(name: &'static str, prog_type: u32, insns: &[Insn]) -> Result<OwnedFd, TcFlowError> {
-    let license = c"Proprietary";
-    let mut attr = ProgLoad {
-        prog_type,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name: name16(name),
-        ..Default::default()
-    };
-    match bpf_fd(BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => Ok(fd),
-        Err(source) => {
-            // Once more with the verifier's log, for the error message.
-            let mut log = vec![0u8; 65536];
-            attr.log_level = 1;
-            attr.log_size = log.len() as u32;
-            attr.log_buf = log.as_mut_ptr() as u64;
-            let _ = bpf_fd(BPF_PROG_LOAD, &mut attr);
-            let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-            let log = String::from_utf8_lossy(&log[..end]);
-            let tail: Vec<&str> = log.trim().lines().rev().take(12).collect();
-            Err(TcFlowError::Load {
-                name,
-                log: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
-                source,
-            })
+    bpf::load(name, prog_type, 0, insns).map_err(|(source, log)| {
+        // The verifier's last lines say what it refused.
+        let tail: Vec<&str> = log.lines().rev().take(12).collect();
+        TcFlowError::Load {
+            name,
+            log: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            source,
         }
-    }
+    })
 }
 
 fn attach_tcx(prog: &OwnedFd, ifindex: u32) -> std::io::Result<OwnedFd> {
-    let mut attr = LinkCreate {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_ifindex: ifindex,
-        attach_type: BPF_TCX_INGRESS,
-        ..Default::default()
-    };
-    bpf_fd(BPF_LINK_CREATE, &mut attr)
+    bpf::link_create(prog, ifindex, BPF_TCX_INGRESS, 0)
 }
 
-/// A u32 at byte `at` of a BPF object's info (`struct bpf_map_info`, `bpf_link_info`: the id
-/// is at 4 in both).
 fn info_u32(fd: &OwnedFd, at: usize) -> std::io::Result<u32> {
-    let mut info = [0u8; 256];
-    let mut attr = InfoByFd {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: info.len() as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok(u32::from_ne_bytes(
-        info[at..at + 4].try_into().expect("4 bytes"),
-    ))
+    bpf::info_u32(fd, at)
 }
 
 /// Whether a BPF link with this id still exists (anywhere on the host).
 pub fn link_exists(id: u32) -> bool {
-    let mut attr = GetById {
-        id,
-        ..Default::default()
-    };
-    bpf_fd(BPF_LINK_GET_FD_BY_ID, &mut attr).is_ok()
+    bpf::exists(bpf::BPF_LINK_GET_FD_BY_ID, id)
 }
 
 /// Whether a BPF map with this id still exists.
 pub fn map_exists(id: u32) -> bool {
-    let mut attr = GetById {
-        id,
-        ..Default::default()
-    };
-    bpf_fd(BPF_MAP_GET_FD_BY_ID, &mut attr).is_ok()
+    bpf::exists(bpf::BPF_MAP_GET_FD_BY_ID, id)
 }
 
 /// An AF_PACKET edge's receive counter: frames its socket filter let in (written by the
