@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::rig::{Rig, rig_or_skip};
+use crate::rig::{Outcome, Rig, rig_or_skip};
 use crate::{boot, run};
 
 fn vf0(ip_json: &str) -> Value {
@@ -19,6 +19,20 @@ fn vf0(ip_json: &str) -> Value {
         .as_array()
         .and_then(|l| l.iter().find(|v| v["vf"] == 0).cloned())
         .unwrap_or_else(|| panic!("ip shows no VF 0: {ip_json}"))
+}
+
+/// Boots a guest with both PFs, tun and iproute2's `bridge` (for the VF's unicast list), and
+/// runs one of the VF-trunk scenarios in it.
+fn run_vf_scenario(test: &str, script: &str) -> Outcome {
+    let bridge = std::fs::read("/usr/sbin/bridge").expect("iproute2's bridge on the build machine");
+    let mut guest = boot(
+        test,
+        Rig::new()
+            .pfs(2)
+            .module("tun")
+            .file("/usr/sbin/bridge", bridge, 0o755),
+    );
+    run(&mut guest, test, script, Duration::from_secs(400)).success()
 }
 
 #[test]
@@ -32,21 +46,7 @@ fn software_vports_reach_the_wire_through_a_vf_trunk() {
 fn software_vports_reach_the_wire_through_a_vf_trunk_once() {
     let test = "software_vports_reach_the_wire_through_a_vf_trunk";
     let Some(_) = rig_or_skip(test) else { return };
-    let bridge = std::fs::read("/usr/sbin/bridge").expect("iproute2's bridge on the build machine");
-    let mut guest = boot(
-        test,
-        Rig::new()
-            .pfs(2)
-            .module("tun")
-            .file("/usr/sbin/bridge", bridge, 0o755),
-    );
-    let o = run(
-        &mut guest,
-        test,
-        include_str!("scenarios/switch_vf.sh"),
-        Duration::from_secs(400),
-    )
-    .success();
+    let o = run_vf_scenario(test, include_str!("scenarios/switch_vf.sh"));
     let text = |name: &str| o.text(name);
     let rc = |name: &str| text(&format!("{name}.rc")).trim().to_string();
     let show = |name: &str| {
@@ -193,21 +193,7 @@ fn a_vf_trunk_on_igb_runs_out_of_filter_slots() {
 fn a_vf_trunk_on_igb_runs_out_of_filter_slots_once() {
     let test = "a_vf_trunk_on_igb_runs_out_of_filter_slots";
     let Some(_) = rig_or_skip(test) else { return };
-    let bridge = std::fs::read("/usr/sbin/bridge").expect("iproute2's bridge on the build machine");
-    let mut guest = boot(
-        test,
-        Rig::new()
-            .pfs(2)
-            .module("tun")
-            .file("/usr/sbin/bridge", bridge, 0o755),
-    );
-    let o = run(
-        &mut guest,
-        test,
-        include_str!("scenarios/switch_vf_slots.sh"),
-        Duration::from_secs(400),
-    )
-    .success();
+    let o = run_vf_scenario(test, include_str!("scenarios/switch_vf_slots.sh"));
     let text = |name: &str| o.text(name);
     let rc = |name: &str| text(&format!("{name}.rc")).trim().to_string();
     assert_eq!(rc("apply"), "0", "{}", text("apply.err"));
