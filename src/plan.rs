@@ -516,28 +516,29 @@ fn profile_steering(profiles: &ProfileSet, f: &PciFunction) -> Option<SteeringAb
     })
 }
 
-/// Plans the PF's channel count and RSS table; returns the channel count after the plan.
-/// Channels first (drivers such as igb reset the table when the queue count changes), and
-/// when lowering them with a table of ours in place, the table back to the default first
-/// (the kernel refuses fewer channels than a user-set table uses, EINVAL).
-fn pf_queue_actions(
+/// Plans the PF's channel count; returns the channel count after the plan and whether it
+/// changes. Channels first (drivers such as igb reset the table when the queue count
+/// changes), and when lowering them with a table of ours in place, the table back to the
+/// default first (the kernel refuses fewer channels than a user-set table uses, EINVAL).
+/// The table itself is planned by [`pf_rss_actions`], once the vPorts have their queues.
+fn pf_channel_actions(
     p: &mut Plan,
     actions: &mut Vec<Action>,
     uplink: &crate::config::Uplink,
     pf: &str,
     pf_ifindex: Option<u32>,
     facts: Option<&QueueFacts>,
-    steering: Option<&SteeringAbilities>,
-) -> Option<u32> {
+    table_of_ours: bool,
+) -> (Option<u32>, bool) {
     let current = facts.and_then(|q| q.combined);
     if uplink.channels.is_none() && uplink.rss.is_none() {
-        return current;
+        return (current, false);
     }
     let Some(ifx) = pf_ifindex else {
         p.blockers.push(format!(
             "uplink {pf}: channels and rss need the PF's netdev, and it has none (is its driver bound?)"
         ));
-        return current;
+        return (current, false);
     };
     let mut changed = false;
     if let Some(to) = uplink.channels {
@@ -547,10 +548,10 @@ fn pf_queue_actions(
             p.blockers.push(format!(
                 "uplink {pf}: channels = {to} but the PF allows at most {max} combined channels now (ethtool -l; igb allows fewer once VFs exist)"
             ));
-            return current;
+            return (current, false);
         }
         if current != Some(to) {
-            if uplink.rss.is_some() && current.is_some_and(|c| to < c) {
+            if table_of_ours && current.is_some_and(|c| to < c) {
                 actions.push(Action::SetRssTable {
                     pf: pf.into(),
                     pf_ifindex: ifx,
@@ -567,42 +568,123 @@ fn pf_queue_actions(
             changed = true;
         }
     }
-    let after = uplink.channels.or(current);
-    if let Some(spread) = &uplink.rss {
-        let size = facts
-            .and_then(|q| q.rss_table.as_ref().map(|t| t.len() as u32))
-            .or(steering.and_then(|s| s.pf_rss_table));
-        let Some(size) = size else {
-            p.blockers.push(format!(
-                "uplink {pf}: rss is set but the PF reports no RSS indirection table"
-            ));
-            return after;
-        };
-        let n = after.unwrap_or(1);
-        let (table, words) = match spread {
-            RssSpread::Equal => (equal_table(size, 0, n), format!("equal over {n} queues")),
-            RssSpread::Weights(w) if w.len() as u32 > n => {
-                p.blockers.push(format!(
-                    "uplink {pf}: rss_weights has {} entries but the PF has {n} channels",
-                    w.len()
-                ));
-                return after;
-            }
-            RssSpread::Weights(w) => (
-                weighted_table(size, 0, w).unwrap_or_default(),
-                format!("weights {w:?}"),
-            ),
-        };
-        if changed || facts.and_then(|q| q.rss_table.as_ref()) != Some(&table) {
-            actions.push(Action::SetRssTable {
-                pf: pf.into(),
-                pf_ifindex: ifx,
-                spread: words,
-                table,
-            });
-        }
+    (uplink.channels.or(current), changed)
+}
+
+/// Plans the PF's own RSS table, after the vPorts took their queues: the PF's own traffic
+/// is spread over the queues that no vPort's RSS context or ntuple rule owns, so that a
+/// vPort's queues carry that vPort's traffic alone (by hand: `ethtool -X DEV equal N`
+/// before `ethtool -X DEV context new`). With `rss` in the config the table is that spread
+/// over the PF's queues (weight on a vPort's queue is refused); without it the table is the
+/// driver's, except that it is narrowed while vPorts own queues and given back to the
+/// driver's default when the last of them goes (`had_owned`: the state says some did).
+#[allow(clippy::too_many_arguments)]
+fn pf_rss_actions(
+    p: &mut Plan,
+    actions: &mut Vec<Action>,
+    uplink: &crate::config::Uplink,
+    pf: &str,
+    pf_ifindex: Option<u32>,
+    facts: Option<&QueueFacts>,
+    steering: Option<&SteeringAbilities>,
+    (channels, changed): (Option<u32>, bool),
+    owned: &BTreeSet<u32>,
+    had_owned: bool,
+) {
+    let Some(ifx) = pf_ifindex else {
+        return;
+    };
+    let current = facts.and_then(|q| q.rss_table.as_ref());
+    let size = current
+        .map(|t| t.len() as u32)
+        .or(steering.and_then(|s| s.pf_rss_table));
+    let n = channels.unwrap_or(1);
+    let own: Vec<u32> = (0..n).filter(|q| !owned.contains(q)).collect();
+    if own.is_empty() {
+        return;
     }
-    after
+    let narrowed = own.len() < n as usize;
+    let theirs = || {
+        let list: Vec<String> = owned.iter().map(u32::to_string).collect();
+        list.join(",")
+    };
+    let over = |size: u32| -> Vec<u32> { (0..size as usize).map(|i| own[i % own.len()]).collect() };
+    let (table, words) = match &uplink.rss {
+        None if narrowed => {
+            let Some(size) = size else {
+                return;
+            };
+            (
+                over(size),
+                format!(
+                    "equal over the PF's {} queues (queues {} are vPorts' own)",
+                    own.len(),
+                    theirs()
+                ),
+            )
+        }
+        None if had_owned => {
+            if size.is_none() || current.cloned() == size.map(|size| equal_table(size, 0, n)) {
+                return;
+            }
+            // Empty: the driver's own default.
+            (
+                Vec::new(),
+                "the driver's default: no vPort owns a queue now".into(),
+            )
+        }
+        None => return,
+        Some(spread) => {
+            let Some(size) = size else {
+                p.blockers.push(format!(
+                    "uplink {pf}: rss is set but the PF reports no RSS indirection table"
+                ));
+                return;
+            };
+            match spread {
+                RssSpread::Equal if narrowed => (
+                    over(size),
+                    format!(
+                        "equal over the PF's {} queues (queues {} are vPorts' own)",
+                        own.len(),
+                        theirs()
+                    ),
+                ),
+                RssSpread::Equal => (equal_table(size, 0, n), format!("equal over {n} queues")),
+                RssSpread::Weights(w) if w.len() as u32 > n => {
+                    p.blockers.push(format!(
+                        "uplink {pf}: rss_weights has {} entries but the PF has {n} channels",
+                        w.len()
+                    ));
+                    return;
+                }
+                RssSpread::Weights(w) => {
+                    if let Some(q) = owned
+                        .iter()
+                        .find(|q| w.get(**q as usize).is_some_and(|x| *x > 0))
+                    {
+                        p.blockers.push(format!(
+                            "uplink {pf}: rss_weights gives weight to queue {q}, which a vPort owns (queues {} are vPorts' own, by RSS context or ntuple rule); give those weight 0",
+                            theirs()
+                        ));
+                        return;
+                    }
+                    (
+                        weighted_table(size, 0, w).unwrap_or_default(),
+                        format!("weights {w:?}"),
+                    )
+                }
+            }
+        }
+    };
+    if changed || table.is_empty() || current != Some(&table) {
+        actions.push(Action::SetRssTable {
+            pf: pf.into(),
+            pf_ifindex: ifx,
+            spread: words,
+            table,
+        });
+    }
 }
 
 /// Picks a vPort's own queues: an RSS context with a rule into it, a VMDq pool, or one
@@ -1179,15 +1261,22 @@ pub fn plan(
         let facts = netdev.and_then(|n| n.queues.as_ref());
         let ifname = netdev.map(|n| n.name.as_str()).unwrap_or(pf);
         let steering = profile_steering(profiles, f);
-        let channels_after = pf_queue_actions(
+        // Queues that vPorts owned after the last run (their RSS context or ntuple rule):
+        // the PF's own table was narrowed away from them, and is the driver's again once
+        // none is left.
+        let had_owned = state.steering.iter().any(|(name, st)| {
+            st.mode != QueueMode::Vmdq && state.vports.get(name).is_some_and(|s| s.uplink == pf)
+        });
+        let channels = pf_channel_actions(
             &mut p,
             &mut main_actions,
             uplink,
             pf,
             pf_ifindex,
             facts,
-            steering.as_ref(),
+            uplink.rss.is_some() || had_owned,
         );
+        let channels_after = channels.0;
         let mut alloc = Alloc {
             channels: channels_after.unwrap_or(1),
             queues: BTreeSet::new(),
@@ -1374,6 +1463,18 @@ pub fn plan(
                 }),
             }
         }
+        pf_rss_actions(
+            &mut p,
+            &mut main_actions,
+            uplink,
+            pf,
+            pf_ifindex,
+            facts,
+            steering.as_ref(),
+            channels,
+            &alloc.queues,
+            had_owned,
+        );
         if feature_off
             && !vmdq_left
             && let Some(ifx) = pf_ifindex
@@ -1408,6 +1509,7 @@ pub fn plan(
                 .any(|f| f.bdf == pf && f.netdevs.iter().any(|n| n.ifindex == ifx))
         };
         let mut feature_off = None;
+        let mut table_back = None;
         for (name, st) in entries {
             if !on_host(st.pf_ifindex) {
                 main_actions.push(Action::Record {
@@ -1428,6 +1530,18 @@ pub fn plan(
             if st.feature_set {
                 feature_off = Some(st.pf_ifindex);
             }
+            if st.mode != QueueMode::Vmdq {
+                table_back = Some(st.pf_ifindex);
+            }
+        }
+        // The PF's own RSS table was narrowed away from these queues (pf_rss_actions).
+        if let Some(ifx) = table_back {
+            resets.push(Action::SetRssTable {
+                pf: pf.into(),
+                pf_ifindex: ifx,
+                spread: "the driver's default: its uplink left the config".into(),
+                table: Vec::new(),
+            });
         }
         if let Some(ifx) = feature_off {
             resets.push(Action::SetFeature {

@@ -262,9 +262,11 @@ fn mlx_config(dir: &Path, vports: &str) -> String {
     text(dir, "num_vfs = 0", vports)
 }
 
-/// mlx5: an RSS context + rule for one vPort, a single-queue ntuple rule for another;
-/// read back on the host; the second apply does nothing; removing a vPort removes its
-/// rule and context; the state records context id, table and rule slot.
+/// mlx5: an RSS context + rule for one vPort, a single-queue ntuple rule for another, and
+/// the PF's own RSS table narrowed to the queues below theirs; read back on the host; the
+/// second apply does nothing; removing a vPort removes its rule and context; the state
+/// records context id, table and rule slot; when no vPort owns a queue, the PF's table is
+/// the driver's default again.
 #[test]
 fn rss_context_and_ntuple_steering_apply_and_undo() {
     let dir = tempfile::tempdir().unwrap();
@@ -280,10 +282,13 @@ fn rss_context_and_ntuple_steering_apply_and_undo() {
         .map(|a| match a {
             Action::CreateRssContext { .. } => "context",
             Action::InsertRule { .. } => "rule",
+            Action::SetRssTable { .. } => "table",
             _ => "other",
         })
         .collect();
-    assert_eq!(kinds, ["context", "rule", "rule"]);
+    assert_eq!(kinds, ["context", "rule", "rule", "table"]);
+    // a owns queues 4-7, b queue 3: the PF's own traffic spreads over 0-2 only.
+    assert_eq!(facts(&host).rss_table, Some(equal_table(128, 0, 3)));
     let steer = &host.pfs[0].steer;
     assert_eq!(steer.contexts.len(), 1);
     let (id, table) = steer.contexts.iter().next().unwrap();
@@ -315,6 +320,15 @@ fn rss_context_and_ntuple_steering_apply_and_undo() {
         Action::DeleteRule { location: 0, .. }
     ));
     assert!(matches!(p.actions[1], Action::DeleteRssContext { .. }));
+    // b still owns queue 3; 4-7 are the PF's again.
+    assert!(
+        matches!(&p.actions[2], Action::SetRssTable { table, .. } if !table.is_empty()),
+        "{:?}",
+        p.actions
+    );
+    let pf_queues = [0, 1, 2, 4, 5, 6, 7];
+    let want: Vec<u32> = (0..128).map(|i| pf_queues[i % 7]).collect();
+    assert_eq!(facts(&host).rss_table, Some(want));
     let steer = &host.pfs[0].steer;
     assert!(steer.contexts.is_empty());
     assert_eq!(steer.rules.keys().copied().collect::<Vec<_>>(), [1]);
@@ -344,10 +358,73 @@ fn rss_context_and_ntuple_steering_apply_and_undo() {
     );
     assert_eq!(host.pfs[0].steer.contexts.len(), 1);
     // Everything gone: nothing left on the PF.
-    apply(&mut host, &mlx_config(dir.path(), ""), "r4").unwrap();
+    let empty = mlx_config(dir.path(), "");
+    apply(&mut host, &empty, "r4").unwrap();
     assert!(host.pfs[0].steer.contexts.is_empty());
     assert!(host.pfs[0].steer.rules.is_empty());
     assert!(State::load(dir.path()).unwrap().steering.is_empty());
+    assert_eq!(facts(&host).rss_table, Some(equal_table(128, 0, 8)));
+    assert!(plan_for(&host, &empty).is_noop());
+}
+
+/// A table the config asks for keeps off the vPorts' queues too: `rss = "equal"` spreads
+/// over the PF's queues only, `rss_weights` with weight on a vPort's queue is refused with
+/// the queue named (and nothing changes), and lowering the channels under a table narrowed
+/// for vPorts gives the table back to the driver first (the kernel refuses fewer channels
+/// than a set table uses).
+#[test]
+fn the_pf_table_stays_off_the_vports_queues() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::mlx5(1);
+    let a = vport("a", 1, "queues = 2");
+    let equal = text(dir.path(), "num_vfs = 0\nrss = \"equal\"", &a);
+    apply(&mut host, &equal, "r1").unwrap();
+    // a owns 6-7 of 8.
+    assert_eq!(facts(&host).rss_table, Some(equal_table(128, 0, 6)));
+    assert!(plan_for(&host, &equal).is_noop());
+
+    let weighted = text(
+        dir.path(),
+        "num_vfs = 0\nrss_weights = [1, 1, 1, 1, 1, 1, 0, 1]",
+        &a,
+    );
+    let p = plan_for(&host, &weighted);
+    assert!(
+        p.blockers
+            .iter()
+            .any(|b| b.contains("weight to queue 7, which a vPort owns")),
+        "{:?}",
+        p.blockers
+    );
+    assert!(apply(&mut host, &weighted, "r2").is_err());
+    assert_eq!(facts(&host).rss_table, Some(equal_table(128, 0, 6)));
+
+    // No rss in the config, fewer channels: the vPort moves down with them.
+    let four = text(dir.path(), "num_vfs = 0\nchannels = 4", &a);
+    let p = apply(&mut host, &four, "r3").unwrap();
+    let kinds: Vec<&str> = p
+        .actions
+        .iter()
+        .map(|x| match x {
+            Action::SetRssTable { table, .. } if table.is_empty() => "default",
+            Action::SetRssTable { .. } => "table",
+            Action::SetChannels { .. } => "channels",
+            Action::DeleteRule { .. } | Action::DeleteRssContext { .. } => "release",
+            Action::CreateRssContext { .. } | Action::InsertRule { .. } => "steer",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "release", "release", "default", "channels", "steer", "steer", "table"
+        ],
+        "{:?}",
+        p.actions
+    );
+    assert_eq!(facts(&host).combined, Some(4));
+    assert_eq!(facts(&host).rss_table, Some(equal_table(128, 0, 2)));
+    assert!(plan_for(&host, &four).is_noop());
 }
 
 /// ixgbe: l2-fwd-offload on first, then the macvlan station; removal deletes the macvlan
@@ -486,6 +563,11 @@ fn a_killed_steering_run_is_rolled_back_by_the_next() {
             assert!(r.pfs[0].steer.rules.is_empty(), "{name} cut {cut}");
             assert!(r.pfs[0].steer.macvlans.is_empty(), "{name} cut {cut}");
             assert_eq!(
+                facts(&r).rss_table,
+                facts(&host0).rss_table,
+                "{name} cut {cut}: the PF's own table as it was"
+            );
+            assert_eq!(
                 r.pfs[0].queue_facts.as_ref().unwrap().features,
                 host0.pfs[0].queue_facts.as_ref().unwrap().features,
                 "{name} cut {cut}"
@@ -497,7 +579,10 @@ fn a_killed_steering_run_is_rolled_back_by_the_next() {
                 steer.contexts.len() + steer.rules.len() + steer.macvlans.len(),
                 full.actions
                     .iter()
-                    .filter(|a| !matches!(a, Action::SetFeature { .. }))
+                    .filter(|a| !matches!(
+                        a,
+                        Action::SetFeature { .. } | Action::SetRssTable { .. }
+                    ))
                     .count(),
                 "{name} cut {cut}: {steer:?}"
             );
@@ -549,12 +634,17 @@ fn steering_on_an_uplink_removed_from_the_config_is_released() {
                 Action::DeleteRssContext { pf, .. } if pf == "0000:02:00.0" => "context",
                 Action::DeleteMacvlan { pf, .. } if pf == "0000:02:00.0" => "macvlan",
                 Action::SetFeature { pf, on: false, .. } if pf == "0000:02:00.0" => "feature",
+                Action::SetRssTable { pf, table, .. }
+                    if pf == "0000:02:00.0" && table.is_empty() =>
+                {
+                    "table"
+                }
                 Action::Record { .. } => "record",
                 _ => "other",
             })
             .collect();
         let want: &[&str] = match name {
-            "mlx5" => &["rule", "context", "record"],
+            "mlx5" => &["rule", "context", "table", "record"],
             _ => &["macvlan", "feature", "record"],
         };
         assert_eq!(kinds, want, "{name}: {:?}", release.actions);
@@ -810,7 +900,10 @@ fn a_journal_written_without_fsync_survives_sigkill() {
     let steps = plan_for(&SimHost::mlx5(1), &mlx_config(probe.path(), &vports))
         .actions
         .len();
-    assert_eq!(steps, 4, "a context and a rule for each vPort");
+    assert_eq!(
+        steps, 5,
+        "a context and a rule for each vPort, then the PF's own table narrowed"
+    );
     for cut in 1..=steps {
         let dir = tempfile::tempdir().unwrap();
         let status = std::process::Command::new(std::env::current_exe().unwrap())
