@@ -410,17 +410,30 @@ fn run(
 fn status(state_dir: &Path, root: &Path) -> Result<serde_json::Value, String> {
     let state = State::load(state_dir).map_err(|e| e.to_string())?;
     let inv = live_inventory(root)?;
-    Ok(serde_json::to_value(provision::status(&state, &inv)).expect("status serializes"))
+    let mut list = provision::status(&state, &inv);
+    // The programmed steering, read back as `vportd status` does; not below another --root,
+    // where ethtool would ask the live kernel about a capture's ifindexes.
+    if root == Path::new("/") {
+        provision::check_steering(&mut crate::host::ethtool::LiveQueues, &state, &mut list);
+    }
+    Ok(serde_json::to_value(list).expect("status serializes"))
 }
 
 fn plan(config: &Path, allow_disruption: bool, root: &Path) -> Result<serde_json::Value, String> {
     let inv = live_inventory(root)?;
-    let p = provision::prepare(
-        config,
-        &inv,
-        ProfileSet::builtin(),
-        PlanOptions { allow_disruption },
-    )
+    let config = crate::config::load(config).map_err(|e| e.to_string())?;
+    let opts = PlanOptions { allow_disruption };
+    let p = if root == Path::new("/") {
+        provision::prepare_config_read_back(
+            config,
+            &inv,
+            ProfileSet::builtin(),
+            opts,
+            &mut crate::host::ethtool::LiveQueues,
+        )
+    } else {
+        provision::prepare_config(config, &inv, ProfileSet::builtin(), opts)
+    }
     .map_err(|e| e.to_string())?;
     Ok(serde_json::to_value(&p.plan).expect("plans serialize"))
 }

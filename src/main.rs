@@ -311,8 +311,14 @@ fn apply_cmd(
     let inv = planning_inventory(&cfg, plan_opts)?;
     let t = std::time::Instant::now();
     if dry_run {
-        let p = provision::prepare_config(cfg, &inv, ProfileSet::builtin(), plan_opts)
-            .map_err(provision_failure)?;
+        let p = provision::prepare_config_read_back(
+            cfg,
+            &inv,
+            ProfileSet::builtin(),
+            plan_opts,
+            &mut vportd::host::ethtool::LiveQueues,
+        )
+        .map_err(provision_failure)?;
         emit(&render::plan(&p.plan));
         return Ok(());
     }
@@ -488,8 +494,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let opts = PlanOptions { allow_disruption };
             let cfg = vportd::config::load(&config).map_err(Failure::input)?;
             let inv = planning_inventory(&cfg, opts)?;
-            let p = provision::prepare_config(cfg, &inv, ProfileSet::builtin(), opts)
-                .map_err(provision_failure)?;
+            let p = provision::prepare_config_read_back(
+                cfg,
+                &inv,
+                ProfileSet::builtin(),
+                opts,
+                &mut vportd::host::ethtool::LiveQueues,
+            )
+            .map_err(provision_failure)?;
             if json {
                 emit(&(to_json(&p.plan) + "\n"));
             } else {

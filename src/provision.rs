@@ -69,6 +69,22 @@ pub fn prepare_config(
     prepare_with_state(config, state, inv, profiles, opts)
 }
 
+/// [`prepare_config`] as an apply would plan it: the state's steering that the host no
+/// longer holds as applied is read back first and marked drifted, so that `plan` and
+/// `apply --dry-run` show the steps that program it again (apply does the same under its
+/// lock). Reads only.
+pub fn prepare_config_read_back(
+    config: Config,
+    inv: &Inventory,
+    profiles: &ProfileSet,
+    opts: PlanOptions,
+    q: &mut dyn QueueOps,
+) -> Result<Prepared, ProvisionError> {
+    let mut state = State::load(&config.state_dir)?;
+    mark_drifted_steering(q, &mut state);
+    prepare_with_state(config, state, inv, profiles, opts)
+}
+
 /// [`prepare_config`] with the state already loaded.
 fn prepare_with_state(
     config: Config,

@@ -782,6 +782,25 @@ fn steering_deleted_behind_vportds_back_is_drift_and_apply_restores_it() {
         "{d:?}"
     );
     assert!(d["b"].is_empty(), "{d:?}");
+    // `plan` and `apply --dry-run` read it back too, and show the rule programmed again.
+    let cfg = config::parse(Path::new("host.toml"), &both).unwrap();
+    let inv = host.inventory();
+    let live = provision::prepare_config_read_back(
+        cfg,
+        &inv,
+        ProfileSet::builtin(),
+        PlanOptions::default(),
+        &mut host,
+    )
+    .unwrap();
+    assert!(
+        live.plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::InsertRule { vport, .. } if vport == "a")),
+        "{:?}",
+        live.plan.actions
+    );
     apply(&mut host, &both, "r2").unwrap();
     assert!(
         clean(&drift(&mut host, dir.path())),
