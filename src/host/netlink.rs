@@ -7,6 +7,10 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage, State, VfInfo, VfLinkState, VfVlan,
     VlanProtocol,
@@ -22,7 +26,13 @@ pub enum NetlinkError {
         family: &'static str,
         source: std::io::Error,
     },
-    /// The kernel answered a request with an error.
+    /// Sending a request or reading its reply failed on an open socket.
+    #[error("the route netlink socket failed while trying to {what}: {source}")]
+    Exchange {
+        what: String,
+        source: std::io::Error,
+    },
+    /// The kernel answered a request with an error, or with a reply we cannot read.
     #[error("the kernel refused to {what}: {message}")]
     Request { what: String, message: String },
 }
@@ -138,60 +148,85 @@ pub fn snapshot_scoped(channels: bool) -> Result<NetlinkSnapshot, NetlinkError> 
     })
 }
 
-/// RTM_GETLINK as a dump, on a blocking socket. SkipStats keeps big PFs' replies small;
-/// the Vf mask is what makes the kernel include IFLA_VFINFO_LIST at all.
+/// RTM_GETLINK as a dump. SkipStats keeps big PFs' replies small; the Vf mask is what makes
+/// the kernel include IFLA_VFINFO_LIST at all.
 fn dump_links_blocking() -> Result<Vec<LinkSnapshot>, NetlinkError> {
-    use netlink_packet_core::{
-        NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    };
-    use netlink_packet_route::RouteNetlinkMessage;
-    let socket_error = |source| NetlinkError::Socket {
-        family: "route",
-        source,
-    };
-    let refused = |message: String| NetlinkError::Request {
-        what: "list network links".into(),
-        message,
-    };
-    let mut sock =
-        netlink_sys::Socket::new(netlink_sys::constants::NETLINK_ROUTE).map_err(socket_error)?;
-    sock.bind_auto().map_err(socket_error)?;
-    sock.connect(&netlink_sys::SocketAddr::new(0, 0))
-        .map_err(socket_error)?;
     let mut get = LinkMessage::default();
     get.attributes.push(LinkAttribute::ExtMask(vec![
         LinkExtentMask::Vf,
         LinkExtentMask::SkipStats,
     ]));
+    let replies = request_blocking(
+        "list network links",
+        RouteNetlinkMessage::GetLink(get),
+        NLM_F_DUMP,
+    )?;
+    Ok(replies
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(link_from_message(l)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Sends one rtnetlink request on a blocking socket of its own and returns the messages of
+/// the reply. A short command, or a switch worker's reconcile, has no async runtime to spare,
+/// and a socket per request means every reply read is ours. With `NLM_F_DUMP` in `flags` the
+/// reply is read up to NLMSG_DONE; otherwise the kernel is asked to ack, and the reply ends
+/// there (a change returns no messages). An NLMSG_ERROR becomes [`NetlinkError::Request`]
+/// naming `what`.
+pub(crate) fn request_blocking(
+    what: &str,
+    msg: RouteNetlinkMessage,
+    flags: u16,
+) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+    let open = |source| NetlinkError::Socket {
+        family: "route",
+        source,
+    };
+    let io = |source| NetlinkError::Exchange {
+        what: what.to_string(),
+        source,
+    };
+    let refused = |message: String| NetlinkError::Request {
+        what: what.to_string(),
+        message,
+    };
+    let mut sock = netlink_sys::Socket::new(netlink_sys::constants::NETLINK_ROUTE).map_err(open)?;
+    sock.bind_auto().map_err(open)?;
+    sock.connect(&netlink_sys::SocketAddr::new(0, 0))
+        .map_err(open)?;
     let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.flags = NLM_F_REQUEST | flags;
+    // Without an ack a change would have no reply to end the loop below.
+    if flags & NLM_F_DUMP != NLM_F_DUMP {
+        header.flags |= NLM_F_ACK;
+    }
     header.sequence_number = 1;
-    let mut req = NetlinkMessage::new(
-        header,
-        NetlinkPayload::from(RouteNetlinkMessage::GetLink(get)),
-    );
+    let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
     req.finalize();
     let mut buf = vec![0; req.buffer_len()];
     req.serialize(&mut buf);
-    sock.send(&buf, 0).map_err(socket_error)?;
-    let mut links = Vec::new();
+    sock.send(&buf, 0).map_err(io)?;
+    let mut replies = Vec::new();
     loop {
-        let (data, _) = sock.recv_from_full().map_err(socket_error)?;
+        let (data, _) = sock.recv_from_full().map_err(io)?;
         let mut at = 0;
         while at < data.len() {
             let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[at..])
                 .map_err(|e| refused(format!("unreadable reply: {e}")))?;
+            let len = msg.header.length as usize;
             match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(links),
+                NetlinkPayload::Done(_) => return Ok(replies),
+                // An ack is an error message with no error code.
+                NetlinkPayload::Error(e) if e.code.is_none() => return Ok(replies),
                 NetlinkPayload::Error(e) => return Err(refused(e.to_string())),
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
-                    links.push(link_from_message(&l));
-                }
+                NetlinkPayload::InnerMessage(m) => replies.push(m),
                 _ => {}
             }
-            let len = msg.header.length as usize;
             if len == 0 {
-                break;
+                return Err(refused("unreadable reply: a message of length 0".into()));
             }
             // Messages in one datagram are 4-byte aligned (NLMSG_ALIGN).
             at += (len + 3) & !3;
@@ -367,4 +402,46 @@ fn operstate_name(s: &State) -> String {
         _ => "unknown",
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dump ends at NLMSG_DONE and carries every link; every namespace has a loopback.
+    #[test]
+    fn a_dump_returns_the_links_up_to_done() {
+        let links = dump_links_blocking().expect("a link dump needs no privilege");
+        assert!(
+            links.iter().any(|l| l.name == "lo" && l.kind.is_none()),
+            "no loopback in {links:?}"
+        );
+    }
+
+    /// An NLMSG_ERROR ends the exchange as an error naming the request; no device has
+    /// ifindex 2147483632 here, so the kernel refuses to delete it (ENODEV as root, EPERM without).
+    #[test]
+    fn a_refusal_names_the_request_and_the_errno() {
+        let mut msg = LinkMessage::default();
+        msg.header.index = 0x7fff_fff0;
+        let err = request_blocking(
+            "delete link ifindex 2147483632",
+            RouteNetlinkMessage::DelLink(msg),
+            0,
+        )
+        .expect_err("no such link");
+        let NetlinkError::Request { what, message } = &err else {
+            panic!("not a refusal: {err}");
+        };
+        assert_eq!(what, "delete link ifindex 2147483632");
+        assert!(
+            message.contains("No such device") || message.contains("Operation not permitted"),
+            "{message}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("the kernel refused to delete link ifindex 2147483632: "),
+            "{err}"
+        );
+    }
 }

@@ -9,30 +9,26 @@
 
 use std::collections::BTreeMap;
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVlan, LinkAttribute, LinkInfo, LinkMessage,
 };
 
+use super::netlink::{NetlinkError, request_blocking};
+
 /// Errors joining or leaving a VLAN.
 #[derive(Debug, thiserror::Error)]
 pub enum VlanError {
-    /// The rtnetlink socket could not be used.
-    #[error("cannot reach rtnetlink to {what}: {source}")]
-    Socket {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The kernel refused the request.
-    #[error(
-        "the kernel refused to {what}: {message} (a VLAN device needs the 8021q module and CAP_NET_ADMIN)"
-    )]
-    Refused { what: String, message: String },
+    /// Listing the VLAN devices or deleting one failed (no socket, or the kernel refused).
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// The kernel would not make a VLAN device.
+    #[error("{source} (a VLAN device needs the 8021q module and CAP_NET_ADMIN)")]
+    Make { source: NetlinkError },
+    /// The kernel acknowledged a new VLAN device that a dump then does not show.
+    #[error("VLAN device {name} was made on ifindex {parent} but is not there afterwards")]
+    Missing { name: String, parent: u32 },
 }
 
 /// The name of the VLAN device joining `vid` on the netdev with index `parent`.
@@ -40,66 +36,18 @@ pub fn device_name(parent: u32, vid: u16) -> String {
     format!("vp{parent}.{vid}")
 }
 
-/// Sends one request and collects the links of a dump reply, or waits for the ack.
-fn exchange(
-    what: &str,
-    msg: RouteNetlinkMessage,
-    flags: u16,
-) -> Result<Vec<LinkMessage>, VlanError> {
-    let socket = |source| VlanError::Socket {
-        what: what.to_string(),
-        source,
-    };
-    let refused = |message: String| VlanError::Refused {
-        what: what.to_string(),
-        message,
-    };
-    let mut sock =
-        netlink_sys::Socket::new(netlink_sys::constants::NETLINK_ROUTE).map_err(socket)?;
-    sock.bind_auto().map_err(socket)?;
-    sock.connect(&netlink_sys::SocketAddr::new(0, 0))
-        .map_err(socket)?;
-    let mut header = NetlinkHeader::default();
-    header.flags = flags;
-    header.sequence_number = 1;
-    let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-    req.finalize();
-    let mut buf = vec![0; req.buffer_len()];
-    req.serialize(&mut buf);
-    sock.send(&buf, 0).map_err(socket)?;
-    let mut links = Vec::new();
-    loop {
-        let (data, _) = sock.recv_from_full().map_err(socket)?;
-        let mut at = 0;
-        while at < data.len() {
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[at..])
-                .map_err(|e| refused(format!("unreadable reply: {e}")))?;
-            match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(links),
-                // An ack is an error message with code 0.
-                NetlinkPayload::Error(e) if e.code.is_none() => return Ok(links),
-                NetlinkPayload::Error(e) => return Err(refused(e.to_io().to_string())),
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => links.push(l),
-                _ => {}
-            }
-            let len = msg.header.length as usize;
-            if len == 0 {
-                break;
-            }
-            at += (len + 3) & !3;
-        }
-    }
-}
-
 /// The VLAN devices on the netdev with index `parent`: VLAN id -> ifindex.
 pub fn joined(parent: u32) -> Result<BTreeMap<u16, u32>, VlanError> {
-    let links = exchange(
+    let replies = request_blocking(
         "list the VLAN devices",
         RouteNetlinkMessage::GetLink(LinkMessage::default()),
-        NLM_F_REQUEST | NLM_F_DUMP,
+        NLM_F_DUMP,
     )?;
     let mut out = BTreeMap::new();
-    for l in links {
+    for m in replies {
+        let RouteNetlinkMessage::NewLink(l) = m else {
+            continue;
+        };
         let on_parent = l
             .attributes
             .iter()
@@ -131,37 +79,34 @@ pub fn join(parent: u32, vid: u16) -> Result<u32, VlanError> {
     if let Some(ifindex) = joined(parent)?.get(&vid) {
         return Ok(*ifindex);
     }
-    let what = format!("join VLAN {vid} on ifindex {parent}");
+    let name = device_name(parent, vid);
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::Link(parent));
-    msg.attributes
-        .push(LinkAttribute::IfName(device_name(parent, vid)));
+    msg.attributes.push(LinkAttribute::IfName(name.clone()));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Vlan),
         LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(vid)])),
     ]));
-    exchange(
-        &what,
+    request_blocking(
+        &format!("make VLAN device {name} for VLAN {vid} on ifindex {parent}"),
         RouteNetlinkMessage::NewLink(msg),
-        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-    )?;
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .map_err(|source| VlanError::Make { source })?;
     joined(parent)?
         .get(&vid)
         .copied()
-        .ok_or_else(|| VlanError::Refused {
-            what,
-            message: "the device is not there after it was made".into(),
-        })
+        .ok_or(VlanError::Missing { name, parent })
 }
 
 /// Leaves a VLAN: deletes the VLAN device with index `ifindex`.
 pub fn leave(ifindex: u32) -> Result<(), VlanError> {
     let mut msg = LinkMessage::default();
     msg.header.index = ifindex;
-    exchange(
+    request_blocking(
         &format!("delete VLAN device ifindex {ifindex}"),
         RouteNetlinkMessage::DelLink(msg),
-        NLM_F_REQUEST | NLM_F_ACK,
-    )
-    .map(|_| ())
+        0,
+    )?;
+    Ok(())
 }
