@@ -72,6 +72,43 @@ fn got(s: &RawSocket) -> Vec<(Mark, Option<VlanTag>)> {
         .collect()
 }
 
+/// A frame the vPort's TAP sends as test host `host` leaves the uplink tagged `vid`, alone.
+#[track_caller]
+fn leaves_tagged(tap: &RawSocket, wire: &RawSocket, host: u16, vid: u16, seq: u32) {
+    tap.send(&Spec::new(host, 9, seq).build()).unwrap();
+    let tag = Some(VlanTag { vid, pcp: 0 });
+    assert_eq!(
+        got(wire),
+        vec![(
+            Mark {
+                src: host,
+                dst: 9,
+                seq
+            },
+            tag
+        )]
+    );
+}
+
+/// A frame tagged `vid` on the uplink for test host `host` reaches the vPort's TAP untagged,
+/// alone.
+#[track_caller]
+fn arrives_untagged(wire: &RawSocket, tap: &RawSocket, host: u16, vid: u16, seq: u32) {
+    wire.send(&Spec::new(9, host, seq).tagged(vid, 0).build())
+        .unwrap();
+    assert_eq!(
+        got(tap),
+        vec![(
+            Mark {
+                src: 9,
+                dst: host,
+                seq
+            },
+            None
+        )]
+    );
+}
+
 #[test]
 fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     if !common::require_root("software path attachment") {
@@ -382,18 +419,7 @@ fn software_path_follows_the_state_and_survives_its_uplink_vanishing() {
     let wire = RawSocket::open("wire0").unwrap();
     let errors = sp.reconcile(&plans, &resolve);
     assert!(errors.is_empty(), "{errors:?}");
-    vm1.send(&Spec::new(1, 9, 2).build()).unwrap();
-    assert_eq!(
-        got(&wire),
-        vec![(
-            Mark {
-                src: 1,
-                dst: 9,
-                seq: 2
-            },
-            Some(VlanTag { vid: 150, pcp: 0 })
-        )]
-    );
+    leaves_tagged(&vm1, &wire, 1, 150, 2);
     // A further reconcile with nothing changed leaves the trunk alone.
     assert!(sp.reconcile(&plans, &resolve).is_empty());
     vm1.send(&Spec::new(1, 9, 3).build()).unwrap();
@@ -426,31 +452,8 @@ fn the_trunk_opens_through_af_xdp_when_the_uplink_asks() {
     assert_eq!((up.netdev.as_str(), up.edge.as_str()), ("pf0", "af_xdp"));
     let vm1 = RawSocket::open("vp-vm1").unwrap();
     let wire = RawSocket::open("wire0").unwrap();
-    vm1.send(&Spec::new(1, 9, 0).build()).unwrap();
-    assert_eq!(
-        got(&wire),
-        vec![(
-            Mark {
-                src: 1,
-                dst: 9,
-                seq: 0
-            },
-            Some(VlanTag { vid: 100, pcp: 0 })
-        )]
-    );
-    wire.send(&Spec::new(9, 1, 0).tagged(100, 0).build())
-        .unwrap();
-    assert_eq!(
-        got(&vm1),
-        vec![(
-            Mark {
-                src: 9,
-                dst: 1,
-                seq: 0
-            },
-            None
-        )]
-    );
+    leaves_tagged(&vm1, &wire, 1, 100, 0);
+    arrives_untagged(&wire, &vm1, 1, 100, 0);
     drop(sp);
 }
 
@@ -510,31 +513,8 @@ fn a_deleted_tap_is_made_again_by_the_next_reconcile() {
     assert_eq!(sp.view().snapshot().vport("vm1").unwrap().edge, "tap");
     // Link up again: both ways.
     let vm1 = RawSocket::open("vp-vm1").unwrap();
-    vm1.send(&Spec::new(1, 9, 0).build()).unwrap();
-    assert_eq!(
-        got(&wire),
-        vec![(
-            Mark {
-                src: 1,
-                dst: 9,
-                seq: 0
-            },
-            Some(VlanTag { vid: 100, pcp: 0 })
-        )]
-    );
-    wire.send(&Spec::new(9, 1, 1).tagged(100, 0).build())
-        .unwrap();
-    assert_eq!(
-        got(&vm1),
-        vec![(
-            Mark {
-                src: 9,
-                dst: 1,
-                seq: 1
-            },
-            None
-        )]
-    );
+    leaves_tagged(&vm1, &wire, 1, 100, 0);
+    arrives_untagged(&wire, &vm1, 1, 100, 1);
     // Nothing lost since: a reconcile leaves it alone.
     assert!(sp.reconcile(&plans, &resolve).is_empty());
     assert_eq!(nix::net::if_::if_nametoindex("vp-vm1").unwrap(), second);
