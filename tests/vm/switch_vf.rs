@@ -22,8 +22,13 @@ fn vf0(ip_json: &str) -> Value {
 }
 
 /// Boots a guest with both PFs, tun and iproute2's `bridge` (for the VF's unicast list), and
-/// runs one of the VF-trunk scenarios in it.
+/// runs one of the VF-trunk scenarios in it, after the topology, config and daemon functions
+/// they share (scenarios/switch_vf_common.sh).
 fn run_vf_scenario(test: &str, script: &str) -> Outcome {
+    let script = format!(
+        "{}\n{script}",
+        include_str!("scenarios/switch_vf_common.sh")
+    );
     let bridge = std::fs::read("/usr/sbin/bridge").expect("iproute2's bridge on the build machine");
     let mut guest = boot(
         test,
@@ -32,7 +37,7 @@ fn run_vf_scenario(test: &str, script: &str) -> Outcome {
             .module("tun")
             .file("/usr/sbin/bridge", bridge, 0o755),
     );
-    run(&mut guest, test, script, Duration::from_secs(400)).success()
+    run(&mut guest, test, &script, Duration::from_secs(400)).success()
 }
 
 #[test]
