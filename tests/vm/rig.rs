@@ -885,15 +885,52 @@ impl Guest {
         match self.lines.recv_timeout(wait) {
             Ok(line) => Ok(line.trim_end_matches('\r').to_string()),
             Err(RecvTimeoutError::Timeout) => {
+                let tasks = self.dump_tasks();
                 let _ = self.child.kill();
                 Err(self.fail(format!(
-                    "the guest hung: {what} did not finish in time, so QEMU was killed"
+                    "the guest hung: {what} did not finish in time, so QEMU was killed; \
+                     {tasks}"
                 )))
             }
             Err(RecvTimeoutError::Disconnected) => {
                 let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
                 Err(self.fail(format!("QEMU exited ({status}) during {what}")))
             }
+        }
+    }
+
+    /// What every user-space task in the guest was doing when a scenario overran (guest/init's
+    /// DUMP: state, wait channel, system call, kernel stack, open files), so that the failure
+    /// says what the scenario waited on; or why there is no such list.
+    fn dump_tasks(&mut self) -> String {
+        if self.send("DUMP").is_err() {
+            return "the guest's control channel could not be written, so there is no task list"
+                .to_string();
+        }
+        let deadline = Instant::now() + scaled(Duration::from_secs(30));
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(wait) {
+                Ok(line) if line.trim_end_matches('\r') == "DUMPED" => break,
+                Ok(_) => continue,
+                Err(_) => {
+                    return "the guest did not answer DUMP within 30 s, so there is no task \
+                            list (its kernel or init is stuck)"
+                        .to_string();
+                }
+            }
+        }
+        let path = self.dir.path().join("share/jobs/dump.txt");
+        match fs::read_to_string(&path) {
+            Ok(text) => format!(
+                "the guest's user-space tasks at that moment:\n----- tasks -----\n{}\n\
+                 ----- end of tasks -----",
+                text.trim_end()
+            ),
+            Err(err) => format!(
+                "the guest's task list {} cannot be read: {err}",
+                path.display()
+            ),
         }
     }
 
