@@ -170,6 +170,10 @@ fn dump_links_blocking() -> Result<Vec<LinkSnapshot>, NetlinkError> {
         .collect())
 }
 
+/// How long [`request_blocking`] waits for each part of a reply: as long as the async
+/// rtnetlink calls are allowed (host::sriov).
+const BLOCKING_REPLY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Sends one rtnetlink request on a blocking socket of its own and returns the messages of
 /// the reply. A short command, or a switch worker's reconcile, has no async runtime to spare,
 /// and a socket per request means every reply read is ours. With `NLM_F_DUMP` in `flags` the
@@ -194,6 +198,14 @@ pub(crate) fn request_blocking(
         message,
     };
     let mut sock = netlink_sys::Socket::new(netlink_sys::constants::NETLINK_ROUTE).map_err(open)?;
+    // The kernel answers at once; should an answer never come, the request fails, naming
+    // itself, instead of holding up apply or a switch worker for good.
+    nix::sys::socket::setsockopt(
+        &sock,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(BLOCKING_REPLY_WITHIN.as_secs() as i64, 0),
+    )
+    .map_err(|errno| open(errno.into()))?;
     sock.bind_auto().map_err(open)?;
     sock.connect(&netlink_sys::SocketAddr::new(0, 0))
         .map_err(open)?;
@@ -211,7 +223,19 @@ pub(crate) fn request_blocking(
     sock.send(&buf, 0).map_err(io)?;
     let mut replies = Vec::new();
     loop {
-        let (data, _) = sock.recv_from_full().map_err(io)?;
+        let (data, _) = sock.recv_from_full().map_err(|err| {
+            if err.kind() == std::io::ErrorKind::WouldBlock {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the kernel sent no reply within {} s",
+                        BLOCKING_REPLY_WITHIN.as_secs()
+                    ),
+                ))
+            } else {
+                io(err)
+            }
+        })?;
         let mut at = 0;
         while at < data.len() {
             let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[at..])
