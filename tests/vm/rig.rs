@@ -231,13 +231,15 @@ fn scaled(timeout: Duration) -> Duration {
     timeout.mul_f64(timeout_scale())
 }
 
-/// TCG with one host thread per vCPU (facts/VM-RIG.md), unless VPORTD_VM_TCG_THREAD=single
-/// asks for one thread for all: slower, but a way around a QEMU race in multi-threaded TCG,
-/// should one bite (`iotlb_to_section: Assertion ... failed` on QEMU's stderr).
+/// TCG with one host thread for all vCPUs, unless VPORTD_VM_TCG_THREAD=multi asks for one
+/// each (facts/VM-RIG.md's command line). Multi-threaded TCG on a 2-core host has aborted QEMU
+/// on its own race (`iotlb_to_section: Assertion ... failed`, once in CI) and starved a vCPU's
+/// timer for good (RCU stalls, twice in CI); one thread rules out both, and the guest kill
+/// test took 366 s with it against 361 s with one thread per vCPU on this machine.
 fn tcg_accel() -> &'static str {
     match env::var("VPORTD_VM_TCG_THREAD").as_deref() {
-        Ok("single") => "tcg,thread=single",
-        _ => "tcg,thread=multi",
+        Ok("multi") => "tcg,thread=multi",
+        _ => "tcg,thread=single",
     }
 }
 
@@ -948,7 +950,7 @@ impl Guest {
         if stderr.contains("iotlb_to_section") {
             message.push_str(
                 " (QEMU itself crashed: a race in multi-threaded TCG; \
-                 VPORTD_VM_TCG_THREAD=single avoids it)",
+                 leave VPORTD_VM_TCG_THREAD unset to avoid it)",
             );
         }
         if env_flag("VPORTD_VM_KEEP") {
