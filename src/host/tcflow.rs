@@ -14,22 +14,27 @@
 //!   flow up again: the socket filter left its verdict in a per-CPU scratch slot (a frame's
 //!   tap and its tc ingress run back to back on one CPU, in one softirq), and tc only acts on
 //!   a verdict whose key matches the frame it sees: counts the hit (packets, bytes) in the
-//!   flow's slot and redirects it to the destination netdev's egress. (No last-hit time: the
+//!   flow's slot and redirects it the way the slot says: to the destination netdev's egress
+//!   (`bpf_redirect`), or, for a veth whose peer is in another namespace, straight into the
+//!   peer's receive path (`bpf_redirect_peer`; switch::flowcache::choose_redirect says when
+//!   the kernel takes it). (No last-hit time: the
 //!   switch sweeps once a second and sees hits as counter deltas, which is all aging needs;
 //!   bpf_ktime_get_ns would cost a helper call per frame for nothing.) Anything else goes
 //!   on (TCX_NEXT). Deciding once is what makes delivery exactly-once even while flows are
 //!   installed and removed between a frame's tap and its tc hook.
 //!
 //! Maps: `flows` (hash: the 24-byte key of switch::flowcache::FlowKey -> slot number),
-//! `state` (one mmap-able array value holding every slot: 64 bytes each, state, destination
-//! ifindex, packets, bytes), `scratch` (per-CPU, one 40-byte value), and per edge
+//! `state` (one mmap-able array value holding every slot: 64 bytes each, state (u32 at 0),
+//! destination ifindex (u32 at 4), packets (u64 at 8), bytes (u64 at 16), redirect mode (u32
+//! at 24)), `scratch` (per-CPU, one 40-byte value: key, verdict at 24, destination at 28,
+//! slot at 32, mode at 36), and per edge
 //! the receive counter (mmap-able: frames let in, frames consumed). User space reads counters
 //! and writes slot state through the mappings, with no system call.
 //!
 //! Everything dies with the process: links detach when their descriptor closes (kill -9
 //! included), programs and maps go with their last reference. A new start never finds
 //! anything of ours to clean up. The licence string is "Proprietary", as in host::afxdp: the
-//! helpers used (map lookup, bpf_skb_load_bytes, bpf_redirect) are not
+//! helpers used (map lookup, bpf_skb_load_bytes, bpf_redirect, bpf_redirect_peer) are not
 //! GPL-only, and the kernel accepting the load says so.
 
 use std::collections::HashMap;
@@ -42,7 +47,7 @@ use super::bpf::{
 };
 use crate::switch::PortId;
 use crate::switch::flowcache::{
-    FlowBackend, FlowKey, SLOT_ACTIVE, SLOT_ARMING, SLOT_FREE, SlotCounters,
+    FlowBackend, FlowKey, LinkFacts, Redirect, SLOT_ACTIVE, SLOT_ARMING, SLOT_FREE, SlotCounters,
 };
 use crate::switch::io::KernelPort;
 
@@ -75,6 +80,10 @@ pub const SLOTS: u32 = 4096;
 const SLOT_SIZE: usize = 64;
 const KEY_SIZE: u32 = 24;
 const SCRATCH_SIZE: u32 = 40;
+/// Where a slot keeps its [`Redirect`] mode.
+const SLOT_MODE: usize = 24;
+// Clear of the counters (bytes end at 24), inside the slot.
+const _: () = assert!(SLOT_MODE >= 24 && SLOT_MODE + 4 <= SLOT_SIZE);
 
 /// Program names, as `bpftool prog` would show them.
 pub const FILTER_NAME: &str = "vportd_fast_sk";
@@ -95,6 +104,7 @@ const BPF_NOEXIST: u64 = 1;
 const FN_MAP_LOOKUP_ELEM: i32 = 1;
 const FN_REDIRECT: i32 = 23;
 const FN_SKB_LOAD_BYTES: i32 = 26;
+const FN_REDIRECT_PEER: i32 = 155;
 
 // struct __sk_buff offsets.
 const SKB_LEN: i16 = 0;
@@ -326,6 +336,8 @@ fn filter_program(scratch: RawFd, flows: RawFd, state: RawFd, counter: RawFd) ->
     a.label("hit");
     a.op(LDXW, 1, 8, 4, 0); //                 scratch.out = slot.out_ifindex
     a.op(STXW, 7, 1, 28, 0);
+    a.op(LDXW, 1, 8, SLOT_MODE as i16, 0); //  scratch.mode = slot.mode
+    a.op(STXW, 7, 1, 36, 0);
     a.op(STW, 7, 0, 24, 1); //                 scratch.verdict = hit
     a.op(MOV64K, 0, 0, 0, 0); //               return 0: not for the ring
     a.op(EXIT, 0, 0, 0, 0);
@@ -389,9 +401,14 @@ fn tc_program(scratch: RawFd, state: RawFd) -> Vec<Insn> {
     a.op(XADDDW, 8, 1, 8, 0); //               slot.packets += 1
     a.op(LDXW, 1, 6, SKB_LEN, 0);
     a.op(XADDDW, 8, 1, 16, 0); //              slot.bytes += skb->len
-    a.op(LDXW, 1, 7, 28, 0); //                return bpf_redirect(scratch.out, egress)
-    a.op(MOV64K, 2, 0, 0, 0);
-    a.op(CALL, 0, 0, 0, FN_REDIRECT);
+    a.op(LDXW, 3, 7, 36, 0); //                r3 = scratch.mode
+    a.op(LDXW, 1, 7, 28, 0); //                r1 = scratch.out
+    a.op(MOV64K, 2, 0, 0, 0); //               r2 = flags = 0 (egress)
+    a.jmp(JEQK, 3, 0, Redirect::Peer as i32, "peer");
+    a.op(CALL, 0, 0, 0, FN_REDIRECT); //       return bpf_redirect(out, egress)
+    a.op(EXIT, 0, 0, 0, 0);
+    a.label("peer");
+    a.op(CALL, 0, 0, 0, FN_REDIRECT_PEER); //  return bpf_redirect_peer(out, 0)
     a.op(EXIT, 0, 0, 0, 0);
     a.label("pass");
     a.op(MOV64K, 0, 0, 0, TCX_NEXT);
@@ -577,11 +594,20 @@ impl FlowBackend for KernelFlows {
         self.ports.remove(&port);
     }
 
-    fn insert(&mut self, key: &FlowKey, slot: u32, out_ifindex: u32) -> std::io::Result<()> {
+    fn insert(
+        &mut self,
+        key: &FlowKey,
+        slot: u32,
+        out_ifindex: u32,
+        how: Redirect,
+    ) -> std::io::Result<()> {
         let base = slot as usize * SLOT_SIZE;
         self.mem
             .u32_at(base + 4)
             .store(out_ifindex, Ordering::Relaxed);
+        self.mem
+            .u32_at(base + SLOT_MODE)
+            .store(how as u32, Ordering::Relaxed);
         self.mem.u32_at(base).store(SLOT_ARMING, Ordering::Release);
         map_elem(
             BPF_MAP_UPDATE_ELEM,
@@ -608,6 +634,10 @@ impl FlowBackend for KernelFlows {
         }
     }
 
+    fn link_facts(&self, ifindex: u32) -> Option<LinkFacts> {
+        link_facts(ifindex).ok()
+    }
+
     fn slots(&self) -> u32 {
         SLOTS
     }
@@ -622,23 +652,63 @@ impl FlowBackend for KernelFlows {
     }
 }
 
+/// Asks rtnetlink about one netdev (RTM_GETLINK by ifindex, no statistics): its kind,
+/// whether its link partner is in another namespace (IFLA_LINK_NETNSID present), and whether
+/// it is operationally up.
+pub fn link_facts(ifindex: u32) -> Result<LinkFacts, super::netlink::NetlinkError> {
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage, State};
+    let mut get = LinkMessage::default();
+    get.header.index = ifindex;
+    get.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    let what = format!("read link {ifindex}");
+    let replies = super::netlink::request_blocking(&what, RouteNetlinkMessage::GetLink(get), 0)?;
+    let mut facts = LinkFacts::default();
+    for m in &replies {
+        let RouteNetlinkMessage::NewLink(l) = m else {
+            continue;
+        };
+        for attr in &l.attributes {
+            match attr {
+                LinkAttribute::LinkNetNsId(_) => facts.peer_elsewhere = true,
+                LinkAttribute::OperState(s) => facts.up = *s == State::Up,
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        if let LinkInfo::Kind(k) = i {
+                            facts.kind = Some(k.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(facts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn jumps_land_on_their_labels() {
-        let p = filter_program(3, 4, 5, 6);
-        // Every jump stays inside the program and the last instruction is an exit.
-        for (i, insn) in p.iter().enumerate() {
-            if matches!(insn.code, JEQK | JNEK | JNEX | JGEK | JGTX) {
-                let to = i as isize + 1 + insn.off as isize;
-                assert!(to > i as isize && (to as usize) < p.len(), "jump at {i}");
+        // Every jump stays inside its program and the last instruction is an exit.
+        for p in [filter_program(3, 4, 5, 6), tc_program(3, 5)] {
+            for (i, insn) in p.iter().enumerate() {
+                if matches!(insn.code, JEQK | JNEK | JNEX | JGEK | JGTX) {
+                    let to = i as isize + 1 + insn.off as isize;
+                    assert!(to > i as isize && (to as usize) < p.len(), "jump at {i}");
+                }
             }
+            assert_eq!(p.last().unwrap().code, EXIT);
         }
-        assert_eq!(p.last().unwrap().code, EXIT);
+        // The tc program has both ways out, each call followed by its exit.
         let t = tc_program(3, 5);
-        assert_eq!(t.last().unwrap().code, EXIT);
+        for f in [FN_REDIRECT, FN_REDIRECT_PEER] {
+            let at = t.iter().position(|i| i.code == CALL && i.imm == f);
+            assert_eq!(t[at.expect("the call is there") + 1].code, EXIT);
+        }
         assert_eq!(count_program(6).len(), 6);
     }
 }

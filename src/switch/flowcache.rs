@@ -30,6 +30,12 @@
 //! frames). Aging is therefore exact to the sweep: a cached flow's source entry is seen as
 //! fresh at the sweep after its last hit, up to a second later than it was.
 //!
+//! Redirect. Frames of a flow into a veth whose peer is in another namespace (the usual
+//! switch port: the other end in a VM's or container's namespace) are handed straight to the
+//! peer's receive path (`bpf_redirect_peer`), skipping the veth's transmit and the peer's
+//! backlog; frames into anything else go to the netdev's egress (`bpf_redirect`). See
+//! [`choose_redirect`], and [`FlowCache::recheck_redirects`] for the window after a peer moves.
+//!
 //! Ordering. A flow is installed *arming*: its frames still go to the switch's ring. The
 //! socket filter turns it active on the first frame that finds the port's ring holding nothing
 //! the switch has not forwarded yet: the edge's receive counter compares the frames the filter
@@ -39,7 +45,10 @@
 //! remains: frames arriving at the same moment on two CPUs are not ordered between each other
 //! (as anywhere in the kernel's receive path), and the switch's own transmissions and the
 //! kernel's redirects reach the destination through per-CPU backlogs, which a receiving CPU may
-//! drain in either order when softirq work is deferred to ksoftirqd.
+//! drain in either order when softirq work is deferred to ksoftirqd (with the peer redirect the
+//! kernel's frames skip the backlog altogether, so the switch's last frames of the flow may
+//! come after them only then too: a sent frame's backlog is normally drained before the
+//! send returns, when the sender's softirqs run).
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::RawFd;
@@ -58,6 +67,46 @@ pub const SLOT_ACTIVE: u32 = 2;
 
 /// 802.1ad (QinQ) outer tag.
 const TPID_8021AD: u16 = 0x88a8;
+
+/// How the kernel hands a cached flow's frames to the destination netdev (the slot's mode
+/// word, shared with host::tcflow's programs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Redirect {
+    /// `bpf_redirect` to the destination's egress: works for every netdev, but a frame for a
+    /// veth crosses its transmit path and the peer's backlog before the peer receives it.
+    #[default]
+    Egress = 0,
+    /// `bpf_redirect_peer`: the frame goes straight into the receive path of the veth's peer,
+    /// in its own namespace, with no transmit and no backlog. Only valid where the kernel
+    /// takes it (see [`choose_redirect`]); anywhere else it drops the frame silently.
+    Peer = 1,
+}
+
+/// What the kernel says of a destination netdev, as far as the choice of [`Redirect`] goes
+/// (read by the backend, host::tcflow, from rtnetlink).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkFacts {
+    /// IFLA_INFO_KIND: "veth", "tun", ...; None for a plain hardware netdev.
+    pub kind: Option<String>,
+    /// IFLA_LINK_NETNSID is present: the link's other end (a veth's peer) lives in another
+    /// network namespace than the netdev itself.
+    pub peer_elsewhere: bool,
+    /// Operationally up (for a veth: its peer is up too, or it would have no carrier).
+    pub up: bool,
+}
+
+/// The redirect for frames going to a netdev with these facts. The kernel takes
+/// `bpf_redirect_peer` only for a device with a peer (veth, netkit), from tc ingress (where
+/// our program runs), to a peer that is up and in another namespace than the receiving
+/// device (all the switch's netdevs are in the switch's namespace); it drops anything else
+/// after the program returned. So: a veth, up, whose peer is elsewhere. Unknown facts (the
+/// backend could not ask) keep the egress redirect, which is always delivered.
+pub fn choose_redirect(facts: Option<&LinkFacts>) -> Redirect {
+    match facts {
+        Some(f) if f.kind.as_deref() == Some("veth") && f.peer_elsewhere && f.up => Redirect::Peer,
+        _ => Redirect::Egress,
+    }
+}
 
 /// A flow's key, laid out exactly as the kernel programs build it on their stack: ingress
 /// ifindex (u32, host order), destination MAC, source MAC, the outer tag's TCI (u16, host
@@ -114,11 +163,22 @@ pub trait FlowBackend: Send {
     fn attach(&mut self, port: PortId, kp: &KernelPort) -> std::io::Result<RawFd>;
     /// Stops serving `port` (after its edge dropped the filter).
     fn detach(&mut self, port: PortId);
-    /// Installs `key` in slot `slot`, arming, to be redirected to `out_ifindex`.
-    fn insert(&mut self, key: &FlowKey, slot: u32, out_ifindex: u32) -> std::io::Result<()>;
+    /// Installs `key` in slot `slot`, arming, to be redirected to `out_ifindex` as `how`.
+    fn insert(
+        &mut self,
+        key: &FlowKey,
+        slot: u32,
+        out_ifindex: u32,
+        how: Redirect,
+    ) -> std::io::Result<()>;
     /// Removes `key`; its frames go back to the ring. The slot's counters stay readable.
     fn remove(&mut self, key: &FlowKey, slot: u32);
     fn read(&self, slot: u32) -> SlotCounters;
+    /// What the kernel says of netdev `ifindex` now (None: it could not be asked, or a fake
+    /// without netdevs), for [`choose_redirect`].
+    fn link_facts(&self, _ifindex: u32) -> Option<LinkFacts> {
+        None
+    }
     /// How many slots there are.
     fn slots(&self) -> u32;
     /// The kernel's ids of its links and of its maps, to show they go with the process.
@@ -160,8 +220,8 @@ pub struct FlowCache {
     free: Vec<u32>,
     /// Removed flows whose slot's last counts are read at the next sweep.
     draining: Vec<(FlowKey, Flow)>,
-    /// Per port: the netdev of an attached kernel port.
-    ports: Vec<Option<u32>>,
+    /// Per port: the netdev of an attached kernel port, and how frames are redirected to it.
+    ports: Vec<Option<(u32, Redirect)>>,
     stats: FastStats,
 }
 
@@ -199,8 +259,38 @@ impl FlowCache {
         if self.ports.len() <= port.0 {
             self.ports.resize(port.0 + 1, None);
         }
-        self.ports[port.0] = Some(kp.ifindex);
+        let how = choose_redirect(self.backend.link_facts(kp.ifindex).as_ref());
+        self.ports[port.0] = Some((kp.ifindex, how));
         Ok(prog)
+    }
+
+    /// How frames of flows into `port` are redirected now (None: not attached).
+    pub fn redirect_of(&self, port: PortId) -> Option<Redirect> {
+        self.ports
+            .get(port.0)
+            .copied()
+            .flatten()
+            .map(|(_, how)| how)
+    }
+
+    /// Asks the kernel again about every attached port's netdev; where the redirect it calls
+    /// for changed, the flows into that port go (the pipeline caches them again, the new
+    /// way). This is what catches a veth's peer moving into our namespace, or out of it, or
+    /// going down: nothing tells the switch about a peer's changes, and the kernel drops
+    /// peer-redirected frames silently once the peer is back in our namespace or down. The
+    /// switch calls it once a second, so up to a second of such a flow's frames can be lost
+    /// after its peer moved in (a peer going down loses them either way).
+    pub(crate) fn recheck_redirects(&mut self) {
+        for port in 0..self.ports.len() {
+            let Some((ifindex, how)) = self.ports[port] else {
+                continue;
+            };
+            let now = choose_redirect(self.backend.link_facts(ifindex).as_ref());
+            if now != how {
+                self.ports[port] = Some((ifindex, now));
+                self.remove_where(|_, f| f.dst == PortId(port));
+            }
+        }
     }
 
     /// Stops serving `port`: its flows go, both ways.
@@ -258,7 +348,7 @@ impl FlowCache {
         if src == dst {
             return;
         }
-        let (Some(Some(in_ifindex)), Some(Some(out_ifindex))) = (
+        let (Some(Some((in_ifindex, _))), Some(Some((out_ifindex, how)))) = (
             self.ports.get(src.0).copied(),
             self.ports.get(dst.0).copied(),
         ) else {
@@ -284,7 +374,7 @@ impl FlowCache {
             self.stats.refused += 1;
             return;
         };
-        if self.backend.insert(&key, slot, out_ifindex).is_err() {
+        if self.backend.insert(&key, slot, out_ifindex, how).is_err() {
             self.free.push(slot);
             self.stats.refused += 1;
             return;
@@ -305,9 +395,11 @@ impl FlowCache {
         self.stats.installed += 1;
     }
 
-    /// Once a second: folds the kernel's hits into the ports' counters, refreshes the source
-    /// addresses of flows that saw hits, and frees the slots of removed flows.
+    /// Once a second: checks each port's redirect ([`FlowCache::recheck_redirects`]), folds
+    /// the kernel's hits into the ports' counters, refreshes the source addresses of flows
+    /// that saw hits, and frees the slots of removed flows.
     pub(crate) fn sweep(&mut self, stats: &mut [PortStats], fdb: &mut Fdb, now: u64) {
+        self.recheck_redirects();
         let backend = &*self.backend;
         let mut fold = |f: &mut Flow| {
             let c = backend.read(f.slot);

@@ -17,6 +17,9 @@ struct Kernel {
     flows: HashMap<FlowKey, (u32, u32)>,
     slots: HashMap<u32, SlotCounters>,
     attached: Vec<PortId>,
+    modes: HashMap<FlowKey, Redirect>,
+    /// What the fake says of each netdev (none: it cannot tell).
+    links: HashMap<u32, LinkFacts>,
 }
 
 #[derive(Clone, Default)]
@@ -46,9 +49,10 @@ impl FlowBackend for Fake {
     fn detach(&mut self, port: PortId) {
         self.0.lock().unwrap().attached.retain(|p| *p != port);
     }
-    fn insert(&mut self, key: &FlowKey, slot: u32, out: u32) -> std::io::Result<()> {
+    fn insert(&mut self, key: &FlowKey, slot: u32, out: u32, how: Redirect) -> std::io::Result<()> {
         let mut k = self.0.lock().unwrap();
         k.flows.insert(*key, (slot, out));
+        k.modes.insert(*key, how);
         k.slots.entry(slot).or_default().state = SLOT_ARMING;
         Ok(())
     }
@@ -68,6 +72,9 @@ impl FlowBackend for Fake {
     }
     fn slots(&self) -> u32 {
         8
+    }
+    fn link_facts(&self, ifindex: u32) -> Option<LinkFacts> {
+        self.0.lock().unwrap().links.get(&ifindex).cloned()
     }
 }
 
@@ -350,4 +357,68 @@ fn keys_match_the_kernel_layout() {
     let u = FlowKey::of_frame(1, &Spec::new(1, 2, 0).build()).unwrap();
     assert!(!u.tagged() && u.0[16..24] == [0; 8]);
     assert_eq!(FlowKey::of_frame(1, &[0; 13]), None);
+}
+
+fn facts(kind: Option<&str>, peer_elsewhere: bool, up: bool) -> LinkFacts {
+    LinkFacts {
+        kind: kind.map(String::from),
+        peer_elsewhere,
+        up,
+    }
+}
+
+#[test]
+fn only_an_up_veth_with_its_peer_elsewhere_is_peer_redirected() {
+    assert_eq!(
+        choose_redirect(Some(&facts(Some("veth"), true, true))),
+        Redirect::Peer
+    );
+    for f in [
+        facts(Some("veth"), false, true), // peer in our namespace: the kernel would drop
+        facts(Some("veth"), true, false), // peer down (no carrier)
+        facts(Some("tun"), true, true),   // no peer device at all
+        facts(Some("vxlan"), true, true), // a link netns, but no peer
+        facts(None, false, true),         // hardware
+    ] {
+        assert_eq!(choose_redirect(Some(&f)), Redirect::Egress, "{f:?}");
+    }
+    assert_eq!(choose_redirect(None), Redirect::Egress);
+}
+
+#[test]
+fn a_peer_moving_away_or_back_recaches_the_flows_into_its_port() {
+    let mut r = rig(&[access("a"), access("b")]);
+    let mode = |r: &Rig, k: FlowKey| r.fake.0.lock().unwrap().modes.get(&k).copied();
+    // Nothing known of the netdevs when they were attached: egress.
+    r.learn_and_send();
+    r.send(1, Spec::new(2, 1, 0));
+    assert_eq!(mode(&r, key(10, 1, 2)), Some(Redirect::Egress));
+    assert_eq!(mode(&r, key(11, 2, 1)), Some(Redirect::Egress));
+    // b's peer is now in another namespace: the next sweep takes the flows into b, and
+    // only those; the next frame caches its flow with the peer redirect.
+    let cross = facts(Some("veth"), true, true);
+    r.fake.0.lock().unwrap().links.insert(11, cross);
+    r.advance(1_000_000_000);
+    assert_eq!(r.fake.keys(), [key(11, 2, 1)]);
+    let fc = r.sw.flowcache().unwrap();
+    assert_eq!(fc.redirect_of(PortId(1)), Some(Redirect::Peer));
+    assert_eq!(fc.redirect_of(PortId(0)), Some(Redirect::Egress));
+    let got = r.send(0, Spec::new(1, 2, 1));
+    assert_eq!(got[1], [(1, 2, 1)]);
+    assert_eq!(mode(&r, key(10, 1, 2)), Some(Redirect::Peer));
+    // A sweep with nothing changed keeps it.
+    r.advance(1_000_000_000);
+    assert_eq!(mode(&r, key(10, 1, 2)), Some(Redirect::Peer));
+    // The peer comes back into our namespace: egress again, after the next sweep.
+    r.fake
+        .0
+        .lock()
+        .unwrap()
+        .links
+        .insert(11, facts(Some("veth"), false, true));
+    r.advance(1_000_000_000);
+    assert_eq!(r.fake.keys(), [key(11, 2, 1)]);
+    let got = r.send(0, Spec::new(1, 2, 2));
+    assert_eq!(got[1], [(1, 2, 2)]);
+    assert_eq!(mode(&r, key(10, 1, 2)), Some(Redirect::Egress));
 }
