@@ -139,6 +139,50 @@ fn software_vports_reach_the_wire_through_a_vf_trunk_once() {
         up["rx_packets"].as_u64().unwrap() >= 4 && up["tx_packets"].as_u64().unwrap() >= 4,
         "{up}"
     );
+    // `vportd status` and the daemon's metrics show both vPorts on the software path, with
+    // the counters of their switch ports (each carried at least its two pings each way).
+    assert_eq!(
+        rc("status"),
+        "0",
+        "{}{}",
+        text("status.json"),
+        text("status.err")
+    );
+    let status: Vec<Value> = serde_json::from_str(&text("status.json")).unwrap();
+    let metrics = text("metrics");
+    assert!(!metrics.is_empty(), "no metrics: {}", text("metrics.err"));
+    for name in ["s1", "s2"] {
+        let s = status
+            .iter()
+            .find(|s| s["vport"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from status: {status:?}"));
+        assert_eq!(s["path"]["kind"], "software", "{s}");
+        let port = &s["switch"];
+        assert_eq!(port["netdev"], format!("vp-{name}").as_str(), "{s}");
+        for dir in ["rx_packets", "tx_packets"] {
+            assert!(port[dir].as_u64().unwrap_or(0) >= 2, "{name} {dir}: {s}");
+        }
+        assert!(
+            metrics.lines().any(|l| l.starts_with("vportd_vport_info{")
+                && l.contains(&format!("vport=\"{name}\""))
+                && l.contains("path=\"software\"")),
+            "{name} has no software vportd_vport_info:\n{metrics}"
+        );
+        for dir in ["rx", "tx"] {
+            let value = metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("vportd_switch_packets_total{")
+                        && l.contains(&format!("port=\"{name}\""))
+                        && l.contains(&format!("direction=\"{dir}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+            assert!(
+                value.is_some_and(|v| v >= 2),
+                "{name} {dir}: {value:?} in\n{metrics}"
+            );
+        }
+    }
 
     // The PF set the VF's MAC and does not trust it: igb refuses its unicast filters.
     let denied = "VF 0 requested MAC filter but is administratively denied";

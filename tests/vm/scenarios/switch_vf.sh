@@ -5,6 +5,8 @@
 #   apply.{out,err,rc}, apply.ip.json    the apply that creates and configures VF 0
 #   vfdev, ping.<from>-<to>.{out,rc}     the VF's netdev; pings both ways, both vPorts
 #   fdb, switch.json, daemon.log         the VF's unicast list, the switch's counters
+#   status.{json,err,rc}, metrics        `vportd status --json` and the daemon's /metrics
+#                                        while the switch runs: both show s1 and s2
 #   vlans.json                           the VLAN devices on the VF (the trunk's joined VLANs)
 #   fdb.stopped, vlans.stopped.json      both once the daemon stopped
 #   denied.dmesg                         the PF set VF 0's MAC and does not trust it: igb
@@ -28,6 +30,9 @@ bridge fdb show dev $vfdev > $OUT/fdb
 ip -d -j link show type vlan > $OUT/vlans.json
 sleep 1.5
 cp /tmp/state/switch.json $OUT/switch.json
+vportd status --config /tmp/host.toml --json > $OUT/status.json 2> $OUT/status.err
+echo $? > $OUT/status.rc
+wget -q -O $OUT/metrics http://127.0.0.1:9477/metrics 2> $OUT/metrics.err
 stop_daemon
 cp /run/daemon.log $OUT/daemon.log
 bridge fdb show dev $vfdev > $OUT/fdb.stopped

@@ -65,7 +65,7 @@ apply() { # phase name
 }
 
 start_daemon() {
-  vportd daemon --config /tmp/host.toml --metrics off --socket off --no-uevents \
+  vportd daemon --config /tmp/host.toml --metrics 127.0.0.1:9477 --socket off --no-uevents \
     > /run/daemon.out 2> /run/daemon.log &
   DAEMON=$!
   wait_for 60 sh -c '/usr/sbin/ip link show vp-s1 && /usr/sbin/ip link show vp-s2' > /dev/null
