@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark (b) of issue 6, end to end over veth on one topology:
+# The software switch's benchmarks of issue 6 in one run: (a) the pipeline alone, in memory,
+# 64-byte frames on one core (examples/switch_bench.rs), then (b) end to end over veth on one
+# topology:
 #
 #   ns1 (v1, 10.77.0.1) --veth-- [s1  switch  s2] --veth-- ns2 (v2, 10.77.0.2)
 #
@@ -19,7 +21,7 @@ RUNS=${1:-3}
 SECS=5
 [[ $(id -u) -eq 0 ]] || { echo "switch_e2e: run as root (it makes network namespaces)" >&2; exit 1; }
 scripts/setup-bench >/dev/null
-cargo build --release --example switch_veth -q
+cargo build --release --example switch_veth --example switch_bench -q
 SW=target/release/examples/switch_veth
 TMP=$(mktemp -d /tmp/vportd-e2e.XXXXXX)
 # Per-run names: two runs on one machine must not tear down each other's namespaces.
@@ -53,12 +55,12 @@ ovs_start() {
   OVS_ENV=(env OVS_RUNDIR="$d" OVS_LOGDIR="$d" OVS_DBDIR="$d" OVS_SYSCONFDIR="$d")
   "${OVS_ENV[@]}" ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema
   "${OVS_ENV[@]}" ovsdb-server "$d/conf.db" --remote=punix:"$d/db.sock" --pidfile="$d/ovsdb.pid" \
-    --detach --log-file="$d/ovsdb.log" --no-chdir
+    --detach -vconsole:off --log-file="$d/ovsdb.log" --no-chdir
   local vsctl=("${OVS_ENV[@]}" ovs-vsctl --db=unix:"$d/db.sock")
   "${vsctl[@]}" --no-wait init
   "${vsctl[@]}" --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true
   nsx $NSW "${OVS_ENV[@]}" ovs-vswitchd unix:"$d/db.sock" --pidfile="$d/vswitchd.pid" --detach \
-    --log-file="$d/vswitchd.log" --no-chdir
+    -vconsole:off --log-file="$d/vswitchd.log" --no-chdir
   "${vsctl[@]}" add-br br-e2e -- set bridge br-e2e datapath_type=netdev
   "${vsctl[@]}" add-port br-e2e s1 -- add-port br-e2e s2
   nsx $NSW ip link set br-e2e up 2>/dev/null || true
@@ -131,6 +133,10 @@ CFG
   echo $(( (after - before) / SECS / 1000 ))
 }
 
+echo "== (a) the pipeline alone, in memory, 64-byte frames, one core (target: at least 20 Mpps) =="
+target/release/examples/switch_bench
+echo
+echo "== (b) ns1 - veth - switch - veth - ns2 =="
 declare -A TCP UDP
 for run in $(seq "$RUNS"); do
   for who in ours ours_xdp ours_fast bridge ovs; do
