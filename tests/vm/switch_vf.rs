@@ -40,6 +40,22 @@ fn run_vf_scenario(test: &str, script: &str) -> Outcome {
     run(&mut guest, test, &script, Duration::from_secs(400)).success()
 }
 
+/// The value of the first sample of `family` in a Prometheus text whose labels include each
+/// `name="value"` given.
+fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (set, value) = l
+            .strip_prefix(family)?
+            .strip_prefix('{')?
+            .split_once("} ")?;
+        let have: Vec<&str> = set.split(',').collect();
+        labels
+            .iter()
+            .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
+            .then(|| value.parse().ok())?
+    })
+}
+
 #[test]
 fn software_vports_reach_the_wire_through_a_vf_trunk() {
     crate::stall_retry(
@@ -162,21 +178,19 @@ fn software_vports_reach_the_wire_through_a_vf_trunk_once() {
         for dir in ["rx_packets", "tx_packets"] {
             assert!(port[dir].as_u64().unwrap_or(0) >= 2, "{name} {dir}: {s}");
         }
-        assert!(
-            metrics.lines().any(|l| l.starts_with("vportd_vport_info{")
-                && l.contains(&format!("vport=\"{name}\""))
-                && l.contains("path=\"software\"")),
+        let info = sample(
+            &metrics,
+            "vportd_vport_info",
+            &[("vport", name), ("path", "software")],
+        );
+        assert_eq!(
+            info,
+            Some(1),
             "{name} has no software vportd_vport_info:\n{metrics}"
         );
         for dir in ["rx", "tx"] {
-            let value = metrics
-                .lines()
-                .find(|l| {
-                    l.starts_with("vportd_switch_packets_total{")
-                        && l.contains(&format!("port=\"{name}\""))
-                        && l.contains(&format!("direction=\"{dir}\""))
-                })
-                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+            let labels = [("port", name), ("direction", dir)];
+            let value = sample(&metrics, "vportd_switch_packets_total", &labels);
             assert!(
                 value.is_some_and(|v| v >= 2),
                 "{name} {dir}: {value:?} in\n{metrics}"
