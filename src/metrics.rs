@@ -408,6 +408,20 @@ pub fn parse_samples(text: &str) -> Vec<SampleLine> {
     out
 }
 
+/// The value of the first sample of `name` whose labels include each of `labels` (others may
+/// be there too): how a reader picks one series out of [`parse_samples`].
+pub fn sample_value(samples: &[SampleLine], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

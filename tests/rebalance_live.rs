@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vportd::metrics::{SampleLine, parse_samples};
+use vportd::metrics::{SampleLine, parse_samples, sample_value as value};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -240,19 +240,6 @@ impl Drop for Rig {
             let _ = w.join();
         }
     }
-}
-
-/// The value of the first sample of `name` whose labels include `labels`.
-fn value(samples: &[SampleLine], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .find(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
 }
 
 fn label_set(samples: &[SampleLine], name: &str, label: &str) -> BTreeSet<String> {

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use vportd::metrics::{parse_samples, sample_value};
 
 use crate::rig::{Outcome, Rig, rig_or_skip};
 use crate::{boot, run};
@@ -38,22 +39,6 @@ fn run_vf_scenario(test: &str, script: &str) -> Outcome {
             .file("/usr/sbin/bridge", bridge, 0o755),
     );
     run(&mut guest, test, &script, Duration::from_secs(400)).success()
-}
-
-/// The value of the first sample of `family` in a Prometheus text whose labels include each
-/// `name="value"` given.
-fn sample(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (set, value) = l
-            .strip_prefix(family)?
-            .strip_prefix('{')?
-            .split_once("} ")?;
-        let have: Vec<&str> = set.split(',').collect();
-        labels
-            .iter()
-            .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
-            .then(|| value.parse().ok())?
-    })
 }
 
 #[test]
@@ -167,6 +152,7 @@ fn software_vports_reach_the_wire_through_a_vf_trunk_once() {
     let status: Vec<Value> = serde_json::from_str(&text("status.json")).unwrap();
     let metrics = text("metrics");
     assert!(!metrics.is_empty(), "no metrics: {}", text("metrics.err"));
+    let samples = parse_samples(&metrics);
     for name in ["s1", "s2"] {
         let s = status
             .iter()
@@ -178,21 +164,21 @@ fn software_vports_reach_the_wire_through_a_vf_trunk_once() {
         for dir in ["rx_packets", "tx_packets"] {
             assert!(port[dir].as_u64().unwrap_or(0) >= 2, "{name} {dir}: {s}");
         }
-        let info = sample(
-            &metrics,
+        let info = sample_value(
+            &samples,
             "vportd_vport_info",
             &[("vport", name), ("path", "software")],
         );
         assert_eq!(
             info,
-            Some(1),
+            Some(1.0),
             "{name} has no software vportd_vport_info:\n{metrics}"
         );
         for dir in ["rx", "tx"] {
             let labels = [("port", name), ("direction", dir)];
-            let value = sample(&metrics, "vportd_switch_packets_total", &labels);
+            let value = sample_value(&samples, "vportd_switch_packets_total", &labels);
             assert!(
-                value.is_some_and(|v| v >= 2),
+                value.is_some_and(|v| v >= 2.0),
                 "{name} {dir}: {value:?} in\n{metrics}"
             );
         }
