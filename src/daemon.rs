@@ -144,6 +144,9 @@ pub struct CpuRow {
     pub cpu: u32,
     pub busy: f64,
     pub irq: f64,
+    /// The policy's estimate of the CPU's load, which its thresholds judge
+    /// ([`crate::rebalance::policy::Decision::estimates`]).
+    pub estimate: f64,
 }
 
 /// One queue in a tick.
@@ -642,6 +645,7 @@ impl Rebalancer {
                     cpu: *c,
                     busy: l.busy,
                     irq: l.irq,
+                    estimate: d.estimates.get(c).copied().unwrap_or(0.0),
                 })
                 .collect(),
             queues: rows,

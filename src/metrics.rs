@@ -164,6 +164,19 @@ pub fn render(s: &Stats, vports: &State) -> String {
         }
         family(
             &mut o,
+            "vportd_cpu_load_estimate_ratio",
+            "gauge",
+            "The policy's estimate of each CPU's load (queue peaks plus other load), which the spread and coalesce thresholds judge.",
+        );
+        for c in &r.cpus {
+            let _ = writeln!(
+                o,
+                "vportd_cpu_load_estimate_ratio{{cpu=\"{}\"}} {:.4}",
+                c.cpu, c.estimate
+            );
+        }
+        family(
+            &mut o,
             "vportd_queue_interrupts_total",
             "counter",
             "Interrupts of each queue IRQ since boot (/proc/interrupts).",

@@ -325,6 +325,7 @@ fn metrics_endpoint_serves_every_family_and_top_renders_it() {
         "vportd_external_changes_total",
         "vportd_cpu_busy_ratio",
         "vportd_cpu_irq_ratio",
+        "vportd_cpu_load_estimate_ratio",
         "vportd_queue_interrupts_total",
         "vportd_queue_interrupt_rate",
         "vportd_queue_load_ratio",

@@ -8,7 +8,8 @@
 #   idle:     traffic stopped; wait until the daemon has coalesced and is quiet again;
 #   external: a hand-written smp_affinity_list; the daemon must report it and leave it.
 # $OUT/timeline has one line per poll of the metrics endpoint: "ms ticks spread coalesce
-# external cpu0-busy"; $OUT/daemon.log the daemon's journal; $OUT/eth0.* the IRQs' affinities.
+# external cpu0-busy cpu0-estimate" (the estimate is what the policy's thresholds judge);
+# $OUT/daemon.log the daemon's journal; $OUT/eth0.* the IRQs' affinities.
 set -e
 LOAD_S=${LOAD_S:-10}
 METRICS=http://127.0.0.1:9477/metrics
@@ -38,7 +39,8 @@ metric_fields() {
     /^vportd_moves_total\{reason="coalesce"\}/ { c = $2 }
     /^vportd_external_changes_total / { e = $2 }
     /^vportd_cpu_busy_ratio\{cpu="0"\}/ { b = $2 }
-    END { if (t != "") print t, s, c, e, (b == "" ? 0 : b); else exit 1 }'
+    /^vportd_cpu_load_estimate_ratio\{cpu="0"\}/ { x = $2 }
+    END { if (t != "") print t, s, c, e, (b == "" ? 0 : b), (x == "" ? 0 : x); else exit 1 }'
 }
 field() { metric_fields | awk -v n="$1" '{ print $n }'; }
 finish() {
