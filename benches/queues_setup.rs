@@ -22,12 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vportd::apply::{self, ApplyOptions};
 use vportd::host::ethtool::{LiveQueues, QueueOps, equal_table};
 use vportd::host::netlink::VfConfig;
 use vportd::host::sriov::{HostError, SriovOps};
-use vportd::plan::{Action, Placement, Plan};
-use vportd::state::{QueueMode, State, VportPath};
+use vportd::provision::apply::{self, ApplyOptions};
+use vportd::provision::plan::{Action, Placement, Plan};
+use vportd::provision::state::{QueueMode, State, VportPath};
 
 const VPORTS: u32 = 16;
 const QUEUES_EACH: u32 = 2;

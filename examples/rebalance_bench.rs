@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use vportd::rebalance::policy::{Observation, Policy, PolicyConfig, QueueObs};
-use vportd::rebalance::sim::Rng;
+use vportd::rebalance::scenario_sim::Rng;
 use vportd::rebalance::{QueueSpec, Topology};
 
 fn main() {

@@ -16,17 +16,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::config;
-use crate::control::{self, Request, Response};
+use crate::daemon::events::{self, DeviceEvent};
+use crate::daemon::protocol::{self, Request, Response};
+use crate::facts::inventory::{self, Inventory};
+use crate::facts::parse;
+use crate::facts::profile::{self, ProfileSet};
 use crate::host::fs::KernelFs;
 use crate::host::netlink::NetlinkSnapshot;
-use crate::hotplug::{self, DeviceEvent};
-use crate::inventory::{self, Inventory};
-use crate::parse;
-use crate::plan::{self, PlanOptions};
-use crate::profile::{self, ProfileSet};
+use crate::provision::config;
+use crate::provision::plan::{self, PlanOptions};
+use crate::provision::state::State;
 use crate::rebalance::sample;
-use crate::state::State;
 use crate::switch::io::mem::{self, MemPeer};
 use crate::switch::packet::{EthFrame, MacAddr, VlanTag, write_retagged};
 use crate::switch::vlan::{VlanMode, VlanSet};
@@ -270,13 +270,13 @@ fn check_event(ev: &DeviceEvent) {
         .unwrap_or_else(|e| panic!("an accepted event fails validation: {e}: {ev:?}"));
     assert!(!ev.to_string().is_empty());
     let req = Request::Reconcile { device: ev.clone() };
-    let line = control::encode_request(&req);
-    let back = control::decode_request(&line)
+    let line = protocol::encode_request(&req);
+    let back = protocol::decode_request(&line)
         .unwrap_or_else(|e| panic!("an accepted event does not cross the socket: {e}: {ev:?}"));
     assert_eq!(back, req);
 }
 
-fn check_hotplug_error(e: &hotplug::HotplugError, input: &dyn std::fmt::Debug) {
+fn check_hotplug_error(e: &events::HotplugError, input: &dyn std::fmt::Debug) {
     let shown = e.to_string();
     says(&shown, "", input);
     // Each refusal names the key or the part of the message at fault.
@@ -293,8 +293,8 @@ fn hotplug_keys() -> &'static [&'static str] {
 
 /// A kernel uevent message from the netlink socket (`ACTION@DEVPATH\0KEY=VALUE\0...`).
 pub fn uevent(data: &[u8]) {
-    match hotplug::parse_uevent(data) {
-        Ok(pairs) => match hotplug::from_pairs(pairs.iter().copied()) {
+    match events::parse_uevent(data) {
+        Ok(pairs) => match events::from_pairs(pairs.iter().copied()) {
             Ok(Some(ev)) => check_event(&ev),
             Ok(None) => {}
             Err(e) => check_hotplug_error(&e, &data),
@@ -312,7 +312,7 @@ pub fn udev_env(data: &[u8]) {
             Some((std::str::from_utf8(&line[..eq]).ok()?, &line[eq + 1..]))
         })
         .collect();
-    match hotplug::from_pairs(pairs.iter().copied()) {
+    match events::from_pairs(pairs.iter().copied()) {
         Ok(Some(ev)) => check_event(&ev),
         Ok(None) => {}
         Err(e) => check_hotplug_error(&e, &data),
@@ -322,19 +322,19 @@ pub fn udev_env(data: &[u8]) {
 /// A request line as the daemon reads it from its control socket: accepted requests
 /// round-trip; refused ones get an error response that itself round-trips.
 pub fn control_request(data: &[u8]) {
-    match control::decode_request(data) {
+    match protocol::decode_request(data) {
         Ok(req) => {
             if let Request::Reconcile { device } = &req {
                 check_event(device);
             }
-            let line = control::encode_request(&req);
-            assert_eq!(control::decode_request(&line).ok().as_ref(), Some(&req));
+            let line = protocol::encode_request(&req);
+            assert_eq!(protocol::decode_request(&line).ok().as_ref(), Some(&req));
         }
         Err(e) => {
             says(&e.to_string(), "", &data);
-            let resp = control::refusal(&e);
-            let line = control::encode_response(&resp);
-            let back = control::decode_response(&line)
+            let resp = protocol::refusal(&e);
+            let line = protocol::encode_response(&resp);
+            let back = protocol::decode_response(&line)
                 .unwrap_or_else(|e| panic!("a refusal does not decode: {e}"));
             assert_eq!(back, resp);
             let Response::Error { message, .. } = back else {
@@ -347,10 +347,10 @@ pub fn control_request(data: &[u8]) {
 
 /// A response line as `vportd ctl` and `vportd hotplug` read it from the daemon.
 pub fn control_response(data: &[u8]) {
-    match control::decode_response(data) {
+    match protocol::decode_response(data) {
         Ok(resp) => {
-            let line = control::encode_response(&resp);
-            let back = control::decode_response(&line)
+            let line = protocol::encode_response(&resp);
+            let back = protocol::decode_response(&line)
                 .unwrap_or_else(|e| panic!("a decoded response does not re-decode: {e}"));
             // JSON numbers may change form (1.0 -> 1), so compare as JSON values.
             assert_eq!(

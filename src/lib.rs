@@ -1,29 +1,17 @@
 //! vportd: gives every virtual switch port the fastest path the NIC allows
 //! (SR-IOV VF, dedicated queues, or a software switch) and keeps queue interrupts
-//! on the right CPUs. See ARCHITECTURE.md for the data flow.
+//! on the right CPUs. ARCHITECTURE.md draws the layers; in one line: `model` is plain
+//! data, `facts` reads the kernel into it, `provision`, `rebalance` and `switch` decide,
+//! `host` is the only code that talks to the kernel, and `daemon` and `cli` drive it all.
 
-pub mod apply;
-pub mod config;
-pub mod control;
-pub mod control_plane;
-pub mod ctl;
+pub mod cli;
 pub mod daemon;
+pub mod facts;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod host;
-pub mod hotplug;
-pub mod inventory;
-pub mod location;
-pub mod metrics;
-pub mod parse;
-pub mod plan;
-pub mod profile;
+pub mod model;
 pub mod provision;
 pub mod rebalance;
-pub mod reconcile;
-pub mod render;
-pub mod sim;
 pub mod softpath;
-pub mod state;
 pub mod switch;
-pub mod top;

@@ -6,16 +6,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use vportd::apply::ApplyOptions;
+use vportd::cli::render;
+use vportd::facts::inventory;
+use vportd::facts::profile::ProfileSet;
 use vportd::host::fs::KernelFs;
 use vportd::host::sriov::LiveSriov;
-use vportd::host::{files, netlink};
-use vportd::inventory;
-use vportd::plan::PlanOptions;
-use vportd::profile::ProfileSet;
+use vportd::host::{netlink, userfiles};
 use vportd::provision;
-use vportd::render;
-use vportd::state::State;
+use vportd::provision::apply::ApplyOptions;
+use vportd::provision::plan::PlanOptions;
+use vportd::provision::state::State;
 
 /// vportd gives every virtual switch port the fastest path its NIC allows: an
 /// SR-IOV virtual function, dedicated queues, or a software switch, and keeps the
@@ -117,13 +117,13 @@ enum Command {
     /// period, and serve Prometheus metrics. See docs/rebalance.md.
     Daemon(vportd::daemon::DaemonArgs),
     /// A live view of CPUs, queues and moves, from the daemon's metrics endpoint.
-    Top(vportd::top::TopArgs),
+    Top(vportd::daemon::top::TopArgs),
     /// Run by udev (udev/90-vportd.rules): hand the device event in the environment to the
     /// daemon, or apply the stored config when no daemon runs. See docs/hotplug.md.
-    Hotplug(vportd::ctl::HotplugArgs),
+    Hotplug(vportd::cli::ctl::HotplugArgs),
     /// Talk to the running daemon over its control socket: status, plan, apply,
     /// reconcile PCI, rebalance on|off. Prints its answer as JSON.
-    Ctl(vportd::ctl::CtlArgs),
+    Ctl(vportd::cli::ctl::CtlArgs),
     /// Print the rebalance scenario table (S1-S8, static vs ours) from the simulator.
     #[command(hide = true)]
     Simulate {
@@ -208,11 +208,17 @@ fn live_inventory() -> Result<inventory::Inventory, Failure> {
 /// them all (a no-op apply on a host with many NICs reads only its own). A killed run's
 /// journal, an uplink that does not resolve to one PCI network function, or a vPort MAC
 /// held elsewhere gets the full read, so that errors and their hints are the same.
-fn provisioning_inventory(cfg: &vportd::config::Config) -> Result<inventory::Inventory, Failure> {
-    if cfg.state_dir.join(vportd::apply::JOURNAL_FILE).exists() {
+fn provisioning_inventory(
+    cfg: &vportd::provision::config::Config,
+) -> Result<inventory::Inventory, Failure> {
+    if cfg
+        .state_dir
+        .join(vportd::provision::apply::JOURNAL_FILE)
+        .exists()
+    {
         return live_inventory();
     }
-    let Ok(state) = vportd::state::State::load(&cfg.state_dir) else {
+    let Ok(state) = vportd::provision::state::State::load(&cfg.state_dir) else {
         return live_inventory();
     };
     let t = std::time::Instant::now();
@@ -241,7 +247,7 @@ fn provisioning_inventory(cfg: &vportd::config::Config) -> Result<inventory::Inv
 /// it. Probing costs several ethtool requests per PF, so a config whose vPorts all get
 /// VFs and that sets no PF queues (the common no-op apply) goes without.
 fn planning_inventory(
-    cfg: &vportd::config::Config,
+    cfg: &vportd::provision::config::Config,
     opts: PlanOptions,
 ) -> Result<inventory::Inventory, Failure> {
     let mut inv = provisioning_inventory(cfg)?;
@@ -259,9 +265,10 @@ fn planning_inventory(
         || provision::prepare_config(cfg.clone(), &inv, ProfileSet::builtin(), opts)
             .map(|p| {
                 p.plan.placements.iter().any(|pl| {
-                    !matches!(pl.path, vportd::state::VportPath::Vf { .. })
+                    !matches!(pl.path, vportd::provision::state::VportPath::Vf { .. })
                         && cfg.vports.iter().any(|v| {
-                            v.name == pl.vport && v.offload != vportd::config::Offload::Never
+                            v.name == pl.vport
+                                && v.offload != vportd::provision::config::Offload::Never
                         })
                 })
             })
@@ -305,7 +312,7 @@ fn apply_cmd(
     json: bool,
 ) -> Result<(), Failure> {
     let began = std::time::Instant::now();
-    let cfg = vportd::config::load(config).map_err(Failure::input)?;
+    let cfg = vportd::provision::config::load(config).map_err(Failure::input)?;
     timing("config", began);
     let plan_opts = PlanOptions { allow_disruption };
     let inv = planning_inventory(&cfg, plan_opts)?;
@@ -357,7 +364,7 @@ fn apply_cmd(
         |step: usize,
          total: usize,
          what: &str,
-         done: Option<&Result<(), vportd::apply::StepError>>| {
+         done: Option<&Result<(), vportd::provision::apply::StepError>>| {
             if json {
                 return;
             }
@@ -386,8 +393,8 @@ fn apply_cmd(
     if json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
-            plan: &'a vportd::plan::Plan,
-            report: &'a vportd::apply::ApplyReport,
+            plan: &'a vportd::provision::plan::Plan,
+            report: &'a vportd::provision::apply::ApplyReport,
             /// From reading the config to the end: the work, without process start.
             elapsed_ms: f64,
         }
@@ -431,7 +438,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let profiles = load_profiles(profiles.as_ref())?;
             // Bad input first: a config or state that cannot be read changes nothing.
             let config = config
-                .map(|c| vportd::config::load(&c).map_err(Failure::input))
+                .map(|c| vportd::provision::config::load(&c).map_err(Failure::input))
                 .transpose()?;
             let vports = match (&config, &state_dir) {
                 (Some(c), _) => Some((
@@ -446,7 +453,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let (mut fs, nl) = match &fixture {
                 Some(dir) => {
                     let text =
-                        files::read_text(&dir.join("netlink.json")).map_err(Failure::input)?;
+                        userfiles::read_text(&dir.join("netlink.json")).map_err(Failure::input)?;
                     let nl: netlink::NetlinkSnapshot =
                         serde_json::from_str(&text).map_err(|e| {
                             Failure::input(format!(
@@ -463,11 +470,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             if let Some(dir) = &record {
                 fs = fs.recording_into(dir);
-                files::write_atomic(&dir.join("netlink.json"), to_json(&nl).as_bytes())
+                userfiles::write_atomic(&dir.join("netlink.json"), to_json(&nl).as_bytes())
                     .map_err(Failure::runtime)?;
             }
             let inv = inventory::discover(&fs, &nl, &profiles).map_err(Failure::runtime)?;
-            let sets = vports.map(|(state, cpus)| vportd::state::queue_sets(&state, &inv, &cpus));
+            let sets = vports
+                .map(|(state, cpus)| vportd::provision::state::queue_sets(&state, &inv, &cpus));
             match (json, sets) {
                 (true, None) => emit(&(to_json(&inv) + "\n")),
                 (true, Some(sets)) => {
@@ -492,7 +500,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             allow_disruption,
         } => {
             let opts = PlanOptions { allow_disruption };
-            let cfg = vportd::config::load(&config).map_err(Failure::input)?;
+            let cfg = vportd::provision::config::load(&config).map_err(Failure::input)?;
             let inv = planning_inventory(&cfg, opts)?;
             let p = provision::prepare_config_read_back(
                 cfg,
@@ -517,8 +525,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             ..
         } => {
             // Bad input is still refused before anything is touched.
-            vportd::config::load(&config).map_err(Failure::input)?;
-            let o = vportd::control_plane::run_live(
+            vportd::provision::config::load(&config).map_err(Failure::input)?;
+            let o = vportd::daemon::handlers::run_live(
                 &config,
                 allow_disruption,
                 "apply",
@@ -551,12 +559,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
         } => {
             let config = config
-                .map(|c| vportd::config::load(&c).map_err(Failure::input))
+                .map(|c| vportd::provision::config::load(&c).map_err(Failure::input))
                 .transpose()?;
             let dir = match (&config, state_dir) {
                 (Some(c), _) => c.state_dir.clone(),
                 (None, Some(d)) => d,
-                (None, None) => PathBuf::from(vportd::config::DEFAULT_STATE_DIR),
+                (None, None) => PathBuf::from(vportd::provision::config::DEFAULT_STATE_DIR),
             };
             let cpus = config
                 .as_ref()
@@ -589,8 +597,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Profiles { check, json } => {
-            let text =
-                vportd::profile::run_profiles(check.as_deref(), json).map_err(Failure::input)?;
+            let text = vportd::facts::profile::run_profiles(check.as_deref(), json)
+                .map_err(Failure::input)?;
             emit(&text);
             Ok(())
         }
@@ -598,14 +606,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             vportd::daemon::main(args).map_err(|(code, message)| Failure { code, message })
         }
         Command::Top(args) => {
-            vportd::top::main(args).map_err(|(code, message)| Failure { code, message })
+            vportd::daemon::top::main(args).map_err(|(code, message)| Failure { code, message })
         }
-        Command::Hotplug(args) => {
-            vportd::ctl::hotplug_main(args).map_err(|(code, message)| Failure { code, message })
-        }
+        Command::Hotplug(args) => vportd::cli::ctl::hotplug_main(args)
+            .map_err(|(code, message)| Failure { code, message }),
         Command::Ctl(args) => {
-            let text =
-                vportd::ctl::ctl_main(args).map_err(|(code, message)| Failure { code, message })?;
+            let text = vportd::cli::ctl::ctl_main(args)
+                .map_err(|(code, message)| Failure { code, message })?;
             emit(&text);
             Ok(())
         }
@@ -667,11 +674,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Simulate { json } => {
-            let rows = vportd::rebalance::sim::run_all();
+            let rows = vportd::rebalance::scenario_sim::run_all();
             if json {
                 emit(&(to_json(&rows) + "\n"));
             } else {
-                emit(&vportd::rebalance::sim::table(&rows));
+                emit(&vportd::rebalance::scenario_sim::table(&rows));
             }
             Ok(())
         }

@@ -395,7 +395,7 @@ fn hotplug_section(out: &mut Vec<Entry>) {
 }
 
 fn control_section(out: &mut Vec<Entry>) {
-    use vportd::control;
+    use vportd::daemon::protocol;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("not JSON", b"status please\n".to_vec()),
         ("not an object", b"[1,2,3]\n".to_vec()),
@@ -415,14 +415,14 @@ fn control_section(out: &mut Vec<Entry>) {
         ),
         ("longer than 16 KiB", {
             let mut v = b"{\"v\":1,\"op\":\"status\",\"pad\":\"".to_vec();
-            v.extend(std::iter::repeat_n(b'x', control::MAX_REQUEST_LEN));
+            v.extend(std::iter::repeat_n(b'x', protocol::MAX_REQUEST_LEN));
             v.extend(b"\"}\n");
             v
         }),
     ];
     for (what, line) in cases {
-        let e = control::decode_request(&line).expect_err(what);
-        let resp = control::encode_response(&control::refusal(&e));
+        let e = protocol::decode_request(&line).expect_err(what);
+        let resp = protocol::encode_response(&protocol::refusal(&e));
         let input = if line.len() > 200 {
             format!("{}... ({} bytes)", shown(&line[..40]), line.len())
         } else {
@@ -438,7 +438,8 @@ fn control_section(out: &mut Vec<Entry>) {
 }
 
 fn kernel_text_section(out: &mut Vec<Entry>) {
-    use vportd::{hotplug, parse};
+    use vportd::daemon::events;
+    use vportd::facts::parse;
     let mut add = |what: &str, input: &[u8], answer: String| {
         assert!(!answer.trim().is_empty());
         out.push(Entry {
@@ -491,7 +492,7 @@ fn kernel_text_section(out: &mut Vec<Entry>) {
         add(
             "uevent message",
             m,
-            hotplug::parse_uevent(m).unwrap_err().to_string(),
+            events::parse_uevent(m).unwrap_err().to_string(),
         );
     }
 }

@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
+use vportd::facts::inventory::{self, Inventory, Role};
+use vportd::facts::parse::QueueKind;
+use vportd::facts::profile::ProfileSet;
 use vportd::host::fs::KernelFs;
 use vportd::host::netlink::NetlinkSnapshot;
-use vportd::inventory::{self, Inventory, Role};
-use vportd::parse::QueueKind;
-use vportd::profile::ProfileSet;
 
 fn replay(name: &str) -> Inventory {
     replay_scoped(name, inventory::Scope::Full)
@@ -193,7 +193,7 @@ fn provisioning_scope_agrees_with_full_discovery() {
             assert_eq!((&f.physfn, f.vf_index), (&l.physfn, l.vf_index));
             assert_eq!(f.sriov, l.sriov, "{fixture} {}", f.bdf);
             assert_eq!(f.profile, l.profile);
-            let key = |d: &vportd::inventory::Netdev| {
+            let key = |d: &vportd::facts::inventory::Netdev| {
                 (
                     d.ifindex,
                     d.name.clone(),
@@ -218,11 +218,12 @@ fn guest_fixture() -> (PathBuf, NetlinkSnapshot) {
     (dir, nl)
 }
 
-fn config(uplinks: &str, vport_mac: &str) -> vportd::config::Config {
+fn config(uplinks: &str, vport_mac: &str) -> vportd::provision::config::Config {
     let text = format!(
         "state_dir = \"/nonexistent\"\n{uplinks}\n[[vport]]\nname = \"a\"\nuplink = \"0000:01:00.0\"\nmac = \"{vport_mac}\"\n"
     );
-    vportd::config::parse(std::path::Path::new("t.toml"), &text).expect("test config parses")
+    vportd::provision::config::parse(std::path::Path::new("t.toml"), &text)
+        .expect("test config parses")
 }
 
 /// A no-op apply reads only the PFs it provisions and their VFs: that narrowed read must

@@ -13,13 +13,13 @@ use std::sync::Once;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use vportd::apply::{ApplyError, ApplyOptions};
-use vportd::config;
+use vportd::facts::profile::ProfileSet;
 use vportd::host::faults::{Failure, Fault, FaultOp, FaultyOps, Killed};
-use vportd::plan::PlanOptions;
-use vportd::profile::ProfileSet;
+use vportd::provision::apply::{ApplyError, ApplyOptions};
+use vportd::provision::config;
+use vportd::provision::plan::PlanOptions;
+use vportd::provision::sim_host::SimHost;
 use vportd::provision::{self, ProvisionError};
-use vportd::sim::SimHost;
 
 type Host = FaultyOps<SimHost>;
 

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use vportd::apply::{self, ApplyError, ApplyOptions};
-use vportd::config;
-use vportd::plan::{self, Action, Plan, PlanOptions};
-use vportd::profile::ProfileSet;
+use vportd::facts::profile::ProfileSet;
 use vportd::provision;
-use vportd::sim::{Op, SimHost};
-use vportd::state::{State, VportPath};
+use vportd::provision::apply::{self, ApplyError, ApplyOptions};
+use vportd::provision::config;
+use vportd::provision::plan::{self, Action, Plan, PlanOptions};
+use vportd::provision::sim_host::{Op, SimHost};
+use vportd::provision::state::{State, VportPath};
 
 fn cfg_text(state_dir: &Path, vports: &[(&str, &str)], extra_uplink: &str) -> String {
     let mut t = format!(

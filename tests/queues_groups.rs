@@ -11,10 +11,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use vportd::daemon::metrics::{self, Stats};
 use vportd::daemon::{DaemonConfig, Rebalancer};
-use vportd::metrics::{self, Stats};
+use vportd::provision::state::{Health, State, VportPath, VportState};
 use vportd::rebalance::policy::PolicyConfig;
-use vportd::state::{Health, State, VportPath, VportState};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -75,7 +75,8 @@ fn a_vports_queues_are_one_group_inside_its_cpus_and_labelled_in_the_metrics() {
         "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\n[[vport]]\nname = \"vm1\"\nuplink = \"{PF}\"\nmac = \"02:00:00:00:01:02\"\ncpus = \"2\"\n",
         dir.display()
     );
-    let config = vportd::config::parse(Path::new("host.toml"), &text).expect("config parses");
+    let config =
+        vportd::provision::config::parse(Path::new("host.toml"), &text).expect("config parses");
     // The VF's queues start outside CPU 2: the kernel's default mask (0-3), running on 3 and 0.
     assert_eq!(affinity(root.path(), 32), "0-3");
     assert_eq!(affinity(root.path(), 33), "0-3");

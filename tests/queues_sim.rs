@@ -6,14 +6,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use vportd::apply::{ApplyError, ApplyOptions};
-use vportd::config;
+use vportd::facts::profile::ProfileSet;
 use vportd::host::ethtool::{FlowTarget, equal_table, weighted_table};
-use vportd::plan::{Action, Plan, PlanOptions};
-use vportd::profile::ProfileSet;
 use vportd::provision;
-use vportd::sim::SimHost;
-use vportd::state::{QueueMode, State, VportPath};
+use vportd::provision::apply::{ApplyError, ApplyOptions};
+use vportd::provision::config;
+use vportd::provision::plan::{Action, Plan, PlanOptions};
+use vportd::provision::sim_host::SimHost;
+use vportd::provision::state::{QueueMode, State, VportPath};
 
 fn text(dir: &Path, uplink: &str, vports: &str) -> String {
     format!(
@@ -538,7 +538,7 @@ fn a_killed_steering_run_is_rolled_back_by_the_next() {
                 run_id: "killed".into(),
             };
             let journal = std::sync::Mutex::new(None);
-            vportd::apply::apply(
+            vportd::provision::apply::apply(
                 &mut h,
                 &prefix,
                 &State::default(),
@@ -556,7 +556,7 @@ fn a_killed_steering_run_is_rolled_back_by_the_next() {
             std::fs::remove_file(State::path(dir.path())).ok();
             // Recovery leaves the PF as it was before the killed run.
             let mut r = h.clone();
-            let undone = vportd::apply::recover(&mut r, &State::default(), &o).unwrap();
+            let undone = vportd::provision::apply::recover(&mut r, &State::default(), &o).unwrap();
             assert_eq!(undone, cut, "{name} cut {cut}");
             std::fs::write(dir.path().join("journal.json"), &journal).unwrap();
             assert!(r.pfs[0].steer.contexts.is_empty(), "{name} cut {cut}");
@@ -674,12 +674,18 @@ fn steering_on_an_uplink_removed_from_the_config_is_released() {
                     run_id: "killed".into(),
                 };
                 let journal = std::sync::Mutex::new(None);
-                vportd::apply::apply(&mut h, &prefix, &before, &o, &mut |step, _, _, done| {
-                    if step == cut && done.is_some() {
-                        *journal.lock().unwrap() =
-                            std::fs::read(dir.path().join("journal.json")).ok();
-                    }
-                })
+                vportd::provision::apply::apply(
+                    &mut h,
+                    &prefix,
+                    &before,
+                    &o,
+                    &mut |step, _, _, done| {
+                        if step == cut && done.is_some() {
+                            *journal.lock().unwrap() =
+                                std::fs::read(dir.path().join("journal.json")).ok();
+                        }
+                    },
+                )
                 .unwrap();
                 let journal = journal.into_inner().unwrap().unwrap();
                 std::fs::write(dir.path().join("journal.json"), &journal).unwrap();
@@ -900,7 +906,7 @@ fn a_journal_written_without_fsync_survives_sigkill() {
             link_wait: Duration::ZERO,
             run_id: "killed".into(),
         };
-        let _ = vportd::apply::apply(
+        let _ = vportd::provision::apply::apply(
             &mut h,
             &p,
             &State::default(),
@@ -962,7 +968,14 @@ fn a_journal_written_without_fsync_survives_sigkill() {
             link_wait: Duration::ZERO,
             run_id: "replay".into(),
         };
-        vportd::apply::apply(&mut h, &prefix, &State::default(), &o, &mut |_, _, _, _| {}).unwrap();
+        vportd::provision::apply::apply(
+            &mut h,
+            &prefix,
+            &State::default(),
+            &o,
+            &mut |_, _, _, _| {},
+        )
+        .unwrap();
         // The next run reads the killed one's journal, undoes its `cut` steps, converges.
         let cfg = config::parse(Path::new("host.toml"), &t).unwrap();
         let o = ApplyOptions {

@@ -36,7 +36,7 @@ fn fixture() -> tempfile::TempDir {
 /// interrupt 40,000 times a second on CPU 1, which spends 90 % in softirq.
 fn write_counters(root: &Path, step: u64) {
     let text = std::fs::read_to_string(format!("{FIXTURE}/proc/interrupts")).unwrap();
-    let lines = vportd::parse::interrupts(&text).unwrap();
+    let lines = vportd::facts::parse::interrupts(&text).unwrap();
     let mut out = String::from("           CPU0       CPU1       CPU2       CPU3\n");
     for (irq, l) in &lines {
         let mut c = l.per_cpu.clone();

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vportd::metrics::{SampleLine, parse_samples, sample_value as value};
+use vportd::daemon::metrics::{SampleLine, parse_samples, sample_value as value};
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -116,7 +116,7 @@ impl Rig {
         assert!(ok.success());
         prepare(dir.path());
         let text = std::fs::read_to_string(format!("{FIXTURE}/proc/interrupts")).unwrap();
-        let lines = vportd::parse::interrupts(&text).unwrap();
+        let lines = vportd::facts::parse::interrupts(&text).unwrap();
         let base: BTreeMap<u32, Vec<u64>> =
             lines.iter().map(|(i, l)| (*i, l.per_cpu.clone())).collect();
         let shape = Arc::new(Mutex::new(Shape {

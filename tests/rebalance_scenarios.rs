@@ -1,9 +1,9 @@
 //! The S1-S8 scenarios in the simulator: ours must beat the drivers' static
 //! node-local round-robin on S1, S3, S4, S5a and S6, not lose on S2, and meet the
-//! targets checked by `sim::verdict`. The table is printed on failure (and by
+//! targets checked by `scenario_sim::verdict`. The table is printed on failure (and by
 //! `cargo run --release --example rebalance_scenarios`).
 
-use vportd::rebalance::sim::{self, Comparison};
+use vportd::rebalance::scenario_sim::{self, Comparison};
 
 fn row<'a>(rows: &'a [Comparison], id: &str) -> &'a Comparison {
     rows.iter().find(|r| r.id == id).expect("scenario exists")
@@ -11,8 +11,8 @@ fn row<'a>(rows: &'a [Comparison], id: &str) -> &'a Comparison {
 
 #[test]
 fn ours_beats_static_and_meets_the_targets() {
-    let rows = sim::run_all();
-    let table = sim::table(&rows);
+    let rows = scenario_sim::run_all();
+    let table = scenario_sim::table(&rows);
     let r = |id| row(&rows, id);
 
     let s1 = r("S1");
@@ -25,7 +25,7 @@ fn ours_beats_static_and_meets_the_targets() {
 
     let s2 = r("S2");
     assert!(
-        s2.ours.max_load_p99 <= s2.static_.max_load_p99.max(sim::LOAD_TARGET),
+        s2.ours.max_load_p99 <= s2.static_.max_load_p99.max(scenario_sim::LOAD_TARGET),
         "S2 p99\n{table}"
     );
     assert!(s2.ours.imbalance <= 1.2, "S2 imbalance\n{table}");
@@ -111,7 +111,9 @@ fn ours_beats_static_and_meets_the_targets() {
 
     for c in &rows {
         assert!(
-            !sim::verdict(c).iter().any(|v| v.starts_with("MISS")),
+            !scenario_sim::verdict(c)
+                .iter()
+                .any(|v| v.starts_with("MISS")),
             "{} misses a target\n{table}",
             c.id
         );

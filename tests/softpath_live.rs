@@ -14,15 +14,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vportd::host::afpacket::RawSocket;
+use vportd::provision::state::{Health, STATE_VERSION, State, VportPath, VportState};
 use vportd::softpath::{self, Snapshot, SoftPath, TrunkAt};
-use vportd::state::{Health, STATE_VERSION, State, VportPath, VportState};
 use vportd::switch::packet::VlanTag;
 use vportd::switch::testkit::{Mark, Spec, read};
 
 const PF: &str = "0000:01:00.0";
 const LONG: &str = "tenant-blue-web-frontend";
 
-fn config(state_dir: &Path) -> vportd::config::Config {
+fn config(state_dir: &Path) -> vportd::provision::config::Config {
     let text = format!(
         r#"
 state_dir = "{}"
@@ -49,7 +49,8 @@ offload = "never"
 "#,
         state_dir.display()
     );
-    vportd::config::parse(Path::new("host.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    vportd::provision::config::parse(Path::new("host.toml"), &text)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn state() -> State {
@@ -221,7 +222,7 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     let up = snap.ports.iter().find(|p| p.port == "uplink").unwrap();
     assert_eq!((up.netdev.as_str(), up.edge.as_str()), ("pf0", "af_packet"));
     assert!(up.tx_packets >= 5, "{up:?}");
-    let text = vportd::metrics::render_switch(&sp.view().snapshot());
+    let text = vportd::daemon::metrics::render_switch(&sp.view().snapshot());
     assert!(
         text.contains("vportd_switch_drops_total{switch=\"sw-0000:01:00.0\",port=\"vm1\",reason=\"acl_ingress\"} 1"),
         "{text}"
@@ -236,7 +237,10 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     assert!(nix::net::if_::if_nametoindex("vp-vm1").is_err());
 }
 
-fn cfg_of(state_dir: &Path, vports: &[(&str, &str, Option<u16>)]) -> vportd::config::Config {
+fn cfg_of(
+    state_dir: &Path,
+    vports: &[(&str, &str, Option<u16>)],
+) -> vportd::provision::config::Config {
     let mut text = format!(
         "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\n",
         state_dir.display()
@@ -249,7 +253,8 @@ fn cfg_of(state_dir: &Path, vports: &[(&str, &str, Option<u16>)]) -> vportd::con
             text += &format!("vlan = {v}\n");
         }
     }
-    vportd::config::parse(Path::new("host.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    vportd::provision::config::parse(Path::new("host.toml"), &text)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn state_of(names: &[&str]) -> State {
@@ -441,7 +446,7 @@ fn the_trunk_opens_through_af_xdp_when_the_uplink_asks() {
         "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\nswitch_edge = \"af_xdp\"\n[[vport]]\nname = \"vm1\"\nuplink = \"{PF}\"\nmac = \"02:76:70:00:00:01\"\nvlan = 100\noffload = \"never\"\n",
         dir.path().display()
     );
-    let cfg = vportd::config::parse(Path::new("host.toml"), &text).unwrap();
+    let cfg = vportd::provision::config::parse(Path::new("host.toml"), &text).unwrap();
     let (plans, errors) = softpath::plan(&cfg, &state_of(&["vm1"]));
     assert!(errors.is_empty(), "{errors:?}");
     let resolve = |t: &TrunkAt| (t.pf == PF && t.vf.is_none()).then_some(pf_index);
@@ -588,7 +593,7 @@ fn a_vf_trunk_comes_up_and_holds_the_vports_macs_as_unicast_addresses() {
             "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\nswitch_vf = 0\n{vports}",
             dir.path().display()
         );
-        vportd::config::parse(Path::new("host.toml"), &text).unwrap()
+        vportd::provision::config::parse(Path::new("host.toml"), &text).unwrap()
     };
     let vport = |name: &str, mac: &str| {
         format!(

@@ -7,13 +7,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use vportd::apply::ApplyOptions;
-use vportd::config;
-use vportd::plan::{Action, PlanOptions, SWITCH_VF_HOLDER};
-use vportd::profile::ProfileSet;
+use vportd::facts::profile::ProfileSet;
 use vportd::provision;
-use vportd::sim::SimHost;
-use vportd::state::{State, VportPath};
+use vportd::provision::apply::ApplyOptions;
+use vportd::provision::config;
+use vportd::provision::plan::{Action, PlanOptions, SWITCH_VF_HOLDER};
+use vportd::provision::sim_host::SimHost;
+use vportd::provision::state::{State, VportPath};
 
 fn text(state_dir: &Path, uplink_extra: &str, vports: &[(&str, &str)]) -> String {
     let mut t = format!(
@@ -29,7 +29,11 @@ fn text(state_dir: &Path, uplink_extra: &str, vports: &[(&str, &str)]) -> String
     t
 }
 
-fn apply(host: &mut SimHost, text: &str, run: &str) -> Result<vportd::plan::Plan, String> {
+fn apply(
+    host: &mut SimHost,
+    text: &str,
+    run: &str,
+) -> Result<vportd::provision::plan::Plan, String> {
     let cfg = config::parse(Path::new("host.toml"), text).map_err(|e| e.to_string())?;
     let opts = ApplyOptions {
         state_dir: cfg.state_dir.clone(),

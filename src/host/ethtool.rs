@@ -162,7 +162,7 @@ pub fn queue_facts(dev: &str) -> QueueFacts {
 
 /// PF queue controls as apply uses them, by ifindex (names are resolved at each call:
 /// a rename between plan and apply must not send a request to another device). The live
-/// implementation is [`LiveQueues`]; `crate::sim` has one with the kernel's rules.
+/// implementation is [`LiveQueues`]; `crate::provision::sim_host` has one with the kernel's rules.
 pub trait QueueOps {
     fn facts(&mut self, ifindex: u32) -> Result<QueueFacts, EthtoolError>;
     /// Sets the combined channel count. Drivers re-create their queue interrupts.

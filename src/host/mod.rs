@@ -5,12 +5,10 @@
 pub mod afpacket;
 pub mod afxdp;
 pub(crate) mod bpf;
-pub mod control_socket;
 pub mod ethtool;
 pub mod ethtool_stats;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
-pub mod files;
 pub mod fs;
 pub mod http;
 pub mod netlink;
@@ -20,6 +18,8 @@ pub mod sriov;
 pub mod tap;
 pub mod tcflow;
 pub mod uevent;
+pub mod unix_socket;
+pub mod userfiles;
 pub mod vlan;
 pub mod wait;
 

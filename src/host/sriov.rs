@@ -57,7 +57,7 @@ impl HostError {
 }
 
 /// Provisioning operations on a host. The live implementation writes sysfs and
-/// rtnetlink; a simulated one (`crate::sim`) lets apply and its rollback be tested
+/// rtnetlink; a simulated one (`crate::provision::sim_host`) lets apply and its rollback be tested
 /// exhaustively, with faults injected at any step.
 pub trait SriovOps {
     /// Current `sriov_numvfs` of a PF.

@@ -4,8 +4,8 @@
 //!
 //! Only messages from the kernel itself are passed on: the sender's netlink port must be 0.
 //! (udevd re-broadcasts events on another multicast group with a `libudev` header; we do not
-//! join it, and [`crate::hotplug::parse_uevent`] refuses such messages anyway.) Parsing is
-//! left to the pure [`crate::hotplug`] module.
+//! join it, and [`crate::daemon::events::parse_uevent`] refuses such messages anyway.) Parsing is
+//! left to the pure [`crate::daemon::events`] module.
 
 use std::io;
 
@@ -58,7 +58,7 @@ impl UeventListener {
     /// Receives forever, calling `on` for every kernel message or overrun; returns only on
     /// an error that will not go away, or when `on` returns false.
     pub fn run(&self, mut on: impl FnMut(Uevent<'_>) -> bool) -> UeventError {
-        let mut buf: Vec<u8> = Vec::with_capacity(crate::hotplug::MAX_UEVENT_LEN + 1);
+        let mut buf: Vec<u8> = Vec::with_capacity(crate::daemon::events::MAX_UEVENT_LEN + 1);
         loop {
             buf.clear();
             match self.socket.recv_from(&mut buf, 0) {

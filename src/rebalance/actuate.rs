@@ -6,8 +6,8 @@ use nix::errno::Errno;
 use serde::Serialize;
 
 use super::policy::{Move, Outcome};
+use crate::facts::parse::{self, QueueKind, QueueRef};
 use crate::host::fs::{KernelFs, WriteFailed};
-use crate::parse::{self, QueueKind, QueueRef};
 
 /// Why a move did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

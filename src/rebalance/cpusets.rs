@@ -83,7 +83,7 @@ pub fn nic_cpu_sets(
             if cpus_kept.is_empty() {
                 problems.push(format!(
                     "--nic-cpus {whose}: none of CPUs {} is online and allowed, so {} is not limited",
-                    crate::parse::format_cpulist(cpus),
+                    crate::facts::parse::format_cpulist(cpus),
                     n.bdf
                 ));
                 continue;

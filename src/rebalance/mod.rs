@@ -11,13 +11,13 @@ pub mod actuate;
 pub mod cpusets;
 pub mod policy;
 pub mod sample;
-pub mod sim;
+pub mod scenario_sim;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::inventory::CpuTopology;
+use crate::facts::inventory::CpuTopology;
 
 /// One online CPU as the policy sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -166,7 +166,7 @@ pub struct QueueSpec {
 /// metrics' `vport` label, and the problems worth a log line.
 pub fn group_by_vport(
     queues: &mut [QueueSpec],
-    sets: &[crate::state::VportQueueSet],
+    sets: &[crate::provision::state::VportQueueSet],
     topo: &Topology,
 ) -> (BTreeMap<u32, String>, Vec<String>) {
     let mut problems = Vec::new();
@@ -184,7 +184,7 @@ pub fn group_by_vport(
                     problems.push(format!(
                         "vPort {}: none of its cpus {} is online and allowed, so its queues keep their NIC's CPU set",
                         set.vport,
-                        crate::parse::format_cpulist(&set.cpus)
+                        crate::facts::parse::format_cpulist(&set.cpus)
                     ));
                 }
                 usable
@@ -210,7 +210,7 @@ pub fn group_by_vport(
 #[cfg(test)]
 mod group_tests {
     use super::*;
-    use crate::state::{QueueIrq, VportQueueSet};
+    use crate::provision::state::{QueueIrq, VportQueueSet};
 
     #[test]
     fn a_vports_queues_share_its_cpu_set_and_others_are_untouched() {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::parse::{CpuTimes, InterruptLine};
+use crate::facts::parse::{CpuTimes, InterruptLine};
 
 /// One CPU's load over a sampling period, as fractions of the period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]

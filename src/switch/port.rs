@@ -4,7 +4,7 @@ use super::acl::{Acl, Action, Rule};
 use super::packet::MacAddr;
 use super::qos::TokenBucket;
 use super::vlan::VlanMode;
-use crate::config::{LinkState, VportSpec};
+use crate::provision::config::{LinkState, VportSpec};
 
 /// The VLAN an untagged vPort belongs to (the Linux bridge's default PVID).
 pub const DEFAULT_VLAN: u16 = 1;

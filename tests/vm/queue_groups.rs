@@ -35,8 +35,8 @@ fn snapshot(text: &str) -> BTreeMap<u32, Snap> {
             Some((
                 irq.parse().ok()?,
                 Snap {
-                    affinity: vportd::parse::cpulist(aff).ok()?,
-                    effective: vportd::parse::cpulist(eff).ok()?,
+                    affinity: vportd::facts::parse::cpulist(aff).ok()?,
+                    effective: vportd::facts::parse::cpulist(eff).ok()?,
                     interrupts: n.parse().ok()?,
                 },
             ))
@@ -87,7 +87,7 @@ fn vport_queue_sets_stay_inside_their_cpus_on_igbvf_once() {
     let before = snapshot(&o.text("before"));
     let moved = snapshot(&o.text("moved"));
     let after = snapshot(&o.text("after"));
-    let samples = vportd::metrics::parse_samples(&o.text("metrics"));
+    let samples = vportd::daemon::metrics::parse_samples(&o.text("metrics"));
     let vport_label = |family: &str, irq: u32| -> Option<String> {
         samples
             .iter()
@@ -181,14 +181,16 @@ fn vport_queue_sets_stay_inside_their_cpus_on_igbvf_once() {
             assert_eq!(s.labels["vport"], "", "IRQ {irq}: {s:?}");
         }
     }
-    let cpu_set_moves = |samples: &[vportd::metrics::SampleLine]| {
+    let cpu_set_moves = |samples: &[vportd::daemon::metrics::SampleLine]| {
         samples
             .iter()
             .find(|s| s.name == "vportd_moves_total" && s.labels["reason"] == "cpu_set")
             .map(|s| s.value)
             .unwrap_or(0.0)
     };
-    let early = cpu_set_moves(&vportd::metrics::parse_samples(&o.text("metrics.moved")));
+    let early = cpu_set_moves(&vportd::daemon::metrics::parse_samples(
+        &o.text("metrics.moved"),
+    ));
     assert!(
         early >= grouped.len() as f64,
         "{early} cpu_set moves for {} grouped IRQs\n{}",

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use vportd::metrics::{parse_samples, sample_value};
+use vportd::daemon::metrics::{parse_samples, sample_value};
 
 use crate::rig::{Outcome, Rig, rig_or_skip};
 use crate::{boot, run};

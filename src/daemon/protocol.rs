@@ -11,13 +11,13 @@
 //! `version` error instead of a guess. Decoding is strict, because the socket is a trust
 //! boundary even with peer credentials checked: a size limit before parsing, unknown fields
 //! refused, device events re-validated with the same rules as udev's environment
-//! ([`crate::hotplug`]). Pure encode/decode, no I/O (the socket is in
+//! ([`crate::daemon::events`]). Pure encode/decode, no I/O (the socket is in
 //! `host::control_socket`), so it can be fuzzed.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::hotplug::{Bdf, DeviceEvent, HotplugError};
+use crate::daemon::events::{Bdf, DeviceEvent, HotplugError};
 
 /// The protocol version this build speaks.
 pub const VERSION: u64 = 1;
@@ -209,7 +209,7 @@ pub fn refusal(e: &ControlError) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hotplug::{Action, Subsystem};
+    use crate::daemon::events::{Action, Subsystem};
 
     fn device() -> DeviceEvent {
         DeviceEvent {

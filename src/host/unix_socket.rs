@@ -1,5 +1,5 @@
 //! The daemon's control socket: a Unix stream socket, one request line and one response line
-//! per connection (the protocol is [`crate::control`]; this module moves bytes only).
+//! per connection (the protocol is [`crate::daemon::protocol`]; this module moves bytes only).
 //!
 //! Access is checked twice. The socket file is mode 0660, owned by root (the daemon's user)
 //! and the configured group, so the kernel refuses `connect` to anyone else; and each
@@ -283,9 +283,9 @@ fn serve_one(
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let line = read_line(
         &mut stream,
-        crate::control::MAX_REQUEST_LEN,
+        crate::daemon::protocol::MAX_REQUEST_LEN,
         deadline,
-        || SocketError::TooLong(crate::control::MAX_REQUEST_LEN),
+        || SocketError::TooLong(crate::daemon::protocol::MAX_REQUEST_LEN),
     )?;
     let answer = handle(&peer, &line);
     // Replies to requests that run long (apply) may take a while to be read.

@@ -5,16 +5,16 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
-use crate::config::{self, Config, ConfigError, ResolvedUplink};
+use crate::facts::inventory::Inventory;
+use crate::facts::profile::ProfileSet;
 use crate::host::ethtool::{EthtoolError, FlowRule, FlowTarget, QueueOps};
-use crate::host::files;
 use crate::host::netlink::VfConfig;
 use crate::host::sriov::SriovOps;
-use crate::inventory::Inventory;
-use crate::plan::{self, Plan, PlanError, PlanOptions, vf_matches};
-use crate::profile::ProfileSet;
-use crate::state::{Health, QueueMode, State, StateError, Steering, VportPath};
+use crate::host::userfiles;
+use crate::provision::apply::{self, ApplyError, ApplyOptions, ApplyReport};
+use crate::provision::config::{self, Config, ConfigError, ResolvedUplink};
+use crate::provision::plan::{self, Plan, PlanError, PlanOptions, vf_matches};
+use crate::provision::state::{Health, QueueMode, State, StateError, Steering, VportPath};
 
 /// Errors of the pipeline, each mapped to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +107,8 @@ fn prepare_with_state(
 pub const APPLY_LOCK: &str = "apply.lock";
 
 /// Takes the apply lock of a state directory, waiting for a running apply to finish.
-pub fn lock_apply(state_dir: &Path) -> Result<files::FileLock, ProvisionError> {
-    Ok(files::lock_exclusive(&state_dir.join(APPLY_LOCK)).map_err(StateError::from)?)
+pub fn lock_apply(state_dir: &Path) -> Result<userfiles::FileLock, ProvisionError> {
+    Ok(userfiles::lock_exclusive(&state_dir.join(APPLY_LOCK)).map_err(StateError::from)?)
 }
 
 /// Rolls back an interrupted run, then plans afresh (the host may have changed) and
@@ -182,7 +182,7 @@ pub struct VportStatus {
     /// The vPort's own queues (a VF's on the VF's function, or the PF's queues steered
     /// to it), each by index and IRQ, and the CPUs they belong on.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub queue_set: Option<crate::state::VportQueueSet>,
+    pub queue_set: Option<crate::provision::state::VportQueueSet>,
 }
 
 /// Compares the state with the host.
@@ -207,7 +207,7 @@ pub fn status_with(
     cpus: &std::collections::BTreeMap<String, Vec<u32>>,
 ) -> Vec<VportStatus> {
     let mut out = Vec::new();
-    let sets = crate::state::queue_sets(state, inv, cpus);
+    let sets = crate::provision::state::queue_sets(state, inv, cpus);
     for (name, v) in &state.vports {
         let pf = inv.pci_functions.iter().find(|f| f.bdf == v.uplink);
         let mut drift = Vec::new();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::daemon::TickReport;
-use crate::state::{Health, State, VportPath};
+use crate::provision::state::{Health, State, VportPath};
 
 /// Counters since start, and the last tick's gauges.
 #[derive(Debug, Clone, Default)]

@@ -14,14 +14,14 @@
 
 use serde::Serialize;
 
-use crate::apply::{self, ApplyOptions, ApplyReport};
-use crate::config::{Config, UplinkSelector};
+use crate::facts::inventory::Inventory;
+use crate::facts::profile::ProfileSet;
 use crate::host::sriov::SriovOps;
-use crate::inventory::Inventory;
-use crate::plan::{Plan, PlanOptions};
-use crate::profile::ProfileSet;
+use crate::provision::apply::{self, ApplyOptions, ApplyReport};
+use crate::provision::config::{Config, UplinkSelector};
+use crate::provision::plan::{Plan, PlanOptions};
+use crate::provision::state::{Health, State, StateError};
 use crate::provision::{self, ProvisionError};
-use crate::state::{Health, State, StateError};
 
 /// Errors of a reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +202,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::sim::SimHost;
+    use crate::provision::sim_host::SimHost;
 
     fn config(dir: &Path) -> Config {
         let text = format!(
@@ -214,7 +214,7 @@ mod tests {
              [[vport]]\nname = \"c\"\nuplink = \"0000:02:00.0\"\nmac = \"02:00:00:00:02:02\"\n",
             dir.display()
         );
-        crate::config::parse(Path::new("host.toml"), &text).expect("the config parses")
+        crate::provision::config::parse(Path::new("host.toml"), &text).expect("the config parses")
     }
 
     fn run(host: &mut SimHost, dir: &Path, id: &str) -> Outcome {

@@ -12,20 +12,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::apply::ApplyOptions;
-use crate::control::{self, ErrorCode, Request, Response};
-use crate::host::control_socket::{self, Access, ControlListener, Peer, SocketError};
+use crate::daemon::events::{self, DeviceEvent};
+use crate::daemon::protocol::{self, ErrorCode, Request, Response};
+use crate::facts::inventory::{self, Inventory};
+use crate::facts::profile::ProfileSet;
 use crate::host::fs::KernelFs;
 use crate::host::netlink;
 use crate::host::sriov::LiveSriov;
 use crate::host::uevent::{Uevent, UeventListener};
-use crate::hotplug::{self, DeviceEvent};
-use crate::inventory::{self, Inventory};
-use crate::plan::PlanOptions;
-use crate::profile::ProfileSet;
+use crate::host::unix_socket::{self, Access, ControlListener, Peer, SocketError};
 use crate::provision;
-use crate::reconcile::{self, Outcome};
-use crate::state::State;
+use crate::provision::apply::ApplyOptions;
+use crate::provision::plan::PlanOptions;
+use crate::provision::reconcile::{self, Outcome};
+use crate::provision::state::State;
 
 /// Whether the daemon's rebalancer acts (`vportd ctl rebalance on|off`). One daemon per
 /// process, so one switch.
@@ -63,7 +63,7 @@ pub enum ControlPlaneError {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControlPlaneArgs {
     /// The control socket (`off` for none); `vportd ctl` and `vportd hotplug` talk to it.
-    #[arg(long, value_name = "PATH|off", default_value = control_socket::DEFAULT_PATH)]
+    #[arg(long, value_name = "PATH|off", default_value = unix_socket::DEFAULT_PATH)]
     pub socket: String,
     /// Members of this group may use the socket besides root (mode 0660, group-owned).
     #[arg(long, value_name = "GROUP")]
@@ -94,7 +94,7 @@ impl Drop for ControlPlane {
     /// back to applying alone at once instead of finding a stale socket.
     fn drop(&mut self) {
         if let Some(path) = &self.socket {
-            let _ = crate::host::files::remove(path);
+            let _ = crate::host::userfiles::remove(path);
         }
     }
 }
@@ -143,7 +143,7 @@ impl ControlPlane {
                 let e = listener.serve(
                     move |peer, line| ctx.handle(peer, line),
                     |peer| {
-                        control::encode_response(&Response::error(
+                        protocol::encode_response(&Response::error(
                             ErrorCode::Forbidden,
                             format!("uid {} is neither root nor in the socket's group", peer.uid),
                         ))
@@ -159,8 +159,8 @@ impl ControlPlane {
                     let e = l.run(|msg| {
                         match msg {
                             Uevent::Message(buf) => {
-                                if let Ok(pairs) = hotplug::parse_uevent(buf)
-                                    && let Ok(Some(ev)) = hotplug::from_pairs(pairs)
+                                if let Ok(pairs) = events::parse_uevent(buf)
+                                    && let Ok(Some(ev)) = events::from_pairs(pairs)
                                     && ev.wants_reconcile()
                                 {
                                     let _ = jobs.try_send(Job::Reconcile(Some(ev)));
@@ -203,11 +203,11 @@ struct Ctx {
 
 impl Ctx {
     fn handle(&self, peer: &Peer, line: &[u8]) -> Vec<u8> {
-        let resp = match control::decode_request(line) {
-            Err(e) => control::refusal(&e),
+        let resp = match protocol::decode_request(line) {
+            Err(e) => protocol::refusal(&e),
             Ok(req) => self.answer(peer, req),
         };
-        control::encode_response(&resp)
+        protocol::encode_response(&resp)
     }
 
     fn answer(&self, _peer: &Peer, req: Request) -> Response {
@@ -238,11 +238,11 @@ impl Ctx {
             }
             Request::Status {} => {
                 let dir = match &self.config {
-                    Some(c) => match crate::config::load(c) {
+                    Some(c) => match crate::provision::config::load(c) {
                         Ok(cfg) => cfg.state_dir,
                         Err(e) => return failed(e.to_string()),
                     },
-                    None => PathBuf::from(crate::config::DEFAULT_STATE_DIR),
+                    None => PathBuf::from(crate::provision::config::DEFAULT_STATE_DIR),
                 };
                 match status(&dir, &self.root) {
                     Ok(v) => Response::Status { vports: v },
@@ -354,7 +354,7 @@ pub fn run_live(
     why: &str,
     root: &Path,
 ) -> Result<Outcome, String> {
-    let cfg = crate::config::load(path).map_err(|e| e.to_string())?;
+    let cfg = crate::provision::config::load(path).map_err(|e| e.to_string())?;
     let inv = live_inventory(root)?;
     let apply_opts = ApplyOptions {
         state_dir: cfg.state_dir.clone(),
@@ -421,7 +421,7 @@ fn status(state_dir: &Path, root: &Path) -> Result<serde_json::Value, String> {
 
 fn plan(config: &Path, allow_disruption: bool, root: &Path) -> Result<serde_json::Value, String> {
     let inv = live_inventory(root)?;
-    let config = crate::config::load(config).map_err(|e| e.to_string())?;
+    let config = crate::provision::config::load(config).map_err(|e| e.to_string())?;
     let opts = PlanOptions { allow_disruption };
     let p = if root == Path::new("/") {
         provision::prepare_config_read_back(

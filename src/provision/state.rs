@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::files::{self, FilesError};
 use crate::host::netlink::VfConfig;
+use crate::host::userfiles::{self, FilesError};
 
 /// Version of the state file format.
 pub const STATE_VERSION: u32 = 1;
@@ -184,7 +184,7 @@ pub struct VportQueueSet {
 /// be named by index, so such a vPort has an empty set; software vPorts have none.
 pub fn queue_sets(
     state: &State,
-    inv: &crate::inventory::Inventory,
+    inv: &crate::facts::inventory::Inventory,
     cpus: &BTreeMap<String, Vec<u32>>,
 ) -> Vec<VportQueueSet> {
     let mut out = Vec::new();
@@ -260,7 +260,7 @@ impl State {
     /// Loads the state; a missing file is an empty state (first run).
     pub fn load(dir: &Path) -> Result<State, StateError> {
         let path = Self::path(dir);
-        let text = match files::read_text(&path) {
+        let text = match userfiles::read_text(&path) {
             Ok(t) => t,
             Err(FilesError::Read { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
@@ -296,7 +296,7 @@ impl State {
     /// Saves atomically.
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
         let text = serde_json::to_string_pretty(self).expect("state serializes");
-        files::write_atomic(&Self::path(dir), text.as_bytes())?;
+        userfiles::write_atomic(&Self::path(dir), text.as_bytes())?;
         Ok(())
     }
 
@@ -345,10 +345,10 @@ mod tests {
 
     #[test]
     fn queue_sets_follow_the_function_and_the_queue_range() {
+        use crate::facts::inventory::Irq;
+        use crate::facts::parse::{QueueKind, QueueRef};
         use crate::host::sriov::SriovOps;
-        use crate::inventory::Irq;
-        use crate::parse::{QueueKind, QueueRef};
-        let mut host = crate::sim::SimHost::igb(1);
+        let mut host = crate::provision::sim_host::SimHost::igb(1);
         host.set_num_vfs("0000:01:00.0", 1).unwrap();
         let mut inv = host.inventory();
         let irq = |irq: u32, name: &str, kind, index| Irq {

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::facts::parse::{self, InterruptLine, QueueRef};
+use crate::facts::profile::{self, ProfileSet};
 use crate::host::fs::{FsError, KernelFs};
 use crate::host::netlink::{Channels, NetlinkSnapshot, VfConfig};
-use crate::parse::{self, InterruptLine, QueueRef};
-use crate::profile::{self, ProfileSet};
 
 /// Version of the `discover --json` schema.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -400,10 +400,10 @@ fn vf_function(
 pub fn uplink_functions(
     fs: &KernelFs,
     nl: &NetlinkSnapshot,
-    cfg: &crate::config::Config,
+    cfg: &crate::provision::config::Config,
     state_uplinks: impl IntoIterator<Item = String>,
 ) -> Result<Option<BTreeSet<String>>, InventoryError> {
-    use crate::config::UplinkSelector;
+    use crate::provision::config::UplinkSelector;
     let mut pfs: BTreeSet<String> = state_uplinks.into_iter().collect();
     for up in &cfg.uplinks {
         let links: Vec<&crate::host::netlink::LinkSnapshot> = match &up.selector {

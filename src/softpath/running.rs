@@ -37,12 +37,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
 use crate::host::afpacket::UnicastFilter;
-use crate::host::files::{self, FilesError};
 use crate::host::fs::KernelFs;
 use crate::host::tap::{Tap, TapError};
-use crate::state::{Health, State, VportPath};
+use crate::host::userfiles::{self, FilesError};
+use crate::provision::config::Config;
+use crate::provision::state::{Health, State, VportPath};
 use crate::switch::io::NetdevEdge;
 use crate::switch::port::DEFAULT_VLAN;
 use crate::switch::vlan::{VlanMode, VlanSet};
@@ -326,7 +326,7 @@ impl Snapshot {
     /// vPorts).
     pub fn load(state_dir: &Path) -> Result<Option<Snapshot>, SoftpathError> {
         let path = state_dir.join(SNAPSHOT_FILE);
-        let text = match files::read_text(&path) {
+        let text = match userfiles::read_text(&path) {
             Ok(t) => t,
             Err(FilesError::Read { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
@@ -490,7 +490,7 @@ impl SoftPath {
     pub fn start_live(
         cfg: &Config,
         fs: &KernelFs,
-    ) -> Result<(SoftPath, Vec<SoftpathError>), crate::state::StateError> {
+    ) -> Result<(SoftPath, Vec<SoftpathError>), crate::provision::state::StateError> {
         let state = State::load(&cfg.state_dir)?;
         let (plans, mut errors) = plan(cfg, &state);
         let (sp, more) = SoftPath::start(
@@ -989,7 +989,7 @@ fn start_switch(
 
 fn write_snapshot(path: &Path, view: &View) {
     let text = serde_json::to_string_pretty(&view.snapshot()).expect("snapshots serialize");
-    if let Err(e) = files::write_atomic(path, text.as_bytes()) {
+    if let Err(e) = userfiles::write_atomic(path, text.as_bytes()) {
         eprintln!("vportd: the software switch counters are not published: {e}");
     }
 }
@@ -1013,7 +1013,7 @@ impl Drop for SoftPath {
             let _ = t.join();
             // The TAPs go with the switches; figures left behind would describe nothing.
             if let Some(p) = &self.snapshot_path {
-                let _ = files::remove(p);
+                let _ = userfiles::remove(p);
             }
         }
         for r in &mut self.running {
@@ -1028,7 +1028,7 @@ impl Drop for SoftPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{STATE_VERSION, VportState};
+    use crate::provision::state::{STATE_VERSION, VportState};
     use std::path::Path;
 
     #[test]
@@ -1093,7 +1093,7 @@ mac = "02:00:00:00:00:04"
 
     #[test]
     fn plan_groups_software_vports_by_uplink_with_a_trunk_of_their_vlans() {
-        let cfg = crate::config::parse(Path::new("host.toml"), CONFIG).unwrap();
+        let cfg = crate::provision::config::parse(Path::new("host.toml"), CONFIG).unwrap();
         let st = state(&[
             ("a", "0000:01:00.0", VportPath::Software),
             ("b", "0000:01:00.0", VportPath::Software),

@@ -14,14 +14,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::config::{
-    Config, LinkState, Offload, PathChoice, ResolvedUplink, RssSpread, VlanProto, VportSpec,
-};
+use crate::facts::inventory::{Inventory, PciFunction, Role};
+use crate::facts::profile::{self, ProfileSet};
 use crate::host::ethtool::{QueueFacts, equal_table, weighted_table};
 use crate::host::netlink::VfConfig;
-use crate::inventory::{Inventory, PciFunction, Role};
-use crate::profile::{self, ProfileSet};
-use crate::state::{QueueMode, State, Steering, VportPath};
+use crate::provision::config::{
+    Config, LinkState, Offload, PathChoice, ResolvedUplink, RssSpread, VlanProto, VportSpec,
+};
+use crate::provision::state::{QueueMode, State, Steering, VportPath};
 
 /// Planner options from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -524,7 +524,7 @@ fn profile_steering(profiles: &ProfileSet, f: &PciFunction) -> Option<SteeringAb
 fn pf_channel_actions(
     p: &mut Plan,
     actions: &mut Vec<Action>,
-    uplink: &crate::config::Uplink,
+    uplink: &crate::provision::config::Uplink,
     pf: &str,
     pf_ifindex: Option<u32>,
     facts: Option<&QueueFacts>,
@@ -582,7 +582,7 @@ fn pf_channel_actions(
 fn pf_rss_actions(
     p: &mut Plan,
     actions: &mut Vec<Action>,
-    uplink: &crate::config::Uplink,
+    uplink: &crate::provision::config::Uplink,
     pf: &str,
     pf_ifindex: Option<u32>,
     facts: Option<&QueueFacts>,

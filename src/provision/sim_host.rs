@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 
 use nix::errno::Errno;
 
+use crate::facts::inventory::{Inventory, Netdev, PciFunction, Role, Sriov, VfEntry};
 use crate::host::fs::WriteFailed;
 use crate::host::netlink::VfConfig;
 use crate::host::sriov::{HostError, SriovOps};
-use crate::inventory::{Inventory, Netdev, PciFunction, Role, Sriov, VfEntry};
 
 /// One simulated PF.
 #[derive(Debug, Clone)]
@@ -265,10 +265,10 @@ impl SimHost {
             });
         }
         Inventory {
-            schema_version: crate::inventory::SCHEMA_VERSION,
+            schema_version: crate::facts::inventory::SCHEMA_VERSION,
             pci_functions: functions,
             other_netdevs: Vec::new(),
-            cpus: crate::inventory::CpuTopology {
+            cpus: crate::facts::inventory::CpuTopology {
                 online: vec![0, 1],
                 nodes: Vec::new(),
                 smt_siblings: Vec::new(),

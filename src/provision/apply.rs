@@ -14,11 +14,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::host::ethtool::{CONTEXT_SEARCH_LIMIT, FlowRule, FlowTarget, QueueOps, parse_mac};
-use crate::host::files::{self, FilesError};
 use crate::host::netlink::VfConfig;
 use crate::host::sriov::{HostError, SriovOps};
-use crate::plan::{Action, Plan, vf_matches};
-use crate::state::{Health, QueueMode, State, StateError, Steering, VportPath, VportState};
+use crate::host::userfiles::{self, FilesError};
+use crate::provision::plan::{Action, Plan, vf_matches};
+use crate::provision::state::{
+    Health, QueueMode, State, StateError, Steering, VportPath, VportState,
+};
 
 /// Errors from apply.
 #[derive(Debug, thiserror::Error)]
@@ -210,18 +212,18 @@ impl Journal {
     /// or (on a filesystem that does not order a rename after its data) unreadable, which
     /// recovery reports ("move it aside") rather than guesses at; undoing it would undo
     /// nothing that still exists. One fsync stays where a reboot needs it: the state file
-    /// (allocations: which vPort holds which VF), written with `files::write_atomic` once
+    /// (allocations: which vPort holds which VF), written with `userfiles::write_atomic` once
     /// at the end of the run. Per-step fsyncs cost 4-5 ms each on the build machine's disk
     /// and made apply 3x slower than the unjournaled ethtool loop (benches/queues_setup.rs);
     /// tests/queues_sim.rs kills a real process with SIGKILL after each step and recovers
     /// from the journal it left.
     fn save(&self, dir: &Path) -> Result<(), FilesError> {
         let text = serde_json::to_string_pretty(self).expect("journal serializes");
-        files::write_replace(&journal_path(dir), text.as_bytes())
+        userfiles::write_replace(&journal_path(dir), text.as_bytes())
     }
 
     fn load(dir: &Path) -> Result<Option<Journal>, ApplyError> {
-        match files::read_text(&journal_path(dir)) {
+        match userfiles::read_text(&journal_path(dir)) {
             Ok(text) => match serde_json::from_str(&text) {
                 Ok(j) => Ok(Some(j)),
                 // A torn journal cannot exist (atomic writes); an unreadable one is
@@ -252,12 +254,12 @@ pub fn recover(
         return Ok(0);
     };
     if state.last_run.as_deref() == Some(journal.run_id.as_str()) {
-        files::remove(&journal_path(&opts.state_dir))?;
+        userfiles::remove(&journal_path(&opts.state_dir))?;
         return Ok(0);
     }
     let n = journal.steps.len();
     rollback(ops, &journal, opts).map_err(|e| ApplyError::Recovery(Box::new(e)))?;
-    files::remove(&journal_path(&opts.state_dir))?;
+    userfiles::remove(&journal_path(&opts.state_dir))?;
     Ok(n)
 }
 
@@ -751,7 +753,7 @@ fn prepare(ops: &mut dyn SriovOps, a: &Action) -> Result<Undo, StepError> {
             match queue_ops(ops)?.find_macvlan(*pf_ifindex, m)? {
                 Some(_) => Undo::RecreateMacvlan {
                     parent: *pf_ifindex,
-                    name: crate::plan::macvlan_name(vport),
+                    name: crate::provision::plan::macvlan_name(vport),
                     mac: m,
                 },
                 None => Undo::Nothing,
@@ -1085,7 +1087,7 @@ fn fail(
     source: StepError,
 ) -> ApplyError {
     match rollback(ops, journal, opts) {
-        Ok(()) => match files::remove(&journal_path(&opts.state_dir)) {
+        Ok(()) => match userfiles::remove(&journal_path(&opts.state_dir)) {
             Ok(()) => ApplyError::RolledBack {
                 step,
                 what,
@@ -1174,7 +1176,7 @@ pub fn apply(
             Err(source) => {
                 return match rollback(ops, &journal, opts) {
                     Ok(()) => {
-                        files::remove(&journal_path(&opts.state_dir))?;
+                        userfiles::remove(&journal_path(&opts.state_dir))?;
                         Err(ApplyError::RolledBack {
                             step,
                             what,
@@ -1248,7 +1250,7 @@ pub fn apply(
         next.save(&opts.state_dir)?;
     }
     if !journal.steps.is_empty() {
-        files::remove(&journal_path(&opts.state_dir))?;
+        userfiles::remove(&journal_path(&opts.state_dir))?;
     }
     Ok((report, next))
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::metrics::{SampleLine, parse_samples};
+use crate::daemon::metrics::{SampleLine, parse_samples};
 
 /// Renders one screen from the metrics text.
 pub fn screen(text: &str) -> String {

@@ -9,10 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::control::{self, ErrorCode, Request, Response};
-use crate::control_plane;
-use crate::host::control_socket::{self, SocketError};
-use crate::hotplug::{self, Action, Bdf, DeviceEvent, Subsystem};
+use crate::daemon::events::{self, Action, Bdf, DeviceEvent, Subsystem};
+use crate::daemon::handlers;
+use crate::daemon::protocol::{self, ErrorCode, Request, Response};
+use crate::host::unix_socket::{self, SocketError};
 
 /// Where `vportd hotplug` finds the config when no daemon runs.
 pub const DEFAULT_CONFIG: &str = "/etc/vportd/host.toml";
@@ -24,7 +24,7 @@ pub struct HotplugArgs {
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     /// The daemon's control socket.
-    #[arg(long, value_name = "PATH", default_value = control_socket::DEFAULT_PATH)]
+    #[arg(long, value_name = "PATH", default_value = unix_socket::DEFAULT_PATH)]
     pub socket: PathBuf,
     /// How long to wait for the daemon to take the connection.
     #[arg(long, value_name = "MS", default_value_t = 20, hide = true)]
@@ -46,7 +46,7 @@ pub struct HotplugArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct CtlArgs {
     /// The daemon's control socket.
-    #[arg(long, value_name = "PATH", default_value = control_socket::DEFAULT_PATH)]
+    #[arg(long, value_name = "PATH", default_value = unix_socket::DEFAULT_PATH)]
     pub socket: PathBuf,
     #[command(subcommand)]
     pub op: CtlOp,
@@ -84,27 +84,27 @@ pub fn hotplug_main(a: HotplugArgs) -> Result<(), (u8, String)> {
     let start = Instant::now();
     // udev waits for us: the hand-off is microseconds of work that should not wait for a CPU
     // behind busy tasks. Best effort (udev runs handlers as root; elsewhere it may be refused).
-    let _ = crate::host::sched::set_thread_nice(control_plane::SOCKET_NICE);
+    let _ = crate::host::sched::set_thread_nice(handlers::SOCKET_NICE);
     if a.udev_properties {
         return udev_properties(&a).map(|text| print!("{text}"));
     }
-    let event = match hotplug::from_env(std::env::vars_os()) {
+    let event = match events::from_env(std::env::vars_os()) {
         Ok(Some(e)) if e.wants_reconcile() => e,
         Ok(_) => return Ok(()),
         Err(e) => return Err((2, format!("refusing the udev event: {e}"))),
     };
-    let line = control::encode_request(&Request::Reconcile {
+    let line = protocol::encode_request(&Request::Reconcile {
         device: event.clone(),
     });
-    let answer = control_socket::request(
+    let answer = unix_socket::request(
         &a.socket,
         &line,
         Duration::from_millis(a.connect_ms),
         Duration::from_millis(a.reply_ms),
-        control::MAX_RESPONSE_LEN,
+        protocol::MAX_RESPONSE_LEN,
     );
     match answer {
-        Ok(bytes) => match control::decode_response(&bytes) {
+        Ok(bytes) => match protocol::decode_response(&bytes) {
             Ok(Response::Queued { .. }) => {
                 eprintln!(
                     "vportd: {event}: handed to the daemon in {} us",
@@ -139,7 +139,7 @@ fn apply_alone(config: &Path, event: &DeviceEvent, root: &Path) -> Result<(), (u
         );
         return Ok(());
     }
-    let outcome = control_plane::run_live(config, false, "hotplug", root).map_err(|e| {
+    let outcome = handlers::run_live(config, false, "hotplug", root).map_err(|e| {
         (
             1,
             format!("applying {} after {event}: {e}", config.display()),
@@ -154,7 +154,7 @@ fn apply_alone(config: &Path, event: &DeviceEvent, root: &Path) -> Result<(), (u
 /// address) or holds a vPort in the state file gets `NM_UNMANAGED=1`. Anything else, or no
 /// config, prints nothing: udev then leaves the device to the usual rules.
 fn udev_properties(a: &HotplugArgs) -> Result<String, (u8, String)> {
-    let event = match hotplug::from_env(std::env::vars_os()) {
+    let event = match events::from_env(std::env::vars_os()) {
         Ok(Some(e)) if e.subsystem == Subsystem::Net => e,
         Ok(_) => return Ok(String::new()),
         Err(e) => return Err((2, format!("refusing the udev event: {e}"))),
@@ -162,7 +162,7 @@ fn udev_properties(a: &HotplugArgs) -> Result<String, (u8, String)> {
     if !a.config.exists() {
         return Ok(String::new());
     }
-    let cfg = crate::config::load(&a.config).map_err(|e| (2, e.to_string()))?;
+    let cfg = crate::provision::config::load(&a.config).map_err(|e| (2, e.to_string()))?;
     let fs = crate::host::fs::KernelFs::at(&a.root);
     let pf = fs
         .link_name(&format!("/sys/bus/pci/devices/{}/physfn", event.pci))
@@ -170,17 +170,17 @@ fn udev_properties(a: &HotplugArgs) -> Result<String, (u8, String)> {
     let Some(pf) = pf else {
         return Ok(String::new());
     };
-    let state = crate::state::State::load(&cfg.state_dir).unwrap_or_default();
+    let state = crate::provision::state::State::load(&cfg.state_dir).unwrap_or_default();
     let uplinks: Vec<String> = cfg
         .uplinks
         .iter()
         .filter_map(|u| match &u.selector {
-            crate::config::UplinkSelector::Pci(p) => Some(p.clone()),
+            crate::provision::config::UplinkSelector::Pci(p) => Some(p.clone()),
             _ => None,
         })
         .chain(state.vports.values().map(|v| v.uplink.clone()))
         .collect();
-    Ok(match hotplug::managed_vf(&pf, &uplinks) {
+    Ok(match events::managed_vf(&pf, &uplinks) {
         true => "NM_UNMANAGED=1\n".to_string(),
         false => String::new(),
     })
@@ -216,15 +216,15 @@ pub fn ctl_main(a: CtlArgs) -> Result<String, (u8, String)> {
         Request::Apply { .. } => Duration::from_secs(600),
         _ => Duration::from_secs(60),
     };
-    let bytes = control_socket::request(
+    let bytes = unix_socket::request(
         &a.socket,
-        &control::encode_request(&req),
+        &protocol::encode_request(&req),
         Duration::from_secs(2),
         wait,
-        control::MAX_RESPONSE_LEN,
+        protocol::MAX_RESPONSE_LEN,
     )
     .map_err(|e| (1, e.to_string()))?;
-    let resp = control::decode_response(&bytes)
+    let resp = protocol::decode_response(&bytes)
         .map_err(|e| (1, format!("the daemon's answer is unreadable: {e}")))?;
     match resp {
         Response::Error { code, message } => Err((

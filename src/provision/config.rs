@@ -8,7 +8,7 @@
 //! edit-and-retry round fixes them all, and neither touches the host: bad input exits 2
 //! before anything is written.
 //!
-//! The file is read through [`crate::host::files`]; everything else here is pure.
+//! The file is read through [`crate::host::userfiles`]; everything else here is pure.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::host::files::{self, FilesError};
-use crate::inventory::{Inventory, PciFunction, Role};
-pub use crate::location::Location;
-use crate::location::path_lossy;
+use crate::facts::inventory::{Inventory, PciFunction, Role};
+use crate::host::userfiles::{self, FilesError};
+pub use crate::model::location::Location;
+use crate::model::location::path_lossy;
 
 /// Where allocations are recorded when the config does not say.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/vportd";
@@ -354,7 +354,7 @@ fn join_problems(problems: &[Problem]) -> String {
 
 /// Reads and parses a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = files::read_text(path)?;
+    let text = userfiles::read_text(path)?;
     parse(path, &text)
 }
 
@@ -1272,20 +1272,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             );
         }
 
-        let cpus = raw
-            .cpus
-            .as_ref()
-            .and_then(|c| match crate::parse::cpulist(c.get_ref()) {
-                Ok(list) if !list.is_empty() => Some(list),
-                _ => {
-                    ck.report(
-                        &c.span(),
-                        format!("{what}: cpus {:?} is not a CPU list", c.get_ref()),
-                        "write CPU numbers and ranges, e.g. cpus = \"2-5,8\"",
-                    );
-                    None
-                }
-            });
+        let cpus =
+            raw.cpus
+                .as_ref()
+                .and_then(|c| match crate::facts::parse::cpulist(c.get_ref()) {
+                    Ok(list) if !list.is_empty() => Some(list),
+                    _ => {
+                        ck.report(
+                            &c.span(),
+                            format!("{what}: cpus {:?} is not a CPU list", c.get_ref()),
+                            "write CPU numbers and ranges, e.g. cpus = \"2-5,8\"",
+                        );
+                        None
+                    }
+                });
 
         // Each of these is None only after a problem was reported.
         let (Some(name), Some(uplink), Some(mac)) = (name, uplink, mac) else {
@@ -1580,7 +1580,7 @@ pub fn check_against(cfg: &Config, inv: &Inventory) -> Result<Vec<ResolvedUplink
 /// included too, so that naming one is reported as such rather than as "not found".
 fn functions_with_netdev(
     inv: &Inventory,
-    pred: impl Fn(&crate::inventory::Netdev) -> bool,
+    pred: impl Fn(&crate::facts::inventory::Netdev) -> bool,
 ) -> Vec<(&PciFunction, Option<u32>)> {
     inv.pci_functions
         .iter()
@@ -1624,10 +1624,10 @@ fn host_functions_hint(inv: &Inventory) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::inventory::{self, Sriov, VfEntry};
+    use crate::facts::profile::ProfileSet;
     use crate::host::fs::KernelFs;
     use crate::host::netlink::NetlinkSnapshot;
-    use crate::inventory::{self, Sriov, VfEntry};
-    use crate::profile::ProfileSet;
     use proptest::prelude::*;
 
     fn repo(rel: &str) -> PathBuf {
@@ -1691,7 +1691,7 @@ mod tests {
         assert_eq!(cfg.vports[3].offload, Offload::Required);
         assert_eq!(cfg.uplink_of(&cfg.vports[3]), Some(&cfg.uplinks[1]));
         // Every documented key appears in the example, so the README and it cannot drift.
-        let text = files::read_text(&path).unwrap();
+        let text = userfiles::read_text(&path).unwrap();
         for (key, _) in TOP_KEYS.iter().chain(UPLINK_KEYS).chain(VPORT_KEYS) {
             assert!(
                 text.lines()
@@ -2258,7 +2258,8 @@ mod tests {
     fn build_machine() -> Inventory {
         let dir = repo("tests/fixtures/build-virtio");
         let nl: NetlinkSnapshot =
-            serde_json::from_str(&files::read_text(&dir.join("netlink.json")).unwrap()).unwrap();
+            serde_json::from_str(&userfiles::read_text(&dir.join("netlink.json")).unwrap())
+                .unwrap();
         inventory::discover(&KernelFs::at(&dir), &nl, ProfileSet::builtin()).unwrap()
     }
 
@@ -2461,7 +2462,8 @@ mod tests {
     fn guest_82576() -> Inventory {
         let dir = repo("tests/fixtures/guest-82576-7vfs");
         let nl: NetlinkSnapshot =
-            serde_json::from_str(&files::read_text(&dir.join("netlink.json")).unwrap()).unwrap();
+            serde_json::from_str(&userfiles::read_text(&dir.join("netlink.json")).unwrap())
+                .unwrap();
         inventory::discover(&KernelFs::at(&dir), &nl, ProfileSet::builtin()).unwrap()
     }
 

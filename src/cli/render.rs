@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use crate::inventory::{Inventory, PciFunction, Role};
-use crate::parse::{QueueKind, format_cpulist};
+use crate::facts::inventory::{Inventory, PciFunction, Role};
+use crate::facts::parse::{QueueKind, format_cpulist};
 
 /// Lays out rows as left-aligned columns separated by two spaces.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -306,7 +306,7 @@ fn name_of(f: &PciFunction) -> String {
 }
 
 /// The `plan` report.
-pub fn plan(p: &crate::plan::Plan) -> String {
+pub fn plan(p: &crate::provision::plan::Plan) -> String {
     let mut out = String::from("PLACEMENTS\n");
     let rows: Vec<Vec<String>> = p
         .placements
@@ -365,7 +365,7 @@ pub fn plan(p: &crate::plan::Plan) -> String {
 
 /// The `status` report.
 pub fn status(list: &[crate::provision::VportStatus]) -> String {
-    use crate::state::{Health, VportPath};
+    use crate::provision::state::{Health, VportPath};
     if list.is_empty() {
         return "no vPorts provisioned (run vportd apply CONFIG)\n".into();
     }
@@ -443,7 +443,7 @@ pub fn status(list: &[crate::provision::VportStatus]) -> String {
 
 /// Each vPort's queue set: its queues by kind, index and IRQ on the function that owns them,
 /// and its CPU set with where that came from (`vportd status`, `vportd discover --config`).
-pub fn queue_sets(sets: &[&crate::state::VportQueueSet]) -> String {
+pub fn queue_sets(sets: &[&crate::provision::state::VportQueueSet]) -> String {
     let mut out =
         String::from("\nqueue sets (queue index and IRQ, on the function that owns them):\n");
     if sets.is_empty() {
@@ -467,7 +467,7 @@ pub fn queue_sets(sets: &[&crate::state::VportQueueSet]) -> String {
                 },
                 format!(
                     "{} ({})",
-                    crate::parse::format_cpulist(&q.cpus),
+                    crate::facts::parse::format_cpulist(&q.cpus),
                     match q.cpus_from {
                         "vport" => "its cpus",
                         _ => "function's local CPUs",

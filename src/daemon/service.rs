@@ -15,19 +15,19 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::daemon::metrics::{self, Stats};
+use crate::facts::inventory::{self, InventoryError};
+use crate::facts::parse::{self, CpuTimes, InterruptLine, ParseError, QueueRef};
+use crate::facts::profile::ProfileSet;
 use crate::host::fs::{FsError, KernelFs};
 use crate::host::http::{self, HttpError};
 use crate::host::netlink::NetlinkSnapshot;
-use crate::inventory::{self, InventoryError};
-use crate::metrics::{self, Stats};
-use crate::parse::{self, CpuTimes, InterruptLine, ParseError, QueueRef};
-use crate::profile::ProfileSet;
+use crate::provision::state::State;
 use crate::rebalance::actuate;
 use crate::rebalance::cpusets::{NicCpuSet, NicFacts, SetSource, nic_cpu_sets};
 use crate::rebalance::policy::{Event, Move, Observation, Outcome, Policy, PolicyConfig, QueueObs};
 use crate::rebalance::sample::{self, Accounting};
 use crate::rebalance::{QueueSpec, Topology};
-use crate::state::State;
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,7 @@ pub struct DaemonConfig {
     pub policy: PolicyConfig,
     /// The provisioning config: its vPorts on the software path (per the state file) are
     /// attached to the daemon's software switches (see [`crate::softpath`]).
-    pub software: Option<crate::config::Config>,
+    pub software: Option<crate::provision::config::Config>,
     /// Where `software` was read from: the daemon reads it again when the file changes, so
     /// that a vPort added by an edit and an apply gets its TAP (and its CPU set) without a
     /// restart.
@@ -108,13 +108,13 @@ impl ConfigWatch {
 
     /// The config, when the file changed since the last look and parses. A file that no
     /// longer parses (or has gone) keeps the daemon on the config it has, said once.
-    fn poll(&mut self) -> Option<crate::config::Config> {
+    fn poll(&mut self) -> Option<crate::provision::config::Config> {
         let stamp = file_stamp(&self.path);
         if stamp == self.stamp {
             return None;
         }
         self.stamp = stamp;
-        match crate::config::load(&self.path) {
+        match crate::provision::config::load(&self.path) {
             Ok(c) => {
                 self.said = None;
                 eprintln!(
@@ -292,7 +292,7 @@ impl Rebalancer {
 
     /// Takes a re-read provisioning config: the next tick learns the vPorts' queue groups
     /// and CPU sets afresh.
-    pub fn set_software(&mut self, software: Option<crate::config::Config>) {
+    pub fn set_software(&mut self, software: Option<crate::provision::config::Config>) {
         self.cfg.software = software;
         self.learned_from = (Vec::new(), String::new());
     }
@@ -426,7 +426,7 @@ impl Rebalancer {
             .as_ref()
             .map(crate::provision::vport_cpus)
             .unwrap_or_default();
-        let sets = crate::state::queue_sets(&vports, &inv, &vport_cpus);
+        let sets = crate::provision::state::queue_sets(&vports, &inv, &vport_cpus);
         let (vport_of, problems) =
             crate::rebalance::group_by_vport(&mut self.queues, &sets, &self.topo);
         for p in problems {
@@ -824,7 +824,7 @@ impl Daemon {
                 }
             }
             // Off (`vportd ctl rebalance off`): keep the baseline fresh, decide nothing.
-            if !crate::control_plane::rebalance_enabled() {
+            if !crate::daemon::handlers::rebalance_enabled() {
                 let _ = reb.prime();
                 continue;
             }
@@ -885,7 +885,7 @@ pub struct DaemonArgs {
     pub lower: f64,
     /// The control socket and hotplug (issue 7).
     #[command(flatten)]
-    pub control: crate::control_plane::ControlPlaneArgs,
+    pub control: crate::daemon::handlers::ControlPlaneArgs,
 }
 
 /// Runs `vportd daemon`; errors carry the exit code (2: bad flags, 1: runtime).
@@ -920,7 +920,7 @@ pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
         )));
     }
     let software = match &a.config {
-        Some(c) => Some(crate::config::load(c).map_err(|e| bad(e.to_string()))?),
+        Some(c) => Some(crate::provision::config::load(c).map_err(|e| bad(e.to_string()))?),
         None => None,
     };
     let state_dir = software.as_ref().map(|c| c.state_dir.clone());
@@ -947,7 +947,7 @@ pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
     let _control = match a.once {
         true => None,
         false => Some(
-            crate::control_plane::ControlPlane::start(&a.control, a.config.clone(), &a.root)
+            crate::daemon::handlers::ControlPlane::start(&a.control, a.config.clone(), &a.root)
                 .map_err(|e| (1u8, e.to_string()))?,
         ),
     };

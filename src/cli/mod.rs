@@ -1,0 +1,5 @@
+//! The command line's subcommands: the only code that prints and maps errors to exit
+//! codes.
+
+pub mod ctl;
+pub mod render;

@@ -1,0 +1,11 @@
+//! The long-running daemon: its loop (`service`), the control socket's protocol and
+//! handlers, kernel and udev events, the Prometheus metrics, and `vportd top`.
+
+pub mod events;
+pub mod handlers;
+pub mod metrics;
+pub mod protocol;
+pub mod service;
+pub mod top;
+
+pub use service::*;

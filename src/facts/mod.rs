@@ -1,0 +1,7 @@
+//! Kernel reads turned into the model: discovery of PCI functions, netdevs, queues and
+//! IRQs; the parsers of /proc and /sys text; and the hardware profiles that say what a
+//! NIC can do.
+
+pub mod inventory;
+pub mod parse;
+pub mod profile;

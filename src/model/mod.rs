@@ -1,0 +1,4 @@
+//! Plain data shared by every layer: no I/O, and nothing else of the crate imported, so
+//! that the pure layers and the kernel adapters can both speak it.
+
+pub mod location;

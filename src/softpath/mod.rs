@@ -1,0 +1,6 @@
+//! The daemon's software path: the vPorts the state puts on the software switch, and
+//! the running switches and ports that carry them.
+
+pub mod running;
+
+pub use running::*;
