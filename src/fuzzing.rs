@@ -28,7 +28,7 @@ use crate::provision::plan::{self, PlanOptions};
 use crate::provision::state::State;
 use crate::rebalance::sample;
 use crate::switch::io::mem::{self, MemPeer};
-use crate::switch::packet::{EthFrame, MacAddr, VlanTag, write_retagged};
+use crate::switch::packet::{EthFrame, Mac, VlanTag, write_retagged};
 use crate::switch::vlan::{VlanMode, VlanSet};
 use crate::switch::{PortConfig, Switch, SwitchConfig};
 
@@ -394,7 +394,7 @@ pub fn frame(data: &[u8]) {
 fn switch_once(data: &[u8]) {
     let mut sw = Switch::new(SwitchConfig::new("fuzz"));
     let mut access = PortConfig::access("a", 10);
-    access.mac = Some(MacAddr([2, 0, 0, 0, 0, 1]));
+    access.mac = Some(Mac([2, 0, 0, 0, 0, 1]));
     let ports = [
         access,
         PortConfig::trunk(

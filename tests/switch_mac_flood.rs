@@ -14,7 +14,7 @@ use std::time::Duration;
 use vportd::host::afpacket::{AfPacket, RawSocket, RingSize};
 use vportd::switch::fdb::DEFAULT_CAPACITY;
 use vportd::switch::io::mem::{self, MemPeer};
-use vportd::switch::packet::MacAddr;
+use vportd::switch::packet::Mac;
 use vportd::switch::testkit::{Spec, host_mac, read};
 use vportd::switch::{Edge, PortConfig, PortId, Switch, SwitchConfig};
 
@@ -48,13 +48,13 @@ impl Peer for RawSocket {
 struct Rng(u64);
 
 impl Rng {
-    fn mac(&mut self) -> MacAddr {
+    fn mac(&mut self) -> Mac {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         let b = self.0.to_be_bytes();
         // Unicast, locally administered: every one is learnable.
-        MacAddr([(b[2] & 0xfc) | 0x02, b[3], b[4], b[5], b[6], b[7]])
+        Mac([(b[2] & 0xfc) | 0x02, b[3], b[4], b[5], b[6], b[7]])
     }
 }
 

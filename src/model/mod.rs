@@ -2,3 +2,4 @@
 //! that the pure layers and the kernel adapters can both speak it.
 
 pub mod location;
+pub mod mac;

@@ -23,8 +23,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::facts::inventory::{Inventory, PciFunction, Role};
 use crate::host::userfiles::{self, FilesError};
-pub use crate::model::location::Location;
+use crate::model::location::Location;
 use crate::model::location::path_lossy;
+pub use crate::model::mac::Mac;
 
 /// Where allocations are recorded when the config does not say.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/vportd";
@@ -149,81 +150,6 @@ pub struct VportSpec {
     pub cpus: Option<Vec<u32>>,
     /// Where the `[[vport]]` table starts.
     pub at: Location,
-}
-
-/// A MAC address. Shown and serialized as lower-case `aa:bb:cc:dd:ee:ff`, the way `ip link`
-/// and sysfs show it, so values compare as text across JSON, state files and the kernel.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Mac(pub [u8; 6]);
-
-impl Mac {
-    /// Group addresses (the I/G bit set), broadcast included: never a port's own address.
-    pub fn is_multicast(&self) -> bool {
-        self.0[0] & 1 == 1
-    }
-
-    pub fn is_broadcast(&self) -> bool {
-        self.0 == [0xff; 6]
-    }
-
-    /// The kernel reads an all-zero VF MAC as "none set", and the VF then makes up its own.
-    pub fn is_zero(&self) -> bool {
-        self.0 == [0; 6]
-    }
-}
-
-impl fmt::Display for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-/// Six two-digit hex bytes separated by colons, in either case. Other spellings (dashes,
-/// dots, single digits) are refused rather than guessed at.
-impl FromStr for Mac {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Mac, ()> {
-        let mut bytes = [0u8; 6];
-        let mut parts = s.split(':');
-        for byte in &mut bytes {
-            let part = parts.next().ok_or(())?;
-            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| ())?;
-        }
-        if parts.next().is_some() {
-            return Err(());
-        }
-        Ok(Mac(bytes))
-    }
-}
-
-/// As text, so that test failures and debug logs read like `ip link`.
-impl fmt::Debug for Mac {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Mac({self})")
-    }
-}
-
-impl Serialize for Mac {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// Lets state files and plans written as JSON carry MACs back in.
-impl<'de> Deserialize<'de> for Mac {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
-        let s = String::deserialize(d)?;
-        Mac::from_str(&s).map_err(|()| {
-            serde::de::Error::invalid_value(
-                serde::de::Unexpected::Str(&s),
-                &"a MAC address such as 02:00:00:00:01:01",
-            )
-        })
-    }
 }
 
 /// The tag protocol of a vPort's VLAN.

@@ -821,7 +821,7 @@ impl Running {
 }
 
 fn mac_text(mac: &[u8; 6]) -> String {
-    crate::switch::packet::MacAddr(*mac).to_string()
+    crate::switch::packet::Mac(*mac).to_string()
 }
 
 fn netdev_name(ifindex: u32) -> String {

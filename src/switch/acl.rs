@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
-use super::packet::{EthFrame, FiveTuple, MacAddr};
+use super::packet::{EthFrame, FiveTuple, Mac};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -46,8 +46,8 @@ impl Prefix {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub action: Action,
-    pub src_mac: Option<MacAddr>,
-    pub dst_mac: Option<MacAddr>,
+    pub src_mac: Option<Mac>,
+    pub dst_mac: Option<Mac>,
     pub ethertype: Option<u16>,
     pub vlan: Option<u16>,
     pub src_ip: Option<Prefix>,
@@ -204,7 +204,7 @@ mod tests {
     fn l2_fields() {
         let acl = Acl::new(vec![
             Rule {
-                src_mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
+                src_mac: Some(Mac([2, 0, 0, 0, 0, 1])),
                 vlan: Some(7),
                 ..Rule::any(Action::Deny)
             },

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::PortId;
-use super::packet::MacAddr;
+use super::packet::Mac;
 
 /// Entries the table holds by default (OVS's and Hyper-V's default).
 pub const DEFAULT_CAPACITY: usize = 8192;
@@ -35,16 +35,13 @@ impl Hasher for KeyHasher {
     }
 }
 
-fn key(mac: MacAddr, vid: u16) -> u64 {
+fn key(mac: Mac, vid: u16) -> u64 {
     mac.to_u64() | (u64::from(vid) << 48)
 }
 
-fn unkey(k: u64) -> (MacAddr, u16) {
+fn unkey(k: u64) -> (Mac, u16) {
     let b = k.to_be_bytes();
-    (
-        MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]]),
-        (k >> 48) as u16,
-    )
+    (Mac([b[2], b[3], b[4], b[5], b[6], b[7]]), (k >> 48) as u16)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +109,7 @@ impl Fdb {
 
     /// The (MAC, VLAN) entries that moved, aged out, were evicted or flushed since the last
     /// call (empty when not tracking).
-    pub fn take_changes(&mut self) -> Vec<(MacAddr, u16)> {
+    pub fn take_changes(&mut self) -> Vec<(Mac, u16)> {
         match &mut self.changes {
             Some(c) if !c.is_empty() => std::mem::take(c).into_iter().map(unkey).collect(),
             _ => Vec::new(),
@@ -152,13 +149,13 @@ impl Fdb {
 
     /// The port that `mac` on `vid` was last seen on.
     #[inline]
-    pub fn lookup(&self, mac: MacAddr, vid: u16) -> Option<PortId> {
+    pub fn lookup(&self, mac: Mac, vid: u16) -> Option<PortId> {
         self.map.get(&key(mac, vid)).map(|e| e.port)
     }
 
     /// Marks `mac` on `vid` seen at `now` if it is still learned on `port` (frames the kernel
     /// flow cache forwarded for it, which the pipeline never saw). False when it is not.
-    pub fn refresh(&mut self, mac: MacAddr, vid: u16, port: PortId, now: u64) -> bool {
+    pub fn refresh(&mut self, mac: Mac, vid: u16, port: PortId, now: u64) -> bool {
         match self.map.get_mut(&key(mac, vid)) {
             Some(e) if e.port == port => {
                 e.last_seen = e.last_seen.max(now);
@@ -170,7 +167,7 @@ impl Fdb {
 
     /// Pins `mac` on `vid` to `port`; static entries never age and do not count toward the
     /// port's learning limit.
-    pub fn add_static(&mut self, mac: MacAddr, vid: u16, port: PortId) {
+    pub fn add_static(&mut self, mac: Mac, vid: u16, port: PortId) {
         let k = key(mac, vid);
         if let Some(old) = self.map.get(&k).copied() {
             Self::changed(&mut self.changes, k);
@@ -196,7 +193,7 @@ impl Fdb {
     #[inline]
     pub fn learn(
         &mut self,
-        mac: MacAddr,
+        mac: Mac,
         vid: u16,
         port: PortId,
         now: u64,
@@ -327,7 +324,7 @@ impl Fdb {
     }
 
     /// Every entry, for display: (MAC, VLAN, port, static).
-    pub fn entries(&self) -> Vec<(MacAddr, u16, PortId, bool)> {
+    pub fn entries(&self) -> Vec<(Mac, u16, PortId, bool)> {
         self.map
             .iter()
             .map(|(k, e)| {
@@ -344,9 +341,9 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
 
-    fn mac(n: u32) -> MacAddr {
+    fn mac(n: u32) -> Mac {
         let b = n.to_be_bytes();
-        MacAddr([2, 0, b[0], b[1], b[2], b[3]])
+        Mac([2, 0, b[0], b[1], b[2], b[3]])
     }
 
     #[test]

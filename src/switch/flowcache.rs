@@ -57,7 +57,7 @@ use super::PortId;
 use super::counters::PortStats;
 use super::fdb::Fdb;
 use super::io::KernelPort;
-use super::packet::{MacAddr, TPID_8021Q};
+use super::packet::{Mac, TPID_8021Q};
 use super::pipeline::PortState;
 
 /// Slot states shared with the kernel programs.
@@ -133,12 +133,12 @@ impl FlowKey {
         Some(FlowKey(k))
     }
 
-    pub fn dst(&self) -> MacAddr {
-        MacAddr(self.0[4..10].try_into().expect("six bytes"))
+    pub fn dst(&self) -> Mac {
+        Mac(self.0[4..10].try_into().expect("six bytes"))
     }
 
-    pub fn src(&self) -> MacAddr {
-        MacAddr(self.0[10..16].try_into().expect("six bytes"))
+    pub fn src(&self) -> Mac {
+        Mac(self.0[10..16].try_into().expect("six bytes"))
     }
 
     /// Whether the frames carry an outer tag (which the kernel holds outside the bytes it
@@ -309,11 +309,11 @@ impl FlowCache {
     }
 
     /// Removes the flows that depend on any of these table entries.
-    pub fn forget_macs(&mut self, changed: &[(MacAddr, u16)]) {
+    pub fn forget_macs(&mut self, changed: &[(Mac, u16)]) {
         if changed.is_empty() || self.flows.is_empty() {
             return;
         }
-        let set: HashSet<(MacAddr, u16)> = changed.iter().copied().collect();
+        let set: HashSet<(Mac, u16)> = changed.iter().copied().collect();
         self.remove_where(|k, f| {
             set.contains(&(k.dst(), f.vid)) || set.contains(&(k.src(), f.vid))
         });

@@ -30,35 +30,7 @@ mod field {
     pub const TAGGED_HEADER_LEN: usize = 18;
 }
 
-/// A MAC address as six bytes, packed into a u64 where a hashable key is wanted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
-
-    /// Group addresses (broadcast and multicast) are never learned and always flooded.
-    pub fn is_multicast(&self) -> bool {
-        self.0[0] & 1 == 1
-    }
-
-    /// The 48 address bits in the low bits of a u64.
-    pub fn to_u64(self) -> u64 {
-        let b = self.0;
-        u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
-    }
-}
-
-impl std::fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
-    }
-}
+pub use crate::model::mac::Mac;
 
 /// An 802.1Q tag as read from or written to a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,12 +76,12 @@ impl<'a> EthFrame<'a> {
         self.bytes
     }
 
-    pub fn dst(&self) -> MacAddr {
-        MacAddr(self.bytes[field::DST].try_into().expect("six bytes"))
+    pub fn dst(&self) -> Mac {
+        Mac(self.bytes[field::DST].try_into().expect("six bytes"))
     }
 
-    pub fn src(&self) -> MacAddr {
-        MacAddr(self.bytes[field::SRC].try_into().expect("six bytes"))
+    pub fn src(&self) -> Mac {
+        Mac(self.bytes[field::SRC].try_into().expect("six bytes"))
     }
 
     fn outer_ethertype(&self) -> u16 {
@@ -269,7 +241,7 @@ mod tests {
         let f = frame(None);
         let e = EthFrame::new_checked(&f).unwrap();
         assert!(e.dst().is_multicast());
-        assert_eq!(e.src(), MacAddr([2, 0, 0, 0, 0, 1]));
+        assert_eq!(e.src(), Mac([2, 0, 0, 0, 0, 1]));
         assert_eq!(e.tag(), None);
         assert_eq!(e.ethertype(), ETHERTYPE_IPV4);
         let t = e.five_tuple().unwrap();

@@ -1,7 +1,7 @@
 //! A vPort's configuration on the switch, and how a `[[vport]]` of the config maps onto it.
 
 use super::acl::{Acl, Action, Rule};
-use super::packet::MacAddr;
+use super::packet::Mac;
 use super::qos::TokenBucket;
 use super::vlan::VlanMode;
 use crate::provision::config::{LinkState, VportSpec};
@@ -14,7 +14,7 @@ pub const DEFAULT_VLAN: u16 = 1;
 pub struct PortConfig {
     pub name: String,
     /// The vPort's own address, pinned in the forwarding table as a static entry.
-    pub mac: Option<MacAddr>,
+    pub mac: Option<Mac>,
     pub vlan: VlanMode,
     /// Priority given to frames that arrive without one.
     pub default_pcp: u8,
@@ -62,7 +62,7 @@ impl PortConfig {
     /// its TX rate as an ingress limit (what the VM sends is what the VF would have limited),
     /// spoof checking as an ACL allowing only its own source MAC, and its link state.
     pub fn from_spec(spec: &VportSpec) -> Self {
-        let mac = MacAddr(spec.mac.0);
+        let mac = Mac(spec.mac.0);
         let mut port = PortConfig::access(&spec.name, spec.vlan.unwrap_or(DEFAULT_VLAN));
         port.default_pcp = spec.qos;
         port.mac = (!spec.mac.is_zero()).then_some(mac);

@@ -3,7 +3,7 @@
 //! whatever VLAN tag the switch added or removed on the way. Shared by the unit tests, the
 //! conformance suite over every NIC kind, and the benchmarks.
 
-use super::packet::{ETHERTYPE_IPV4, MacAddr, TPID_8021Q, VlanTag};
+use super::packet::{ETHERTYPE_IPV4, Mac, TPID_8021Q, VlanTag};
 
 /// The trailer's marker; frames without it (a kernel's own chatter) are not test frames.
 pub const MAGIC: [u8; 4] = *b"vPsw";
@@ -12,9 +12,9 @@ const TRAILER_LEN: usize = 4 + 2 + 2 + 4;
 pub const ETHERTYPE_TEST: u16 = 0x88b5;
 
 /// The MAC address of test host `n`: locally administered, unicast.
-pub fn host_mac(n: u16) -> MacAddr {
+pub fn host_mac(n: u16) -> Mac {
     let b = n.to_be_bytes();
-    MacAddr([0x02, 0x76, 0x70, 0x00, b[0], b[1]])
+    Mac([0x02, 0x76, 0x70, 0x00, b[0], b[1]])
 }
 
 /// What a test frame says about itself.
@@ -30,8 +30,8 @@ pub struct Mark {
 /// A description of a test frame to build.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
-    pub src: MacAddr,
-    pub dst: MacAddr,
+    pub src: Mac,
+    pub dst: Mac,
     pub tag: Option<VlanTag>,
     /// IPv4/UDP with these ports and last address bytes instead of the test ethertype.
     pub udp: Option<(u16, u16)>,
@@ -45,7 +45,7 @@ impl Spec {
         Spec {
             src: host_mac(src),
             dst: if dst == 0xffff {
-                MacAddr::BROADCAST
+                Mac::BROADCAST
             } else {
                 host_mac(dst)
             },
