@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::facts::inventory::{Inventory, PciFunction, Role};
 use crate::facts::profile::{self, ProfileSet};
-use crate::host::ethtool::{QueueFacts, equal_table, weighted_table};
-use crate::host::netlink::VfConfig;
+use crate::model::queues::{Feature, QueueFacts, equal_table, weighted_table};
+use crate::model::vf::VfConfig;
 use crate::provision::config::{
     Config, LinkState, Offload, PathChoice, ResolvedUplink, RssSpread, VlanProto, VportSpec,
 };
@@ -754,7 +754,7 @@ fn choose_queues_inner(
     let family = steering
         .map(|s| format!("{driver} ({} hwprofile)", s.family))
         .unwrap_or_else(|| format!("{driver} (no hwprofile)"));
-    let feature = |f: Option<crate::host::ethtool::Feature>, name: &str, profile: bool| match f {
+    let feature = |f: Option<Feature>, name: &str, profile: bool| match f {
         Some(f) if f.active || f.changeable => Ok(()),
         Some(_) => Err(format!("{ifname} reports {name} off [fixed]")),
         None if profile => Ok(()),
