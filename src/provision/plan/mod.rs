@@ -11,11 +11,11 @@
 //!   blocks the plan, `preferred` sends the vPort to the software path.
 //!
 //! The stages, in the order [`plan`] runs them for each uplink:
-//! - [`uplink`]: the PF as the inventory sees it and what its driver can do ([`abilities`]);
-//! - [`vf_choice`]: who can have a VF at all, then which VF (stable assignment);
-//! - [`vf_steps`]: the VF count (and the disruption it causes), released VFs, driver
+//! - [`uplink`], the PF as the inventory sees it and what its driver can do ([`abilities`]);
+//! - [`vf_choice`], who can have a VF at all, then which VF (stable assignment);
+//! - [`vf_steps`], the VF count (and the disruption it causes), released VFs, driver
 //!   binding and VF settings;
-//! - [`steering`]: the PF's channels, the vPorts without a VF on queues of their own
+//! - [`steering`], the PF's channels, the vPorts without a VF on queues of their own
 //!   ([`queues`] picks them), the PF's own RSS table ([`pf_queues`]);
 //! - then, over every uplink, [`leftovers`]: steering on PFs that left the config,
 //!   state-only changes, and warnings that need the whole plan.
