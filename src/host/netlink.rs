@@ -17,7 +17,9 @@ use netlink_packet_route::link::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::model::mac::Mac;
 pub use crate::model::vf::VfConfig;
+use crate::model::vf::{LinkState, VlanProto};
 
 /// Errors from netlink requests.
 #[derive(Debug, thiserror::Error)]
@@ -328,7 +330,7 @@ fn vf_from_info(infos: &[VfInfo]) -> Option<VfConfig> {
     let mut vf = None;
     let mut c = VfConfig {
         vf: 0,
-        mac: "00:00:00:00:00:00".into(),
+        mac: Mac([0; 6]),
         vlan: 0,
         qos: 0,
         vlan_proto: None,
@@ -342,7 +344,7 @@ fn vf_from_info(infos: &[VfInfo]) -> Option<VfConfig> {
         match i {
             VfInfo::Mac(m) => {
                 vf = Some(m.vf_id);
-                c.mac = format_mac(&m.mac[..6]);
+                c.mac = Mac::from_slice(&m.mac[..6]).unwrap_or(Mac([0; 6]));
             }
             VfInfo::Vlan(v) => {
                 c.vlan = v.vlan_id;
@@ -350,13 +352,10 @@ fn vf_from_info(infos: &[VfInfo]) -> Option<VfConfig> {
             }
             VfInfo::VlanList(list) => {
                 if let Some(VfVlan::Info(v)) = list.first() {
-                    c.vlan_proto = Some(
-                        match v.protocol {
-                            VlanProtocol::Ieee8021Ad => "802.1ad",
-                            _ => "802.1Q",
-                        }
-                        .into(),
-                    );
+                    c.vlan_proto = Some(match v.protocol {
+                        VlanProtocol::Ieee8021Ad => VlanProto::Dot1Ad,
+                        _ => VlanProto::Dot1Q,
+                    });
                 }
             }
             VfInfo::Rate(r) => {
@@ -367,10 +366,10 @@ fn vf_from_info(infos: &[VfInfo]) -> Option<VfConfig> {
             VfInfo::Trust(t) => c.trust = Some(t.enabled),
             VfInfo::LinkState(s) => {
                 c.link_state = Some(match s.state {
-                    VfLinkState::Auto => "auto".to_string(),
-                    VfLinkState::Enable => "enable".to_string(),
-                    VfLinkState::Disable => "disable".to_string(),
-                    other => format!("{}", u32::from(other)),
+                    VfLinkState::Auto => LinkState::Auto,
+                    VfLinkState::Enable => LinkState::Enable,
+                    VfLinkState::Disable => LinkState::Disable,
+                    other => LinkState::Other(u32::from(other)),
                 })
             }
             _ => {}

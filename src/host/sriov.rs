@@ -14,8 +14,8 @@ use nix::errno::Errno;
 
 use super::fs::KernelFs;
 use super::netlink;
-use crate::model::vf::VfConfig;
 pub use crate::model::vf::parse_mac;
+use crate::model::vf::{LinkState, VfConfig, VlanProto};
 use crate::provision::ops::QueueOps;
 pub use crate::provision::ops::{HostError, SriovOps};
 
@@ -289,16 +289,11 @@ fn netlink_error(what: String, e: rtnetlink::Error) -> HostError {
 pub fn vf_info_attributes(cfg: &VfConfig) -> Vec<VfInfo> {
     let vf = cfg.vf;
     let mut infos = Vec::new();
-    if let Some(mac) = parse_mac(&cfg.mac) {
-        infos.push(VfInfo::Mac(VfInfoMac::new(vf, &mac)));
-    }
-    match cfg.vlan_proto.as_deref() {
-        Some("802.1ad") => infos.push(VfInfo::VlanList(vec![VfVlan::Info(VfVlanInfo::new(
-            vf,
-            cfg.vlan,
-            cfg.qos,
-            VlanProtocol::Ieee8021Ad,
-        ))])),
+    infos.push(VfInfo::Mac(VfInfoMac::new(vf, &cfg.mac.0)));
+    match cfg.vlan_proto {
+        Some(VlanProto::Dot1Ad) => infos.push(VfInfo::VlanList(vec![VfVlan::Info(
+            VfVlanInfo::new(vf, cfg.vlan, cfg.qos, VlanProtocol::Ieee8021Ad),
+        )])),
         _ => infos.push(VfInfo::Vlan(VfInfoVlan::new(vf, cfg.vlan, cfg.qos))),
     }
     if cfg.min_tx_rate.is_some() || cfg.max_tx_rate.is_some() {
@@ -314,11 +309,11 @@ pub fn vf_info_attributes(cfg: &VfConfig) -> Vec<VfInfo> {
     if let Some(t) = cfg.trust {
         infos.push(VfInfo::Trust(VfInfoTrust::new(vf, t)));
     }
-    if let Some(l) = cfg.link_state.as_deref() {
+    if let Some(l) = cfg.link_state {
         let state = match l {
-            "enable" => VfLinkState::Enable,
-            "disable" => VfLinkState::Disable,
-            _ => VfLinkState::Auto,
+            LinkState::Enable => VfLinkState::Enable,
+            LinkState::Disable => VfLinkState::Disable,
+            LinkState::Auto | LinkState::Other(_) => VfLinkState::Auto,
         };
         infos.push(VfInfo::LinkState(VfInfoLinkState::new(vf, state)));
     }

@@ -3,7 +3,7 @@
 
 use super::journal::Undo;
 use super::{ApplyOptions, StepError, not_mine, wait_for_carrier};
-use crate::model::vf::VfConfig;
+use crate::model::vf::{VfConfig, VlanProto};
 use crate::provision::ops::SriovOps;
 use crate::provision::plan::{Action, vf_matches};
 
@@ -36,8 +36,8 @@ fn summary(c: &VfConfig) -> String {
             "vlan {} qos {}{}",
             c.vlan,
             c.qos,
-            match c.vlan_proto.as_deref() {
-                Some("802.1ad") => " proto 802.1ad",
+            match c.vlan_proto {
+                Some(VlanProto::Dot1Ad) => " proto 802.1ad",
                 _ => "",
             }
         ));
@@ -166,10 +166,10 @@ pub(super) fn converge_vf(
     };
     let delta = VfConfig {
         vf: want.vf,
-        mac: want.mac.clone(),
+        mac: want.mac,
         vlan: want.vlan,
         qos: want.qos,
-        vlan_proto: want.vlan_proto.clone(),
+        vlan_proto: want.vlan_proto,
         min_tx_rate: if differs(&want.min_tx_rate, &now.min_tx_rate)
             || differs(&want.max_tx_rate, &now.max_tx_rate)
         {
@@ -190,7 +190,6 @@ pub(super) fn converge_vf(
         trust: want.trust.filter(|_| differs(&want.trust, &now.trust)),
         link_state: want
             .link_state
-            .clone()
             .filter(|_| differs(&want.link_state, &now.link_state)),
     };
     if vf_matches(&delta, &now) {

@@ -2,7 +2,7 @@
 //! settings a vPort gets given those abilities.
 
 use super::{PciFunction, ProfileSet, profile};
-use crate::model::vf::VfConfig;
+use crate::model::vf::{self, VfConfig};
 use crate::provision::config::{LinkState, VlanProto, VportSpec};
 
 /// What the PF's driver can do for its VFs, from its profile; with no profile,
@@ -118,20 +118,17 @@ pub(super) fn without(v: &VportSpec, dropped: &[&str]) -> VportSpec {
 pub(super) fn desired_vf_config(v: &VportSpec, vf: u32, a: &VfAbilities) -> VfConfig {
     VfConfig {
         vf,
-        mac: v.mac.to_string(),
+        mac: v.mac,
         vlan: v.vlan.map(u32::from).unwrap_or(0),
         qos: if v.vlan.is_some() {
             u32::from(v.qos)
         } else {
             0
         },
-        vlan_proto: Some(
-            match (v.vlan.is_some(), v.vlan_proto) {
-                (true, VlanProto::Dot1Ad) => "802.1ad",
-                _ => "802.1Q",
-            }
-            .into(),
-        ),
+        vlan_proto: Some(match (v.vlan.is_some(), v.vlan_proto) {
+            (true, VlanProto::Dot1Ad) => vf::VlanProto::Dot1Ad,
+            _ => vf::VlanProto::Dot1Q,
+        }),
         min_tx_rate: (a.min_rate || v.min_tx_rate_mbps.unwrap_or(0) > 0)
             .then(|| v.min_tx_rate_mbps.unwrap_or(0))
             .filter(|_| a.min_rate || a.max_rate),
@@ -139,14 +136,13 @@ pub(super) fn desired_vf_config(v: &VportSpec, vf: u32, a: &VfAbilities) -> VfCo
             .then(|| v.max_tx_rate_mbps.unwrap_or(0)),
         spoofchk: (a.spoofchk || !v.spoofchk).then_some(v.spoofchk),
         trust: (a.trust || v.trust).then_some(v.trust),
-        link_state: (a.link_state || v.link_state != LinkState::Auto).then(|| {
+        link_state: (a.link_state || v.link_state != LinkState::Auto).then_some(
             match v.link_state {
-                LinkState::Auto => "auto",
-                LinkState::Enable => "enable",
-                LinkState::Disable => "disable",
-            }
-            .into()
-        }),
+                LinkState::Auto => vf::LinkState::Auto,
+                LinkState::Enable => vf::LinkState::Enable,
+                LinkState::Disable => vf::LinkState::Disable,
+            },
+        ),
     }
 }
 
@@ -166,8 +162,8 @@ pub(super) fn clean_vf_config(vf: u32, a: &VfAbilities) -> VfConfig {
 
 /// True when `current` already has every attribute `want` sets.
 pub fn vf_matches(want: &VfConfig, current: &VfConfig) -> bool {
-    let proto = |c: &VfConfig| c.vlan_proto.clone().unwrap_or_else(|| "802.1Q".into());
-    want.mac.eq_ignore_ascii_case(&current.mac)
+    let proto = |c: &VfConfig| c.vlan_proto.unwrap_or(vf::VlanProto::Dot1Q);
+    want.mac == current.mac
         && want.vlan == current.vlan
         && want.qos == current.qos
         && (want.vlan == 0 || proto(want) == proto(current))

@@ -10,6 +10,7 @@ use super::types::{Disruption, Placement, SWITCH_VF_HOLDER};
 use super::uplink::UplinkPlan;
 use super::vf_choice::Candidates;
 use super::{Draft, Inputs};
+use crate::model::mac::Mac;
 use crate::model::vf::VfConfig;
 use crate::provision::state::VportPath;
 
@@ -170,17 +171,11 @@ pub(super) fn switch_vf(inputs: &Inputs, up: &UplinkPlan, resized: bool, draft: 
         .existing_vf(index, resized)
         .and_then(|e| e.config.as_ref());
     // An admin MAC a vPort left there (it held this VF, or has that MAC) goes.
-    let vport_mac = |mac: &str| {
-        up.held.contains_key(&index)
-            || inputs
-                .cfg
-                .vports
-                .iter()
-                .any(|v| v.mac.to_string().eq_ignore_ascii_case(mac))
-    };
+    let vport_mac =
+        |mac: &Mac| up.held.contains_key(&index) || inputs.cfg.vports.iter().any(|v| v.mac == *mac);
     let want = VfConfig {
         mac: current_cfg
-            .map(|c| c.mac.clone())
+            .map(|c| c.mac)
             .filter(|m| !vport_mac(m))
             .unwrap_or_else(|| VfConfig::clean(index).mac),
         spoofchk: Some(false).filter(|_| abilities.spoofchk),
