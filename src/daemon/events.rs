@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_VALUE_LEN: usize = 512;
 /// The most key=value pairs in one kernel uevent message.
 pub const MAX_KEYS: usize = 64;
-/// The largest kernel uevent message accepted (the kernel's own buffer is 2048 bytes).
-pub const MAX_UEVENT_LEN: usize = 8192;
+/// The largest kernel uevent message accepted: the listener's bound, kept with it.
+pub use crate::host::uevent::MAX_UEVENT_LEN;
 /// IFNAMSIZ - 1.
 const MAX_IFNAME_LEN: usize = 15;
 

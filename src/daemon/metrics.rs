@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::daemon::TickReport;
 use crate::provision::state::{Health, State, VportPath};
+use crate::rebalance::engine::{QueueRow, TickReport};
 
 /// Counters since start, and the last tick's gauges.
 #[derive(Debug, Clone, Default)]
@@ -183,7 +183,7 @@ pub fn render(s: &Stats, vports: &State) -> String {
         );
         // `vport`: the vPort whose queue set the queue is in (empty for the PF's own), so
         // that one vPort's queues can be summed across IRQs.
-        let labels = |q: &crate::daemon::QueueRow| {
+        let labels = |q: &QueueRow| {
             format!(
                 "irq=\"{}\",name=\"{}\",nic=\"{}\",vport=\"{}\",cpu=\"{}\"",
                 q.irq,

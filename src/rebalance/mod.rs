@@ -9,6 +9,7 @@
 
 pub mod actuate;
 pub mod cpusets;
+pub mod engine;
 pub mod policy;
 pub mod sample;
 pub mod scenario_sim;
