@@ -164,23 +164,12 @@ impl Daemon {
     }
 
     async fn run_async(self) -> Result<Option<TickReport>, DaemonError> {
-        let mut cfg = self.cfg;
-        let mut watch = cfg.config_path.clone().map(ConfigWatch::new);
+        let cfg = self.cfg;
+        let watch = cfg.config_path.clone().map(ConfigWatch::new);
         let stats = Arc::new(Mutex::new(Stats::default()));
         // The software path lives as long as the daemon: its TAPs and switches go with it.
-        let mut soft = match (&cfg.software, cfg.once) {
-            (Some(c), false) => {
-                let (sp, problems) =
-                    crate::softpath::SoftPath::start_live(c, &KernelFs::at(&cfg.root))
-                        .unwrap_or_else(|e| {
-                            eprintln!("vportd: the software path does not start: {e}");
-                            crate::softpath::SoftPath::start(&[], &|_| None, None)
-                        });
-                for p in problems {
-                    eprintln!("vportd: {p}");
-                }
-                Some(sp)
-            }
+        let soft = match (&cfg.software, cfg.once) {
+            (Some(c), false) => Some(start_software(c, &cfg.root)),
             _ => None,
         };
         let soft_view = soft.as_ref().map(crate::softpath::SoftPath::view);
@@ -196,25 +185,7 @@ impl Daemon {
             return Ok(Some(r));
         }
         let server = match cfg.metrics {
-            Some(addr) => {
-                let listener = http::bind(addr).await?;
-                let (stats, state_dir) = (stats.clone(), cfg.state_dir.clone());
-                let soft_view = soft_view.clone();
-                let body = move || {
-                    let vports = state_dir
-                        .as_deref()
-                        .map(State::load)
-                        .and_then(Result::ok)
-                        .unwrap_or_default();
-                    let s = stats.lock().expect("metrics lock is never poisoned");
-                    let mut text = metrics::render(&s, &vports);
-                    if let Some(v) = &soft_view {
-                        text.push_str(&metrics::render_switch(&v.snapshot()));
-                    }
-                    text
-                };
-                Some(tokio::spawn(http::serve(listener, body)))
-            }
+            Some(addr) => Some(serve_metrics(addr, &cfg, stats.clone(), soft_view).await?),
             None => None,
         };
         let mut interval = tokio::time::interval(cfg.period);
@@ -223,7 +194,15 @@ impl Daemon {
         let mut last = Instant::now();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(DaemonError::Runtime)?;
-        let mut soft_problems: Vec<String> = Vec::new();
+        let mut l = Loop {
+            watch,
+            cfg,
+            reb,
+            soft,
+            soft_problems: Vec::new(),
+            stats,
+            start,
+        };
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
@@ -232,50 +211,117 @@ impl Daemon {
             }
             let period_s = last.elapsed().as_secs_f64();
             last = Instant::now();
-            if let Some(c) = watch.as_mut().and_then(ConfigWatch::poll) {
-                reb.set_vport_cpus(crate::provision::vport_cpus(&c));
-                cfg.software = Some(c);
-            }
-            // Software vPorts follow the state file (an apply or a hotplug reconcile moved
-            // some) and trunks whose netdev came back are reopened.
-            // A problem is said once, not every period, until it changes.
-            if let (Some(sp), Some(c)) = (soft.as_mut(), cfg.software.as_ref()) {
-                let problems: Vec<String> = sp
-                    .refresh_live(c, &KernelFs::at(&cfg.root))
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                if problems != soft_problems {
-                    for p in &problems {
-                        eprintln!("vportd: {p}");
-                    }
-                    soft_problems = problems;
-                }
-            }
-            // Off (`vportd ctl rebalance off`): keep the baseline fresh, decide nothing.
-            if !crate::daemon::handlers::rebalance_enabled() {
-                let _ = reb.prime();
-                continue;
-            }
-            match reb.tick(start.elapsed().as_millis() as u64, period_s) {
-                Ok(r) => {
-                    for l in log_lines(&r) {
-                        eprintln!("vportd: {l}");
-                    }
-                    stats
-                        .lock()
-                        .expect("metrics lock is never poisoned")
-                        .record(&r);
-                }
-                // A torn read (a CPU going offline mid-read) is retried next period.
-                Err(e) => eprintln!("vportd: this period is skipped: {e}"),
-            }
+            l.period(period_s);
         }
         if let Some(s) = server {
             s.abort();
         }
-        drop(soft);
+        drop(l);
         Ok(None)
+    }
+}
+
+/// Starts the software path of `config`; one that cannot start is said and replaced by
+/// an empty one, so that the rebalancer still runs.
+fn start_software(
+    config: &crate::provision::config::Config,
+    root: &std::path::Path,
+) -> crate::softpath::SoftPath {
+    let (sp, problems) = crate::softpath::SoftPath::start_live(config, &KernelFs::at(root))
+        .unwrap_or_else(|e| {
+            eprintln!("vportd: the software path does not start: {e}");
+            crate::softpath::SoftPath::start(&[], &|_| None, None)
+        });
+    for p in problems {
+        eprintln!("vportd: {p}");
+    }
+    sp
+}
+
+/// Serves the metrics endpoint on `addr`: the rebalancer's last tick, the vPorts of the
+/// state file as they are at each scrape, and the software switch's counters.
+async fn serve_metrics(
+    addr: SocketAddr,
+    cfg: &DaemonConfig,
+    stats: Arc<Mutex<Stats>>,
+    soft_view: Option<crate::softpath::View>,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let listener = http::bind(addr).await?;
+    let state_dir = cfg.state_dir.clone();
+    let body = move || {
+        let vports = state_dir
+            .as_deref()
+            .map(State::load)
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let s = stats.lock().expect("metrics lock is never poisoned");
+        let mut text = metrics::render(&s, &vports);
+        if let Some(v) = &soft_view {
+            text.push_str(&metrics::render_switch(&v.snapshot()));
+        }
+        text
+    };
+    Ok(tokio::spawn(http::serve(listener, body)))
+}
+
+/// What the daemon's loop carries from one period to the next.
+struct Loop {
+    cfg: DaemonConfig,
+    watch: Option<ConfigWatch>,
+    reb: Rebalancer,
+    /// The software path, torn down when the loop is dropped.
+    soft: Option<crate::softpath::SoftPath>,
+    /// The software path's problems as last said.
+    soft_problems: Vec<String>,
+    stats: Arc<Mutex<Stats>>,
+    start: Instant,
+}
+
+impl Loop {
+    /// One period: a changed config taken, the software path brought to the state file,
+    /// and a rebalancer tick (unless the rebalancer is switched off).
+    fn period(&mut self, period_s: f64) {
+        if let Some(c) = self.watch.as_mut().and_then(ConfigWatch::poll) {
+            self.reb.set_vport_cpus(crate::provision::vport_cpus(&c));
+            self.cfg.software = Some(c);
+        }
+        // Software vPorts follow the state file (an apply or a hotplug reconcile moved
+        // some) and trunks whose netdev came back are reopened.
+        // A problem is said once, not every period, until it changes.
+        if let (Some(sp), Some(c)) = (self.soft.as_mut(), self.cfg.software.as_ref()) {
+            let problems: Vec<String> = sp
+                .refresh_live(c, &KernelFs::at(&self.cfg.root))
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if problems != self.soft_problems {
+                for p in &problems {
+                    eprintln!("vportd: {p}");
+                }
+                self.soft_problems = problems;
+            }
+        }
+        // Off (`vportd ctl rebalance off`): keep the baseline fresh, decide nothing.
+        if !crate::daemon::handlers::rebalance_enabled() {
+            let _ = self.reb.prime();
+            return;
+        }
+        match self
+            .reb
+            .tick(self.start.elapsed().as_millis() as u64, period_s)
+        {
+            Ok(r) => {
+                for l in log_lines(&r) {
+                    eprintln!("vportd: {l}");
+                }
+                self.stats
+                    .lock()
+                    .expect("metrics lock is never poisoned")
+                    .record(&r);
+            }
+            // A torn read (a CPU going offline mid-read) is retried next period.
+            Err(e) => eprintln!("vportd: this period is skipped: {e}"),
+        }
     }
 }
 

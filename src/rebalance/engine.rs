@@ -273,31 +273,7 @@ impl Rebalancer {
         self.topo = Topology::from_inventory(&cpus, &avoid);
         // Per-NIC CPU sets: a PF and its VFs share one; configured ones bind, the default
         // (the PF's NUMA-local CPUs) is a home the policy fills first.
-        let facts: Vec<NicFacts> = inv
-            .pci_functions
-            .iter()
-            .filter(|f| f.irqs.iter().any(|i| i.queue.is_some()))
-            .map(|f| NicFacts {
-                bdf: f.bdf.clone(),
-                physfn: f.physfn.clone(),
-                local_cpus: f.local_cpus.clone(),
-                node: f.numa_node,
-            })
-            .chain(
-                // A VF's PF has queue IRQs of its own almost always; when it has none, its
-                // local CPUs still make the group's home.
-                inv.pci_functions
-                    .iter()
-                    .filter(|f| f.sriov.is_some() && !f.irqs.iter().any(|i| i.queue.is_some()))
-                    .map(|f| NicFacts {
-                        bdf: f.bdf.clone(),
-                        physfn: None,
-                        local_cpus: f.local_cpus.clone(),
-                        node: f.numa_node,
-                    }),
-            )
-            .collect();
-        let (sets, problems) = nic_cpu_sets(&facts, &self.cfg.nic_cpus, &self.topo);
+        let (sets, problems) = nic_cpu_sets(&nic_facts(&inv), &self.cfg.nic_cpus, &self.topo);
         for p in problems {
             eprintln!("vportd: {p}");
         }
@@ -307,7 +283,25 @@ impl Rebalancer {
                 .map(|(b, s)| (b.clone(), s.cpus.clone()))
                 .collect(),
         );
-        self.nic_sets = sets.clone();
+        self.learn_queues(&inv, &sets);
+        self.nic_sets = sets;
+        // Each provisioned vPort's queues (a VF's own, or the PF queues steered to it)
+        // as one group with the vPort's CPU set.
+        let vports = self.load_state();
+        let sets = crate::provision::state::queue_sets(&vports, &inv, &self.cfg.vport_cpus);
+        let (vport_of, problems) =
+            crate::rebalance::group_by_vport(&mut self.queues, &sets, &self.topo);
+        for p in problems {
+            eprintln!("vportd: {p}");
+        }
+        self.vport_of = vport_of;
+        self.learned_from = (key_irqs, online);
+        Ok(true)
+    }
+
+    /// Every queue IRQ of the inventory, with its NIC's hard CPU set when one is
+    /// configured, and its netdev's name and ifindex for steering and packet counters.
+    fn learn_queues(&mut self, inv: &inventory::Inventory, sets: &BTreeMap<String, NicCpuSet>) {
         self.queues.clear();
         self.steering.clear();
         self.counters.clear();
@@ -331,10 +325,12 @@ impl Rebalancer {
                 }
             }
         }
-        // Each provisioned vPort's queues (a VF's own, or the PF queues steered to it)
-        // as one group with the vPort's CPU set.
-        // A state file that cannot be read leaves the vPorts ungrouped this time, said once.
-        let vports = match self.cfg.state_dir.as_deref().map(State::load) {
+    }
+
+    /// The provisioning state, for the vPorts' queue groups. A state file that cannot be
+    /// read leaves the vPorts ungrouped this time, said once per reason.
+    fn load_state(&mut self) -> State {
+        match self.cfg.state_dir.as_deref().map(State::load) {
             Some(Ok(state)) => {
                 self.state_failed = None;
                 state
@@ -348,16 +344,7 @@ impl Rebalancer {
                 State::default()
             }
             None => State::default(),
-        };
-        let sets = crate::provision::state::queue_sets(&vports, &inv, &self.cfg.vport_cpus);
-        let (vport_of, problems) =
-            crate::rebalance::group_by_vport(&mut self.queues, &sets, &self.topo);
-        for p in problems {
-            eprintln!("vportd: {p}");
         }
-        self.vport_of = vport_of;
-        self.learned_from = (key_irqs, online);
-        Ok(true)
     }
 
     /// The drivers' per-queue packet counters of every netdev with queue IRQs, by ifindex.
@@ -451,110 +438,18 @@ impl Rebalancer {
             period_s,
             self.cfg.policy.cost_per_interrupt_s,
         );
-        let packets = self.read_packets();
-        let mut rows = Vec::new();
-        let mut qobs = Vec::new();
-        let n = self.queues.len();
-        let window = AFFINITY_READS_PER_TICK.min(n);
-        let from = if n == 0 { 0 } else { self.affinity_from % n };
-        self.affinity_from = from + window;
-        for (i, q) in self.queues.iter().enumerate() {
-            let in_window = (i + n - from) % n.max(1) < window;
-            let cached = self.affinity.get(&q.irq).filter(|_| !in_window).cloned();
-            let (affinity, effective) = match cached {
-                Some(c) => c,
-                None => {
-                    let read = self.read_affinity(q.irq);
-                    self.affinity.insert(q.irq, read.clone());
-                    read
-                }
-            };
-            let l = loads.get(&q.irq).copied().unwrap_or_default();
-            // Where it really runs: the effective CPU when there is exactly one,
-            // else where its interrupts were counted, else the first allowed CPU.
-            let cpu = match effective.as_slice() {
-                [one] => Some(*one),
-                _ => l.cpu.or_else(|| affinity.first().copied()),
-            };
-            rows.push(QueueRow {
-                irq: q.irq,
-                name: q.name.clone(),
-                nic: q.nic.clone(),
-                vport: self.vport_of.get(&q.irq).cloned(),
-                cpu,
-                affinity: affinity.clone(),
-                interrupts: cur.intr.get(&q.irq).map(InterruptLine::total).unwrap_or(0),
-                rate: l.rate,
-                load: l.load,
-                packets: self.counters.get(&q.irq).and_then(|(ifindex, qr)| {
-                    use crate::host::ethtool_stats::Direction;
-                    let per = packets.get(ifindex)?;
-                    let rx = per.get(&(Direction::Rx, qr.index)).copied();
-                    let tx = per.get(&(Direction::Tx, qr.index)).copied();
-                    match qr.kind {
-                        parse::QueueKind::Rx => rx,
-                        parse::QueueKind::Tx => tx,
-                        parse::QueueKind::Combined => match (rx, tx) {
-                            (None, None) => None,
-                            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-                        },
-                    }
-                }),
-            });
-            qobs.push(QueueObs {
-                irq: q.irq,
-                load: l.load,
-                rate: l.rate,
-                cpu,
-                affinity,
-            });
-        }
+        let (rows, qobs) = self.observe_queues(&cur, &loads);
         let obs = Observation {
             now_ms,
             cpu_busy: cpu_loads.iter().map(|(c, l)| (*c, l.busy)).collect(),
             queues: qobs,
         };
         let d = self.policy.decide(&self.topo, &self.queues, &obs);
-        let mut moves = Vec::new();
-        for m in d.moves {
-            let mut steered = Vec::new();
-            let (outcome, effective, errno, error) = match actuate::apply(&self.fs, &m) {
-                Ok(a) => {
-                    self.affinity.insert(
-                        m.irq,
-                        (vec![m.to], a.effective.map(|c| vec![c]).unwrap_or_default()),
-                    );
-                    if self.cfg.steering
-                        && let Some((dev, q)) = self.steering.get(&m.irq)
-                    {
-                        let w = actuate::steering(dev, *q, &[m.to]);
-                        steered = actuate::apply_steering_checked(&self.fs, &w);
-                    }
-                    (
-                        Outcome::Done {
-                            effective: a.effective,
-                        },
-                        a.effective,
-                        None,
-                        None,
-                    )
-                }
-                Err(e) => (
-                    e.outcome(),
-                    None,
-                    Some(actuate::errno_name(e.errno())),
-                    Some(e.to_string()),
-                ),
-            };
-            self.policy.feedback(&m, outcome, now_ms);
-            moves.push(MoveResult {
-                mv: m,
-                effective,
-                errno,
-                error,
-                steering: steered,
-            });
-        }
+        let moves = d
+            .moves
+            .into_iter()
+            .map(|m| self.actuate(m, now_ms))
+            .collect();
         self.prev = Some(cur);
         let tick_seconds = started.elapsed().as_secs_f64();
         let budget_seconds = self.cfg.period.as_secs_f64() * TICK_BUDGET;
@@ -581,6 +476,161 @@ impl Rebalancer {
             over_budget: tick_seconds > budget_seconds,
         })
     }
+
+    /// Each queue as this tick sees it: a row for the report and an observation for the
+    /// policy. Affinities are re-read in a rotating window (see
+    /// [`AFFINITY_READS_PER_TICK`]), the rest come from the cache.
+    fn observe_queues(
+        &mut self,
+        cur: &Sample,
+        loads: &BTreeMap<u32, sample::QueueLoad>,
+    ) -> (Vec<QueueRow>, Vec<QueueObs>) {
+        let packets = self.read_packets();
+        let mut rows = Vec::new();
+        let mut qobs = Vec::new();
+        let n = self.queues.len();
+        let window = AFFINITY_READS_PER_TICK.min(n);
+        let from = if n == 0 { 0 } else { self.affinity_from % n };
+        self.affinity_from = from + window;
+        for i in 0..n {
+            let irq = self.queues[i].irq;
+            let in_window = (i + n - from) % n.max(1) < window;
+            let (affinity, effective) = self.affinity_of(irq, in_window);
+            let l = loads.get(&irq).copied().unwrap_or_default();
+            // Where it really runs: the effective CPU when there is exactly one,
+            // else where its interrupts were counted, else the first allowed CPU.
+            let cpu = match effective.as_slice() {
+                [one] => Some(*one),
+                _ => l.cpu.or_else(|| affinity.first().copied()),
+            };
+            let q = &self.queues[i];
+            rows.push(QueueRow {
+                irq,
+                name: q.name.clone(),
+                nic: q.nic.clone(),
+                vport: self.vport_of.get(&irq).cloned(),
+                cpu,
+                affinity: affinity.clone(),
+                interrupts: cur.intr.get(&irq).map(InterruptLine::total).unwrap_or(0),
+                rate: l.rate,
+                load: l.load,
+                packets: self.packets_of(irq, &packets),
+            });
+            qobs.push(QueueObs {
+                irq,
+                load: l.load,
+                rate: l.rate,
+                cpu,
+                affinity,
+            });
+        }
+        (rows, qobs)
+    }
+
+    /// IRQ `irq`'s affinity and effective affinity: read again when it is in this tick's
+    /// window or not cached yet, else as cached.
+    fn affinity_of(&mut self, irq: u32, in_window: bool) -> (Vec<u32>, Vec<u32>) {
+        let cached = self.affinity.get(&irq).filter(|_| !in_window).cloned();
+        match cached {
+            Some(c) => c,
+            None => {
+                let read = self.read_affinity(irq);
+                self.affinity.insert(irq, read.clone());
+                read
+            }
+        }
+    }
+
+    /// The packets of queue IRQ `irq`'s queue from its netdev's counters: rx or tx, or
+    /// both summed for a combined queue; None where the driver counts neither.
+    fn packets_of(
+        &self,
+        irq: u32,
+        packets: &HashMap<u32, crate::host::ethtool_stats::QueuePackets>,
+    ) -> Option<u64> {
+        use crate::host::ethtool_stats::Direction;
+        let (ifindex, qr) = self.counters.get(&irq)?;
+        let per = packets.get(ifindex)?;
+        let rx = per.get(&(Direction::Rx, qr.index)).copied();
+        let tx = per.get(&(Direction::Tx, qr.index)).copied();
+        match qr.kind {
+            parse::QueueKind::Rx => rx,
+            parse::QueueKind::Tx => tx,
+            parse::QueueKind::Combined => match (rx, tx) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            },
+        }
+    }
+
+    /// Writes one move (and, with `--steering`, the queue's RPS/XPS masks), tells the
+    /// policy what came of it, and keeps the affinity cache true to our write.
+    fn actuate(&mut self, m: Move, now_ms: u64) -> MoveResult {
+        let mut steered = Vec::new();
+        let (outcome, effective, errno, error) = match actuate::apply(&self.fs, &m) {
+            Ok(a) => {
+                self.affinity.insert(
+                    m.irq,
+                    (vec![m.to], a.effective.map(|c| vec![c]).unwrap_or_default()),
+                );
+                if self.cfg.steering
+                    && let Some((dev, q)) = self.steering.get(&m.irq)
+                {
+                    let w = actuate::steering(dev, *q, &[m.to]);
+                    steered = actuate::apply_steering_checked(&self.fs, &w);
+                }
+                (
+                    Outcome::Done {
+                        effective: a.effective,
+                    },
+                    a.effective,
+                    None,
+                    None,
+                )
+            }
+            Err(e) => (
+                e.outcome(),
+                None,
+                Some(actuate::errno_name(e.errno())),
+                Some(e.to_string()),
+            ),
+        };
+        self.policy.feedback(&m, outcome, now_ms);
+        MoveResult {
+            mv: m,
+            effective,
+            errno,
+            error,
+            steering: steered,
+        }
+    }
+}
+
+/// What the NICs' CPU sets are made from: every function with queue IRQs, and every PF
+/// without any (a VF's PF has queue IRQs of its own almost always; when it has none, its
+/// local CPUs still make the group's home).
+fn nic_facts(inv: &inventory::Inventory) -> Vec<NicFacts> {
+    inv.pci_functions
+        .iter()
+        .filter(|f| f.irqs.iter().any(|i| i.queue.is_some()))
+        .map(|f| NicFacts {
+            bdf: f.bdf.clone(),
+            physfn: f.physfn.clone(),
+            local_cpus: f.local_cpus.clone(),
+            node: f.numa_node,
+        })
+        .chain(
+            inv.pci_functions
+                .iter()
+                .filter(|f| f.sriov.is_some() && !f.irqs.iter().any(|i| i.queue.is_some()))
+                .map(|f| NicFacts {
+                    bdf: f.bdf.clone(),
+                    physfn: None,
+                    local_cpus: f.local_cpus.clone(),
+                    node: f.numa_node,
+                }),
+        )
+        .collect()
 }
 
 /// One line per move and event, for the journal (stderr).
