@@ -317,8 +317,17 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
             esc(&p.edge)
         );
     }
+    render_switch_counters(&mut o, snap);
+    o
+}
+
+/// Each software switch port's packets, bytes, floods and drops.
+fn render_switch_counters(o: &mut String, snap: &crate::softpath::Snapshot) {
+    let labels = |p: &crate::softpath::PortSnapshot| {
+        format!("switch=\"{}\",port=\"{}\"", esc(&p.switch), esc(&p.port))
+    };
     family(
-        &mut o,
+        o,
         "vportd_switch_packets_total",
         "counter",
         "Frames each software switch port received (rx) and sent (tx).",
@@ -333,7 +342,7 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
         }
     }
     family(
-        &mut o,
+        o,
         "vportd_switch_bytes_total",
         "counter",
         "Bytes each software switch port received (rx) and sent (tx).",
@@ -348,7 +357,7 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
         }
     }
     family(
-        &mut o,
+        o,
         "vportd_switch_flooded_total",
         "counter",
         "Frames flooded out of each port (unknown unicast, broadcast, multicast).",
@@ -362,7 +371,7 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
         );
     }
     family(
-        &mut o,
+        o,
         "vportd_switch_drops_total",
         "counter",
         "Frames dropped, by the port charged and the reason.",
@@ -377,7 +386,6 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
             );
         }
     }
-    o
 }
 
 /// One sample line of the text format: name, labels, value.
