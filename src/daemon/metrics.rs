@@ -1,6 +1,9 @@
 //! The daemon's metrics in the Prometheus text format (version 0.0.4), written by
 //! hand: a handful of families does not justify a client library, and the
-//! format is stable. `vportd top` reads the same text back ([`parse_samples`]).
+//! format is stable. Each family group renders from the data that produces it: the
+//! rebalancer's from [`Stats`] (its ticks' [`TickReport`]s), the vPorts' from the state
+//! file, the software switch's from its snapshot. `vportd top` reads the same text back
+//! ([`parse_samples`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

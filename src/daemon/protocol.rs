@@ -12,7 +12,7 @@
 //! boundary even with peer credentials checked: a size limit before parsing, unknown fields
 //! refused, device events re-validated with the same rules as udev's environment
 //! ([`crate::daemon::events`]). Pure encode/decode, no I/O (the socket is in
-//! `host::control_socket`), so it can be fuzzed.
+//! `host::unix_socket`), so it can be fuzzed.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,11 +1,12 @@
-//! `vportd daemon`: the long-running agent. Today it hosts one task, the
-//! rebalancer (sample, decide, actuate every period) and the metrics endpoint;
-//! the software switch and the control socket plug in as further tasks on the
-//! same runtime (see [`Daemon::run`]).
+//! `vportd daemon`: the long-running agent's loop and its flags. Every period it takes a
+//! changed config, brings the software path to the state file, and runs one tick of the
+//! rebalancer ([`crate::rebalance::engine`], which holds all of the rebalancing); beside the
+//! loop, on the same current-thread runtime, the metrics endpoint serves the last tick
+//! (see [`Daemon::run`]). The control plane runs on threads of its own
+//! ([`crate::daemon::handlers`]).
 //!
-//! All kernel I/O goes through [`KernelFs`] under `root`, so the same loop runs on
-//! the live host, on a fixture tree (`--root DIR`), or inside a mount namespace
-//! whose /proc and /sys files are bind-mounted fixtures.
+//! The engine's types are re-exported here (`daemon::Rebalancer`, `daemon::TickReport`,
+//! ...) for the callers that knew them at this path.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -13,6 +13,10 @@
 //! Hysteresis, so that nothing ping-pongs: each queue's load is a peak that decays
 //! slowly (a queue that was hot a few periods ago still counts as hot), a moved queue
 //! stays put for `dwell_ms`, and it never returns within `return_ms` to a CPU it left.
+//!
+//! [`Policy::decide`] is these rules in order, each a function over one tick's tables:
+//! the queues' history (peaks, other writers, node costs), the CPUs' estimates, hard CPU
+//! sets, spread, NUMA home, coalesce.
 
 use std::collections::{BTreeMap, HashMap};
 
