@@ -17,6 +17,8 @@ use netlink_packet_route::link::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::vf::VfConfig;
+
 /// Errors from netlink requests.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -56,43 +58,6 @@ pub struct LinkSnapshot {
     /// `IFLA_PARENT_DEV_NAME`, e.g. a PCI address, when the kernel reports one.
     pub parent_dev: Option<String>,
     pub parent_bus: Option<String>,
-}
-
-/// A VF's configuration as its PF reports it (`ip -d link show PF`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VfConfig {
-    pub vf: u32,
-    /// The administratively set MAC; all zeros when none was set.
-    pub mac: String,
-    pub vlan: u32,
-    pub qos: u32,
-    /// "802.1Q" or "802.1ad", when the kernel reports a VLAN list.
-    pub vlan_proto: Option<String>,
-    pub min_tx_rate: Option<u32>,
-    pub max_tx_rate: Option<u32>,
-    pub spoofchk: Option<bool>,
-    pub trust: Option<bool>,
-    /// "auto", "enable" or "disable".
-    pub link_state: Option<String>,
-}
-
-impl VfConfig {
-    /// A VF as the kernel creates it, and as a released VF is returned: no admin
-    /// MAC, no VLAN, no rate limit, spoof checking on, not trusted, link auto.
-    pub fn clean(vf: u32) -> VfConfig {
-        VfConfig {
-            vf,
-            mac: "00:00:00:00:00:00".into(),
-            vlan: 0,
-            qos: 0,
-            vlan_proto: Some("802.1Q".into()),
-            min_tx_rate: Some(0),
-            max_tx_rate: Some(0),
-            spoofchk: Some(true),
-            trust: Some(false),
-            link_state: Some("auto".into()),
-        }
-    }
 }
 
 /// ethtool channel counts (`ethtool -l`).

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::ethtool::{CONTEXT_SEARCH_LIMIT, FlowRule, FlowTarget, QueueOps, parse_mac};
-use crate::host::netlink::VfConfig;
-use crate::host::sriov::{HostError, SriovOps};
 use crate::host::userfiles::{self, FilesError};
+use crate::model::mac::Mac;
+use crate::model::queues::{FlowRule, FlowTarget};
+use crate::model::vf::{VfConfig, parse_mac};
+use crate::provision::ops::{CONTEXT_SEARCH_LIMIT, EthtoolError, HostError, QueueOps, SriovOps};
 use crate::provision::plan::{Action, Plan, vf_matches};
 use crate::provision::state::{
     Health, QueueMode, State, StateError, Steering, VportPath, VportState,
@@ -66,7 +67,7 @@ pub enum StepError {
     Verify(String),
     /// A queue control (channels, RSS) failed.
     #[error(transparent)]
-    Queues(#[from] crate::host::ethtool::EthtoolError),
+    Queues(#[from] EthtoolError),
 }
 
 /// How apply behaves.
@@ -164,7 +165,7 @@ enum Undo {
     /// when that one was deleted too).
     ReinsertRule {
         pf_ifindex: u32,
-        rule: crate::host::ethtool::FlowRule,
+        rule: FlowRule,
     },
     /// Put back an RSS context this step deletes; the driver may give it a new id.
     RecreateContext {
@@ -692,7 +693,7 @@ fn prepare(ops: &mut dyn SriovOps, a: &Action) -> Result<Undo, StepError> {
             if let Some(r) = queue_ops(ops)?.rule(*pf_ifindex, *location)? {
                 return Err(StepError::Changed(format!(
                     "ntuple slot {location} of {pf} holds a rule vportd did not record (dst {}); delete it or free the slot",
-                    crate::host::netlink::format_mac(&r.dst_mac)
+                    Mac(r.dst_mac)
                 )));
             }
             Undo::Rule {
