@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use super::{Config, ConfigError, Mac, Problem, ResolvedUplink, Uplink, UplinkSelector, sorted};
-use crate::facts::inventory::{Inventory, Netdev, PciFunction, Role};
+use crate::model::inventory::{Inventory, Netdev, PciFunction, Role};
 use crate::model::location::Location;
 
 /// Problems found against the host, each at the table it is about.

@@ -20,7 +20,6 @@ mod vport;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,11 +27,11 @@ use crate::host::userfiles::{self, FilesError};
 use crate::model::location::Location;
 use crate::model::location::path_lossy;
 pub use crate::model::mac::Mac;
+pub use crate::model::uplink::UplinkSelector;
 pub use against::check_against;
 pub use keys::OPTIONAL_ATTRIBUTES;
 
 use checker::Checker;
-use names::normalize_pci;
 
 /// Where allocations are recorded when the config does not say.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/vportd";
@@ -53,55 +52,6 @@ pub struct Config {
     pub vports: Vec<VportSpec>,
 }
 
-/// How the config names a PF. The PCI address is the stable choice; a MAC or interface name is
-/// accepted for convenience and resolved to a PCI address once, by [`check_against`], so that
-/// nothing downstream depends on a name that can change.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UplinkSelector {
-    /// Normalized: `0000:01:00.0`, lower-case, with the domain.
-    Pci(String),
-    /// Normalized: lower-case `aa:bb:cc:dd:ee:ff`.
-    Mac(String),
-    Ifname(String),
-}
-
-impl UplinkSelector {
-    /// The TOML key this selector was written with.
-    pub fn key(&self) -> &'static str {
-        match self {
-            UplinkSelector::Pci(_) => "pci",
-            UplinkSelector::Mac(_) => "mac",
-            UplinkSelector::Ifname(_) => "ifname",
-        }
-    }
-
-    /// The normalized value.
-    pub fn value(&self) -> &str {
-        match self {
-            UplinkSelector::Pci(v) | UplinkSelector::Mac(v) | UplinkSelector::Ifname(v) => v,
-        }
-    }
-
-    /// Whether a vPort's `uplink = "..."` names this uplink. The reference is normalized the
-    /// same way, so `01:00.0`, `0000:01:00.0` and `0000:01:00.0` in capitals all name one PF.
-    pub fn matches(&self, reference: &str) -> bool {
-        match self {
-            UplinkSelector::Pci(bdf) => normalize_pci(reference).is_ok_and(|r| r == *bdf),
-            UplinkSelector::Mac(mac) => {
-                Mac::from_str(reference).is_ok_and(|r| r.to_string() == *mac)
-            }
-            UplinkSelector::Ifname(name) => reference == name,
-        }
-    }
-}
-
-impl fmt::Display for UplinkSelector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.key(), self.value())
-    }
-}
-
 /// One `[[uplink]]`: a PF whose VFs (or queues) vPorts use.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Uplink {
@@ -116,7 +66,7 @@ pub struct Uplink {
     pub rss: Option<RssSpread>,
     /// How the software switch of this uplink's software vPorts opens the PF: AF_PACKET
     /// rings (the default: they carry GSO super-packets), AF_XDP, or AF_XDP where it opens.
-    pub switch_edge: crate::switch::io::NetdevEdge,
+    pub switch_edge: crate::model::edge::NetdevEdge,
     /// The VF the software switch trunks through instead of the PF's own netdev: reserved
     /// for it (the planner gives it to no vPort), trusted and without spoof checking, since
     /// it carries the software vPorts' MACs (registered as its unicast filters: a VF is not
@@ -241,6 +191,11 @@ impl Config {
     /// The `[[uplink]]` a vPort's `uplink = "..."` names. Always Some for a parsed config.
     pub fn uplink_of(&self, v: &VportSpec) -> Option<&Uplink> {
         self.uplinks.iter().find(|u| u.selector.matches(&v.uplink))
+    }
+
+    /// How each `[[uplink]]` names its PF, in file order.
+    pub fn selectors(&self) -> impl Iterator<Item = &UplinkSelector> {
+        self.uplinks.iter().map(|u| &u.selector)
     }
 }
 

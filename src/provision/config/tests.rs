@@ -1,4 +1,5 @@
 use super::keys::{TOP_KEYS, UPLINK_KEYS, VPORT_KEYS};
+use super::names::normalize_pci;
 use super::*;
 use proptest::prelude::*;
 

@@ -11,8 +11,8 @@ use super::checker::{Checker, MAC_HINT, ranged, word};
 use super::keys::UPLINK_KEYS;
 use super::names::{is_driver_name, is_ifname, normalize_pci};
 use super::{Mac, RssSpread, Uplink, UplinkSelector};
+use crate::model::edge::NetdevEdge;
 use crate::model::location::Location;
-use crate::switch::io::NetdevEdge;
 
 /// `[[uplink]]` as written. Every field is optional and spanned so that the parser can report
 /// each missing or bad one itself, pointing at the value.
