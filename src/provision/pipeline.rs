@@ -5,14 +5,14 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::facts::inventory::Inventory;
 use crate::facts::profile::ProfileSet;
-use crate::host::ethtool::{EthtoolError, FlowRule, FlowTarget, QueueOps};
-use crate::host::netlink::VfConfig;
-use crate::host::sriov::SriovOps;
 use crate::host::userfiles;
+use crate::model::inventory::Inventory;
+use crate::model::queues::{FlowRule, FlowTarget};
+use crate::model::vf::VfConfig;
 use crate::provision::apply::{self, ApplyError, ApplyOptions, ApplyReport};
 use crate::provision::config::{self, Config, ConfigError, ResolvedUplink};
+use crate::provision::ops::{EthtoolError, QueueOps, SriovOps};
 use crate::provision::plan::{self, Plan, PlanError, PlanOptions, vf_matches};
 use crate::provision::state::{Health, QueueMode, State, StateError, Steering, VportPath};
 
@@ -289,7 +289,7 @@ pub fn check_vport_steering(
         c.unreadable = true;
         c.drift.push(format!("cannot read {what} on {pf}: {e}"));
     };
-    let Some(mac) = crate::host::ethtool::parse_mac(&st.mac) else {
+    let Some(mac) = crate::model::vf::parse_mac(&st.mac) else {
         c.drift.push(format!(
             "the state records MAC {:?}, which is not a MAC",
             st.mac
