@@ -5,9 +5,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::facts::profile::ProfileSet;
 use crate::host::userfiles;
 use crate::model::inventory::Inventory;
+use crate::model::profile::ProfileSet;
 use crate::model::queues::{FlowRule, FlowTarget};
 use crate::model::vf::VfConfig;
 use crate::provision::apply::{self, ApplyError, ApplyOptions, ApplyReport};

@@ -14,8 +14,8 @@
 
 use serde::Serialize;
 
-use crate::facts::profile::ProfileSet;
 use crate::model::inventory::Inventory;
+use crate::model::profile::ProfileSet;
 use crate::provision::apply::{self, ApplyOptions, ApplyReport};
 use crate::provision::config::{Config, UplinkSelector};
 use crate::provision::ops::SriovOps;
