@@ -309,11 +309,24 @@ const VMDQ_POOLS: RangeInclusive<u32> = 0..=256;
 const RSS_TABLE: RangeInclusive<u32> = 1..=65536;
 const RSS_KEY_BYTES: RangeInclusive<u32> = 4..=256;
 
-/// Rules serde cannot express, as (field path, message).
+/// Rules serde cannot express, as (field path, message), in the order of the schema.
 fn validate(p: &Profile) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    let mut problem = |field: &str, message: String| out.push((field.to_string(), message));
+    check_sources(p, &mut out);
+    check_ids(&p.ids, &mut out);
+    check_sriov_pairing(p, &mut out);
+    check_ranges(&p.capabilities, &mut out);
+    check_vf_controls(&p.capabilities, &mut out);
+    check_quirks(p, &mut out);
+    out
+}
 
+fn problem(out: &mut Vec<(String, String)>, field: &str, message: String) {
+    out.push((field.to_string(), message));
+}
+
+/// Every fact says where it comes from, and the family has a name.
+fn check_sources(p: &Profile, out: &mut Vec<(String, String)>) {
     let caps = &p.capabilities;
     let mut sources = vec![
         ("match.source", &p.ids.source),
@@ -328,17 +341,23 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
     );
     for (field, source) in sources {
         if source.trim().is_empty() {
-            problem(field, "is empty: say where the facts come from".to_string());
+            problem(
+                out,
+                field,
+                "is empty: say where the facts come from".to_string(),
+            );
         }
     }
     if p.family.trim().is_empty() {
-        problem("family", "is empty".to_string());
+        problem(out, "family", "is empty".to_string());
     }
+}
 
-    // Ids and drivers.
-    let ids = &p.ids;
+/// At least one PF id, no id twice, and driver names as sysfs spells them.
+fn check_ids(ids: &MatchRules, out: &mut Vec<(String, String)>) {
     if ids.pf_devices.is_empty() {
         problem(
+            out,
             "match.pf_devices",
             "is empty: a profile needs at least one PF id".to_string(),
         );
@@ -346,7 +365,11 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
     let mut seen: HashMap<PciId, String> = HashMap::new();
     for (field, device, _, _) in id_fields(ids) {
         if let Some(first) = seen.get(&device) {
-            problem(&field, format!("{device} is already listed as {first}"));
+            problem(
+                out,
+                &field,
+                format!("{device} is already listed as {first}"),
+            );
         } else {
             seen.insert(device, field);
         }
@@ -356,29 +379,36 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
     for (field, driver) in drivers {
         if driver.is_empty() || driver.contains(|c: char| c.is_whitespace() || c == '/') {
             problem(
+                out,
                 field,
                 format!("expected a driver name as in /sys/bus/pci/drivers/, found {driver:?}"),
             );
         }
     }
+}
 
-    // SR-IOV: VF ids, VF driver and VF controls go together with max_vfs > 0.
+/// VF ids, the VF driver and the VF controls go together with max_vfs > 0.
+fn check_sriov_pairing(p: &Profile, out: &mut Vec<(String, String)>) {
+    let (ids, caps) = (&p.ids, &p.capabilities);
     let has_vf_ids = !ids.vf_devices.is_empty() || !ids.shared_vf_devices.is_empty();
     if caps.sriov.max_vfs == Amount::Count(0) {
         if has_vf_ids {
             problem(
+                out,
                 "match.vf_devices",
                 "lists VF ids, but capabilities.sriov.max_vfs is 0".to_string(),
             );
         }
         if ids.vf_driver.is_some() {
             problem(
+                out,
                 "match.vf_driver",
                 "is set, but capabilities.sriov.max_vfs is 0".to_string(),
             );
         }
         if caps.vf.is_some() {
             problem(
+                out,
                 "capabilities.vf",
                 "is set, but capabilities.sriov.max_vfs is 0".to_string(),
             );
@@ -386,6 +416,7 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
     } else {
         if !has_vf_ids {
             problem(
+                out,
                 "match",
                 "has no vf_devices or shared_vf_devices, but capabilities.sriov.max_vfs is not 0"
                     .to_string(),
@@ -393,19 +424,23 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
         }
         if ids.vf_driver.is_none() {
             problem(
+                out,
                 "match.vf_driver",
                 "required, but missing: capabilities.sriov.max_vfs is not 0".to_string(),
             );
         }
         if caps.vf.is_none() {
             problem(
+                out,
                 "capabilities.vf",
                 "required, but missing: capabilities.sriov.max_vfs is not 0".to_string(),
             );
         }
     }
+}
 
-    // Ranges.
+/// Counts within what any NIC in sight has, and max queue pairs not below the default.
+fn check_ranges(caps: &Capabilities, out: &mut Vec<(String, String)>) {
     let sriov = &caps.sriov;
     let steering = &caps.steering;
     let ranged = [
@@ -446,6 +481,7 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
             && !range.contains(&n)
         {
             problem(
+                out,
                 field,
                 format!("expected {} to {}, found {n}", range.start(), range.end()),
             );
@@ -456,14 +492,19 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
         && max < default
     {
         problem(
+            out,
             "capabilities.sriov.max_queue_pairs_per_vf",
             format!("is {max}, below queue_pairs_per_vf ({default})"),
         );
     }
+}
 
+/// The VF's VLAN protocols: at least one, none twice.
+fn check_vf_controls(caps: &Capabilities, out: &mut Vec<(String, String)>) {
     if let Some(vf) = &caps.vf {
         if vf.vlan_protocols.is_empty() {
             problem(
+                out,
                 "capabilities.vf.vlan_protocols",
                 "is empty: list at least \"802.1Q\"".to_string(),
             );
@@ -471,13 +512,17 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
         for (i, proto) in vf.vlan_protocols.iter().enumerate() {
             if vf.vlan_protocols[..i].contains(proto) {
                 problem(
+                    out,
                     &format!("capabilities.vf.vlan_protocols[{i}]"),
                     "repeats an earlier entry".to_string(),
                 );
             }
         }
     }
+}
 
+/// Each quirk names a real-looking errno, says what happens and where that is known from.
+fn check_quirks(p: &Profile, out: &mut Vec<(String, String)>) {
     for (i, quirk) in p.quirks.iter().enumerate() {
         if let Some(errno) = &quirk.errno {
             let well_formed = errno.len() > 1
@@ -487,6 +532,7 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
             if !well_formed {
                 problem(
+                    out,
                     &format!("quirks[{i}].errno"),
                     format!("expected an errno name such as \"EOPNOTSUPP\", found {errno:?}"),
                 );
@@ -494,18 +540,19 @@ fn validate(p: &Profile) -> Vec<(String, String)> {
         }
         if quirk.note.trim().is_empty() {
             problem(
+                out,
                 &format!("quirks[{i}].note"),
                 "is empty: say what happens".to_string(),
             );
         }
         if quirk.source.trim().is_empty() {
             problem(
+                out,
                 &format!("quirks[{i}].source"),
                 "is empty: say where the facts come from".to_string(),
             );
         }
     }
-    out
 }
 
 /// `vportd profiles [--check DIR] [--json]`: the text for stdout. Without `check`, lists the
