@@ -5,6 +5,7 @@ pub mod edge;
 pub mod inventory;
 pub mod location;
 pub mod mac;
+pub mod port_counters;
 pub mod profile;
 pub mod queues;
 pub mod uplink;

@@ -178,7 +178,7 @@ pub struct VportStatus {
     pub drift: Vec<String>,
     /// A software vPort's switch port counters, as the daemon last published them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub switch: Option<crate::softpath::PortSnapshot>,
+    pub switch: Option<crate::model::port_counters::PortSnapshot>,
     /// The vPort's own queues (a VF's on the VF's function, or the PF's queues steered
     /// to it), each by index and IRQ, and the CPUs they belong on.
     #[serde(skip_serializing_if = "Option::is_none")]
