@@ -445,6 +445,41 @@ fn parse_hex_id(id: &str) -> Option<u16> {
     u16::from_str_radix(id.trim_start_matches("0x"), 16).ok()
 }
 
+/// The vendor's and the device's names from the PCI id database, for people.
+fn pci_names(vid: Option<u16>, did: Option<u16>) -> (Option<String>, Option<String>) {
+    let vendor_name = vid
+        .and_then(<pci_ids::Vendor as pci_ids::FromId<u16>>::from_id)
+        .map(|v| v.name().to_string());
+    let device_name = vid
+        .zip(did)
+        .and_then(|(v, d)| pci_ids::Device::from_vid_pid(v, d))
+        .map(|d| d.name().to_string());
+    (vendor_name, device_name)
+}
+
+/// A function's NUMA node and local CPUs, read only for a full scope: placement matters to
+/// the rebalancer, not to provisioning.
+fn placement(
+    fs: &KernelFs,
+    base: &str,
+    full: bool,
+) -> Result<(Option<u32>, Vec<u32>), InventoryError> {
+    let numa_node = full
+        .then(|| fs.read_parsed::<i64>(&format!("{base}/numa_node")))
+        .flatten()
+        .filter(|n| *n >= 0)
+        .map(|n| n as u32);
+    let local_cpus = match full
+        .then(|| fs.read(&format!("{base}/local_cpulist")))
+        .transpose()?
+        .flatten()
+    {
+        Some(t) => parse::cpulist(&t)?,
+        None => Vec::new(),
+    };
+    Ok((numa_node, local_cpus))
+}
+
 fn read_function(
     fs: &KernelFs,
     nl: &NetlinkSnapshot,
@@ -460,28 +495,9 @@ fn read_function(
     let vendor_id = hex4(fs, &format!("{base}/vendor"))?.unwrap_or_default();
     let device_id = hex4(fs, &format!("{base}/device"))?.unwrap_or_default();
     let (vid, did) = (parse_hex_id(&vendor_id), parse_hex_id(&device_id));
-    let vendor_name = vid
-        .and_then(<pci_ids::Vendor as pci_ids::FromId<u16>>::from_id)
-        .map(|v| v.name().to_string());
-    let device_name = vid
-        .zip(did)
-        .and_then(|(v, d)| pci_ids::Device::from_vid_pid(v, d))
-        .map(|d| d.name().to_string());
+    let (vendor_name, device_name) = pci_names(vid, did);
     let driver = fs.link_name(&format!("{base}/driver"))?;
-    // Placement (numa, CPUs) matters to the rebalancer, not to provisioning.
-    let numa_node = full
-        .then(|| fs.read_parsed::<i64>(&format!("{base}/numa_node")))
-        .flatten()
-        .filter(|n| *n >= 0)
-        .map(|n| n as u32);
-    let local_cpus = match full
-        .then(|| fs.read(&format!("{base}/local_cpulist")))
-        .transpose()?
-        .flatten()
-    {
-        Some(t) => parse::cpulist(&t)?,
-        None => Vec::new(),
-    };
+    let (numa_node, local_cpus) = placement(fs, &base, full)?;
     let physfn = fs.link_name(&format!("{base}/physfn"))?;
     // Filled in from the PF's virtfn links once every function is read.
     let vf_index = None;
@@ -494,12 +510,10 @@ fn read_function(
         Some(total) => Some(read_sriov(fs, nl, bdf, total, &devs)?),
         None => None,
     };
-    let role = if physfn.is_some() {
-        Role::Vf
-    } else if sriov.is_some() {
-        Role::Pf
-    } else {
-        Role::Plain
+    let role = match (&physfn, &sriov) {
+        (Some(_), _) => Role::Vf,
+        (None, Some(_)) => Role::Pf,
+        (None, None) => Role::Plain,
     };
 
     let profile = match (vid, did) {
