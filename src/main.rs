@@ -227,8 +227,8 @@ fn provisioning_inventory(
     let t = std::time::Instant::now();
     let fs = KernelFs::system();
     let uplinks = state.vports.values().map(|v| v.uplink.clone());
-    let Some(pfs) =
-        inventory::uplink_functions(&fs, &nl, cfg, uplinks).map_err(Failure::runtime)?
+    let Some(pfs) = inventory::uplink_functions(&fs, &nl, cfg.selectors(), uplinks)
+        .map_err(Failure::runtime)?
     else {
         return live_inventory();
     };

@@ -1,6 +1,6 @@
 //! The daemon's software path: the vPorts `plan` put on the software switch (state.json says
 //! `VportPath::Software`) get a switch port each, configured from their `[[vport]]`
-//! ([`PortConfig::from_spec`]), on a TAP device the daemon creates for the VM or host to use.
+//! ([`port_config`]), on a TAP device the daemon creates for the VM or host to use.
 //!
 //! The uplink of a software vPort is its own `uplink` PF, the one the config names for it and
 //! the state records by PCI address: what the VF would have reached, the software port reaches
@@ -42,9 +42,13 @@ use crate::host::fs::KernelFs;
 use crate::host::tap::{Tap, TapError};
 use crate::host::userfiles::{self, FilesError};
 use crate::provision::config::Config;
+use crate::provision::config::{LinkState, VportSpec};
 use crate::provision::state::{Health, State, VportPath};
+use crate::switch::acl::{Acl, Action, Rule};
 use crate::switch::io::NetdevEdge;
+use crate::switch::packet::Mac;
 use crate::switch::port::DEFAULT_VLAN;
+use crate::switch::qos::TokenBucket;
 use crate::switch::vlan::{VlanMode, VlanSet};
 use crate::switch::{
     Counters, DropReason, Edge, PortConfig, PortId, Switch, SwitchConfig, SwitchError, SwitchHandle,
@@ -207,7 +211,7 @@ pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>
         by_uplink.entry(&v.uplink).or_default().push(PortPlan {
             vport: name.clone(),
             tap,
-            cfg: PortConfig::from_spec(spec),
+            cfg: port_config(spec),
         });
     }
     let plans = by_uplink
@@ -286,32 +290,7 @@ pub struct View {
     switches: Arc<RwLock<Vec<SwitchView>>>,
 }
 
-/// One port's counters, as status and the metrics show them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortSnapshot {
-    pub switch: String,
-    /// The uplink PF's PCI address.
-    pub uplink: String,
-    /// The switch port: the vPort's name, or "uplink" for the trunk.
-    pub port: String,
-    pub vport: Option<String>,
-    /// The TAP device, or the uplink's netdev.
-    pub netdev: String,
-    /// "tap", "af_packet", or "none" when the link is down.
-    pub edge: String,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub tx_flooded: u64,
-    pub learn_limited: u64,
-    /// Times the port's NIC vanished (its netdev deleted); the daemon reconnects it when
-    /// the device is back.
-    #[serde(default)]
-    pub nic_lost: u64,
-    /// Drops by reason ([`DropReason::as_str`]), every reason present.
-    pub drops: BTreeMap<String, u64>,
-}
+pub use crate::model::port_counters::PortSnapshot;
 
 /// Every port's counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,6 +326,28 @@ impl Snapshot {
     pub fn vport(&self, name: &str) -> Option<&PortSnapshot> {
         self.ports.iter().find(|p| p.vport.as_deref() == Some(name))
     }
+}
+
+/// The switch port for a vPort the plan put on the software path: its VLAN and priority,
+/// its TX rate as an ingress limit (what the VM sends is what the VF would have limited),
+/// spoof checking as an ACL allowing only its own source MAC, and its link state.
+pub fn port_config(spec: &VportSpec) -> PortConfig {
+    let mac = Mac(spec.mac.0);
+    let mut port = PortConfig::access(&spec.name, spec.vlan.unwrap_or(DEFAULT_VLAN));
+    port.default_pcp = spec.qos;
+    port.mac = (!spec.mac.is_zero()).then_some(mac);
+    port.rate = spec.max_tx_rate_mbps.map(TokenBucket::from_mbps);
+    if spec.spoofchk && port.mac.is_some() {
+        port.ingress_acl = Acl::new(vec![
+            Rule {
+                src_mac: Some(mac),
+                ..Rule::any(Action::Allow)
+            },
+            Rule::any(Action::Deny),
+        ]);
+    }
+    port.admin_down = spec.link_state == LinkState::Disable;
+    port
 }
 
 fn unix_now() -> u64 {
