@@ -5,6 +5,7 @@
 //! The kernel-facing edges live in `host/`, the only module that touches the kernel.
 
 pub mod mem;
+pub mod wait;
 
 use std::os::fd::RawFd;
 
