@@ -5,10 +5,10 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Failure, emit, provision_failure, render, timing, to_json};
-use crate::facts::inventory;
+use crate::facts::inventory::Inventory;
 use crate::facts::profile::ProfileSet;
+use crate::facts::scope::Source;
 use crate::host::fs::KernelFs;
-use crate::host::netlink;
 use crate::host::sriov::{LiveSriov, SriovOps};
 use crate::provision;
 use crate::provision::apply::{ApplyOptions, ApplyReport, StepError};
@@ -176,102 +176,12 @@ fn say_result(plan: &Plan, report: &ApplyReport) {
     }
 }
 
-/// What provisioning needs of the live host (no IRQs, CPUs or channels).
-fn live_inventory() -> Result<inventory::Inventory, Failure> {
-    let t = std::time::Instant::now();
-    let nl = netlink::snapshot_scoped(false).map_err(Failure::runtime)?;
-    timing("netlink snapshot", t);
-    let t = std::time::Instant::now();
-    let inv = inventory::discover_scoped(
-        &KernelFs::system(),
-        &nl,
-        ProfileSet::builtin(),
-        inventory::Scope::Provisioning,
-    )
-    .map_err(Failure::runtime);
-    timing("sysfs discovery", t);
-    inv
-}
-
-/// [`live_inventory`], narrowed to the PFs the config and the state name when they name
-/// them all (a no-op apply on a host with many NICs reads only its own). A killed run's
-/// journal, an uplink that does not resolve to one PCI network function, or a vPort MAC
-/// held elsewhere gets the full read, so that errors and their hints are the same.
-fn provisioning_inventory(
-    cfg: &crate::provision::config::Config,
-) -> Result<inventory::Inventory, Failure> {
-    if cfg
-        .state_dir
-        .join(crate::provision::apply::JOURNAL_FILE)
-        .exists()
-    {
-        return live_inventory();
-    }
-    let Ok(state) = crate::provision::state::State::load(&cfg.state_dir) else {
-        return live_inventory();
-    };
-    let t = std::time::Instant::now();
-    let nl = netlink::snapshot_scoped(false).map_err(Failure::runtime)?;
-    timing("netlink snapshot", t);
-    let t = std::time::Instant::now();
-    let fs = KernelFs::system();
-    let uplinks = state.vports.values().map(|v| v.uplink.clone());
-    let Some(pfs) =
-        inventory::uplink_functions(&fs, &nl, cfg, uplinks).map_err(Failure::runtime)?
-    else {
-        return live_inventory();
-    };
-    let inv =
-        inventory::discover_pfs(&fs, &nl, ProfileSet::builtin(), &pfs).map_err(Failure::runtime)?;
-    let macs = cfg.vports.iter().map(|v| v.mac.to_string()).collect();
-    if inventory::mac_outside(&inv, &nl, &macs) {
-        return live_inventory();
-    }
-    timing("sysfs discovery (uplinks only)", t);
-    Ok(inv)
-}
-
-/// The inventory for planning `cfg`: what provisioning needs, plus what the PFs report
-/// of their queues (channels, RSS table, ntuple, l2-fwd-offload) when the plan can use
-/// it. Probing costs several ethtool requests per PF, so a config whose vPorts all get
-/// VFs and that sets no PF queues (the common no-op apply) goes without.
+/// The live host's facts for planning `cfg`, read as the daemon's reconciles read them
+/// (facts::scope decides what).
 pub(super) fn planning_inventory(
-    cfg: &crate::provision::config::Config,
+    cfg: &provision::config::Config,
     opts: PlanOptions,
-) -> Result<inventory::Inventory, Failure> {
-    let mut inv = provisioning_inventory(cfg)?;
-    let asks = cfg
-        .uplinks
-        .iter()
-        .any(|u| u.channels.is_some() || u.rss.is_some())
-        || cfg
-            .vports
-            .iter()
-            .any(|v| v.queues.is_some() || v.placement.is_some());
-    // Without facts the planner trusts the hwprofile, so a plan that puts every vPort
-    // that may be offloaded on a VF is the same with them.
-    let needs = asks
-        || provision::prepare_config(cfg.clone(), &inv, ProfileSet::builtin(), opts)
-            .map(|p| {
-                p.plan.placements.iter().any(|pl| {
-                    !matches!(pl.path, crate::provision::state::VportPath::Vf { .. })
-                        && cfg.vports.iter().any(|v| {
-                            v.name == pl.vport
-                                && v.offload != crate::provision::config::Offload::Never
-                        })
-                })
-            })
-            .unwrap_or(true);
-    if needs {
-        let t = std::time::Instant::now();
-        for f in &mut inv.pci_functions {
-            if f.role != inventory::Role::Vf {
-                for n in &mut f.netdevs {
-                    n.queues = Some(crate::host::ethtool::queue_facts(&n.name));
-                }
-            }
-        }
-        timing("queue facts", t);
-    }
-    Ok(inv)
+) -> Result<Inventory, Failure> {
+    crate::daemon::plan_inputs::plan_inventory(&Source::live(), cfg, opts, &mut timing)
+        .map_err(Failure::runtime)
 }
