@@ -515,7 +515,7 @@ fn render(entries: &[Entry]) -> String {
          - udev environment: `vportd hotplug` refuses the event before connecting to the \
          daemon or reading the config (this test: a config that does not parse is never read).\n\
          - control socket: a refused request is answered and never queued \
-         (`src/control_plane.rs` decodes before acting; `tests/control_socket.rs`).\n\
+         (`src/daemon/handlers.rs` decodes before acting; `tests/control_socket.rs`).\n\
          - kernel text and uevents: pure parsers; the fuzz targets (`src/fuzzing.rs`) check \
          that no input panics and every error says where and what.\n",
     );

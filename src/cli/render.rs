@@ -168,7 +168,7 @@ fn sriov_section(f: &PciFunction, out: &mut String) {
                     .map(|d| format!("{}#{}", d.name, d.ifindex))
                     .collect::<Vec<_>>()
                     .join(","),
-                c.map(|c| c.mac.clone()).unwrap_or_else(|| "-".into()),
+                c.map(|c| c.mac.to_string()).unwrap_or_else(|| "-".into()),
                 c.map(|c| {
                     if c.vlan == 0 {
                         "-".into()
@@ -177,7 +177,7 @@ fn sriov_section(f: &PciFunction, out: &mut String) {
                             "{} qos {} {}",
                             c.vlan,
                             c.qos,
-                            c.vlan_proto.as_deref().unwrap_or("")
+                            c.vlan_proto.map(|p| p.to_string()).unwrap_or_default()
                         )
                         .trim_end()
                         .to_string()

@@ -15,134 +15,11 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
-use serde::{Deserialize, Serialize};
 
-/// Errors from queue controls. Each names the device and the request.
-#[derive(Debug, thiserror::Error)]
-pub enum EthtoolError {
-    /// A socket for the request could not be opened.
-    #[error("cannot open a socket to {what} on {dev}: {errno}")]
-    Socket {
-        dev: String,
-        what: &'static str,
-        errno: Errno,
-    },
-    /// The kernel refused the request.
-    #[error("{dev}: the kernel refused to {what}: {errno}{}", hint(*.errno, what))]
-    Refused {
-        dev: String,
-        what: String,
-        errno: Errno,
-    },
-    /// The device name cannot be a netdev name.
-    #[error("{dev:?} is not a network interface name")]
-    BadName { dev: String },
-    /// The kernel answered something this code does not understand.
-    #[error("{dev}: unexpected answer to {what}: {why}")]
-    Protocol {
-        dev: String,
-        what: String,
-        why: String,
-    },
-}
-
-impl EthtoolError {
-    /// The errno behind a refusal.
-    pub fn errno(&self) -> Option<Errno> {
-        match self {
-            EthtoolError::Refused { errno, .. } | EthtoolError::Socket { errno, .. } => {
-                Some(*errno)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// The likely cause of the errnos users meet here, as a sentence tail.
-fn hint(errno: Errno, what: &str) -> &'static str {
-    match errno {
-        Errno::EOPNOTSUPP if what.contains("context") => {
-            " (the driver has no RSS contexts; igb, ixgbe, i40e and ice have none)"
-        }
-        Errno::EOPNOTSUPP if what.contains("flow rule") => {
-            " (the driver has no ntuple filters, or they are off: ethtool -k shows ntuple-filters)"
-        }
-        Errno::EOPNOTSUPP => " (the driver does not implement this control)",
-        Errno::EINVAL if what.contains("indirection") => {
-            " (a table entry names a queue the device does not have, or the table size is not the device's)"
-        }
-        Errno::EINVAL if what.contains("channels") => {
-            " (above the maximum ethtool -l shows, or below what RSS contexts or AF_XDP sockets still use)"
-        }
-        Errno::EBUSY => {
-            " (the device is busy; drivers refuse while VFs or an XDP program need the queues)"
-        }
-        Errno::EPERM => " (needs CAP_NET_ADMIN)",
-        _ => "",
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Plain data.
-
-/// An RSS indirection table as the device reports it (`ethtool -x`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RssTable {
-    /// 0 for the device's main table.
-    pub context: u32,
-    /// Queue index per hash bucket.
-    pub indir: Vec<u32>,
-    pub key_size: u32,
-}
-
-/// Where an ntuple rule sends matching frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "kind")]
-pub enum FlowTarget {
-    /// One receive queue (Flow Director style).
-    Queue { index: u64 },
-    /// An RSS context, which spreads the matching flows over its queues.
-    Context { id: u32 },
-}
-
-/// A steering rule on a vPort's destination MAC (and VLAN id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlowRule {
-    pub dst_mac: [u8; 6],
-    pub vlan: Option<u16>,
-    /// The rule's slot in the device's table.
-    pub location: u32,
-    pub target: FlowTarget,
-}
-
-/// A feature's state as `ethtool -k` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Feature {
-    pub active: bool,
-    /// False for `[fixed]`: the driver does not let it change.
-    pub changeable: bool,
-}
-
-/// The features that decide which queue placement a NIC can give, read at runtime.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueFeatures {
-    /// `ntuple-filters` (`rx-ntuple-filter`).
-    pub ntuple: Option<Feature>,
-    /// `l2-fwd-offload`: macvlan stations in VMDq pools.
-    pub l2_fwd_offload: Option<Feature>,
-}
-
-/// What the planner needs to know of a PF's queues at runtime.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueFacts {
-    /// Combined channels now and at most (`ethtool -l`); None when the driver has no
-    /// channel control.
-    pub combined: Option<u32>,
-    pub combined_max: Option<u32>,
-    /// The main RSS indirection table (`ethtool -x`); None when the device has none.
-    pub rss_table: Option<Vec<u32>>,
-    pub features: QueueFeatures,
-}
+pub use crate::model::queues::{
+    Feature, FlowRule, FlowTarget, QueueFacts, QueueFeatures, RssTable, equal_table, weighted_table,
+};
+pub use crate::provision::ops::{CONTEXT_SEARCH_LIMIT, EthtoolError, QueueOps};
 
 /// Reads [`QueueFacts`] of a device; each part the driver does not offer is left None.
 pub fn queue_facts(dev: &str) -> QueueFacts {
@@ -159,42 +36,6 @@ pub fn queue_facts(dev: &str) -> QueueFacts {
         features: features(dev).unwrap_or_default(),
     }
 }
-
-/// PF queue controls as apply uses them, by ifindex (names are resolved at each call:
-/// a rename between plan and apply must not send a request to another device). The live
-/// implementation is [`LiveQueues`]; `crate::provision::sim_host` has one with the kernel's rules.
-pub trait QueueOps {
-    fn facts(&mut self, ifindex: u32) -> Result<QueueFacts, EthtoolError>;
-    /// Sets the combined channel count. Drivers re-create their queue interrupts.
-    fn set_channels(&mut self, ifindex: u32, combined: u32) -> Result<(), EthtoolError>;
-    /// Sets the main RSS indirection table; an empty table restores the driver's default.
-    fn set_rss_table(&mut self, ifindex: u32, indir: &[u32]) -> Result<(), EthtoolError>;
-    /// The table of RSS context `id`; None when the device has no such context.
-    fn rss_context(&mut self, ifindex: u32, id: u32) -> Result<Option<Vec<u32>>, EthtoolError>;
-    /// Creates an RSS context spreading over `indir`; returns the id the driver gave it.
-    fn create_rss_context(&mut self, ifindex: u32, indir: &[u32]) -> Result<u32, EthtoolError>;
-    fn delete_rss_context(&mut self, ifindex: u32, id: u32) -> Result<(), EthtoolError>;
-    /// The ntuple rule at `location`; None when the slot is empty.
-    fn rule(&mut self, ifindex: u32, location: u32) -> Result<Option<FlowRule>, EthtoolError>;
-    fn insert_rule(&mut self, ifindex: u32, rule: &FlowRule) -> Result<(), EthtoolError>;
-    fn delete_rule(&mut self, ifindex: u32, location: u32) -> Result<(), EthtoolError>;
-    /// Turns a feature on or off and checks that it reads back as asked.
-    fn set_feature(&mut self, ifindex: u32, name: &str, on: bool) -> Result<(), EthtoolError>;
-    /// Creates a macvlan (bridge mode) on `parent` with `mac`; returns its ifindex.
-    fn create_macvlan(
-        &mut self,
-        parent: u32,
-        name: &str,
-        mac: [u8; 6],
-    ) -> Result<u32, EthtoolError>;
-    /// The macvlan on `parent` with `mac`, by ifindex (MACs of vPorts are unique).
-    fn find_macvlan(&mut self, parent: u32, mac: [u8; 6]) -> Result<Option<u32>, EthtoolError>;
-    fn delete_link(&mut self, ifindex: u32) -> Result<(), EthtoolError>;
-}
-
-/// The highest RSS context id a search for a lost context tries (a run killed between
-/// creating a context and journaling its id): drivers hand out small ids.
-pub const CONTEXT_SEARCH_LIMIT: u32 = 64;
 
 /// The real kernel.
 #[derive(Debug, Default)]
@@ -325,35 +166,6 @@ fn find_upper_with_mac(parent: u32, mac: [u8; 6]) -> Result<Option<u32>, Ethtool
         }
     }
     Ok(None)
-}
-
-// ---------------------------------------------------------------------------------------
-// Tables: the same arithmetic as ethtool's fill_indir_table, so that `rss = "equal"` and
-// `rss_weights` give what `ethtool -X equal N` and `ethtool -X weight ...` would.
-
-/// Every bucket to queues `start..start+n` in turn (`ethtool -X DEV [start S] equal N`).
-pub fn equal_table(size: u32, start: u32, n: u32) -> Vec<u32> {
-    (0..size).map(|i| start + i % n.max(1)).collect()
-}
-
-/// Buckets in proportion to `weights`, queue `start + j` for weight j (`ethtool -X DEV
-/// weight W0 W1 ...`). Returns None when every weight is 0.
-pub fn weighted_table(size: u32, start: u32, weights: &[u32]) -> Option<Vec<u32>> {
-    let sum: u64 = weights.iter().map(|w| u64::from(*w)).sum();
-    if sum == 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(size as usize);
-    let mut partial: u64 = 0;
-    let mut j: i64 = -1;
-    for i in 0..u64::from(size) {
-        while i >= u64::from(size) * partial / sum {
-            j += 1;
-            partial += u64::from(weights[j as usize]);
-        }
-        out.push(start + j as u32);
-    }
-    Some(out)
 }
 
 // ---------------------------------------------------------------------------------------

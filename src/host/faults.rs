@@ -23,10 +23,9 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use super::ethtool::{EthtoolError, FlowRule, QueueFacts, QueueOps};
-use super::fs::{FsError, WriteFailed};
-use super::netlink::VfConfig;
-use super::sriov::{HostError, SriovOps};
+use crate::model::queues::{FlowRule, QueueFacts};
+use crate::model::vf::VfConfig;
+use crate::provision::ops::{EthtoolError, FsError, HostError, QueueOps, SriovOps, WriteFailed};
 
 /// The environment variable `vportd apply` reads its fault spec from (fault-injection
 /// builds only).

@@ -17,6 +17,10 @@ use netlink_packet_route::link::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::model::mac::Mac;
+pub use crate::model::vf::VfConfig;
+use crate::model::vf::{LinkState, VlanProto};
+
 /// Errors from netlink requests.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -56,43 +60,6 @@ pub struct LinkSnapshot {
     /// `IFLA_PARENT_DEV_NAME`, e.g. a PCI address, when the kernel reports one.
     pub parent_dev: Option<String>,
     pub parent_bus: Option<String>,
-}
-
-/// A VF's configuration as its PF reports it (`ip -d link show PF`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VfConfig {
-    pub vf: u32,
-    /// The administratively set MAC; all zeros when none was set.
-    pub mac: String,
-    pub vlan: u32,
-    pub qos: u32,
-    /// "802.1Q" or "802.1ad", when the kernel reports a VLAN list.
-    pub vlan_proto: Option<String>,
-    pub min_tx_rate: Option<u32>,
-    pub max_tx_rate: Option<u32>,
-    pub spoofchk: Option<bool>,
-    pub trust: Option<bool>,
-    /// "auto", "enable" or "disable".
-    pub link_state: Option<String>,
-}
-
-impl VfConfig {
-    /// A VF as the kernel creates it, and as a released VF is returned: no admin
-    /// MAC, no VLAN, no rate limit, spoof checking on, not trusted, link auto.
-    pub fn clean(vf: u32) -> VfConfig {
-        VfConfig {
-            vf,
-            mac: "00:00:00:00:00:00".into(),
-            vlan: 0,
-            qos: 0,
-            vlan_proto: Some("802.1Q".into()),
-            min_tx_rate: Some(0),
-            max_tx_rate: Some(0),
-            spoofchk: Some(true),
-            trust: Some(false),
-            link_state: Some("auto".into()),
-        }
-    }
 }
 
 /// ethtool channel counts (`ethtool -l`).
@@ -363,7 +330,7 @@ fn vf_from_info(infos: &[VfInfo]) -> Option<VfConfig> {
     let mut vf = None;
     let mut c = VfConfig {
         vf: 0,
-        mac: "00:00:00:00:00:00".into(),
+        mac: Mac([0; 6]),
         vlan: 0,
         qos: 0,
         vlan_proto: None,
@@ -377,7 +344,7 @@ fn vf_from_info(infos: &[VfInfo]) -> Option<VfConfig> {
         match i {
             VfInfo::Mac(m) => {
                 vf = Some(m.vf_id);
-                c.mac = format_mac(&m.mac[..6]);
+                c.mac = Mac::from_slice(&m.mac[..6]).unwrap_or(Mac([0; 6]));
             }
             VfInfo::Vlan(v) => {
                 c.vlan = v.vlan_id;
@@ -385,13 +352,10 @@ fn vf_from_info(infos: &[VfInfo]) -> Option<VfConfig> {
             }
             VfInfo::VlanList(list) => {
                 if let Some(VfVlan::Info(v)) = list.first() {
-                    c.vlan_proto = Some(
-                        match v.protocol {
-                            VlanProtocol::Ieee8021Ad => "802.1ad",
-                            _ => "802.1Q",
-                        }
-                        .into(),
-                    );
+                    c.vlan_proto = Some(match v.protocol {
+                        VlanProtocol::Ieee8021Ad => VlanProto::Dot1Ad,
+                        _ => VlanProto::Dot1Q,
+                    });
                 }
             }
             VfInfo::Rate(r) => {
@@ -402,10 +366,10 @@ fn vf_from_info(infos: &[VfInfo]) -> Option<VfConfig> {
             VfInfo::Trust(t) => c.trust = Some(t.enabled),
             VfInfo::LinkState(s) => {
                 c.link_state = Some(match s.state {
-                    VfLinkState::Auto => "auto".to_string(),
-                    VfLinkState::Enable => "enable".to_string(),
-                    VfLinkState::Disable => "disable".to_string(),
-                    other => format!("{}", u32::from(other)),
+                    VfLinkState::Auto => LinkState::Auto,
+                    VfLinkState::Enable => LinkState::Enable,
+                    VfLinkState::Disable => LinkState::Disable,
+                    other => LinkState::Other(u32::from(other)),
                 })
             }
             _ => {}

@@ -12,108 +12,12 @@ use netlink_packet_route::link::{
 };
 use nix::errno::Errno;
 
-use super::fs::{FsError, KernelFs, WriteFailed};
-use super::netlink::{self, VfConfig};
-
-/// Errors from provisioning writes. Each names the device and, where the kernel gave
-/// one, the errno, with the likely cause for the errnos users find cryptic.
-#[derive(Debug, thiserror::Error)]
-pub enum HostError {
-    /// A sysfs write failed.
-    #[error(transparent)]
-    Write(#[from] WriteFailed),
-    /// A netlink request failed.
-    #[error("{what} failed: {message}")]
-    Netlink {
-        what: String,
-        errno: Option<Errno>,
-        message: String,
-    },
-    /// Something did not happen within its time bound.
-    #[error("{what} did not happen within {} ms", waited.as_millis())]
-    Timeout { what: String, waited: Duration },
-    /// Reading sysfs failed.
-    #[error(transparent)]
-    Fs(#[from] FsError),
-}
-
-impl HostError {
-    /// The errno behind the failure, if the kernel gave one.
-    pub fn errno(&self) -> Option<Errno> {
-        match self {
-            HostError::Write(w) => Some(w.errno),
-            HostError::Netlink { errno, .. } => *errno,
-            HostError::Fs(FsError::Read { source, .. } | FsError::List { source, .. }) => {
-                source.raw_os_error().map(Errno::from_raw)
-            }
-            _ => None,
-        }
-    }
-
-    /// Errors a driver returns while a VF resets: worth a bounded retry.
-    pub fn is_transient(&self) -> bool {
-        matches!(self.errno(), Some(Errno::EBUSY | Errno::EAGAIN))
-    }
-}
-
-/// Provisioning operations on a host. The live implementation writes sysfs and
-/// rtnetlink; a simulated one (`crate::provision::sim_host`) lets apply and its rollback be tested
-/// exhaustively, with faults injected at any step.
-pub trait SriovOps {
-    /// Current `sriov_numvfs` of a PF.
-    fn num_vfs(&mut self, pf: &str) -> Result<u32, HostError>;
-    /// Writes `sriov_numvfs` and waits (bounded) until the VFs exist; returns the
-    /// count the kernel then reports (a driver may enable fewer than asked).
-    fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<u32, HostError>;
-    /// The PCI address of VF `index` of a PF, if that VF exists.
-    fn vf_bdf(&mut self, pf: &str, index: u32) -> Result<Option<String>, HostError>;
-    /// The driver a PCI function is bound to.
-    fn driver(&mut self, bdf: &str) -> Result<Option<String>, HostError>;
-    /// Binds a function to `driver` (None: unbind and clear the override).
-    fn bind(&mut self, bdf: &str, driver: Option<&str>) -> Result<(), HostError>;
-    /// The PF's rtnetlink view of one VF.
-    fn vf_config(&mut self, pf_ifindex: u32, vf: u32) -> Result<Option<VfConfig>, HostError>;
-    /// Sets a VF's attributes in one rtnetlink request; `None` fields are left alone.
-    fn set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError>;
-    /// Whether the PF's netdev has carrier. Drivers reset the PF when VFs are
-    /// enabled, and igb refuses VF rates (EINVAL) until the link is back.
-    fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError>;
-    /// The PF queue controls (channels, RSS), where this host has them.
-    fn queues(&mut self) -> Option<&mut dyn super::ethtool::QueueOps> {
-        None
-    }
-}
-
-/// Lets the CLI pick its host (live, or live under the fault-injection layer) at run time.
-impl<T: SriovOps + ?Sized> SriovOps for Box<T> {
-    fn num_vfs(&mut self, pf: &str) -> Result<u32, HostError> {
-        (**self).num_vfs(pf)
-    }
-    fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<u32, HostError> {
-        (**self).set_num_vfs(pf, n)
-    }
-    fn vf_bdf(&mut self, pf: &str, index: u32) -> Result<Option<String>, HostError> {
-        (**self).vf_bdf(pf, index)
-    }
-    fn driver(&mut self, bdf: &str) -> Result<Option<String>, HostError> {
-        (**self).driver(bdf)
-    }
-    fn bind(&mut self, bdf: &str, driver: Option<&str>) -> Result<(), HostError> {
-        (**self).bind(bdf, driver)
-    }
-    fn vf_config(&mut self, pf_ifindex: u32, vf: u32) -> Result<Option<VfConfig>, HostError> {
-        (**self).vf_config(pf_ifindex, vf)
-    }
-    fn set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
-        (**self).set_vf(pf_ifindex, cfg)
-    }
-    fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError> {
-        (**self).pf_carrier(pf)
-    }
-    fn queues(&mut self) -> Option<&mut dyn super::ethtool::QueueOps> {
-        (**self).queues()
-    }
-}
+use super::fs::KernelFs;
+use super::netlink;
+pub use crate::model::vf::parse_mac;
+use crate::model::vf::{LinkState, VfConfig, VlanProto};
+use crate::provision::ops::QueueOps;
+pub use crate::provision::ops::{HostError, SriovOps};
 
 /// The real kernel.
 pub struct LiveSriov {
@@ -198,7 +102,7 @@ impl LiveSriov {
 }
 
 impl SriovOps for LiveSriov {
-    fn queues(&mut self) -> Option<&mut dyn super::ethtool::QueueOps> {
+    fn queues(&mut self) -> Option<&mut dyn QueueOps> {
         Some(&mut self.queue_ops)
     }
 
@@ -385,16 +289,11 @@ fn netlink_error(what: String, e: rtnetlink::Error) -> HostError {
 pub fn vf_info_attributes(cfg: &VfConfig) -> Vec<VfInfo> {
     let vf = cfg.vf;
     let mut infos = Vec::new();
-    if let Some(mac) = parse_mac(&cfg.mac) {
-        infos.push(VfInfo::Mac(VfInfoMac::new(vf, &mac)));
-    }
-    match cfg.vlan_proto.as_deref() {
-        Some("802.1ad") => infos.push(VfInfo::VlanList(vec![VfVlan::Info(VfVlanInfo::new(
-            vf,
-            cfg.vlan,
-            cfg.qos,
-            VlanProtocol::Ieee8021Ad,
-        ))])),
+    infos.push(VfInfo::Mac(VfInfoMac::new(vf, &cfg.mac.0)));
+    match cfg.vlan_proto {
+        Some(VlanProto::Dot1Ad) => infos.push(VfInfo::VlanList(vec![VfVlan::Info(
+            VfVlanInfo::new(vf, cfg.vlan, cfg.qos, VlanProtocol::Ieee8021Ad),
+        )])),
         _ => infos.push(VfInfo::Vlan(VfInfoVlan::new(vf, cfg.vlan, cfg.qos))),
     }
     if cfg.min_tx_rate.is_some() || cfg.max_tx_rate.is_some() {
@@ -410,11 +309,11 @@ pub fn vf_info_attributes(cfg: &VfConfig) -> Vec<VfInfo> {
     if let Some(t) = cfg.trust {
         infos.push(VfInfo::Trust(VfInfoTrust::new(vf, t)));
     }
-    if let Some(l) = cfg.link_state.as_deref() {
+    if let Some(l) = cfg.link_state {
         let state = match l {
-            "enable" => VfLinkState::Enable,
-            "disable" => VfLinkState::Disable,
-            _ => VfLinkState::Auto,
+            LinkState::Enable => VfLinkState::Enable,
+            LinkState::Disable => VfLinkState::Disable,
+            LinkState::Auto | LinkState::Other(_) => VfLinkState::Auto,
         };
         infos.push(VfInfo::LinkState(VfInfoLinkState::new(vf, state)));
     }
@@ -439,14 +338,4 @@ async fn set_vf(
         .execute()
         .await
         .map_err(|e| netlink_error(what, e))
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in out.iter_mut() {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
 }

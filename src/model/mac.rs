@@ -97,3 +97,11 @@ impl<'de> Deserialize<'de> for Mac {
         })
     }
 }
+
+/// A MAC equals its text in any case (`02:00:00:00:01:01`), so that tests and callers
+/// holding the kernel's or a config's spelling compare without parsing first.
+impl PartialEq<&str> for Mac {
+    fn eq(&self, other: &&str) -> bool {
+        other.parse::<Mac>().is_ok_and(|m| m == *self)
+    }
+}

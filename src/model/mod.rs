@@ -3,3 +3,5 @@
 
 pub mod location;
 pub mod mac;
+pub mod queues;
+pub mod vf;

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod ops;
 pub mod pipeline;
 pub mod plan;
 pub mod reconcile;

@@ -410,7 +410,7 @@ fn describe_drift(want: &VfConfig, got: &VfConfig) -> Vec<String> {
             d.push(format!("{what} is {g}, applied {w}"));
         }
     };
-    diff("mac", want.mac.to_lowercase(), got.mac.to_lowercase());
+    diff("mac", want.mac.to_string(), got.mac.to_string());
     diff("vlan", want.vlan.to_string(), got.vlan.to_string());
     diff("qos", want.qos.to_string(), got.qos.to_string());
     if let Some(r) = want.max_tx_rate {
@@ -444,8 +444,8 @@ fn describe_drift(want: &VfConfig, got: &VfConfig) -> Vec<String> {
     if let Some(l) = &want.link_state {
         diff(
             "link_state",
-            l.clone(),
-            got.link_state.clone().unwrap_or_default(),
+            l.to_string(),
+            got.link_state.map(|g| g.to_string()).unwrap_or_default(),
         );
     }
     if d.is_empty() {

@@ -13,6 +13,7 @@ use crate::facts::inventory::{Inventory, Netdev, PciFunction, Role, Sriov, VfEnt
 use crate::host::fs::WriteFailed;
 use crate::host::netlink::VfConfig;
 use crate::host::sriov::{HostError, SriovOps};
+use crate::model::vf::VlanProto;
 
 /// One simulated PF.
 #[derive(Debug, Clone)]
@@ -671,13 +672,13 @@ impl SriovOps for SimHost {
         };
         // The kernel applies IFLA_VF_* attributes one after another and stops at the
         // first refusal, leaving the earlier ones applied: a partial write.
-        v.config.mac = cfg.mac.clone();
-        if cfg.vlan_proto.as_deref() == Some("802.1ad") && refuses.contains(&"802.1ad") {
+        v.config.mac = cfg.mac;
+        if cfg.vlan_proto == Some(VlanProto::Dot1Ad) && refuses.contains(&"802.1ad") {
             return Err(fail(Errno::EPROTONOSUPPORT));
         }
         v.config.vlan = cfg.vlan;
         v.config.qos = cfg.qos;
-        v.config.vlan_proto = cfg.vlan_proto.clone().or(Some("802.1Q".into()));
+        v.config.vlan_proto = cfg.vlan_proto.or(Some(VlanProto::Dot1Q));
         if cfg.min_tx_rate.is_some() || cfg.max_tx_rate.is_some() {
             if cfg.min_tx_rate.unwrap_or(0) > 0 && refuses.contains(&"min_rate") {
                 return Err(fail(Errno::EINVAL));
@@ -695,7 +696,7 @@ impl SriovOps for SimHost {
             if refuses.contains(&"link_state") {
                 return Err(fail(Errno::EOPNOTSUPP));
             }
-            v.config.link_state = Some(l.clone());
+            v.config.link_state = Some(*l);
         }
         Ok(())
     }
