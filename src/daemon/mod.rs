@@ -5,6 +5,7 @@
 pub mod events;
 pub mod handlers;
 pub mod metrics;
+pub mod plan_inputs;
 pub mod protocol;
 pub mod service;
 pub mod top;
