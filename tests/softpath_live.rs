@@ -5,6 +5,10 @@
 //! must reach only that VLAN's vPort untagged, and the counters (per port, drops by reason)
 //! must show it in the view, the published `switch.json` and the metrics text. This kernel
 //! has no 8021q: tags are injected and captured with AF_PACKET.
+//!
+//! A vPort's TAP belongs to its VM: persistent, served by the switch on its netdev side. The
+//! tests play the VM by opening the TAP's file side, as QEMU does ([`VmQueue`]): frames the
+//! VM sends are written there, frames for the VM are read there.
 
 mod common;
 
@@ -14,6 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vportd::host::afpacket::RawSocket;
+use vportd::host::tap::VmQueue;
 use vportd::provision::state::{Health, STATE_VERSION, State, VportPath, VportState};
 use vportd::softpath::{self, Snapshot, SoftPath, TrunkAt};
 use vportd::switch::packet::VlanTag;
@@ -64,10 +69,31 @@ fn fake_pf() {
     sh("ip link add pf0 type veth peer name wire0 && ip link set pf0 up && ip link set wire0 up");
 }
 
+/// Where a test reads frames: the wire's packet socket, or a VM's side of its TAP.
+trait Frames {
+    fn frames(&self, quiet: Duration) -> Vec<Vec<u8>>;
+}
+
+impl Frames for RawSocket {
+    fn frames(&self, quiet: Duration) -> Vec<Vec<u8>> {
+        self.drain(quiet).unwrap()
+    }
+}
+
+impl Frames for VmQueue {
+    fn frames(&self, quiet: Duration) -> Vec<Vec<u8>> {
+        self.drain(quiet).unwrap()
+    }
+}
+
+/// The VM's side of a vPort's TAP, opened as QEMU opens it.
+fn vm(tap: &str) -> VmQueue {
+    VmQueue::open(tap).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Test frames a socket receives until it has been quiet for a while.
-fn got(s: &RawSocket) -> Vec<(Mark, Option<VlanTag>)> {
-    s.drain(Duration::from_millis(150))
-        .unwrap()
+fn got(s: &impl Frames) -> Vec<(Mark, Option<VlanTag>)> {
+    s.frames(Duration::from_millis(150))
         .iter()
         .filter_map(|f| read(f))
         .collect()
@@ -75,7 +101,7 @@ fn got(s: &RawSocket) -> Vec<(Mark, Option<VlanTag>)> {
 
 /// A frame the vPort's TAP sends as test host `host` leaves the uplink tagged `vid`, alone.
 #[track_caller]
-fn leaves_tagged(tap: &RawSocket, wire: &RawSocket, host: u16, vid: u16, seq: u32) {
+fn leaves_tagged(tap: &VmQueue, wire: &RawSocket, host: u16, vid: u16, seq: u32) {
     tap.send(&Spec::new(host, 9, seq).build()).unwrap();
     let tag = Some(VlanTag { vid, pcp: 0 });
     assert_eq!(
@@ -94,7 +120,7 @@ fn leaves_tagged(tap: &RawSocket, wire: &RawSocket, host: u16, vid: u16, seq: u3
 /// A frame tagged `vid` on the uplink for test host `host` reaches the vPort's TAP untagged,
 /// alone.
 #[track_caller]
-fn arrives_untagged(wire: &RawSocket, tap: &RawSocket, host: u16, vid: u16, seq: u32) {
+fn arrives_untagged(wire: &RawSocket, tap: &VmQueue, host: u16, vid: u16, seq: u32) {
     wire.send(&Spec::new(9, host, seq).tagged(vid, 0).build())
         .unwrap();
     assert_eq!(
@@ -133,9 +159,9 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     for tap in ["vp-vm1", long_tap.as_str(), "vp-plain"] {
         sh(&format!("ip link show dev {tap} | grep -q UP"));
     }
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
-    let long = RawSocket::open(&long_tap).unwrap();
-    let plain = RawSocket::open("vp-plain").unwrap();
+    let vm1 = vm("vp-vm1");
+    let long = vm(&long_tap);
+    let plain = vm("vp-plain");
     let wire = RawSocket::open("wire0").unwrap();
 
     // VM -> uplink: tagged with the vPort's VLAN (and its qos as priority); untagged for the
@@ -231,10 +257,22 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
         "vportd_switch_packets_total{switch=\"sw-0000:01:00.0\",port=\"uplink\",direction=\"tx\"}"
     ));
 
-    // Stopping the software path removes the TAPs and the stale figures.
+    // Stopping the software path removes the stale figures; the TAPs are the VMs' and stay
+    // (a daemon restart keeps the VMs' links), and a new start serves the same devices.
+    let vm1_index = nix::net::if_::if_nametoindex("vp-vm1").unwrap();
     drop(sp);
     assert!(Snapshot::load(dir.path()).unwrap().is_none());
+    assert_eq!(nix::net::if_::if_nametoindex("vp-vm1").unwrap(), vm1_index);
+    let (mut sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(nix::net::if_::if_nametoindex("vp-vm1").unwrap(), vm1_index);
+    leaves_tagged(&long, &wire, 2, 200, 1);
+    arrives_untagged(&wire, &long, 2, 200, 0);
+    // The vPorts leave the plan: their TAPs go.
+    assert!(sp.reconcile(&[], &resolve).is_empty());
     assert!(nix::net::if_::if_nametoindex("vp-vm1").is_err());
+    assert!(nix::net::if_::if_nametoindex("vp-plain").is_err());
+    drop(sp);
 }
 
 fn cfg_of(
@@ -321,7 +359,7 @@ fn software_path_follows_the_state_and_survives_its_uplink_vanishing() {
     let (mut sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
     assert!(errors.is_empty(), "{errors:?}");
     let vm1_index = nix::net::if_::if_nametoindex("vp-vm1").unwrap();
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let vm1 = vm("vp-vm1");
     let wire = RawSocket::open("wire0").unwrap();
     vm1.send(&Spec::new(1, 9, 0).build()).unwrap();
     let first = got(&wire);
@@ -343,7 +381,7 @@ fn software_path_follows_the_state_and_survives_its_uplink_vanishing() {
         vm1_index,
         "a changed vPort keeps its TAP"
     );
-    let vm2 = RawSocket::open("vp-vm2").unwrap();
+    let vm2 = vm("vp-vm2");
     vm1.send(&Spec::new(1, 9, 1).build()).unwrap();
     vm2.send(&Spec::new(2, 9, 0).build()).unwrap();
     let mut on_wire = got(&wire);
@@ -455,7 +493,7 @@ fn the_trunk_opens_through_af_xdp_when_the_uplink_asks() {
     let snap = sp.view().snapshot();
     let up = snap.ports.iter().find(|p| p.port == "uplink").unwrap();
     assert_eq!((up.netdev.as_str(), up.edge.as_str()), ("pf0", "af_xdp"));
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let vm1 = vm("vp-vm1");
     let wire = RawSocket::open("wire0").unwrap();
     leaves_tagged(&vm1, &wire, 1, 100, 0);
     arrives_untagged(&wire, &vm1, 1, 100, 0);
@@ -517,7 +555,7 @@ fn a_deleted_tap_is_made_again_by_the_next_reconcile() {
     assert_eq!(nix::net::if_::if_nametoindex("vp-vm2").unwrap(), vm2_index);
     assert_eq!(sp.view().snapshot().vport("vm1").unwrap().edge, "tap");
     // Link up again: both ways.
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let vm1 = vm("vp-vm1");
     leaves_tagged(&vm1, &wire, 1, 100, 0);
     arrives_untagged(&wire, &vm1, 1, 100, 1);
     // Nothing lost since: a reconcile leaves it alone.
@@ -544,9 +582,11 @@ fn a_deleted_tap_is_made_again_by_the_next_reconcile() {
     sh("ip link del vp-vm1");
     assert!(sp.reconcile(&plans, &resolve).is_empty());
     assert_eq!(sp.view().snapshot().vport("vm1").unwrap().edge, "tap");
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let vm1 = vm("vp-vm1");
     vm1.send(&Spec::new(1, 9, 2).build()).unwrap();
     assert_eq!(got(&wire).len(), 1);
+    // vm1 leaves the plan: its TAP goes (stopping alone would leave it to its VM).
+    assert!(sp.reconcile(&[], &resolve).is_empty());
     drop(sp);
     assert!(nix::net::if_::if_nametoindex("vp-vm1").is_err());
 }
@@ -617,7 +657,7 @@ fn a_vf_trunk_comes_up_and_holds_the_vports_macs_as_unicast_addresses() {
 
     // Frames cross the VF trunk both ways.
     let wire = RawSocket::open("wire0").unwrap();
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let vm1 = vm("vp-vm1");
     vm1.send(&Spec::new(1, 9, 0).build()).unwrap();
     assert_eq!(got(&wire).len(), 1);
     wire.send(&Spec::new(9, 1, 0).build()).unwrap();

@@ -148,6 +148,11 @@ pub struct VportSpec {
     /// The CPUs the rebalancer keeps this vPort's queue interrupts on (`cpus = "2-5"`);
     /// None: the local CPUs of the function its queues live on.
     pub cpus: Option<Vec<u32>>,
+    /// On the software path, who besides root may open the vPort's TAP (`tap_owner`,
+    /// `tap_group`: a user or group name, or a number), so that an unprivileged QEMU can;
+    /// resolved when the daemon makes the TAP.
+    pub tap_owner: Option<String>,
+    pub tap_group: Option<String>,
     /// Where the `[[vport]]` table starts.
     pub at: Location,
 }
@@ -342,6 +347,14 @@ const VPORT_KEYS: &[(&str, &str)] = &[
         "cpus",
         "a CPU list for the vPort's queue interrupts, e.g. \"2-5,8\"",
     ),
+    (
+        "tap_owner",
+        "the user a VM runs as, allowed to open the vPort's TAP, e.g. \"libvirt-qemu\"",
+    ),
+    (
+        "tap_group",
+        "the group allowed to open the vPort's TAP, e.g. \"kvm\"",
+    ),
 ];
 
 /// Attributes a vPort may list in `optional`: if the NIC cannot set one, it is dropped
@@ -392,6 +405,8 @@ struct RawVport {
     queues: Option<Spanned<i64>>,
     placement: Option<Spanned<String>>,
     cpus: Option<Spanned<String>>,
+    tap_owner: Option<Spanned<String>>,
+    tap_group: Option<Spanned<String>>,
 }
 
 /// Collects problems against one file's text.
@@ -1213,6 +1228,22 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                     }
                 });
 
+        let mut tap_id = |key: &str, v: &Option<Spanned<String>>| {
+            let v = v.as_ref()?;
+            let text = v.get_ref();
+            if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == ':') {
+                ck.report(
+                    &v.span(),
+                    format!("{what}: {key} {text:?} is not a user or group name"),
+                    format!("write a name or a number, e.g. {key} = \"libvirt-qemu\""),
+                );
+                return None;
+            }
+            Some(text.clone())
+        };
+        let tap_owner = tap_id("tap_owner", &raw.tap_owner);
+        let tap_group = tap_id("tap_group", &raw.tap_group);
+
         // Each of these is None only after a problem was reported.
         let (Some(name), Some(uplink), Some(mac)) = (name, uplink, mac) else {
             continue;
@@ -1234,6 +1265,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
             queues,
             placement,
             cpus,
+            tap_owner,
+            tap_group,
             at,
         });
     }
@@ -2127,7 +2160,7 @@ mod tests {
         let e = parse(Path::new("host.toml"), vport_with!("vlna = 1\n")).unwrap_err();
         assert!(
             e.to_string().ends_with(
-                "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload, optional, queues, placement, cpus"
+                "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload, optional, queues, placement, cpus, tap_owner, tap_group"
             ),
             "{e}"
         );

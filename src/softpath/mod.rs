@@ -2,5 +2,6 @@
 //! the running switches and ports that carry them.
 
 pub mod running;
+pub mod taps;
 
 pub use running::*;

@@ -18,10 +18,18 @@
 //! and says so only in the kernel log when asked for more. The tagged VLANs the trunk carries
 //! are joined on the VF too ([`crate::host::vlan`]): a VF hears no tagged frame otherwise.
 //!
-//! A vPort's TAP deleted from outside is noticed by the switch worker (its descriptor fails;
-//! the port goes link down, `nic_lost`), and the next reconcile creates it again and connects
-//! it: the TAP is known by what the worker reports and by ifindex, not by looking its name up,
-//! so a device someone else made under that name is refused, not taken over.
+//! A vPort's TAP belongs to its VM (see [`super::taps`]): persistent, opened by the VM by
+//! name, and served on its netdev side by an AF_PACKET edge; it outlives the daemon, and a
+//! start adopts the TAPs it made before. A TAP deleted from outside is noticed by the switch
+//! worker (its packet socket reports the device gone; the port goes link down, `nic_lost`),
+//! and the next reconcile creates it again and connects it: the TAP is known by the record
+//! of what vportd made and by ifindex, not by its name, so a device someone else made under
+//! that name is refused, not taken over.
+//!
+//! The switches run the kernel flow cache (switch::flowcache, host::tcflow): a known unicast
+//! flow between the trunk and a vPort, or between two vPorts, without per-frame policy is
+//! repeated by a tc program on the source netdev, redirecting to the destination's egress
+//! (into a TAP, that is the VM's queue).
 //!
 //! Counters are read through a [`View`] (cheap to clone, shared with the metrics endpoint)
 //! and written every second to `switch.json` in the state directory, which `vportd status`
@@ -37,9 +45,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::afpacket::UnicastFilter;
+use super::taps::TapBook;
+
+use crate::host::afpacket::{AfPacket, RingSize, UnicastFilter};
 use crate::host::fs::KernelFs;
-use crate::host::tap::{Tap, TapError};
+use crate::host::tap::TapError;
 use crate::host::userfiles::{self, FilesError};
 use crate::provision::config::Config;
 use crate::provision::state::{Health, State, VportPath};
@@ -99,6 +109,56 @@ pub enum SoftpathError {
         #[source]
         source: crate::host::afxdp::OpenEdgeError,
     },
+    /// A device someone else made holds a vPort's TAP name.
+    #[error(
+        "vPort {vport} stays link down: {tap} (ifindex {ifindex}) exists and is not a TAP vportd made for it; remove or rename that device"
+    )]
+    TapForeign {
+        vport: String,
+        tap: String,
+        ifindex: u32,
+    },
+    /// An adopted TAP's owner or group could not be changed to the configured ones.
+    #[error(
+        "vPort {vport}'s TAP keeps its old owner and group (a VM holding it blocks the change until it lets go): {source}"
+    )]
+    TapOwners {
+        vport: String,
+        #[source]
+        source: TapError,
+    },
+    /// `tap_owner` or `tap_group` names no user or group of this host.
+    #[error("vPort {vport} stays link down: {key} {name:?} is no user or group on this host")]
+    TapUser {
+        vport: String,
+        key: &'static str,
+        name: String,
+    },
+    /// The switch's packet socket on a vPort's TAP could not be opened.
+    #[error("vPort {vport} stays link down: the switch cannot open {tap}: {source}")]
+    TapEdge {
+        vport: String,
+        tap: String,
+        #[source]
+        source: crate::host::afpacket::AfPacketError,
+    },
+    /// A removed vPort's TAP could not be deleted.
+    #[error("vPort {vport} is gone but its TAP {tap} stays: {why}")]
+    TapDelete {
+        vport: String,
+        tap: String,
+        why: String,
+    },
+    /// The record of the TAPs vportd made is not valid.
+    #[error("{}: the record of vportd's TAPs is unreadable ({why}); existing TAPs are refused as strangers until it is fixed or removed", path.display())]
+    TapsCorrupt { path: PathBuf, why: String },
+    /// The kernel flow cache could not be loaded; the switch runs without it.
+    #[error("software switch {switch} runs without the kernel flow cache: {source}")]
+    FastPath {
+        switch: String,
+        #[source]
+        source: crate::host::tcflow::TcFlowError,
+    },
     /// A vPort's TAP could not be created; the port exists, link down.
     #[error("vPort {vport} is on the software path with its link down: {source}")]
     Tap {
@@ -152,6 +212,9 @@ pub struct PortPlan {
     pub vport: String,
     pub tap: String,
     pub cfg: PortConfig,
+    /// `tap_owner` / `tap_group` as the config writes them.
+    pub tap_owner: Option<String>,
+    pub tap_group: Option<String>,
 }
 
 /// One software switch: the uplink PF it trunks to and its vPorts.
@@ -208,6 +271,8 @@ pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>
             vport: name.clone(),
             tap,
             cfg: PortConfig::from_spec(spec),
+            tap_owner: spec.tap_owner.clone(),
+            tap_group: spec.tap_group.clone(),
         });
     }
     let plans = by_uplink
@@ -403,11 +468,13 @@ impl View {
     }
 }
 
-/// The running software path: its switches (each a worker thread owning its TAPs and trunk)
-/// and the thread publishing their counters. Dropping it stops them, removes the TAPs and
-/// the counters file.
+/// The running software path: its switches (each a worker thread owning its trunk and the
+/// packet sockets on its vPorts' TAPs) and the thread publishing their counters. Dropping it
+/// stops them and removes the counters file; the TAPs stay, with their VMs (a vPort that
+/// leaves the plan loses its TAP in [`SoftPath::reconcile`]).
 pub struct SoftPath {
     running: Vec<Running>,
+    taps: TapBook,
     view: View,
     stop: Arc<AtomicBool>,
     publisher: Option<JoinHandle<()>>,
@@ -424,14 +491,16 @@ impl SoftPath {
         resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
         state_dir: Option<&Path>,
     ) -> (SoftPath, Vec<SoftpathError>) {
+        let mut errors = Vec::new();
         let mut sp = SoftPath {
             running: Vec::new(),
+            taps: TapBook::load(state_dir, &mut errors),
             view: View::default(),
             stop: Arc::new(AtomicBool::new(false)),
             publisher: None,
             snapshot_path: state_dir.map(|d| d.join(SNAPSHOT_FILE)),
         };
-        let errors = sp.reconcile(plans, resolve);
+        errors.extend(sp.reconcile(plans, resolve));
         (sp, errors)
     }
 
@@ -462,14 +531,20 @@ impl SoftPath {
         });
         for plan in plans {
             match running.iter_mut().find(|r| r.plan.uplink == plan.uplink) {
-                Some(r) => r.update(plan, resolve, &mut errors),
-                None => match start_switch(plan, resolve, &mut errors) {
+                Some(r) => r.update(plan, resolve, &mut self.taps, &mut errors),
+                None => match start_switch(plan, resolve, &mut self.taps, &mut errors) {
                     Ok(r) => running.push(r),
                     Err(e) => errors.push(e),
                 },
             }
         }
         self.running = running;
+        // The TAPs of vPorts no plan has any more (their ports are gone by now).
+        let keep: BTreeSet<&str> = plans
+            .iter()
+            .flat_map(|p| p.ports.iter().map(|x| x.vport.as_str()))
+            .collect();
+        self.taps.retire_except(&keep, &mut errors);
         self.view
             .set(self.running.iter().map(|r| r.view.clone()).collect());
         if self.publisher.is_none()
@@ -575,6 +650,7 @@ impl Running {
         &mut self,
         plan: &SwitchPlan,
         resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
+        book: &mut TapBook,
         errors: &mut Vec<SoftpathError>,
     ) {
         let Some(handle) = self.handle.take() else {
@@ -662,7 +738,7 @@ impl Running {
             if port.tap.is_some() {
                 continue;
             }
-            if let Some((edge, ifindex)) = reopen_tap(p, errors) {
+            if let Some((edge, ifindex)) = book.connect(p, errors) {
                 match handle.connect(port.id, edge) {
                     Ok(()) => port.tap = Some(ifindex),
                     Err(e) => errors.push(e.into()),
@@ -685,7 +761,7 @@ impl Running {
             }
             let (edge, tap, kind) = match taps.remove(&p.vport) {
                 Some((edge, tap)) => (Some(edge), tap, "tap"),
-                None => open_tap(p, errors),
+                None => open_tap(p, book, errors),
             };
             match handle.add_port(p.cfg.clone(), edge) {
                 Ok(id) => {
@@ -877,13 +953,21 @@ fn open_trunk(
         }
     };
     let bdf = plan.uplink.clone();
-    let edge = crate::host::afxdp::open_netdev_edge(ifindex, plan.edge, true, &mut |why| {
-        eprintln!("vportd: the software path of uplink {bdf}: {why}");
-    })
-    .map_err(|source| SoftpathError::Uplink {
+    let uplink_err = |source| SoftpathError::Uplink {
         bdf: plan.uplink.clone(),
         source,
-    })?;
+    };
+    // AF_PACKET counted: a kernel port the flow cache can serve.
+    let edge: Box<dyn Edge> = match plan.edge {
+        NetdevEdge::AfPacket => Box::new(
+            AfPacket::open_index_counted(ifindex, true, RingSize::GSO)
+                .map_err(|e| uplink_err(e.into()))?,
+        ),
+        other => crate::host::afxdp::open_netdev_edge(ifindex, other, true, &mut |why| {
+            eprintln!("vportd: the software path of uplink {bdf}: {why}");
+        })
+        .map_err(uplink_err)?,
+    };
     let kind = edge.kind();
     Ok(OpenTrunk {
         edge,
@@ -893,50 +977,34 @@ fn open_trunk(
     })
 }
 
-/// A new TAP for a vPort, with its ifindex; None (and the error) when it cannot be made.
+/// The vPort's TAP (adopted or made, see [`TapBook::connect`]) with the switch's edge on
+/// it and its ifindex; None (and the error) when it cannot be had.
 fn open_tap(
     p: &PortPlan,
+    book: &mut TapBook,
     errors: &mut Vec<SoftpathError>,
 ) -> (Option<Box<dyn Edge>>, Option<u32>, &'static str) {
-    match Tap::create(&p.tap, true) {
-        Ok(t) => {
-            let ifindex = t.ifindex();
-            (Some(Box::new(t)), Some(ifindex), "tap")
-        }
-        Err(source) => {
-            errors.push(SoftpathError::Tap {
-                vport: p.vport.clone(),
-                source,
-            });
-            (None, None, "none")
-        }
-    }
-}
-
-/// A TAP again for a vPort whose TAP was lost: refused when another device holds the name
-/// now (creating would attach to it, were it a persistent TAP, or fail).
-fn reopen_tap(p: &PortPlan, errors: &mut Vec<SoftpathError>) -> Option<(Box<dyn Edge>, u32)> {
-    if let Ok(ifindex) = nix::net::if_::if_nametoindex(p.tap.as_str()) {
-        errors.push(SoftpathError::TapTaken {
-            vport: p.vport.clone(),
-            tap: p.tap.clone(),
-            ifindex,
-        });
-        return None;
-    }
-    match open_tap(p, errors) {
-        (Some(edge), Some(ifindex), _) => Some((edge, ifindex)),
-        _ => None,
+    match book.connect(p, errors) {
+        Some((edge, ifindex)) => (Some(edge), Some(ifindex), "tap"),
+        None => (None, None, "none"),
     }
 }
 
 fn start_switch(
     plan: &SwitchPlan,
     resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
+    book: &mut TapBook,
     errors: &mut Vec<SoftpathError>,
 ) -> Result<Running, SoftpathError> {
     let trunk = open_trunk(plan, resolve)?;
     let mut sw = Switch::new(SwitchConfig::new(&plan.name));
+    match crate::host::tcflow::KernelFlows::new() {
+        Ok(kernel) => sw.enable_fastpath(Box::new(kernel)),
+        Err(source) => errors.push(SoftpathError::FastPath {
+            switch: plan.name.clone(),
+            source,
+        }),
+    }
     let mut metas = Vec::new();
     let trunk_id = sw.add_port(plan.trunk.clone(), Some(trunk.edge))?;
     metas.push(PortMeta {
@@ -947,7 +1015,7 @@ fn start_switch(
     });
     let mut ports = BTreeMap::new();
     for p in &plan.ports {
-        let (edge, tap, kind) = open_tap(p, errors);
+        let (edge, tap, kind) = open_tap(p, book, errors);
         let id = sw.add_port(p.cfg.clone(), edge)?;
         ports.insert(
             p.vport.clone(),
@@ -1011,7 +1079,8 @@ impl Drop for SoftPath {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.publisher.take() {
             let _ = t.join();
-            // The TAPs go with the switches; figures left behind would describe nothing.
+            // The switches go (their TAPs stay, with the VMs); figures left behind would
+            // describe nothing.
             if let Some(p) = &self.snapshot_path {
                 let _ = userfiles::remove(p);
             }
