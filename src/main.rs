@@ -124,6 +124,9 @@ enum Command {
     /// Talk to the running daemon over its control socket: status, plan, apply,
     /// reconcile PCI, rebalance on|off. Prints its answer as JSON.
     Ctl(vportd::cli::ctl::CtlArgs),
+    /// Print the libvirt <interface> element that puts a VM on a vPort (its TAP on the
+    /// software path, or its VF bound to vfio-pci).
+    LibvirtXml(vportd::cli::libvirt::LibvirtXmlArgs),
     /// Print the rebalance scenario table (S1-S8, static vs ours) from the simulator.
     #[command(hide = true)]
     Simulate {
@@ -610,6 +613,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Hotplug(args) => vportd::cli::ctl::hotplug_main(args)
             .map_err(|(code, message)| Failure { code, message }),
+        Command::LibvirtXml(args) => {
+            let text = vportd::cli::libvirt::libvirt_xml_main(args)
+                .map_err(|(code, message)| Failure { code, message })?;
+            emit(&text);
+            Ok(())
+        }
         Command::Ctl(args) => {
             let text = vportd::cli::ctl::ctl_main(args)
                 .map_err(|(code, message)| Failure { code, message })?;

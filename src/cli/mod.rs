@@ -2,4 +2,5 @@
 //! codes.
 
 pub mod ctl;
+pub mod libvirt;
 pub mod render;
