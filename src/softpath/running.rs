@@ -586,6 +586,21 @@ impl SoftPath {
         self.running.len()
     }
 
+    /// Each running switch's kernel flow cache counts, by switch name (None: the cache is
+    /// off on it, or its worker did not answer).
+    pub fn fastpath_stats(&self) -> Vec<(String, Option<crate::switch::flowcache::FastStats>)> {
+        self.running
+            .iter()
+            .map(|r| {
+                let stats = r
+                    .handle
+                    .as_ref()
+                    .and_then(|h| h.fastpath_stats().ok().flatten());
+                (r.plan.name.clone(), stats)
+            })
+            .collect()
+    }
+
     /// Re-plans from the config and the state file and reconciles (see [`Self::reconcile`]).
     pub fn refresh_live(&mut self, cfg: &Config, fs: &KernelFs) -> Vec<SoftpathError> {
         let state = match State::load(&cfg.state_dir) {
