@@ -127,6 +127,9 @@ enum Command {
     /// Print the libvirt <interface> element that puts a VM on a vPort (its TAP on the
     /// software path, or its VF bound to vfio-pci).
     LibvirtXml(vportd::cli::libvirt::LibvirtXmlArgs),
+    /// Put a network namespace on a software vPort as a VM would be (tests, trials).
+    #[command(hide = true)]
+    TapNetns(vportd::cli::tap_netns::TapNetnsArgs),
     /// Print the rebalance scenario table (S1-S8, static vs ours) from the simulator.
     #[command(hide = true)]
     Simulate {
@@ -612,6 +615,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             vportd::daemon::top::main(args).map_err(|(code, message)| Failure { code, message })
         }
         Command::Hotplug(args) => vportd::cli::ctl::hotplug_main(args)
+            .map_err(|(code, message)| Failure { code, message }),
+        Command::TapNetns(args) => vportd::cli::tap_netns::tap_netns_main(args)
             .map_err(|(code, message)| Failure { code, message }),
         Command::LibvirtXml(args) => {
             let text = vportd::cli::libvirt::libvirt_xml_main(args)

@@ -4,3 +4,4 @@
 pub mod ctl;
 pub mod libvirt;
 pub mod render;
+pub mod tap_netns;

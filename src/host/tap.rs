@@ -602,3 +602,61 @@ impl VmQueue {
         self.fd.as_raw_fd()
     }
 }
+
+/// Plays the VM on TAP `name` (a software vPort's) for a host in network namespace `netns`
+/// (a file such as /var/run/netns/X): holds the TAP's file side, as QEMU would, and makes a
+/// TAP `inner` in that namespace whose frames it carries both ways. The namespace then has a
+/// NIC on the vPort, as a VM would. Runs until the vPort's TAP goes (or an error); `inner`
+/// goes with the process.
+pub fn stand_in(name: &str, netns: &std::path::Path, inner: &str) -> Result<(), TapError> {
+    let setup = |step: &'static str, source: std::io::Error| TapError::Setup {
+        name: name.to_string(),
+        step,
+        source,
+    };
+    // Attaching to a missing TAP would make one: never stand in for a vPort that has none.
+    let ifindex = nix::net::if_::if_nametoindex(name)
+        .map_err(|e| setup("find the vPort's TAP (is the daemon running?)", e.into()))?;
+    if facts(ifindex).is_none() {
+        return Err(setup(
+            "stand in for a VM",
+            std::io::Error::other("the device is no TAP"),
+        ));
+    }
+    let outer = VmQueue::open(name)?;
+    let ns = std::fs::File::open(netns).map_err(|e| setup("open the network namespace", e))?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| setup("enter the network namespace", e.into()))?;
+    let inner = VmQueue::open(inner)?;
+    let mut fds = [
+        libc::pollfd {
+            fd: outer.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: inner.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: fds is a live array of two pollfd, as its length says.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(setup("wait for frames", e));
+        }
+        for (from, to) in [(&outer, &inner), (&inner, &outer)] {
+            // A frame the other side cannot take now (its link down) is lost, as on a wire.
+            while let Some(frame) = from
+                .try_recv()
+                .map_err(|e| setup("read a frame (the TAP is gone?)", e))?
+            {
+                let _ = to.send(&frame);
+            }
+        }
+    }
+}
