@@ -738,7 +738,8 @@ impl Daemon {
         let mut cfg = self.cfg;
         let mut watch = cfg.config_path.clone().map(ConfigWatch::new);
         let stats = Arc::new(Mutex::new(Stats::default()));
-        // The software path lives as long as the daemon: its TAPs and switches go with it.
+        // The software path lives as long as the daemon: its switches go with it, its TAPs
+        // stay with their VMs (softpath::taps).
         let mut soft = match (&cfg.software, cfg.once) {
             (Some(c), false) => {
                 let (sp, problems) =
