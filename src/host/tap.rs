@@ -1,7 +1,12 @@
-//! TAP devices the switch creates for a VM (or the host) to attach to: the NIC edge for ports
-//! whose other end is a file descriptor rather than an existing netdev. One read or write per
-//! frame; with the virtio-net header (IFF_VNET_HDR) and TSO offloads enabled, the kernel hands
-//! over GSO super-packets instead of MTU-sized frames, which is what makes bulk TCP fast.
+//! TAP devices, two ways round.
+//!
+//! - [`Tap`]: a TAP whose file side the switch itself holds, the NIC edge for a port whose
+//!   other end is the TAP's netdev (tests and examples). One read or write per frame; with the
+//!   virtio-net header (IFF_VNET_HDR) and TSO offloads enabled, the kernel hands over GSO
+//!   super-packets instead of MTU-sized frames, which is what makes bulk TCP fast.
+//! - A VM's TAP ([`create_persistent`] and below): persistent, its file side left to the VM
+//!   (QEMU, libvirt), the switch on its netdev side through host::afpacket; [`VmQueue`] is that
+//!   file side, as a VM (or a test standing in for one) holds it.
 
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

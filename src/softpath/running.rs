@@ -300,6 +300,22 @@ pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>
     (plans, errors)
 }
 
+/// The software vPorts whose TAPs stay although no switch serves them now: those the config
+/// still has whose uplink is lost (pure). Their VMs keep their link's device, and the switch
+/// serves it again when the uplink is back.
+pub fn held_taps(cfg: &Config, state: &State) -> BTreeSet<String> {
+    state
+        .vports
+        .iter()
+        .filter(|(name, v)| {
+            v.path == VportPath::Software
+                && v.health == Health::Lost
+                && cfg.vports.iter().any(|s| &s.name == *name)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// Where a switch's trunk is: the uplink PF itself (`vf` None) or one of its VFs. What
 /// [`SoftPath::start`] asks its resolver for an ifindex.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -475,6 +491,8 @@ impl View {
 pub struct SoftPath {
     running: Vec<Running>,
     taps: TapBook,
+    /// vPorts whose TAPs stay though no plan has them ([`held_taps`]).
+    held: BTreeSet<String>,
     view: View,
     stop: Arc<AtomicBool>,
     publisher: Option<JoinHandle<()>>,
@@ -491,10 +509,21 @@ impl SoftPath {
         resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
         state_dir: Option<&Path>,
     ) -> (SoftPath, Vec<SoftpathError>) {
+        Self::start_holding(plans, BTreeSet::new(), resolve, state_dir)
+    }
+
+    /// [`SoftPath::start`], keeping the TAPs of the vPorts in `held` too ([`held_taps`]).
+    pub fn start_holding(
+        plans: &[SwitchPlan],
+        held: BTreeSet<String>,
+        resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
+        state_dir: Option<&Path>,
+    ) -> (SoftPath, Vec<SoftpathError>) {
         let mut errors = Vec::new();
         let mut sp = SoftPath {
             running: Vec::new(),
             taps: TapBook::load(state_dir, &mut errors),
+            held,
             view: View::default(),
             stop: Arc::new(AtomicBool::new(false)),
             publisher: None,
@@ -543,6 +572,7 @@ impl SoftPath {
         let keep: BTreeSet<&str> = plans
             .iter()
             .flat_map(|p| p.ports.iter().map(|x| x.vport.as_str()))
+            .chain(self.held.iter().map(String::as_str))
             .collect();
         self.taps.retire_except(&keep, &mut errors);
         self.view
@@ -568,8 +598,9 @@ impl SoftPath {
     ) -> Result<(SoftPath, Vec<SoftpathError>), crate::provision::state::StateError> {
         let state = State::load(&cfg.state_dir)?;
         let (plans, mut errors) = plan(cfg, &state);
-        let (sp, more) = SoftPath::start(
+        let (sp, more) = SoftPath::start_holding(
             &plans,
+            held_taps(cfg, &state),
             &|at: &TrunkAt| resolve_live(fs, at),
             Some(&cfg.state_dir),
         );
@@ -608,6 +639,12 @@ impl SoftPath {
             Err(e) => return vec![SoftpathError::State(e.to_string())],
         };
         let (plans, mut errors) = plan(cfg, &state);
+        if !self.taps.is_stored() {
+            // Started without a readable state: the record of our TAPs is read now, before
+            // a TAP of ours is taken for a stranger's.
+            self.taps = TapBook::load(Some(&cfg.state_dir), &mut errors);
+        }
+        self.held = held_taps(cfg, &state);
         errors.extend(self.reconcile(&plans, &|at: &TrunkAt| resolve_live(fs, at)));
         errors
     }
@@ -1201,6 +1238,26 @@ mac = "02:00:00:00:00:04"
         let q = &plans[1];
         assert_eq!(q.ports.len(), 1);
         assert_eq!(q.ports[0].vport, "d");
+    }
+
+    #[test]
+    fn a_lost_software_vport_keeps_its_tap() {
+        let cfg = crate::provision::config::parse(Path::new("host.toml"), CONFIG).unwrap();
+        let mut st = state(&[
+            ("a", "0000:01:00.0", VportPath::Software),
+            ("b", "0000:01:00.0", VportPath::Software),
+            ("c", "0000:02:00.0", VportPath::Vf { index: 0 }),
+            ("gone", "0000:02:00.0", VportPath::Software),
+        ]);
+        for v in st.vports.values_mut() {
+            v.health = Health::Lost;
+        }
+        st.vports.get_mut("b").unwrap().health = Health::Provisioned;
+        let held: Vec<String> = held_taps(&cfg, &st).into_iter().collect();
+        assert_eq!(held, ["a"]);
+        // Not in any plan: no switch serves it meanwhile.
+        let (plans, _) = plan(&cfg, &st);
+        assert!(plans.iter().all(|p| p.ports.iter().all(|x| x.vport != "a")));
     }
 
     #[test]

@@ -27,6 +27,14 @@ use crate::host::tap::{self, TapAccess, TapFacts};
 use crate::host::userfiles::{self, FilesError};
 use crate::switch::Edge;
 
+/// The rings on a vPort's TAP: 2,048 slots of 2 KiB, 4 MiB a ring (the trunk's are 16 MiB:
+/// one per switch, but a TAP per vPort); GSO super-packets bigger than a slot go through the
+/// socket queue (host::afpacket).
+const TAP_RING: RingSize = RingSize {
+    frames: 2048,
+    frame_size: 2048,
+};
+
 /// The record of the TAPs vportd made, inside the state directory.
 pub const TAPS_FILE: &str = "taps.json";
 
@@ -116,6 +124,11 @@ impl TapBook {
         }
     }
 
+    /// Whether the record lives in a state directory (not in memory only).
+    pub fn is_stored(&self) -> bool {
+        self.path.is_some()
+    }
+
     /// The TAP recorded for a vPort.
     pub fn get(&self, vport: &str) -> Option<&TapRecord> {
         self.taps.get(vport)
@@ -189,7 +202,7 @@ impl TapBook {
                 return None;
             }
         };
-        match AfPacket::open_index_counted(ifindex, true, RingSize::GSO) {
+        match AfPacket::open_index_counted(ifindex, true, TAP_RING) {
             Ok(edge) => Some((Box::new(edge), ifindex)),
             Err(e) => {
                 errors.push(SoftpathError::TapEdge {
