@@ -306,7 +306,9 @@ fn a_vm_on_a_software_vport_keeps_its_link_across_a_daemon_restart() {
         guest.boot_time().as_secs_f64(),
         after.text("replies").trim()
     );
-    guest.shutdown().unwrap_or_else(|e| panic!("{e}"));
+    // Killed, not powered off: a power-off under TCG on the loaded 2-core machine once took
+    // over a minute, and it is not what this test is about. QEMU lets go of the TAP.
+    drop(guest);
     drop(daemon);
     // Stopped for good (SIGKILL by drop): still the VM's TAP, for the next start.
     assert_eq!(
