@@ -710,10 +710,13 @@ fn the_kernel_carries_known_flows_into_a_vms_tap() {
     loop {
         let stats = sp.fastpath_stats();
         assert_eq!(stats.len(), 1);
-        let fast = stats[0].1.clone().expect("the flow cache is on");
+        let fast = stats[0].1.expect("the flow cache is on");
         if fast.hits >= u64::from(N) - 5 {
             assert!(fast.flows >= 1 && fast.attach_failed == 0, "{fast:?}");
-            eprintln!("the kernel carried {} of {N} frames into the TAP", fast.hits);
+            eprintln!(
+                "the kernel carried {} of {N} frames into the TAP",
+                fast.hits
+            );
             break;
         }
         assert!(
