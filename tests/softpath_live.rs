@@ -263,9 +263,14 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     drop(sp);
     assert!(Snapshot::load(dir.path()).unwrap().is_none());
     assert_eq!(nix::net::if_::if_nametoindex("vp-vm1").unwrap(), vm1_index);
+    assert!(nix::net::if_::if_nametoindex("vp-plain").is_ok());
+    // The next start no longer has "plain" (removed from the config meanwhile): its TAP goes,
+    // the others are adopted.
+    let (plans, _) = softpath::plan(&cfg, &state_of(&["vm1", LONG]));
     let (mut sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(nix::net::if_::if_nametoindex("vp-vm1").unwrap(), vm1_index);
+    assert!(nix::net::if_::if_nametoindex("vp-plain").is_err());
     leaves_tagged(&long, &wire, 2, 200, 1);
     arrives_untagged(&wire, &long, 2, 200, 0);
     // The vPorts leave the plan: their TAPs go.
@@ -725,5 +730,67 @@ fn the_kernel_carries_known_flows_into_a_vms_tap() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    drop(sp);
+}
+
+/// `tap_owner` / `tap_group`: an unprivileged process running as them opens the vPort's TAP
+/// (TUNSETIFF passes: what QEMU does as libvirt-qemu), and with neither given no other user
+/// can (root owns it). The opener is
+/// `vportd tap-netns` run by setpriv as that user: its TUNSETIFF either passes (then it fails
+/// later, entering a namespace it may not) or is refused.
+#[test]
+fn a_vms_tap_opens_for_its_owner_and_no_one_else() {
+    if !common::require_root("TAP owner and group") {
+        return;
+    }
+    fake_pf();
+    let pf_index = nix::net::if_::if_nametoindex("pf0").unwrap();
+    let resolve = |t: &TrunkAt| (t.pf == PF && t.vf.is_none()).then_some(pf_index);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\n\
+         [[vport]]\nname = \"vm1\"\nuplink = \"{PF}\"\nmac = \"02:76:70:00:00:01\"\noffload = \"never\"\ntap_owner = \"nobody\"\ntap_group = \"65534\"\n\
+         [[vport]]\nname = \"vm2\"\nuplink = \"{PF}\"\nmac = \"02:76:70:00:00:02\"\noffload = \"never\"\n",
+        dir.path().display()
+    );
+    let cfg = vportd::provision::config::parse(Path::new("host.toml"), &text).unwrap();
+    let (plans, errors) = softpath::plan(&cfg, &state_of(&["vm1", "vm2"]));
+    assert!(errors.is_empty(), "{errors:?}");
+    let (sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
+    assert!(errors.is_empty(), "{errors:?}");
+    // iproute2 as the oracle: persistent, owned by nobody (65534) and its group.
+    let shown = sh("ip -d link show dev vp-vm1");
+    assert!(
+        shown.contains("persist on") && shown.contains("user nobody group nogroup"),
+        "{shown}"
+    );
+    // Neither given: root's alone (the kernel would let anyone open a TAP with neither).
+    let shown = sh("ip -d link show dev vp-vm2");
+    assert!(
+        shown.contains("user root") && !shown.contains("user root group"),
+        "{shown}"
+    );
+    let open_as_nobody = |tap: &str| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_vportd"))
+            .args(["tap-netns", tap, "/proc/1/ns/net"])
+            .output()
+            .expect("setpriv runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let owned = open_as_nobody("vp-vm1");
+    // Past TUNSETIFF, refused only the namespace (nobody may not open or enter it).
+    assert!(
+        owned.contains("the network namespace for TAP vp-vm1"),
+        "{owned}"
+    );
+    let other = open_as_nobody("vp-vm2");
+    assert!(
+        other.contains("cannot open the device (TUNSETIFF")
+            && other.contains("Operation not permitted"),
+        "{other}"
+    );
     drop(sp);
 }

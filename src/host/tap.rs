@@ -29,6 +29,23 @@ pub enum TapError {
         #[source]
         source: std::io::Error,
     },
+    /// Standing in for a VM on a TAP ([`stand_in`]) failed at a step.
+    #[error("cannot {step} for TAP {name}: {source}")]
+    StandIn {
+        name: String,
+        step: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl TapError {
+    fn stand_in(name: &str, step: &'static str, source: std::io::Error) -> TapError {
+        TapError::StandIn {
+            name: name.to_string(),
+            step,
+            source,
+        }
+    }
 }
 
 /// `struct ifreq` with the flags member of its union, the only one used here.
@@ -614,21 +631,23 @@ impl VmQueue {
 /// NIC on the vPort, as a VM would. Runs until the vPort's TAP goes (or an error); `inner`
 /// goes with the process.
 pub fn stand_in(name: &str, netns: &std::path::Path, inner: &str) -> Result<(), TapError> {
-    let setup = |step: &'static str, source: std::io::Error| TapError::Setup {
-        name: name.to_string(),
-        step,
-        source,
-    };
+    let setup = |step: &'static str, source: std::io::Error| TapError::stand_in(name, step, source);
     // Attaching to a missing TAP would make one: never stand in for a vPort that has none.
     let ifindex = nix::net::if_::if_nametoindex(name)
-        .map_err(|e| setup("find the vPort's TAP (is the daemon running?)", e.into()))?;
+        .map_err(|e| setup("find the device (is the daemon running?)", e.into()))?;
     if facts(ifindex).is_none() {
         return Err(setup(
             "stand in for a VM",
             std::io::Error::other("the device is no TAP"),
         ));
     }
-    let outer = VmQueue::open(name)?;
+    let outer = VmQueue::open(name).map_err(|e| match e {
+        TapError::Setup { source, .. } => setup(
+            "open the device (TUNSETIFF: a VM holds it, or this user is not its tap_owner or tap_group)",
+            source,
+        ),
+        other => other,
+    })?;
     let ns = std::fs::File::open(netns).map_err(|e| setup("open the network namespace", e))?;
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| setup("enter the network namespace", e.into()))?;

@@ -150,7 +150,7 @@ pub struct VportSpec {
     pub cpus: Option<Vec<u32>>,
     /// On the software path, who besides root may open the vPort's TAP (`tap_owner`,
     /// `tap_group`: a user or group name, or a number), so that an unprivileged QEMU can;
-    /// resolved when the daemon makes the TAP.
+    /// resolved when the daemon makes the TAP. Neither: root only.
     pub tap_owner: Option<String>,
     pub tap_group: Option<String>,
     /// Where the `[[vport]]` table starts.

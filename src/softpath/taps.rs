@@ -1,7 +1,8 @@
 //! The software vPorts' TAPs, which belong to their VMs.
 //!
 //! A vPort's TAP `vp-NAME` is made persistent and single-queue, with the owner and group the
-//! vPort's `tap_owner`/`tap_group` name, and vportd keeps no descriptor of it: QEMU or libvirt
+//! vPort's `tap_owner`/`tap_group` name (neither: owned by root, as the kernel would otherwise
+//! let any user open it), and vportd keeps no descriptor of it: QEMU or libvirt
 //! opens it by name (`-netdev tap,ifname=vp-NAME,script=no,downscript=no`). The switch serves
 //! the TAP's netdev side with an AF_PACKET edge opened by ifindex (counted, so the kernel flow
 //! cache can take its known flows), as the Linux bridge serves a VM's TAP. The TAP outlives
@@ -261,6 +262,10 @@ fn resolve_access(p: &PortPlan) -> Result<TapAccess, SoftpathError> {
         Some(n) => Some(tap::resolve_group(n).ok_or_else(|| bad("tap_group", n))?),
         None => None,
     };
+    // The kernel lets anyone open a persistent TAP with neither an owner nor a group (its
+    // check is "not the owner, or not in the group"): without either, root owns it, and only
+    // root (CAP_NET_ADMIN) opens it.
+    let owner = owner.or(group.is_none().then_some(0));
     Ok(TapAccess { owner, group })
 }
 
