@@ -143,6 +143,8 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     }
     fake_pf();
     let pf_index = nix::net::if_::if_nametoindex("pf0").unwrap();
+    // New devices would get IPv6: the software path must turn it off on its TAPs itself.
+    sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=0");
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
@@ -158,6 +160,16 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     assert!(long_tap.len() <= 15 && long_tap != format!("vp-{LONG}"));
     for tap in ["vp-vm1", long_tap.as_str(), "vp-plain"] {
         sh(&format!("ip link show dev {tap} | grep -q UP"));
+        // A switch port, not a host interface: no IPv6, no ARP answers of the host's.
+        let conf = |f: &str| std::fs::read_to_string(f).unwrap().trim().to_string();
+        assert_eq!(
+            conf(&format!("/proc/sys/net/ipv4/conf/{tap}/arp_ignore")),
+            "8"
+        );
+        assert_eq!(
+            conf(&format!("/proc/sys/net/ipv6/conf/{tap}/disable_ipv6")),
+            "1"
+        );
     }
     let vm1 = vm("vp-vm1");
     let long = vm(&long_tap);

@@ -499,12 +499,32 @@ pub fn create_persistent(name: &str, access: TapAccess) -> Result<u32, TapError>
         step: "find the device's index",
         source: e.into(),
     })?;
+    keep_host_off(name).map_err(|source| TapError::Setup {
+        name: name.to_string(),
+        step: "keep the host's own addresses off it (sysctl)",
+        source,
+    })?;
     set_flags_up(name).map_err(|source| TapError::Setup {
         name: name.to_string(),
         step: "bring the device up",
         source,
     })?;
     Ok(ifindex)
+}
+
+/// Keeps the host's own IP stack off a VM's TAP, which is a switch port and not a host
+/// interface (a bridge port gets that from the bridge, which takes its frames; an AF_PACKET
+/// edge only copies them): no IPv6 on it (no link-local address, router solicitations or MLD
+/// sent to the VM) and no ARP answers for the host's addresses (arp_ignore 8), so the VM
+/// cannot reach the host past the switch. Per network namespace, as the device is.
+pub fn keep_host_off(name: &str) -> std::io::Result<()> {
+    let write = |path: String, value: &str| std::fs::write(path, value);
+    write(format!("/proc/sys/net/ipv4/conf/{name}/arp_ignore"), "8")?;
+    match write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1") {
+        // A kernel without IPv6 has nothing to turn off.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// Gives an existing persistent TAP new owners. Needs the TAP free: while a VM holds it the

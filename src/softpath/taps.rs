@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::running::{PortPlan, SoftpathError};
 use crate::host::afpacket::{AfPacket, RingSize};
-use crate::host::tap::{self, TapAccess, TapFacts};
+use crate::host::tap::{self, TapAccess, TapError, TapFacts};
 use crate::host::userfiles::{self, FilesError};
 use crate::switch::Edge;
 
@@ -173,6 +173,17 @@ impl TapBook {
                 }
             },
             Verdict::Adopt { ifindex } => {
+                // A TAP made by an older vportd, or changed by hand.
+                if let Err(source) = tap::keep_host_off(&p.tap) {
+                    errors.push(SoftpathError::Tap {
+                        vport: p.vport.clone(),
+                        source: TapError::Setup {
+                            name: p.tap.clone(),
+                            step: "keep the host's own addresses off it (sysctl)",
+                            source,
+                        },
+                    });
+                }
                 if facts.as_ref().is_some_and(|f| !f.grants(access))
                     && let Err(source) = tap::change_access(&p.tap, access)
                 {
