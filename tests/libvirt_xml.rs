@@ -1,6 +1,7 @@
 //! `vportd libvirt-xml VPORT`: the printed `<interface>` for a software vPort and for a VF
 //! bound to vfio-pci, each inside a domain that libvirt's own schema check
-//! (`virt-xml-validate`, Debian's libvirt-clients; scripts/setup-host installs it) accepts;
+//! (`virt-xml-validate`, Debian's libvirt-clients; scripts/setup-host installs it) accepts and
+//! `virsh define` takes (libvirt's test driver, in process: no libvirtd here);
 //! and the refusal of a VF a network driver holds. No root: the VF's driver is read from a
 //! sysfs tree made here (`--root`).
 
@@ -80,7 +81,7 @@ fn xml(config: &Path, root: &Path, vport: &str) -> std::process::Output {
 /// missing outside CI.
 fn validate(dir: &Path, interface: &str) -> Option<(bool, String)> {
     let have = Command::new("sh")
-        .args(["-c", "command -v virt-xml-validate && command -v xmllint"])
+        .args(["-c", "command -v virt-xml-validate && command -v xmllint && command -v virsh"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !have {
@@ -138,6 +139,27 @@ fn the_printed_interfaces_are_valid_libvirt() {
     for x in [&soft, &vf] {
         if let Some((ok, text)) = validate(dir.path(), x) {
             assert!(ok, "libvirt's schema refuses:\n{x}\n{text}");
+            // And libvirt's own parser takes it: `virsh define` on the test driver (in
+            // process, no daemon), whose dumpxml keeps what matters.
+            let out = Command::new("virsh")
+                .args(["-c", "test:///default"])
+                .arg(format!(
+                    "define {}; dumpxml vportd-check",
+                    dir.path().join("domain.xml").display()
+                ))
+                .output()
+                .expect("virsh (libvirt-clients) runs");
+            let dumped = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "virsh define refuses:\n{x}\n{out:?}");
+            for line in x
+                .lines()
+                .filter(|l| l.contains("<target") || l.contains("<address"))
+            {
+                assert!(
+                    dumped.contains(line.trim()),
+                    "libvirt lost {line}:\n{dumped}"
+                );
+            }
         }
     }
     // The check is a real one: a broken element is refused.
