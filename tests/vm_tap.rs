@@ -12,7 +12,10 @@
 //!   the config names it by PCI address, which a fake sysfs tree under `--root` resolves to
 //!   `up0`'s real ifindex);
 //! - the veth's other end, `wire0`, is in a namespace of its own with 10.0.0.2: the host on
-//!   the physical network the VM pings (untagged, VLAN 1, native on the trunk).
+//!   the physical network the VM pings (untagged, VLAN 1, native on the trunk);
+//! - a second software vPort, `ns1`, has a host in a namespace of its own (10.0.0.3), put on
+//!   it by `vportd tap-netns`, which holds the vPort's TAP as a VM would: VM to vPort on the
+//!   one switch, pinged before and after the restart.
 //!
 //! While the daemon is dead the ping gets no answer (nothing else forwards between the TAP and
 //! the uplink: the flow cache's tc programs die with the daemon): checked, so the test cannot
@@ -37,6 +40,7 @@ use vportd::softpath::Snapshot;
 
 const PF: &str = "0000:01:00.0";
 const MAC: &str = "02:76:70:00:00:01";
+const NS1_MAC: &str = "02:76:70:00:00:02";
 
 /// A process that exists only to hold a network namespace; killed on drop.
 struct Netns(Child);
@@ -64,6 +68,16 @@ impl Netns {
 }
 
 impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A helper process, killed on drop.
+struct Helper(Child);
+
+impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -120,7 +134,8 @@ fn setup(dir: &Path) {
         dir.join("host.toml"),
         format!(
             "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\n\
-             [[vport]]\nname = \"vm1\"\nuplink = \"{PF}\"\nmac = \"{MAC}\"\noffload = \"never\"\n",
+             [[vport]]\nname = \"vm1\"\nuplink = \"{PF}\"\nmac = \"{MAC}\"\noffload = \"never\"\n\
+             [[vport]]\nname = \"ns1\"\nuplink = \"{PF}\"\nmac = \"{NS1_MAC}\"\noffload = \"never\"\n",
             state_dir.display()
         ),
     )
@@ -129,17 +144,19 @@ fn setup(dir: &Path) {
         version: STATE_VERSION,
         ..Default::default()
     };
-    state.vports.insert(
-        "vm1".into(),
-        VportState {
-            uplink: PF.into(),
-            path: VportPath::Software,
-            reason: "offload = \"never\"".into(),
-            vf_bdf: None,
-            applied: None,
-            health: Health::Provisioned,
-        },
-    );
+    for name in ["vm1", "ns1"] {
+        state.vports.insert(
+            name.into(),
+            VportState {
+                uplink: PF.into(),
+                path: VportPath::Software,
+                reason: "offload = \"never\"".into(),
+                vf_bdf: None,
+                applied: None,
+                health: Health::Provisioned,
+            },
+        );
+    }
     std::fs::write(
         state_dir.join("state.json"),
         serde_json::to_string(&state).unwrap(),
@@ -165,18 +182,20 @@ fn setup(dir: &Path) {
     }
 }
 
-/// Waits until the daemon publishes vm1's port connected to its TAP.
+/// Waits until the daemon publishes both vPorts' ports connected to their TAPs.
 fn wait_served(state_dir: &Path, daemon_log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(Some(s)) = Snapshot::load(state_dir)
-            && s.vport("vm1").is_some_and(|p| p.edge == "tap")
+            && ["vm1", "ns1"]
+                .iter()
+                .all(|v| s.vport(v).is_some_and(|p| p.edge == "tap"))
         {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the daemon never served vm1's TAP; its log:\n{}",
+            "the daemon never served the vPorts' TAPs; its log:\n{}",
             std::fs::read_to_string(daemon_log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -216,6 +235,37 @@ fn a_vm_on_a_software_vport_keeps_its_link_across_a_daemon_restart() {
     let daemon = Daemon::start(dir.path());
     wait_served(&state_dir, &log);
     let tap_index = nix::net::if_::if_nametoindex("vp-vm1").unwrap();
+    // ns1's host: a namespace whose NIC carries the vPort's TAP, as a VM's would.
+    let ns1 = Netns::new();
+    let _ns1_nic = Helper(
+        Command::new(env!("CARGO_BIN_EXE_vportd"))
+            .args(["tap-netns", "vp-ns1"])
+            .arg(format!("/proc/{}/ns/net", ns1.0.id()))
+            .spawn()
+            .expect("vportd tap-netns runs"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &ns1.0.id().to_string(),
+            "-n",
+            "ip",
+            "link",
+            "show",
+            "vp-ns1",
+        ])
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        assert!(Instant::now() < deadline, "vportd tap-netns made no NIC");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ns1.sh(&format!(
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && ip link set lo up && \
+         ip link set vp-ns1 address {NS1_MAC} && ip addr add 10.0.0.3/24 dev vp-ns1 && \
+         ip link set vp-ns1 up"
+    ));
 
     // The VM opens the daemon's TAP by name.
     let mut guest = rig::Rig::new()
@@ -232,6 +282,7 @@ fn a_vm_on_a_software_vport_keeps_its_link_across_a_daemon_restart() {
                  IF=$(nic); [ -n \"$IF\" ] || {{ echo no NIC with {MAC}; ip link; exit 1; }}
                  ip addr add 10.0.0.1/24 dev $IF && ip link set $IF up
                  n=0; until ping -c 1 -W 1 10.0.0.2 > /dev/null; do n=$((n+1)); [ $n -gt 20 ] && exit 2; done
+                 n=0; until ping -c 1 -W 1 10.0.0.3 > /dev/null; do n=$((n+1)); [ $n -gt 20 ] && exit 4; done
                  cat /sys/class/net/$IF/carrier_changes > $OUT/carrier_changes
                  ping -i 0.2 10.0.0.2 > /tmp/ping.txt 2>&1 &
                  echo $! > /tmp/ping.pid
@@ -284,7 +335,8 @@ fn a_vm_on_a_software_vport_keeps_its_link_across_a_daemon_restart() {
                  wait_replies $((a + 5)) 20 || {{ tail -5 /tmp/ping.txt; exit 1; }}
                  cat /sys/class/net/$IF/carrier > $OUT/carrier
                  cat /sys/class/net/$IF/carrier_changes > $OUT/carrier_changes
-                 kill $(cat /tmp/ping.pid); replies > $OUT/replies"
+                 kill $(cat /tmp/ping.pid); replies > $OUT/replies
+                 ping -c 2 -W 5 10.0.0.3 > $OUT/ns1.txt || {{ cat $OUT/ns1.txt; exit 2; }}"
             ),
             Duration::from_secs(60),
         )
