@@ -152,62 +152,26 @@ impl TapBook {
         let device = nix::net::if_::if_nametoindex(p.tap.as_str()).ok();
         let facts = device.and_then(tap::facts);
         let ifindex = match judge(self.taps.get(&p.vport), device, facts.as_ref()) {
-            Verdict::Make => match tap::create_persistent(&p.tap, access) {
-                Ok(ifindex) => {
-                    self.taps.insert(
-                        p.vport.clone(),
-                        TapRecord {
-                            name: p.tap.clone(),
-                            ifindex,
-                        },
-                    );
-                    self.save(errors);
-                    ifindex
-                }
-                Err(source) => {
-                    errors.push(SoftpathError::Tap {
-                        vport: p.vport.clone(),
-                        source,
-                    });
-                    return None;
-                }
-            },
+            Verdict::Make => self.make(p, access, errors)?,
             Verdict::Adopt { ifindex } => {
-                // A TAP made by an older vportd, or changed by hand.
-                if let Err(source) = tap::keep_host_off(&p.tap) {
-                    errors.push(SoftpathError::Tap {
-                        vport: p.vport.clone(),
-                        source: TapError::Setup {
-                            name: p.tap.clone(),
-                            step: "keep the host's own addresses off it (sysctl)",
-                            source,
-                        },
-                    });
-                }
-                if facts.as_ref().is_some_and(|f| !f.grants(access))
-                    && let Err(source) = tap::change_access(&p.tap, access)
-                {
-                    errors.push(SoftpathError::TapOwners {
-                        vport: p.vport.clone(),
-                        source,
-                    });
-                }
+                refresh(p, facts.as_ref(), access, errors);
                 ifindex
             }
             Verdict::Foreign {
                 ifindex,
                 ours_before,
             } => {
+                let (vport, tap) = (p.vport.clone(), p.tap.clone());
                 errors.push(if ours_before {
                     SoftpathError::TapTaken {
-                        vport: p.vport.clone(),
-                        tap: p.tap.clone(),
+                        vport,
+                        tap,
                         ifindex,
                     }
                 } else {
                     SoftpathError::TapForeign {
-                        vport: p.vport.clone(),
-                        tap: p.tap.clone(),
+                        vport,
+                        tap,
                         ifindex,
                     }
                 });
@@ -221,6 +185,33 @@ impl TapBook {
                     vport: p.vport.clone(),
                     tap: p.tap.clone(),
                     source: e,
+                });
+                None
+            }
+        }
+    }
+
+    /// Makes the vPort's TAP and records it.
+    fn make(
+        &mut self,
+        p: &PortPlan,
+        access: TapAccess,
+        errors: &mut Vec<SoftpathError>,
+    ) -> Option<u32> {
+        match tap::create_persistent(&p.tap, access) {
+            Ok(ifindex) => {
+                let rec = TapRecord {
+                    name: p.tap.clone(),
+                    ifindex,
+                };
+                self.taps.insert(p.vport.clone(), rec);
+                self.save(errors);
+                Some(ifindex)
+            }
+            Err(source) => {
+                errors.push(SoftpathError::Tap {
+                    vport: p.vport.clone(),
+                    source,
                 });
                 None
             }
@@ -255,6 +246,35 @@ impl TapBook {
             }
         }
         self.save(errors);
+    }
+}
+
+/// An adopted TAP made as it is made now: the host kept off it (a TAP made by an older vportd,
+/// or changed by hand), and the configured owner and group (changed while the daemon was
+/// down; a VM holding the TAP blocks that, and it is said).
+fn refresh(
+    p: &PortPlan,
+    facts: Option<&TapFacts>,
+    access: TapAccess,
+    errors: &mut Vec<SoftpathError>,
+) {
+    if let Err(source) = tap::keep_host_off(&p.tap) {
+        errors.push(SoftpathError::Tap {
+            vport: p.vport.clone(),
+            source: TapError::Setup {
+                name: p.tap.clone(),
+                step: "keep the host's own addresses off it (sysctl)",
+                source,
+            },
+        });
+    }
+    if facts.is_some_and(|f| !f.grants(access))
+        && let Err(source) = tap::change_access(&p.tap, access)
+    {
+        errors.push(SoftpathError::TapOwners {
+            vport: p.vport.clone(),
+            source,
+        });
     }
 }
 
