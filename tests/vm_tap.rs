@@ -211,6 +211,85 @@ wait_replies() { # at least $1 replies within $2 seconds
 }
 "#;
 
+/// The guest's first scenario: its NIC up as 10.0.0.1, both hosts answering, then a ping of
+/// 10.0.0.2 every 0.2 s in the background, left running.
+const GUEST_UP: &str = r#"
+IF=$(nic); [ -n "$IF" ] || { echo no NIC with 02:76:70:00:00:01; ip link; exit 1; }
+ip addr add 10.0.0.1/24 dev $IF && ip link set $IF up
+n=0; until ping -c 1 -W 1 10.0.0.2 > /dev/null; do n=$((n+1)); [ $n -gt 20 ] && exit 2; done
+n=0; until ping -c 1 -W 1 10.0.0.3 > /dev/null; do n=$((n+1)); [ $n -gt 20 ] && exit 4; done
+cat /sys/class/net/$IF/carrier_changes > $OUT/carrier_changes
+ping -i 0.2 10.0.0.2 > /tmp/ping.txt 2>&1 &
+echo $! > /tmp/ping.pid
+wait_replies 5 10 || { cat /tmp/ping.txt; exit 3; }
+"#;
+
+/// The replies the running ping gets in 2 s, a second after the daemon died.
+const GUEST_OUTAGE: &str = r#"
+sleep 1; a=$(replies); sleep 2; b=$(replies)
+echo $((b - a)) > $OUT/replies
+"#;
+
+/// After the restart: 5 more replies with nothing done in the guest, its NIC's carrier and
+/// carrier changes, and the vPort namespace answering too.
+const GUEST_AFTER: &str = r#"
+IF=$(nic); a=$(replies)
+wait_replies $((a + 5)) 20 || { tail -5 /tmp/ping.txt; exit 1; }
+cat /sys/class/net/$IF/carrier > $OUT/carrier
+cat /sys/class/net/$IF/carrier_changes > $OUT/carrier_changes
+kill $(cat /tmp/ping.pid); replies > $OUT/replies
+ping -c 2 -W 5 10.0.0.3 > $OUT/ns1.txt || { cat $OUT/ns1.txt; exit 2; }
+"#;
+
+fn run(guest: &mut rig::Guest, script: &str, secs: u64) -> rig::Outcome {
+    guest
+        .run(&format!("{GUEST_LIB}\n{script}"), Duration::from_secs(secs))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .success()
+}
+
+/// The uplink `up0` here, its far end in a namespace of its own as 10.0.0.2.
+fn uplink_host() -> Netns {
+    sh("ip link set lo up && ip link add up0 type veth peer name wire0 && ip link set up0 up");
+    let peer = Netns::new();
+    sh(&format!("ip link set wire0 netns {}", peer.0.id()));
+    peer.sh(
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && \
+         ip link set lo up && ip addr add 10.0.0.2/24 dev wire0 && ip link set wire0 up",
+    );
+    peer
+}
+
+/// ns1's host: a namespace whose NIC carries the vPort's TAP (`vportd tap-netns`), as 10.0.0.3.
+fn vport_host() -> (Netns, Helper) {
+    let ns = Netns::new();
+    let pid = ns.0.id().to_string();
+    let nic = Helper(
+        Command::new(env!("CARGO_BIN_EXE_vportd"))
+            .args(["tap-netns", "vp-ns1"])
+            .arg(format!("/proc/{pid}/ns/net"))
+            .spawn()
+            .expect("vportd tap-netns runs"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let made = || {
+        Command::new("nsenter")
+            .args(["-t", &pid, "-n", "ip", "link", "show", "vp-ns1"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    while !made() {
+        assert!(Instant::now() < deadline, "vportd tap-netns made no NIC");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ns.sh(&format!(
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && ip link set lo up && \
+         ip link set vp-ns1 address {NS1_MAC} && ip addr add 10.0.0.3/24 dev vp-ns1 && \
+         ip link set vp-ns1 up"
+    ));
+    (ns, nic)
+}
+
 #[test]
 fn a_vm_on_a_software_vport_keeps_its_link_across_a_daemon_restart() {
     if !common::require_root("a VM on a software vPort") {
@@ -220,14 +299,7 @@ fn a_vm_on_a_software_vport_keeps_its_link_across_a_daemon_restart() {
         return;
     };
     common::private_netns();
-    sh("ip link set lo up && ip link add up0 type veth peer name wire0 && ip link set up0 up");
-    let peer = Netns::new();
-    sh(&format!("ip link set wire0 netns {}", peer.0.id()));
-    peer.sh(
-        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && \
-         ip link set lo up && ip addr add 10.0.0.2/24 dev wire0 && ip link set wire0 up",
-    );
-
+    let _peer = uplink_host();
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
     let state_dir = dir.path().join("state");
@@ -235,37 +307,7 @@ fn a_vm_on_a_software_vport_keeps_its_link_across_a_daemon_restart() {
     let daemon = Daemon::start(dir.path());
     wait_served(&state_dir, &log);
     let tap_index = nix::net::if_::if_nametoindex("vp-vm1").unwrap();
-    // ns1's host: a namespace whose NIC carries the vPort's TAP, as a VM's would.
-    let ns1 = Netns::new();
-    let _ns1_nic = Helper(
-        Command::new(env!("CARGO_BIN_EXE_vportd"))
-            .args(["tap-netns", "vp-ns1"])
-            .arg(format!("/proc/{}/ns/net", ns1.0.id()))
-            .spawn()
-            .expect("vportd tap-netns runs"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::process::Command::new("nsenter")
-        .args([
-            "-t",
-            &ns1.0.id().to_string(),
-            "-n",
-            "ip",
-            "link",
-            "show",
-            "vp-ns1",
-        ])
-        .output()
-        .map_or(true, |o| !o.status.success())
-    {
-        assert!(Instant::now() < deadline, "vportd tap-netns made no NIC");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    ns1.sh(&format!(
-        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && ip link set lo up && \
-         ip link set vp-ns1 address {NS1_MAC} && ip addr add 10.0.0.3/24 dev vp-ns1 && \
-         ip link set vp-ns1 up"
-    ));
+    let _ns1 = vport_host();
 
     // The VM opens the daemon's TAP by name.
     let mut guest = rig::Rig::new()
@@ -275,45 +317,14 @@ fn a_vm_on_a_software_vport_keeps_its_link_across_a_daemon_restart() {
         .tap_nic("vp-vm1", MAC)
         .boot()
         .unwrap_or_else(|e| panic!("{e}"));
-    let up = guest
-        .run(
-            &format!(
-                "{GUEST_LIB}
-                 IF=$(nic); [ -n \"$IF\" ] || {{ echo no NIC with {MAC}; ip link; exit 1; }}
-                 ip addr add 10.0.0.1/24 dev $IF && ip link set $IF up
-                 n=0; until ping -c 1 -W 1 10.0.0.2 > /dev/null; do n=$((n+1)); [ $n -gt 20 ] && exit 2; done
-                 n=0; until ping -c 1 -W 1 10.0.0.3 > /dev/null; do n=$((n+1)); [ $n -gt 20 ] && exit 4; done
-                 cat /sys/class/net/$IF/carrier_changes > $OUT/carrier_changes
-                 ping -i 0.2 10.0.0.2 > /tmp/ping.txt 2>&1 &
-                 echo $! > /tmp/ping.pid
-                 wait_replies 5 10 || {{ cat /tmp/ping.txt; exit 3; }}"
-            ),
-            Duration::from_secs(60),
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-        .success();
-    let carrier_changes = up.text("carrier_changes");
+    let carrier_changes = run(&mut guest, GUEST_UP, 60).text("carrier_changes");
 
     // The daemon dies: the TAP stays (the VM holds it), and nothing forwards the ping.
     daemon.kill();
+    let index = || nix::net::if_::if_nametoindex("vp-vm1").ok();
+    assert_eq!(index(), Some(tap_index), "the TAP outlives the daemon");
     assert_eq!(
-        nix::net::if_::if_nametoindex("vp-vm1").ok(),
-        Some(tap_index),
-        "the TAP outlives the daemon"
-    );
-    let outage = guest
-        .run(
-            &format!(
-                "{GUEST_LIB}
-                 sleep 1; a=$(replies); sleep 2; b=$(replies)
-                 echo $((b - a)) > $OUT/replies"
-            ),
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-        .success();
-    assert_eq!(
-        outage.text("replies").trim(),
+        run(&mut guest, GUEST_OUTAGE, 30).text("replies").trim(),
         "0",
         "the ping was answered with no daemon: it does not go through the switch"
     );
@@ -323,25 +334,11 @@ fn a_vm_on_a_software_vport_keeps_its_link_across_a_daemon_restart() {
     let daemon = Daemon::start(dir.path());
     wait_served(&state_dir, &log);
     assert_eq!(
-        nix::net::if_::if_nametoindex("vp-vm1").ok(),
+        index(),
         Some(tap_index),
         "the restarted daemon serves the same TAP"
     );
-    let after = guest
-        .run(
-            &format!(
-                "{GUEST_LIB}
-                 IF=$(nic); a=$(replies)
-                 wait_replies $((a + 5)) 20 || {{ tail -5 /tmp/ping.txt; exit 1; }}
-                 cat /sys/class/net/$IF/carrier > $OUT/carrier
-                 cat /sys/class/net/$IF/carrier_changes > $OUT/carrier_changes
-                 kill $(cat /tmp/ping.pid); replies > $OUT/replies
-                 ping -c 2 -W 5 10.0.0.3 > $OUT/ns1.txt || {{ cat $OUT/ns1.txt; exit 2; }}"
-            ),
-            Duration::from_secs(60),
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-        .success();
+    let after = run(&mut guest, GUEST_AFTER, 60);
     assert_eq!(after.text("carrier").trim(), "1");
     assert_eq!(
         after.text("carrier_changes"),
@@ -363,9 +360,5 @@ fn a_vm_on_a_software_vport_keeps_its_link_across_a_daemon_restart() {
     drop(guest);
     drop(daemon);
     // Stopped for good (SIGKILL by drop): still the VM's TAP, for the next start.
-    assert_eq!(
-        nix::net::if_::if_nametoindex("vp-vm1").ok(),
-        Some(tap_index)
-    );
-    drop(peer);
+    assert_eq!(index(), Some(tap_index));
 }
