@@ -112,6 +112,12 @@ pub enum Command {
     /// Talk to the running daemon over its control socket: status, plan, apply,
     /// reconcile PCI, rebalance on|off. Prints its answer as JSON.
     Ctl(super::ctl::CtlArgs),
+    /// Print the libvirt <interface> element that puts a VM on a vPort (its TAP on the
+    /// software path, or its VF bound to vfio-pci).
+    LibvirtXml(super::libvirt::LibvirtXmlArgs),
+    /// Put a network namespace on a software vPort as a VM would be (tests, trials).
+    #[command(hide = true)]
+    TapNetns(super::tap_netns::TapNetnsArgs),
     /// Print the rebalance scenario table (S1-S8, static vs ours) from the simulator.
     #[command(hide = true)]
     Simulate {

@@ -4,7 +4,9 @@
 
 pub mod args;
 pub mod ctl;
+pub mod libvirt;
 pub mod render;
+pub mod tap_netns;
 
 mod apply;
 mod daemon;
@@ -110,6 +112,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Hotplug(args) => ctl::hotplug_main(args).map_err(Failure::coded),
         Command::Ctl(args) => {
             emit(&ctl::ctl_main(args).map_err(Failure::coded)?);
+            Ok(())
+        }
+        Command::TapNetns(args) => tap_netns::tap_netns_main(args).map_err(Failure::coded),
+        Command::LibvirtXml(args) => {
+            emit(&libvirt::libvirt_xml_main(args).map_err(Failure::coded)?);
             Ok(())
         }
         Command::QueueProbe { ifname } => queue_probe::run(&ifname),

@@ -168,7 +168,8 @@ impl Daemon {
         let cfg = self.cfg;
         let watch = cfg.config_path.clone().map(ConfigWatch::new);
         let stats = Arc::new(Mutex::new(Stats::default()));
-        // The software path lives as long as the daemon: its TAPs and switches go with it.
+        // The software path lives as long as the daemon: its switches go with it, its TAPs
+        // stay with their VMs (softpath::taps).
         let soft = match (&cfg.software, cfg.once) {
             (Some(c), false) => Some(start_software(c, &cfg.root)),
             _ => None,

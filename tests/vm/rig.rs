@@ -276,6 +276,8 @@ pub struct Rig {
     udev: bool,
     udev_rules: Vec<(String, String)>,
     boot_timeout: Duration,
+    /// virtio-net NICs on host TAPs: (TAP name, guest MAC).
+    tap_nics: Vec<(String, String)>,
 }
 
 impl Default for Rig {
@@ -297,6 +299,7 @@ impl Rig {
             udev: false,
             udev_rules: Vec::new(),
             boot_timeout: Duration::from_secs(90),
+            tap_nics: Vec::new(),
         }
     }
 
@@ -343,6 +346,23 @@ impl Rig {
         self.udev = true;
         self.udev_rules
             .push((file_name.to_string(), rules.to_string()));
+        self
+    }
+
+    /// A virtio-net NIC with MAC `mac` on the host's existing TAP `ifname`, as a user's VM has
+    /// it (`-netdev tap,ifname=...,script=no,downscript=no`): QEMU opens the TAP by name, in
+    /// the network namespace of the thread that boots the guest. Loads virtio_net. Combine
+    /// with `pfs(0)` for a guest with no igb NIC.
+    pub fn tap_nic(mut self, ifname: &str, mac: &str) -> Rig {
+        if self.tap_nics.is_empty() {
+            self.modules.push("virtio_net".to_string());
+        }
+        self.tap_nics.push((ifname.to_string(), mac.to_string()));
+        self
+    }
+
+    pub fn memory_mib(mut self, mib: u32) -> Rig {
+        self.memory_mib = mib;
         self
     }
 
@@ -420,6 +440,14 @@ impl Rig {
                 &format!("pcie-root-port,id=rp{pf},slot={}", pf + 1),
                 "-device",
                 &format!("igb,bus=rp{pf},netdev=pf{pf},id=pf{pf},mac={}", pf_mac(pf)),
+            ]);
+        }
+        for (i, (ifname, mac)) in self.tap_nics.iter().enumerate() {
+            push(&[
+                "-netdev",
+                &format!("tap,id=tap{i},ifname={ifname},script=no,downscript=no"),
+                "-device",
+                &format!("virtio-net-pci,netdev=tap{i},mac={mac}"),
             ]);
         }
         for port in 0..self.spare_ports {

@@ -55,6 +55,14 @@ pub(super) const VPORT_KEYS: &[(&str, &str)] = &[
         "cpus",
         "a CPU list for the vPort's queue interrupts, e.g. \"2-5,8\"",
     ),
+    (
+        "tap_owner",
+        "the user a VM runs as, allowed to open the vPort's TAP, e.g. \"libvirt-qemu\"",
+    ),
+    (
+        "tap_group",
+        "the group allowed to open the vPort's TAP, e.g. \"kvm\"",
+    ),
 ];
 
 /// Attributes a vPort may list in `optional`: if the NIC cannot set one, it is dropped

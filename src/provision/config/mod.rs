@@ -105,6 +105,11 @@ pub struct VportSpec {
     /// The CPUs the rebalancer keeps this vPort's queue interrupts on (`cpus = "2-5"`);
     /// None: the local CPUs of the function its queues live on.
     pub cpus: Option<Vec<u32>>,
+    /// On the software path, who besides root may open the vPort's TAP (`tap_owner`,
+    /// `tap_group`: a user or group name, or a number), so that an unprivileged QEMU can;
+    /// resolved when the daemon makes the TAP. Neither: root only.
+    pub tap_owner: Option<String>,
+    pub tap_group: Option<String>,
     /// Where the `[[vport]]` table starts.
     pub at: Location,
 }

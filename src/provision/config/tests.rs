@@ -574,7 +574,7 @@ fn errors_print_as_file_line_col_with_a_hint() {
     let e = parse(Path::new("host.toml"), vport_with!("vlna = 1\n")).unwrap_err();
     assert!(
         e.to_string().ends_with(
-            "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload, optional, queues, placement, cpus"
+            "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload, optional, queues, placement, cpus, tap_owner, tap_group"
         ),
         "{e}"
     );

@@ -36,6 +36,8 @@ struct RawVport {
     queues: Option<Spanned<i64>>,
     placement: Option<Spanned<String>>,
     cpus: Option<Spanned<String>>,
+    tap_owner: Option<Spanned<String>>,
+    tap_group: Option<Spanned<String>>,
 }
 
 /// What earlier `[[vport]]` tables took, for the checks across tables.
@@ -91,6 +93,8 @@ fn vport(
     );
     let placement = placement(ck, &what, &raw, offload);
     let cpus = cpus(ck, &what, &raw);
+    let tap_owner = tap_id(ck, &what, "tap_owner", &raw.tap_owner);
+    let tap_group = tap_id(ck, &what, "tap_group", &raw.tap_group);
     // Each of these is None only after a problem was reported.
     Some(VportSpec {
         name: name?,
@@ -109,6 +113,8 @@ fn vport(
         queues,
         placement,
         cpus,
+        tap_owner,
+        tap_group,
         at,
     })
 }
@@ -412,6 +418,27 @@ fn placement(
         );
     }
     placement
+}
+
+/// A TAP's owner or group as written: a name or a number, resolved when the daemon makes
+/// the TAP (the user may not exist on the machine that checks the config).
+fn tap_id(
+    ck: &mut Checker<'_>,
+    what: &str,
+    key: &str,
+    v: &Option<Spanned<String>>,
+) -> Option<String> {
+    let v = v.as_ref()?;
+    let text = v.get_ref();
+    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == ':') {
+        ck.report(
+            &v.span(),
+            format!("{what}: {key} {text:?} is not a user or group name"),
+            format!("write a name or a number, e.g. {key} = \"libvirt-qemu\""),
+        );
+        return None;
+    }
+    Some(text.clone())
 }
 
 fn cpus(ck: &mut Checker<'_>, what: &str, raw: &RawVport) -> Option<Vec<u32>> {
