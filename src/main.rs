@@ -159,6 +159,9 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
+    if vportd::cli::cni::invoked_as_plugin() {
+        return vportd::cli::cni::main();
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
