@@ -12,6 +12,9 @@ use std::process::{Command, Output, Stdio};
 use vportd::attach::cni::{Env, NetConf};
 use vportd::attach::ipam;
 
+/// A CNI environment: variable names and values.
+type Vars<'a> = &'a [(&'a str, &'a str)];
+
 /// Runs `vportd` with no argument, `vars` as its CNI environment and `stdin`.
 fn plugin(vars: &[(&str, &str)], stdin: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_vportd"))
@@ -58,7 +61,7 @@ fn version_is_answered_and_exits_0() {
 
 #[test]
 fn errors_are_cni_json_on_stdout_with_a_nonzero_exit() {
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    let cases: &[(Vars, &str, &str)] = &[
         (
             ADD,
             r#"{"cniVersion":"1.0.0","name":"n","type":"vportd","switch":"s","vlan":5000}"#,
