@@ -74,3 +74,47 @@ fn podman_runs_a_busybox_container_on_debians_bridge_plugin() {
         .collect();
     assert!(held.is_empty(), "leases left after the container: {held:?}");
 }
+
+/// The vportd binary, linked into a plugin folder as `vportd`, is run by podman as the
+/// plugin of a `"type": "vportd"` network: until the daemon serves attachments, podman's
+/// ADD fails with vportd's own error and the container does not start.
+#[test]
+fn podman_runs_vportd_as_the_plugin_of_a_vportd_network() {
+    let test = "podman_runs_vportd_as_the_plugin_of_a_vportd_network";
+    if !common::require_root(test) || !require_podman(test) {
+        return;
+    }
+    let plugins = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vportd"), plugins.path().join("vportd"))
+        .unwrap();
+    let podman = Podman::new(&[plugins.path(), Path::new(DEBIAN_CNI_DIR)]);
+    podman.add_network(
+        "vp",
+        &json!({
+            "cniVersion": "1.0.0",
+            "name": "vp",
+            "plugins": [{
+                "type": "vportd",
+                "switch": "sw0",
+                "capabilities": {"mac": true},
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.233.0.0/24"}]],
+                         "dataDir": podman.path("ipam")}
+            }]
+        }),
+    );
+    let (out, _) = podman.run_with_env(
+        "vp",
+        &["--mac-address", "02:aa:bb:cc:dd:01"],
+        "true",
+        &[("VPORTD_SOCKET", "/nonexistent/vportd.sock")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{}", shown(&out));
+    assert!(
+        stderr.contains(
+            "plugin type=\"vportd\" failed (add): cni plugin vportd failed: no vportd daemon answers on /nonexistent/vportd.sock"
+        ),
+        "{}",
+        shown(&out)
+    );
+}

@@ -140,6 +140,18 @@ impl Podman {
     /// `ip netns exec` would mount a new sysfs and runc would find no cgroups). Answers
     /// the output and how long the run took.
     pub fn run(&self, network: &str, extra: &[&str], script: &str) -> (Output, Duration) {
+        self.run_with_env(network, extra, script, &[])
+    }
+
+    /// [`Podman::run`] with more variables in podman's environment, which it passes on to
+    /// the plugins it runs (`VPORTD_SOCKET`, for one).
+    pub fn run_with_env(
+        &self,
+        network: &str,
+        extra: &[&str],
+        script: &str,
+        env: &[(&str, &str)],
+    ) -> (Output, Duration) {
         let netns_path = format!("--net=/run/netns/{}", self.netns);
         let root = self.path("storage");
         let runroot = self.path("run");
@@ -168,6 +180,7 @@ impl Podman {
         let out = Command::new("nsenter")
             .args(&args)
             .env("CONTAINERS_CONF", &self.conf)
+            .envs(env.iter().copied())
             .output()
             .expect("nsenter runs");
         (out, start.elapsed())

@@ -190,10 +190,12 @@ impl NetConf {
         })
     }
 
-    /// The attachment's MAC: the runtime's, else one derived from the attachment's key,
-    /// the same on every call.
-    pub fn mac_for(&self, a: &Attachment) -> Mac {
+    /// The attachment's MAC: the runtime's (the `mac` capability, else `CNI_ARGS`' MAC,
+    /// `args_mac`, which is where podman 4.3 puts `--mac-address`), else one derived from
+    /// the attachment's key, the same on every call.
+    pub fn mac_for(&self, a: &Attachment, args_mac: Option<Mac>) -> Mac {
         self.runtime_mac
+            .or(args_mac)
             .unwrap_or_else(|| generated_mac(&self.name, &a.container_id, &a.ifname))
     }
 }
@@ -624,7 +626,9 @@ mod tests {
             container_id: "c1".into(),
             ifname: "eth0".into(),
         };
-        assert_eq!(c.mac_for(&a).to_string(), "02:11:22:33:44:55");
+        // The capability wins over CNI_ARGS' MAC.
+        let args_mac = Some("02:00:00:00:00:09".parse().unwrap());
+        assert_eq!(c.mac_for(&a, args_mac).to_string(), "02:11:22:33:44:55");
     }
 
     #[test]
@@ -663,7 +667,9 @@ mod tests {
                 container_id: "c1".into(),
                 ifname: "eth0".into(),
             };
-            assert_eq!(c.mac_for(&a), generated_mac("n", "c1", "eth0"));
+            assert_eq!(c.mac_for(&a, None), generated_mac("n", "c1", "eth0"));
+            let args_mac = "02:00:00:00:00:09".parse().unwrap();
+            assert_eq!(c.mac_for(&a, Some(args_mac)), args_mac);
         }
     }
 

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use super::error::CniError;
+use crate::model::mac::Mac;
 
 /// The verb in `CNI_COMMAND`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,11 +57,16 @@ pub struct Env {
     pub args: Vec<(String, String)>,
     /// `CNI_PATH`, split at ':' (empty parts dropped).
     pub path: Vec<PathBuf>,
+    /// `CNI_ARGS`' `MAC`: how podman 4.3 passes `--mac-address` (even to a plugin that
+    /// declares the `mac` capability), checked as a container's MAC.
+    pub mac: Option<Mac>,
 }
 
-/// `CNI_ARGS` keys vportd knows: the convention's escape hatch and what kubelet passes.
-const KNOWN_ARGS: [&str; 5] = [
+/// `CNI_ARGS` keys vportd knows: the convention's escape hatch, the container's MAC, and
+/// what kubelet passes.
+const KNOWN_ARGS: [&str; 6] = [
     "IgnoreUnknown",
+    "MAC",
     "K8S_POD_NAMESPACE",
     "K8S_POD_NAME",
     "K8S_POD_INFRA_CONTAINER_ID",
@@ -121,12 +127,17 @@ impl Env {
             return Err(bad("CNI_PATH", "is required by GC"));
         }
         let args = parse_args(&get("CNI_ARGS").unwrap_or_default())?;
+        let mac = match args.iter().find(|(k, _)| k == "MAC") {
+            Some((_, v)) => Some(container_mac(v)?),
+            None => None,
+        };
         Ok(Env {
             command,
             attachment,
             netns,
             args,
             path,
+            mac,
         })
     }
 
@@ -164,6 +175,21 @@ fn bad(var: &'static str, problem: impl Into<String>) -> CniError {
     CniError::BadEnv {
         var,
         problem: problem.into(),
+    }
+}
+
+/// A container's own MAC: unicast and not all zero.
+fn container_mac(text: &str) -> Result<Mac, CniError> {
+    match text.parse::<Mac>() {
+        Ok(m) if !m.is_multicast() && !m.is_zero() => Ok(m),
+        Ok(m) => Err(bad(
+            "CNI_ARGS",
+            format!("holds MAC={m}, which is not a unicast address a container can have"),
+        )),
+        Err(()) => Err(bad(
+            "CNI_ARGS",
+            format!("holds MAC={text:?}, which is not six hex bytes with colons"),
+        )),
     }
 }
 
@@ -251,7 +277,7 @@ mod tests {
         ("CNI_NETNS", "/run/netns/x"),
         ("CNI_IFNAME", "eth0"),
         ("CNI_PATH", "/opt/cni/bin::/usr/lib/cni"),
-        ("CNI_ARGS", "IgnoreUnknown=1;FOO=bar"),
+        ("CNI_ARGS", "IgnoreUnknown=1;FOO=bar;MAC=02:aa:bb:cc:dd:01"),
     ];
 
     #[test]
@@ -271,6 +297,7 @@ mod tests {
             vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
         );
         assert_eq!(env.arg("FOO"), Some("bar"));
+        assert_eq!(env.mac, Some("02:aa:bb:cc:dd:01".parse().unwrap()));
         assert_eq!(
             env.vars(),
             vec![
@@ -278,7 +305,10 @@ mod tests {
                 ("CNI_CONTAINERID", "c0ffee.1_a-b".into()),
                 ("CNI_IFNAME", "eth0".into()),
                 ("CNI_NETNS", "/run/netns/x".into()),
-                ("CNI_ARGS", "IgnoreUnknown=1;FOO=bar".into()),
+                (
+                    "CNI_ARGS",
+                    "IgnoreUnknown=1;FOO=bar;MAC=02:aa:bb:cc:dd:01".into()
+                ),
                 ("CNI_PATH", "/opt/cni/bin:/usr/lib/cni".into()),
             ]
         );
@@ -358,6 +388,18 @@ mod tests {
             (
                 &[("CNI_ARGS", "IgnoreUnknown=1;junk")],
                 r#"{"cniVersion":"1.1.0","code":4,"msg":"CNI_ARGS holds \"junk\", which is not KEY=VALUE"}"#,
+            ),
+            (
+                &[("CNI_ARGS", "MAC=01:00:5e:00:00:01")],
+                r#"{"cniVersion":"1.1.0","code":4,"msg":"CNI_ARGS holds MAC=01:00:5e:00:00:01, which is not a unicast address a container can have"}"#,
+            ),
+            (
+                &[("CNI_ARGS", "MAC=00:00:00:00:00:00")],
+                r#"{"cniVersion":"1.1.0","code":4,"msg":"CNI_ARGS holds MAC=00:00:00:00:00:00, which is not a unicast address a container can have"}"#,
+            ),
+            (
+                &[("CNI_ARGS", "MAC=0:1:2:3:4:5")],
+                r#"{"cniVersion":"1.1.0","code":4,"msg":"CNI_ARGS holds MAC=\"0:1:2:3:4:5\", which is not six hex bytes with colons"}"#,
             ),
             (
                 &[("CNI_ARGS", "=x")],
