@@ -186,3 +186,57 @@ fn ipam_is_delegated_to_debians_host_local() {
         assert!(!lease.exists(), "DEL left the lease");
     }
 }
+
+/// What podman 4.3 (Debian 12) sends, as recorded from a real `podman run --network vp
+/// --mac-address ...` on this machine: VERSION with placeholder variables, then ADD with
+/// libcni's config (the plugin's keys, name and cniVersion injected, no runtimeConfig even
+/// though the plugin declares the mac capability) and the MAC in CNI_ARGS.
+#[test]
+fn podmans_own_calls_are_understood() {
+    let version = plugin(
+        &[
+            ("CNI_COMMAND", "VERSION"),
+            ("CNI_CONTAINERID", ""),
+            ("CNI_NETNS", "dummy"),
+            ("CNI_IFNAME", "dummy"),
+            ("CNI_PATH", "dummy"),
+            ("CNI_ARGS", ""),
+        ],
+        r#"{"cniVersion":"1.0.0"}"#,
+    );
+    assert_eq!(
+        stdout(&version),
+        r#"{"cniVersion":"1.0.0","supportedVersions":["1.0.0","1.1.0"]}"#
+    );
+    let add_conf = r#"{"capabilities":{"mac":true},"cniVersion":"1.0.0","ipam":{"dataDir":"/tmp/ipam","ranges":[[{"subnet":"10.233.0.0/24"}]],"type":"host-local"},"name":"vp","switch":"sw0","type":"vportd"}"#;
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        (
+            "CNI_CONTAINERID",
+            "65545e8ec5c5006ec6d1ed3b6985f332f15c3e73ae3c140f35a68e6b10e06c29",
+        ),
+        (
+            "CNI_NETNS",
+            "/run/netns/netns-d606413e-7ed1-d11e-50da-9597ab31392a",
+        ),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/tmp/plugins:/usr/lib/cni"),
+        (
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAME=magical_gauss;MAC=02:aa:bb:cc:dd:01",
+        ),
+    ];
+    // Read without complaint up to the daemon, which is not there.
+    let add = plugin(&env, add_conf);
+    let answer: serde_json::Value = serde_json::from_slice(&add.stdout).unwrap();
+    assert_eq!(answer["code"], 11, "{answer}");
+    let vars = |k: &str| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
+    let parsed = Env::parse(vars).unwrap();
+    let conf = NetConf::parse(add_conf.as_bytes(), parsed.command).unwrap();
+    let mac = conf.mac_for(parsed.attachment.as_ref().unwrap(), parsed.mac);
+    assert_eq!(mac.to_string(), "02:aa:bb:cc:dd:01");
+}
