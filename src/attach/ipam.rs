@@ -4,43 +4,18 @@
 //! part of `attach` that runs another program; what it reads is checked in
 //! [`cni::result`](super::cni::result).
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
+use std::process::{Child, Command as Process, Output, Stdio};
 
 use super::cni::env::{Command, Env};
 use super::cni::{CniError, CniResult};
 
-/// The first executable file named `plugin` in CNI_PATH's folders, in their order.
-pub fn find_plugin(plugin: &str, dirs: &[PathBuf]) -> Result<PathBuf, CniError> {
-    for dir in dirs {
-        let candidate = dir.join(plugin);
-        if let Ok(meta) = std::fs::metadata(&candidate)
-            && meta.is_file()
-            && meta.permissions().mode() & 0o111 != 0
-        {
-            return Ok(candidate);
-        }
-    }
-    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-    Err(CniError::Io {
-        what: format!(
-            "the IPAM plugin {plugin:?} is in none of CNI_PATH's folders ({}); install it (Debian: containernetworking-plugins) or fix ipam.type",
-            if shown.is_empty() {
-                "CNI_PATH is empty".to_string()
-            } else {
-                shown.join(", ")
-            }
-        ),
-    })
-}
-
 /// Runs the IPAM plugin `plugin` for `env`'s verb with `stdin` (the network config as the
 /// runtime sent it). ADD answers its result; the other verbs answer nothing on success.
 pub fn delegate(plugin: &str, env: &Env, stdin: &[u8]) -> Result<Option<CniResult>, CniError> {
-    let path = find_plugin(plugin, &env.path)?;
-    let out = run(&path, env, stdin)?;
+    let (path, child) = spawn_first(plugin, env)?;
+    let out = feed(&path, child, stdin)?;
     if !out.status.success() {
         return Err(failure(plugin, &out));
     }
@@ -54,33 +29,63 @@ pub fn delegate(plugin: &str, env: &Env, stdin: &[u8]) -> Result<Option<CniResul
     .map(Some)
 }
 
-fn run(path: &Path, env: &Env, stdin: &[u8]) -> Result<std::process::Output, CniError> {
+/// Starts the first `plugin` of CNI_PATH's folders, in their order, that the kernel will
+/// execute: a folder without it (ENOENT) or with a file that is not executable (EACCES)
+/// is passed over, as a shell's PATH search does. Trying beats checking first: the check
+/// and the exec could disagree.
+fn spawn_first(plugin: &str, env: &Env) -> Result<(PathBuf, Child), CniError> {
+    for dir in &env.path {
+        let path = dir.join(plugin);
+        let mut cmd = Process::new(&path);
+        // The spec's variables are exactly this call's: one this call lacks (DEL's
+        // netns) must not leak in from the plugin's own environment.
+        for var in [
+            "CNI_CONTAINERID",
+            "CNI_IFNAME",
+            "CNI_NETNS",
+            "CNI_ARGS",
+            "CNI_PATH",
+        ] {
+            cmd.env_remove(var);
+        }
+        let spawned = cmd
+            .envs(env.vars())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        match spawned {
+            Ok(child) => return Ok((path, child)),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) => {}
+            Err(e) => {
+                return Err(CniError::Io {
+                    what: format!("cannot start the IPAM plugin {}: {e}", path.display()),
+                });
+            }
+        }
+    }
+    let shown: Vec<String> = env.path.iter().map(|d| d.display().to_string()).collect();
+    Err(CniError::Io {
+        what: format!(
+            "the IPAM plugin {plugin:?} is in none of CNI_PATH's folders ({}); install it (Debian: containernetworking-plugins) or fix ipam.type",
+            if shown.is_empty() {
+                "CNI_PATH is empty".to_string()
+            } else {
+                shown.join(", ")
+            }
+        ),
+    })
+}
+
+/// Writes the config to the plugin and collects its answer.
+fn feed(path: &Path, mut child: Child, stdin: &[u8]) -> Result<Output, CniError> {
     let io = |what: &str, e: std::io::Error| CniError::Io {
         what: format!("{what} the IPAM plugin {}: {e}", path.display()),
     };
-    let mut cmd = Process::new(path);
-    // The spec's variables are exactly this call's: one this call lacks (DEL's netns)
-    // must not leak in from the plugin's own environment.
-    for var in [
-        "CNI_CONTAINERID",
-        "CNI_IFNAME",
-        "CNI_NETNS",
-        "CNI_ARGS",
-        "CNI_PATH",
-    ] {
-        cmd.env_remove(var);
-    }
-    let mut child = cmd
-        .envs(env.vars())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| io("cannot start", e))?;
     let mut input = child.stdin.take().expect("stdin is piped");
     // Written from a second thread: a plugin that answers before reading all its input
     // must not deadlock against a full pipe.
-    let written = std::thread::scope(|s| {
+    let (written, out) = std::thread::scope(|s| {
         let writer = s.spawn(move || input.write_all(stdin));
         let out = child.wait_with_output();
         (
@@ -88,11 +93,11 @@ fn run(path: &Path, env: &Env, stdin: &[u8]) -> Result<std::process::Output, Cni
             out,
         )
     });
-    let out = written.1.map_err(|e| io("cannot wait for", e))?;
+    let out = out.map_err(|e| io("cannot wait for", e))?;
     // A plugin that exits without reading its config gets EPIPE: its exit says more.
-    if let Err(e) = written.0
+    if let Err(e) = written
         && out.status.success()
-        && e.kind() != std::io::ErrorKind::BrokenPipe
+        && e.kind() != ErrorKind::BrokenPipe
     {
         return Err(io("cannot write the config to", e));
     }
@@ -100,7 +105,7 @@ fn run(path: &Path, env: &Env, stdin: &[u8]) -> Result<std::process::Output, Cni
 }
 
 /// A failed plugin's own error JSON when it wrote one, else its exit and stderr.
-fn failure(plugin: &str, out: &std::process::Output) -> CniError {
+fn failure(plugin: &str, out: &Output) -> CniError {
     #[derive(serde::Deserialize)]
     struct Wire {
         code: u32,
@@ -129,6 +134,7 @@ fn failure(plugin: &str, out: &std::process::Output) -> CniError {
 mod tests {
     use super::*;
     use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     /// A fake IPAM plugin: records its environment and stdin, answers as told.
     fn fake_plugin(dir: &Path, name: &str, body: &str) {
