@@ -126,7 +126,13 @@ impl Env {
         if command == Command::Gc && path.is_empty() {
             return Err(bad("CNI_PATH", "is required by GC"));
         }
-        let args = parse_args(&get("CNI_ARGS").unwrap_or_default())?;
+        // CNI_ARGS belongs to the verbs about one container; the others ignore it (podman
+        // fills every variable with placeholders for VERSION).
+        let args = if command.names_an_attachment() {
+            parse_args(&get("CNI_ARGS").unwrap_or_default())?
+        } else {
+            Vec::new()
+        };
         let mac = match args.iter().find(|(k, _)| k == "MAC") {
             Some((_, v)) => Some(container_mac(v)?),
             None => None,
@@ -322,6 +328,8 @@ mod tests {
         }
         let env = parse(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")]).unwrap();
         assert_eq!(env.command, Command::Gc);
+        let env = parse(&[("CNI_COMMAND", "VERSION"), ("CNI_ARGS", "junk;FOO=1")]).unwrap();
+        assert_eq!(env.args, vec![]);
         // DEL without a namespace: the container may be gone already.
         let env = parse(&[
             ("CNI_COMMAND", "DEL"),
