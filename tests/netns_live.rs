@@ -179,7 +179,10 @@ fn a_dead_namespace_takes_its_veth_along() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // DEL after that: nothing to delete is success.
-    assert_eq!(netns::delete_veth("va", None).unwrap(), Deleted::AlreadyGone);
+    assert_eq!(
+        netns::delete_veth("va", None).unwrap(),
+        Deleted::AlreadyGone
+    );
 }
 
 #[test]

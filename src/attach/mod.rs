@@ -4,5 +4,6 @@
 //! one part here that runs another program). Moving netdevs between namespaces and pools of
 //! VFs come next, in the daemon, which owns every allocation.
 
+pub mod book;
 pub mod cni;
 pub mod ipam;

@@ -3,3 +3,4 @@
 
 pub mod location;
 pub mod mac;
+pub mod pool;
