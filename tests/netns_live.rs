@@ -298,3 +298,107 @@ fn errors_name_the_namespace_the_ifindex_and_the_step() {
         "{err}"
     );
 }
+
+/// The target already uses the link's ifindex: the kernel gives it a new one there, and
+/// the link is found by its MAC.
+#[test]
+fn a_link_whose_ifindex_is_taken_inside_is_found_by_its_mac() {
+    if !setup(
+        "a_link_whose_ifindex_is_taken_inside_is_found_by_its_mac",
+        B_MAC,
+    ) {
+        return;
+    }
+    let vb = ifindex("vb");
+    let named = NamedNs::new("index");
+    // lo is 1 inside; veth pairs take the next indexes until vb's is used.
+    let mut n = 0;
+    while !named.links().iter().any(|l| l["ifindex"] == vb) {
+        sh(&format!(
+            "ip -n {0} link add x{n} type veth peer name y{n}",
+            named.name
+        ));
+        n += 1;
+        assert!(n < 64, "ifindex {vb} never came up inside");
+    }
+    let ns = Netns::open(named.path()).unwrap();
+    let want = Placement {
+        ifname: "eth0".into(),
+        mac: None,
+        mtu: None,
+    };
+    let moved = netns::move_into(vb, &ns, &want).unwrap();
+    assert_ne!(moved.ifindex, vb);
+    let links = named.links();
+    let eth0 = by_name(&links, "eth0").unwrap();
+    assert_eq!(eth0["ifindex"], moved.ifindex);
+    assert_eq!(eth0["address"], B_MAC);
+    netns::move_back(&ns, moved.ifindex, Some(moved.mac), &moved.host.unwrap()).unwrap();
+    assert_eq!(by_name(&ours(), "vb").unwrap()["address"], B_MAC);
+}
+
+/// CNI_NETNS may be a process's own namespace file; one whose process is gone says so.
+#[test]
+fn a_process_namespace_path_works_and_a_gone_one_is_told_apart() {
+    if !setup(
+        "a_process_namespace_path_works_and_a_gone_one_is_told_apart",
+        B_MAC,
+    ) {
+        return;
+    }
+    let mut child = std::process::Command::new("unshare")
+        .args(["-n", "sleep", "30"])
+        .spawn()
+        .expect("unshare runs");
+    let path = format!("/proc/{}/ns/net", child.id());
+    // unshare(1) switches namespace and then execs sleep: wait until it has.
+    let ours_ns = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let start = Instant::now();
+    while std::fs::read_link(&path).map_or(true, |l| l == ours_ns) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "unshare never switched"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ns = Netns::open(&path).unwrap();
+    let want = Placement {
+        ifname: "eth0".into(),
+        mac: None,
+        mtu: Some(1280),
+    };
+    let moved = netns::move_into(ifindex("vb"), &ns, &want).unwrap();
+    let inside = links(&format!("nsenter --net={path} ip -j link"));
+    assert_eq!(by_name(&inside, "eth0").unwrap()["mtu"], 1280);
+    netns::move_back(&ns, moved.ifindex, Some(moved.mac), &moved.host.unwrap()).unwrap();
+    drop(ns);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let err = Netns::open(&path).unwrap_err();
+    assert!(err.namespace_gone(), "{err}");
+    assert!(
+        !Netns::open("/proc/self/status")
+            .unwrap_err()
+            .namespace_gone()
+    );
+}
+
+/// A VF that never left, or came back by itself, is put back as it was.
+#[test]
+fn a_link_here_is_restored_to_its_name_and_mac() {
+    if !setup("a_link_here_is_restored_to_its_name_and_mac", B_MAC) {
+        return;
+    }
+    sh(&format!("ip link set vb name dev7 address {C_MAC} up"));
+    let host = HostIdentity {
+        name: "vb".into(),
+        mac: B_MAC.parse().unwrap(),
+    };
+    let i = ifindex("dev7");
+    netns::restore(i, &host).unwrap();
+    let here = ours();
+    let vb = by_name(&here, "vb").unwrap();
+    assert_eq!(vb["ifindex"], i);
+    assert_eq!(vb["address"], B_MAC);
+    assert!(!is_up(vb));
+}

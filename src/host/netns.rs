@@ -80,6 +80,15 @@ pub enum NetnsError {
     BadName { name: String },
 }
 
+impl NetnsError {
+    /// Whether the namespace's file is not there: its container is gone. A VF inside went
+    /// back to the initial namespace and a veth end died with it, so DEL finds the VF
+    /// through its PF and the veth's host end is already gone.
+    pub fn namespace_gone(&self) -> bool {
+        matches!(self, NetnsError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 /// An open network namespace, held by its file descriptor: the namespace lives at least
 /// as long as this value, even when its file is unmounted.
 #[derive(Debug)]
@@ -426,20 +435,37 @@ pub fn move_back(
             .cloned()
     }
     .ok_or_else(|| missing(step, ns.path(), ifindex, mac))?;
-    if back.mac != Some(host.mac) {
-        set_link(
-            format!(
-                "restore MAC {} of ifindex {} moved back from {path}",
-                host.mac, back.ifindex
-            ),
-            back.ifindex,
-            |m| {
-                m.attributes
-                    .push(LinkAttribute::Address(host.mac.0.to_vec()))
-            },
-        )?;
-    }
+    restore(back.ifindex, host)?;
     Ok(back.ifindex)
+}
+
+/// Link `ifindex` of the calling thread's namespace, down, under `host.name` with
+/// `host.mac`: how a VF that never left (an ADD cut short), or came back by itself when its
+/// namespace died, is returned to what it was. The caller finds it by its PCI address.
+pub fn restore(ifindex: u32, host: &HostIdentity) -> Result<(), NetnsError> {
+    check_name(&host.name)?;
+    let here = links_here(&format!("list our links to find ifindex {ifindex}"))?;
+    let ours = Path::new("/proc/thread-self/ns/net");
+    let l = here
+        .iter()
+        .find(|l| l.ifindex == ifindex)
+        .ok_or_else(|| missing("restore", ours, ifindex, None))?;
+    let doing = |what: &str| format!("{what} of ifindex {ifindex} in our network namespace");
+    if l.up {
+        set_link(doing("take down"), ifindex, |m| set_up(m, false))?;
+    }
+    if l.name != host.name {
+        set_link(doing(&format!("rename to {}", host.name)), ifindex, |m| {
+            m.attributes.push(LinkAttribute::IfName(host.name.clone()))
+        })?;
+    }
+    if l.mac != Some(host.mac) {
+        set_link(doing(&format!("restore MAC {}", host.mac)), ifindex, |m| {
+            m.attributes
+                .push(LinkAttribute::Address(host.mac.0.to_vec()))
+        })?;
+    }
+    Ok(())
 }
 
 /// A veth pair for the software path.
