@@ -265,10 +265,31 @@ fn errors_name_the_namespace_the_ifindex_and_the_step() {
     let err = netns::move_into(999_999, &ns, &want).unwrap_err();
     assert_eq!(
         err.to_string(),
+        "move: no link with ifindex 999999 is in our network namespace"
+    );
+    let with_mac = Placement {
+        mac: Some(C_MAC.parse().unwrap()),
+        ..want.clone()
+    };
+    let err = netns::move_into(999_999, &ns, &with_mac).unwrap_err();
+    assert_eq!(
+        err.to_string(),
         format!(
-            "set up the moved link: no link with ifindex 999999 is in network namespace {}",
+            "set up the moved link: no link with ifindex 999999 or MAC {C_MAC} is in network namespace {}",
             named.path()
         )
+    );
+    let err = netns::restore(
+        999_999,
+        &HostIdentity {
+            name: "vb".into(),
+            mac: B_MAC.parse().unwrap(),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "restore: no link with ifindex 999999 is in our network namespace"
     );
     // The name is taken inside: the rename step says so.
     sh(&format!("ip -n {} link add eth0 type bridge", named.name));

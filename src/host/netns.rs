@@ -62,6 +62,9 @@ pub enum NetnsError {
         ifindex: u32,
         mac: String,
     },
+    /// A link to be worked on is not in our namespace.
+    #[error("{step}: no link {what} is in our network namespace")]
+    NotHere { step: &'static str, what: String },
     /// After a move, more than one link in the target carries the moved link's MAC.
     #[error(
         "{step}: links {ifindexes:?} in network namespace {path} all carry MAC {mac}, so the moved ifindex {ifindex} cannot be told apart"
@@ -334,9 +337,10 @@ pub fn move_into(ifindex: u32, ns: &Netns, want: &Placement) -> Result<Moved, Ne
     let here = links_here(&format!("list our links to find ifindex {ifindex}"))?;
     let host = match here.iter().find(|l| l.ifindex == ifindex) {
         Some(l) => {
-            let mac = l
-                .mac
-                .ok_or_else(|| missing("move", ns.path(), ifindex, None))?;
+            let mac = l.mac.ok_or_else(|| NetnsError::NotHere {
+                step: "move",
+                what: format!("with ifindex {ifindex} and a MAC"),
+            })?;
             set_link(
                 format!("move ifindex {ifindex} into network namespace {path}"),
                 ifindex,
@@ -346,6 +350,14 @@ pub fn move_into(ifindex: u32, ns: &Netns, want: &Placement) -> Result<Moved, Ne
                 name: l.name.clone(),
                 mac,
             })
+        }
+        // Moved by an earlier try? Only its MAC tells it apart inside: an ifindex alone
+        // may be any of the container's links.
+        None if want.mac.is_none() => {
+            return Err(NetnsError::NotHere {
+                step: "move",
+                what: format!("with ifindex {ifindex}"),
+            });
         }
         None => None,
     };
@@ -445,11 +457,13 @@ pub fn move_back(
 pub fn restore(ifindex: u32, host: &HostIdentity) -> Result<(), NetnsError> {
     check_name(&host.name)?;
     let here = links_here(&format!("list our links to find ifindex {ifindex}"))?;
-    let ours = Path::new("/proc/thread-self/ns/net");
     let l = here
         .iter()
         .find(|l| l.ifindex == ifindex)
-        .ok_or_else(|| missing("restore", ours, ifindex, None))?;
+        .ok_or_else(|| NetnsError::NotHere {
+            step: "restore",
+            what: format!("with ifindex {ifindex}"),
+        })?;
     let doing = |what: &str| format!("{what} of ifindex {ifindex} in our network namespace");
     if l.up {
         set_link(doing("take down"), ifindex, |m| set_up(m, false))?;
@@ -513,8 +527,10 @@ pub fn create_veth(ns: &Netns, host_name: &str, inside: &Placement) -> Result<Ve
         NLM_F_CREATE | NLM_F_EXCL,
     )?;
     let step = "set up the new veth";
-    let host = our_veth(host_name)?
-        .ok_or_else(|| missing(step, Path::new("/proc/thread-self/ns/net"), 0, None))?;
+    let host = our_veth(host_name)?.ok_or_else(|| NetnsError::NotHere {
+        step,
+        what: format!("named {host_name} of kind veth"),
+    })?;
     let peer_index = host.link.unwrap_or(0);
     set_link(
         format!("bring up veth {host_name} (ifindex {})", host.ifindex),
