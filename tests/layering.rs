@@ -26,6 +26,11 @@ const RULES: &[(&str, &[&str])] = &[
         ],
     ),
     ("rebalance", &["model", "facts", "host", "provision::state"]),
+    // Connecting a NIC to a vPort. Today pure: the CNI protocol (attach/cni/) and the IPAM
+    // delegation name only the model. Its runtime half (moving netdevs between namespaces,
+    // pools, the daemon's attach handler) may later name facts, host, provision, softpath
+    // and switch, never daemon or cli; attach/cni/ stays data and decisions (model only).
+    ("attach", &["model"]),
     (
         "softpath",
         &["model", "facts", "host", "provision", "switch"],
@@ -53,6 +58,7 @@ const RULES: &[(&str, &[&str])] = &[
             "softpath",
             "switch",
             "daemon",
+            "attach",
         ],
     ),
 ];

@@ -3,6 +3,7 @@
 //! flags), 3 drift found by `status`.
 
 pub mod args;
+pub mod cni;
 pub mod ctl;
 pub mod libvirt;
 pub mod render;

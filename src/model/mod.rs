@@ -5,6 +5,7 @@ pub mod edge;
 pub mod inventory;
 pub mod location;
 pub mod mac;
+pub mod pool;
 pub mod port_counters;
 pub mod profile;
 pub mod queues;
