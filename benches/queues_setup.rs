@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use vportd::host::ethtool::{LiveQueues, QueueOps, equal_table};
 use vportd::host::netlink::VfConfig;
 use vportd::host::sriov::{HostError, SriovOps};
+use vportd::host::userfiles::UserFiles;
 use vportd::provision::apply::{self, ApplyOptions};
 use vportd::provision::plan::{Action, Placement, Plan};
 use vportd::provision::state::{QueueMode, State, VportPath};
@@ -124,6 +125,7 @@ fn child(base: &Path) {
     let dir = tempfile::tempdir_in(base).expect("tempdir");
     let o = ApplyOptions {
         state_dir: dir.path().to_path_buf(),
+        store: &UserFiles,
         retries: 1,
         retry_delay: Duration::ZERO,
         run_id: "bench".into(),

@@ -15,6 +15,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use vportd::facts::profile::ProfileSet;
 use vportd::host::faults::{Failure, Fault, FaultOp, FaultyOps, Killed};
+use vportd::host::userfiles::UserFiles;
 use vportd::provision::apply::{ApplyError, ApplyOptions};
 use vportd::provision::config;
 use vportd::provision::plan::PlanOptions;
@@ -221,6 +222,7 @@ fn tempdir() -> tempfile::TempDir {
 fn opts(dir: &Path, run: &str) -> ApplyOptions {
     ApplyOptions {
         state_dir: dir.to_path_buf(),
+        store: &UserFiles,
         retries: 3,
         retry_delay: Duration::ZERO,
         link_wait: Duration::from_secs(1),

@@ -13,6 +13,7 @@ use vportd::facts::profile::ProfileSet;
 use vportd::facts::scope::Source;
 use vportd::host::fs::KernelFs;
 use vportd::host::netlink::NetlinkSnapshot;
+use vportd::host::userfiles::UserFiles;
 use vportd::provision::config::Config;
 use vportd::provision::plan::{Plan, PlanOptions};
 
@@ -36,6 +37,7 @@ fn config(state_dir: &Path) -> Config {
 
 fn plan(cfg: &Config, inv: &Inventory) -> Plan {
     vportd::provision::prepare_config(
+        &UserFiles,
         cfg.clone(),
         inv,
         ProfileSet::builtin(),

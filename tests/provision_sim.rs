@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use vportd::facts::profile::ProfileSet;
+use vportd::host::userfiles::UserFiles;
 use vportd::provision;
 use vportd::provision::apply::{self, ApplyError, ApplyOptions};
 use vportd::provision::config;
@@ -32,6 +33,7 @@ fn mac(i: u32) -> String {
 fn opts(dir: &Path, run: &str) -> ApplyOptions {
     ApplyOptions {
         state_dir: dir.to_path_buf(),
+        store: &UserFiles,
         retries: 3,
         retry_delay: Duration::ZERO,
         link_wait: std::time::Duration::from_secs(15),
@@ -43,6 +45,7 @@ fn plan_for(host: &SimHost, text: &str, allow: bool) -> Plan {
     let cfg = config::parse(Path::new("host.toml"), text).expect("config parses");
     let inv = host.inventory();
     provision::prepare_config(
+        &UserFiles,
         cfg,
         &inv,
         ProfileSet::builtin(),
@@ -109,7 +112,7 @@ fn first_apply_creates_vfs_configures_them_and_second_apply_is_a_noop() {
         p.actions[0],
         Action::SetNumVfs { from: 0, to: 2, .. }
     ));
-    let state = State::load(dir.path()).unwrap();
+    let state = State::load(&UserFiles, dir.path()).unwrap();
     assert_eq!(state.vports["a"].path, VportPath::Vf { index: 0 });
     assert_eq!(state.vports["b"].path, VportPath::Vf { index: 1 });
     assert!(!dir.path().join("journal.json").exists());
@@ -153,7 +156,12 @@ fn assignments_survive_reordering_and_removal_resets_the_vf() {
         (vf0.vlan, vf0.spoofchk, vf0.trust),
         (0, Some(true), Some(false))
     );
-    assert!(!State::load(dir.path()).unwrap().vports.contains_key("a"));
+    assert!(
+        !State::load(&UserFiles, dir.path())
+            .unwrap()
+            .vports
+            .contains_key("a")
+    );
     // A newcomer takes the freed lowest index.
     let again = cfg_text(
         dir.path(),
@@ -291,7 +299,7 @@ fn a_fault_at_any_step_rolls_back_and_a_rerun_converges() {
             let t1 = cfg_text(dir.path(), &[("a", &mac(1))], "vf_driver = \"igbvf\"");
             apply_text(&mut host, &t1, "r1", false).unwrap();
             let before_vfs: Vec<_> = host.pfs[0].vfs.iter().map(|v| v.config.clone()).collect();
-            let before_state = State::load(dir.path()).unwrap();
+            let before_state = State::load(&UserFiles, dir.path()).unwrap();
             let t2 = cfg_text(
                 dir.path(),
                 &[
@@ -316,7 +324,7 @@ fn a_fault_at_any_step_rolls_back_and_a_rerun_converges() {
                     .iter()
                     .all(|v| v.driver.as_deref() == Some("igbvf"))
             );
-            assert_eq!(State::load(dir.path()).unwrap(), before_state);
+            assert_eq!(State::load(&UserFiles, dir.path()).unwrap(), before_state);
             assert!(!dir.path().join("journal.json").exists());
             host.faults.clear();
             apply_text(&mut host, &t2, "r3", true).unwrap();

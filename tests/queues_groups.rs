@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use vportd::daemon::metrics::{self, Stats};
 use vportd::daemon::{DaemonConfig, Rebalancer};
+use vportd::host::userfiles::UserFiles;
 use vportd::provision::state::{Health, State, VportPath, VportState};
 use vportd::rebalance::policy::PolicyConfig;
 
@@ -43,7 +44,7 @@ fn fixture() -> tempfile::TempDir {
 fn state_dir(config_dir: &Path) -> std::path::PathBuf {
     let dir = config_dir.join("state");
     // An empty state of this build's version, as a first run loads it.
-    let mut s = State::load(&dir).unwrap();
+    let mut s = State::load(&UserFiles, &dir).unwrap();
     s.vports.insert(
         "vm1".into(),
         VportState {
@@ -55,7 +56,7 @@ fn state_dir(config_dir: &Path) -> std::path::PathBuf {
             health: Health::Provisioned,
         },
     );
-    s.save(&dir).unwrap();
+    s.save(&UserFiles, &dir).unwrap();
     dir
 }
 
@@ -133,7 +134,7 @@ fn a_vports_queues_are_one_group_inside_its_cpus_and_labelled_in_the_metrics() {
     // The Prometheus text: every per-queue family labels vm1's queues, and no other.
     let mut stats = Stats::default();
     stats.record(&report);
-    let state = State::load(&dir).unwrap();
+    let state = State::load(&UserFiles, &dir).unwrap();
     let text = metrics::render(&stats, &state);
     let samples = metrics::parse_samples(&text);
     for family in [

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use vportd::facts::profile::ProfileSet;
 use vportd::host::ethtool::{FlowTarget, equal_table, weighted_table};
+use vportd::host::userfiles::UserFiles;
 use vportd::provision;
 use vportd::provision::apply::{ApplyError, ApplyOptions};
 use vportd::provision::config;
@@ -31,6 +32,7 @@ fn vport(name: &str, i: u32, extra: &str) -> String {
 fn plan_for(host: &SimHost, t: &str) -> Plan {
     let cfg = config::parse(Path::new("host.toml"), t).expect("config parses");
     provision::prepare_config(
+        &UserFiles,
         cfg,
         &host.inventory(),
         ProfileSet::builtin(),
@@ -44,6 +46,7 @@ fn apply(host: &mut SimHost, t: &str, run: &str) -> Result<Plan, ApplyError> {
     let cfg = config::parse(Path::new("host.toml"), t).expect("config parses");
     let o = ApplyOptions {
         state_dir: cfg.state_dir.clone(),
+        store: &UserFiles,
         retries: 2,
         retry_delay: Duration::ZERO,
         link_wait: Duration::from_secs(1),
@@ -299,7 +302,7 @@ fn rss_context_and_ntuple_steering_apply_and_undo() {
     let rule_b = steer.rules[&1];
     assert_eq!(rule_b.vlan, Some(7));
     assert_eq!(rule_b.target, FlowTarget::Queue { index: 3 });
-    let st = State::load(dir.path()).unwrap();
+    let st = State::load(&UserFiles, dir.path()).unwrap();
     assert_eq!(st.steering["a"].context, Some(*id));
     assert_eq!(st.steering["a"].location, Some(0));
     assert_eq!(st.steering["b"].location, Some(1));
@@ -332,7 +335,7 @@ fn rss_context_and_ntuple_steering_apply_and_undo() {
     let steer = &host.pfs[0].steer;
     assert!(steer.contexts.is_empty());
     assert_eq!(steer.rules.keys().copied().collect::<Vec<_>>(), [1]);
-    let st = State::load(dir.path()).unwrap();
+    let st = State::load(&UserFiles, dir.path()).unwrap();
     assert!(!st.steering.contains_key("a"));
     assert!(st.steering.contains_key("b"));
 
@@ -362,7 +365,12 @@ fn rss_context_and_ntuple_steering_apply_and_undo() {
     apply(&mut host, &empty, "r4").unwrap();
     assert!(host.pfs[0].steer.contexts.is_empty());
     assert!(host.pfs[0].steer.rules.is_empty());
-    assert!(State::load(dir.path()).unwrap().steering.is_empty());
+    assert!(
+        State::load(&UserFiles, dir.path())
+            .unwrap()
+            .steering
+            .is_empty()
+    );
     assert_eq!(facts(&host).rss_table, Some(equal_table(128, 0, 8)));
     assert!(plan_for(&host, &empty).is_noop());
 }
@@ -455,7 +463,7 @@ fn vmdq_macvlan_steering_apply_and_undo() {
     assert_eq!(mv.len(), 1);
     assert_eq!(mv[0].2, [2, 0, 0, 0, 1, 1]);
     assert!(mv[0].3, "the macvlan got a VMDq pool");
-    let st = State::load(dir.path()).unwrap();
+    let st = State::load(&UserFiles, dir.path()).unwrap();
     assert_eq!(st.steering["m"].macvlan, Some(mv[0].0));
     assert!(st.steering["m"].feature_set);
     assert!(plan_for(&host, &t).is_noop());
@@ -503,7 +511,12 @@ fn a_refusal_mid_way_rolls_back_the_steering() {
     let e = apply(&mut host, &text(dir.path(), "num_vfs = 0", ""), "r2").unwrap_err();
     assert!(matches!(e, ApplyError::RolledBack { .. }), "{e}");
     assert_eq!(host.pfs[0].steer.macvlans.len(), 1);
-    assert!(State::load(dir.path()).unwrap().steering.contains_key("m"));
+    assert!(
+        State::load(&UserFiles, dir.path())
+            .unwrap()
+            .steering
+            .contains_key("m")
+    );
     host.pfs[0].queue_refuses.clear();
     apply(&mut host, &text(dir.path(), "num_vfs = 0", ""), "r3").unwrap();
     assert!(host.pfs[0].steer.macvlans.is_empty());
@@ -532,6 +545,7 @@ fn a_killed_steering_run_is_rolled_back_by_the_next() {
             prefix.actions.truncate(cut);
             let o = ApplyOptions {
                 state_dir: dir.path().to_path_buf(),
+                store: &UserFiles,
                 retries: 1,
                 retry_delay: Duration::ZERO,
                 link_wait: Duration::ZERO,
@@ -662,12 +676,13 @@ fn steering_on_an_uplink_removed_from_the_config_is_released() {
             if cut > 0 {
                 // Killed after step `cut`: the journal as it was then, the state not yet
                 // written.
-                let before = State::load(dir.path()).unwrap();
+                let before = State::load(&UserFiles, dir.path()).unwrap();
                 let state_file = std::fs::read(State::path(dir.path())).unwrap();
                 let mut prefix = plan_for(&h, &one);
                 prefix.actions.truncate(cut);
                 let o = ApplyOptions {
                     state_dir: dir.path().to_path_buf(),
+                    store: &UserFiles,
                     retries: 1,
                     retry_delay: Duration::ZERO,
                     link_wait: Duration::ZERO,
@@ -707,7 +722,7 @@ fn steering_on_an_uplink_removed_from_the_config_is_released() {
                 a_before,
                 "{name} cut {cut}"
             );
-            let st = State::load(dir.path()).unwrap();
+            let st = State::load(&UserFiles, dir.path()).unwrap();
             assert!(!st.steering.contains_key("b"), "{name} cut {cut}");
             assert!(st.steering.contains_key("a"), "{name} cut {cut}");
             assert!(plan_for(&h, &one).is_noop(), "{name} cut {cut}");
@@ -748,7 +763,7 @@ fn steering_of_a_pf_gone_from_the_host_is_dropped_with_a_note() {
         "{:?}",
         p.actions
     );
-    let st = State::load(dir.path()).unwrap();
+    let st = State::load(&UserFiles, dir.path()).unwrap();
     assert_eq!(st.steering.keys().collect::<Vec<_>>(), ["a"]);
     assert!(plan_for(&h, &one).is_noop());
 }
@@ -756,7 +771,7 @@ fn steering_of_a_pf_gone_from_the_host_is_dropped_with_a_note() {
 /// The drift `vportd status` reports for each vPort (its VF checks plus the steering read
 /// back from the host).
 fn drift(host: &mut SimHost, dir: &Path) -> std::collections::BTreeMap<String, Vec<String>> {
-    let state = State::load(dir).unwrap();
+    let state = State::load(&UserFiles, dir).unwrap();
     let mut list = provision::status(&state, &host.inventory());
     provision::check_steering(host, &state, &mut list);
     list.into_iter().map(|s| (s.vport, s.drift)).collect()
@@ -792,6 +807,7 @@ fn steering_deleted_behind_vportds_back_is_drift_and_apply_restores_it() {
     let cfg = config::parse(Path::new("host.toml"), &both).unwrap();
     let inv = host.inventory();
     let live = provision::prepare_config_read_back(
+        &UserFiles,
         cfg,
         &inv,
         ProfileSet::builtin(),
@@ -817,7 +833,7 @@ fn steering_deleted_behind_vportds_back_is_drift_and_apply_restores_it() {
     assert!(plan_for(&host, &both).is_noop());
 
     // a's context goes (a driver reset drops it with the rule that used it).
-    let id = State::load(dir.path()).unwrap().steering["a"]
+    let id = State::load(&UserFiles, dir.path()).unwrap().steering["a"]
         .context
         .unwrap();
     host.pfs[0].steer.contexts.remove(&id);
@@ -901,6 +917,7 @@ fn a_journal_written_without_fsync_survives_sigkill() {
         let p = plan_for(&h, &t);
         let o = ApplyOptions {
             state_dir: dir.into(),
+            store: &UserFiles,
             retries: 1,
             retry_delay: Duration::ZERO,
             link_wait: Duration::ZERO,
@@ -963,6 +980,7 @@ fn a_journal_written_without_fsync_survives_sigkill() {
         let scratch = tempfile::tempdir().unwrap();
         let o = ApplyOptions {
             state_dir: scratch.path().into(),
+            store: &UserFiles,
             retries: 1,
             retry_delay: Duration::ZERO,
             link_wait: Duration::ZERO,
@@ -980,6 +998,7 @@ fn a_journal_written_without_fsync_survives_sigkill() {
         let cfg = config::parse(Path::new("host.toml"), &t).unwrap();
         let o = ApplyOptions {
             state_dir: cfg.state_dir.clone(),
+            store: &UserFiles,
             run_id: "next".into(),
             ..o
         };

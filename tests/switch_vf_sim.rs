@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use vportd::facts::profile::ProfileSet;
+use vportd::host::userfiles::UserFiles;
 use vportd::provision;
 use vportd::provision::apply::ApplyOptions;
 use vportd::provision::config;
@@ -37,6 +38,7 @@ fn apply(
     let cfg = config::parse(Path::new("host.toml"), text).map_err(|e| e.to_string())?;
     let opts = ApplyOptions {
         state_dir: cfg.state_dir.clone(),
+        store: &UserFiles,
         retries: 3,
         retry_delay: Duration::ZERO,
         link_wait: Duration::from_secs(1),
@@ -104,7 +106,7 @@ fn the_switch_vf_is_reserved_trusted_and_unchecked_and_a_rerun_is_a_noop() {
         "no admin MAC: the VF keeps its own"
     );
     // Nothing recorded for the switch's VF in the state: no vPort holds it.
-    let state = State::load(dir.path()).unwrap();
+    let state = State::load(&UserFiles, dir.path()).unwrap();
     assert!(
         state
             .vports
@@ -131,12 +133,12 @@ fn a_vport_holding_the_vf_the_switch_now_takes_moves_to_another() {
     let vports = [("a", ""), ("b", "")];
     apply(&mut host, &text(dir.path(), "num_vfs = 4", &vports), "r1").unwrap();
     assert_eq!(
-        State::load(dir.path()).unwrap().vports["a"].path,
+        State::load(&UserFiles, dir.path()).unwrap().vports["a"].path,
         VportPath::Vf { index: 0 }
     );
     let t = text(dir.path(), "num_vfs = 4\nswitch_vf = 0", &vports);
     let p = apply(&mut host, &t, "r2").unwrap();
-    let state = State::load(dir.path()).unwrap();
+    let state = State::load(&UserFiles, dir.path()).unwrap();
     assert_eq!(state.vports["a"].path, VportPath::Vf { index: 2 });
     assert_eq!(state.vports["b"].path, VportPath::Vf { index: 1 });
     // a's MAC went with it; VF 0 is the switch's, trusted, without its old admin MAC.

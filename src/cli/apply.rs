@@ -10,6 +10,7 @@ use crate::facts::profile::ProfileSet;
 use crate::facts::scope::Source;
 use crate::host::fs::KernelFs;
 use crate::host::sriov::{LiveSriov, SriovOps};
+use crate::host::userfiles::UserFiles;
 use crate::provision;
 use crate::provision::apply::{ApplyOptions, ApplyReport, StepError};
 use crate::provision::plan::{Plan, PlanOptions};
@@ -21,7 +22,7 @@ pub(super) fn run_allow_absent(
     json: bool,
 ) -> Result<(), Failure> {
     // Bad input is still refused before anything is touched.
-    provision::config::load(config).map_err(Failure::input)?;
+    provision::config::load(&UserFiles, config).map_err(Failure::input)?;
     let o = crate::daemon::handlers::run_live(config, allow_disruption, "apply", Path::new("/"))
         .map_err(Failure::runtime)?;
     for u in &o.absent_uplinks {
@@ -46,13 +47,14 @@ pub(super) fn run(
     json: bool,
 ) -> Result<(), Failure> {
     let began = Instant::now();
-    let cfg = provision::config::load(config).map_err(Failure::input)?;
+    let cfg = provision::config::load(&UserFiles, config).map_err(Failure::input)?;
     timing("config", began);
     let plan_opts = PlanOptions { allow_disruption };
     let inv = planning_inventory(&cfg, plan_opts)?;
     let t = Instant::now();
     if dry_run {
         let p = provision::prepare_config_read_back(
+            &UserFiles,
             cfg,
             &inv,
             ProfileSet::builtin(),
@@ -93,6 +95,7 @@ pub(super) fn run(
 fn options(state_dir: &Path) -> ApplyOptions {
     ApplyOptions {
         state_dir: state_dir.to_path_buf(),
+        store: &UserFiles,
         retries: 5,
         retry_delay: Duration::from_millis(200),
         link_wait: Duration::from_secs(15),

@@ -13,6 +13,7 @@ use crate::daemon::events::{self, Action, Bdf, DeviceEvent, Subsystem};
 use crate::daemon::handlers;
 use crate::daemon::protocol::{self, ErrorCode, Request, Response};
 use crate::host::unix_socket::{self, SocketError};
+use crate::host::userfiles::UserFiles;
 
 /// Where `vportd hotplug` finds the config when no daemon runs.
 pub const DEFAULT_CONFIG: &str = "/etc/vportd/host.toml";
@@ -162,7 +163,8 @@ fn udev_properties(a: &HotplugArgs) -> Result<String, (u8, String)> {
     if !a.config.exists() {
         return Ok(String::new());
     }
-    let cfg = crate::provision::config::load(&a.config).map_err(|e| (2, e.to_string()))?;
+    let cfg =
+        crate::provision::config::load(&UserFiles, &a.config).map_err(|e| (2, e.to_string()))?;
     let fs = crate::host::fs::KernelFs::at(&a.root);
     let pf = fs
         .link_name(&format!("/sys/bus/pci/devices/{}/physfn", event.pci))
@@ -170,7 +172,8 @@ fn udev_properties(a: &HotplugArgs) -> Result<String, (u8, String)> {
     let Some(pf) = pf else {
         return Ok(String::new());
     };
-    let state = crate::provision::state::State::load(&cfg.state_dir).unwrap_or_default();
+    let state =
+        crate::provision::state::State::load(&UserFiles, &cfg.state_dir).unwrap_or_default();
     let uplinks: Vec<String> = cfg
         .uplinks
         .iter()

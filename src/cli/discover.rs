@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use super::{Failure, emit, load_profiles, render, to_json};
 use crate::facts::inventory::{self, Inventory};
 use crate::host::fs::KernelFs;
-use crate::host::{netlink, userfiles};
+use crate::host::netlink;
+use crate::host::userfiles::{self, UserFiles};
 use crate::provision;
 use crate::provision::state::{State, VportQueueSet};
 
@@ -43,14 +44,17 @@ pub(super) fn run(f: Flags) -> Result<(), Failure> {
 /// The state named by `--config` (with its vPorts' `cpus`) or `--state-dir`, if any.
 fn held_vports(config: Option<&Path>, state_dir: Option<&Path>) -> Result<Option<Held>, Failure> {
     let config = config
-        .map(|c| provision::config::load(c).map_err(Failure::input))
+        .map(|c| provision::config::load(&UserFiles, c).map_err(Failure::input))
         .transpose()?;
     Ok(match (&config, state_dir) {
         (Some(c), _) => Some((
-            State::load(&c.state_dir).map_err(Failure::input)?,
+            State::load(&UserFiles, &c.state_dir).map_err(Failure::input)?,
             provision::vport_cpus(c),
         )),
-        (None, Some(d)) => Some((State::load(d).map_err(Failure::input)?, Default::default())),
+        (None, Some(d)) => Some((
+            State::load(&UserFiles, d).map_err(Failure::input)?,
+            Default::default(),
+        )),
         (None, None) => None,
     })
 }

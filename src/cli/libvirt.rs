@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::host::fs::KernelFs;
+use crate::host::userfiles::UserFiles;
 use crate::provision::config;
 use crate::provision::state::State;
 use crate::softpath::libvirt::interface_xml;
@@ -26,7 +27,7 @@ pub struct LibvirtXmlArgs {
 /// The element, or an exit code (2: the config or the vPort's placement does not allow it;
 /// 1: the state could not be read) and the message.
 pub fn libvirt_xml_main(a: LibvirtXmlArgs) -> Result<String, (u8, String)> {
-    let cfg = config::load(&a.config).map_err(|e| (2, e.to_string()))?;
+    let cfg = config::load(&UserFiles, &a.config).map_err(|e| (2, e.to_string()))?;
     let spec = cfg
         .vports
         .iter()
@@ -41,7 +42,7 @@ pub fn libvirt_xml_main(a: LibvirtXmlArgs) -> Result<String, (u8, String)> {
                 ),
             )
         })?;
-    let state = State::load(&cfg.state_dir).map_err(|e| (1, e.to_string()))?;
+    let state = State::load(&UserFiles, &cfg.state_dir).map_err(|e| (1, e.to_string()))?;
     let st = state.vports.get(&a.vport);
     let driver = st.and_then(|s| s.vf_bdf.as_deref()).and_then(|bdf| {
         KernelFs::at(&a.root)

@@ -4,14 +4,16 @@ use std::path::Path;
 
 use super::{Failure, apply, emit, provision_failure, render, to_json};
 use crate::facts::profile::ProfileSet;
+use crate::host::userfiles::UserFiles;
 use crate::provision;
 use crate::provision::plan::PlanOptions;
 
 pub(super) fn run(config: &Path, json: bool, allow_disruption: bool) -> Result<(), Failure> {
     let opts = PlanOptions { allow_disruption };
-    let cfg = provision::config::load(config).map_err(Failure::input)?;
+    let cfg = provision::config::load(&UserFiles, config).map_err(Failure::input)?;
     let inv = apply::planning_inventory(&cfg, opts)?;
     let p = provision::prepare_config_read_back(
+        &UserFiles,
         cfg,
         &inv,
         ProfileSet::builtin(),

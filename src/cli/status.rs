@@ -7,6 +7,7 @@ use crate::facts::inventory;
 use crate::facts::profile::ProfileSet;
 use crate::host::fs::KernelFs;
 use crate::host::netlink;
+use crate::host::userfiles::UserFiles;
 use crate::provision;
 use crate::provision::state::State;
 
@@ -16,7 +17,7 @@ pub(super) fn run(
     json: bool,
 ) -> Result<(), Failure> {
     let config = config
-        .map(|c| provision::config::load(&c).map_err(Failure::input))
+        .map(|c| provision::config::load(&UserFiles, &c).map_err(Failure::input))
         .transpose()?;
     let dir = match (&config, state_dir) {
         (Some(c), _) => c.state_dir.clone(),
@@ -50,7 +51,7 @@ fn vport_status(
     dir: &std::path::Path,
     cpus: &std::collections::BTreeMap<String, Vec<u32>>,
 ) -> Result<Vec<provision::VportStatus>, Failure> {
-    let state = State::load(dir).map_err(Failure::runtime)?;
+    let state = State::load(&UserFiles, dir).map_err(Failure::runtime)?;
     // Full discovery: the vPorts' queue sets need every function's IRQs.
     let nl = netlink::snapshot_scoped(false).map_err(Failure::runtime)?;
     let inv = inventory::discover(&KernelFs::system(), &nl, ProfileSet::builtin())

@@ -21,6 +21,7 @@ use crate::host::netlink;
 use crate::host::sriov::LiveSriov;
 use crate::host::uevent::{Uevent, UeventListener};
 use crate::host::unix_socket::{self, Access, ControlListener, Peer, SocketError};
+use crate::host::userfiles::UserFiles;
 use crate::provision;
 use crate::provision::apply::ApplyOptions;
 use crate::provision::plan::PlanOptions;
@@ -238,7 +239,7 @@ impl Ctx {
             }
             Request::Status {} => {
                 let dir = match &self.config {
-                    Some(c) => match crate::provision::config::load(c) {
+                    Some(c) => match crate::provision::config::load(&UserFiles, c) {
                         Ok(cfg) => cfg.state_dir,
                         Err(e) => return failed(e.to_string()),
                     },
@@ -354,7 +355,7 @@ pub fn run_live(
     why: &str,
     root: &Path,
 ) -> Result<Outcome, String> {
-    let cfg = crate::provision::config::load(path).map_err(|e| e.to_string())?;
+    let cfg = crate::provision::config::load(&UserFiles, path).map_err(|e| e.to_string())?;
     let plan_opts = PlanOptions { allow_disruption };
     // What to read is facts::scope's to decide, as for `vportd apply`.
     let src = crate::facts::scope::Source::at_root(root);
@@ -365,6 +366,7 @@ pub fn run_live(
     let inv = read(&cfg)?;
     let apply_opts = ApplyOptions {
         state_dir: cfg.state_dir.clone(),
+        store: &UserFiles,
         retries: 5,
         retry_delay: Duration::from_millis(200),
         link_wait: Duration::from_secs(15),
@@ -416,7 +418,7 @@ fn run(
 }
 
 fn status(state_dir: &Path, root: &Path) -> Result<serde_json::Value, String> {
-    let state = State::load(state_dir).map_err(|e| e.to_string())?;
+    let state = State::load(&UserFiles, state_dir).map_err(|e| e.to_string())?;
     let inv = live_inventory(root)?;
     let mut list = provision::status(&state, &inv);
     // The programmed steering, read back as `vportd status` does; not below another --root,
@@ -429,10 +431,11 @@ fn status(state_dir: &Path, root: &Path) -> Result<serde_json::Value, String> {
 
 fn plan(config: &Path, allow_disruption: bool, root: &Path) -> Result<serde_json::Value, String> {
     let inv = live_inventory(root)?;
-    let config = crate::provision::config::load(config).map_err(|e| e.to_string())?;
+    let config = crate::provision::config::load(&UserFiles, config).map_err(|e| e.to_string())?;
     let opts = PlanOptions { allow_disruption };
     let p = if root == Path::new("/") {
         provision::prepare_config_read_back(
+            &UserFiles,
             config,
             &inv,
             ProfileSet::builtin(),
@@ -440,7 +443,7 @@ fn plan(config: &Path, allow_disruption: bool, root: &Path) -> Result<serde_json
             &mut crate::host::ethtool::LiveQueues,
         )
     } else {
-        provision::prepare_config(config, &inv, ProfileSet::builtin(), opts)
+        provision::prepare_config(&UserFiles, config, &inv, ProfileSet::builtin(), opts)
     }
     .map_err(|e| e.to_string())?;
     Ok(serde_json::to_value(&p.plan).expect("plans serialize"))

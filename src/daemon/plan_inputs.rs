@@ -11,6 +11,7 @@ use crate::facts::profile::ProfileSet;
 use crate::facts::scope::{self, Phases, PlanInputs, ScopeError, Source};
 use crate::host::fs::KernelFs;
 use crate::host::netlink::NetlinkSnapshot;
+use crate::host::userfiles::UserFiles;
 use crate::provision;
 use crate::provision::config::{Config, Offload};
 use crate::provision::plan::PlanOptions;
@@ -42,7 +43,7 @@ pub fn plan_inventory(
 impl PlanInputs for ConfigInputs<'_> {
     fn may_narrow(&self) -> bool {
         let dir = &self.config.state_dir;
-        !dir.join(provision::apply::JOURNAL_FILE).exists() && State::load(dir).is_ok()
+        !dir.join(provision::apply::JOURNAL_FILE).exists() && State::load(&UserFiles, dir).is_ok()
     }
 
     /// The config's uplinks and, from the state file, the PFs of vPorts applied before (a
@@ -52,7 +53,7 @@ impl PlanInputs for ConfigInputs<'_> {
         fs: &KernelFs,
         nl: &NetlinkSnapshot,
     ) -> Result<Option<BTreeSet<String>>, InventoryError> {
-        let Ok(state) = State::load(&self.config.state_dir) else {
+        let Ok(state) = State::load(&UserFiles, &self.config.state_dir) else {
             return Ok(None);
         };
         let held = state.vports.values().map(|v| v.uplink.clone());
@@ -81,7 +82,7 @@ impl PlanInputs for ConfigInputs<'_> {
                 .vports
                 .iter()
                 .any(|v| v.queues.is_some() || v.placement.is_some());
-        asks || provision::prepare_config(cfg.clone(), inv, self.profiles, self.opts)
+        asks || provision::prepare_config(&UserFiles, cfg.clone(), inv, self.profiles, self.opts)
             .map(|p| {
                 p.plan.placements.iter().any(|pl| {
                     !matches!(pl.path, VportPath::Vf { .. })

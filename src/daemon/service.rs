@@ -18,6 +18,7 @@ use crate::daemon::metrics::{self, Stats};
 use crate::facts::parse;
 use crate::host::fs::KernelFs;
 use crate::host::http::{self, HttpError};
+use crate::host::userfiles::UserFiles;
 use crate::provision::state::State;
 use crate::rebalance::policy::PolicyConfig;
 
@@ -97,7 +98,7 @@ impl ConfigWatch {
             return None;
         }
         self.stamp = stamp;
-        match crate::provision::config::load(&self.path) {
+        match crate::provision::config::load(&UserFiles, &self.path) {
             Ok(c) => {
                 self.said = None;
                 eprintln!(
@@ -253,7 +254,7 @@ async fn serve_metrics(
     let body = move || {
         let vports = state_dir
             .as_deref()
-            .map(State::load)
+            .map(|d| State::load(&UserFiles, d))
             .and_then(Result::ok)
             .unwrap_or_default();
         let s = stats.lock().expect("metrics lock is never poisoned");
@@ -397,7 +398,9 @@ pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
         )));
     }
     let software = match &a.config {
-        Some(c) => Some(crate::provision::config::load(c).map_err(|e| bad(e.to_string()))?),
+        Some(c) => {
+            Some(crate::provision::config::load(&UserFiles, c).map_err(|e| bad(e.to_string()))?)
+        }
         None => None,
     };
     let state_dir = software.as_ref().map(|c| c.state_dir.clone());

@@ -4,21 +4,33 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Errors from reading user-supplied files.
-#[derive(Debug, thiserror::Error)]
-pub enum FilesError {
-    /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    /// A file could not be written.
-    #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
-    /// A directory could not be listed.
-    #[error("cannot list directory {}: {source}", path.display())]
-    List { path: PathBuf, source: io::Error },
-    /// A lock file could not be opened or locked.
-    #[error("cannot lock {}: {source}", path.display())]
-    Lock { path: PathBuf, source: io::Error },
+pub use crate::provision::store::FilesError;
+use crate::provision::store::{Held, Store};
+
+/// The user's files as provisioning's [`Store`]: ordinary files, through the functions below.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserFiles;
+
+impl Store for UserFiles {
+    fn read_text(&self, path: &Path) -> Result<String, FilesError> {
+        read_text(path)
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
+        write_atomic(path, bytes)
+    }
+
+    fn write_replace(&self, path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
+        write_replace(path, bytes)
+    }
+
+    fn remove(&self, path: &Path) -> Result<(), FilesError> {
+        remove(path)
+    }
+
+    fn lock_exclusive(&self, path: &Path) -> Result<Held<'_>, FilesError> {
+        lock_exclusive(path).map(Held::new)
+    }
 }
 
 /// Reads one text file.
@@ -64,7 +76,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
 /// live in the page cache, which outlives the process; only a power loss or a kernel crash
 /// can lose the write, and is for what fsync would be paid. For apply's journal, that case
 /// needs no fsync: it describes kernel state (VFs, RSS contexts, rules) that a power loss
-/// or kernel crash resets too (src/apply.rs, `Journal::save`).
+/// or kernel crash resets too (src/provision/apply/journal.rs, `Journal::save`).
 pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
     write_replacing(path, bytes, false)
 }

@@ -1,6 +1,6 @@
 //! Provisioning: a host config is parsed and checked (`config`), planned against the
 //! host's facts (`plan`, pure), carried out step by step with a journal (`apply`) and
-//! remembered (`state`); `reconcile` answers hotplug events with the same pipeline, and
+//! remembered (`state`), its files kept through a `store`; `reconcile` answers hotplug events with the same pipeline, and
 //! `sim_host` is a simulated SR-IOV host with the kernel's rules, for tests and demos.
 
 pub mod apply;
@@ -11,5 +11,6 @@ pub mod plan;
 pub mod reconcile;
 pub mod sim_host;
 pub mod state;
+pub mod store;
 
 pub use pipeline::*;

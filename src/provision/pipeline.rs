@@ -5,7 +5,6 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::host::userfiles;
 use crate::model::inventory::Inventory;
 use crate::model::profile::ProfileSet;
 use crate::model::queues::{FlowRule, FlowTarget};
@@ -15,6 +14,7 @@ use crate::provision::config::{self, Config, ConfigError, ResolvedUplink};
 use crate::provision::ops::{EthtoolError, QueueOps, SriovOps};
 use crate::provision::plan::{self, Plan, PlanError, PlanOptions, vf_matches};
 use crate::provision::state::{Health, QueueMode, State, StateError, Steering, VportPath};
+use crate::provision::store::{Held, Store};
 
 /// Errors of the pipeline, each mapped to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -49,23 +49,25 @@ pub struct Prepared {
 
 /// Loads, checks and plans. Reads only.
 pub fn prepare(
+    store: &dyn Store,
     config_path: &Path,
     inv: &Inventory,
     profiles: &ProfileSet,
     opts: PlanOptions,
 ) -> Result<Prepared, ProvisionError> {
-    let config = config::load(config_path)?;
-    prepare_config(config, inv, profiles, opts)
+    let config = config::load(store, config_path)?;
+    prepare_config(store, config, inv, profiles, opts)
 }
 
 /// [`prepare`] for a config already parsed.
 pub fn prepare_config(
+    store: &dyn Store,
     config: Config,
     inv: &Inventory,
     profiles: &ProfileSet,
     opts: PlanOptions,
 ) -> Result<Prepared, ProvisionError> {
-    let state = State::load(&config.state_dir)?;
+    let state = State::load(store, &config.state_dir)?;
     prepare_with_state(config, state, inv, profiles, opts)
 }
 
@@ -74,13 +76,14 @@ pub fn prepare_config(
 /// `apply --dry-run` show the steps that program it again (apply does the same under its
 /// lock). Reads only.
 pub fn prepare_config_read_back(
+    store: &dyn Store,
     config: Config,
     inv: &Inventory,
     profiles: &ProfileSet,
     opts: PlanOptions,
     q: &mut dyn QueueOps,
 ) -> Result<Prepared, ProvisionError> {
-    let mut state = State::load(&config.state_dir)?;
+    let mut state = State::load(store, &config.state_dir)?;
     mark_drifted_steering(q, &mut state);
     prepare_with_state(config, state, inv, profiles, opts)
 }
@@ -107,8 +110,10 @@ fn prepare_with_state(
 pub const APPLY_LOCK: &str = "apply.lock";
 
 /// Takes the apply lock of a state directory, waiting for a running apply to finish.
-pub fn lock_apply(state_dir: &Path) -> Result<userfiles::FileLock, ProvisionError> {
-    Ok(userfiles::lock_exclusive(&state_dir.join(APPLY_LOCK)).map_err(StateError::from)?)
+pub fn lock_apply<'s>(store: &'s dyn Store, state_dir: &Path) -> Result<Held<'s>, ProvisionError> {
+    Ok(store
+        .lock_exclusive(&state_dir.join(APPLY_LOCK))
+        .map_err(StateError::from)?)
 }
 
 /// Rolls back an interrupted run, then plans afresh (the host may have changed) and
@@ -128,7 +133,7 @@ pub fn apply_config<O: SriovOps>(
     // Bad input changes nothing: a config naming uplinks this host lacks is refused before
     // taking the lock, which would create the state directory (checked again under it).
     config::check_against(&config, &inv)?;
-    let _lock = lock_apply(&config.state_dir)?;
+    let _lock = lock_apply(apply_opts.store, &config.state_dir)?;
     apply_config_locked(
         ops, config, inv, rediscover, profiles, plan_opts, apply_opts, progress,
     )
@@ -147,7 +152,7 @@ pub fn apply_config_locked<O: SriovOps>(
     apply_opts: &ApplyOptions,
     progress: &mut apply::Progress<'_>,
 ) -> Result<(Prepared, ApplyReport), ProvisionError> {
-    let mut state = State::load(&config.state_dir)?;
+    let mut state = State::load(apply_opts.store, &config.state_dir)?;
     let recovered = apply::recover(ops, &state, apply_opts).map_err(Box::new)?;
     let inv = if recovered > 0 { rediscover(ops) } else { inv };
     // Steering that is no longer on the host as applied (deleted behind vportd's back) is

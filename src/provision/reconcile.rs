@@ -138,17 +138,18 @@ pub fn reconcile<O: SriovOps>(
     apply_opts: &ApplyOptions,
     progress: &mut apply::Progress<'_>,
 ) -> Result<Outcome, ReconcileError> {
-    let _lock = provision::lock_apply(&config.state_dir)?;
-    let before = State::load(&config.state_dir)?;
+    let store = apply_opts.store;
+    let _lock = provision::lock_apply(store, &config.state_dir)?;
+    let before = State::load(store, &config.state_dir)?;
     let ready = ready_uplinks(&config, &inv);
     let (sub, absent) = split(&config, &ready);
     let applied = provision::apply_config_locked(
         ops, sub, inv, rediscover, profiles, plan_opts, apply_opts, progress,
     );
-    let mut after = State::load(&config.state_dir)?;
+    let mut after = State::load(store, &config.state_dir)?;
     let (lost, waiting) = mark_lost(&config, &absent, &before, &mut after);
-    if after != State::load(&config.state_dir)? {
-        after.save(&config.state_dir)?;
+    if after != State::load(store, &config.state_dir)? {
+        after.save(store, &config.state_dir)?;
     }
     let (prepared, report) = applied?;
     let restored = before
@@ -203,6 +204,10 @@ mod tests {
 
     use super::*;
     use crate::provision::sim_host::SimHost;
+    use crate::provision::store::MemStore;
+
+    /// The tests' files, kept apart by their temporary directories.
+    static STORE: MemStore = MemStore::new();
 
     fn config(dir: &Path) -> Config {
         let text = format!(
@@ -221,6 +226,7 @@ mod tests {
         let inv = host.inventory();
         let opts = ApplyOptions {
             state_dir: dir.to_path_buf(),
+            store: &STORE,
             retries: 1,
             retry_delay: Duration::ZERO,
             link_wait: Duration::ZERO,
@@ -240,7 +246,7 @@ mod tests {
     }
 
     fn health(dir: &Path) -> Vec<(String, Health, String)> {
-        State::load(dir)
+        State::load(&STORE, dir)
             .unwrap()
             .vports
             .into_iter()

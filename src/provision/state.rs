@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::userfiles::{self, FilesError};
 use crate::model::vf::VfConfig;
+use crate::provision::store::{FilesError, Store};
 
 /// Version of the state file format.
 pub const STATE_VERSION: u32 = 1;
@@ -258,9 +258,9 @@ impl State {
     }
 
     /// Loads the state; a missing file is an empty state (first run).
-    pub fn load(dir: &Path) -> Result<State, StateError> {
+    pub fn load(store: &dyn Store, dir: &Path) -> Result<State, StateError> {
         let path = Self::path(dir);
-        let text = match userfiles::read_text(&path) {
+        let text = match store.read_text(&path) {
             Ok(t) => t,
             Err(FilesError::Read { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
@@ -294,9 +294,9 @@ impl State {
     }
 
     /// Saves atomically.
-    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
+    pub fn save(&self, store: &dyn Store, dir: &Path) -> Result<(), StateError> {
         let text = serde_json::to_string_pretty(self).expect("state serializes");
-        userfiles::write_atomic(&Self::path(dir), text.as_bytes())?;
+        store.write_atomic(&Self::path(dir), text.as_bytes())?;
         Ok(())
     }
 
@@ -316,11 +316,13 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provision::store::MemStore;
 
     #[test]
     fn round_trip_and_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(State::load(dir.path()).unwrap().vports.len(), 0);
+        let store = MemStore::new();
+        assert_eq!(State::load(&store, dir.path()).unwrap().vports.len(), 0);
         let mut s = State {
             version: STATE_VERSION,
             ..Default::default()
@@ -336,10 +338,12 @@ mod tests {
                 health: Health::Provisioned,
             },
         );
-        s.save(dir.path()).unwrap();
-        assert_eq!(State::load(dir.path()).unwrap(), s);
-        std::fs::write(State::path(dir.path()), "{\"version\": 1, \"vports\": ").unwrap();
-        let e = State::load(dir.path()).unwrap_err().to_string();
+        s.save(&store, dir.path()).unwrap();
+        assert_eq!(State::load(&store, dir.path()).unwrap(), s);
+        store
+            .write_atomic(&State::path(dir.path()), b"{\"version\": 1, \"vports\": ")
+            .unwrap();
+        let e = State::load(&store, dir.path()).unwrap_err().to_string();
         assert!(e.contains("state.json: the state file is corrupt"), "{e}");
     }
 

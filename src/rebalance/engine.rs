@@ -20,6 +20,7 @@ use crate::facts::parse::{self, CpuTimes, InterruptLine, ParseError, QueueRef};
 use crate::facts::profile::ProfileSet;
 use crate::host::fs::{FsError, KernelFs};
 use crate::host::netlink::NetlinkSnapshot;
+use crate::host::userfiles::UserFiles;
 use crate::provision::state::State;
 use crate::rebalance::actuate;
 use crate::rebalance::cpusets::{NicCpuSet, NicFacts, SetSource, nic_cpu_sets};
@@ -330,7 +331,12 @@ impl Rebalancer {
     /// The provisioning state, for the vPorts' queue groups. A state file that cannot be
     /// read leaves the vPorts ungrouped this time, said once per reason.
     fn load_state(&mut self) -> State {
-        match self.cfg.state_dir.as_deref().map(State::load) {
+        match self
+            .cfg
+            .state_dir
+            .as_deref()
+            .map(|d| State::load(&UserFiles, d))
+        {
             Some(Ok(state)) => {
                 self.state_failed = None;
                 state

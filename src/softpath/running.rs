@@ -50,7 +50,7 @@ use super::taps::TapBook;
 use crate::host::afpacket::{AfPacket, RingSize, UnicastFilter};
 use crate::host::fs::KernelFs;
 use crate::host::tap::TapError;
-use crate::host::userfiles::{self, FilesError};
+use crate::host::userfiles::{self, FilesError, UserFiles};
 use crate::provision::config::Config;
 use crate::provision::config::{LinkState, VportSpec};
 use crate::provision::state::{Health, State, VportPath};
@@ -597,7 +597,7 @@ impl SoftPath {
         cfg: &Config,
         fs: &KernelFs,
     ) -> Result<(SoftPath, Vec<SoftpathError>), crate::provision::state::StateError> {
-        let state = State::load(&cfg.state_dir)?;
+        let state = State::load(&UserFiles, &cfg.state_dir)?;
         let (plans, mut errors) = plan(cfg, &state);
         let (sp, more) = SoftPath::start_holding(
             &plans,
@@ -635,7 +635,7 @@ impl SoftPath {
 
     /// Re-plans from the config and the state file and reconciles (see [`Self::reconcile`]).
     pub fn refresh_live(&mut self, cfg: &Config, fs: &KernelFs) -> Vec<SoftpathError> {
-        let state = match State::load(&cfg.state_dir) {
+        let state = match State::load(&UserFiles, &cfg.state_dir) {
             Ok(s) => s,
             Err(e) => return vec![SoftpathError::State(e.to_string())],
         };

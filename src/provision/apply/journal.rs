@@ -1,8 +1,8 @@
 //! The journal: each step's undo record, written before the step runs; the rollback that
 //! undoes a journal newest first; and the recovery of a journal a killed run left.
 //!
-//! Its files are ordinary files in the state directory (`host::userfiles`): the one place
-//! apply still names the kernel layer, listed in tests/layering_baseline.txt.
+//! Its files are ordinary files in the state directory, written through the run's
+//! [`Store`] (`ApplyOptions::store`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{ApplyError, ApplyOptions, StepError, UndoContext, undo, with_retries};
-pub(super) use crate::host::userfiles::{self, FilesError};
 use crate::model::queues::{FlowRule, FlowTarget};
 use crate::model::vf::VfConfig;
 use crate::provision::ops::SriovOps;
 use crate::provision::state::State;
+pub(super) use crate::provision::store::{FilesError, Store};
 
 /// How to undo one step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,23 +124,23 @@ impl Journal {
     /// or (on a filesystem that does not order a rename after its data) unreadable, which
     /// recovery reports ("move it aside") rather than guesses at; undoing it would undo
     /// nothing that still exists. One fsync stays where a reboot needs it: the state file
-    /// (allocations: which vPort holds which VF), written with `userfiles::write_atomic` once
+    /// (allocations: which vPort holds which VF), written with `Store::write_atomic` once
     /// at the end of the run. Per-step fsyncs cost 4-5 ms each on the build machine's disk
     /// and made apply 3x slower than the unjournaled ethtool loop (benches/queues_setup.rs);
     /// tests/queues_sim.rs kills a real process with SIGKILL after each step and recovers
     /// from the journal it left.
-    pub(super) fn save(&self, dir: &Path) -> Result<(), FilesError> {
+    pub(super) fn save(&self, store: &dyn Store, dir: &Path) -> Result<(), FilesError> {
         let text = serde_json::to_string_pretty(self).expect("journal serializes");
-        userfiles::write_replace(&journal_path(dir), text.as_bytes())
+        store.write_replace(&journal_path(dir), text.as_bytes())
     }
 
     /// Removes the journal: the run it describes is over (done, or rolled back).
-    pub(super) fn remove(dir: &Path) -> Result<(), FilesError> {
-        userfiles::remove(&journal_path(dir))
+    pub(super) fn remove(store: &dyn Store, dir: &Path) -> Result<(), FilesError> {
+        store.remove(&journal_path(dir))
     }
 
-    fn load(dir: &Path) -> Result<Option<Journal>, ApplyError> {
-        match userfiles::read_text(&journal_path(dir)) {
+    fn load(store: &dyn Store, dir: &Path) -> Result<Option<Journal>, ApplyError> {
+        match store.read_text(&journal_path(dir)) {
             Ok(text) => match serde_json::from_str(&text) {
                 Ok(j) => Ok(Some(j)),
                 // A torn journal cannot exist (atomic writes); an unreadable one is
@@ -167,16 +167,16 @@ pub fn recover(
     state: &State,
     opts: &ApplyOptions,
 ) -> Result<usize, ApplyError> {
-    let Some(journal) = Journal::load(&opts.state_dir)? else {
+    let Some(journal) = Journal::load(opts.store, &opts.state_dir)? else {
         return Ok(0);
     };
     if state.last_run.as_deref() == Some(journal.run_id.as_str()) {
-        Journal::remove(&opts.state_dir)?;
+        Journal::remove(opts.store, &opts.state_dir)?;
         return Ok(0);
     }
     let n = journal.steps.len();
     rollback(ops, &journal, opts).map_err(|e| ApplyError::Recovery(Box::new(e)))?;
-    Journal::remove(&opts.state_dir)?;
+    Journal::remove(opts.store, &opts.state_dir)?;
     Ok(n)
 }
 
@@ -212,7 +212,7 @@ fn rollback(
             }
         }
         cx.remap.clear();
-        left.save(&opts.state_dir).map_err(|e| {
+        left.save(opts.store, &opts.state_dir).map_err(|e| {
             StepError::Changed(format!("cannot journal the rollback's progress: {e}"))
         })?;
     }
@@ -229,7 +229,7 @@ pub(super) fn fail(
     source: StepError,
 ) -> ApplyError {
     match rollback(ops, journal, opts) {
-        Ok(()) => match Journal::remove(&opts.state_dir) {
+        Ok(()) => match Journal::remove(opts.store, &opts.state_dir) {
             Ok(()) => ApplyError::RolledBack {
                 step,
                 what,

@@ -46,7 +46,7 @@ use crate::provision::state::{QueueMode, State, StateError, Steering};
 pub use journal::{JOURNAL_FILE, recover};
 pub use run::apply;
 
-use journal::{FilesError, Undo};
+use journal::{FilesError, Store, Undo};
 
 /// Errors from apply.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +99,10 @@ pub enum StepError {
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
     pub state_dir: PathBuf,
+    /// Where the journal and the state file in `state_dir` are kept: the user's files
+    /// (`host::userfiles::UserFiles`), or memory in tests. `'static` because a store is the
+    /// process's one view of its files, and options without a lifetime pass around freely.
+    pub store: &'static dyn Store,
     /// Attempts for a step that fails with EBUSY/EAGAIN (drivers return them while a
     /// VF resets), then the step fails.
     pub retries: u32,

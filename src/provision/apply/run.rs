@@ -44,10 +44,10 @@ pub fn apply(
     }
     let next = run.next_state(plan)?;
     if !report.noop || next.vports != state.vports || next.steering != state.steering {
-        next.save(&opts.state_dir)?;
+        next.save(opts.store, &opts.state_dir)?;
     }
     if !run.journal.steps.is_empty() {
-        Journal::remove(&opts.state_dir)?;
+        Journal::remove(opts.store, &opts.state_dir)?;
     }
     Ok((report, next))
 }
@@ -82,7 +82,7 @@ impl Run<'_> {
                 // context's id): a rollback undoes a finished step and an unfinished one
                 // alike, so "done" need not be recorded (one write per step, not two).
                 if self.journal.steps.last().map(|l| &l.undo) != journaled.as_ref() {
-                    self.journal.save(&self.opts.state_dir)?;
+                    self.journal.save(self.opts.store, &self.opts.state_dir)?;
                 }
                 Ok(StepReport {
                     step,
@@ -111,9 +111,11 @@ impl Run<'_> {
             what: what.to_string(),
             undo,
         });
-        self.journal.save(&opts.state_dir).map_err(|e| {
-            StepError::Changed(format!("cannot journal the step, so it was not run: {e}"))
-        })?;
+        self.journal
+            .save(opts.store, &opts.state_dir)
+            .map_err(|e| {
+                StepError::Changed(format!("cannot journal the step, so it was not run: {e}"))
+            })?;
         let mut cx = StepContext {
             opts,
             state: self.state,

@@ -8,7 +8,7 @@
 //! edit-and-retry round fixes them all, and neither touches the host: bad input exits 2
 //! before anything is written.
 //!
-//! The file is read through [`crate::host::userfiles`]; everything else here is pure.
+//! The file is read through a [`Store`]; everything else here is pure.
 
 mod against;
 mod checker;
@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::userfiles::{self, FilesError};
 use crate::model::location::Location;
 use crate::model::location::path_lossy;
 pub use crate::model::mac::Mac;
 pub use crate::model::uplink::UplinkSelector;
+use crate::provision::store::{FilesError, Store};
 pub use against::check_against;
 pub use keys::OPTIONAL_ATTRIBUTES;
 
@@ -246,8 +246,8 @@ fn join_problems(problems: &[Problem]) -> String {
 }
 
 /// Reads and parses a config file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = userfiles::read_text(path)?;
+pub fn load(store: &dyn Store, path: &Path) -> Result<Config, ConfigError> {
+    let text = store.read_text(path)?;
     parse(path, &text)
 }
 
