@@ -14,6 +14,7 @@ use vportd::provision::config;
 use vportd::provision::plan::{self, Action, Plan, PlanOptions};
 use vportd::provision::sim_host::{Op, SimHost};
 use vportd::provision::state::{State, VportPath};
+use vportd::provision::store::{FilesError, Held, Store};
 
 fn cfg_text(state_dir: &Path, vports: &[(&str, &str)], extra_uplink: &str) -> String {
     let mut t = format!(
@@ -358,6 +359,63 @@ fn transient_errors_are_retried_with_a_bound() {
         host.pfs[0].vfs.is_empty(),
         "the VFs this run created are gone again"
     );
+}
+
+/// The user's files, except that the journal cannot be written (a full disk).
+#[derive(Debug)]
+struct NoRoomForTheJournal;
+
+impl Store for NoRoomForTheJournal {
+    fn read_text(&self, path: &Path) -> Result<String, FilesError> {
+        UserFiles.read_text(path)
+    }
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
+        UserFiles.write_atomic(path, bytes)
+    }
+    fn write_replace(&self, path: &Path, _: &[u8]) -> Result<(), FilesError> {
+        Err(FilesError::Write {
+            path: path.to_path_buf(),
+            source: Errno::ENOSPC.into(),
+        })
+    }
+    fn remove(&self, path: &Path) -> Result<(), FilesError> {
+        UserFiles.remove(path)
+    }
+    fn lock_exclusive(&self, path: &Path) -> Result<Held<'_>, FilesError> {
+        UserFiles.lock_exclusive(path)
+    }
+}
+
+/// A step whose undo cannot be journaled is not run: the journal comes first.
+#[test]
+fn a_step_that_cannot_be_journaled_is_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::igb(1);
+    let t = cfg_text(dir.path(), &[("a", &mac(1))], "");
+    let plan = plan_for(&host, &t, false);
+    let o = ApplyOptions {
+        store: &NoRoomForTheJournal,
+        ..opts(dir.path(), "r1")
+    };
+    match apply::apply(
+        &mut host,
+        &plan,
+        &State::default(),
+        &o,
+        &mut |_, _, _, _| {},
+    ) {
+        Err(ApplyError::RolledBack {
+            step: 1, source, ..
+        }) => assert!(
+            source
+                .to_string()
+                .starts_with("cannot journal the step, so it was not run: cannot write "),
+            "{source}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(host.pfs[0].vfs.is_empty(), "no VF was created");
+    assert!(!dir.path().join("state.json").exists());
 }
 
 /// A run killed after any journaled step leaves a journal; the next run rolls it back
