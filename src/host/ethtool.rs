@@ -41,16 +41,6 @@ pub fn queue_facts(dev: &str) -> QueueFacts {
 #[derive(Debug, Default)]
 pub struct LiveQueues;
 
-/// A MAC in `aa:bb:cc:dd:ee:ff` form as bytes.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in out.iter_mut() {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
 /// The netdev name of an ifindex now.
 pub fn ifname_of(ifindex: u32) -> Result<String, EthtoolError> {
     let mut buf = [0 as libc::c_char; libc::IFNAMSIZ];
@@ -146,7 +136,7 @@ impl QueueOps for LiveQueues {
 
 /// The device stacked on `parent` (sysfs `iflink`) whose MAC is `mac`.
 fn find_upper_with_mac(parent: u32, mac: [u8; 6]) -> Result<Option<u32>, EthtoolError> {
-    let want = crate::host::netlink::format_mac(&mac);
+    let want = crate::model::mac::Mac(mac).to_string();
     let dir = std::fs::read_dir("/sys/class/net").map_err(|e| EthtoolError::Protocol {
         dev: format!("ifindex {parent}"),
         what: "list network devices".into(),

@@ -17,7 +17,7 @@ use netlink_packet_route::link::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::model::mac::Mac;
+use crate::model::mac::{Mac, link_address_text};
 pub use crate::model::vf::VfConfig;
 use crate::model::vf::{LinkState, VlanProto};
 
@@ -272,15 +272,6 @@ async fn dump_channels() -> Result<BTreeMap<u32, Channels>, NetlinkError> {
     Ok(out)
 }
 
-/// Formats a hardware address as lower-case colon-separated hex.
-pub fn format_mac(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// Reduces an rtnetlink link message to a snapshot.
 pub fn link_from_message(msg: &LinkMessage) -> LinkSnapshot {
     let mut l = LinkSnapshot {
@@ -301,8 +292,8 @@ pub fn link_from_message(msg: &LinkMessage) -> LinkSnapshot {
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => l.name = n.clone(),
-            LinkAttribute::Address(a) => l.mac = Some(format_mac(a)),
-            LinkAttribute::PermAddress(a) => l.perm_mac = Some(format_mac(a)),
+            LinkAttribute::Address(a) => l.mac = Some(link_address_text(a)),
+            LinkAttribute::PermAddress(a) => l.perm_mac = Some(link_address_text(a)),
             LinkAttribute::Mtu(m) => l.mtu = Some(*m),
             LinkAttribute::OperState(s) => l.operstate = operstate_name(s),
             LinkAttribute::NumTxQueues(n) => l.num_tx_queues = Some(*n),

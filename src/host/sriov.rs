@@ -14,7 +14,6 @@ use nix::errno::Errno;
 
 use super::fs::KernelFs;
 use super::netlink;
-pub use crate::model::vf::parse_mac;
 use crate::model::vf::{LinkState, VfConfig, VlanProto};
 use crate::provision::ops::QueueOps;
 pub use crate::provision::ops::{HostError, SriovOps};
