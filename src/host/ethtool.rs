@@ -799,14 +799,21 @@ pub fn features(dev: &str) -> Result<QueueFeatures, EthtoolError> {
 }
 
 async fn features_async(dev: &str) -> Result<QueueFeatures, EthtoolError> {
-    use ::ethtool::{EthtoolAttr, EthtoolFeatureAttr};
-    use futures::TryStreamExt;
-    let (conn, mut handle, _) = ::ethtool::new_connection().map_err(|e| EthtoolError::Socket {
+    let (conn, handle, _) = ::ethtool::new_connection().map_err(|e| EthtoolError::Socket {
         dev: dev.into(),
         what: "read features",
         errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
     })?;
-    tokio::spawn(conn);
+    super::with_connection(conn, features_of(dev, handle)).await
+}
+
+/// ntuple and l2-fwd-offload as the `ethtool` family reports them.
+async fn features_of(
+    dev: &str,
+    mut handle: ::ethtool::EthtoolHandle,
+) -> Result<QueueFeatures, EthtoolError> {
+    use ::ethtool::{EthtoolAttr, EthtoolFeatureAttr};
+    use futures::TryStreamExt;
     let stream = handle
         .feature()
         .get(Some(dev))

@@ -96,7 +96,7 @@ pub fn snapshot() -> Result<NetlinkSnapshot, NetlinkError> {
 
 /// [`snapshot`], with ethtool channels only when asked for (provisioning needs none).
 pub fn snapshot_scoped(channels: bool) -> Result<NetlinkSnapshot, NetlinkError> {
-    // Without channels, one dump on a plain socket says it all: no async runtime to build,
+    // Without channels, one dump on a plain socket says it all: no async runtime to start,
     // which is a good part of a short command's time on a slow host.
     if !channels {
         return Ok(NetlinkSnapshot {
@@ -104,15 +104,9 @@ pub fn snapshot_scoped(channels: bool) -> Result<NetlinkSnapshot, NetlinkError> 
             channels: BTreeMap::new(),
         });
     }
-    super::block_on(async {
-        let links = dump_links_blocking()?;
-        let channels = if channels {
-            dump_channels().await?
-        } else {
-            BTreeMap::new()
-        };
-        Ok(NetlinkSnapshot { links, channels })
-    })
+    let links = dump_links_blocking()?;
+    let channels = super::block_on(dump_channels())?;
+    Ok(NetlinkSnapshot { links, channels })
 }
 
 /// RTM_GETLINK as a dump. SkipStats keeps big PFs' replies small; the Vf mask is what makes
@@ -226,18 +220,21 @@ pub(crate) fn request_blocking(
 }
 
 async fn dump_channels() -> Result<BTreeMap<u32, Channels>, NetlinkError> {
+    let (conn, handle, _) = ethtool::new_connection().map_err(|source| NetlinkError::Socket {
+        family: "ethtool generic",
+        source,
+    })?;
+    Ok(super::with_connection(conn, channels_of(handle)).await)
+}
+
+/// Every link's channels, as far as the kernel answers.
+async fn channels_of(mut handle: ethtool::EthtoolHandle) -> BTreeMap<u32, Channels> {
     use ethtool::{EthtoolAttr, EthtoolChannelAttr, EthtoolHeader};
-    let (conn, mut handle, _) =
-        ethtool::new_connection().map_err(|source| NetlinkError::Socket {
-            family: "ethtool generic",
-            source,
-        })?;
-    tokio::spawn(conn);
     let mut out = BTreeMap::new();
     let stream = match handle.channel().get(None).execute().await {
         Ok(s) => s,
         // Kernels without ETHTOOL_NETLINK: no channel data, not a failure.
-        Err(_) => return Ok(out),
+        Err(_) => return out,
     };
     futures::pin_mut!(stream);
     while let Ok(Some(msg)) = stream.try_next().await {
@@ -269,7 +266,7 @@ async fn dump_channels() -> Result<BTreeMap<u32, Channels>, NetlinkError> {
             out.insert(i, ch);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Reduces an rtnetlink link message to a snapshot.
