@@ -7,9 +7,7 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::NLM_F_DUMP;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage, State, VfInfo, VfLinkState, VfVlan,
@@ -17,6 +15,7 @@ use netlink_packet_route::link::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::nlsock::{Failure, NlSocket};
 use crate::model::mac::{Mac, link_address_text};
 pub use crate::model::vf::VfConfig;
 use crate::model::vf::{LinkState, VlanProto};
@@ -131,92 +130,35 @@ fn dump_links_blocking() -> Result<Vec<LinkSnapshot>, NetlinkError> {
         .collect())
 }
 
-/// How long [`request_blocking`] waits for each part of a reply: as long as the async
-/// rtnetlink calls are allowed (host::sriov).
-const BLOCKING_REPLY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Sends one rtnetlink request on a blocking socket of its own and returns the messages of
-/// the reply. A short command, or a switch worker's reconcile, has no async runtime to spare,
-/// and a socket per request means every reply read is ours. With `NLM_F_DUMP` in `flags` the
-/// reply is read up to NLMSG_DONE; otherwise the kernel is asked to ack, and the reply ends
-/// there (a change returns no messages). An NLMSG_ERROR becomes [`NetlinkError::Request`]
-/// naming `what`.
+/// Sends one rtnetlink request on a blocking socket of its own ([`super::nlsock`]) and
+/// returns the messages of the reply. With `NLM_F_DUMP` in `flags` the reply is read up to
+/// NLMSG_DONE; otherwise the kernel is asked to ack, and the reply ends there (a change
+/// returns no messages). An NLMSG_ERROR becomes [`NetlinkError::Request`] naming `what`.
 pub(crate) fn request_blocking(
     what: &str,
     msg: RouteNetlinkMessage,
     flags: u16,
 ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-    let open = |source| NetlinkError::Socket {
-        family: "route",
-        source,
-    };
-    let io = |source| NetlinkError::Exchange {
-        what: what.to_string(),
-        source,
-    };
-    let refused = |message: String| NetlinkError::Request {
-        what: what.to_string(),
-        message,
-    };
-    let mut sock = netlink_sys::Socket::new(netlink_sys::constants::NETLINK_ROUTE).map_err(open)?;
-    // The kernel answers at once; should an answer never come, the request fails, naming
-    // itself, instead of holding up apply or a switch worker for good.
-    nix::sys::socket::setsockopt(
-        &sock,
-        nix::sys::socket::sockopt::ReceiveTimeout,
-        &nix::sys::time::TimeVal::new(BLOCKING_REPLY_WITHIN.as_secs() as i64, 0),
-    )
-    .map_err(|errno| open(errno.into()))?;
-    sock.bind_auto().map_err(open)?;
-    sock.connect(&netlink_sys::SocketAddr::new(0, 0))
-        .map_err(open)?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | flags;
-    // Without an ack a change would have no reply to end the loop below.
-    if flags & NLM_F_DUMP != NLM_F_DUMP {
-        header.flags |= NLM_F_ACK;
-    }
-    header.sequence_number = 1;
-    let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-    req.finalize();
-    let mut buf = vec![0; req.buffer_len()];
-    req.serialize(&mut buf);
-    sock.send(&buf, 0).map_err(io)?;
-    let mut replies = Vec::new();
-    loop {
-        let (data, _) = sock.recv_from_full().map_err(|err| {
-            if err.kind() == std::io::ErrorKind::WouldBlock {
-                io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "the kernel sent no reply within {} s",
-                        BLOCKING_REPLY_WITHIN.as_secs()
-                    ),
-                ))
-            } else {
-                io(err)
-            }
-        })?;
-        let mut at = 0;
-        while at < data.len() {
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[at..])
-                .map_err(|e| refused(format!("unreadable reply: {e}")))?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(replies),
-                // An ack is an error message with no error code.
-                NetlinkPayload::Error(e) if e.code.is_none() => return Ok(replies),
-                NetlinkPayload::Error(e) => return Err(refused(e.to_string())),
-                NetlinkPayload::InnerMessage(m) => replies.push(m),
-                _ => {}
-            }
-            if len == 0 {
-                return Err(refused("unreadable reply: a message of length 0".into()));
-            }
-            // Messages in one datagram are 4-byte aligned (NLMSG_ALIGN).
-            at += (len + 3) & !3;
+    let mut sock = NlSocket::open(netlink_sys::constants::NETLINK_ROUTE).map_err(|source| {
+        NetlinkError::Socket {
+            family: "route",
+            source,
         }
-    }
+    })?;
+    sock.request(msg, flags).map_err(|failure| match failure {
+        Failure::Refused(e) => NetlinkError::Request {
+            what: what.to_string(),
+            message: e.to_string(),
+        },
+        Failure::Unreadable(message) => NetlinkError::Request {
+            what: what.to_string(),
+            message,
+        },
+        other => NetlinkError::Exchange {
+            what: what.to_string(),
+            source: other.into_io(),
+        },
+    })
 }
 
 async fn dump_channels() -> Result<BTreeMap<u32, Channels>, NetlinkError> {
