@@ -817,3 +817,45 @@ mod tests {
         assert_eq!(get_u32(&b, 28), 2);
     }
 }
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    /// The ethtool family is looked up and its refusal read through the shared request
+    /// loop: loopback has no channels to set (nothing changes on this machine).
+    #[test]
+    fn a_refused_channels_set_names_the_request() {
+        let e = channels_set("lo", 1).unwrap_err();
+        assert!(
+            matches!(&e, EthtoolError::Refused { dev, what, errno: Errno::EOPNOTSUPP | Errno::EPERM }
+                if dev == "lo" && what == "set 1 combined channels"),
+            "{e:?}"
+        );
+    }
+
+    /// The rtnetlink side: no device has this ifindex, so the deletion is refused.
+    #[test]
+    fn a_refused_link_delete_names_the_device() {
+        let e = link_delete(0x7fff_fff0).unwrap_err();
+        assert!(
+            matches!(&e, EthtoolError::Refused { dev, errno: Errno::ENODEV | Errno::EPERM, .. }
+                if dev == "ifindex 2147483632"),
+            "{e:?}"
+        );
+    }
+
+    /// Features are read on the kernel layer's one runtime, from several threads at once
+    /// and again afterwards (each call's connection dropped with it).
+    #[test]
+    fn features_read_from_several_threads() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| features("lo")))
+            .collect();
+        for t in threads {
+            let f = t.join().unwrap().expect("loopback's features read");
+            assert_eq!(f.ntuple.map(|f| f.active), Some(false));
+        }
+        assert!(features("lo").is_ok());
+    }
+}
