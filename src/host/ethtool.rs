@@ -44,19 +44,11 @@ pub struct LiveQueues;
 
 /// The netdev name of an ifindex now.
 pub fn ifname_of(ifindex: u32) -> Result<String, EthtoolError> {
-    let mut buf = [0 as libc::c_char; libc::IFNAMSIZ];
-    // SAFETY: buf has the IFNAMSIZ bytes if_indextoname(3) may write, and outlives the call.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return Err(EthtoolError::Refused {
-            dev: format!("ifindex {ifindex}"),
-            what: "name the device (it is gone)".into(),
-            errno: Errno::last(),
-        });
-    }
-    // SAFETY: on success if_indextoname wrote a NUL-terminated name into buf.
-    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Ok(name.to_string_lossy().into_owned())
+    super::netdev_name(ifindex).map_err(|errno| EthtoolError::Refused {
+        dev: format!("ifindex {ifindex}"),
+        what: "name the device (it is gone)".into(),
+        errno,
+    })
 }
 
 impl QueueOps for LiveQueues {
@@ -420,7 +412,8 @@ pub fn link_delete(ifindex: u32) -> Result<(), EthtoolError> {
 // ---------------------------------------------------------------------------------------
 // The ioctl.
 
-fn ifname(dev: &str) -> Result<[libc::c_char; libc::IFNAMSIZ], EthtoolError> {
+/// `dev` as the kernel's fixed-size interface name, refused when it cannot be one.
+pub(crate) fn ifname(dev: &str) -> Result<[libc::c_char; libc::IFNAMSIZ], EthtoolError> {
     let c = CString::new(dev).map_err(|_| EthtoolError::BadName { dev: dev.into() })?;
     let bytes = c.as_bytes_with_nul();
     if bytes.len() > libc::IFNAMSIZ || bytes.len() < 2 {
@@ -452,11 +445,26 @@ fn dgram_socket(dev: &str, what: &'static str) -> Result<OwnedFd, EthtoolError> 
 /// writes it in place).
 fn ethtool_ioctl(dev: &str, what: &str, buf: &mut [u8]) -> Result<(), EthtoolError> {
     let sock = dgram_socket(dev, "send an ethtool request")?;
+    siocethtool(&sock, ifname(dev)?, buf).map_err(|errno| EthtoolError::Refused {
+        dev: dev.into(),
+        what: what.into(),
+        errno,
+    })
+}
+
+/// One `SIOCETHTOOL` request on `sock` (any socket; the driver statistics keep one) for the
+/// netdev `name`, whose command struct is `buf`, sized by the caller for the command in its
+/// first four bytes and the counts it put there.
+pub(crate) fn siocethtool(
+    sock: &OwnedFd,
+    name: [libc::c_char; libc::IFNAMSIZ],
+    buf: &mut [u8],
+) -> Result<(), Errno> {
     let mut req: libc::ifreq = {
         // SAFETY: ifreq is plain old data; all-zero is a valid value.
         unsafe { std::mem::zeroed() }
     };
-    req.ifr_name = ifname(dev)?;
+    req.ifr_name = name;
     req.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
     // SAFETY: req names the device and points at `buf`, which is as large as the command
     // in its first four bytes needs (the callers size it from the same header), and
@@ -469,11 +477,7 @@ fn ethtool_ioctl(dev: &str, what: &str, buf: &mut [u8]) -> Result<(), EthtoolErr
         )
     };
     if rc < 0 {
-        return Err(EthtoolError::Refused {
-            dev: dev.into(),
-            what: what.into(),
-            errno: Errno::last(),
-        });
+        return Err(Errno::last());
     }
     Ok(())
 }

@@ -24,6 +24,24 @@ pub mod userfiles;
 pub mod vlan;
 pub mod wait;
 
+/// The current name of the netdev with this ifindex in this network namespace: devices are
+/// known by ifindex, and a name is asked for right before a request that needs one, so a
+/// rename by udev in between changes nothing.
+/// (nix's `if_indextoname` is not used: it answers an empty name for an ifindex that names
+/// nothing.)
+pub(crate) fn netdev_name(ifindex: u32) -> Result<String, nix::errno::Errno> {
+    let mut buf = [0 as libc::c_char; libc::IFNAMSIZ];
+    // SAFETY: if_indextoname(3) writes at most IFNAMSIZ bytes, NUL included, into `buf`,
+    // which outlives the call.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(nix::errno::Errno::last());
+    }
+    // SAFETY: on success `buf` holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Ok(name.to_string_lossy().into_owned())
+}
+
 /// The one runtime of the kernel layer's synchronous callers, built on first use and kept
 /// for the process: building one per call was a good part of a short command's time.
 ///
