@@ -4,6 +4,7 @@
 //! data, `facts` reads the kernel into it, `provision`, `rebalance` and `switch` decide,
 //! `host` is the only code that talks to the kernel, and `daemon` and `cli` drive it all.
 
+pub mod attach;
 pub mod cli;
 pub mod daemon;
 pub mod facts;

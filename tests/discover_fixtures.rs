@@ -260,7 +260,7 @@ fn uplinks_resolve_to_their_pfs_or_ask_for_a_full_read() {
         inventory::uplink_functions(
             &fs,
             &nl,
-            &config(uplinks, "02:00:00:00:00:01"),
+            config(uplinks, "02:00:00:00:00:01").selectors(),
             state.iter().map(|s| s.to_string()),
         )
         .unwrap()

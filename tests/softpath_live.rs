@@ -5,6 +5,10 @@
 //! must reach only that VLAN's vPort untagged, and the counters (per port, drops by reason)
 //! must show it in the view, the published `switch.json` and the metrics text. This kernel
 //! has no 8021q: tags are injected and captured with AF_PACKET.
+//!
+//! A vPort's TAP belongs to its VM: persistent, served by the switch on its netdev side. The
+//! tests play the VM by opening the TAP's file side, as QEMU does ([`VmQueue`]): frames the
+//! VM sends are written there, frames for the VM are read there.
 
 mod common;
 
@@ -14,6 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use vportd::host::afpacket::RawSocket;
+use vportd::host::tap::VmQueue;
 use vportd::provision::state::{Health, STATE_VERSION, State, VportPath, VportState};
 use vportd::softpath::{self, Snapshot, SoftPath, TrunkAt};
 use vportd::switch::packet::VlanTag;
@@ -64,10 +69,31 @@ fn fake_pf() {
     sh("ip link add pf0 type veth peer name wire0 && ip link set pf0 up && ip link set wire0 up");
 }
 
+/// Where a test reads frames: the wire's packet socket, or a VM's side of its TAP.
+trait Frames {
+    fn frames(&self, quiet: Duration) -> Vec<Vec<u8>>;
+}
+
+impl Frames for RawSocket {
+    fn frames(&self, quiet: Duration) -> Vec<Vec<u8>> {
+        self.drain(quiet).unwrap()
+    }
+}
+
+impl Frames for VmQueue {
+    fn frames(&self, quiet: Duration) -> Vec<Vec<u8>> {
+        self.drain(quiet).unwrap()
+    }
+}
+
+/// The VM's side of a vPort's TAP, opened as QEMU opens it.
+fn vm(tap: &str) -> VmQueue {
+    VmQueue::open(tap).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Test frames a socket receives until it has been quiet for a while.
-fn got(s: &RawSocket) -> Vec<(Mark, Option<VlanTag>)> {
-    s.drain(Duration::from_millis(150))
-        .unwrap()
+fn got(s: &impl Frames) -> Vec<(Mark, Option<VlanTag>)> {
+    s.frames(Duration::from_millis(150))
         .iter()
         .filter_map(|f| read(f))
         .collect()
@@ -75,7 +101,7 @@ fn got(s: &RawSocket) -> Vec<(Mark, Option<VlanTag>)> {
 
 /// A frame the vPort's TAP sends as test host `host` leaves the uplink tagged `vid`, alone.
 #[track_caller]
-fn leaves_tagged(tap: &RawSocket, wire: &RawSocket, host: u16, vid: u16, seq: u32) {
+fn leaves_tagged(tap: &VmQueue, wire: &RawSocket, host: u16, vid: u16, seq: u32) {
     tap.send(&Spec::new(host, 9, seq).build()).unwrap();
     let tag = Some(VlanTag { vid, pcp: 0 });
     assert_eq!(
@@ -94,7 +120,7 @@ fn leaves_tagged(tap: &RawSocket, wire: &RawSocket, host: u16, vid: u16, seq: u3
 /// A frame tagged `vid` on the uplink for test host `host` reaches the vPort's TAP untagged,
 /// alone.
 #[track_caller]
-fn arrives_untagged(wire: &RawSocket, tap: &RawSocket, host: u16, vid: u16, seq: u32) {
+fn arrives_untagged(wire: &RawSocket, tap: &VmQueue, host: u16, vid: u16, seq: u32) {
     wire.send(&Spec::new(9, host, seq).tagged(vid, 0).build())
         .unwrap();
     assert_eq!(
@@ -117,6 +143,8 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     }
     fake_pf();
     let pf_index = nix::net::if_::if_nametoindex("pf0").unwrap();
+    // New devices would get IPv6: the software path must turn it off on its TAPs itself.
+    sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=0");
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
@@ -132,10 +160,20 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
     assert!(long_tap.len() <= 15 && long_tap != format!("vp-{LONG}"));
     for tap in ["vp-vm1", long_tap.as_str(), "vp-plain"] {
         sh(&format!("ip link show dev {tap} | grep -q UP"));
+        // A switch port, not a host interface: no IPv6, no ARP answers of the host's.
+        let conf = |f: &str| std::fs::read_to_string(f).unwrap().trim().to_string();
+        assert_eq!(
+            conf(&format!("/proc/sys/net/ipv4/conf/{tap}/arp_ignore")),
+            "8"
+        );
+        assert_eq!(
+            conf(&format!("/proc/sys/net/ipv6/conf/{tap}/disable_ipv6")),
+            "1"
+        );
     }
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
-    let long = RawSocket::open(&long_tap).unwrap();
-    let plain = RawSocket::open("vp-plain").unwrap();
+    let vm1 = vm("vp-vm1");
+    let long = vm(&long_tap);
+    let plain = vm("vp-plain");
     let wire = RawSocket::open("wire0").unwrap();
 
     // VM -> uplink: tagged with the vPort's VLAN (and its qos as priority); untagged for the
@@ -231,10 +269,27 @@ fn software_vports_get_taps_and_reach_the_uplink_tagged() {
         "vportd_switch_packets_total{switch=\"sw-0000:01:00.0\",port=\"uplink\",direction=\"tx\"}"
     ));
 
-    // Stopping the software path removes the TAPs and the stale figures.
+    // Stopping the software path removes the stale figures; the TAPs are the VMs' and stay
+    // (a daemon restart keeps the VMs' links), and a new start serves the same devices.
+    let vm1_index = nix::net::if_::if_nametoindex("vp-vm1").unwrap();
     drop(sp);
     assert!(Snapshot::load(dir.path()).unwrap().is_none());
+    assert_eq!(nix::net::if_::if_nametoindex("vp-vm1").unwrap(), vm1_index);
+    assert!(nix::net::if_::if_nametoindex("vp-plain").is_ok());
+    // The next start no longer has "plain" (removed from the config meanwhile): its TAP goes,
+    // the others are adopted.
+    let (plans, _) = softpath::plan(&cfg, &state_of(&["vm1", LONG]));
+    let (mut sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(nix::net::if_::if_nametoindex("vp-vm1").unwrap(), vm1_index);
+    assert!(nix::net::if_::if_nametoindex("vp-plain").is_err());
+    leaves_tagged(&long, &wire, 2, 200, 1);
+    arrives_untagged(&wire, &long, 2, 200, 0);
+    // The vPorts leave the plan: their TAPs go.
+    assert!(sp.reconcile(&[], &resolve).is_empty());
     assert!(nix::net::if_::if_nametoindex("vp-vm1").is_err());
+    assert!(nix::net::if_::if_nametoindex("vp-plain").is_err());
+    drop(sp);
 }
 
 fn cfg_of(
@@ -321,7 +376,7 @@ fn software_path_follows_the_state_and_survives_its_uplink_vanishing() {
     let (mut sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
     assert!(errors.is_empty(), "{errors:?}");
     let vm1_index = nix::net::if_::if_nametoindex("vp-vm1").unwrap();
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let vm1 = vm("vp-vm1");
     let wire = RawSocket::open("wire0").unwrap();
     vm1.send(&Spec::new(1, 9, 0).build()).unwrap();
     let first = got(&wire);
@@ -343,7 +398,7 @@ fn software_path_follows_the_state_and_survives_its_uplink_vanishing() {
         vm1_index,
         "a changed vPort keeps its TAP"
     );
-    let vm2 = RawSocket::open("vp-vm2").unwrap();
+    let vm2 = vm("vp-vm2");
     vm1.send(&Spec::new(1, 9, 1).build()).unwrap();
     vm2.send(&Spec::new(2, 9, 0).build()).unwrap();
     let mut on_wire = got(&wire);
@@ -455,7 +510,7 @@ fn the_trunk_opens_through_af_xdp_when_the_uplink_asks() {
     let snap = sp.view().snapshot();
     let up = snap.ports.iter().find(|p| p.port == "uplink").unwrap();
     assert_eq!((up.netdev.as_str(), up.edge.as_str()), ("pf0", "af_xdp"));
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let vm1 = vm("vp-vm1");
     let wire = RawSocket::open("wire0").unwrap();
     leaves_tagged(&vm1, &wire, 1, 100, 0);
     arrives_untagged(&wire, &vm1, 1, 100, 0);
@@ -517,7 +572,7 @@ fn a_deleted_tap_is_made_again_by_the_next_reconcile() {
     assert_eq!(nix::net::if_::if_nametoindex("vp-vm2").unwrap(), vm2_index);
     assert_eq!(sp.view().snapshot().vport("vm1").unwrap().edge, "tap");
     // Link up again: both ways.
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let vm1 = vm("vp-vm1");
     leaves_tagged(&vm1, &wire, 1, 100, 0);
     arrives_untagged(&wire, &vm1, 1, 100, 1);
     // Nothing lost since: a reconcile leaves it alone.
@@ -544,9 +599,11 @@ fn a_deleted_tap_is_made_again_by_the_next_reconcile() {
     sh("ip link del vp-vm1");
     assert!(sp.reconcile(&plans, &resolve).is_empty());
     assert_eq!(sp.view().snapshot().vport("vm1").unwrap().edge, "tap");
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let vm1 = vm("vp-vm1");
     vm1.send(&Spec::new(1, 9, 2).build()).unwrap();
     assert_eq!(got(&wire).len(), 1);
+    // vm1 leaves the plan: its TAP goes (stopping alone would leave it to its VM).
+    assert!(sp.reconcile(&[], &resolve).is_empty());
     drop(sp);
     assert!(nix::net::if_::if_nametoindex("vp-vm1").is_err());
 }
@@ -617,7 +674,7 @@ fn a_vf_trunk_comes_up_and_holds_the_vports_macs_as_unicast_addresses() {
 
     // Frames cross the VF trunk both ways.
     let wire = RawSocket::open("wire0").unwrap();
-    let vm1 = RawSocket::open("vp-vm1").unwrap();
+    let vm1 = vm("vp-vm1");
     vm1.send(&Spec::new(1, 9, 0).build()).unwrap();
     assert_eq!(got(&wire).len(), 1);
     wire.send(&Spec::new(9, 1, 0).build()).unwrap();
@@ -632,4 +689,120 @@ fn a_vf_trunk_comes_up_and_holds_the_vports_macs_as_unicast_addresses() {
     // The switch goes: so do the addresses.
     drop(sp);
     assert!(unicast_list("vf0").is_empty());
+}
+
+/// The daemon's switches run the kernel flow cache, and a known flow into a vPort's TAP is
+/// carried by the kernel (`bpf_redirect` to the TAP's egress: the VM's queue) without a frame
+/// lost or reordered: the VM reads every frame, in order, and the cache counts the hits.
+#[test]
+fn the_kernel_carries_known_flows_into_a_vms_tap() {
+    if !common::require_root("the flow cache into a TAP") {
+        return;
+    }
+    fake_pf();
+    let pf_index = nix::net::if_::if_nametoindex("pf0").unwrap();
+    let resolve = |t: &TrunkAt| (t.pf == PF && t.vf.is_none()).then_some(pf_index);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_of(dir.path(), &[("plain", "02:76:70:00:00:03", None)]);
+    let (plans, errors) = softpath::plan(&cfg, &state_of(&["plain"]));
+    assert!(errors.is_empty(), "{errors:?}");
+    let (sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
+    assert!(errors.is_empty(), "{errors:?}");
+    let vm = vm("vp-plain");
+    let wire = RawSocket::open("wire0").unwrap();
+    // Both addresses learned: the VM's on its port, the far host's on the trunk.
+    vm.send(&Spec::new(3, 9, 0).build()).unwrap();
+    assert_eq!(got(&wire).len(), 1);
+    const N: u32 = 200;
+    for seq in 0..N {
+        wire.send(&Spec::new(9, 3, seq).build()).unwrap();
+        if seq % 50 == 0 {
+            // Room for the flow to turn active (the ring drained) and for the sweep.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let seqs: Vec<u32> = got(&vm).iter().map(|(m, _)| m.seq).collect();
+    assert_eq!(seqs, (0..N).collect::<Vec<_>>(), "every frame, in order");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = sp.fastpath_stats();
+        assert_eq!(stats.len(), 1);
+        let fast = stats[0].1.expect("the flow cache is on");
+        if fast.hits >= u64::from(N) - 5 {
+            assert!(fast.flows >= 1 && fast.attach_failed == 0, "{fast:?}");
+            eprintln!(
+                "the kernel carried {} of {N} frames into the TAP",
+                fast.hits
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kernel carried too few frames into the TAP: {fast:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(sp);
+}
+
+/// `tap_owner` / `tap_group`: an unprivileged process running as them opens the vPort's TAP
+/// (TUNSETIFF passes: what QEMU does as libvirt-qemu), and with neither given no other user
+/// can (root owns it). The opener is
+/// `vportd tap-netns` run by setpriv as that user: its TUNSETIFF either passes (then it fails
+/// later, entering a namespace it may not) or is refused.
+#[test]
+fn a_vms_tap_opens_for_its_owner_and_no_one_else() {
+    if !common::require_root("TAP owner and group") {
+        return;
+    }
+    fake_pf();
+    let pf_index = nix::net::if_::if_nametoindex("pf0").unwrap();
+    let resolve = |t: &TrunkAt| (t.pf == PF && t.vf.is_none()).then_some(pf_index);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\n\
+         [[vport]]\nname = \"vm1\"\nuplink = \"{PF}\"\nmac = \"02:76:70:00:00:01\"\noffload = \"never\"\ntap_owner = \"nobody\"\ntap_group = \"65534\"\n\
+         [[vport]]\nname = \"vm2\"\nuplink = \"{PF}\"\nmac = \"02:76:70:00:00:02\"\noffload = \"never\"\n",
+        dir.path().display()
+    );
+    let cfg = vportd::provision::config::parse(Path::new("host.toml"), &text).unwrap();
+    let (plans, errors) = softpath::plan(&cfg, &state_of(&["vm1", "vm2"]));
+    assert!(errors.is_empty(), "{errors:?}");
+    let (sp, errors) = SoftPath::start(&plans, &resolve, Some(dir.path()));
+    assert!(errors.is_empty(), "{errors:?}");
+    // iproute2 as the oracle: persistent, owned by nobody (65534) and its group.
+    let shown = sh("ip -d link show dev vp-vm1");
+    assert!(
+        shown.contains("persist on") && shown.contains("user nobody group nogroup"),
+        "{shown}"
+    );
+    // Neither given: root's alone (the kernel would let anyone open a TAP with neither).
+    let shown = sh("ip -d link show dev vp-vm2");
+    assert!(
+        shown.contains("user root") && !shown.contains("user root group"),
+        "{shown}"
+    );
+    let open_as_nobody = |tap: &str| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_vportd"))
+            .args(["tap-netns", tap, "/proc/1/ns/net"])
+            .output()
+            .expect("setpriv runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let owned = open_as_nobody("vp-vm1");
+    // Past TUNSETIFF, refused only the namespace (nobody may not open or enter it).
+    assert!(
+        owned.contains("the network namespace for TAP vp-vm1"),
+        "{owned}"
+    );
+    let other = open_as_nobody("vp-vm2");
+    assert!(
+        other.contains("cannot open the device (TUNSETIFF")
+            && other.contains("Operation not permitted"),
+        "{other}"
+    );
+    drop(sp);
 }

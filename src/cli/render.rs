@@ -40,10 +40,26 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(T::to_string).unwrap_or_else(|| "-".into())
 }
 
-/// The `discover` report.
+/// The `discover` report: one section per table, in this order.
 pub fn inventory(inv: &Inventory) -> String {
     let mut out = String::new();
     out.push_str("NETWORK PCI FUNCTIONS\n");
+    functions_table(inv, &mut out);
+    for f in inv.pci_functions.iter().filter(|f| f.sriov.is_some()) {
+        sriov_section(f, &mut out);
+    }
+    out.push_str("\nQUEUES AND INTERRUPTS\n");
+    queues_table(inv, &mut out);
+    out.push('\n');
+    irqs_table(inv, &mut out);
+    out.push_str("\nOTHER NETDEVS\n");
+    other_netdevs_table(inv, &mut out);
+    cpus_section(inv, &mut out);
+    out
+}
+
+/// One row per network PCI function.
+fn functions_table(inv: &Inventory, out: &mut String) {
     let rows: Vec<Vec<String>> = inv
         .pci_functions
         .iter()
@@ -120,78 +136,81 @@ pub fn inventory(inv: &Inventory) -> String {
         ],
         &rows,
     ));
+}
 
-    for f in inv.pci_functions.iter().filter(|f| f.sriov.is_some()) {
-        let s = f.sriov.as_ref().expect("filtered on sriov");
-        let _ = writeln!(
-            out,
-            "\nSR-IOV {}: {} of {} VFs enabled, autoprobe {}",
-            f.bdf,
-            s.num_vfs,
-            s.total_vfs,
-            s.drivers_autoprobe
-                .map(|a| if a { "on" } else { "off" })
-                .unwrap_or("-")
-        );
-        if s.vfs.is_empty() {
-            continue;
-        }
-        let rows: Vec<Vec<String>> = s
-            .vfs
-            .iter()
-            .map(|v| {
-                let c = v.config.as_ref();
-                vec![
-                    v.index.to_string(),
-                    v.bdf.clone(),
-                    opt(&v.driver),
-                    v.netdevs
-                        .iter()
-                        .map(|d| format!("{}#{}", d.name, d.ifindex))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    c.map(|c| c.mac.to_string()).unwrap_or_else(|| "-".into()),
-                    c.map(|c| {
-                        if c.vlan == 0 {
-                            "-".into()
-                        } else {
-                            format!(
-                                "{} qos {} {}",
-                                c.vlan,
-                                c.qos,
-                                c.vlan_proto.map(|p| p.to_string()).unwrap_or_default()
-                            )
-                            .trim_end()
-                            .to_string()
-                        }
-                    })
-                    .unwrap_or_else(|| "-".into()),
-                    c.map(|c| format!("{}/{}", opt(&c.min_tx_rate), opt(&c.max_tx_rate)))
-                        .unwrap_or_else(|| "-".into()),
-                    c.map(|c| onoff(c.spoofchk)).unwrap_or_else(|| "-".into()),
-                    c.map(|c| onoff(c.trust)).unwrap_or_else(|| "-".into()),
-                    c.map(|c| opt(&c.link_state)).unwrap_or_else(|| "-".into()),
-                ]
-            })
-            .collect();
-        out.push_str(&table(
-            &[
-                "VF",
-                "PCI",
-                "DRIVER",
-                "NETDEV",
-                "MAC",
-                "VLAN",
-                "RATE MIN/MAX",
-                "SPOOFCHK",
-                "TRUST",
-                "LINK",
-            ],
-            &rows,
-        ));
+/// A PF's SR-IOV line and, when it has VFs, their table.
+fn sriov_section(f: &PciFunction, out: &mut String) {
+    let s = f.sriov.as_ref().expect("filtered on sriov");
+    let _ = writeln!(
+        out,
+        "\nSR-IOV {}: {} of {} VFs enabled, autoprobe {}",
+        f.bdf,
+        s.num_vfs,
+        s.total_vfs,
+        s.drivers_autoprobe
+            .map(|a| if a { "on" } else { "off" })
+            .unwrap_or("-")
+    );
+    if s.vfs.is_empty() {
+        return;
     }
+    let rows: Vec<Vec<String>> = s
+        .vfs
+        .iter()
+        .map(|v| {
+            let c = v.config.as_ref();
+            vec![
+                v.index.to_string(),
+                v.bdf.clone(),
+                opt(&v.driver),
+                v.netdevs
+                    .iter()
+                    .map(|d| format!("{}#{}", d.name, d.ifindex))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                c.map(|c| c.mac.to_string()).unwrap_or_else(|| "-".into()),
+                c.map(|c| {
+                    if c.vlan == 0 {
+                        "-".into()
+                    } else {
+                        format!(
+                            "{} qos {} {}",
+                            c.vlan,
+                            c.qos,
+                            c.vlan_proto.map(|p| p.to_string()).unwrap_or_default()
+                        )
+                        .trim_end()
+                        .to_string()
+                    }
+                })
+                .unwrap_or_else(|| "-".into()),
+                c.map(|c| format!("{}/{}", opt(&c.min_tx_rate), opt(&c.max_tx_rate)))
+                    .unwrap_or_else(|| "-".into()),
+                c.map(|c| onoff(c.spoofchk)).unwrap_or_else(|| "-".into()),
+                c.map(|c| onoff(c.trust)).unwrap_or_else(|| "-".into()),
+                c.map(|c| opt(&c.link_state)).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "VF",
+            "PCI",
+            "DRIVER",
+            "NETDEV",
+            "MAC",
+            "VLAN",
+            "RATE MIN/MAX",
+            "SPOOFCHK",
+            "TRUST",
+            "LINK",
+        ],
+        &rows,
+    ));
+}
 
-    out.push_str("\nQUEUES AND INTERRUPTS\n");
+/// Each function's netdevs with their queue counts and channels.
+fn queues_table(inv: &Inventory, out: &mut String) {
     let mut rows = Vec::new();
     for f in &inv.pci_functions {
         for d in &f.netdevs {
@@ -222,6 +241,10 @@ pub fn inventory(inv: &Inventory) -> String {
         &["PCI", "NETDEV", "RX/TX QUEUES", "CHANNELS (cur/max)"],
         &rows,
     ));
+}
+
+/// Each function's interrupts, their queue and affinity.
+fn irqs_table(inv: &Inventory, out: &mut String) {
     let mut rows = Vec::new();
     for f in &inv.pci_functions {
         for i in &f.irqs {
@@ -249,7 +272,6 @@ pub fn inventory(inv: &Inventory) -> String {
             ]);
         }
     }
-    out.push('\n');
     out.push_str(&table(
         &[
             "PCI",
@@ -262,8 +284,10 @@ pub fn inventory(inv: &Inventory) -> String {
         ],
         &rows,
     ));
+}
 
-    out.push_str("\nOTHER NETDEVS\n");
+/// Netdevs not backed by a PCI function.
+fn other_netdevs_table(inv: &Inventory, out: &mut String) {
     let rows: Vec<Vec<String>> = inv
         .other_netdevs
         .iter()
@@ -278,7 +302,10 @@ pub fn inventory(inv: &Inventory) -> String {
         })
         .collect();
     out.push_str(&table(&["IFINDEX", "NAME", "KIND", "MAC", "STATE"], &rows));
+}
 
+/// Online CPUs, NUMA nodes and SMT siblings.
+fn cpus_section(inv: &Inventory, out: &mut String) {
     let c = &inv.cpus;
     let _ = writeln!(out, "\nCPUS\nonline {}", format_cpulist(&c.online));
     for n in &c.nodes {
@@ -290,7 +317,6 @@ pub fn inventory(inv: &Inventory) -> String {
         let groups: Vec<String> = c.smt_siblings.iter().map(|g| format_cpulist(g)).collect();
         let _ = writeln!(out, "smt siblings: {}", groups.join(" "));
     }
-    out
 }
 
 fn onoff(v: Option<bool>) -> String {

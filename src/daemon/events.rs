@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_VALUE_LEN: usize = 512;
 /// The most key=value pairs in one kernel uevent message.
 pub const MAX_KEYS: usize = 64;
-/// The largest kernel uevent message accepted (the kernel's own buffer is 2048 bytes).
-pub const MAX_UEVENT_LEN: usize = 8192;
+/// The largest kernel uevent message accepted: the listener's bound, kept with it.
+pub use crate::host::uevent::MAX_UEVENT_LEN;
 /// IFNAMSIZ - 1.
 const MAX_IFNAME_LEN: usize = 15;
 
@@ -271,6 +271,70 @@ pub fn from_pairs<'a, I>(pairs: I) -> Result<Option<DeviceEvent>, HotplugError>
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])>,
 {
+    let [
+        action,
+        subsystem,
+        devpath,
+        interface,
+        ifindex,
+        slot,
+        driver,
+        seqnum,
+    ] = known_keys(pairs)?;
+
+    let action = action.ok_or(HotplugError::Missing("ACTION"))?;
+    let action: Action = action
+        .parse()
+        .map_err(|_| HotplugError::Action(action.to_string()))?;
+    let subsystem = subsystem.ok_or(HotplugError::Missing("SUBSYSTEM"))?;
+    check_name("SUBSYSTEM", subsystem)?;
+    let devpath = devpath.ok_or(HotplugError::Missing("DEVPATH"))?;
+    let components = check_devpath(devpath)?;
+    let seqnum = seqnum
+        .map(|s| parse_number::<u64>("SEQNUM", s))
+        .transpose()?;
+    let driver = driver
+        .filter(|d| !d.is_empty())
+        .map(|d| check_name("DRIVER", d).map(|_| d.to_string()))
+        .transpose()?;
+
+    let (subsystem, pci) = match subsystem {
+        "pci" => (Subsystem::Pci, pci_function(devpath, &components, slot)?),
+        "net" => match net_function(devpath, &components)? {
+            Some(pci) => (Subsystem::Net, pci),
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+
+    let interface = match (subsystem, interface) {
+        (Subsystem::Net, Some(name)) => {
+            check_ifname(name)?;
+            Some(name.to_string())
+        }
+        _ => None,
+    };
+    let ifindex = match (subsystem, ifindex) {
+        (Subsystem::Net, Some(i)) => Some(check_ifindex(i)?),
+        _ => None,
+    };
+    Ok(Some(DeviceEvent {
+        action,
+        subsystem,
+        pci,
+        ifindex,
+        interface,
+        driver,
+        seqnum,
+    }))
+}
+
+/// The values of the keys vportd reads ([`KEYS`], in its order), each checked to be short
+/// printable text; other keys are skipped.
+fn known_keys<'a, I>(pairs: I) -> Result<[Option<&'a str>; KEYS.len()], HotplugError>
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+{
     let mut got: [Option<&str>; KEYS.len()] = [None; KEYS.len()];
     for (key, value) in pairs {
         let Some(slot) = KEYS.iter().position(|k| *k == key) else {
@@ -292,109 +356,67 @@ where
         })?;
         got[slot] = Some(text);
     }
-    let [
-        action,
-        subsystem,
-        devpath,
-        interface,
-        ifindex,
-        slot,
-        driver,
-        seqnum,
-    ] = got;
+    Ok(got)
+}
 
-    let action = action.ok_or(HotplugError::Missing("ACTION"))?;
-    let action: Action = action
-        .parse()
-        .map_err(|_| HotplugError::Action(action.to_string()))?;
-    let subsystem = subsystem.ok_or(HotplugError::Missing("SUBSYSTEM"))?;
-    check_name("SUBSYSTEM", subsystem)?;
-    let devpath = devpath.ok_or(HotplugError::Missing("DEVPATH"))?;
-    let components = check_devpath(devpath)?;
-    let seqnum = seqnum
-        .map(|s| parse_number::<u64>("SEQNUM", s))
-        .transpose()?;
-    let driver = driver
-        .filter(|d| !d.is_empty())
-        .map(|d| check_name("DRIVER", d).map(|_| d.to_string()))
-        .transpose()?;
+/// A pci event's device: the PCI address its DEVPATH ends in, which PCI_SLOT_NAME (when
+/// given) must name too.
+fn pci_function(
+    devpath: &str,
+    components: &[&str],
+    slot: Option<&str>,
+) -> Result<Bdf, HotplugError> {
+    let last = components.last().copied().unwrap_or_default();
+    let from_path: Bdf = last.parse().map_err(|_| HotplugError::Devpath {
+        path: devpath.to_string(),
+        why: "a pci event's DEVPATH must end in the device's PCI address",
+    })?;
+    if let Some(slot) = slot {
+        let named: Bdf = slot.parse().map_err(|_| HotplugError::Bdf {
+            key: "PCI_SLOT_NAME",
+            value: slot.to_string(),
+        })?;
+        if named != from_path {
+            return Err(HotplugError::SlotMismatch {
+                slot: slot.to_string(),
+                devpath: last.to_string(),
+            });
+        }
+    }
+    Ok(from_path)
+}
 
-    let (subsystem, pci) = match subsystem {
-        "pci" => {
-            let last = components.last().copied().unwrap_or_default();
-            let from_path: Bdf = last.parse().map_err(|_| HotplugError::Devpath {
-                path: devpath.to_string(),
-                why: "a pci event's DEVPATH must end in the device's PCI address",
-            })?;
-            if let Some(slot) = slot {
-                let named: Bdf = slot.parse().map_err(|_| HotplugError::Bdf {
-                    key: "PCI_SLOT_NAME",
-                    value: slot.to_string(),
-                })?;
-                if named != from_path {
-                    return Err(HotplugError::SlotMismatch {
-                        slot: slot.to_string(),
-                        devpath: last.to_string(),
-                    });
-                }
-            }
-            (Subsystem::Pci, from_path)
-        }
-        "net" => {
-            // /devices/pci0000:00/0000:00:03.0/0000:02:00.0/net/eth1: the netdev belongs to the
-            // last PCI function before "net". Virtual netdevs live under /devices/virtual.
-            let Some(net_at) = components.iter().rposition(|c| *c == "net") else {
-                return Err(HotplugError::Devpath {
-                    path: devpath.to_string(),
-                    why: "a net event's DEVPATH must contain a net/ component",
-                });
-            };
-            if net_at + 2 != components.len() {
-                return Err(HotplugError::Devpath {
-                    path: devpath.to_string(),
-                    why: "a net event's DEVPATH must end in net/<interface>",
-                });
-            }
-            let Some(pci) = net_at
-                .checked_sub(1)
-                .and_then(|i| components[i].parse::<Bdf>().ok())
-            else {
-                return Ok(None);
-            };
-            (Subsystem::Net, pci)
-        }
-        _ => return Ok(None),
+/// A net event's PCI function: in /devices/pci0000:00/0000:00:03.0/0000:02:00.0/net/eth1
+/// the netdev belongs to the last PCI function before "net". None for a virtual netdev
+/// (under /devices/virtual).
+fn net_function(devpath: &str, components: &[&str]) -> Result<Option<Bdf>, HotplugError> {
+    let Some(net_at) = components.iter().rposition(|c| *c == "net") else {
+        return Err(HotplugError::Devpath {
+            path: devpath.to_string(),
+            why: "a net event's DEVPATH must contain a net/ component",
+        });
     };
+    if net_at + 2 != components.len() {
+        return Err(HotplugError::Devpath {
+            path: devpath.to_string(),
+            why: "a net event's DEVPATH must end in net/<interface>",
+        });
+    }
+    Ok(net_at
+        .checked_sub(1)
+        .and_then(|i| components[i].parse::<Bdf>().ok()))
+}
 
-    let interface = match (subsystem, interface) {
-        (Subsystem::Net, Some(name)) => {
-            check_ifname(name)?;
-            Some(name.to_string())
-        }
-        _ => None,
-    };
-    let ifindex = match (subsystem, ifindex) {
-        (Subsystem::Net, Some(i)) => {
-            let n = parse_number::<u32>("IFINDEX", i)?;
-            if n == 0 {
-                return Err(HotplugError::Number {
-                    key: "IFINDEX",
-                    value: i.to_string(),
-                });
-            }
-            Some(n)
-        }
-        _ => None,
-    };
-    Ok(Some(DeviceEvent {
-        action,
-        subsystem,
-        pci,
-        ifindex,
-        interface,
-        driver,
-        seqnum,
-    }))
+/// IFINDEX: a number above 0.
+fn check_ifindex(i: &str) -> Result<u32, HotplugError> {
+    let n = parse_number::<u32>("IFINDEX", i)?;
+    if n == 0 {
+        return Err(HotplugError::Number {
+            key: "IFINDEX",
+            value: i.to_string(),
+        });
+    }
+    Ok(n)
 }
 
 /// [`from_pairs`] over a process environment (`std::env::vars_os()`); keys that are not

@@ -355,7 +355,14 @@ pub fn run_live(
     root: &Path,
 ) -> Result<Outcome, String> {
     let cfg = crate::provision::config::load(path).map_err(|e| e.to_string())?;
-    let inv = live_inventory(root)?;
+    let plan_opts = PlanOptions { allow_disruption };
+    // What to read is facts::scope's to decide, as for `vportd apply`.
+    let src = crate::facts::scope::Source::at_root(root);
+    let read = |cfg: &crate::provision::config::Config| {
+        crate::daemon::plan_inputs::plan_inventory(&src, cfg, plan_opts, &mut |_, _| {})
+            .map_err(|e| e.to_string())
+    };
+    let inv = read(&cfg)?;
     let apply_opts = ApplyOptions {
         state_dir: cfg.state_dir.clone(),
         retries: 5,
@@ -371,15 +378,16 @@ pub fn run_live(
         ),
     };
     let mut ops = LiveSriov::new(KernelFs::at(root));
-    let fallback = inv.clone();
-    let mut rediscover = |_: &LiveSriov| live_inventory(root).unwrap_or_else(|_| fallback.clone());
+    let (fallback, for_rediscovery) = (inv.clone(), cfg.clone());
+    let mut rediscover =
+        |_: &LiveSriov| read(&for_rediscovery).unwrap_or_else(|_| fallback.clone());
     reconcile::reconcile(
         &mut ops,
         cfg,
         inv,
         &mut rediscover,
         ProfileSet::builtin(),
-        PlanOptions { allow_disruption },
+        plan_opts,
         &apply_opts,
         &mut |_, _, _, _| {},
     )

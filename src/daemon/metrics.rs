@@ -1,12 +1,15 @@
 //! The daemon's metrics in the Prometheus text format (version 0.0.4), written by
 //! hand: a handful of families does not justify a client library, and the
-//! format is stable. `vportd top` reads the same text back ([`parse_samples`]).
+//! format is stable. Each family group renders from the data that produces it: the
+//! rebalancer's from [`Stats`] (its ticks' [`TickReport`]s), the vPorts' from the state
+//! file, the software switch's from its snapshot. `vportd top` reads the same text back
+//! ([`parse_samples`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::daemon::TickReport;
 use crate::provision::state::{Health, State, VportPath};
+use crate::rebalance::engine::{QueueRow, TickReport};
 
 /// Counters since start, and the last tick's gauges.
 #[derive(Debug, Clone, Default)]
@@ -65,18 +68,25 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Renders every family.
+/// Renders every family: the rebalancer's (from its last [`TickReport`]) and the vPorts'
+/// (from the state file).
 pub fn render(s: &Stats, vports: &State) -> String {
     let mut o = String::new();
-    family(
-        &mut o,
-        "vportd_ticks_total",
-        "counter",
-        "Rebalance periods run.",
-    );
+    render_counters(&mut o, s);
+    if let Some(r) = &s.last {
+        render_cpus(&mut o, r);
+        render_queues(&mut o, r);
+    }
+    render_vports(&mut o, vports);
+    o
+}
+
+/// The rebalancer's counters since start: ticks, their cost, moves, errors, other writers.
+fn render_counters(o: &mut String, s: &Stats) {
+    family(o, "vportd_ticks_total", "counter", "Rebalance periods run.");
     let _ = writeln!(o, "vportd_ticks_total {}", s.ticks);
     family(
-        &mut o,
+        o,
         "vportd_tick_duration_seconds",
         "gauge",
         "Time the last period took to sample, decide and act.",
@@ -84,21 +94,21 @@ pub fn render(s: &Stats, vports: &State) -> String {
     let last_tick = s.last.as_ref().map(|r| r.tick_seconds).unwrap_or(0.0);
     let _ = writeln!(o, "vportd_tick_duration_seconds {last_tick}");
     family(
-        &mut o,
+        o,
         "vportd_tick_duration_seconds_sum",
         "counter",
         "Time all periods took.",
     );
     let _ = writeln!(o, "vportd_tick_duration_seconds_sum {}", s.tick_seconds_sum);
     family(
-        &mut o,
+        o,
         "vportd_tick_overruns_total",
         "counter",
         "Periods whose tick took longer than its budget (10 % of the period).",
     );
     let _ = writeln!(o, "vportd_tick_overruns_total {}", s.tick_overruns);
     family(
-        &mut o,
+        o,
         "vportd_moves_total",
         "counter",
         "Interrupt moves by reason (spread, coalesce, numa, cpu_set: into a hard CPU set).",
@@ -111,7 +121,7 @@ pub fn render(s: &Stats, vports: &State) -> String {
         );
     }
     family(
-        &mut o,
+        o,
         "vportd_actuation_errors_total",
         "counter",
         "Affinity writes the kernel refused, by errno.",
@@ -124,14 +134,14 @@ pub fn render(s: &Stats, vports: &State) -> String {
         );
     }
     family(
-        &mut o,
+        o,
         "vportd_external_changes_total",
         "counter",
         "Affinity changes made by another writer (left alone).",
     );
     let _ = writeln!(o, "vportd_external_changes_total {}", s.external_changes);
     family(
-        &mut o,
+        o,
         "vportd_irqs_yielded",
         "gauge",
         "Queue IRQs left alone now because another writer changed them (1 per IRQ).",
@@ -139,116 +149,127 @@ pub fn render(s: &Stats, vports: &State) -> String {
     for irq in s.last.iter().flat_map(|r| &r.yielded) {
         let _ = writeln!(o, "vportd_irqs_yielded{{irq=\"{irq}\"}} 1");
     }
-    if let Some(r) = &s.last {
-        family(
-            &mut o,
-            "vportd_cpu_busy_ratio",
-            "gauge",
-            "Busy share of each CPU over the last period.",
+}
+
+/// Each CPU's busy, interrupt and estimated load over the last period.
+fn render_cpus(o: &mut String, r: &TickReport) {
+    family(
+        o,
+        "vportd_cpu_busy_ratio",
+        "gauge",
+        "Busy share of each CPU over the last period.",
+    );
+    for c in &r.cpus {
+        let _ = writeln!(
+            o,
+            "vportd_cpu_busy_ratio{{cpu=\"{}\"}} {:.4}",
+            c.cpu, c.busy
         );
-        for c in &r.cpus {
-            let _ = writeln!(
-                o,
-                "vportd_cpu_busy_ratio{{cpu=\"{}\"}} {:.4}",
-                c.cpu, c.busy
-            );
-        }
-        family(
-            &mut o,
-            "vportd_cpu_irq_ratio",
-            "gauge",
-            "Share of each CPU in hard and soft interrupts over the last period.",
-        );
-        for c in &r.cpus {
-            let _ = writeln!(o, "vportd_cpu_irq_ratio{{cpu=\"{}\"}} {:.4}", c.cpu, c.irq);
-        }
-        family(
-            &mut o,
-            "vportd_cpu_load_estimate_ratio",
-            "gauge",
-            "The policy's estimate of each CPU's load (queue peaks plus other load), which the spread and coalesce thresholds judge.",
-        );
-        for c in &r.cpus {
-            let _ = writeln!(
-                o,
-                "vportd_cpu_load_estimate_ratio{{cpu=\"{}\"}} {:.4}",
-                c.cpu, c.estimate
-            );
-        }
-        family(
-            &mut o,
-            "vportd_queue_interrupts_total",
-            "counter",
-            "Interrupts of each queue IRQ since boot (/proc/interrupts).",
-        );
-        // `vport`: the vPort whose queue set the queue is in (empty for the PF's own), so
-        // that one vPort's queues can be summed across IRQs.
-        let labels = |q: &crate::daemon::QueueRow| {
-            format!(
-                "irq=\"{}\",name=\"{}\",nic=\"{}\",vport=\"{}\",cpu=\"{}\"",
-                q.irq,
-                esc(&q.name),
-                esc(&q.nic),
-                esc(q.vport.as_deref().unwrap_or("")),
-                q.cpu.map(|c| c.to_string()).unwrap_or_default()
-            )
-        };
-        for q in &r.queues {
-            let _ = writeln!(
-                o,
-                "vportd_queue_interrupts_total{{{}}} {}",
-                labels(q),
-                q.interrupts
-            );
-        }
-        family(
-            &mut o,
-            "vportd_queue_packets_total",
-            "counter",
-            "Packets of each queue, from the driver's per-queue ethtool statistics (rx + tx for a combined queue); absent where the driver has none.",
-        );
-        for q in &r.queues {
-            if let Some(p) = q.packets {
-                let _ = writeln!(o, "vportd_queue_packets_total{{{}}} {p}", labels(q));
-            }
-        }
-        family(
-            &mut o,
-            "vportd_queue_interrupt_rate",
-            "gauge",
-            "Interrupts per second of each queue over the last period.",
-        );
-        for q in &r.queues {
-            let _ = writeln!(
-                o,
-                "vportd_queue_interrupt_rate{{{}}} {:.1}",
-                labels(q),
-                q.rate
-            );
-        }
-        family(
-            &mut o,
-            "vportd_queue_load_ratio",
-            "gauge",
-            "Estimated share of a CPU each queue used over the last period.",
-        );
-        for q in &r.queues {
-            let _ = writeln!(o, "vportd_queue_load_ratio{{{}}} {:.4}", labels(q), q.load);
-        }
-        family(
-            &mut o,
-            "vportd_load_accounting",
-            "gauge",
-            "1 for how queue load is estimated (irq_time or interrupt_counts).",
-        );
-        let mode = match r.accounting {
-            crate::rebalance::sample::Accounting::IrqTime => "irq_time",
-            crate::rebalance::sample::Accounting::InterruptCounts => "interrupt_counts",
-        };
-        let _ = writeln!(o, "vportd_load_accounting{{mode=\"{mode}\"}} 1");
     }
     family(
-        &mut o,
+        o,
+        "vportd_cpu_irq_ratio",
+        "gauge",
+        "Share of each CPU in hard and soft interrupts over the last period.",
+    );
+    for c in &r.cpus {
+        let _ = writeln!(o, "vportd_cpu_irq_ratio{{cpu=\"{}\"}} {:.4}", c.cpu, c.irq);
+    }
+    family(
+        o,
+        "vportd_cpu_load_estimate_ratio",
+        "gauge",
+        "The policy's estimate of each CPU's load (queue peaks plus other load), which the spread and coalesce thresholds judge.",
+    );
+    for c in &r.cpus {
+        let _ = writeln!(
+            o,
+            "vportd_cpu_load_estimate_ratio{{cpu=\"{}\"}} {:.4}",
+            c.cpu, c.estimate
+        );
+    }
+}
+
+/// Each queue's interrupts, packets, rate and load over the last period, and how load is
+/// accounted.
+fn render_queues(o: &mut String, r: &TickReport) {
+    family(
+        o,
+        "vportd_queue_interrupts_total",
+        "counter",
+        "Interrupts of each queue IRQ since boot (/proc/interrupts).",
+    );
+    // `vport`: the vPort whose queue set the queue is in (empty for the PF's own), so
+    // that one vPort's queues can be summed across IRQs.
+    let labels = |q: &QueueRow| {
+        format!(
+            "irq=\"{}\",name=\"{}\",nic=\"{}\",vport=\"{}\",cpu=\"{}\"",
+            q.irq,
+            esc(&q.name),
+            esc(&q.nic),
+            esc(q.vport.as_deref().unwrap_or("")),
+            q.cpu.map(|c| c.to_string()).unwrap_or_default()
+        )
+    };
+    for q in &r.queues {
+        let _ = writeln!(
+            o,
+            "vportd_queue_interrupts_total{{{}}} {}",
+            labels(q),
+            q.interrupts
+        );
+    }
+    family(
+        o,
+        "vportd_queue_packets_total",
+        "counter",
+        "Packets of each queue, from the driver's per-queue ethtool statistics (rx + tx for a combined queue); absent where the driver has none.",
+    );
+    for q in &r.queues {
+        if let Some(p) = q.packets {
+            let _ = writeln!(o, "vportd_queue_packets_total{{{}}} {p}", labels(q));
+        }
+    }
+    family(
+        o,
+        "vportd_queue_interrupt_rate",
+        "gauge",
+        "Interrupts per second of each queue over the last period.",
+    );
+    for q in &r.queues {
+        let _ = writeln!(
+            o,
+            "vportd_queue_interrupt_rate{{{}}} {:.1}",
+            labels(q),
+            q.rate
+        );
+    }
+    family(
+        o,
+        "vportd_queue_load_ratio",
+        "gauge",
+        "Estimated share of a CPU each queue used over the last period.",
+    );
+    for q in &r.queues {
+        let _ = writeln!(o, "vportd_queue_load_ratio{{{}}} {:.4}", labels(q), q.load);
+    }
+    family(
+        o,
+        "vportd_load_accounting",
+        "gauge",
+        "1 for how queue load is estimated (irq_time or interrupt_counts).",
+    );
+    let mode = match r.accounting {
+        crate::rebalance::sample::Accounting::IrqTime => "irq_time",
+        crate::rebalance::sample::Accounting::InterruptCounts => "interrupt_counts",
+    };
+    let _ = writeln!(o, "vportd_load_accounting{{mode=\"{mode}\"}} 1");
+}
+
+/// Each provisioned vPort's path and health, from the state file.
+fn render_vports(o: &mut String, vports: &State) {
+    family(
+        o,
         "vportd_vport_info",
         "gauge",
         "Each provisioned vPort: its path (vf or software) and health, from the state file.",
@@ -270,7 +291,6 @@ pub fn render(s: &Stats, vports: &State) -> String {
             esc(&v.uplink)
         );
     }
-    o
 }
 
 /// The software switch's families: per port packets, bytes and floods, and drops by reason
@@ -300,8 +320,17 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
             esc(&p.edge)
         );
     }
+    render_switch_counters(&mut o, snap);
+    o
+}
+
+/// Each software switch port's packets, bytes, floods and drops.
+fn render_switch_counters(o: &mut String, snap: &crate::softpath::Snapshot) {
+    let labels = |p: &crate::softpath::PortSnapshot| {
+        format!("switch=\"{}\",port=\"{}\"", esc(&p.switch), esc(&p.port))
+    };
     family(
-        &mut o,
+        o,
         "vportd_switch_packets_total",
         "counter",
         "Frames each software switch port received (rx) and sent (tx).",
@@ -316,7 +345,7 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
         }
     }
     family(
-        &mut o,
+        o,
         "vportd_switch_bytes_total",
         "counter",
         "Bytes each software switch port received (rx) and sent (tx).",
@@ -331,7 +360,7 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
         }
     }
     family(
-        &mut o,
+        o,
         "vportd_switch_flooded_total",
         "counter",
         "Frames flooded out of each port (unknown unicast, broadcast, multicast).",
@@ -345,7 +374,7 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
         );
     }
     family(
-        &mut o,
+        o,
         "vportd_switch_drops_total",
         "counter",
         "Frames dropped, by the port charged and the reason.",
@@ -360,7 +389,6 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
             );
         }
     }
-    o
 }
 
 /// One sample line of the text format: name, labels, value.

@@ -12,7 +12,7 @@
 //! boundary even with peer credentials checked: a size limit before parsing, unknown fields
 //! refused, device events re-validated with the same rules as udev's environment
 //! ([`crate::daemon::events`]). Pure encode/decode, no I/O (the socket is in
-//! `host::control_socket`), so it can be fuzzed.
+//! `host::unix_socket`), so it can be fuzzed.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,9 +21,8 @@ use crate::daemon::events::{Bdf, DeviceEvent, HotplugError};
 
 /// The protocol version this build speaks.
 pub const VERSION: u64 = 1;
-/// The largest request line, newline included. Requests are tiny; this keeps a peer from
-/// making the daemon buffer without end.
-pub const MAX_REQUEST_LEN: usize = 16 * 1024;
+/// The largest request line, newline included: the socket's read bound, kept with it.
+pub use crate::host::unix_socket::MAX_REQUEST_LEN;
 /// The largest response line: a status or plan of a big host, with room to spare.
 pub const MAX_RESPONSE_LEN: usize = 8 * 1024 * 1024;
 

@@ -53,6 +53,19 @@ pub fn screen(text: &str) -> String {
             errors.join(" ")
         },
     );
+    cpu_rows(&mut out, &samples);
+    queue_rows(&mut out, &samples);
+    out
+}
+
+/// The series `name` of `samples`.
+fn series<'a>(samples: &'a [SampleLine], name: &'a str) -> impl Iterator<Item = &'a SampleLine> {
+    samples.iter().filter(move |s| s.name == name)
+}
+
+/// One row per CPU: busy and interrupt share, and a bar of the busy share.
+fn cpu_rows(out: &mut String, samples: &[SampleLine]) {
+    let get = |name| series(samples, name);
     let _ = writeln!(out, "\nCPU   busy   irq   bar");
     let irq: BTreeMap<String, f64> = get("vportd_cpu_irq_ratio")
         .map(|s| (s.labels.get("cpu").cloned().unwrap_or_default(), s.value))
@@ -69,6 +82,11 @@ pub fn screen(text: &str) -> String {
             irq.get(&cpu).copied().unwrap_or(0.0) * 100.0
         );
     }
+}
+
+/// The 24 busiest queues: IRQ, name, NIC, CPU, interrupts per second and load.
+fn queue_rows(out: &mut String, samples: &[SampleLine]) {
+    let get = |name| series(samples, name);
     let _ = writeln!(
         out,
         "\n IRQ  name                 nic            cpu   intr/s    load"
@@ -91,7 +109,6 @@ pub fn screen(text: &str) -> String {
             s.value * 100.0
         );
     }
-    out
 }
 
 /// Clears the terminal and homes the cursor.

@@ -9,15 +9,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
-use crate::facts::parse::{self, InterruptLine, QueueRef};
+use crate::facts::parse::{self, InterruptLine};
 use crate::facts::profile::{self, ProfileSet};
 use crate::host::fs::{FsError, KernelFs};
-use crate::host::netlink::{Channels, NetlinkSnapshot, VfConfig};
+use crate::host::netlink::{NetlinkSnapshot, VfConfig};
+use crate::model::uplink::UplinkSelector;
 
-/// Version of the `discover --json` schema.
-pub const SCHEMA_VERSION: u32 = 1;
+pub use crate::model::inventory::{
+    CpuTopology, Inventory, Irq, Netdev, NetdevRef, NumaNode, PciFunction, ProfileMatch, Role,
+    SCHEMA_VERSION, Sriov, VfEntry,
+};
 
 /// Errors from discovery.
 #[derive(Debug, thiserror::Error)]
@@ -28,151 +29,6 @@ pub enum InventoryError {
     /// /proc/interrupts could not be parsed.
     #[error(transparent)]
     Parse(#[from] parse::ParseError),
-}
-
-/// Everything discovery found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Inventory {
-    pub schema_version: u32,
-    /// Network PCI functions (class 0x02), PFs and VFs alike, sorted by address.
-    pub pci_functions: Vec<PciFunction>,
-    /// Netdevs not backed by a PCI function: lo, veth, bridge, ifb, tap, ...
-    pub other_netdevs: Vec<Netdev>,
-    pub cpus: CpuTopology,
-}
-
-/// What a PCI function is to SR-IOV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// A physical function that can create VFs.
-    Pf,
-    /// A virtual function of some PF.
-    Vf,
-    /// A function without SR-IOV (virtio-net, a NIC whose driver lacks it).
-    Plain,
-}
-
-/// One network PCI function.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PciFunction {
-    /// Domain:bus:device.function, e.g. `0000:01:00.0`.
-    pub bdf: String,
-    /// `0x8086`-style hex strings, as lspci prints them.
-    pub vendor_id: String,
-    pub device_id: String,
-    pub vendor_name: Option<String>,
-    pub device_name: Option<String>,
-    pub subsystem_vendor_id: Option<String>,
-    pub subsystem_device_id: Option<String>,
-    pub class: String,
-    pub driver: Option<String>,
-    pub role: Role,
-    /// NUMA node; None where the firmware reports -1.
-    pub numa_node: Option<u32>,
-    pub local_cpus: Vec<u32>,
-    /// For a VF: its PF and index.
-    pub physfn: Option<String>,
-    pub vf_index: Option<u32>,
-    /// Intermediate bus device between the PCI function and its netdev (`virtio2`).
-    pub virtio_device: Option<String>,
-    pub netdevs: Vec<Netdev>,
-    pub sriov: Option<Sriov>,
-    /// MSI/MSI-X (or legacy) interrupts of this function.
-    pub irqs: Vec<Irq>,
-    /// The hardware profile this function matched, and its capabilities.
-    pub profile: Option<ProfileMatch>,
-}
-
-/// SR-IOV state of a PF.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sriov {
-    pub total_vfs: u32,
-    pub num_vfs: u32,
-    pub drivers_autoprobe: Option<bool>,
-    pub vfs: Vec<VfEntry>,
-}
-
-/// One VF as seen from its PF: where it lives and its rtnetlink configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VfEntry {
-    pub index: u32,
-    pub bdf: String,
-    pub driver: Option<String>,
-    pub netdevs: Vec<NetdevRef>,
-    /// None when the PF has no netdev or the kernel omitted the VF info.
-    pub config: Option<VfConfig>,
-}
-
-/// A netdev by both of its identities (a name alone can change under us).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetdevRef {
-    pub ifindex: u32,
-    pub name: String,
-}
-
-/// One network interface.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Netdev {
-    pub ifindex: u32,
-    pub name: String,
-    pub mac: Option<String>,
-    pub operstate: String,
-    pub mtu: Option<u32>,
-    /// Link speed; None when the link is down or the driver does not say.
-    pub speed_mbps: Option<u32>,
-    /// The driver of the netdev's parent device (`virtio_net` under a `virtio-pci`
-    /// function, `igb` for an igb PF); None for virtual netdevs.
-    pub driver: Option<String>,
-    /// rtnetlink `IFLA_INFO_KIND` (veth, bridge, tun, ...), None for hardware.
-    pub kind: Option<String>,
-    pub rx_queues: u32,
-    pub tx_queues: u32,
-    pub channels: Option<Channels>,
-    /// Queue steering facts read at runtime (RSS table, ntuple, l2-fwd-offload), for the
-    /// planner; filled by provisioning for uplink netdevs (`host::ethtool::queue_facts`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queues: Option<crate::host::ethtool::QueueFacts>,
-}
-
-/// One interrupt and the queue it serves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Irq {
-    pub irq: u32,
-    pub name: String,
-    pub queue: Option<QueueRef>,
-    /// `smp_affinity_list`: the CPUs asked for.
-    pub affinity: Vec<u32>,
-    /// `effective_affinity_list`: where the interrupt really goes.
-    pub effective_affinity: Vec<u32>,
-    pub count: u64,
-}
-
-/// A hardware profile match.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProfileMatch {
-    /// The profile's name, or `a or b` for a VF id several families share.
-    pub name: String,
-    /// "pf" or "vf": which id list of the profile matched.
-    pub matched_as: String,
-    /// The profile's capabilities, with runtime facts (total VFs) overriding them;
-    /// null when a shared VF id leaves the family open (see `name`).
-    pub capabilities: serde_json::Value,
-}
-
-/// CPU topology.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CpuTopology {
-    pub online: Vec<u32>,
-    pub nodes: Vec<NumaNode>,
-    /// Groups of hardware threads that share a core; singletons omitted.
-    pub smt_siblings: Vec<Vec<u32>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NumaNode {
-    pub id: u32,
-    pub cpus: Vec<u32>,
 }
 
 const PCI_DEVICES: &str = "/sys/bus/pci/devices";
@@ -397,16 +253,15 @@ fn vf_function(
 /// uplink that matches nothing or several netdevs, or a netdev that is not a PCI function's).
 /// The caller still checks [`mac_outside`] on the result. `state_uplinks` are the PCI addresses the state
 /// file records: a vPort removed from the config still has a VF to reset there.
-pub fn uplink_functions(
+pub fn uplink_functions<'s>(
     fs: &KernelFs,
     nl: &NetlinkSnapshot,
-    cfg: &crate::provision::config::Config,
+    uplinks: impl IntoIterator<Item = &'s UplinkSelector>,
     state_uplinks: impl IntoIterator<Item = String>,
 ) -> Result<Option<BTreeSet<String>>, InventoryError> {
-    use crate::provision::config::UplinkSelector;
     let mut pfs: BTreeSet<String> = state_uplinks.into_iter().collect();
-    for up in &cfg.uplinks {
-        let links: Vec<&crate::host::netlink::LinkSnapshot> = match &up.selector {
+    for selector in uplinks {
+        let links: Vec<&crate::host::netlink::LinkSnapshot> = match selector {
             UplinkSelector::Pci(bdf) => {
                 // Only a network function is one a full read would find by this address.
                 let class = fs.read(&format!("{PCI_DEVICES}/{bdf}/class"))?;
@@ -590,6 +445,41 @@ fn parse_hex_id(id: &str) -> Option<u16> {
     u16::from_str_radix(id.trim_start_matches("0x"), 16).ok()
 }
 
+/// The vendor's and the device's names from the PCI id database, for people.
+fn pci_names(vid: Option<u16>, did: Option<u16>) -> (Option<String>, Option<String>) {
+    let vendor_name = vid
+        .and_then(<pci_ids::Vendor as pci_ids::FromId<u16>>::from_id)
+        .map(|v| v.name().to_string());
+    let device_name = vid
+        .zip(did)
+        .and_then(|(v, d)| pci_ids::Device::from_vid_pid(v, d))
+        .map(|d| d.name().to_string());
+    (vendor_name, device_name)
+}
+
+/// A function's NUMA node and local CPUs, read only for a full scope: placement matters to
+/// the rebalancer, not to provisioning.
+fn placement(
+    fs: &KernelFs,
+    base: &str,
+    full: bool,
+) -> Result<(Option<u32>, Vec<u32>), InventoryError> {
+    let numa_node = full
+        .then(|| fs.read_parsed::<i64>(&format!("{base}/numa_node")))
+        .flatten()
+        .filter(|n| *n >= 0)
+        .map(|n| n as u32);
+    let local_cpus = match full
+        .then(|| fs.read(&format!("{base}/local_cpulist")))
+        .transpose()?
+        .flatten()
+    {
+        Some(t) => parse::cpulist(&t)?,
+        None => Vec::new(),
+    };
+    Ok((numa_node, local_cpus))
+}
+
 fn read_function(
     fs: &KernelFs,
     nl: &NetlinkSnapshot,
@@ -605,28 +495,9 @@ fn read_function(
     let vendor_id = hex4(fs, &format!("{base}/vendor"))?.unwrap_or_default();
     let device_id = hex4(fs, &format!("{base}/device"))?.unwrap_or_default();
     let (vid, did) = (parse_hex_id(&vendor_id), parse_hex_id(&device_id));
-    let vendor_name = vid
-        .and_then(<pci_ids::Vendor as pci_ids::FromId<u16>>::from_id)
-        .map(|v| v.name().to_string());
-    let device_name = vid
-        .zip(did)
-        .and_then(|(v, d)| pci_ids::Device::from_vid_pid(v, d))
-        .map(|d| d.name().to_string());
+    let (vendor_name, device_name) = pci_names(vid, did);
     let driver = fs.link_name(&format!("{base}/driver"))?;
-    // Placement (numa, CPUs) matters to the rebalancer, not to provisioning.
-    let numa_node = full
-        .then(|| fs.read_parsed::<i64>(&format!("{base}/numa_node")))
-        .flatten()
-        .filter(|n| *n >= 0)
-        .map(|n| n as u32);
-    let local_cpus = match full
-        .then(|| fs.read(&format!("{base}/local_cpulist")))
-        .transpose()?
-        .flatten()
-    {
-        Some(t) => parse::cpulist(&t)?,
-        None => Vec::new(),
-    };
+    let (numa_node, local_cpus) = placement(fs, &base, full)?;
     let physfn = fs.link_name(&format!("{base}/physfn"))?;
     // Filled in from the PF's virtfn links once every function is read.
     let vf_index = None;
@@ -639,12 +510,10 @@ fn read_function(
         Some(total) => Some(read_sriov(fs, nl, bdf, total, &devs)?),
         None => None,
     };
-    let role = if physfn.is_some() {
-        Role::Vf
-    } else if sriov.is_some() {
-        Role::Pf
-    } else {
-        Role::Plain
+    let role = match (&physfn, &sriov) {
+        (Some(_), _) => Role::Vf,
+        (None, Some(_)) => Role::Pf,
+        (None, None) => Role::Plain,
     };
 
     let profile = match (vid, did) {

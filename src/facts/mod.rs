@@ -5,3 +5,4 @@
 pub mod inventory;
 pub mod parse;
 pub mod profile;
+pub mod scope;

@@ -283,22 +283,7 @@ fn action_names(tail: &[&str]) -> String {
     }
 }
 
-/// What kind of queue an interrupt serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueKind {
-    Rx,
-    Tx,
-    /// A combined channel (one vector for an rx and a tx queue).
-    Combined,
-}
-
-/// The queue an interrupt serves, read from its action name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueRef {
-    pub kind: QueueKind,
-    pub index: u32,
-}
+pub use crate::model::inventory::{QueueKind, QueueRef};
 
 /// Reads the queue from an interrupt's action name, across the drivers' naming
 /// schemes: `eth0-rx-0`, `eth0-TxRx-3`, `i40e-eth0-TxRx-1`, `virtio2-input.0`,

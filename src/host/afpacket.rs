@@ -219,6 +219,112 @@ const MAX_COPY: usize = 65536 + 64;
 /// Where a transmitted frame's data starts in its slot (TPACKET2_HDRLEN minus the address).
 const TX_DATA_OFF: usize = libc::TPACKET2_HDRLEN - std::mem::size_of::<libc::sockaddr_ll>();
 
+/// A setup step that failed: what it was, and the kernel's answer.
+type StepFailure = (&'static str, std::io::Error);
+
+/// The socket's options before its rings: TPACKET_V2, the virtio-net header when asked,
+/// PACKET_LOSS, PACKET_COPY_THRESH, and big socket buffers (best effort).
+fn socket_options(raw: RawFd, vnet_hdr: bool) -> Result<(), StepFailure> {
+    setsockopt(
+        raw,
+        libc::SOL_PACKET,
+        libc::PACKET_VERSION,
+        &(libc::tpacket_versions::TPACKET_V2 as i32),
+    )
+    .map_err(|e| ("select TPACKET_V2", e))?;
+    if vnet_hdr {
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1i32)
+            .map_err(|e| ("enable the virtio-net header", e))?;
+    }
+    // Frames the kernel cannot send are skipped instead of stalling the TX ring.
+    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_LOSS, &1i32)
+        .map_err(|e| ("set PACKET_LOSS", e))?;
+    // Frames bigger than a slot come whole through the socket queue, which needs room
+    // for a burst of super-packets (the forced variant needs CAP_NET_ADMIN).
+    setsockopt(raw, libc::SOL_PACKET, PACKET_COPY_THRESH, &1i32)
+        .map_err(|e| ("set PACKET_COPY_THRESH", e))?;
+    let big = 32i32 << 20;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+        let _ = setsockopt(raw, libc::SOL_SOCKET, opt, &big);
+    }
+    Ok(())
+}
+
+/// Sets up the receive and transmit rings of `size` and maps both, back to back: the
+/// mapping and its length.
+fn map_rings(raw: RawFd, size: RingSize) -> Result<(*mut u8, usize), StepFailure> {
+    // Blocks are whole pages holding whole frames, so the slots lie back to back.
+    let block = if size.frame_size.is_multiple_of(4096) {
+        size.frame_size
+    } else {
+        65536
+    };
+    let req = libc::tpacket_req {
+        tp_block_size: block,
+        tp_block_nr: size.frames * size.frame_size / block,
+        tp_frame_size: size.frame_size,
+        tp_frame_nr: size.frames,
+    };
+    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
+        .map_err(|e| ("set up the receive ring", e))?;
+    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_TX_RING, &req)
+        .map_err(|e| ("set up the transmit ring", e))?;
+    let map_len = 2 * size.frames as usize * size.frame_size as usize;
+    // SAFETY: mapping the socket's rings as the packet(7) ABI prescribes: shared,
+    // read-write, the exact size of both rings; the result is checked for MAP_FAILED.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            map_len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            raw,
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(("map the rings", std::io::Error::last_os_error()));
+    }
+    Ok((map.cast(), map_len))
+}
+
+/// Loads the flow cache's receive counter and attaches it to the socket before it is bound,
+/// so that it counts every frame the ring gets.
+fn attach_counter(
+    raw: RawFd,
+    ifname: &str,
+) -> Result<crate::host::tcflow::RxCounter, AfPacketError> {
+    let counter = crate::host::tcflow::RxCounter::new().map_err(|e| AfPacketError::Setup {
+        ifname: ifname.to_string(),
+        step: "load the receive counter",
+        source: std::io::Error::other(e),
+    })?;
+    setsockopt(
+        raw,
+        libc::SOL_SOCKET,
+        libc::SO_ATTACH_BPF,
+        &counter.count_prog(),
+    )
+    .map_err(|source| AfPacketError::Setup {
+        ifname: ifname.to_string(),
+        step: "attach the receive counter",
+        source,
+    })?;
+    Ok(counter)
+}
+
+/// The last steps: our own transmissions kept off the receive ring, the qdisc bypassed,
+/// the interface promiscuous, the socket bound to it.
+fn bind_edge(raw: RawFd, ifindex: i32) -> Result<(), StepFailure> {
+    // Our own transmissions would otherwise come back on the receive ring.
+    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &1i32)
+        .map_err(|e| ("ignore outgoing frames", e))?;
+    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32)
+        .map_err(|e| ("bypass the qdisc", e))?;
+    promisc(raw, ifindex).map_err(|e| ("make the interface promiscuous", e))?;
+    bind_all(raw, ifindex).map_err(|e| ("bind to the interface", e))
+}
+
 impl AfPacket {
     /// Opens rings on `ifname`. With `vnet_hdr`, frames carry segmentation offload both ways
     /// (use [`RingSize::GSO`]); the interface should be up.
@@ -272,65 +378,14 @@ impl AfPacket {
                 source,
             }
         };
-        setsockopt(
-            raw,
-            libc::SOL_PACKET,
-            libc::PACKET_VERSION,
-            &(libc::tpacket_versions::TPACKET_V2 as i32),
-        )
-        .map_err(step("select TPACKET_V2"))?;
-        if vnet_hdr {
-            setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &1i32)
-                .map_err(step("enable the virtio-net header"))?;
-        }
-        // Frames the kernel cannot send are skipped instead of stalling the TX ring.
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_LOSS, &1i32)
-            .map_err(step("set PACKET_LOSS"))?;
-        // Frames bigger than a slot come whole through the socket queue, which needs room
-        // for a burst of super-packets (the forced variant needs CAP_NET_ADMIN).
-        setsockopt(raw, libc::SOL_PACKET, PACKET_COPY_THRESH, &1i32)
-            .map_err(step("set PACKET_COPY_THRESH"))?;
-        let big = 32i32 << 20;
-        for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
-            let _ = setsockopt(raw, libc::SOL_SOCKET, opt, &big);
-        }
-        // Blocks are whole pages holding whole frames, so the slots lie back to back.
-        let block = if size.frame_size.is_multiple_of(4096) {
-            size.frame_size
-        } else {
-            65536
-        };
-        let req = libc::tpacket_req {
-            tp_block_size: block,
-            tp_block_nr: size.frames * size.frame_size / block,
-            tp_frame_size: size.frame_size,
-            tp_frame_nr: size.frames,
-        };
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
-            .map_err(step("set up the receive ring"))?;
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_TX_RING, &req)
-            .map_err(step("set up the transmit ring"))?;
-        let map_len = 2 * size.frames as usize * size.frame_size as usize;
-        // SAFETY: mapping the socket's rings as the packet(7) ABI prescribes: shared,
-        // read-write, the exact size of both rings; the result is checked for MAP_FAILED.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                raw,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(step("map the rings")(std::io::Error::last_os_error()));
-        }
+        let failed = |(what, source)| step(what)(source);
+        socket_options(raw, vnet_hdr).map_err(failed)?;
+        let (map, map_len) = map_rings(raw, size).map_err(failed)?;
         let direct = direct_socket(ifname, ifindex, vnet_hdr)?;
         let mut edge = AfPacket {
             fd,
             direct,
-            map: map.cast(),
+            map,
             map_len,
             size,
             rx_head: 0,
@@ -342,28 +397,9 @@ impl AfPacket {
             rx_lost: 0,
         };
         if counted {
-            let counter =
-                crate::host::tcflow::RxCounter::new().map_err(|e| AfPacketError::Setup {
-                    ifname: ifname.to_string(),
-                    step: "load the receive counter",
-                    source: std::io::Error::other(e),
-                })?;
-            setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_BPF,
-                &counter.count_prog(),
-            )
-            .map_err(step("attach the receive counter"))?;
-            edge.counter = Some(counter);
+            edge.counter = Some(attach_counter(raw, ifname)?);
         }
-        // Our own transmissions would otherwise come back on the receive ring.
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &1i32)
-            .map_err(step("ignore outgoing frames"))?;
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &1i32)
-            .map_err(step("bypass the qdisc"))?;
-        promisc(raw, ifindex).map_err(step("make the interface promiscuous"))?;
-        bind_all(raw, ifindex).map_err(step("bind to the interface"))?;
+        bind_edge(raw, ifindex).map_err(failed)?;
         Ok(edge)
     }
 

@@ -364,26 +364,31 @@ fn errno_step(
     }
 }
 
-impl Xsk {
-    fn open(ifname: &str, ifindex: u32, queue: u32, sg: bool) -> Result<Xsk, AfXdpError> {
-        let step = |s: &str| errno_step(ifname, ifindex, format!("{s} (queue {queue})"));
-        // SAFETY: plain socket(2); the result is checked before it is wrapped.
-        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(AfXdpError::Unsupported {
-                step: "create an AF_XDP socket",
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: raw was just returned by socket(2) and is owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let chunks = 2 * RING as usize;
-        let umem_len = chunks * CHUNK;
+/// An AF_XDP socket.
+fn xdp_socket() -> Result<OwnedFd, AfXdpError> {
+    // SAFETY: plain socket(2); the result is checked before it is wrapped.
+    let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(AfXdpError::Unsupported {
+            step: "create an AF_XDP socket",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: raw was just returned by socket(2) and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A UMEM mapping not yet handed to an [`Xsk`]: unmapped on an early return.
+struct UmemGuard(*mut c_void, usize);
+
+impl UmemGuard {
+    /// An anonymous, populated mapping of `len` bytes.
+    fn map(len: usize) -> std::io::Result<UmemGuard> {
         // SAFETY: an anonymous private mapping, checked for MAP_FAILED.
         let umem = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                umem_len,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
                 -1,
@@ -391,64 +396,141 @@ impl Xsk {
             )
         };
         if umem == libc::MAP_FAILED {
-            return Err(step("allocate the UMEM")(std::io::Error::last_os_error()));
+            return Err(std::io::Error::last_os_error());
         }
-        // Owns the UMEM from here on, so an early return unmaps it.
-        struct Umem(*mut c_void, usize);
-        impl Drop for Umem {
-            fn drop(&mut self) {
-                // SAFETY: the mapping made just above, not yet handed to an Xsk.
-                unsafe {
-                    libc::munmap(self.0, self.1);
-                }
-            }
+        Ok(UmemGuard(umem, len))
+    }
+
+    /// The mapping, now owned by the caller (an [`Xsk`] unmaps it when dropped).
+    fn release(self) -> (*mut c_void, usize) {
+        let (addr, len) = (self.0, self.1);
+        std::mem::forget(self);
+        (addr, len)
+    }
+}
+
+impl Drop for UmemGuard {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `UmemGuard::map`, not yet handed to an Xsk.
+        unsafe {
+            libc::munmap(self.0, self.1);
         }
-        let guard = Umem(umem, umem_len);
-        let reg = libc::xdp_umem_reg {
-            addr: umem as u64,
-            len: umem_len as u64,
-            chunk_size: CHUNK as u32,
-            headroom: 0,
-            flags: 0,
-            tx_metadata_len: 0,
-        };
-        setsockopt(fd.as_raw_fd(), libc::XDP_UMEM_REG, &reg).map_err(step("register the UMEM"))?;
-        for (opt, what) in [
-            (libc::XDP_UMEM_FILL_RING, "size the fill ring"),
-            (libc::XDP_UMEM_COMPLETION_RING, "size the completion ring"),
-            (libc::XDP_RX_RING, "size the RX ring"),
-            (libc::XDP_TX_RING, "size the TX ring"),
-        ] {
-            setsockopt(fd.as_raw_fd(), opt, &RING).map_err(step(what))?;
-        }
-        // SAFETY: xdp_mmap_offsets is plain old data; getsockopt fills at most `len` bytes.
-        let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
-        // SAFETY: `off` and `len` are live and writable; len is off's size.
+    }
+}
+
+/// Registers the UMEM with the socket, sizes its four rings and maps them: fill,
+/// completion, RX, TX. A failure says which step it was.
+fn rings(fd: &OwnedFd, umem: &UmemGuard) -> Result<Rings, (&'static str, std::io::Error)> {
+    let raw = fd.as_raw_fd();
+    let reg = libc::xdp_umem_reg {
+        addr: umem.0 as u64,
+        len: umem.1 as u64,
+        chunk_size: CHUNK as u32,
+        headroom: 0,
+        flags: 0,
+        tx_metadata_len: 0,
+    };
+    setsockopt(raw, libc::XDP_UMEM_REG, &reg).map_err(|e| ("register the UMEM", e))?;
+    for (opt, what) in [
+        (libc::XDP_UMEM_FILL_RING, "size the fill ring"),
+        (libc::XDP_UMEM_COMPLETION_RING, "size the completion ring"),
+        (libc::XDP_RX_RING, "size the RX ring"),
+        (libc::XDP_TX_RING, "size the TX ring"),
+    ] {
+        setsockopt(raw, opt, &RING).map_err(|e| (what, e))?;
+    }
+    let off = mmap_offsets(raw).map_err(|e| ("read the ring offsets", e))?;
+    Ok(Rings {
+        fill: Ring::map(raw, &off.fr, libc::XDP_UMEM_PGOFF_FILL_RING)
+            .map_err(|e| ("map the fill ring", e))?,
+        comp: Ring::map(raw, &off.cr, libc::XDP_UMEM_PGOFF_COMPLETION_RING)
+            .map_err(|e| ("map the completion ring", e))?,
+        rx: Ring::map(raw, &off.rx, libc::XDP_PGOFF_RX_RING as u64)
+            .map_err(|e| ("map the RX ring", e))?,
+        tx: Ring::map(raw, &off.tx, libc::XDP_PGOFF_TX_RING as u64)
+            .map_err(|e| ("map the TX ring", e))?,
+    })
+}
+
+/// A socket's four rings, mapped.
+struct Rings {
+    fill: Ring<u64>,
+    comp: Ring<u64>,
+    rx: Ring<libc::xdp_desc>,
+    tx: Ring<libc::xdp_desc>,
+}
+
+/// Where the kernel put each ring's indexes and descriptors in the socket's mappings.
+fn mmap_offsets(raw: RawFd) -> std::io::Result<libc::xdp_mmap_offsets> {
+    // SAFETY: xdp_mmap_offsets is plain old data; getsockopt fills at most `len` bytes.
+    let mut off: libc::xdp_mmap_offsets = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
+    // SAFETY: `off` and `len` are live and writable; len is off's size.
+    let rc = unsafe {
+        libc::getsockopt(
+            raw,
+            libc::SOL_XDP,
+            libc::XDP_MMAP_OFFSETS,
+            (&mut off as *mut libc::xdp_mmap_offsets).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 || len as usize != std::mem::size_of::<libc::xdp_mmap_offsets>() {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(off)
+}
+
+/// Binds the socket to `queue` of `ifindex` in copy mode. A socket closed a moment ago still
+/// holds its queue until the kernel's deferred release has run (EBUSY): that gets a second
+/// before the queue counts as taken (`Err(None)`).
+fn bind_queue(
+    raw: RawFd,
+    ifindex: u32,
+    queue: u32,
+    sg: bool,
+) -> Result<(), Option<std::io::Error>> {
+    let sxdp = libc::sockaddr_xdp {
+        sxdp_family: libc::AF_XDP as u16,
+        sxdp_flags: libc::XDP_COPY | if sg { libc::XDP_USE_SG } else { 0 },
+        sxdp_ifindex: ifindex,
+        sxdp_queue_id: queue,
+        sxdp_shared_umem_fd: 0,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        // SAFETY: sxdp is a fully initialized sockaddr_xdp and the length is its size.
         let rc = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_XDP,
-                libc::XDP_MMAP_OFFSETS,
-                (&mut off as *mut libc::xdp_mmap_offsets).cast(),
-                &mut len,
+            libc::bind(
+                raw,
+                (&sxdp as *const libc::sockaddr_xdp).cast(),
+                std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
             )
         };
-        if rc != 0 || len as usize != std::mem::size_of::<libc::xdp_mmap_offsets>() {
-            return Err(step("read the ring offsets")(
-                std::io::Error::last_os_error(),
-            ));
+        if rc == 0 {
+            return Ok(());
         }
-        let raw = fd.as_raw_fd();
-        let fill = Ring::map(raw, &off.fr, libc::XDP_UMEM_PGOFF_FILL_RING)
-            .map_err(step("map the fill ring"))?;
-        let comp = Ring::map(raw, &off.cr, libc::XDP_UMEM_PGOFF_COMPLETION_RING)
-            .map_err(step("map the completion ring"))?;
-        let rx = Ring::map(raw, &off.rx, libc::XDP_PGOFF_RX_RING as u64)
-            .map_err(step("map the RX ring"))?;
-        let tx = Ring::map(raw, &off.tx, libc::XDP_PGOFF_TX_RING as u64)
-            .map_err(step("map the TX ring"))?;
-        std::mem::forget(guard);
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(Some(e));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+impl Xsk {
+    /// One queue's socket: its UMEM (2 * RING chunks, the first half primed in the fill
+    /// ring), its four rings, bound to `queue` of `ifindex` in copy mode.
+    fn open(ifname: &str, ifindex: u32, queue: u32, sg: bool) -> Result<Xsk, AfXdpError> {
+        let step = |s: &str| errno_step(ifname, ifindex, format!("{s} (queue {queue})"));
+        let fd = xdp_socket()?;
+        let chunks = 2 * RING as usize;
+        let umem = UmemGuard::map(chunks * CHUNK).map_err(step("allocate the UMEM"))?;
+        let Rings { fill, comp, rx, tx } = rings(&fd, &umem).map_err(|(what, e)| step(what)(e))?;
+        let (umem, umem_len) = umem.release();
         let mut xsk = Xsk {
             fill,
             comp,
@@ -462,48 +544,25 @@ impl Xsk {
             umem_len,
             fd,
         };
-        // The first half of the chunks waits in the fill ring for received frames.
+        xsk.prime_fill();
+        match bind_queue(xsk.fd.as_raw_fd(), ifindex, queue, sg) {
+            Ok(()) => Ok(xsk),
+            Err(None) => Err(AfXdpError::QueueBusy {
+                ifname: ifname.to_string(),
+                ifindex,
+                queue,
+            }),
+            Err(Some(e)) => Err(step("bind the socket")(e)),
+        }
+    }
+
+    /// The first half of the chunks waits in the fill ring for received frames.
+    fn prime_fill(&mut self) {
         for c in 0..RING {
-            xsk.fill.write(xsk.fill.head, c as u64 * CHUNK as u64);
-            xsk.fill.head = xsk.fill.head.wrapping_add(1);
+            self.fill.write(self.fill.head, c as u64 * CHUNK as u64);
+            self.fill.head = self.fill.head.wrapping_add(1);
         }
-        xsk.fill.publish();
-        let sxdp = libc::sockaddr_xdp {
-            sxdp_family: libc::AF_XDP as u16,
-            sxdp_flags: libc::XDP_COPY | if sg { libc::XDP_USE_SG } else { 0 },
-            sxdp_ifindex: ifindex,
-            sxdp_queue_id: queue,
-            sxdp_shared_umem_fd: 0,
-        };
-        // A socket closed a moment ago still holds its queue until the kernel's deferred
-        // release has run (EBUSY); give that a second before calling the queue taken.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        loop {
-            // SAFETY: sxdp is a fully initialized sockaddr_xdp and the length is its size.
-            let rc = unsafe {
-                libc::bind(
-                    raw,
-                    (&sxdp as *const libc::sockaddr_xdp).cast(),
-                    std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EBUSY) {
-                return Err(step("bind the socket")(e));
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(AfXdpError::QueueBusy {
-                    ifname: ifname.to_string(),
-                    ifindex,
-                    queue,
-                });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        Ok(xsk)
+        self.fill.publish();
     }
 
     fn chunk(&self, addr: u64, len: usize) -> &[u8] {
@@ -808,6 +867,71 @@ fn mtu_and_queues(ifname: &str, ifindex: u32) -> Result<(u32, u32), AfXdpError> 
     Ok((mtu, queues.max(1)))
 }
 
+/// A socket per receive queue, each in the XSKMAP at its queue's key. None when a
+/// multi-buffer (`sg`) socket is refused, for the caller to start over without.
+fn open_queues(
+    ifname: &str,
+    ifindex: u32,
+    nq: u32,
+    sg: bool,
+    map: &OwnedFd,
+) -> Result<Option<Vec<Xsk>>, AfXdpError> {
+    let mut queues = Vec::with_capacity(nq as usize);
+    for q in 0..nq {
+        let xsk = match Xsk::open(ifname, ifindex, q, sg) {
+            Err(AfXdpError::Setup { source, .. })
+                if sg && source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+            {
+                return Ok(None);
+            }
+            r => r?,
+        };
+        map_update(map, q, xsk.fd.as_raw_fd()).map_err(errno_step(
+            ifname,
+            ifindex,
+            format!("insert the socket of queue {q} into the XSKMAP"),
+        ))?;
+        queues.push(xsk);
+    }
+    Ok(Some(queues))
+}
+
+/// Attaches the program in the first mode `mode` allows that the driver takes (native
+/// before generic). Another XDP program there already is [`AfXdpError::Busy`].
+fn attach_first(
+    prog: &OwnedFd,
+    ifname: &str,
+    ifindex: u32,
+    mode: ModeChoice,
+) -> Result<(OwnedFd, XdpMode), AfXdpError> {
+    let tries: &[XdpMode] = match mode {
+        ModeChoice::Auto => &[XdpMode::Native, XdpMode::Generic],
+        ModeChoice::Only(m) => match m {
+            XdpMode::Native => &[XdpMode::Native],
+            XdpMode::Generic => &[XdpMode::Generic],
+        },
+    };
+    let mut last = None;
+    for m in tries {
+        match attach(prog, ifindex, *m) {
+            Ok(l) => return Ok((l, *m)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EEXIST)) => {
+                return Err(AfXdpError::Busy {
+                    ifname: ifname.to_string(),
+                    ifindex,
+                });
+            }
+            Err(e) => last = Some((e, *m)),
+        }
+    }
+    let (e, m) = last.expect("at least one mode was tried");
+    Err(errno_step(
+        ifname,
+        ifindex,
+        format!("attach the XDP program in {} mode", m.as_str()),
+    )(e))
+}
+
 impl AfXdp {
     /// Opens the edge on `ifname` (looked up once, then used by index).
     pub fn open(ifname: &str, mode: ModeChoice) -> Result<Self, AfXdpError> {
@@ -855,54 +979,12 @@ impl AfXdp {
                 max,
             });
         }
-        let mut queues = Vec::with_capacity(nq as usize);
-        for q in 0..nq {
-            let xsk = match Xsk::open(&ifname, ifindex, q, sg) {
-                Err(AfXdpError::Setup { source, .. })
-                    if sg && source.raw_os_error() == Some(libc::EOPNOTSUPP) =>
-                {
-                    // A kernel with frags-aware programs but no multi-buffer sockets.
-                    drop((queues, prog, map));
-                    return Self::open_with(ifindex, mode, false);
-                }
-                r => r?,
-            };
-            map_update(&map, q, xsk.fd.as_raw_fd()).map_err(errno_step(
-                &ifname,
-                ifindex,
-                format!("insert the socket of queue {q} into the XSKMAP"),
-            ))?;
-            queues.push(xsk);
-        }
-        let tries: &[XdpMode] = match mode {
-            ModeChoice::Auto => &[XdpMode::Native, XdpMode::Generic],
-            ModeChoice::Only(m) => match m {
-                XdpMode::Native => &[XdpMode::Native],
-                XdpMode::Generic => &[XdpMode::Generic],
-            },
+        let Some(queues) = open_queues(&ifname, ifindex, nq, sg, &map)? else {
+            // A kernel with frags-aware programs but no multi-buffer sockets.
+            drop((prog, map));
+            return Self::open_with(ifindex, mode, false);
         };
-        let mut last = None;
-        let mut link = None;
-        for m in tries {
-            match attach(&prog, ifindex, *m) {
-                Ok(l) => {
-                    link = Some((l, *m));
-                    break;
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EEXIST)) => {
-                    return Err(AfXdpError::Busy { ifname, ifindex });
-                }
-                Err(e) => last = Some((e, *m)),
-            }
-        }
-        let Some((link, mode)) = link else {
-            let (e, m) = last.expect("at least one mode was tried");
-            return Err(errno_step(
-                &ifname,
-                ifindex,
-                format!("attach the XDP program in {} mode", m.as_str()),
-            )(e));
-        };
+        let (link, mode) = attach_first(&prog, &ifname, ifindex, mode)?;
         let epoll = if queues.len() > 1 {
             Some(epoll_of(&queues).map_err(errno_step(
                 &ifname,

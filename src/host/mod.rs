@@ -12,6 +12,7 @@ pub mod faults;
 pub mod fs;
 pub mod http;
 pub mod netlink;
+pub mod netns;
 pub(crate) mod nlsock;
 pub mod qstats;
 pub mod sched;

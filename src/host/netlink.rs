@@ -61,18 +61,7 @@ pub struct LinkSnapshot {
     pub parent_bus: Option<String>,
 }
 
-/// ethtool channel counts (`ethtool -l`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Channels {
-    pub rx: Option<u32>,
-    pub tx: Option<u32>,
-    pub other: Option<u32>,
-    pub combined: Option<u32>,
-    pub rx_max: Option<u32>,
-    pub tx_max: Option<u32>,
-    pub other_max: Option<u32>,
-    pub combined_max: Option<u32>,
-}
+pub use crate::model::inventory::Channels;
 
 /// Everything discovery needs from netlink, in one serializable value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,12 @@
-//! TAP devices the switch creates for a VM (or the host) to attach to: the NIC edge for ports
-//! whose other end is a file descriptor rather than an existing netdev. One read or write per
-//! frame; with the virtio-net header (IFF_VNET_HDR) and TSO offloads enabled, the kernel hands
-//! over GSO super-packets instead of MTU-sized frames, which is what makes bulk TCP fast.
+//! TAP devices, two ways round.
+//!
+//! - [`Tap`]: a TAP whose file side the switch itself holds, the NIC edge for a port whose
+//!   other end is the TAP's netdev (tests and examples). One read or write per frame; with the
+//!   virtio-net header (IFF_VNET_HDR) and TSO offloads enabled, the kernel hands over GSO
+//!   super-packets instead of MTU-sized frames, which is what makes bulk TCP fast.
+//! - A VM's TAP ([`create_persistent`] and below): persistent, its file side left to the VM
+//!   (QEMU, libvirt), the switch on its netdev side through host::afpacket; [`VmQueue`] is that
+//!   file side, as a VM (or a test standing in for one) holds it.
 
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -24,6 +29,23 @@ pub enum TapError {
         #[source]
         source: std::io::Error,
     },
+    /// Standing in for a VM on a TAP ([`stand_in`]) failed at a step.
+    #[error("cannot {step} for TAP {name}: {source}")]
+    StandIn {
+        name: String,
+        step: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl TapError {
+    fn stand_in(name: &str, step: &'static str, source: std::io::Error) -> TapError {
+        TapError::StandIn {
+            name: name.to_string(),
+            step,
+            source,
+        }
+    }
 }
 
 /// `struct ifreq` with the flags member of its union, the only one used here.
@@ -265,5 +287,420 @@ impl Edge for Tap {
 
     fn offloads(&self) -> bool {
         self.vnet
+    }
+}
+
+// --- TAPs that belong to a VM -------------------------------------------------------------
+//
+// A VM's TAP is persistent: vportd makes it and lets go of its file at once, so that QEMU or
+// libvirt can open it by name (a TAP without IFF_MULTI_QUEUE has one queue, and a second
+// TUNSETIFF on it fails with EBUSY while anyone holds it), and it outlives vportd, so a daemon
+// restart leaves the VM's link alone. The switch serves its netdev side, as the Linux bridge
+// does (host::afpacket by ifindex).
+
+/// IFF_PERSIST and IFF_TUN_EXCL (include/uapi/linux/if_tun.h); libc has the flags TUNSETIFF
+/// takes, not these.
+const IFF_PERSIST: libc::c_int = 0x0800;
+const IFF_TUN_EXCL: libc::c_int = 0x8000;
+
+/// Who may open a VM's TAP besides root: `TUNSETOWNER` / `TUNSETGROUP`. None leaves that
+/// check out (the kernel's default: only CAP_NET_ADMIN).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TapAccess {
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+/// What the kernel says of a TAP: enough to tell a persistent TAP vportd made
+/// from some other device under the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapFacts {
+    pub ifindex: u32,
+    /// IFF_TAP, IFF_PERSIST and IFF_MULTI_QUEUE, as the kernel's link info says them.
+    pub flags: u32,
+    /// None: no owner (or group) set, anyone with CAP_NET_ADMIN only.
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+impl TapFacts {
+    /// A persistent, single-queue TAP: the only kind [`create_persistent`] makes.
+    pub fn is_persistent_tap(&self) -> bool {
+        let f = self.flags as libc::c_int;
+        f & libc::IFF_TAP != 0 && f & IFF_PERSIST != 0 && f & libc::IFF_MULTI_QUEUE == 0
+    }
+
+    /// Whether whoever `want` names may open it (None asks nothing).
+    pub fn grants(&self, want: TapAccess) -> bool {
+        want.owner.is_none_or(|o| self.owner == Some(o))
+            && want.group.is_none_or(|g| self.group == Some(g))
+    }
+}
+
+/// The TAP facts of the netdev with index `ifindex`, from rtnetlink (the tun driver's link
+/// info: IFLA_TUN_TYPE, _PERSIST, _MULTI_QUEUE, _OWNER, _GROUP); None when there is no such
+/// device or it is no TUN/TAP. (Not sysfs: /sys/class/net shows the namespace sysfs was
+/// mounted in, which need not be ours.)
+pub fn facts(ifindex: u32) -> Option<TapFacts> {
+    use netlink_packet_core::Nla;
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::{
+        InfoData, InfoKind, LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage,
+    };
+    // include/uapi/linux/if_link.h, enum IFLA_TUN_*.
+    const OWNER: u16 = 1;
+    const GROUP: u16 = 2;
+    const TYPE: u16 = 3;
+    const PERSIST: u16 = 6;
+    const MULTI_QUEUE: u16 = 7;
+    let mut get = LinkMessage::default();
+    get.header.index = ifindex;
+    get.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    let what = format!("read link {ifindex}");
+    let replies =
+        super::netlink::request_blocking(&what, RouteNetlinkMessage::GetLink(get), 0).ok()?;
+    let mut tun = false;
+    let mut facts = TapFacts {
+        ifindex,
+        flags: 0,
+        owner: None,
+        group: None,
+    };
+    for m in &replies {
+        let RouteNetlinkMessage::NewLink(l) = m else {
+            continue;
+        };
+        for attr in &l.attributes {
+            let LinkAttribute::LinkInfo(infos) = attr else {
+                continue;
+            };
+            for info in infos {
+                match info {
+                    LinkInfo::Kind(InfoKind::Tun) => tun = true,
+                    LinkInfo::Data(InfoData::Tun(nlas)) => {
+                        for nla in nlas {
+                            let mut v = vec![0u8; nla.value_len()];
+                            nla.emit_value(&mut v);
+                            let byte = v.first().copied().unwrap_or(0);
+                            let word = v
+                                .get(..4)
+                                .map(|w| u32::from_ne_bytes(w.try_into().expect("four bytes")));
+                            match nla.kind() {
+                                TYPE if byte == libc::IFF_TAP as u8 => {
+                                    facts.flags |= libc::IFF_TAP as u32;
+                                }
+                                PERSIST if byte != 0 => facts.flags |= IFF_PERSIST as u32,
+                                MULTI_QUEUE if byte != 0 => {
+                                    facts.flags |= libc::IFF_MULTI_QUEUE as u32;
+                                }
+                                OWNER => facts.owner = word,
+                                GROUP => facts.group = word,
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    tun.then_some(facts)
+}
+
+/// Opens /dev/net/tun and attaches to (or creates) TAP `name` with `flags` besides
+/// IFF_TAP | IFF_NO_PI.
+fn tun_fd(name: &str, flags: libc::c_int) -> Result<OwnedFd, TapError> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
+        return Err(TapError::BadName {
+            name: name.to_string(),
+        });
+    }
+    let err = |step: &'static str| TapError::Setup {
+        name: name.to_string(),
+        step,
+        source: std::io::Error::last_os_error(),
+    };
+    // SAFETY: open(2) with a NUL-terminated literal path; the result is checked.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(err("open /dev/net/tun"));
+    }
+    // SAFETY: fd was just returned by open(2) and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReq::new(name);
+    req.flags = (libc::IFF_TAP | libc::IFF_NO_PI | flags) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes a struct ifreq; `req` has its layout and lives
+    // across the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReq) } < 0 {
+        return Err(err("attach to the device (TUNSETIFF)"));
+    }
+    Ok(fd)
+}
+
+/// Sets who may open the TAP `fd` is attached to. The kernel takes no "nobody" back
+/// (an invalid id is EINVAL), so None leaves that check as it is.
+fn set_access(name: &str, fd: &OwnedFd, access: TapAccess) -> Result<(), TapError> {
+    let err = |step: &'static str| TapError::Setup {
+        name: name.to_string(),
+        step,
+        source: std::io::Error::last_os_error(),
+    };
+    if let Some(owner) = access.owner {
+        // SAFETY: TUNSETOWNER takes its argument by value.
+        if unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                libc::TUNSETOWNER,
+                libc::c_ulong::from(owner),
+            )
+        } < 0
+        {
+            return Err(err("set the owner (TUNSETOWNER)"));
+        }
+    }
+    if let Some(group) = access.group {
+        // SAFETY: TUNSETGROUP takes its argument by value.
+        if unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                libc::TUNSETGROUP,
+                libc::c_ulong::from(group),
+            )
+        } < 0
+        {
+            return Err(err("set the group (TUNSETGROUP)"));
+        }
+    }
+    Ok(())
+}
+
+/// Makes TAP `name` for a VM: persistent, single-queue, opened by `access` (and root), up;
+/// returns its ifindex. Fails when a device of that name exists (IFF_TUN_EXCL): the caller
+/// decides whether an existing one is its own. No descriptor is kept.
+pub fn create_persistent(name: &str, access: TapAccess) -> Result<u32, TapError> {
+    let fd = tun_fd(name, IFF_TUN_EXCL)?;
+    set_access(name, &fd, access)?;
+    // SAFETY: TUNSETPERSIST takes its argument by value.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
+        return Err(TapError::Setup {
+            name: name.to_string(),
+            step: "make the device persistent (TUNSETPERSIST)",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let ifindex = nix::net::if_::if_nametoindex(name).map_err(|e| TapError::Setup {
+        name: name.to_string(),
+        step: "find the device's index",
+        source: e.into(),
+    })?;
+    keep_host_off(name).map_err(|source| TapError::Setup {
+        name: name.to_string(),
+        step: "keep the host's own addresses off it (sysctl)",
+        source,
+    })?;
+    set_flags_up(name).map_err(|source| TapError::Setup {
+        name: name.to_string(),
+        step: "bring the device up",
+        source,
+    })?;
+    Ok(ifindex)
+}
+
+/// Keeps the host's own IP stack off a VM's TAP, which is a switch port and not a host
+/// interface (a bridge port gets that from the bridge, which takes its frames; an AF_PACKET
+/// edge only copies them): no IPv6 on it (no link-local address, router solicitations or MLD
+/// sent to the VM) and no ARP answers for the host's addresses (arp_ignore 8), so the VM
+/// cannot reach the host past the switch. Per network namespace, as the device is.
+pub fn keep_host_off(name: &str) -> std::io::Result<()> {
+    let write = |path: String, value: &str| std::fs::write(path, value);
+    write(format!("/proc/sys/net/ipv4/conf/{name}/arp_ignore"), "8")?;
+    match write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1") {
+        // A kernel without IPv6 has nothing to turn off.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Gives an existing persistent TAP new owners. Needs the TAP free: while a VM holds it the
+/// kernel says EBUSY, and the caller says so.
+pub fn change_access(name: &str, access: TapAccess) -> Result<(), TapError> {
+    let fd = tun_fd(name, 0)?;
+    set_access(name, &fd, access)
+}
+
+/// Deletes the netdev with index `ifindex` (a persistent TAP goes only this way or with
+/// TUNSETPERSIST 0). A VM holding it loses its link.
+pub fn delete(ifindex: u32) -> Result<(), super::netlink::NetlinkError> {
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::LinkMessage;
+    let mut msg = LinkMessage::default();
+    msg.header.index = ifindex;
+    super::netlink::request_blocking(
+        &format!("delete TAP device ifindex {ifindex}"),
+        RouteNetlinkMessage::DelLink(msg),
+        0,
+    )?;
+    Ok(())
+}
+
+/// A user name or number, as `tap_owner` gives it, to a uid.
+pub fn resolve_user(name: &str) -> Option<u32> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Some(n);
+    }
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+}
+
+/// A group name or number, as `tap_group` gives it, to a gid.
+pub fn resolve_group(name: &str) -> Option<u32> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Some(n);
+    }
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+}
+
+/// The file side of a TAP, as a VM holds it (QEMU's `-netdev tap`): for tests and small
+/// helpers that stand in for a VM. Frames written here arrive on the TAP's netdev; frames
+/// sent out of the netdev are read here. Plain frames, no virtio-net header.
+pub struct VmQueue {
+    fd: OwnedFd,
+}
+
+impl VmQueue {
+    /// Attaches to the existing TAP `name` (EBUSY while someone else holds it).
+    pub fn open(name: &str) -> Result<Self, TapError> {
+        Ok(VmQueue {
+            fd: tun_fd(name, 0)?,
+        })
+    }
+
+    /// Writes one frame.
+    pub fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        // SAFETY: frame is a live slice of frame.len() bytes; write only reads it.
+        let n = unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast::<c_void>(),
+                frame.len(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// One frame if one is waiting (the descriptor is non-blocking).
+    pub fn try_recv(&self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut buf = vec![0u8; 65536];
+        // SAFETY: buf is a live, writable buffer of buf.len() bytes.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast::<c_void>(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        buf.truncate(n as usize);
+        Ok(Some(buf))
+    }
+
+    /// Every frame that arrives until the queue has been quiet for `quiet`.
+    pub fn drain(&self, quiet: std::time::Duration) -> std::io::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        let mut last = std::time::Instant::now();
+        while last.elapsed() < quiet {
+            match self.try_recv()? {
+                Some(f) => {
+                    out.push(f);
+                    last = std::time::Instant::now();
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Plays the VM on TAP `name` (a software vPort's) for a host in network namespace `netns`
+/// (a file such as /var/run/netns/X): holds the TAP's file side, as QEMU would, and makes a
+/// TAP `inner` in that namespace whose frames it carries both ways. The namespace then has a
+/// NIC on the vPort, as a VM would. Runs until the vPort's TAP goes (or an error); `inner`
+/// goes with the process.
+pub fn stand_in(name: &str, netns: &std::path::Path, inner: &str) -> Result<(), TapError> {
+    let setup = |step: &'static str, source: std::io::Error| TapError::stand_in(name, step, source);
+    // Attaching to a missing TAP would make one: never stand in for a vPort that has none.
+    let ifindex = nix::net::if_::if_nametoindex(name)
+        .map_err(|e| setup("find the device (is the daemon running?)", e.into()))?;
+    if facts(ifindex).is_none() {
+        return Err(setup(
+            "stand in for a VM",
+            std::io::Error::other("the device is no TAP"),
+        ));
+    }
+    let outer = VmQueue::open(name).map_err(|e| match e {
+        TapError::Setup { source, .. } => setup(
+            "open the device (TUNSETIFF: a VM holds it, or this user is not its tap_owner or tap_group)",
+            source,
+        ),
+        other => other,
+    })?;
+    let ns = std::fs::File::open(netns).map_err(|e| setup("open the network namespace", e))?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| setup("enter the network namespace", e.into()))?;
+    let inner = VmQueue::open(inner)?;
+    let mut fds = [
+        libc::pollfd {
+            fd: outer.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: inner.raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: fds is a live array of two pollfd, as its length says.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(setup("wait for frames", e));
+        }
+        for (from, to) in [(&outer, &inner), (&inner, &outer)] {
+            // A frame the other side cannot take now (its link down) is lost, as on a wire.
+            while let Some(frame) = from
+                .try_recv()
+                .map_err(|e| setup("read a frame (the TAP is gone?)", e))?
+            {
+                let _ = to.send(&frame);
+            }
+        }
     }
 }

@@ -13,6 +13,9 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_KOBJECT_UEVENT};
 
 /// The kernel's multicast group for uevents (udevd uses group 2 for its own).
 const KERNEL_GROUP: u32 = 1;
+/// The largest kernel uevent message accepted (the kernel's own buffer is 2048 bytes): the
+/// listener reads no more, and [`crate::daemon::events::parse_uevent`] refuses a longer one.
+pub const MAX_UEVENT_LEN: usize = 8192;
 /// Receive buffer: a hot-plugged NIC with VFs sends a few dozen events in a burst.
 const RCVBUF: libc::c_int = 1 << 20;
 
@@ -58,7 +61,7 @@ impl UeventListener {
     /// Receives forever, calling `on` for every kernel message or overrun; returns only on
     /// an error that will not go away, or when `on` returns false.
     pub fn run(&self, mut on: impl FnMut(Uevent<'_>) -> bool) -> UeventError {
-        let mut buf: Vec<u8> = Vec::with_capacity(crate::daemon::events::MAX_UEVENT_LEN + 1);
+        let mut buf: Vec<u8> = Vec::with_capacity(MAX_UEVENT_LEN + 1);
         loop {
             buf.clear();
             match self.socket.recv_from(&mut buf, 0) {

@@ -28,6 +28,9 @@ use nix::unistd::{Gid, Group, Uid, User};
 pub const DEFAULT_PATH: &str = "/run/vportd.sock";
 /// The socket file's mode: owner and group may connect, nobody else.
 pub const MODE: u32 = 0o660;
+/// The largest request line, newline included. Requests are tiny; this keeps a peer from
+/// making the daemon buffer without end (the protocol refuses a longer line too).
+pub const MAX_REQUEST_LEN: usize = 16 * 1024;
 /// Connections served at once; more are closed at once rather than queued without end.
 const MAX_CONNECTIONS: usize = 32;
 /// How long a connected peer has to send its request.
@@ -281,12 +284,9 @@ fn serve_one(
         return Ok(());
     }
     let deadline = Instant::now() + REQUEST_TIMEOUT;
-    let line = read_line(
-        &mut stream,
-        crate::daemon::protocol::MAX_REQUEST_LEN,
-        deadline,
-        || SocketError::TooLong(crate::daemon::protocol::MAX_REQUEST_LEN),
-    )?;
+    let line = read_line(&mut stream, MAX_REQUEST_LEN, deadline, || {
+        SocketError::TooLong(MAX_REQUEST_LEN)
+    })?;
     let answer = handle(&peer, &line);
     // Replies to requests that run long (apply) may take a while to be read.
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;

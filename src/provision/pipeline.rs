@@ -5,14 +5,14 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::facts::inventory::Inventory;
-use crate::facts::profile::ProfileSet;
-use crate::host::ethtool::{EthtoolError, FlowRule, FlowTarget, QueueOps};
-use crate::host::netlink::VfConfig;
-use crate::host::sriov::SriovOps;
 use crate::host::userfiles;
+use crate::model::inventory::Inventory;
+use crate::model::profile::ProfileSet;
+use crate::model::queues::{FlowRule, FlowTarget};
+use crate::model::vf::VfConfig;
 use crate::provision::apply::{self, ApplyError, ApplyOptions, ApplyReport};
 use crate::provision::config::{self, Config, ConfigError, ResolvedUplink};
+use crate::provision::ops::{EthtoolError, QueueOps, SriovOps};
 use crate::provision::plan::{self, Plan, PlanError, PlanOptions, vf_matches};
 use crate::provision::state::{Health, QueueMode, State, StateError, Steering, VportPath};
 
@@ -178,7 +178,7 @@ pub struct VportStatus {
     pub drift: Vec<String>,
     /// A software vPort's switch port counters, as the daemon last published them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub switch: Option<crate::softpath::PortSnapshot>,
+    pub switch: Option<crate::model::port_counters::PortSnapshot>,
     /// The vPort's own queues (a VF's on the VF's function, or the PF's queues steered
     /// to it), each by index and IRQ, and the CPUs they belong on.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,11 +284,6 @@ pub fn check_vport_steering(
     let mut c = SteeringCheck::default();
     let v = state.vports.get(name);
     let pf = v.map(|v| v.uplink.as_str()).unwrap_or("its PF");
-    let ifx = st.pf_ifindex;
-    let unreadable = |c: &mut SteeringCheck, what: String, e: EthtoolError| {
-        c.unreadable = true;
-        c.drift.push(format!("cannot read {what} on {pf}: {e}"));
-    };
     let Some(crate::model::mac::Mac(mac)) = crate::model::mac::Mac::parse_lenient(&st.mac) else {
         c.drift.push(format!(
             "the state records MAC {:?}, which is not a MAC",
@@ -297,70 +292,105 @@ pub fn check_vport_steering(
         return c;
     };
     if st.mode == QueueMode::RssContext {
-        match st.context {
-            None => c
-                .drift
-                .push(format!("the state records no RSS context id on {pf}")),
-            Some(id) => match q.rss_context(ifx, id) {
-                Ok(Some(t)) if t == st.table => {}
-                Ok(Some(_)) => c.drift.push(format!(
-                    "RSS context {id} on {pf} holds another indirection table than the one applied"
-                )),
-                Ok(None) => c.drift.push(format!("RSS context {id} on {pf} is gone")),
-                Err(e) => unreadable(&mut c, format!("RSS context {id}"), e),
-            },
-        }
+        check_context(q, &mut c, pf, st);
     }
     if let Some(loc) = st.location {
-        let target = match (st.mode, st.context, v.map(|v| &v.path)) {
-            (QueueMode::RssContext, Some(id), _) => Some(FlowTarget::Context { id }),
-            (QueueMode::Ntuple, _, Some(VportPath::Queues { first, .. })) => {
-                Some(FlowTarget::Queue {
-                    index: u64::from(*first),
-                })
-            }
-            _ => None,
-        };
-        let want = target.map(|target| FlowRule {
-            dst_mac: mac,
-            vlan: st.vlan,
-            location: loc,
-            target,
-        });
-        match q.rule(ifx, loc) {
-            Ok(Some(r)) if Some(r) == want => c.rule_ours = true,
-            Ok(Some(r)) => c.drift.push(format!(
-                "ntuple rule {loc} on {pf} is not the one applied (dst {}{} -> {})",
-                crate::model::mac::Mac(r.dst_mac),
-                r.vlan.map(|v| format!(" vlan {v}")).unwrap_or_default(),
-                match r.target {
-                    FlowTarget::Queue { index } => format!("queue {index}"),
-                    FlowTarget::Context { id } => format!("context {id}"),
-                }
-            )),
-            Ok(None) => c.drift.push(format!(
-                "ntuple rule {loc} on {pf} (dst {}) is gone",
-                st.mac
-            )),
-            Err(e) => unreadable(&mut c, format!("ntuple rule {loc}"), e),
-        }
+        check_rule(q, &mut c, pf, st, v.map(|v| &v.path), (mac, loc));
     }
     if st.mode == QueueMode::Vmdq {
-        match q.find_macvlan(ifx, mac) {
-            Ok(Some(i)) if Some(i) == st.macvlan => {}
-            Ok(Some(i)) => c.drift.push(format!(
-                "the macvlan with MAC {} on {pf} is ifindex {i}, not the {} applied",
-                st.mac,
-                st.macvlan.map(|m| m.to_string()).unwrap_or("-".into())
-            )),
-            Ok(None) => c.drift.push(format!(
-                "the macvlan station with MAC {} on {pf} is gone",
-                st.mac
-            )),
-            Err(e) => unreadable(&mut c, format!("the macvlan with MAC {}", st.mac), e),
-        }
+        check_macvlan(q, &mut c, pf, st, mac);
     }
     c
+}
+
+/// Notes a read that failed: the check is incomplete, and says so.
+fn unreadable(c: &mut SteeringCheck, pf: &str, what: String, e: EthtoolError) {
+    c.unreadable = true;
+    c.drift.push(format!("cannot read {what} on {pf}: {e}"));
+}
+
+/// The RSS context by id, with the table applied.
+fn check_context(q: &mut dyn QueueOps, c: &mut SteeringCheck, pf: &str, st: &Steering) {
+    let ifx = st.pf_ifindex;
+    match st.context {
+        None => c
+            .drift
+            .push(format!("the state records no RSS context id on {pf}")),
+        Some(id) => match q.rss_context(ifx, id) {
+            Ok(Some(t)) if t == st.table => {}
+            Ok(Some(_)) => c.drift.push(format!(
+                "RSS context {id} on {pf} holds another indirection table than the one applied"
+            )),
+            Ok(None) => c.drift.push(format!("RSS context {id} on {pf} is gone")),
+            Err(e) => unreadable(c, pf, format!("RSS context {id}"), e),
+        },
+    }
+}
+
+/// The ntuple rule at its slot: MAC, VLAN and target as applied.
+fn check_rule(
+    q: &mut dyn QueueOps,
+    c: &mut SteeringCheck,
+    pf: &str,
+    st: &Steering,
+    path: Option<&VportPath>,
+    (mac, loc): ([u8; 6], u32),
+) {
+    let ifx = st.pf_ifindex;
+    let target = match (st.mode, st.context, path) {
+        (QueueMode::RssContext, Some(id), _) => Some(FlowTarget::Context { id }),
+        (QueueMode::Ntuple, _, Some(VportPath::Queues { first, .. })) => Some(FlowTarget::Queue {
+            index: u64::from(*first),
+        }),
+        _ => None,
+    };
+    let want = target.map(|target| FlowRule {
+        dst_mac: mac,
+        vlan: st.vlan,
+        location: loc,
+        target,
+    });
+    match q.rule(ifx, loc) {
+        Ok(Some(r)) if Some(r) == want => c.rule_ours = true,
+        Ok(Some(r)) => c.drift.push(format!(
+            "ntuple rule {loc} on {pf} is not the one applied (dst {}{} -> {})",
+            crate::model::mac::Mac(r.dst_mac),
+            r.vlan.map(|v| format!(" vlan {v}")).unwrap_or_default(),
+            match r.target {
+                FlowTarget::Queue { index } => format!("queue {index}"),
+                FlowTarget::Context { id } => format!("context {id}"),
+            }
+        )),
+        Ok(None) => c.drift.push(format!(
+            "ntuple rule {loc} on {pf} (dst {}) is gone",
+            st.mac
+        )),
+        Err(e) => unreadable(c, pf, format!("ntuple rule {loc}"), e),
+    }
+}
+
+/// The macvlan station, found by MAC on the PF.
+fn check_macvlan(
+    q: &mut dyn QueueOps,
+    c: &mut SteeringCheck,
+    pf: &str,
+    st: &Steering,
+    mac: [u8; 6],
+) {
+    let ifx = st.pf_ifindex;
+    match q.find_macvlan(ifx, mac) {
+        Ok(Some(i)) if Some(i) == st.macvlan => {}
+        Ok(Some(i)) => c.drift.push(format!(
+            "the macvlan with MAC {} on {pf} is ifindex {i}, not the {} applied",
+            st.mac,
+            st.macvlan.map(|m| m.to_string()).unwrap_or("-".into())
+        )),
+        Ok(None) => c.drift.push(format!(
+            "the macvlan station with MAC {} on {pf} is gone",
+            st.mac
+        )),
+        Err(e) => unreadable(c, pf, format!("the macvlan with MAC {}", st.mac), e),
+    }
 }
 
 /// Adds to `list` (from [`status`]) the steering drift of each vPort on hardware queues:

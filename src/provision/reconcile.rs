@@ -14,11 +14,11 @@
 
 use serde::Serialize;
 
-use crate::facts::inventory::Inventory;
-use crate::facts::profile::ProfileSet;
-use crate::host::sriov::SriovOps;
+use crate::model::inventory::Inventory;
+use crate::model::profile::ProfileSet;
 use crate::provision::apply::{self, ApplyOptions, ApplyReport};
 use crate::provision::config::{Config, UplinkSelector};
+use crate::provision::ops::SriovOps;
 use crate::provision::plan::{Plan, PlanOptions};
 use crate::provision::state::{Health, State, StateError};
 use crate::provision::{self, ProvisionError};

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::netlink::VfConfig;
 use crate::host::userfiles::{self, FilesError};
+use crate::model::vf::VfConfig;
 
 /// Version of the state file format.
 pub const STATE_VERSION: u32 = 1;
@@ -184,7 +184,7 @@ pub struct VportQueueSet {
 /// be named by index, so such a vPort has an empty set; software vPorts have none.
 pub fn queue_sets(
     state: &State,
-    inv: &crate::facts::inventory::Inventory,
+    inv: &crate::model::inventory::Inventory,
     cpus: &BTreeMap<String, Vec<u32>>,
 ) -> Vec<VportQueueSet> {
     let mut out = Vec::new();
@@ -345,9 +345,9 @@ mod tests {
 
     #[test]
     fn queue_sets_follow_the_function_and_the_queue_range() {
-        use crate::facts::inventory::Irq;
         use crate::facts::parse::{QueueKind, QueueRef};
-        use crate::host::sriov::SriovOps;
+        use crate::model::inventory::Irq;
+        use crate::provision::ops::SriovOps;
         let mut host = crate::provision::sim_host::SimHost::igb(1);
         host.set_num_vfs("0000:01:00.0", 1).unwrap();
         let mut inv = host.inventory();

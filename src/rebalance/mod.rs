@@ -3,12 +3,19 @@
 //! The loop is split so that everything that decides is pure and replayable:
 //! [`sample`] turns counters (read by `host/`) into loads, [`policy`] turns loads into
 //! moves with reasons (time is an input), [`actuate`] writes the moves through
-//! [`crate::host::fs::KernelFs`] and classifies the kernel's answers, and [`sim`] runs
-//! the same sampling and policy code against a model of the kernel for the S1-S8
-//! scenarios in docs/rebalance.md.
+//! [`crate::host::fs::KernelFs`] and classifies the kernel's answers, and [`engine`] runs
+//! the three once per period for the daemon, keeping what one tick leaves the next.
+//! [`cpusets`] says which CPUs each NIC's interrupts belong on, and [`scenario_sim`] runs
+//! the same sampling and policy code against a model of the kernel for the S1-S8 scenarios
+//! in docs/rebalance.md.
+//!
+//! This file holds what they share: the CPUs as the policy sees them ([`Topology`]), the
+//! queues it may move ([`QueueSpec`]), and [`group_by_vport`], which gives each vPort's
+//! queues its own CPU set.
 
 pub mod actuate;
 pub mod cpusets;
+pub mod engine;
 pub mod policy;
 pub mod sample;
 pub mod scenario_sim;

@@ -13,6 +13,10 @@
 //! Hysteresis, so that nothing ping-pongs: each queue's load is a peak that decays
 //! slowly (a queue that was hot a few periods ago still counts as hot), a moved queue
 //! stays put for `dwell_ms`, and it never returns within `return_ms` to a CPU it left.
+//!
+//! [`Policy::decide`] is these rules in order, each a function over one tick's tables:
+//! the queues' history (peaks, other writers, node costs), the CPUs' estimates, hard CPU
+//! sets, spread, NUMA home, coalesce.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -240,6 +244,61 @@ struct Q<'a> {
     outside: bool,
 }
 
+/// One tick's working tables, which each rule reads and the moves update.
+struct Tick<'a> {
+    topo: &'a Topology,
+    now: u64,
+    qs: Vec<Q<'a>>,
+    /// Each CPU slot's estimated load, updated by every move.
+    est: Vec<f64>,
+    /// Queues on each CPU slot, updated by every move.
+    nqueues: Vec<u32>,
+    /// Each CPU slot's measured busy share.
+    busy: Vec<f64>,
+    /// Queues by the CPU they started the tick on.
+    by_cpu: Vec<Vec<usize>>,
+    moves: Vec<Move>,
+    /// At most this many moves.
+    budget: usize,
+}
+
+/// Another writer's change of an IRQ's affinity (one we did not make, and not the
+/// kernel's when all its CPUs went offline) is an event, and the policy leaves the IRQ
+/// alone for the backoff, doubled for each further change.
+#[allow(clippy::too_many_arguments)]
+fn notice_writer(
+    cfg: &PolicyConfig,
+    st: &mut IrqState,
+    topo: &Topology,
+    irq: u32,
+    affinity: &[u32],
+    now: u64,
+    events: &mut Vec<Event>,
+) {
+    if let Some(seen) = &st.seen
+        && seen.as_slice() != affinity
+    {
+        let ours = st.ours.as_deref() == Some(affinity);
+        // The kernel rewrites the affinity of an IRQ whose CPUs all went
+        // offline: that is not another writer.
+        let forced = seen.iter().all(|c| !topo.is_online(*c));
+        if !ours && !forced {
+            events.push(Event::External {
+                irq,
+                was: seen.clone(),
+                now: affinity.to_vec(),
+            });
+            st.external = st.external.saturating_add(1);
+            st.frozen_until = now
+                + cfg
+                    .external_backoff_ms
+                    .saturating_mul(1 << (st.external - 1).min(6));
+        }
+        st.ours = None;
+    }
+    st.seen = Some(affinity.to_vec());
+}
+
 impl Policy {
     pub fn new(cfg: PolicyConfig) -> Self {
         Self {
@@ -297,99 +356,117 @@ impl Policy {
     }
 
     /// Decides this tick's moves. `queues` are the IRQs the policy may move, with
-    /// their NIC; `obs` is what the last period measured.
-    #[allow(clippy::needless_range_loop)] // qs[i] is borrowed mutably by commit
+    /// their NIC; `obs` is what the last period measured. The rules run in order, each on
+    /// what the ones before left: the queues' history (hysteresis), the per-CPU estimates,
+    /// hard CPU sets, spread, NUMA home, coalesce.
     pub fn decide(&mut self, topo: &Topology, queues: &[QueueSpec], obs: &Observation) -> Decision {
         let now = obs.now_ms;
         let mut events = Vec::new();
-        let slots = topo.slots();
         let by_irq: HashMap<u32, &QueueObs> = obs.queues.iter().map(|q| (q.irq, q)).collect();
         self.irqs.retain(|irq, _| by_irq.contains_key(irq));
         self.full_until.retain(|_, until| *until > now);
 
-        // 1. History: peaks, other writers, node costs.
         let mut qs: Vec<Q> = Vec::with_capacity(queues.len());
         for spec in queues {
-            let Some(o) = by_irq.get(&spec.irq) else {
-                continue;
-            };
-            let st = self.irqs.entry(spec.irq).or_default();
-            let saturated = o
-                .cpu
-                .and_then(|c| obs.cpu_busy.get(&c))
-                .is_some_and(|b| *b >= 0.98);
-            let mut load = o.load;
-            if saturated {
-                let cost = st.cost.unwrap_or(self.cfg.cost_per_interrupt_s);
-                load = load.max(o.rate * cost);
-            } else if o.rate > 100.0 && o.load > 0.0 {
-                let c = o.load / o.rate;
-                st.cost = Some(st.cost.map_or(c, |old| 0.7 * old + 0.3 * c));
+            if let Some(o) = by_irq.get(&spec.irq) {
+                qs.push(self.observe(topo, spec, o, obs, &mut events));
             }
-            st.peak = load.max(st.peak * self.cfg.peak_decay);
-            if let Some(seen) = &st.seen
-                && *seen != o.affinity
-            {
-                let ours = st.ours.as_ref() == Some(&o.affinity);
-                // The kernel rewrites the affinity of an IRQ whose CPUs all went
-                // offline: that is not another writer.
-                let forced = seen.iter().all(|c| !topo.is_online(*c));
-                if !ours && !forced {
-                    events.push(Event::External {
-                        irq: spec.irq,
-                        was: seen.clone(),
-                        now: o.affinity.clone(),
-                    });
-                    st.external = st.external.saturating_add(1);
-                    st.frozen_until = now
-                        + self
-                            .cfg
-                            .external_backoff_ms
-                            .saturating_mul(1 << (st.external - 1).min(6));
-                }
-                st.ours = None;
-            }
-            st.seen = Some(o.affinity.clone());
-            let cpu = o
-                .cpu
-                .or_else(|| o.affinity.first().copied())
-                .filter(|c| topo.is_online(*c));
-            if spec.node.is_none()
-                && let Some(c) = cpu.and_then(|c| topo.get(c))
-                && o.rate > 100.0
-                && o.load > 0.0
-            {
-                let cost = o.load / o.rate;
-                let nc = self.nodes.entry(spec.nic.clone()).or_default();
-                let e = nc.by_node.entry(c.node).or_insert(cost);
-                *e = 0.7 * *e + 0.3 * cost;
-            }
-            let in_dwell = |d: u64| st.moved_at.is_some_and(|m| now < m + d);
-            let movable = !st.managed
-                && now >= st.frozen_until
-                && now >= st.retry_at
-                && cpu.is_some()
-                && !in_dwell(self.cfg.emergency_dwell_ms);
-            qs.push(Q {
-                spec,
-                cpu,
-                peak: st.peak,
-                node: spec.node,
-                // The ordinary dwell is checked where it applies (`settled`): only a
-                // CPU that drops work may cut it short, down to the emergency dwell.
-                movable,
-                moved: false,
-                // By the mask we write, when it is known: the effective CPU of an MSI
-                // follows the mask only at the IRQ's next interrupt (x86 without interrupt
-                // remapping), so an idle queue moved inside still runs outside until it fires
-                // (seen on igbvf in the guest) and must not be moved again and again.
-                outside: !spec.cpus.is_empty()
-                    && match o.affinity.is_empty() {
-                        false => o.affinity.iter().any(|c| !spec.cpus.contains(c)),
-                        true => cpu.is_some_and(|c| !spec.cpus.contains(&c)),
-                    },
-            });
         }
+        self.guess_nodes(&mut events);
+        for q in qs.iter_mut() {
+            q.node = self.node_of(q.spec);
+        }
+        let mut t = self.estimate(topo, obs, &by_irq, qs);
+        let estimates: BTreeMap<u32, f64> = topo
+            .cpus
+            .iter()
+            .map(|c| (c.id, t.est[c.id as usize]))
+            .collect();
+
+        self.hard_cpu_sets(&mut t);
+        self.spread(&mut t);
+        self.numa_home(&mut t);
+        self.coalesce(&mut t);
+        Decision {
+            moves: t.moves,
+            events,
+            estimates,
+        }
+    }
+
+    /// Hysteresis, one queue: its decaying peak (the demand of a saturated CPU's queue from
+    /// its learned cost per interrupt), another writer's change noticed and backed off
+    /// from, its node's cost learned, and whether it may move this tick.
+    fn observe<'a>(
+        &mut self,
+        topo: &Topology,
+        spec: &'a QueueSpec,
+        o: &QueueObs,
+        obs: &Observation,
+        events: &mut Vec<Event>,
+    ) -> Q<'a> {
+        let now = obs.now_ms;
+        let cfg = &self.cfg;
+        let st = self.irqs.entry(spec.irq).or_default();
+        let saturated = o
+            .cpu
+            .and_then(|c| obs.cpu_busy.get(&c))
+            .is_some_and(|b| *b >= 0.98);
+        let mut load = o.load;
+        if saturated {
+            let cost = st.cost.unwrap_or(cfg.cost_per_interrupt_s);
+            load = load.max(o.rate * cost);
+        } else if o.rate > 100.0 && o.load > 0.0 {
+            let c = o.load / o.rate;
+            st.cost = Some(st.cost.map_or(c, |old| 0.7 * old + 0.3 * c));
+        }
+        st.peak = load.max(st.peak * cfg.peak_decay);
+        notice_writer(cfg, st, topo, spec.irq, &o.affinity, now, events);
+        let cpu = o
+            .cpu
+            .or_else(|| o.affinity.first().copied())
+            .filter(|c| topo.is_online(*c));
+        let in_dwell = |d: u64| st.moved_at.is_some_and(|m| now < m + d);
+        let movable = !st.managed
+            && now >= st.frozen_until
+            && now >= st.retry_at
+            && cpu.is_some()
+            && !in_dwell(cfg.emergency_dwell_ms);
+        let peak = st.peak;
+        if spec.node.is_none()
+            && let Some(c) = cpu.and_then(|c| topo.get(c))
+            && o.rate > 100.0
+            && o.load > 0.0
+        {
+            let cost = o.load / o.rate;
+            let nc = self.nodes.entry(spec.nic.clone()).or_default();
+            let e = nc.by_node.entry(c.node).or_insert(cost);
+            *e = 0.7 * *e + 0.3 * cost;
+        }
+        Q {
+            spec,
+            cpu,
+            peak,
+            node: spec.node,
+            // The ordinary dwell is checked where it applies (`settled`): only a
+            // CPU that drops work may cut it short, down to the emergency dwell.
+            movable,
+            moved: false,
+            // By the mask we write, when it is known: the effective CPU of an MSI
+            // follows the mask only at the IRQ's next interrupt (x86 without interrupt
+            // remapping), so an idle queue moved inside still runs outside until it fires
+            // (seen on igbvf in the guest) and must not be moved again and again.
+            outside: !spec.cpus.is_empty()
+                && match o.affinity.is_empty() {
+                    false => o.affinity.iter().any(|c| !spec.cpus.contains(c)),
+                    true => cpu.is_some_and(|c| !spec.cpus.contains(&c)),
+                },
+        }
+    }
+
+    /// A NIC without a reported node gets the node whose CPUs serve its interrupts
+    /// clearly cheaper (10 %), once two nodes have been measured; said once per change.
+    fn guess_nodes(&mut self, events: &mut Vec<Event>) {
         for (nic, nc) in self.nodes.iter_mut() {
             if nc.by_node.len() >= 2 {
                 let (best, cost) = nc
@@ -409,11 +486,18 @@ impl Policy {
                 }
             }
         }
-        for q in qs.iter_mut() {
-            q.node = self.node_of(q.spec);
-        }
+    }
 
-        // 2. Per-CPU estimates: background (non-queue) load plus queue peaks.
+    /// Per-CPU estimates: background (non-queue) load plus queue peaks; and each CPU's
+    /// streak of periods below `lower`, which coalescing waits for.
+    fn estimate<'a>(
+        &mut self,
+        topo: &'a Topology,
+        obs: &Observation,
+        by_irq: &HashMap<u32, &QueueObs>,
+        qs: Vec<Q<'a>>,
+    ) -> Tick<'a> {
+        let slots = topo.slots();
         let mut queue_now = vec![0.0; slots];
         let mut est = vec![0.0; slots];
         let mut nqueues = vec![0u32; slots];
@@ -442,42 +526,49 @@ impl Policy {
             }
         }
         self.low_streak.retain(|c, _| topo.is_online(*c));
-        let estimates: BTreeMap<u32, f64> = topo
-            .cpus
-            .iter()
-            .map(|c| (c.id, est[c.id as usize]))
-            .collect();
-
-        let mut moves: Vec<Move> = Vec::new();
-        let budget = self.cfg.max_moves_per_tick;
-        // Queues by the CPU they started the tick on (moved ones are skipped below).
+        // Queues by the CPU they started the tick on (moved ones are skipped by the rules).
         let mut by_cpu: Vec<Vec<usize>> = vec![Vec::new(); slots];
         for (i, q) in qs.iter().enumerate() {
             if let Some(c) = q.cpu {
                 by_cpu[c as usize].push(i);
             }
         }
+        Tick {
+            topo,
+            now: obs.now_ms,
+            qs,
+            est,
+            nqueues,
+            busy,
+            by_cpu,
+            moves: Vec::new(),
+            budget: self.cfg.max_moves_per_tick,
+        }
+    }
 
-        // 3. Hard CPU sets first: a queue allowed outside its set (a vPort's `cpus`, or
-        //    `--nic-cpus`) goes inside now, idle or not, since the set is a limit and not a
-        //    preference. It stays on its CPU when that CPU is in the set (only the mask was
-        //    too wide), else takes the best CPU of the set, the least loaded one when every
-        //    CPU there is full. No dwell: a queue just learned has not moved yet.
-        for i in 0..qs.len() {
-            if moves.len() >= budget {
+    /// Hard CPU sets first: a queue allowed outside its set (a vPort's `cpus`, or
+    /// `--nic-cpus`) goes inside now, idle or not, since the set is a limit and not a
+    /// preference. It stays on its CPU when that CPU is in the set (only the mask was too
+    /// wide), else takes the best CPU of the set, the least loaded one when every CPU
+    /// there is full. No dwell: a queue just learned has not moved yet.
+    fn hard_cpu_sets(&mut self, t: &mut Tick) {
+        let topo = t.topo;
+        for i in 0..t.qs.len() {
+            if t.moves.len() >= t.budget {
                 break;
             }
-            let q = &qs[i];
+            let q = &t.qs[i];
             let Some(src) = q.cpu else {
                 continue;
             };
             if !q.outside || !q.movable {
                 continue;
             }
+            let est = &t.est;
             let dst = if q.spec.cpus.contains(&src) {
                 Some(src)
             } else {
-                self.destination(topo, q, src, &est, &nqueues, self.cfg.target, now, false)
+                self.destination(topo, q, src, est, &t.nqueues, self.cfg.target, t.now, false)
                     .or_else(|| {
                         q.spec
                             .cpus
@@ -488,196 +579,192 @@ impl Policy {
                     })
             };
             if let Some(dst) = dst {
-                self.commit(
-                    &mut qs[i],
-                    dst,
-                    Reason::CpuSet,
-                    &mut est,
-                    &mut nqueues,
-                    &mut moves,
-                    now,
-                );
+                self.commit(t, i, dst, Reason::CpuSet);
             }
         }
+    }
 
-        // 4. Spread: hottest CPUs first.
-        let mut hot: Vec<u32> = topo
+    /// Spread: CPUs above `upper`, hottest first, shed queues until under `target`.
+    fn spread(&mut self, t: &mut Tick) {
+        let mut hot: Vec<u32> = t
+            .topo
             .cpus
             .iter()
             .map(|c| c.id)
-            .filter(|c| est[*c as usize] > self.cfg.upper && nqueues[*c as usize] > 0)
+            .filter(|c| t.est[*c as usize] > self.cfg.upper && t.nqueues[*c as usize] > 0)
             .collect();
-        hot.sort_by(|a, b| est[*b as usize].total_cmp(&est[*a as usize]));
+        hot.sort_by(|a, b| t.est[*b as usize].total_cmp(&t.est[*a as usize]));
         for src in hot {
-            let mut on: Vec<usize> = by_cpu[src as usize].clone();
-            on.sort_by(|a, b| qs[*b].peak.total_cmp(&qs[*a].peak));
-            // The biggest queue is the anchor: the others leave first. An elephant
-            // cannot be split, so moving it only moves the problem.
-            let emergency = busy[src as usize] >= 0.99;
-            let anchor = on.first().copied();
-            while est[src as usize] > self.cfg.target && moves.len() < budget {
-                let excess = est[src as usize] - self.cfg.target;
-                let mut cands: Vec<usize> = on
-                    .iter()
-                    .copied()
-                    .filter(|&i| Some(i) != anchor || on.len() == 1)
-                    .filter(|&i| !qs[i].moved && qs[i].movable)
-                    // An idle queue takes no load with it: moving it is churn (seen
-                    // in the guest: idle tx queues left a CPU hot with its anchor).
-                    .filter(|&i| qs[i].peak >= MIN_MOVE_LOAD)
-                    .filter(|&i| emergency || self.settled(qs[i].spec.irq, now))
-                    .collect();
-                if cands.is_empty() {
-                    break;
-                }
-                // Smallest queue that clears the excess alone, else biggest first.
-                cands.sort_by(|a, b| qs[*a].peak.total_cmp(&qs[*b].peak));
-                let first_enough = cands.iter().position(|&i| qs[i].peak >= excess);
-                let order: Vec<usize> = match first_enough {
-                    Some(p) => cands[p..]
-                        .iter()
-                        .copied()
-                        .chain(cands[..p].iter().rev().copied())
-                        .collect(),
-                    None => cands.iter().rev().copied().collect(),
-                };
-                let mut placed = false;
-                for i in order {
-                    // Moving the anchor itself (alone on its CPU with background
-                    // load) must leave both sides better off.
-                    let limit = self.cfg.target;
-                    if let Some(dst) =
-                        self.destination(topo, &qs[i], src, &est, &nqueues, limit, now, false)
-                    {
-                        if Some(i) == anchor && est[dst as usize] + qs[i].peak >= est[src as usize]
-                        {
-                            continue;
-                        }
-                        self.commit(
-                            &mut qs[i],
-                            dst,
-                            Reason::Spread,
-                            &mut est,
-                            &mut nqueues,
-                            &mut moves,
-                            now,
-                        );
-                        placed = true;
-                        break;
-                    }
-                }
-                if !placed {
-                    break;
-                }
-            }
+            self.spread_cpu(t, src);
         }
+    }
 
-        // 5. NUMA: queues away from their NIC's node come home when it has room.
-        for i in 0..qs.len() {
-            if moves.len() >= budget {
+    /// One hot CPU sheds queues, one at a time, while it is above `target` and something
+    /// can go. The biggest queue is the anchor: the others leave first. An elephant cannot
+    /// be split, so moving it only moves the problem.
+    fn spread_cpu(&mut self, t: &mut Tick, src: u32) {
+        let mut on: Vec<usize> = t.by_cpu[src as usize].clone();
+        on.sort_by(|a, b| t.qs[*b].peak.total_cmp(&t.qs[*a].peak));
+        let emergency = t.busy[src as usize] >= 0.99;
+        let anchor = on.first().copied();
+        while t.est[src as usize] > self.cfg.target && t.moves.len() < t.budget {
+            let excess = t.est[src as usize] - self.cfg.target;
+            let qs = &t.qs;
+            let mut cands: Vec<usize> = on
+                .iter()
+                .copied()
+                .filter(|&i| Some(i) != anchor || on.len() == 1)
+                .filter(|&i| !qs[i].moved && qs[i].movable)
+                // An idle queue takes no load with it: moving it is churn (seen
+                // in the guest: idle tx queues left a CPU hot with its anchor).
+                .filter(|&i| qs[i].peak >= MIN_MOVE_LOAD)
+                .filter(|&i| emergency || self.settled(qs[i].spec.irq, t.now))
+                .collect();
+            if cands.is_empty() {
                 break;
             }
-            let q = &qs[i];
+            // Smallest queue that clears the excess alone, else biggest first.
+            cands.sort_by(|a, b| qs[*a].peak.total_cmp(&qs[*b].peak));
+            let first_enough = cands.iter().position(|&i| qs[i].peak >= excess);
+            let order: Vec<usize> = match first_enough {
+                Some(p) => cands[p..]
+                    .iter()
+                    .copied()
+                    .chain(cands[..p].iter().rev().copied())
+                    .collect(),
+                None => cands.iter().rev().copied().collect(),
+            };
+            if !self.spread_one(t, src, anchor, &order) {
+                break;
+            }
+        }
+    }
+
+    /// Moves the first queue of `order` that has a destination; false when none has.
+    fn spread_one(
+        &mut self,
+        t: &mut Tick,
+        src: u32,
+        anchor: Option<usize>,
+        order: &[usize],
+    ) -> bool {
+        for &i in order {
+            // Moving the anchor itself (alone on its CPU with background
+            // load) must leave both sides better off.
+            let limit = self.cfg.target;
+            if let Some(dst) = self.destination(
+                t.topo, &t.qs[i], src, &t.est, &t.nqueues, limit, t.now, false,
+            ) {
+                if Some(i) == anchor && t.est[dst as usize] + t.qs[i].peak >= t.est[src as usize] {
+                    continue;
+                }
+                self.commit(t, i, dst, Reason::Spread);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// NUMA home: queues away from their NIC's node (or home CPUs) come home when it has
+    /// room below `target` - 0.1.
+    fn numa_home(&mut self, t: &mut Tick) {
+        let topo = t.topo;
+        for i in 0..t.qs.len() {
+            if t.moves.len() >= t.budget {
+                break;
+            }
+            let q = &t.qs[i];
             let Some(src) = q.cpu else {
                 continue;
             };
-            if q.moved || !q.movable || !self.settled(q.spec.irq, now) {
+            if q.moved || !q.movable || !self.settled(q.spec.irq, t.now) {
                 continue;
             }
             if topo.get(src).is_none_or(|c| !self.away(q, c)) {
                 continue;
             }
             let limit = self.cfg.target - 0.1;
-            if let Some(dst) = self.destination(topo, &qs[i], src, &est, &nqueues, limit, now, true)
-                && topo.get(dst).is_some_and(|c| !self.away(&qs[i], c))
+            if let Some(dst) =
+                self.destination(topo, q, src, &t.est, &t.nqueues, limit, t.now, true)
+                && topo.get(dst).is_some_and(|c| !self.away(q, c))
             {
-                self.commit(
-                    &mut qs[i],
-                    dst,
-                    Reason::Numa,
-                    &mut est,
-                    &mut nqueues,
-                    &mut moves,
-                    now,
-                );
+                self.commit(t, i, dst, Reason::Numa);
             }
         }
+    }
 
-        // 6. Coalesce: CPUs low for long enough, least loaded first, give all their
-        //    queues away or none (half-emptied CPUs save nothing).
-        let mut low: Vec<u32> = topo
+    /// Coalesce: CPUs low for long enough, least loaded first, give all their queues away
+    /// or none (half-emptied CPUs save nothing).
+    fn coalesce(&mut self, t: &mut Tick) {
+        let slots = t.est.len();
+        let mut low: Vec<u32> = t
+            .topo
             .cpus
             .iter()
             .map(|c| c.id)
             .filter(|c| {
-                nqueues[*c as usize] > 0
-                    && est[*c as usize] < self.cfg.lower
+                t.nqueues[*c as usize] > 0
+                    && t.est[*c as usize] < self.cfg.lower
                     && self.low_streak.get(c).copied().unwrap_or(0) >= self.cfg.coalesce_after
             })
             .collect();
-        low.sort_by(|a, b| est[*a as usize].total_cmp(&est[*b as usize]));
+        low.sort_by(|a, b| t.est[*a as usize].total_cmp(&t.est[*b as usize]));
         let mut receiving = vec![false; slots];
         let mut emptied = vec![false; slots];
         for src in low {
-            if receiving[src as usize] || moves.len() >= budget {
+            if receiving[src as usize] || t.moves.len() >= t.budget {
                 continue;
             }
-            let on: Vec<usize> = by_cpu[src as usize]
-                .iter()
-                .copied()
-                .filter(|&i| qs[i].cpu == Some(src) && !qs[i].moved)
-                .collect();
-            if on.is_empty()
-                || on.len() + moves.len() > budget
-                || on
-                    .iter()
-                    .any(|&i| !qs[i].movable || !self.settled(qs[i].spec.irq, now))
-            {
+            let Some(plan) = self.coalesce_plan(t, src, &emptied) else {
                 continue;
-            }
-            // Plan on the live tables and undo: no per-CPU copies, which would
-            // dominate at 1,024 IRQs on 256 CPUs.
-            let src_n = nqueues[src as usize];
-            nqueues[src as usize] = 0;
-            let mut plan = Vec::new();
-            for &i in &on {
-                match self.coalesce_destination(topo, &qs[i], src, &est, &nqueues, &emptied, now) {
-                    Some(dst) => {
-                        est[dst as usize] += qs[i].peak;
-                        nqueues[dst as usize] += 1;
-                        plan.push((i, dst));
-                    }
-                    None => break,
-                }
-            }
-            for &(i, dst) in &plan {
-                est[dst as usize] -= qs[i].peak;
-                nqueues[dst as usize] -= 1;
-            }
-            nqueues[src as usize] = src_n;
-            if plan.len() != on.len() {
-                continue;
-            }
+            };
             emptied[src as usize] = true;
             for (i, dst) in plan {
                 receiving[dst as usize] = true;
-                self.commit(
-                    &mut qs[i],
-                    dst,
-                    Reason::Coalesce,
-                    &mut est,
-                    &mut nqueues,
-                    &mut moves,
-                    now,
-                );
+                self.commit(t, i, dst, Reason::Coalesce);
             }
         }
+    }
 
-        Decision {
-            moves,
-            events,
-            estimates,
+    /// A destination for every queue of low CPU `src`, or None: one of them cannot go,
+    /// is not settled, or the moves would exceed the tick's budget.
+    fn coalesce_plan(&self, t: &mut Tick, src: u32, emptied: &[bool]) -> Option<Vec<(usize, u32)>> {
+        let qs = &t.qs;
+        let on: Vec<usize> = t.by_cpu[src as usize]
+            .iter()
+            .copied()
+            .filter(|&i| qs[i].cpu == Some(src) && !qs[i].moved)
+            .collect();
+        if on.is_empty()
+            || on.len() + t.moves.len() > t.budget
+            || on
+                .iter()
+                .any(|&i| !qs[i].movable || !self.settled(qs[i].spec.irq, t.now))
+        {
+            return None;
         }
+        // Plan on the live tables and undo: no per-CPU copies, which would
+        // dominate at 1,024 IRQs on 256 CPUs.
+        let (est, nqueues) = (&mut t.est, &mut t.nqueues);
+        let src_n = nqueues[src as usize];
+        nqueues[src as usize] = 0;
+        let mut plan = Vec::new();
+        for &i in &on {
+            match self.coalesce_destination(t.topo, &qs[i], src, est, nqueues, emptied, t.now) {
+                Some(dst) => {
+                    est[dst as usize] += qs[i].peak;
+                    nqueues[dst as usize] += 1;
+                    plan.push((i, dst));
+                }
+                None => break,
+            }
+        }
+        for &(i, dst) in &plan {
+            est[dst as usize] -= qs[i].peak;
+            nqueues[dst as usize] -= 1;
+        }
+        nqueues[src as usize] = src_n;
+        (plan.len() == on.len()).then_some(plan)
     }
 
     /// Past the ordinary dwell time since its last move.
@@ -805,23 +892,17 @@ impl Policy {
         best.filter(|b| b.0.0 == 0 || src_remote).map(|b| b.2)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn commit(
-        &mut self,
-        q: &mut Q,
-        dst: u32,
-        reason: Reason,
-        est: &mut [f64],
-        nqueues: &mut [u32],
-        moves: &mut Vec<Move>,
-        now: u64,
-    ) {
+    /// Points queue `i` at `dst` for `reason`: the tick's tables follow the move, and the
+    /// queue's history records it (dwell, the CPU it left, the mask we wrote).
+    fn commit(&mut self, t: &mut Tick, i: usize, dst: u32, reason: Reason) {
+        let now = t.now;
+        let q = &mut t.qs[i];
         if let Some(src) = q.cpu {
-            est[src as usize] -= q.peak;
-            nqueues[src as usize] -= 1;
+            t.est[src as usize] -= q.peak;
+            t.nqueues[src as usize] -= 1;
         }
-        est[dst as usize] += q.peak;
-        nqueues[dst as usize] += 1;
+        t.est[dst as usize] += q.peak;
+        t.nqueues[dst as usize] += 1;
         let st = self.irqs.entry(q.spec.irq).or_default();
         st.moved_at = Some(now);
         if let Some(src) = q.cpu.filter(|s| *s != dst) {
@@ -831,7 +912,7 @@ impl Policy {
             }
         }
         st.ours = Some(vec![dst]);
-        moves.push(Move {
+        t.moves.push(Move {
             irq: q.spec.irq,
             from: q.cpu,
             to: dst,

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::policy::{Event, Observation, Outcome, Policy, PolicyConfig, QueueObs};
+use super::policy::{Event, Move, Observation, Outcome, Policy, PolicyConfig, QueueObs};
 use super::sample::{self, CpuLoad};
 use super::{QueueSpec, Topology};
 
@@ -213,6 +213,34 @@ impl World {
     }
 }
 
+/// What a run accumulates over its periods, summed up in [`Tally::finish`].
+#[derive(Default)]
+struct Tally {
+    m: Metrics,
+    maxes: Vec<f64>,
+    imbs: Vec<f64>,
+    stable: Vec<bool>,
+    work: f64,
+    remote: f64,
+    in_use_sum: f64,
+    bound_sum: f64,
+    /// (second, irq, from, to)
+    move_log: Vec<(u32, u32, Option<u32>, u32)>,
+    failed: BTreeMap<(u32, String), u32>,
+    /// (irq, second) of each foreign write.
+    foreign: Vec<(u32, u32)>,
+}
+
+/// One period of the kernel model: per CPU slot, the period's sums.
+struct Period {
+    util_sum: Vec<f64>,
+    busy_sum: Vec<f64>,
+    irq_sum: Vec<f64>,
+    qwork_cpu: Vec<f64>,
+    /// Interrupts per IRQ and CPU.
+    intr: BTreeMap<u32, BTreeMap<u32, u64>>,
+}
+
 /// Runs one scenario with one contender.
 pub fn run(s: &Scenario, who: Contender) -> Metrics {
     let mut w = World {
@@ -224,110 +252,133 @@ pub fn run(s: &Scenario, who: Contender) -> Metrics {
     for n in 0..w.nics.len() {
         w.add_queues(n);
     }
-    let mark_managed = |w: &mut World| {
-        for q in w.queues.iter_mut() {
-            q.managed = s.managed.contains(&(q.nic, q.index));
-        }
-    };
-    mark_managed(&mut w);
+    w.mark_managed(s);
     let mut topo_view = s.topo.clone();
     topo_view.avoid = s.avoid.clone();
     let mut policy = Policy::new(PolicyConfig::default());
-    let slots = s.topo.slots();
-    let mut prev_util = vec![0.0; slots];
-
-    let mut m = Metrics::default();
-    let (mut maxes, mut imbs) = (Vec::new(), Vec::new());
-    let mut stable: Vec<bool> = Vec::new();
-    let (mut work, mut remote, mut in_use_sum, mut bound_sum) = (0.0, 0.0, 0.0, 0.0);
-    // (second, irq, from, to)
-    let mut move_log: Vec<(u32, u32, Option<u32>, u32)> = Vec::new();
-    let mut failed: BTreeMap<(u32, String), u32> = BTreeMap::new();
-    let mut foreign: Vec<(u32, u32)> = Vec::new(); // (irq, second)
+    let mut prev_util = vec![0.0; s.topo.slots()];
+    let mut tally = Tally::default();
 
     for sec in 0..s.seconds {
         for (at, ev) in &s.events {
-            if *at != sec {
-                continue;
-            }
-            match ev {
-                SimEvent::Foreign { nic, queue, cpu } => {
-                    if let Some(q) = w
-                        .queues
-                        .iter_mut()
-                        .find(|q| q.nic == *nic && q.index == *queue)
-                    {
-                        q.cpu = *cpu;
-                        q.affinity = vec![*cpu];
-                        foreign.push((q.irq, sec));
-                    }
-                }
-                SimEvent::Offline(c) => {
-                    w.topo.cpus.retain(|x| x.id != *c);
-                    topo_view.cpus.retain(|x| x.id != *c);
-                    let node = s.topo.get(*c).map(|x| x.node);
-                    let fallback = w
-                        .topo
-                        .cpus
-                        .iter()
-                        .find(|x| Some(x.node) == node)
-                        .map(|x| x.id)
-                        .unwrap_or(w.topo.cpus[0].id);
-                    for q in w.queues.iter_mut().filter(|q| q.cpu == *c) {
-                        q.cpu = fallback;
-                        q.affinity = w.topo.cpus.iter().map(|x| x.id).collect();
-                    }
-                }
-                SimEvent::Channels { nic, queues } => {
-                    w.queues.retain(|q| q.nic != *nic);
-                    if let Some(n) = w.nics[*nic].as_mut() {
-                        n.queues = *queues;
-                    }
-                    w.add_queues(*nic);
-                    mark_managed(&mut w);
-                }
-                SimEvent::AddNic(n) => {
-                    w.nics.push(Some(n.clone()));
-                    w.add_queues(w.nics.len() - 1);
-                }
-                SimEvent::RemoveNic(n) => {
-                    w.queues.retain(|q| q.nic != *n);
-                    w.nics[*n] = None;
-                }
+            if *at == sec {
+                w.apply_event(s, ev, sec, &mut topo_view, &mut tally);
             }
         }
+        let p = w.period(s, sec, &mut prev_util, &mut tally);
+        tally.window(&w, &p);
+        if who == Contender::Static {
+            continue;
+        }
+        let now = (sec as u64 + 1) * PERIOD_MS;
+        let (obs, specs) = w.observe(s, &p, now);
+        let d = policy.decide(&topo_view, &specs, &obs);
+        for e in &d.events {
+            if let Event::External { irq, .. } = e
+                && let Some((_, at)) = tally.foreign.iter().find(|(i, _)| i == irq)
+                && tally.m.external_detected_after.is_none()
+            {
+                tally.m.external_detected_after = Some(sec + 1 - at);
+            }
+        }
+        for mv in &d.moves {
+            if let Some(outcome) = w.actuate(s, mv, sec, &mut tally) {
+                policy.feedback(mv, outcome, now);
+            }
+        }
+    }
+    tally.finish(s)
+}
 
-        // The kernel model over one period.
-        let mut util_sum = vec![0.0; slots];
-        let mut busy_sum = vec![0.0; slots];
-        let mut irq_sum = vec![0.0; slots];
-        let mut qwork_cpu = vec![0.0; slots];
-        let mut intr: BTreeMap<u32, BTreeMap<u32, u64>> = BTreeMap::new();
+impl World {
+    fn mark_managed(&mut self, s: &Scenario) {
+        for q in self.queues.iter_mut() {
+            q.managed = s.managed.contains(&(q.nic, q.index));
+        }
+    }
+
+    /// What happens to the host at second `sec`.
+    fn apply_event(
+        &mut self,
+        s: &Scenario,
+        ev: &SimEvent,
+        sec: u32,
+        topo_view: &mut Topology,
+        tally: &mut Tally,
+    ) {
+        match ev {
+            SimEvent::Foreign { nic, queue, cpu } => {
+                if let Some(q) = self
+                    .queues
+                    .iter_mut()
+                    .find(|q| q.nic == *nic && q.index == *queue)
+                {
+                    q.cpu = *cpu;
+                    q.affinity = vec![*cpu];
+                    tally.foreign.push((q.irq, sec));
+                }
+            }
+            SimEvent::Offline(c) => {
+                self.topo.cpus.retain(|x| x.id != *c);
+                topo_view.cpus.retain(|x| x.id != *c);
+                let node = s.topo.get(*c).map(|x| x.node);
+                let fallback = self
+                    .topo
+                    .cpus
+                    .iter()
+                    .find(|x| Some(x.node) == node)
+                    .map(|x| x.id)
+                    .unwrap_or(self.topo.cpus[0].id);
+                let all: Vec<u32> = self.topo.cpus.iter().map(|x| x.id).collect();
+                for q in self.queues.iter_mut().filter(|q| q.cpu == *c) {
+                    q.cpu = fallback;
+                    q.affinity = all.clone();
+                }
+            }
+            SimEvent::Channels { nic, queues } => {
+                self.queues.retain(|q| q.nic != *nic);
+                if let Some(n) = self.nics[*nic].as_mut() {
+                    n.queues = *queues;
+                }
+                self.add_queues(*nic);
+                self.mark_managed(s);
+            }
+            SimEvent::AddNic(n) => {
+                self.nics.push(Some(n.clone()));
+                self.add_queues(self.nics.len() - 1);
+            }
+            SimEvent::RemoveNic(n) => {
+                self.queues.retain(|q| q.nic != *n);
+                self.nics[*n] = None;
+            }
+        }
+    }
+
+    /// The kernel model over one period of `STEPS` steps: demand served where each queue
+    /// points, remote and SMT penalties, work above capacity dropped.
+    fn period(
+        &self,
+        s: &Scenario,
+        sec: u32,
+        prev_util: &mut Vec<f64>,
+        tally: &mut Tally,
+    ) -> Period {
+        let slots = s.topo.slots();
+        let mut p = Period {
+            util_sum: vec![0.0; slots],
+            busy_sum: vec![0.0; slots],
+            irq_sum: vec![0.0; slots],
+            qwork_cpu: vec![0.0; slots],
+            intr: BTreeMap::new(),
+        };
         let dt = 1.0 / STEPS as f64;
         for k in 0..STEPS {
             let t = sec as f64 + k as f64 * dt;
-            let mut irq_load = vec![0.0; slots];
-            for q in &w.queues {
-                let nic = w.nics[q.nic]
-                    .as_ref()
-                    .expect("queues of removed NICs are gone");
-                let d = (s.demand)(t, q.nic, q.index).max(0.0);
-                let node = s.topo.get(q.cpu).map(|c| c.node).unwrap_or(0);
-                let cost = if node == nic.real_node {
-                    d
-                } else {
-                    remote += d * dt;
-                    d * REMOTE_PENALTY
-                };
-                work += d * dt;
-                irq_load[q.cpu as usize] += cost;
-                let n = (d * dt / COST_PER_INTERRUPT).round() as u64;
-                *intr.entry(q.irq).or_default().entry(q.cpu).or_default() += n;
-            }
+            let irq_load = self.irq_load(s, t, dt, &mut p, tally);
             let mut util = vec![0.0; slots];
-            for c in &w.topo.cpus {
+            for c in &self.topo.cpus {
                 let i = c.id as usize;
-                let sib = w
+                let sib = self
                     .topo
                     .cpus
                     .iter()
@@ -339,71 +390,73 @@ pub fn run(s: &Scenario, who: Contender) -> Metrics {
                 let demand = bg + irq_load[i];
                 util[i] = demand / cap;
                 if demand > cap {
-                    m.dropped += (demand - cap) * dt;
+                    tally.m.dropped += (demand - cap) * dt;
                 }
-                util_sum[i] += util[i] * dt;
-                busy_sum[i] += util[i].min(1.0) * dt;
-                irq_sum[i] += (irq_load[i] / cap).min(1.0) * dt;
-                qwork_cpu[i] += irq_load[i] * dt;
+                p.util_sum[i] += util[i] * dt;
+                p.busy_sum[i] += util[i].min(1.0) * dt;
+                p.irq_sum[i] += (irq_load[i] / cap).min(1.0) * dt;
+                p.qwork_cpu[i] += irq_load[i] * dt;
             }
-            prev_util = util;
+            *prev_util = util;
         }
+        p
+    }
 
-        // Window metrics.
-        let loads: Vec<(u32, f64)> = w
-            .topo
-            .cpus
-            .iter()
-            .map(|c| (c.id, util_sum[c.id as usize]))
-            .collect();
-        let max = loads.iter().map(|l| l.1).fold(0.0, f64::max);
-        let used: Vec<f64> = loads
-            .iter()
-            .filter(|(c, _)| qwork_cpu[*c as usize] > 0.005)
-            .map(|l| l.1)
-            .collect();
-        let mean = used.iter().sum::<f64>() / used.len().max(1) as f64;
-        let imb = if mean > 0.0 {
-            used.iter().copied().fold(0.0, f64::max) / mean
-        } else {
-            1.0
-        };
-        maxes.push(max);
-        imbs.push(imb);
-        stable.push(max <= LOAD_TARGET && imb <= 1.25);
-        let total_work: f64 = qwork_cpu.iter().sum();
-        in_use_sum += used.len() as f64;
-        if total_work > 0.0 {
-            bound_sum += (total_work / LOAD_TARGET).ceil().max(1.0);
+    /// Each CPU slot's interrupt load at time `t`, the queues' interrupts counted.
+    fn irq_load(
+        &self,
+        s: &Scenario,
+        t: f64,
+        dt: f64,
+        p: &mut Period,
+        tally: &mut Tally,
+    ) -> Vec<f64> {
+        let mut irq_load = vec![0.0; s.topo.slots()];
+        for q in &self.queues {
+            let nic = self.nics[q.nic]
+                .as_ref()
+                .expect("queues of removed NICs are gone");
+            let d = (s.demand)(t, q.nic, q.index).max(0.0);
+            let node = s.topo.get(q.cpu).map(|c| c.node).unwrap_or(0);
+            let cost = if node == nic.real_node {
+                d
+            } else {
+                tally.remote += d * dt;
+                d * REMOTE_PENALTY
+            };
+            tally.work += d * dt;
+            irq_load[q.cpu as usize] += cost;
+            let n = (d * dt / COST_PER_INTERRUPT).round() as u64;
+            *p.intr.entry(q.irq).or_default().entry(q.cpu).or_default() += n;
         }
+        irq_load
+    }
 
-        if who == Contender::Static {
-            continue;
-        }
-        // What the daemon would read, through the daemon's own sampling code.
-        let cpus: BTreeMap<u32, CpuLoad> = w
+    /// What the daemon would read, through the daemon's own sampling code, and the queues
+    /// as it would learn them.
+    fn observe(&self, s: &Scenario, p: &Period, now: u64) -> (Observation, Vec<QueueSpec>) {
+        let cpus: BTreeMap<u32, CpuLoad> = self
             .topo
             .cpus
             .iter()
             .map(|c| {
                 let i = c.id as usize;
-                let irq = if s.irq_accounting { irq_sum[i] } else { 0.0 };
+                let irq = if s.irq_accounting { p.irq_sum[i] } else { 0.0 };
                 (
                     c.id,
                     CpuLoad {
-                        busy: busy_sum[i],
+                        busy: p.busy_sum[i],
                         irq,
                     },
                 )
             })
             .collect();
-        let irqs: Vec<u32> = w.queues.iter().map(|q| q.irq).collect();
-        let (loads, _) = sample::queue_loads(&intr, &cpus, &irqs, 1.0, COST_PER_INTERRUPT);
-        let now = (sec as u64 + 1) * PERIOD_MS;
+        let irqs: Vec<u32> = self.queues.iter().map(|q| q.irq).collect();
+        let (loads, _) = sample::queue_loads(&p.intr, &cpus, &irqs, 1.0, COST_PER_INTERRUPT);
         let obs = Observation {
             now_ms: now,
             cpu_busy: cpus.iter().map(|(c, l)| (*c, l.busy)).collect(),
-            queues: w
+            queues: self
                 .queues
                 .iter()
                 .map(|q| {
@@ -418,11 +471,11 @@ pub fn run(s: &Scenario, who: Contender) -> Metrics {
                 })
                 .collect(),
         };
-        let specs: Vec<QueueSpec> = w
+        let specs: Vec<QueueSpec> = self
             .queues
             .iter()
             .map(|q| {
-                let n = w.nics[q.nic].as_ref().expect("live NIC");
+                let n = self.nics[q.nic].as_ref().expect("live NIC");
                 QueueSpec {
                     irq: q.irq,
                     name: format!("{}-TxRx-{}", n.name, q.index),
@@ -432,97 +485,140 @@ pub fn run(s: &Scenario, who: Contender) -> Metrics {
                 }
             })
             .collect();
-        let d = policy.decide(&topo_view, &specs, &obs);
-        for e in &d.events {
-            if let Event::External { irq, .. } = e
-                && let Some((_, at)) = foreign.iter().find(|(i, _)| i == irq)
-                && m.external_detected_after.is_none()
-            {
-                m.external_detected_after = Some(sec + 1 - at);
+        (obs, specs)
+    }
+
+    /// Writes one move as the kernel would take it (EPERM for a managed IRQ, EINVAL for
+    /// an offline CPU, ENOSPC for a full one); None for an IRQ that is gone.
+    fn actuate(&mut self, s: &Scenario, mv: &Move, sec: u32, tally: &mut Tally) -> Option<Outcome> {
+        let q = self.queues.iter_mut().find(|q| q.irq == mv.irq)?;
+        let m = &mut tally.m;
+        let errno = if q.managed {
+            Some("EPERM")
+        } else if !self.topo.is_online(mv.to) {
+            m.offline_targets += 1;
+            Some("EINVAL")
+        } else if s.full.contains(&mv.to) {
+            Some("ENOSPC")
+        } else {
+            None
+        };
+        Some(match errno {
+            None => {
+                q.cpu = mv.to;
+                q.affinity = vec![mv.to];
+                tally.move_log.push((sec, mv.irq, mv.from, mv.to));
+                if tally.foreign.iter().any(|(i, _)| *i == mv.irq) {
+                    m.fights += 1;
+                }
+                Outcome::Done {
+                    effective: Some(mv.to),
+                }
             }
-        }
-        for mv in &d.moves {
-            let Some(q) = w.queues.iter_mut().find(|q| q.irq == mv.irq) else {
-                continue;
-            };
-            let errno = if q.managed {
-                Some("EPERM")
-            } else if !w.topo.is_online(mv.to) {
-                m.offline_targets += 1;
-                Some("EINVAL")
-            } else if s.full.contains(&mv.to) {
-                Some("ENOSPC")
-            } else {
-                None
-            };
-            let outcome = match errno {
-                None => {
-                    q.cpu = mv.to;
-                    q.affinity = vec![mv.to];
-                    move_log.push((sec, mv.irq, mv.from, mv.to));
-                    if foreign.iter().any(|(i, _)| *i == mv.irq) {
-                        m.fights += 1;
-                    }
-                    Outcome::Done {
-                        effective: Some(mv.to),
-                    }
+            Some(e) => {
+                *m.errors.entry(e.to_string()).or_default() += 1;
+                *tally.failed.entry((mv.irq, e.to_string())).or_default() += 1;
+                match e {
+                    "EPERM" => Outcome::Managed,
+                    "ENOSPC" => Outcome::CpuFull,
+                    _ => Outcome::Failed,
                 }
-                Some(e) => {
-                    *m.errors.entry(e.to_string()).or_default() += 1;
-                    *failed.entry((mv.irq, e.to_string())).or_default() += 1;
-                    match e {
-                        "EPERM" => Outcome::Managed,
-                        "ENOSPC" => Outcome::CpuFull,
-                        _ => Outcome::Failed,
-                    }
-                }
-            };
-            policy.feedback(mv, outcome, now);
+            }
+        })
+    }
+}
+
+impl Tally {
+    /// One period's window: the busiest CPU, the imbalance among CPUs serving queues,
+    /// whether it is stable, and the CPUs in use against their lower bound.
+    fn window(&mut self, w: &World, p: &Period) {
+        let loads: Vec<(u32, f64)> = w
+            .topo
+            .cpus
+            .iter()
+            .map(|c| (c.id, p.util_sum[c.id as usize]))
+            .collect();
+        let max = loads.iter().map(|l| l.1).fold(0.0, f64::max);
+        let used: Vec<f64> = loads
+            .iter()
+            .filter(|(c, _)| p.qwork_cpu[*c as usize] > 0.005)
+            .map(|l| l.1)
+            .collect();
+        let mean = used.iter().sum::<f64>() / used.len().max(1) as f64;
+        let imb = if mean > 0.0 {
+            used.iter().copied().fold(0.0, f64::max) / mean
+        } else {
+            1.0
+        };
+        self.maxes.push(max);
+        self.imbs.push(imb);
+        self.stable.push(max <= LOAD_TARGET && imb <= 1.25);
+        let total_work: f64 = p.qwork_cpu.iter().sum();
+        self.in_use_sum += used.len() as f64;
+        if total_work > 0.0 {
+            self.bound_sum += (total_work / LOAD_TARGET).ceil().max(1.0);
         }
     }
 
-    let n = maxes.len().max(1) as f64;
-    m.max_load_mean = maxes.iter().sum::<f64>() / n;
-    m.max_load_p95 = percentile(&maxes, 0.95);
-    m.max_load_p99 = percentile(&maxes, 0.99);
-    m.imbalance = imbs.iter().sum::<f64>() / n;
-    m.moves = move_log.len() as u32;
-    m.remote_share = if work > 0.0 { remote / work } else { 0.0 };
-    m.cpus_in_use = in_use_sum / n;
-    m.cpus_over_bound = if bound_sum > 0.0 {
-        in_use_sum / bound_sum
-    } else {
-        1.0
-    };
-    m.max_failed_writes_per_irq = failed.values().copied().max().unwrap_or(0);
-    let settling = |t: u32| s.marks.iter().any(|&mk| t >= mk && t < mk + 60);
-    let steady_secs = (0..s.seconds).filter(|t| !settling(*t)).count().max(1);
-    m.steady_moves_per_10min =
-        move_log.iter().filter(|(t, ..)| !settling(*t)).count() as f64 * 600.0 / steady_secs as f64;
-    for (i, (t, irq, _, to)) in move_log.iter().enumerate() {
-        let back = move_log[..i]
-            .iter()
-            .any(|(t0, irq0, from0, _)| irq0 == irq && *from0 == Some(*to) && t - t0 < 30);
-        m.ping_pong += back as u32;
-        let recent = move_log[..=i]
-            .iter()
-            .filter(|(t0, irq0, ..)| irq0 == irq && t - t0 < 10)
-            .count() as u32;
-        m.max_moves_per_queue_10p = m.max_moves_per_queue_10p.max(recent);
+    /// The run's figures from what the periods accumulated.
+    fn finish(mut self, s: &Scenario) -> Metrics {
+        let m = &mut self.m;
+        let n = self.maxes.len().max(1) as f64;
+        m.max_load_mean = self.maxes.iter().sum::<f64>() / n;
+        m.max_load_p95 = percentile(&self.maxes, 0.95);
+        m.max_load_p99 = percentile(&self.maxes, 0.99);
+        m.imbalance = self.imbs.iter().sum::<f64>() / n;
+        m.moves = self.move_log.len() as u32;
+        m.remote_share = if self.work > 0.0 {
+            self.remote / self.work
+        } else {
+            0.0
+        };
+        m.cpus_in_use = self.in_use_sum / n;
+        m.cpus_over_bound = if self.bound_sum > 0.0 {
+            self.in_use_sum / self.bound_sum
+        } else {
+            1.0
+        };
+        m.max_failed_writes_per_irq = self.failed.values().copied().max().unwrap_or(0);
+        self.move_figures(s);
+        self.m
     }
-    for &mark in &s.marks {
-        m.reaction.push(
-            move_log
+
+    /// The figures of the move log: steady-state moves, ping-pong, moves per queue, and
+    /// reaction and convergence after each mark.
+    fn move_figures(&mut self, s: &Scenario) {
+        let (m, move_log) = (&mut self.m, &self.move_log);
+        let settling = |t: u32| s.marks.iter().any(|&mk| t >= mk && t < mk + 60);
+        let steady_secs = (0..s.seconds).filter(|t| !settling(*t)).count().max(1);
+        m.steady_moves_per_10min = move_log.iter().filter(|(t, ..)| !settling(*t)).count() as f64
+            * 600.0
+            / steady_secs as f64;
+        for (i, (t, irq, _, to)) in move_log.iter().enumerate() {
+            let back = move_log[..i]
                 .iter()
-                .find(|(t, ..)| *t >= mark)
-                .map(|(t, ..)| t + 1 - mark),
-        );
-        let conv = (mark as usize..stable.len().saturating_sub(4))
-            .find(|&w| stable[w..w + 5].iter().all(|x| *x))
-            .map(|w| (w - mark as usize) as u32);
-        m.convergence.push(conv);
+                .any(|(t0, irq0, from0, _)| irq0 == irq && *from0 == Some(*to) && t - t0 < 30);
+            m.ping_pong += back as u32;
+            let recent = move_log[..=i]
+                .iter()
+                .filter(|(t0, irq0, ..)| irq0 == irq && t - t0 < 10)
+                .count() as u32;
+            m.max_moves_per_queue_10p = m.max_moves_per_queue_10p.max(recent);
+        }
+        for &mark in &s.marks {
+            m.reaction.push(
+                move_log
+                    .iter()
+                    .find(|(t, ..)| *t >= mark)
+                    .map(|(t, ..)| t + 1 - mark),
+            );
+            let stable = &self.stable;
+            let conv = (mark as usize..stable.len().saturating_sub(4))
+                .find(|&w| stable[w..w + 5].iter().all(|x| *x))
+                .map(|w| (w - mark as usize) as u32);
+            m.convergence.push(conv);
+        }
     }
-    m
 }
 
 fn nic(name: &str, node: u32, queues: u32) -> SimNic {
@@ -881,145 +977,174 @@ pub fn table(rows: &[Comparison]) -> String {
 
 /// Checks against the scenario targets, as "ok ..." or "MISS ...".
 pub fn verdict(r: &Comparison) -> Vec<String> {
+    let mut v = Checks(Vec::new());
     let (s, o) = (&r.static_, &r.ours);
-    let mut v = Vec::new();
-    let mut check = |ok: bool, what: String| {
-        v.push(format!("{} {what}", if ok { "ok" } else { "MISS" }));
-    };
     match r.id {
         "S1" => {
-            check(
+            v.check(
                 o.dropped < s.dropped,
                 format!("dropped {:.1} < static {:.1}", o.dropped, s.dropped),
             );
-            check(
+            v.check(
                 o.reaction.iter().all(|x| x.is_some_and(|p| p <= 2)),
                 format!("reaction {} <= 2 periods", periods(&o.reaction)),
             );
-            check(o.ping_pong == 0, format!("ping-pong {}", o.ping_pong));
+            v.check(o.ping_pong == 0, format!("ping-pong {}", o.ping_pong));
         }
-        "S2" => {
-            check(
+        "S2" | "S3" => v.load_targets(r.id, s, o),
+        "S4" | "S7c" => v.reaction_targets(r.id, s, o),
+        "S5a" | "S5b" | "S5c" => v.numa_targets(r.id, s, o),
+        "S6" | "S7a" | "S7b" | "S8" => v.churn_targets(r.id, s, o),
+        _ => {}
+    }
+    v.0
+}
+
+/// A verdict's lines.
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn check(&mut self, ok: bool, what: String) {
+        self.0
+            .push(format!("{} {what}", if ok { "ok" } else { "MISS" }));
+    }
+
+    /// S2 (steady load) and S3 (packing): the busiest CPU, churn, and CPUs in use.
+    fn load_targets(&mut self, id: &str, s: &Metrics, o: &Metrics) {
+        if id == "S2" {
+            self.check(
                 o.max_load_p99 <= s.max_load_p99.max(LOAD_TARGET),
                 format!("p99 {:.2} not above max(static, 0.85)", o.max_load_p99),
             );
-            check(
+            self.check(
                 o.steady_moves_per_10min <= 1.0,
                 format!(
                     "{:.1} steady-state moves per 10 min <= 1",
                     o.steady_moves_per_10min
                 ),
             );
-            check(
+            self.check(
                 o.imbalance <= 1.2,
                 format!("imbalance {:.2} <= 1.2", o.imbalance),
             );
+            return;
         }
-        "S3" => {
-            check(
-                o.cpus_over_bound < s.cpus_over_bound,
-                format!(
-                    "CPUs/bound {:.2} < static {:.2}",
-                    o.cpus_over_bound, s.cpus_over_bound
-                ),
-            );
-            check(
-                o.cpus_over_bound <= 1.3,
-                format!("CPUs/bound {:.2} <= 1.3", o.cpus_over_bound),
-            );
-            check(
-                o.max_load_p99 <= 0.85,
-                format!("p99 {:.2} <= 0.85", o.max_load_p99),
+        self.check(
+            o.cpus_over_bound < s.cpus_over_bound,
+            format!(
+                "CPUs/bound {:.2} < static {:.2}",
+                o.cpus_over_bound, s.cpus_over_bound
+            ),
+        );
+        self.check(
+            o.cpus_over_bound <= 1.3,
+            format!("CPUs/bound {:.2} <= 1.3", o.cpus_over_bound),
+        );
+        self.check(
+            o.max_load_p99 <= 0.85,
+            format!("p99 {:.2} <= 0.85", o.max_load_p99),
+        );
+    }
+
+    /// S4 and S7c: a step in load answered in one period and settled within three.
+    fn reaction_targets(&mut self, id: &str, s: &Metrics, o: &Metrics) {
+        if id == "S4" {
+            self.check(
+                o.max_load_p99 < s.max_load_p99,
+                format!("p99 {:.2} < static {:.2}", o.max_load_p99, s.max_load_p99),
             );
         }
-        "S4" | "S7c" => {
-            if r.id == "S4" {
-                check(
-                    o.max_load_p99 < s.max_load_p99,
-                    format!("p99 {:.2} < static {:.2}", o.max_load_p99, s.max_load_p99),
+        self.check(
+            o.reaction[0] == Some(1),
+            format!("reaction {}", periods(&o.reaction)),
+        );
+        self.check(
+            o.convergence[0].is_some_and(|c| c <= 3),
+            format!("converged in {} <= 3", periods(&o.convergence)),
+        );
+    }
+
+    /// S5a-c: work kept on the NIC's node, spilled only when it must.
+    fn numa_targets(&mut self, id: &str, s: &Metrics, o: &Metrics) {
+        match id {
+            "S5a" => {
+                self.check(
+                    o.remote_share < s.remote_share,
+                    format!(
+                        "remote {:.1}% < static {:.1}%",
+                        o.remote_share * 100.0,
+                        s.remote_share * 100.0
+                    ),
+                );
+                self.check(
+                    o.remote_share <= 0.05,
+                    format!("remote {:.1}% <= 5%", o.remote_share * 100.0),
                 );
             }
-            check(
-                o.reaction[0] == Some(1),
-                format!("reaction {}", periods(&o.reaction)),
-            );
-            check(
-                o.convergence[0].is_some_and(|c| c <= 3),
-                format!("converged in {} <= 3", periods(&o.convergence)),
-            );
-        }
-        "S5a" => {
-            check(
-                o.remote_share < s.remote_share,
-                format!(
-                    "remote {:.1}% < static {:.1}%",
-                    o.remote_share * 100.0,
-                    s.remote_share * 100.0
-                ),
-            );
-            check(
+            "S5b" => {
+                self.check(
+                    o.dropped <= s.dropped,
+                    format!("dropped {:.1} <= static {:.1}", o.dropped, s.dropped),
+                );
+                self.check(
+                    true,
+                    format!("spilled {:.1}% remote", o.remote_share * 100.0),
+                );
+            }
+            _ => self.check(
                 o.remote_share <= 0.05,
-                format!("remote {:.1}% <= 5%", o.remote_share * 100.0),
-            );
+                format!("remote {:.1}%", o.remote_share * 100.0),
+            ),
         }
-        "S5b" => {
-            check(
-                o.dropped <= s.dropped,
-                format!("dropped {:.1} <= static {:.1}", o.dropped, s.dropped),
-            );
-            check(
-                true,
-                format!("spilled {:.1}% remote", o.remote_share * 100.0),
-            );
-        }
-        "S5c" => check(
-            o.remote_share <= 0.05,
-            format!("remote {:.1}%", o.remote_share * 100.0),
-        ),
-        "S6" => {
-            check(
-                o.dropped < s.dropped || o.max_load_p99 < s.max_load_p99,
-                format!(
-                    "dropped {:.1} vs static {:.1}, p99 {:.2} vs {:.2}",
-                    o.dropped, s.dropped, o.max_load_p99, s.max_load_p99
-                ),
-            );
-            check(o.ping_pong == 0, format!("ping-pong {}", o.ping_pong));
-            check(
-                o.max_moves_per_queue_10p <= 1,
-                format!(
-                    "{} moves per queue per 10 periods",
-                    o.max_moves_per_queue_10p
-                ),
-            );
-        }
-        "S7a" => check(
-            o.dropped < s.dropped || o.max_load_p99 < s.max_load_p99,
-            format!("p99 {:.2} vs static {:.2}", o.max_load_p99, s.max_load_p99),
-        ),
-        "S7b" => {
-            check(
-                o.external_detected_after == Some(1),
-                format!("detected after {:?} period(s)", o.external_detected_after),
-            );
-            check(o.fights == 0, format!("{} fights", o.fights));
-        }
-        "S8" => {
-            check(
-                o.max_failed_writes_per_irq <= 1,
-                format!(
-                    "at most {} failed write(s) per IRQ and errno",
-                    o.max_failed_writes_per_irq
-                ),
-            );
-            check(
-                o.offline_targets == 0,
-                format!("{} moves to an offline CPU", o.offline_targets),
-            );
-        }
-        _ => {}
     }
-    v
+
+    /// S6-S8: bursts without ping-pong, other writers left alone, failed writes not
+    /// retried into a storm.
+    fn churn_targets(&mut self, id: &str, s: &Metrics, o: &Metrics) {
+        match id {
+            "S6" => {
+                self.check(
+                    o.dropped < s.dropped || o.max_load_p99 < s.max_load_p99,
+                    format!(
+                        "dropped {:.1} vs static {:.1}, p99 {:.2} vs {:.2}",
+                        o.dropped, s.dropped, o.max_load_p99, s.max_load_p99
+                    ),
+                );
+                self.check(o.ping_pong == 0, format!("ping-pong {}", o.ping_pong));
+                self.check(
+                    o.max_moves_per_queue_10p <= 1,
+                    format!(
+                        "{} moves per queue per 10 periods",
+                        o.max_moves_per_queue_10p
+                    ),
+                );
+            }
+            "S7a" => self.check(
+                o.dropped < s.dropped || o.max_load_p99 < s.max_load_p99,
+                format!("p99 {:.2} vs static {:.2}", o.max_load_p99, s.max_load_p99),
+            ),
+            "S7b" => {
+                self.check(
+                    o.external_detected_after == Some(1),
+                    format!("detected after {:?} period(s)", o.external_detected_after),
+                );
+                self.check(o.fights == 0, format!("{} fights", o.fights));
+            }
+            _ => {
+                self.check(
+                    o.max_failed_writes_per_irq <= 1,
+                    format!(
+                        "at most {} failed write(s) per IRQ and errno",
+                        o.max_failed_writes_per_irq
+                    ),
+                );
+                self.check(
+                    o.offline_targets == 0,
+                    format!("{} moves to an offline CPU", o.offline_targets),
+                );
+            }
+        }
+    }
 }
 
 /// Runs every scenario; the rows of [`table`].

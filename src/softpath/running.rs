@@ -1,6 +1,6 @@
 //! The daemon's software path: the vPorts `plan` put on the software switch (state.json says
 //! `VportPath::Software`) get a switch port each, configured from their `[[vport]]`
-//! ([`PortConfig::from_spec`]), on a TAP device the daemon creates for the VM or host to use.
+//! ([`port_config`]), on a TAP device the daemon creates for the VM or host to use.
 //!
 //! The uplink of a software vPort is its own `uplink` PF, the one the config names for it and
 //! the state records by PCI address: what the VF would have reached, the software port reaches
@@ -18,10 +18,18 @@
 //! and says so only in the kernel log when asked for more. The tagged VLANs the trunk carries
 //! are joined on the VF too ([`crate::host::vlan`]): a VF hears no tagged frame otherwise.
 //!
-//! A vPort's TAP deleted from outside is noticed by the switch worker (its descriptor fails;
-//! the port goes link down, `nic_lost`), and the next reconcile creates it again and connects
-//! it: the TAP is known by what the worker reports and by ifindex, not by looking its name up,
-//! so a device someone else made under that name is refused, not taken over.
+//! A vPort's TAP belongs to its VM (see [`super::taps`]): persistent, opened by the VM by
+//! name, and served on its netdev side by an AF_PACKET edge; it outlives the daemon, and a
+//! start adopts the TAPs it made before. A TAP deleted from outside is noticed by the switch
+//! worker (its packet socket reports the device gone; the port goes link down, `nic_lost`),
+//! and the next reconcile creates it again and connects it: the TAP is known by the record
+//! of what vportd made and by ifindex, not by its name, so a device someone else made under
+//! that name is refused, not taken over.
+//!
+//! The switches run the kernel flow cache (switch::flowcache, host::tcflow): a known unicast
+//! flow between the trunk and a vPort, or between two vPorts, without per-frame policy is
+//! repeated by a tc program on the source netdev, redirecting to the destination's egress
+//! (into a TAP, that is the VM's queue).
 //!
 //! Counters are read through a [`View`] (cheap to clone, shared with the metrics endpoint)
 //! and written every second to `switch.json` in the state directory, which `vportd status`
@@ -37,14 +45,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::afpacket::UnicastFilter;
+use super::taps::TapBook;
+
+use crate::host::afpacket::{AfPacket, RingSize, UnicastFilter};
 use crate::host::fs::KernelFs;
-use crate::host::tap::{Tap, TapError};
+use crate::host::tap::TapError;
 use crate::host::userfiles::{self, FilesError};
 use crate::provision::config::Config;
+use crate::provision::config::{LinkState, VportSpec};
 use crate::provision::state::{Health, State, VportPath};
+use crate::switch::acl::{Acl, Action, Rule};
 use crate::switch::io::NetdevEdge;
+use crate::switch::packet::Mac;
 use crate::switch::port::DEFAULT_VLAN;
+use crate::switch::qos::TokenBucket;
 use crate::switch::vlan::{VlanMode, VlanSet};
 use crate::switch::{
     Counters, DropReason, Edge, PortConfig, PortId, Switch, SwitchConfig, SwitchError, SwitchHandle,
@@ -99,6 +113,56 @@ pub enum SoftpathError {
         #[source]
         source: crate::host::afxdp::OpenEdgeError,
     },
+    /// A device someone else made holds a vPort's TAP name.
+    #[error(
+        "vPort {vport} stays link down: {tap} (ifindex {ifindex}) exists and is not a TAP vportd made for it; remove or rename that device"
+    )]
+    TapForeign {
+        vport: String,
+        tap: String,
+        ifindex: u32,
+    },
+    /// An adopted TAP's owner or group could not be changed to the configured ones.
+    #[error(
+        "vPort {vport}'s TAP keeps its old owner and group (a VM holding it blocks the change until it lets go): {source}"
+    )]
+    TapOwners {
+        vport: String,
+        #[source]
+        source: TapError,
+    },
+    /// `tap_owner` or `tap_group` names no user or group of this host.
+    #[error("vPort {vport} stays link down: {key} {name:?} is no user or group on this host")]
+    TapUser {
+        vport: String,
+        key: &'static str,
+        name: String,
+    },
+    /// The switch's packet socket on a vPort's TAP could not be opened.
+    #[error("vPort {vport} stays link down: the switch cannot open {tap}: {source}")]
+    TapEdge {
+        vport: String,
+        tap: String,
+        #[source]
+        source: crate::host::afpacket::AfPacketError,
+    },
+    /// A removed vPort's TAP could not be deleted.
+    #[error("vPort {vport} is gone but its TAP {tap} stays: {why}")]
+    TapDelete {
+        vport: String,
+        tap: String,
+        why: String,
+    },
+    /// The record of the TAPs vportd made is not valid.
+    #[error("{}: the record of vportd's TAPs is unreadable ({why}); existing TAPs are refused as strangers until it is fixed or removed", path.display())]
+    TapsCorrupt { path: PathBuf, why: String },
+    /// The kernel flow cache could not be loaded; the switch runs without it.
+    #[error("software switch {switch} runs without the kernel flow cache: {source}")]
+    FastPath {
+        switch: String,
+        #[source]
+        source: crate::host::tcflow::TcFlowError,
+    },
     /// A vPort's TAP could not be created; the port exists, link down.
     #[error("vPort {vport} is on the software path with its link down: {source}")]
     Tap {
@@ -152,6 +216,9 @@ pub struct PortPlan {
     pub vport: String,
     pub tap: String,
     pub cfg: PortConfig,
+    /// `tap_owner` / `tap_group` as the config writes them.
+    pub tap_owner: Option<String>,
+    pub tap_group: Option<String>,
 }
 
 /// One software switch: the uplink PF it trunks to and its vPorts.
@@ -207,7 +274,9 @@ pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>
         by_uplink.entry(&v.uplink).or_default().push(PortPlan {
             vport: name.clone(),
             tap,
-            cfg: PortConfig::from_spec(spec),
+            cfg: port_config(spec),
+            tap_owner: spec.tap_owner.clone(),
+            tap_group: spec.tap_group.clone(),
         });
     }
     let plans = by_uplink
@@ -233,6 +302,22 @@ pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>
         })
         .collect();
     (plans, errors)
+}
+
+/// The software vPorts whose TAPs stay although no switch serves them now: those the config
+/// still has whose uplink is lost (pure). Their VMs keep their link's device, and the switch
+/// serves it again when the uplink is back.
+pub fn held_taps(cfg: &Config, state: &State) -> BTreeSet<String> {
+    state
+        .vports
+        .iter()
+        .filter(|(name, v)| {
+            v.path == VportPath::Software
+                && v.health == Health::Lost
+                && cfg.vports.iter().any(|s| &s.name == *name)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// Where a switch's trunk is: the uplink PF itself (`vf` None) or one of its VFs. What
@@ -286,32 +371,7 @@ pub struct View {
     switches: Arc<RwLock<Vec<SwitchView>>>,
 }
 
-/// One port's counters, as status and the metrics show them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortSnapshot {
-    pub switch: String,
-    /// The uplink PF's PCI address.
-    pub uplink: String,
-    /// The switch port: the vPort's name, or "uplink" for the trunk.
-    pub port: String,
-    pub vport: Option<String>,
-    /// The TAP device, or the uplink's netdev.
-    pub netdev: String,
-    /// "tap", "af_packet", or "none" when the link is down.
-    pub edge: String,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub tx_flooded: u64,
-    pub learn_limited: u64,
-    /// Times the port's NIC vanished (its netdev deleted); the daemon reconnects it when
-    /// the device is back.
-    #[serde(default)]
-    pub nic_lost: u64,
-    /// Drops by reason ([`DropReason::as_str`]), every reason present.
-    pub drops: BTreeMap<String, u64>,
-}
+pub use crate::model::port_counters::PortSnapshot;
 
 /// Every port's counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,6 +407,28 @@ impl Snapshot {
     pub fn vport(&self, name: &str) -> Option<&PortSnapshot> {
         self.ports.iter().find(|p| p.vport.as_deref() == Some(name))
     }
+}
+
+/// The switch port for a vPort the plan put on the software path: its VLAN and priority,
+/// its TX rate as an ingress limit (what the VM sends is what the VF would have limited),
+/// spoof checking as an ACL allowing only its own source MAC, and its link state.
+pub fn port_config(spec: &VportSpec) -> PortConfig {
+    let mac = Mac(spec.mac.0);
+    let mut port = PortConfig::access(&spec.name, spec.vlan.unwrap_or(DEFAULT_VLAN));
+    port.default_pcp = spec.qos;
+    port.mac = (!spec.mac.is_zero()).then_some(mac);
+    port.rate = spec.max_tx_rate_mbps.map(TokenBucket::from_mbps);
+    if spec.spoofchk && port.mac.is_some() {
+        port.ingress_acl = Acl::new(vec![
+            Rule {
+                src_mac: Some(mac),
+                ..Rule::any(Action::Allow)
+            },
+            Rule::any(Action::Deny),
+        ]);
+    }
+    port.admin_down = spec.link_state == LinkState::Disable;
+    port
 }
 
 fn unix_now() -> u64 {
@@ -403,11 +485,15 @@ impl View {
     }
 }
 
-/// The running software path: its switches (each a worker thread owning its TAPs and trunk)
-/// and the thread publishing their counters. Dropping it stops them, removes the TAPs and
-/// the counters file.
+/// The running software path: its switches (each a worker thread owning its trunk and the
+/// packet sockets on its vPorts' TAPs) and the thread publishing their counters. Dropping it
+/// stops them and removes the counters file; the TAPs stay, with their VMs (a vPort that
+/// leaves the plan loses its TAP in [`SoftPath::reconcile`]).
 pub struct SoftPath {
     running: Vec<Running>,
+    taps: TapBook,
+    /// vPorts whose TAPs stay though no plan has them ([`held_taps`]).
+    held: BTreeSet<String>,
     view: View,
     stop: Arc<AtomicBool>,
     publisher: Option<JoinHandle<()>>,
@@ -424,14 +510,27 @@ impl SoftPath {
         resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
         state_dir: Option<&Path>,
     ) -> (SoftPath, Vec<SoftpathError>) {
+        Self::start_holding(plans, BTreeSet::new(), resolve, state_dir)
+    }
+
+    /// [`SoftPath::start`], keeping the TAPs of the vPorts in `held` too ([`held_taps`]).
+    pub fn start_holding(
+        plans: &[SwitchPlan],
+        held: BTreeSet<String>,
+        resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
+        state_dir: Option<&Path>,
+    ) -> (SoftPath, Vec<SoftpathError>) {
+        let mut errors = Vec::new();
         let mut sp = SoftPath {
             running: Vec::new(),
+            taps: TapBook::load(state_dir, &mut errors),
+            held,
             view: View::default(),
             stop: Arc::new(AtomicBool::new(false)),
             publisher: None,
             snapshot_path: state_dir.map(|d| d.join(SNAPSHOT_FILE)),
         };
-        let errors = sp.reconcile(plans, resolve);
+        errors.extend(sp.reconcile(plans, resolve));
         (sp, errors)
     }
 
@@ -462,14 +561,21 @@ impl SoftPath {
         });
         for plan in plans {
             match running.iter_mut().find(|r| r.plan.uplink == plan.uplink) {
-                Some(r) => r.update(plan, resolve, &mut errors),
-                None => match start_switch(plan, resolve, &mut errors) {
+                Some(r) => r.update(plan, resolve, &mut self.taps, &mut errors),
+                None => match start_switch(plan, resolve, &mut self.taps, &mut errors) {
                     Ok(r) => running.push(r),
                     Err(e) => errors.push(e),
                 },
             }
         }
         self.running = running;
+        // The TAPs of vPorts no plan has any more (their ports are gone by now).
+        let keep: BTreeSet<&str> = plans
+            .iter()
+            .flat_map(|p| p.ports.iter().map(|x| x.vport.as_str()))
+            .chain(self.held.iter().map(String::as_str))
+            .collect();
+        self.taps.retire_except(&keep, &mut errors);
         self.view
             .set(self.running.iter().map(|r| r.view.clone()).collect());
         if self.publisher.is_none()
@@ -493,8 +599,9 @@ impl SoftPath {
     ) -> Result<(SoftPath, Vec<SoftpathError>), crate::provision::state::StateError> {
         let state = State::load(&cfg.state_dir)?;
         let (plans, mut errors) = plan(cfg, &state);
-        let (sp, more) = SoftPath::start(
+        let (sp, more) = SoftPath::start_holding(
             &plans,
+            held_taps(cfg, &state),
             &|at: &TrunkAt| resolve_live(fs, at),
             Some(&cfg.state_dir),
         );
@@ -511,6 +618,21 @@ impl SoftPath {
         self.running.len()
     }
 
+    /// Each running switch's kernel flow cache counts, by switch name (None: the cache is
+    /// off on it, or its worker did not answer).
+    pub fn fastpath_stats(&self) -> Vec<(String, Option<crate::switch::flowcache::FastStats>)> {
+        self.running
+            .iter()
+            .map(|r| {
+                let stats = r
+                    .handle
+                    .as_ref()
+                    .and_then(|h| h.fastpath_stats().ok().flatten());
+                (r.plan.name.clone(), stats)
+            })
+            .collect()
+    }
+
     /// Re-plans from the config and the state file and reconciles (see [`Self::reconcile`]).
     pub fn refresh_live(&mut self, cfg: &Config, fs: &KernelFs) -> Vec<SoftpathError> {
         let state = match State::load(&cfg.state_dir) {
@@ -518,6 +640,12 @@ impl SoftPath {
             Err(e) => return vec![SoftpathError::State(e.to_string())],
         };
         let (plans, mut errors) = plan(cfg, &state);
+        if !self.taps.is_stored() {
+            // Started without a readable state: the record of our TAPs is read now, before
+            // a TAP of ours is taken for a stranger's.
+            self.taps = TapBook::load(Some(&cfg.state_dir), &mut errors);
+        }
+        self.held = held_taps(cfg, &state);
         errors.extend(self.reconcile(&plans, &|at: &TrunkAt| resolve_live(fs, at)));
         errors
     }
@@ -575,6 +703,7 @@ impl Running {
         &mut self,
         plan: &SwitchPlan,
         resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
+        book: &mut TapBook,
         errors: &mut Vec<SoftpathError>,
     ) {
         let Some(handle) = self.handle.take() else {
@@ -662,7 +791,7 @@ impl Running {
             if port.tap.is_some() {
                 continue;
             }
-            if let Some((edge, ifindex)) = reopen_tap(p, errors) {
+            if let Some((edge, ifindex)) = book.connect(p, errors) {
                 match handle.connect(port.id, edge) {
                     Ok(()) => port.tap = Some(ifindex),
                     Err(e) => errors.push(e.into()),
@@ -685,7 +814,7 @@ impl Running {
             }
             let (edge, tap, kind) = match taps.remove(&p.vport) {
                 Some((edge, tap)) => (Some(edge), tap, "tap"),
-                None => open_tap(p, errors),
+                None => open_tap(p, book, errors),
             };
             match handle.add_port(p.cfg.clone(), edge) {
                 Ok(id) => {
@@ -873,13 +1002,21 @@ fn open_trunk(
         }
     };
     let bdf = plan.uplink.clone();
-    let edge = crate::host::afxdp::open_netdev_edge(ifindex, plan.edge, true, &mut |why| {
-        eprintln!("vportd: the software path of uplink {bdf}: {why}");
-    })
-    .map_err(|source| SoftpathError::Uplink {
+    let uplink_err = |source| SoftpathError::Uplink {
         bdf: plan.uplink.clone(),
         source,
-    })?;
+    };
+    // AF_PACKET counted: a kernel port the flow cache can serve.
+    let edge: Box<dyn Edge> = match plan.edge {
+        NetdevEdge::AfPacket => Box::new(
+            AfPacket::open_index_counted(ifindex, true, RingSize::GSO)
+                .map_err(|e| uplink_err(e.into()))?,
+        ),
+        other => crate::host::afxdp::open_netdev_edge(ifindex, other, true, &mut |why| {
+            eprintln!("vportd: the software path of uplink {bdf}: {why}");
+        })
+        .map_err(uplink_err)?,
+    };
     let kind = edge.kind();
     Ok(OpenTrunk {
         edge,
@@ -889,50 +1026,34 @@ fn open_trunk(
     })
 }
 
-/// A new TAP for a vPort, with its ifindex; None (and the error) when it cannot be made.
+/// The vPort's TAP (adopted or made, see [`TapBook::connect`]) with the switch's edge on
+/// it and its ifindex; None (and the error) when it cannot be had.
 fn open_tap(
     p: &PortPlan,
+    book: &mut TapBook,
     errors: &mut Vec<SoftpathError>,
 ) -> (Option<Box<dyn Edge>>, Option<u32>, &'static str) {
-    match Tap::create(&p.tap, true) {
-        Ok(t) => {
-            let ifindex = t.ifindex();
-            (Some(Box::new(t)), Some(ifindex), "tap")
-        }
-        Err(source) => {
-            errors.push(SoftpathError::Tap {
-                vport: p.vport.clone(),
-                source,
-            });
-            (None, None, "none")
-        }
-    }
-}
-
-/// A TAP again for a vPort whose TAP was lost: refused when another device holds the name
-/// now (creating would attach to it, were it a persistent TAP, or fail).
-fn reopen_tap(p: &PortPlan, errors: &mut Vec<SoftpathError>) -> Option<(Box<dyn Edge>, u32)> {
-    if let Ok(ifindex) = nix::net::if_::if_nametoindex(p.tap.as_str()) {
-        errors.push(SoftpathError::TapTaken {
-            vport: p.vport.clone(),
-            tap: p.tap.clone(),
-            ifindex,
-        });
-        return None;
-    }
-    match open_tap(p, errors) {
-        (Some(edge), Some(ifindex), _) => Some((edge, ifindex)),
-        _ => None,
+    match book.connect(p, errors) {
+        Some((edge, ifindex)) => (Some(edge), Some(ifindex), "tap"),
+        None => (None, None, "none"),
     }
 }
 
 fn start_switch(
     plan: &SwitchPlan,
     resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
+    book: &mut TapBook,
     errors: &mut Vec<SoftpathError>,
 ) -> Result<Running, SoftpathError> {
     let trunk = open_trunk(plan, resolve)?;
     let mut sw = Switch::new(SwitchConfig::new(&plan.name));
+    match crate::host::tcflow::KernelFlows::new() {
+        Ok(kernel) => sw.enable_fastpath(Box::new(kernel)),
+        Err(source) => errors.push(SoftpathError::FastPath {
+            switch: plan.name.clone(),
+            source,
+        }),
+    }
     let mut metas = Vec::new();
     let trunk_id = sw.add_port(plan.trunk.clone(), Some(trunk.edge))?;
     metas.push(PortMeta {
@@ -943,7 +1064,7 @@ fn start_switch(
     });
     let mut ports = BTreeMap::new();
     for p in &plan.ports {
-        let (edge, tap, kind) = open_tap(p, errors);
+        let (edge, tap, kind) = open_tap(p, book, errors);
         let id = sw.add_port(p.cfg.clone(), edge)?;
         ports.insert(
             p.vport.clone(),
@@ -1007,7 +1128,8 @@ impl Drop for SoftPath {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.publisher.take() {
             let _ = t.join();
-            // The TAPs go with the switches; figures left behind would describe nothing.
+            // The switches go (their TAPs stay, with the VMs); figures left behind would
+            // describe nothing.
             if let Some(p) = &self.snapshot_path {
                 let _ = userfiles::remove(p);
             }
@@ -1113,6 +1235,26 @@ mac = "02:00:00:00:00:04"
         let q = &plans[1];
         assert_eq!(q.ports.len(), 1);
         assert_eq!(q.ports[0].vport, "d");
+    }
+
+    #[test]
+    fn a_lost_software_vport_keeps_its_tap() {
+        let cfg = crate::provision::config::parse(Path::new("host.toml"), CONFIG).unwrap();
+        let mut st = state(&[
+            ("a", "0000:01:00.0", VportPath::Software),
+            ("b", "0000:01:00.0", VportPath::Software),
+            ("c", "0000:02:00.0", VportPath::Vf { index: 0 }),
+            ("gone", "0000:02:00.0", VportPath::Software),
+        ]);
+        for v in st.vports.values_mut() {
+            v.health = Health::Lost;
+        }
+        st.vports.get_mut("b").unwrap().health = Health::Provisioned;
+        let held: Vec<String> = held_taps(&cfg, &st).into_iter().collect();
+        assert_eq!(held, ["a"]);
+        // Not in any plan: no switch serves it meanwhile.
+        let (plans, _) = plan(&cfg, &st);
+        assert!(plans.iter().all(|p| p.ports.iter().all(|x| x.vport != "a")));
     }
 
     #[test]

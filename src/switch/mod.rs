@@ -500,7 +500,7 @@ impl Switch {
             if fds.is_empty() {
                 std::thread::sleep(Duration::from_micros(200));
             } else {
-                let faulty = crate::host::wait::readable(&fds, timeout);
+                let faulty = io::wait::readable(&fds, timeout);
                 // A descriptor in error stays ready: without this, a NIC that keeps reporting
                 // an error with its device still there would turn the wait into a spin.
                 if !faulty.is_empty() && self.check_nics(faulty.iter().map(|&i| fd_ports[i])) {

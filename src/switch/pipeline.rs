@@ -150,43 +150,18 @@ impl Pipeline {
         }
         for (index, (bytes, offload)) in rx.iter().enumerate() {
             let sp = ports[src.0].as_mut().expect("checked above");
-            let st = &mut stats[src.0];
-            st.rx_packets += 1;
-            st.rx_bytes += bytes.len() as u64;
-            if !sp.link_up {
-                st.drop(DropReason::LinkDown);
-                continue;
-            }
-            let Ok(frame) = EthFrame::new_checked(bytes) else {
-                st.drop(DropReason::Malformed);
+            let Some((frame, vid, pcp)) = ingress(sp, &mut stats[src.0], fdb, src, bytes, now)
+            else {
                 continue;
             };
-            if frame.is_service_tagged() {
-                st.drop(DropReason::Vlan);
-                continue;
-            }
-            let Some((vid, pcp)) = sp.cfg.vlan.ingress(frame.tag(), sp.cfg.default_pcp) else {
-                st.drop(DropReason::Vlan);
-                continue;
+            let hop = Hop {
+                src,
+                hairpin: sp.cfg.hairpin,
+                frame,
+                vid,
+                pcp,
+                offload,
             };
-            if !sp.cfg.ingress_acl.allows(&frame, vid) {
-                st.drop(DropReason::AclIngress);
-                continue;
-            }
-            if let Some(bucket) = sp.cfg.rate.as_mut()
-                && !bucket.admit(bytes.len(), now)
-            {
-                st.drop(DropReason::RateLimit);
-                continue;
-            }
-            let smac = frame.src();
-            if sp.cfg.learning
-                && !smac.is_multicast()
-                && fdb.learn(smac, vid, src, now, sp.cfg.learn_limit) == Learned::LimitReached
-            {
-                st.learn_limited += 1;
-            }
-            let hairpin = sp.cfg.hairpin;
             let dmac = frame.dst();
             let known = if dmac.is_multicast() {
                 None
@@ -194,77 +169,165 @@ impl Pipeline {
                 fdb.lookup(dmac, vid)
             };
             match known {
-                Some(dst) if dst == src && !hairpin => {
-                    stats[src.0].drop(DropReason::NoDestination);
-                }
                 Some(dst) => {
-                    let Some(Some(dp)) = ports.get(dst.0) else {
-                        stats[src.0].drop(DropReason::NoDestination);
-                        continue;
-                    };
-                    if !dp.link_up {
-                        stats[dst.0].drop(DropReason::LinkDown);
-                        continue;
-                    }
-                    let out = &mut tx[dst.0];
-                    let sent = egress(dp, &mut stats[dst.0], out, &frame, vid, pcp, offload, false);
-                    if let Some(list) = unicast.as_mut()
-                        && sent
+                    if forward(ports, stats, tx, dst, &hop)
+                        && let Some(list) = unicast.as_mut()
+                        && sent_unchanged(&tx[dst.0], bytes, offload)
                     {
-                        // write_retagged copies everything after the tag verbatim, so the same
-                        // length and the same first 18 bytes mean the same frame.
-                        let copy = out.frame(out.len() - 1);
-                        let head = bytes.len().min(18);
-                        if copy.len() == bytes.len()
-                            && copy[..head] == bytes[..head]
-                            && out.offload(out.len() - 1) == offload
-                        {
-                            list.push(Unicast { index, dst, vid });
-                        }
+                        list.push(Unicast { index, dst, vid });
                     }
                 }
-                None => {
-                    let mut any = false;
-                    for (i, dp) in ports.iter().enumerate() {
-                        let Some(dp) = dp else { continue };
-                        if (i == src.0 && !hairpin) || !dp.link_up || !dp.cfg.vlan.carries(vid) {
-                            continue;
-                        }
-                        any = true;
-                        egress(
-                            dp,
-                            &mut stats[i],
-                            &mut tx[i],
-                            &frame,
-                            vid,
-                            pcp,
-                            offload,
-                            true,
-                        );
-                    }
-                    if !any {
-                        stats[src.0].drop(DropReason::NoDestination);
-                    }
-                }
+                None => flood(ports, stats, tx, &hop),
             }
         }
     }
 }
 
+/// One admitted frame on its way out: where it came from and how ingress classified it.
+struct Hop<'a> {
+    src: PortId,
+    /// The source port sends frames back out of itself.
+    hairpin: bool,
+    frame: EthFrame<'a>,
+    vid: u16,
+    pcp: u8,
+    offload: Offload,
+}
+
+/// The source port's half: counts the frame, then checks it in order (link, form, VLAN
+/// mode, ACL, rate limit; a refusal is counted as its drop reason) and learns its source
+/// address. The frame with its VLAN and priority when it may go on.
+#[inline]
+fn ingress<'a>(
+    sp: &mut PortState,
+    st: &mut PortStats,
+    fdb: &mut Fdb,
+    src: PortId,
+    bytes: &'a [u8],
+    now: u64,
+) -> Option<(EthFrame<'a>, u16, u8)> {
+    st.rx_packets += 1;
+    st.rx_bytes += bytes.len() as u64;
+    let (frame, vid, pcp) = match admit(sp, bytes, now) {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            st.drop(reason);
+            return None;
+        }
+    };
+    let smac = frame.src();
+    if sp.cfg.learning
+        && !smac.is_multicast()
+        && fdb.learn(smac, vid, src, now, sp.cfg.learn_limit) == Learned::LimitReached
+    {
+        st.learn_limited += 1;
+    }
+    Some((frame, vid, pcp))
+}
+
+/// Ingress's checks, in the order their drops are counted.
+#[inline]
+fn admit<'a>(
+    sp: &mut PortState,
+    bytes: &'a [u8],
+    now: u64,
+) -> Result<(EthFrame<'a>, u16, u8), DropReason> {
+    if !sp.link_up {
+        return Err(DropReason::LinkDown);
+    }
+    let Ok(frame) = EthFrame::new_checked(bytes) else {
+        return Err(DropReason::Malformed);
+    };
+    if frame.is_service_tagged() {
+        return Err(DropReason::Vlan);
+    }
+    let Some((vid, pcp)) = sp.cfg.vlan.ingress(frame.tag(), sp.cfg.default_pcp) else {
+        return Err(DropReason::Vlan);
+    };
+    if !sp.cfg.ingress_acl.allows(&frame, vid) {
+        return Err(DropReason::AclIngress);
+    }
+    if let Some(bucket) = sp.cfg.rate.as_mut()
+        && !bucket.admit(bytes.len(), now)
+    {
+        return Err(DropReason::RateLimit);
+    }
+    Ok((frame, vid, pcp))
+}
+
+/// A known destination: its egress, unless it is the source (without hairpin), gone, or
+/// down. True when the frame went into its batch.
+#[inline]
+fn forward(
+    ports: &[Option<PortState>],
+    stats: &mut [PortStats],
+    tx: &mut [Batch],
+    dst: PortId,
+    hop: &Hop<'_>,
+) -> bool {
+    if dst == hop.src && !hop.hairpin {
+        stats[hop.src.0].drop(DropReason::NoDestination);
+        return false;
+    }
+    let Some(Some(dp)) = ports.get(dst.0) else {
+        stats[hop.src.0].drop(DropReason::NoDestination);
+        return false;
+    };
+    if !dp.link_up {
+        stats[dst.0].drop(DropReason::LinkDown);
+        return false;
+    }
+    egress(dp, &mut stats[dst.0], &mut tx[dst.0], hop, false)
+}
+
+/// Whether the copy just put last into `out` is the frame as it came in (`bytes`, `offload`):
+/// then the kernel flow cache may repeat it. write_retagged copies everything after the tag
+/// verbatim, so the same length and the same first 18 bytes mean the same frame.
+#[inline]
+fn sent_unchanged(out: &Batch, bytes: &[u8], offload: Offload) -> bool {
+    let copy = out.frame(out.len() - 1);
+    let head = bytes.len().min(18);
+    copy.len() == bytes.len()
+        && copy[..head] == bytes[..head]
+        && out.offload(out.len() - 1) == offload
+}
+
+/// An unknown or multicast destination: a copy to every other port up in the frame's VLAN
+/// (and back to the source with hairpin); no such port is a drop at the source.
+#[inline]
+fn flood(ports: &[Option<PortState>], stats: &mut [PortStats], tx: &mut [Batch], hop: &Hop<'_>) {
+    let mut any = false;
+    for (i, dp) in ports.iter().enumerate() {
+        let Some(dp) = dp else { continue };
+        if (i == hop.src.0 && !hop.hairpin) || !dp.link_up || !dp.cfg.vlan.carries(hop.vid) {
+            continue;
+        }
+        any = true;
+        egress(dp, &mut stats[i], &mut tx[i], hop, true);
+    }
+    if !any {
+        stats[hop.src.0].drop(DropReason::NoDestination);
+    }
+}
+
 /// The destination's half: its egress ACL, its tagging, the copy into its batch. True when
 /// the frame went into the batch.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 fn egress(
     dp: &PortState,
     st: &mut PortStats,
     out: &mut Batch,
-    frame: &EthFrame<'_>,
-    vid: u16,
-    pcp: u8,
-    offload: Offload,
+    hop: &Hop<'_>,
     flooded: bool,
 ) -> bool {
+    let Hop {
+        frame,
+        vid,
+        pcp,
+        offload,
+        ..
+    } = *hop;
+    let frame = &frame;
     if !dp.cfg.egress_acl.allows(frame, vid) {
         st.drop(DropReason::AclEgress);
         return false;

@@ -1,10 +1,11 @@
-//! A vPort's configuration on the switch, and how a `[[vport]]` of the config maps onto it.
+//! A vPort's configuration on the switch. How a `[[vport]]` of the config maps onto it is the
+//! software path's business (`softpath::running::port_config`): the switch knows ports, not
+//! the provisioning config.
 
-use super::acl::{Acl, Action, Rule};
+use super::acl::Acl;
 use super::packet::Mac;
 use super::qos::TokenBucket;
 use super::vlan::VlanMode;
-use crate::provision::config::{LinkState, VportSpec};
 
 /// The VLAN an untagged vPort belongs to (the Linux bridge's default PVID).
 pub const DEFAULT_VLAN: u16 = 1;
@@ -56,27 +57,5 @@ impl PortConfig {
             vlan,
             ..PortConfig::access(name, DEFAULT_VLAN)
         }
-    }
-
-    /// The switch port for a vPort the plan put on the software path: its VLAN and priority,
-    /// its TX rate as an ingress limit (what the VM sends is what the VF would have limited),
-    /// spoof checking as an ACL allowing only its own source MAC, and its link state.
-    pub fn from_spec(spec: &VportSpec) -> Self {
-        let mac = Mac(spec.mac.0);
-        let mut port = PortConfig::access(&spec.name, spec.vlan.unwrap_or(DEFAULT_VLAN));
-        port.default_pcp = spec.qos;
-        port.mac = (!spec.mac.is_zero()).then_some(mac);
-        port.rate = spec.max_tx_rate_mbps.map(TokenBucket::from_mbps);
-        if spec.spoofchk && port.mac.is_some() {
-            port.ingress_acl = Acl::new(vec![
-                Rule {
-                    src_mac: Some(mac),
-                    ..Rule::any(Action::Allow)
-                },
-                Rule::any(Action::Deny),
-            ]);
-        }
-        port.admin_down = spec.link_state == LinkState::Disable;
-        port
     }
 }

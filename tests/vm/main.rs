@@ -10,6 +10,7 @@
 #[allow(dead_code)]
 mod rig;
 
+mod cni_podman;
 mod faults;
 mod hotplug;
 mod provision;

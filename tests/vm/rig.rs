@@ -276,6 +276,9 @@ pub struct Rig {
     udev: bool,
     udev_rules: Vec<(String, String)>,
     boot_timeout: Duration,
+    /// virtio-net NICs on host TAPs: (TAP name, guest MAC).
+    tap_nics: Vec<(String, String)>,
+    podman: bool,
 }
 
 impl Default for Rig {
@@ -297,6 +300,8 @@ impl Rig {
             udev: false,
             udev_rules: Vec::new(),
             boot_timeout: Duration::from_secs(90),
+            tap_nics: Vec::new(),
+            podman: false,
         }
     }
 
@@ -343,6 +348,31 @@ impl Rig {
         self.udev = true;
         self.udev_rules
             .push((file_name.to_string(), rules.to_string()));
+        self
+    }
+
+    /// A virtio-net NIC with MAC `mac` on the host's existing TAP `ifname`, as a user's VM has
+    /// it (`-netdev tap,ifname=...,script=no,downscript=no`): QEMU opens the TAP by name, in
+    /// the network namespace of the thread that boots the guest. Loads virtio_net. Combine
+    /// with `pfs(0)` for a guest with no igb NIC.
+    pub fn tap_nic(mut self, ifname: &str, mac: &str) -> Rig {
+        if self.tap_nics.is_empty() {
+            self.modules.push("virtio_net".to_string());
+        }
+        self.tap_nics.push((ifname.to_string(), mac.to_string()));
+        self
+    }
+
+    pub fn memory_mib(mut self, mib: u32) -> Rig {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Podman as a CNI client in the guest (see [`add_podman`]); 1.5 GiB of memory, since
+    /// podman's storage and the initramfs both live in RAM.
+    pub fn podman(mut self) -> Rig {
+        self.podman = true;
+        self.memory_mib = self.memory_mib.max(1536);
         self
     }
 
@@ -420,6 +450,14 @@ impl Rig {
                 &format!("pcie-root-port,id=rp{pf},slot={}", pf + 1),
                 "-device",
                 &format!("igb,bus=rp{pf},netdev=pf{pf},id=pf{pf},mac={}", pf_mac(pf)),
+            ]);
+        }
+        for (i, (ifname, mac)) in self.tap_nics.iter().enumerate() {
+            push(&[
+                "-netdev",
+                &format!("tap,id=tap{i},ifname={ifname},script=no,downscript=no"),
+                "-device",
+                &format!("virtio-net-pci,netdev=tap{i},mac={mac}"),
             ]);
         }
         for port in 0..self.spare_ports {
@@ -573,6 +611,9 @@ impl Rig {
             (order.join("\n") + "\n").as_bytes(),
             0o644,
         )?;
+        if self.podman {
+            add_podman(root)?;
+        }
         for (path, contents, mode) in &self.files {
             write_file(root, path, contents, *mode)?;
         }
@@ -1480,3 +1521,82 @@ fn collect_files(dir: &Path, prefix: &str, files: &mut BTreeMap<String, Vec<u8>>
     }
     Ok(())
 }
+
+/// The CNI plugins of Debian's containernetworking-plugins a guest with podman gets (static
+/// Go programs).
+const PODMAN_CNI_PLUGINS: &[&str] = &["host-device", "host-local", "bridge", "loopback"];
+
+/// What podman 4.3 needs to run a container in this initramfs guest (../shared/facts/
+/// CONSUMERS.md, "Podman inside the SR-IOV guest"): podman, conmon and crun with their
+/// libraries, the CNI plugins in /usr/lib/cni (and vportd linked there as a plugin), a
+/// containers.conf for the CNI backend, crun on the guest's pure cgroup v2 and no
+/// pivot_root (EINVAL on an initramfs root), vfs storage in /run (tmpfs), and
+/// /etc/rig/podman.sh, whose `podman_setup` mounts cgroup2 and /dev/shm and builds the
+/// busybox root file system, and whose `podman_run NETWORK SCRIPT` runs one container.
+fn add_podman(root: &Path) -> Result<()> {
+    for program in ["/usr/bin/podman", "/usr/bin/conmon", "/usr/bin/crun"] {
+        let host = Path::new(program);
+        if !host.exists() {
+            return Err(RigError::new(format!(
+                "{program} is missing on the build machine: run scripts/setup-host (podman, conmon, crun)"
+            )));
+        }
+        copy_program(root, host, program)?;
+    }
+    for plugin in PODMAN_CNI_PLUGINS {
+        let host = Path::new("/usr/lib/cni").join(plugin);
+        if !host.exists() {
+            return Err(RigError::new(format!(
+                "{} is missing on the build machine: run scripts/setup-host (containernetworking-plugins)",
+                host.display()
+            )));
+        }
+        copy_program(root, &host, &format!("/usr/lib/cni/{plugin}"))?;
+    }
+    link(root, "/usr/bin/vportd", "/usr/lib/cni/vportd")?;
+    write_file(
+        root,
+        "/etc/containers/containers.conf",
+        GUEST_CONTAINERS_CONF.as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        root,
+        "/etc/containers/storage.conf",
+        GUEST_STORAGE_CONF.as_bytes(),
+        0o644,
+    )?;
+    write_file(root, "/etc/hosts", b"127.0.0.1 localhost\n", 0o644)?;
+    write_file(root, "/etc/resolv.conf", b"", 0o644)?;
+    write_file(
+        root,
+        "/etc/rig/podman.sh",
+        GUEST_PODMAN_SH.as_bytes(),
+        0o644,
+    )
+}
+
+const GUEST_CONTAINERS_CONF: &str = "[containers]\n\
+    default_ulimits = []\n\
+    \n\
+    [network]\n\
+    network_backend = \"cni\"\n\
+    cni_plugin_dirs = [\"/usr/lib/cni\"]\n\
+    network_config_dir = \"/etc/cni/net.d\"\n\
+    \n\
+    [engine]\n\
+    cgroup_manager = \"cgroupfs\"\n\
+    events_logger = \"file\"\n\
+    runtime = \"crun\"\n\
+    no_pivot_root = true\n\
+    conmon_path = [\"/usr/bin/conmon\"]\n\
+    \n\
+    [engine.runtimes]\n\
+    crun = [\"/usr/bin/crun\"]\n";
+
+const GUEST_STORAGE_CONF: &str = "[storage]\n\
+    driver = \"vfs\"\n\
+    graphroot = \"/run/containers/storage\"\n\
+    runroot = \"/run/containers/run\"\n";
+
+const GUEST_PODMAN_SH: &str = include_str!("guest/podman.sh");

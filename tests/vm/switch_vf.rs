@@ -1,7 +1,8 @@
 //! The software switch trunked through a VF (`[[uplink]] switch_vf`) on the real igb/igbvf
 //! drivers: vportd apply reserves and configures VF 0, the daemon's switch opens the VF's
 //! netdev, registers the software vPorts' MACs as its unicast addresses and joins their
-//! tagged VLANs, and the vPorts (TAPs in their own namespaces, one on VLAN 100, one untagged)
+//! tagged VLANs, and the vPorts (hosts in their own namespaces on the vPorts' TAPs through
+//! `vportd tap-netns`, as VMs would be on them; one on VLAN 100, one untagged)
 //! reach the other PF through it, both ways. Without trust,
 //! after the PF set the VF's MAC, igb refuses unicast filters (its kernel log says so); apply
 //! trusts the VF again and the switch carries traffic again.

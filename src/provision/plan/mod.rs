@@ -37,8 +37,8 @@ use std::collections::BTreeSet;
 
 // The planner reads discovery's types (the one place it names the facts layer: until the
 // inventory's plain data moves to `model`, tests/layering_baseline.txt lists these two).
-use crate::facts::inventory::{Inventory, PciFunction, Role, VfEntry};
-use crate::facts::profile::{self, ProfileSet};
+use crate::model::inventory::{Inventory, PciFunction, Role, VfEntry};
+use crate::model::profile::{self, ProfileSet};
 use crate::provision::config::{Config, ResolvedUplink};
 use crate::provision::state::State;
 

@@ -1,6 +1,6 @@
 # What the VF-trunk scenarios (switch_vf.sh, switch_vf_slots.sh) share; run_vf_scenario in
 # tests/vm/switch_vf.rs puts it before each. eth0's VF 0 is the trunk (`switch_vf = 0`); the
-# software vPorts s1 and s2 get TAPs from the daemon, each moved into its own namespace; eth1,
+# software vPorts s1 and s2 get TAPs from the daemon, each with a host in its own namespace; eth1,
 # the other igb PF on the same QEMU hub, is in namespace b (10.0.0.2).
 pf=$(basename "$(readlink /sys/class/net/eth0/device)")
 pfdev=/sys/bus/pci/devices/$pf
@@ -84,15 +84,21 @@ addr_of() {
   esac
 }
 
-# attach [N...]: each TAP vp-sN (s1 and s2 when none named) into its own namespace sN, as a
-# VM's NIC would be elsewhere, with its vPort's MAC and address.
+# attach [N...]: a host in namespace sN on each vPort sN (s1 and s2 when none named), as a VM
+# would be on it: the vPort's TAP vp-sN belongs to its VM and stays in the daemon's namespace,
+# so `vportd tap-netns` holds its file side (as QEMU would) and gives sN a NIC of the same name
+# carrying its frames, with the vPort's MAC and address. Idempotent: a host already attached
+# (its TAP kept across a daemon restart) is left as it is.
 attach() {
   for n in ${*:-1 2}; do
     ip netns add s$n 2>/dev/null
-    ip link set vp-s$n netns s$n
+    if ! ip -n s$n link show vp-s$n > /dev/null 2>&1; then
+      vportd tap-netns vp-s$n /var/run/netns/s$n > /run/tap-netns-s$n.log 2>&1 &
+      wait_for 10 ip -n s$n link show vp-s$n > /dev/null
+    fi
     ip -n s$n link set lo up
     ip -n s$n link set vp-s$n address 02:00:00:00:0b:0$n
-    ip -n s$n addr add $(addr_of s$n)/24 dev vp-s$n
+    ip -n s$n addr replace $(addr_of s$n)/24 dev vp-s$n
     ip -n s$n link set vp-s$n up
   done
 }

@@ -1,0 +1,67 @@
+//! `vportd status`: each provisioned vPort, its placement and drift (exit 3 on drift).
+
+use std::path::PathBuf;
+
+use super::{Failure, emit, render, to_json};
+use crate::facts::inventory;
+use crate::facts::profile::ProfileSet;
+use crate::host::fs::KernelFs;
+use crate::host::netlink;
+use crate::provision;
+use crate::provision::state::State;
+
+pub(super) fn run(
+    config: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    json: bool,
+) -> Result<(), Failure> {
+    let config = config
+        .map(|c| provision::config::load(&c).map_err(Failure::input))
+        .transpose()?;
+    let dir = match (&config, state_dir) {
+        (Some(c), _) => c.state_dir.clone(),
+        (None, Some(d)) => d,
+        (None, None) => PathBuf::from(provision::config::DEFAULT_STATE_DIR),
+    };
+    let cpus = config
+        .as_ref()
+        .map(provision::vport_cpus)
+        .unwrap_or_default();
+    let list = vport_status(&dir, &cpus)?;
+    if json {
+        emit(&(to_json(&list) + "\n"));
+    } else {
+        emit(&render::status(&list));
+    }
+    if list.iter().any(|s| !s.drift.is_empty()) {
+        return Err(Failure {
+            code: 3,
+            message:
+                "drift: the host no longer matches what was applied (vportd apply restores it)"
+                    .into(),
+        });
+    }
+    Ok(())
+}
+
+/// Each vPort of the state in `dir` against the live host, its steering read back and
+/// the software switch's counters joined in.
+fn vport_status(
+    dir: &std::path::Path,
+    cpus: &std::collections::BTreeMap<String, Vec<u32>>,
+) -> Result<Vec<provision::VportStatus>, Failure> {
+    let state = State::load(dir).map_err(Failure::runtime)?;
+    // Full discovery: the vPorts' queue sets need every function's IRQs.
+    let nl = netlink::snapshot_scoped(false).map_err(Failure::runtime)?;
+    let inv = inventory::discover(&KernelFs::system(), &nl, ProfileSet::builtin())
+        .map_err(Failure::runtime)?;
+    let mut list = provision::status_with(&state, &inv, cpus);
+    // The steering apply programmed (RSS contexts, rules, macvlans), read back.
+    provision::check_steering(&mut crate::host::ethtool::LiveQueues, &state, &mut list);
+    // The daemon's published counters for the software vPorts, when it runs.
+    let snap = crate::softpath::Snapshot::load(dir).map_err(Failure::runtime)?;
+    for s in &mut list {
+        s.switch = snap.as_ref().and_then(|x| x.vport(&s.vport)).cloned();
+    }
+    Ok(list)
+}
