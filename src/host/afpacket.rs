@@ -336,11 +336,9 @@ impl AfPacket {
     /// Opens rings on the netdev with index `ifindex`: how the daemon opens an uplink it
     /// found by PCI address, so a rename between discovery and opening cannot redirect it.
     pub fn open_index(ifindex: u32, vnet_hdr: bool, size: RingSize) -> Result<Self, AfPacketError> {
-        let ifname = nix::net::if_::if_indextoname(ifindex)
-            .map(|n| n.to_string_lossy().into_owned())
-            .map_err(|_| AfPacketError::NoInterface {
-                ifname: format!("with index {ifindex}"),
-            })?;
+        let ifname = crate::host::netdev_name(ifindex).map_err(|_| AfPacketError::NoInterface {
+            ifname: format!("with index {ifindex}"),
+        })?;
         let (fd, _) = new_socket(&ifname, ifindex as i32)?;
         Self::setup(fd, ifindex as i32, &ifname, vnet_hdr, size, false)
     }
@@ -353,11 +351,9 @@ impl AfPacket {
         vnet_hdr: bool,
         size: RingSize,
     ) -> Result<Self, AfPacketError> {
-        let ifname = nix::net::if_::if_indextoname(ifindex)
-            .map(|n| n.to_string_lossy().into_owned())
-            .map_err(|_| AfPacketError::NoInterface {
-                ifname: format!("with index {ifindex}"),
-            })?;
+        let ifname = crate::host::netdev_name(ifindex).map_err(|_| AfPacketError::NoInterface {
+            ifname: format!("with index {ifindex}"),
+        })?;
         let (fd, _) = new_socket(&ifname, ifindex as i32)?;
         Self::setup(fd, ifindex as i32, &ifname, vnet_hdr, size, true)
     }

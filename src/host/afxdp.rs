@@ -797,11 +797,9 @@ pub struct AfXdp {
 unsafe impl Send for AfXdp {}
 
 fn ifname_of(ifindex: u32) -> Result<String, AfXdpError> {
-    nix::net::if_::if_indextoname(ifindex)
-        .map(|n| n.to_string_lossy().into_owned())
-        .map_err(|_| AfXdpError::NoInterface {
-            ifname: format!("with index {ifindex}"),
-        })
+    crate::host::netdev_name(ifindex).map_err(|_| AfXdpError::NoInterface {
+        ifname: format!("with index {ifindex}"),
+    })
 }
 
 /// `struct ethtool_channels`.

@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 
+use super::nlsock::{self, Failure, NlSocket, Raw, put_attr};
 pub use crate::model::queues::{
     Feature, FlowRule, FlowTarget, QueueFacts, QueueFeatures, RssTable, equal_table, weighted_table,
 };
@@ -41,31 +42,13 @@ pub fn queue_facts(dev: &str) -> QueueFacts {
 #[derive(Debug, Default)]
 pub struct LiveQueues;
 
-/// A MAC in `aa:bb:cc:dd:ee:ff` form as bytes.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in out.iter_mut() {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
 /// The netdev name of an ifindex now.
 pub fn ifname_of(ifindex: u32) -> Result<String, EthtoolError> {
-    let mut buf = [0 as libc::c_char; libc::IFNAMSIZ];
-    // SAFETY: buf has the IFNAMSIZ bytes if_indextoname(3) may write, and outlives the call.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return Err(EthtoolError::Refused {
-            dev: format!("ifindex {ifindex}"),
-            what: "name the device (it is gone)".into(),
-            errno: Errno::last(),
-        });
-    }
-    // SAFETY: on success if_indextoname wrote a NUL-terminated name into buf.
-    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Ok(name.to_string_lossy().into_owned())
+    super::netdev_name(ifindex).map_err(|errno| EthtoolError::Refused {
+        dev: format!("ifindex {ifindex}"),
+        what: "name the device (it is gone)".into(),
+        errno,
+    })
 }
 
 impl QueueOps for LiveQueues {
@@ -146,7 +129,7 @@ impl QueueOps for LiveQueues {
 
 /// The device stacked on `parent` (sysfs `iflink`) whose MAC is `mac`.
 fn find_upper_with_mac(parent: u32, mac: [u8; 6]) -> Result<Option<u32>, EthtoolError> {
-    let want = crate::host::netlink::format_mac(&mac);
+    let want = crate::model::mac::Mac(mac).to_string();
     let dir = std::fs::read_dir("/sys/class/net").map_err(|e| EthtoolError::Protocol {
         dev: format!("ifindex {parent}"),
         what: "list network devices".into(),
@@ -300,16 +283,8 @@ pub fn ntuple_delete_request(location: u32) -> Vec<u8> {
     b
 }
 
-fn nla(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize(out.len() + (4 - len % 4) % 4, 0);
-}
-
 fn nest(out: &mut Vec<u8>, kind: u16, inner: &[u8]) {
-    nla(out, kind | 0x8000, inner);
+    put_attr(out, kind | 0x8000, inner);
 }
 
 fn cstr(s: &str) -> Vec<u8> {
@@ -340,9 +315,9 @@ const ETHTOOL_A_HEADER_FLAGS: u16 = 3;
 
 fn ethtool_header(dev: &str, flags: Option<u32>) -> Vec<u8> {
     let mut h = Vec::new();
-    nla(&mut h, ETHTOOL_A_HEADER_DEV_NAME, &cstr(dev));
+    put_attr(&mut h, ETHTOOL_A_HEADER_DEV_NAME, &cstr(dev));
     if let Some(f) = flags {
-        nla(&mut h, ETHTOOL_A_HEADER_FLAGS, &f.to_ne_bytes());
+        put_attr(&mut h, ETHTOOL_A_HEADER_FLAGS, &f.to_ne_bytes());
     }
     h
 }
@@ -352,7 +327,7 @@ fn ethtool_header(dev: &str, flags: Option<u32>) -> Vec<u8> {
 pub fn channels_set_request(family: u16, seq: u32, dev: &str, combined: u32) -> Vec<u8> {
     let mut p = vec![ETHTOOL_MSG_CHANNELS_SET, 1, 0, 0];
     nest(&mut p, 1, &ethtool_header(dev, None));
-    nla(&mut p, 9, &combined.to_ne_bytes());
+    put_attr(&mut p, 9, &combined.to_ne_bytes());
     nlmsg(family, NLM_F_REQUEST | NLM_F_ACK, seq, &p)
 }
 
@@ -362,9 +337,9 @@ pub fn feature_set_request(family: u16, seq: u32, dev: &str, name: &str, on: boo
     let mut p = vec![ETHTOOL_MSG_FEATURES_SET, 1, 0, 0];
     nest(&mut p, 1, &ethtool_header(dev, Some(1)));
     let mut bit = Vec::new();
-    nla(&mut bit, 2, &cstr(name));
+    put_attr(&mut bit, 2, &cstr(name));
     if on {
-        nla(&mut bit, 3, &[]);
+        put_attr(&mut bit, 3, &[]);
     }
     let mut bits = Vec::new();
     nest(&mut bits, 1, &bit);
@@ -380,17 +355,17 @@ pub fn feature_set_request(family: u16, seq: u32, dev: &str, name: &str, on: boo
 /// own (ixgbe, i40e); without it the macvlan is a software device.
 pub fn macvlan_request(seq: u32, parent: u32, name: &str, mac: [u8; 6]) -> Vec<u8> {
     let mut p = vec![0u8; 16]; // ifinfomsg: family, pad, type, index, flags, change
-    nla(&mut p, 1, &mac); // IFLA_ADDRESS
-    nla(&mut p, 5, &parent.to_ne_bytes()); // IFLA_LINK
-    nla(&mut p, 3, &cstr(name)); // IFLA_IFNAME
+    put_attr(&mut p, 1, &mac); // IFLA_ADDRESS
+    put_attr(&mut p, 5, &parent.to_ne_bytes()); // IFLA_LINK
+    put_attr(&mut p, 3, &cstr(name)); // IFLA_IFNAME
     let mut info = Vec::new();
-    nla(&mut info, 1, b"macvlan"); // IFLA_INFO_KIND, unterminated as ip sends it
+    put_attr(&mut info, 1, b"macvlan"); // IFLA_INFO_KIND, unterminated as ip sends it
     let mut data = Vec::new();
-    nla(&mut data, 1, &4u32.to_ne_bytes()); // IFLA_MACVLAN_MODE = MACVLAN_MODE_BRIDGE
+    put_attr(&mut data, 1, &4u32.to_ne_bytes()); // IFLA_MACVLAN_MODE = MACVLAN_MODE_BRIDGE
     // IFLA_INFO_DATA and IFLA_LINKINFO: iproute2 sets no NLA_F_NESTED flag on either,
     // and rtnetlink does not ask for it.
-    nla(&mut info, 2, &data);
-    nla(&mut p, 18, &info);
+    put_attr(&mut info, 2, &data);
+    put_attr(&mut p, 18, &info);
     nlmsg(
         16,
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE,
@@ -406,56 +381,39 @@ pub fn link_delete_request(seq: u32, ifindex: u32) -> Vec<u8> {
     nlmsg(17, NLM_F_REQUEST | NLM_F_ACK, seq, &p)
 }
 
-/// Sends one rtnetlink request and waits for its ack.
-fn rtnl_request(what: &str, dev: &str, req: &[u8]) -> Result<(), EthtoolError> {
-    // SAFETY: socket(2) with constant arguments, checked below, then owned.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(EthtoolError::Socket {
-            dev: dev.into(),
-            what: "reach rtnetlink",
-            errno: Errno::last(),
-        });
-    }
-    // SAFETY: fd was just returned by socket(2) and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut g = Genl {
-        fd,
-        family: 0,
-        seq: 1,
-    };
-    g.exchange(dev, what, req).map(|_| ())
+/// Sends one rtnetlink request, encoded whole by `encode` with the socket's sequence
+/// number, and waits for its ack.
+fn rtnl_request(
+    what: &str,
+    dev: &str,
+    encode: impl FnOnce(u32) -> Vec<u8>,
+) -> Result<(), EthtoolError> {
+    let mut sock = NlSocket::open(netlink_sys::constants::NETLINK_ROUTE)
+        .map_err(|e| socket_error(dev, "reach rtnetlink", e))?;
+    let req = encode(sock.next_seq());
+    exchange(&mut sock, dev, what, &req)
 }
 
 /// Creates a macvlan in bridge mode (`ip link add link PARENT name NAME address MAC type
 /// macvlan mode bridge`).
 pub fn macvlan_create(parent: u32, name: &str, mac: [u8; 6]) -> Result<(), EthtoolError> {
-    rtnl_request(
-        "create a macvlan",
-        name,
-        &macvlan_request(1, parent, name, mac),
-    )
+    rtnl_request("create a macvlan", name, |seq| {
+        macvlan_request(seq, parent, name, mac)
+    })
 }
 
 /// Deletes a device by ifindex.
 pub fn link_delete(ifindex: u32) -> Result<(), EthtoolError> {
-    rtnl_request(
-        "delete the device",
-        &format!("ifindex {ifindex}"),
-        &link_delete_request(1, ifindex),
-    )
+    rtnl_request("delete the device", &format!("ifindex {ifindex}"), |seq| {
+        link_delete_request(seq, ifindex)
+    })
 }
 
 // ---------------------------------------------------------------------------------------
 // The ioctl.
 
-fn ifname(dev: &str) -> Result<[libc::c_char; libc::IFNAMSIZ], EthtoolError> {
+/// `dev` as the kernel's fixed-size interface name, refused when it cannot be one.
+pub(crate) fn ifname(dev: &str) -> Result<[libc::c_char; libc::IFNAMSIZ], EthtoolError> {
     let c = CString::new(dev).map_err(|_| EthtoolError::BadName { dev: dev.into() })?;
     let bytes = c.as_bytes_with_nul();
     if bytes.len() > libc::IFNAMSIZ || bytes.len() < 2 {
@@ -487,11 +445,26 @@ fn dgram_socket(dev: &str, what: &'static str) -> Result<OwnedFd, EthtoolError> 
 /// writes it in place).
 fn ethtool_ioctl(dev: &str, what: &str, buf: &mut [u8]) -> Result<(), EthtoolError> {
     let sock = dgram_socket(dev, "send an ethtool request")?;
+    siocethtool(&sock, ifname(dev)?, buf).map_err(|errno| EthtoolError::Refused {
+        dev: dev.into(),
+        what: what.into(),
+        errno,
+    })
+}
+
+/// One `SIOCETHTOOL` request on `sock` (any socket; the driver statistics keep one) for the
+/// netdev `name`, whose command struct is `buf`, sized by the caller for the command in its
+/// first four bytes and the counts it put there.
+pub(crate) fn siocethtool(
+    sock: &OwnedFd,
+    name: [libc::c_char; libc::IFNAMSIZ],
+    buf: &mut [u8],
+) -> Result<(), Errno> {
     let mut req: libc::ifreq = {
         // SAFETY: ifreq is plain old data; all-zero is a valid value.
         unsafe { std::mem::zeroed() }
     };
-    req.ifr_name = ifname(dev)?;
+    req.ifr_name = name;
     req.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
     // SAFETY: req names the device and points at `buf`, which is as large as the command
     // in its first four bytes needs (the callers size it from the same header), and
@@ -504,11 +477,7 @@ fn ethtool_ioctl(dev: &str, what: &str, buf: &mut [u8]) -> Result<(), EthtoolErr
         )
     };
     if rc < 0 {
-        return Err(EthtoolError::Refused {
-            dev: dev.into(),
-            what: what.into(),
-            errno: Errno::last(),
-        });
+        return Err(Errno::last());
     }
     Ok(())
 }
@@ -620,123 +589,71 @@ fn channels_ioctl(dev: &str, set: Option<u32>) -> Result<u32, EthtoolError> {
 
 /// A generic netlink socket resolved to the ethtool family.
 struct Genl {
-    fd: OwnedFd,
+    sock: NlSocket,
     family: u16,
-    seq: u32,
 }
 
 impl Genl {
     /// None when the kernel has no ethtool netlink family (CONFIG_ETHTOOL_NETLINK off).
     fn open(dev: &str) -> Result<Option<Genl>, EthtoolError> {
-        // SAFETY: socket(2) with constant arguments, checked below, then owned.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_GENERIC,
-            )
-        };
-        if fd < 0 {
-            return Err(EthtoolError::Socket {
+        let what = "look up the ethtool netlink family";
+        let mut sock = NlSocket::open(netlink_sys::constants::NETLINK_GENERIC)
+            .map_err(|e| socket_error(dev, "reach ethtool netlink", e))?;
+        match nlsock::genl_family(&mut sock, "ethtool") {
+            Ok(Some(family)) => Ok(Some(Genl { sock, family })),
+            Ok(None) => Err(EthtoolError::Protocol {
                 dev: dev.into(),
-                what: "reach ethtool netlink",
-                errno: Errno::last(),
-            });
+                what: what.into(),
+                why: "no family id in the answer".into(),
+            }),
+            Err(f) if f.errno() == Errno::ENOENT => Ok(None),
+            Err(f) => Err(failed(dev, what, f)),
         }
-        // SAFETY: fd was just returned by socket(2) and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut g = Genl {
-            fd,
-            family: 0x10,
-            seq: 1,
-        };
-        // CTRL_CMD_GETFAMILY "ethtool".
-        let mut p = vec![3u8, 1, 0, 0];
-        nla(&mut p, 2, &cstr("ethtool"));
-        let req = nlmsg(0x10, NLM_F_REQUEST, g.seq, &p);
-        let reply = match g.exchange(dev, "look up the ethtool netlink family", &req) {
-            Ok(r) => r,
-            Err(EthtoolError::Refused {
-                errno: Errno::ENOENT,
-                ..
-            }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        // genlmsghdr (4) then attributes; CTRL_ATTR_FAMILY_ID = 1 (u16).
-        let mut at = 20;
-        while at + 4 <= reply.len() {
-            let len = u16::from_ne_bytes([reply[at], reply[at + 1]]) as usize;
-            let kind = u16::from_ne_bytes([reply[at + 2], reply[at + 3]]) & 0x3fff;
-            if len < 4 {
-                break;
-            }
-            if kind == 1 && len >= 6 {
-                g.family = u16::from_ne_bytes([reply[at + 4], reply[at + 5]]);
-                return Ok(Some(g));
-            }
-            at += (len + 3) & !3;
-        }
-        Err(EthtoolError::Protocol {
+    }
+
+    /// Sends the request `encode` makes of the family id and a sequence number, and waits
+    /// for its ack.
+    fn request(
+        &mut self,
+        dev: &str,
+        what: &str,
+        encode: impl FnOnce(u16, u32) -> Vec<u8>,
+    ) -> Result<(), EthtoolError> {
+        let req = encode(self.family, self.sock.next_seq());
+        exchange(&mut self.sock, dev, what, &req)
+    }
+}
+
+/// One request encoded whole and its reply, through the kernel layer's request loop; the
+/// reply's messages are not needed, only whether the kernel accepted.
+fn exchange(sock: &mut NlSocket, dev: &str, what: &str, req: &[u8]) -> Result<(), EthtoolError> {
+    sock.exchange::<Raw>(req)
+        .map(|_| ())
+        .map_err(|f| failed(dev, what, f))
+}
+
+/// A failed exchange as this module says it: the kernel refused `what` on `dev` (a read
+/// that timed out as EAGAIN), or answered what does not parse.
+fn failed(dev: &str, what: &str, f: Failure) -> EthtoolError {
+    match f {
+        Failure::Unreadable(why) => EthtoolError::Protocol {
             dev: dev.into(),
-            what: "look up the ethtool netlink family".into(),
-            why: "no family id in the answer".into(),
-        })
+            what: what.into(),
+            why,
+        },
+        f => EthtoolError::Refused {
+            dev: dev.into(),
+            what: what.into(),
+            errno: f.errno(),
+        },
     }
+}
 
-    fn next_seq(&mut self) -> u32 {
-        self.seq += 1;
-        self.seq
-    }
-
-    /// Sends one request and returns the first non-error answer (or the ack).
-    fn exchange(&mut self, dev: &str, what: &str, req: &[u8]) -> Result<Vec<u8>, EthtoolError> {
-        let fd = self.fd.as_raw_fd();
-        let mut addr: libc::sockaddr_nl = {
-            // SAFETY: sockaddr_nl is plain old data; all-zero addresses the kernel.
-            unsafe { std::mem::zeroed() }
-        };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: `req` and `addr` are valid for the lengths given for the whole call.
-        let sent = unsafe {
-            libc::sendto(
-                fd,
-                req.as_ptr().cast(),
-                req.len(),
-                0,
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(EthtoolError::Refused {
-                dev: dev.into(),
-                what: what.into(),
-                errno: Errno::last(),
-            });
-        }
-        let mut buf = vec![0u8; 65536];
-        // SAFETY: buf is writable for its whole length during the call.
-        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(EthtoolError::Refused {
-                dev: dev.into(),
-                what: what.into(),
-                errno: Errno::last(),
-            });
-        }
-        buf.truncate(n as usize);
-        if buf.len() >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == 2 {
-            // NLMSG_ERROR: a negative errno, or 0 for an ack.
-            let err = i32::from_ne_bytes(buf[16..20].try_into().expect("4 bytes"));
-            if err != 0 {
-                return Err(EthtoolError::Refused {
-                    dev: dev.into(),
-                    what: what.into(),
-                    errno: Errno::from_raw(-err),
-                });
-            }
-        }
-        Ok(buf)
+fn socket_error(dev: &str, what: &'static str, e: std::io::Error) -> EthtoolError {
+    EthtoolError::Socket {
+        dev: dev.into(),
+        what,
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
     }
 }
 
@@ -751,12 +668,11 @@ pub fn channels_combined(dev: &str) -> Result<u32, EthtoolError> {
 /// Drivers re-create their queue interrupts: IRQ numbers and affinities change.
 pub fn channels_set(dev: &str, combined: u32) -> Result<(), EthtoolError> {
     match Genl::open(dev)? {
-        Some(mut g) => {
-            let seq = g.next_seq();
-            let req = channels_set_request(g.family, seq, dev, combined);
-            g.exchange(dev, &format!("set {combined} combined channels"), &req)
-                .map(|_| ())
-        }
+        Some(mut g) => g.request(
+            dev,
+            &format!("set {combined} combined channels"),
+            |family, seq| channels_set_request(family, seq, dev, combined),
+        ),
         None => channels_ioctl(dev, Some(combined)).map(|_| ()),
     }
 }
@@ -772,12 +688,10 @@ pub fn feature_set(dev: &str, name: &str, on: bool) -> Result<(), EthtoolError> 
             errno: Errno::EOPNOTSUPP,
         });
     };
-    let seq = g.next_seq();
-    let req = feature_set_request(g.family, seq, dev, name, on);
-    g.exchange(
+    g.request(
         dev,
         &format!("turn {name} {}", if on { "on" } else { "off" }),
-        &req,
+        |family, seq| feature_set_request(family, seq, dev, name, on),
     )?;
     let now = features(dev)?;
     let got = match name {
@@ -809,14 +723,21 @@ pub fn features(dev: &str) -> Result<QueueFeatures, EthtoolError> {
 }
 
 async fn features_async(dev: &str) -> Result<QueueFeatures, EthtoolError> {
-    use ::ethtool::{EthtoolAttr, EthtoolFeatureAttr};
-    use futures::TryStreamExt;
-    let (conn, mut handle, _) = ::ethtool::new_connection().map_err(|e| EthtoolError::Socket {
+    let (conn, handle, _) = ::ethtool::new_connection().map_err(|e| EthtoolError::Socket {
         dev: dev.into(),
         what: "read features",
         errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
     })?;
-    tokio::spawn(conn);
+    super::with_connection(conn, features_of(dev, handle)).await
+}
+
+/// ntuple and l2-fwd-offload as the `ethtool` family reports them.
+async fn features_of(
+    dev: &str,
+    mut handle: ::ethtool::EthtoolHandle,
+) -> Result<QueueFeatures, EthtoolError> {
+    use ::ethtool::{EthtoolAttr, EthtoolFeatureAttr};
+    use futures::TryStreamExt;
     let stream = handle
         .feature()
         .get(Some(dev))
@@ -898,5 +819,47 @@ mod tests {
         assert_eq!(&b[4..8], &[0xff; 4]);
         assert_eq!(get_u32(&b, 8), 2);
         assert_eq!(get_u32(&b, 28), 2);
+    }
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    /// The ethtool family is looked up and its refusal read through the shared request
+    /// loop: loopback has no channels to set (nothing changes on this machine).
+    #[test]
+    fn a_refused_channels_set_names_the_request() {
+        let e = channels_set("lo", 1).unwrap_err();
+        assert!(
+            matches!(&e, EthtoolError::Refused { dev, what, errno: Errno::EOPNOTSUPP | Errno::EPERM }
+                if dev == "lo" && what == "set 1 combined channels"),
+            "{e:?}"
+        );
+    }
+
+    /// The rtnetlink side: no device has this ifindex, so the deletion is refused.
+    #[test]
+    fn a_refused_link_delete_names_the_device() {
+        let e = link_delete(0x7fff_fff0).unwrap_err();
+        assert!(
+            matches!(&e, EthtoolError::Refused { dev, errno: Errno::ENODEV | Errno::EPERM, .. }
+                if dev == "ifindex 2147483632"),
+            "{e:?}"
+        );
+    }
+
+    /// Features are read on the kernel layer's one runtime, from several threads at once
+    /// and again afterwards (each call's connection dropped with it).
+    #[test]
+    fn features_read_from_several_threads() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| features("lo")))
+            .collect();
+        for t in threads {
+            let f = t.join().unwrap().expect("loopback's features read");
+            assert_eq!(f.ntuple.map(|f| f.active), Some(false));
+        }
+        assert!(features("lo").is_ok());
     }
 }

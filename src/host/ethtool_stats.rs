@@ -9,12 +9,12 @@
 //! before the request, so a rename by udev between two periods changes nothing.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
 
-/// SIOCETHTOOL.
-const SIOCETHTOOL: libc::c_ulong = 0x8946;
+use super::ethtool::{ifname as kernel_name, siocethtool};
+
 const ETHTOOL_GDRVINFO: u32 = 0x03;
 const ETHTOOL_GSTRINGS: u32 = 0x1b;
 const ETHTOOL_GSTATS: u32 = 0x1d;
@@ -154,29 +154,15 @@ impl StatsReader {
         name: &str,
         buf: &mut [u8],
     ) -> Result<(), EthtoolStatsError> {
-        // SAFETY: ifreq is plain old data; all-zero is a valid value.
-        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in ifr
-            .ifr_name
-            .iter_mut()
-            .zip(name.bytes().take(libc::IFNAMSIZ - 1))
-        {
-            *d = s as libc::c_char;
-        }
-        ifr.ifr_ifru.ifru_data = buf.as_mut_ptr().cast();
-        // SAFETY: SIOCETHTOOL reads the command at the start of `buf` and writes at most
-        // the size that command implies; every caller sizes `buf` for its command and the
-        // counts it put there. `ifr` and `buf` outlive the call.
-        let r = unsafe { libc::ioctl(self.sock.as_raw_fd(), SIOCETHTOOL as _, &mut ifr) };
-        if r < 0 {
-            return Err(EthtoolStatsError::Request {
-                what,
-                ifindex,
-                name: name.to_string(),
-                errno: Errno::last(),
-            });
-        }
-        Ok(())
+        let fail = |errno| EthtoolStatsError::Request {
+            what,
+            ifindex,
+            name: name.to_string(),
+            errno,
+        };
+        // A name the kernel just gave is always a valid one.
+        let kname = kernel_name(name).map_err(|_| fail(Errno::EINVAL))?;
+        siocethtool(&self.sock, kname, buf).map_err(fail)
     }
 
     fn count(&self, ifindex: u32, name: &str) -> Result<usize, EthtoolStatsError> {
@@ -235,15 +221,7 @@ impl StatsReader {
 
 /// The current name of the netdev with this ifindex in this network namespace.
 fn ifname(ifindex: u32) -> Result<String, EthtoolStatsError> {
-    let mut buf = [0 as libc::c_char; libc::IFNAMSIZ];
-    // SAFETY: if_indextoname writes at most IFNAMSIZ bytes, NUL included, into `buf`.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return Err(EthtoolStatsError::NoDevice(ifindex));
-    }
-    // SAFETY: on success `buf` holds a NUL-terminated name.
-    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
-    Ok(name.to_string_lossy().into_owned())
+    super::netdev_name(ifindex).map_err(|_| EthtoolStatsError::NoDevice(ifindex))
 }
 
 #[cfg(test)]

@@ -7,9 +7,7 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::NLM_F_DUMP;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     LinkAttribute, LinkExtentMask, LinkInfo, LinkMessage, State, VfInfo, VfLinkState, VfVlan,
@@ -17,7 +15,8 @@ use netlink_packet_route::link::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::model::mac::Mac;
+use super::nlsock::{Failure, NlSocket};
+use crate::model::mac::{Mac, link_address_text};
 pub use crate::model::vf::VfConfig;
 use crate::model::vf::{LinkState, VlanProto};
 
@@ -85,7 +84,7 @@ pub fn snapshot() -> Result<NetlinkSnapshot, NetlinkError> {
 
 /// [`snapshot`], with ethtool channels only when asked for (provisioning needs none).
 pub fn snapshot_scoped(channels: bool) -> Result<NetlinkSnapshot, NetlinkError> {
-    // Without channels, one dump on a plain socket says it all: no async runtime to build,
+    // Without channels, one dump on a plain socket says it all: no async runtime to start,
     // which is a good part of a short command's time on a slow host.
     if !channels {
         return Ok(NetlinkSnapshot {
@@ -93,15 +92,9 @@ pub fn snapshot_scoped(channels: bool) -> Result<NetlinkSnapshot, NetlinkError> 
             channels: BTreeMap::new(),
         });
     }
-    super::block_on(async {
-        let links = dump_links_blocking()?;
-        let channels = if channels {
-            dump_channels().await?
-        } else {
-            BTreeMap::new()
-        };
-        Ok(NetlinkSnapshot { links, channels })
-    })
+    let links = dump_links_blocking()?;
+    let channels = super::block_on(dump_channels())?;
+    Ok(NetlinkSnapshot { links, channels })
 }
 
 /// RTM_GETLINK as a dump. SkipStats keeps big PFs' replies small; the Vf mask is what makes
@@ -126,107 +119,53 @@ fn dump_links_blocking() -> Result<Vec<LinkSnapshot>, NetlinkError> {
         .collect())
 }
 
-/// How long [`request_blocking`] waits for each part of a reply: as long as the async
-/// rtnetlink calls are allowed (host::sriov).
-const BLOCKING_REPLY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Sends one rtnetlink request on a blocking socket of its own and returns the messages of
-/// the reply. A short command, or a switch worker's reconcile, has no async runtime to spare,
-/// and a socket per request means every reply read is ours. With `NLM_F_DUMP` in `flags` the
-/// reply is read up to NLMSG_DONE; otherwise the kernel is asked to ack, and the reply ends
-/// there (a change returns no messages). An NLMSG_ERROR becomes [`NetlinkError::Request`]
-/// naming `what`.
+/// Sends one rtnetlink request on a blocking socket of its own ([`super::nlsock`]) and
+/// returns the messages of the reply. With `NLM_F_DUMP` in `flags` the reply is read up to
+/// NLMSG_DONE; otherwise the kernel is asked to ack, and the reply ends there (a change
+/// returns no messages). An NLMSG_ERROR becomes [`NetlinkError::Request`] naming `what`.
 pub(crate) fn request_blocking(
     what: &str,
     msg: RouteNetlinkMessage,
     flags: u16,
 ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-    let open = |source| NetlinkError::Socket {
-        family: "route",
-        source,
-    };
-    let io = |source| NetlinkError::Exchange {
-        what: what.to_string(),
-        source,
-    };
-    let refused = |message: String| NetlinkError::Request {
-        what: what.to_string(),
-        message,
-    };
-    let mut sock = netlink_sys::Socket::new(netlink_sys::constants::NETLINK_ROUTE).map_err(open)?;
-    // The kernel answers at once; should an answer never come, the request fails, naming
-    // itself, instead of holding up apply or a switch worker for good.
-    nix::sys::socket::setsockopt(
-        &sock,
-        nix::sys::socket::sockopt::ReceiveTimeout,
-        &nix::sys::time::TimeVal::new(BLOCKING_REPLY_WITHIN.as_secs() as i64, 0),
-    )
-    .map_err(|errno| open(errno.into()))?;
-    sock.bind_auto().map_err(open)?;
-    sock.connect(&netlink_sys::SocketAddr::new(0, 0))
-        .map_err(open)?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | flags;
-    // Without an ack a change would have no reply to end the loop below.
-    if flags & NLM_F_DUMP != NLM_F_DUMP {
-        header.flags |= NLM_F_ACK;
-    }
-    header.sequence_number = 1;
-    let mut req = NetlinkMessage::new(header, NetlinkPayload::from(msg));
-    req.finalize();
-    let mut buf = vec![0; req.buffer_len()];
-    req.serialize(&mut buf);
-    sock.send(&buf, 0).map_err(io)?;
-    let mut replies = Vec::new();
-    loop {
-        let (data, _) = sock.recv_from_full().map_err(|err| {
-            if err.kind() == std::io::ErrorKind::WouldBlock {
-                io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "the kernel sent no reply within {} s",
-                        BLOCKING_REPLY_WITHIN.as_secs()
-                    ),
-                ))
-            } else {
-                io(err)
-            }
-        })?;
-        let mut at = 0;
-        while at < data.len() {
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[at..])
-                .map_err(|e| refused(format!("unreadable reply: {e}")))?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::Done(_) => return Ok(replies),
-                // An ack is an error message with no error code.
-                NetlinkPayload::Error(e) if e.code.is_none() => return Ok(replies),
-                NetlinkPayload::Error(e) => return Err(refused(e.to_string())),
-                NetlinkPayload::InnerMessage(m) => replies.push(m),
-                _ => {}
-            }
-            if len == 0 {
-                return Err(refused("unreadable reply: a message of length 0".into()));
-            }
-            // Messages in one datagram are 4-byte aligned (NLMSG_ALIGN).
-            at += (len + 3) & !3;
+    let mut sock = NlSocket::open(netlink_sys::constants::NETLINK_ROUTE).map_err(|source| {
+        NetlinkError::Socket {
+            family: "route",
+            source,
         }
-    }
+    })?;
+    sock.request(msg, flags).map_err(|failure| match failure {
+        Failure::Refused(e) => NetlinkError::Request {
+            what: what.to_string(),
+            message: e.to_string(),
+        },
+        Failure::Unreadable(message) => NetlinkError::Request {
+            what: what.to_string(),
+            message,
+        },
+        other => NetlinkError::Exchange {
+            what: what.to_string(),
+            source: other.into_io(),
+        },
+    })
 }
 
 async fn dump_channels() -> Result<BTreeMap<u32, Channels>, NetlinkError> {
+    let (conn, handle, _) = ethtool::new_connection().map_err(|source| NetlinkError::Socket {
+        family: "ethtool generic",
+        source,
+    })?;
+    Ok(super::with_connection(conn, channels_of(handle)).await)
+}
+
+/// Every link's channels, as far as the kernel answers.
+async fn channels_of(mut handle: ethtool::EthtoolHandle) -> BTreeMap<u32, Channels> {
     use ethtool::{EthtoolAttr, EthtoolChannelAttr, EthtoolHeader};
-    let (conn, mut handle, _) =
-        ethtool::new_connection().map_err(|source| NetlinkError::Socket {
-            family: "ethtool generic",
-            source,
-        })?;
-    tokio::spawn(conn);
     let mut out = BTreeMap::new();
     let stream = match handle.channel().get(None).execute().await {
         Ok(s) => s,
         // Kernels without ETHTOOL_NETLINK: no channel data, not a failure.
-        Err(_) => return Ok(out),
+        Err(_) => return out,
     };
     futures::pin_mut!(stream);
     while let Ok(Some(msg)) = stream.try_next().await {
@@ -258,16 +197,7 @@ async fn dump_channels() -> Result<BTreeMap<u32, Channels>, NetlinkError> {
             out.insert(i, ch);
         }
     }
-    Ok(out)
-}
-
-/// Formats a hardware address as lower-case colon-separated hex.
-pub fn format_mac(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    out
 }
 
 /// Reduces an rtnetlink link message to a snapshot.
@@ -290,8 +220,8 @@ pub fn link_from_message(msg: &LinkMessage) -> LinkSnapshot {
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => l.name = n.clone(),
-            LinkAttribute::Address(a) => l.mac = Some(format_mac(a)),
-            LinkAttribute::PermAddress(a) => l.perm_mac = Some(format_mac(a)),
+            LinkAttribute::Address(a) => l.mac = Some(link_address_text(a)),
+            LinkAttribute::PermAddress(a) => l.perm_mac = Some(link_address_text(a)),
             LinkAttribute::Mtu(m) => l.mtu = Some(*m),
             LinkAttribute::OperState(s) => l.operstate = operstate_name(s),
             LinkAttribute::NumTxQueues(n) => l.num_tx_queues = Some(*n),

@@ -14,7 +14,6 @@ use nix::errno::Errno;
 
 use super::fs::KernelFs;
 use super::netlink;
-pub use crate::model::vf::parse_mac;
 use crate::model::vf::{LinkState, VfConfig, VlanProto};
 use crate::provision::ops::QueueOps;
 pub use crate::provision::ops::{HostError, SriovOps};
@@ -28,8 +27,9 @@ pub struct LiveSriov {
     /// How long one rtnetlink request may take (a driver's VF handler runs under the
     /// RTNL lock, which anything else on the host may be holding).
     pub netlink_timeout: Duration,
-    /// One runtime and one rtnetlink connection for the whole run, not one per request.
-    rt: tokio::runtime::Runtime,
+    /// The kernel layer's one runtime ([`super::runtime`]) and one rtnetlink connection for
+    /// the whole run, not one per request.
+    rt: &'static tokio::runtime::Runtime,
     handle: Option<rtnetlink::Handle>,
     /// PF links as last dumped (with their VF info), until something is written: a
     /// plan reads each VF several times (undo record, convergence) between writes.
@@ -45,10 +45,7 @@ impl LiveSriov {
             fs,
             vf_create_timeout: Duration::from_secs(120),
             netlink_timeout: Duration::from_secs(30),
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a current-thread tokio runtime always builds"),
+            rt: super::runtime(),
             handle: None,
             links: Default::default(),
             queue_ops: super::ethtool::LiveQueues,

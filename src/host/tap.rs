@@ -171,8 +171,8 @@ impl Tap {
 /// software path's trunk on a VF, whose netdev starts down. The name is looked up from the
 /// index just before the call; the flags ioctl takes nothing else.
 pub fn set_link_up(ifindex: u32) -> std::io::Result<()> {
-    let name = nix::net::if_::if_indextoname(ifindex)?;
-    set_flags_up(&name.to_string_lossy())
+    let name = crate::host::netdev_name(ifindex)?;
+    set_flags_up(&name)
 }
 
 fn set_flags_up(name: &str) -> std::io::Result<()> {

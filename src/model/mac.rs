@@ -29,6 +29,19 @@ impl Mac {
             .map(|b| Mac(b.try_into().expect("six bytes")))
     }
 
+    /// The kernel's and sysfs's spelling as `ip link` and a VF's admin MAC carry it: six
+    /// colon-separated hex numbers, where a byte may be one digit (`2:0:0:0:0:1`). Kept apart
+    /// from the strict [`FromStr`], which configs and state files go through, so that only
+    /// text the kernel wrote is read this leniently.
+    pub fn parse_lenient(s: &str) -> Option<Mac> {
+        let mut bytes = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut bytes {
+            *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+        }
+        parts.next().is_none().then_some(Mac(bytes))
+    }
+
     /// Group addresses (the I/G bit set), broadcast included: never a port's own address.
     pub fn is_multicast(&self) -> bool {
         self.0[0] & 1 == 1
@@ -46,9 +59,32 @@ impl Mac {
 
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+        write_colon_hex(f, &self.0)
     }
+}
+
+/// A link-layer address of any length (rtnetlink's IFLA_ADDRESS: six bytes on Ethernet,
+/// four on a sit tunnel, twenty on InfiniBand) in the spelling a [`Mac`] has, so that an
+/// Ethernet address reads the same whichever way it came.
+pub fn link_address_text(bytes: &[u8]) -> String {
+    struct Text<'a>(&'a [u8]);
+    impl fmt::Display for Text<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write_colon_hex(f, self.0)
+        }
+    }
+    Text(bytes).to_string()
+}
+
+/// Lower-case two-digit hex bytes joined by colons: the one spelling of an address.
+fn write_colon_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            f.write_str(":")?;
+        }
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
 }
 
 /// Six two-digit hex bytes separated by colons, in either case. Other spellings (dashes,
@@ -103,5 +139,32 @@ impl<'de> Deserialize<'de> for Mac {
 impl PartialEq<&str> for Mac {
     fn eq(&self, other: &&str) -> bool {
         other.parse::<Mac>().is_ok_and(|m| m == *self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_and_lenient_spellings() {
+        let m = Mac([2, 0, 0, 0, 0xab, 1]);
+        assert_eq!(m.to_string(), "02:00:00:00:ab:01");
+        assert_eq!("02:00:00:00:AB:01".parse::<Mac>(), Ok(m));
+        assert_eq!("2:0:0:0:ab:1".parse::<Mac>(), Err(()));
+        assert_eq!(Mac::parse_lenient("2:0:0:0:ab:1"), Some(m));
+        assert_eq!(Mac::parse_lenient("02:00:00:00:ab:01"), Some(m));
+        assert_eq!(Mac::parse_lenient("02:00:00:00:ab"), None);
+        assert_eq!(Mac::parse_lenient("02:00:00:00:ab:01:02"), None);
+        assert_eq!(Mac::parse_lenient("02:00:00:00:ab:g1"), None);
+        assert_eq!(Mac::parse_lenient("02:00:00:00:ab:"), None);
+    }
+
+    #[test]
+    fn link_addresses_of_any_length() {
+        assert_eq!(link_address_text(&[]), "");
+        assert_eq!(link_address_text(&[10, 0, 0, 1]), "0a:00:00:01");
+        let m = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+        assert_eq!(link_address_text(&m), Mac(m).to_string());
     }
 }

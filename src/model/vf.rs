@@ -111,15 +111,9 @@ impl<'de> Deserialize<'de> for LinkState {
     }
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff` as `ip link` and the VF's own admin MAC spell it (single
-/// hex digits per byte are accepted, as the kernel's tools do).
+/// [`Mac::parse_lenient`] as bytes; kept for callers not yet moved to it.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in out.iter_mut() {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
+    Mac::parse_lenient(s).map(|m| m.0)
 }
 
 #[cfg(test)]

@@ -289,7 +289,7 @@ pub fn check_vport_steering(
     let mut c = SteeringCheck::default();
     let v = state.vports.get(name);
     let pf = v.map(|v| v.uplink.as_str()).unwrap_or("its PF");
-    let Some(mac) = crate::model::vf::parse_mac(&st.mac) else {
+    let Some(crate::model::mac::Mac(mac)) = crate::model::mac::Mac::parse_lenient(&st.mac) else {
         c.drift.push(format!(
             "the state records MAC {:?}, which is not a MAC",
             st.mac
@@ -359,11 +359,7 @@ fn check_rule(
         Ok(Some(r)) if Some(r) == want => c.rule_ours = true,
         Ok(Some(r)) => c.drift.push(format!(
             "ntuple rule {loc} on {pf} is not the one applied (dst {}{} -> {})",
-            r.dst_mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":"),
+            crate::model::mac::Mac(r.dst_mac),
             r.vlan.map(|v| format!(" vlan {v}")).unwrap_or_default(),
             match r.target {
                 FlowTarget::Queue { index } => format!("queue {index}"),

@@ -933,7 +933,7 @@ impl Running {
         for mac in have.iter().filter(|m| !want.contains(*m)) {
             if let Err(e) = filter.remove(*mac) {
                 errors.push(fail(
-                    format!("drop the unicast address {}", mac_text(mac)),
+                    format!("drop the unicast address {}", crate::model::mac::Mac(*mac)),
                     e,
                 ));
             }
@@ -941,16 +941,12 @@ impl Running {
         for mac in &want {
             if let Err(e) = filter.add(*mac) {
                 errors.push(fail(
-                    format!("add the unicast address {}", mac_text(mac)),
+                    format!("add the unicast address {}", crate::model::mac::Mac(*mac)),
                     e,
                 ));
             }
         }
     }
-}
-
-fn mac_text(mac: &[u8; 6]) -> String {
-    crate::switch::packet::Mac(*mac).to_string()
 }
 
 fn netdev_name(ifindex: u32) -> String {

@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::model::vf::parse_mac;
 use crate::provision::ops::{EthtoolError, HostError, QueueOps, SriovOps};
 use crate::provision::plan::Action;
 use crate::provision::state::{QueueMode, State, StateError, Steering};
@@ -263,7 +262,9 @@ fn queue_ops(ops: &mut dyn SriovOps) -> Result<&mut dyn QueueOps, StepError> {
 }
 
 fn mac_bytes(mac: &str) -> Result<[u8; 6], StepError> {
-    parse_mac(mac).ok_or_else(|| StepError::Changed(format!("{mac:?} is not a MAC address")))
+    crate::model::mac::Mac::parse_lenient(mac)
+        .map(|m| m.0)
+        .ok_or_else(|| StepError::Changed(format!("{mac:?} is not a MAC address")))
 }
 
 /// What this run programmed for each vPort on queues, for the state file.
