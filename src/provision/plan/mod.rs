@@ -35,8 +35,7 @@ mod vf_steps;
 
 use std::collections::BTreeSet;
 
-// The planner reads discovery's types (the one place it names the facts layer: until the
-// inventory's plain data moves to `model`, tests/layering_baseline.txt lists these two).
+// What discovery found and what the hardware profiles say, as plain model data.
 use crate::model::inventory::{Inventory, PciFunction, Role, VfEntry};
 use crate::model::profile::{self, ProfileSet};
 use crate::provision::config::{Config, ResolvedUplink};
