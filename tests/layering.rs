@@ -82,41 +82,117 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Every `crate::a::b::c` path named outside comments, with its line number; a
-/// `crate::{a, b::c}` group counts as each of its members.
-fn crate_paths(text: &str) -> Vec<(usize, String)> {
+/// Every crate path named outside comments, with its line number: `crate::a::b`, each
+/// member of a `crate::{a, b::{c, d}}` group (nested, over several lines), and a
+/// `super::` chain that climbs out of the file's layer to the crate root (`module` is the
+/// file's module path, e.g. `["provision", "plan", "steering"]`), judged as the crate path
+/// it names.
+fn crate_paths(text: &str, module: &[&str]) -> Vec<(usize, String)> {
+    // Comments out, line breaks kept so offsets map back to lines.
+    let code: String = text
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(code.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let line_of = |at: usize| line_starts.partition_point(|&start| start <= at);
     let mut found = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            let before = rest[..at].chars().next_back();
-            rest = &rest[at + "crate::".len()..];
-            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-                continue;
+    let mut at = 0;
+    while at < code.len() {
+        let rest = &code[at..];
+        let before = code[..at].chars().next_back();
+        let starts_word = !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+        let root_len = if !starts_word {
+            None
+        } else if rest.starts_with("crate::") {
+            Some("crate::".len())
+        } else if rest.starts_with("super::") {
+            escaping_supers(rest, module)
+        } else {
+            None
+        };
+        match root_len {
+            Some(len) => {
+                let line = line_of(at);
+                let mut paths = Vec::new();
+                let used = expand("", &rest[len..], &mut paths);
+                found.extend(paths.into_iter().map(|p| (line, p)));
+                at += len + used.max(1);
             }
-            if let Some(group) = rest.strip_prefix('{') {
-                let inner = group.split('}').next().unwrap_or("");
-                for member in inner.split(',') {
-                    let member = member.trim();
-                    if !member.is_empty() {
-                        found.push((n + 1, path_of(member)));
-                    }
-                }
-            } else {
-                found.push((n + 1, path_of(rest)));
-            }
+            None => at += rest.chars().next().map_or(1, char::len_utf8),
         }
     }
     found
 }
 
-fn path_of(s: &str) -> String {
-    s.chars()
+/// When `rest` starts with a `super::` chain that reaches the crate root from `module`,
+/// the length of that chain.
+fn escaping_supers(rest: &str, module: &[&str]) -> Option<usize> {
+    let mut n = 0;
+    let mut len = 0;
+    while rest[len..].starts_with("super::") {
+        n += 1;
+        len += "super::".len();
+    }
+    (n > 0 && n >= module.len()).then_some(len)
+}
+
+/// Reads one path or `{...}` group at the start of `s`, with `prefix` before it; pushes
+/// every full path; returns how many bytes it read.
+fn expand(prefix: &str, s: &str, out: &mut Vec<String>) -> usize {
+    let head: String = s
+        .chars()
         .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
-        .collect::<String>()
-        .trim_end_matches(':')
-        .to_string()
+        .collect();
+    let joined = format!("{prefix}{head}");
+    let rest = &s[head.len()..];
+    if (head.ends_with("::") || head.is_empty())
+        && let Some(group) = rest.strip_prefix('{')
+    {
+        {
+            let mut read = head.len() + 1;
+            let mut inner = group;
+            loop {
+                let skip = inner.len() - inner.trim_start_matches([' ', '\n', ',']).len();
+                inner = &inner[skip..];
+                read += skip;
+                if inner.is_empty() {
+                    return read;
+                }
+                if inner.starts_with('}') {
+                    return read + 1;
+                }
+                let used = expand(&joined, inner, out);
+                // `self` in a group names the prefix itself.
+                if let Some(last) = out.last_mut()
+                    && last.ends_with("::self")
+                {
+                    *last = last.trim_end_matches("::self").to_string();
+                }
+                // Skip an `as name` rename.
+                inner = &inner[used..];
+                read += used;
+                let rename = inner.trim_start();
+                if let Some(r) = rename.strip_prefix("as ") {
+                    let name_len = r
+                        .trim_start()
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .count();
+                    let skip = inner.len() - r.trim_start().len() + name_len;
+                    inner = &inner[skip..];
+                    read += skip;
+                }
+            }
+        }
+    }
+    let path = joined.trim_end_matches(':').to_string();
+    if !path.is_empty() {
+        out.push(path);
+    }
+    head.len()
 }
 
 fn allowed(path: &str, own: &str, allow: &[&str]) -> bool {
@@ -148,7 +224,12 @@ fn every_layer_names_only_what_it_may() {
         };
         let strict = PURE_FILES.iter().find(|(f, _)| *f == rel);
         let text = fs::read_to_string(file).unwrap();
-        for (line, path) in crate_paths(&text) {
+        let module: Vec<&str> = rel
+            .trim_end_matches(".rs")
+            .split('/')
+            .filter(|part| *part != "mod")
+            .collect();
+        for (line, path) in crate_paths(&text, &module) {
             let ok = match strict {
                 Some((_, pure)) => allowed(&path, "\u{0}", pure) || path == layer,
                 None => allowed(&path, layer, allow),
@@ -174,12 +255,32 @@ fn every_layer_names_only_what_it_may() {
 fn the_checker_sees_paths_groups_and_skips_comments() {
     let text = "use crate::host::fs;\n// crate::daemon::x\nlet a = crate::{model::mac::Mac, switch::io};\nnot_crate::x";
     assert_eq!(
-        crate_paths(text),
+        crate_paths(text, &["provision", "plan"]),
         vec![
             (1, "host::fs".to_string()),
             (3, "model::mac::Mac".to_string()),
             (3, "switch::io".to_string()),
         ]
+    );
+    // Groups over several lines, nested, with `self` and renames.
+    let text = "use crate::{\n    host::{self, fs::KernelFs as Fs},\n    model::mac::Mac,\n};";
+    assert_eq!(
+        crate_paths(text, &["provision"]),
+        vec![
+            (1, "host".to_string()),
+            (1, "host::fs::KernelFs".to_string()),
+            (1, "model::mac::Mac".to_string()),
+        ]
+    );
+    // `super::` that climbs to the crate root is a crate path; inside the layer it is not.
+    let text = "use super::super::host::fs;\nuse super::steering;";
+    assert_eq!(
+        crate_paths(text, &["provision", "plan"]),
+        vec![(1, "host::fs".to_string())]
+    );
+    assert_eq!(
+        crate_paths("use super::host;", &["provision"]),
+        vec![(1, "host".to_string())]
     );
     assert!(allowed(
         "provision::ops::SriovOps",
