@@ -22,11 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vportd::host::ethtool::{LiveQueues, QueueOps, equal_table};
-use vportd::host::netlink::VfConfig;
-use vportd::host::sriov::{HostError, SriovOps};
+use vportd::host::ethtool::LiveQueues;
 use vportd::host::userfiles::UserFiles;
+use vportd::model::queues::equal_table;
+use vportd::model::vf::VfConfig;
 use vportd::provision::apply::{self, ApplyOptions};
+use vportd::provision::ops::{HostError, QueueOps, SriovOps};
 use vportd::provision::plan::{Action, Placement, Plan};
 use vportd::provision::state::{QueueMode, State, VportPath};
 

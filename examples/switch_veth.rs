@@ -15,7 +15,7 @@ use std::time::Duration;
 use vportd::host::afpacket::{AfPacket, RingSize};
 use vportd::host::afxdp::{AfXdp, KernelStatsProbe, ModeChoice, open_netdev_edge};
 use vportd::host::tcflow::KernelFlows;
-use vportd::switch::io::NetdevEdge;
+use vportd::model::edge::NetdevEdge;
 use vportd::switch::{DropReason, PortConfig, Switch, SwitchConfig};
 
 fn main() {

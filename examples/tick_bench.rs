@@ -5,7 +5,7 @@
 //! NUMA nodes) in a temporary directory, then runs TICKS (default 30) ticks of the daemon's
 //! `Rebalancer` over it, rewriting the counters between ticks as the kernel would (not
 //! timed). Prints the tick's duration p50/p99/max next to its budget
-//! (`daemon::TICK_BUDGET` of a 1 s period) as a ratio: above 1.00 the tick overruns.
+//! (`rebalance::engine::TICK_BUDGET` of a 1 s period) as a ratio: above 1.00 the tick overruns.
 
 #[path = "../tests/load_fixture/mod.rs"]
 mod load_fixture;
@@ -13,7 +13,7 @@ mod load_fixture;
 use std::time::Instant;
 
 use load_fixture::Shape;
-use vportd::daemon::{Rebalancer, TICK_BUDGET};
+use vportd::rebalance::engine::{Rebalancer, TICK_BUDGET};
 
 fn main() {
     let ticks: u64 = std::env::args()

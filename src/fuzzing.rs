@@ -18,17 +18,20 @@ use std::sync::OnceLock;
 
 use crate::daemon::events::{self, DeviceEvent};
 use crate::daemon::protocol::{self, Request, Response};
-use crate::facts::inventory::{self, Inventory};
+use crate::facts::inventory;
 use crate::facts::parse;
-use crate::facts::profile::{self, ProfileSet};
+use crate::facts::profile;
 use crate::host::fs::KernelFs;
 use crate::host::netlink::NetlinkSnapshot;
+use crate::model::inventory::Inventory;
+use crate::model::mac::Mac;
+use crate::model::profile::ProfileSet;
 use crate::provision::config;
 use crate::provision::plan::{self, PlanOptions};
 use crate::provision::state::State;
 use crate::rebalance::sample;
 use crate::switch::io::mem::{self, MemPeer};
-use crate::switch::packet::{EthFrame, Mac, VlanTag, write_retagged};
+use crate::switch::packet::{EthFrame, VlanTag, write_retagged};
 use crate::switch::vlan::{VlanMode, VlanSet};
 use crate::switch::{PortConfig, Switch, SwitchConfig};
 

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use vportd::host::afpacket::RawSocket;
 use vportd::host::afxdp::{AfXdp, AfXdpError, ModeChoice, PROG_NAME, open_netdev_edge};
-use vportd::switch::io::{Batch, NetdevEdge, Offload};
+use vportd::model::edge::NetdevEdge;
+use vportd::switch::io::{Batch, Offload};
 use vportd::switch::testkit::{Spec, read};
 
 /// A private network namespace for the calling thread with one veth pair, xa0 - xb0.

@@ -415,7 +415,7 @@ fn control_section(out: &mut Vec<Entry>) {
         ),
         ("longer than 16 KiB", {
             let mut v = b"{\"v\":1,\"op\":\"status\",\"pad\":\"".to_vec();
-            v.extend(std::iter::repeat_n(b'x', protocol::MAX_REQUEST_LEN));
+            v.extend(std::iter::repeat_n(b'x', vportd::host::unix_socket::MAX_REQUEST_LEN));
             v.extend(b"\"}\n");
             v
         }),

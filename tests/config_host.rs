@@ -4,11 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use vportd::facts::inventory::{self, Inventory, Role, Sriov, VfEntry};
-use vportd::facts::profile::ProfileSet;
+use vportd::facts::inventory;
+
 use vportd::host::fs::KernelFs;
 use vportd::host::netlink::NetlinkSnapshot;
 use vportd::host::userfiles;
+use vportd::model::inventory::{Inventory, Role, Sriov, VfEntry};
+use vportd::model::profile::ProfileSet;
 use vportd::provision::config::{Config, ConfigError, ResolvedUplink, check_against, parse};
 
 fn repo(rel: &str) -> PathBuf {

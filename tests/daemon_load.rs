@@ -9,7 +9,7 @@
 mod load_fixture;
 
 use load_fixture::Shape;
-use vportd::daemon::Rebalancer;
+use vportd::rebalance::engine::Rebalancer;
 
 #[test]
 fn ticks_on_ten_thousand_irqs() {

@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 
-use vportd::facts::inventory::{self, Inventory, Role};
-use vportd::facts::parse::QueueKind;
-use vportd::facts::profile::ProfileSet;
+use vportd::facts::inventory;
+
 use vportd::host::fs::KernelFs;
 use vportd::host::netlink::NetlinkSnapshot;
+use vportd::model::inventory::QueueKind;
+use vportd::model::inventory::{Inventory, Role};
+use vportd::model::profile::ProfileSet;
 
 fn replay(name: &str) -> Inventory {
     replay_scoped(name, inventory::Scope::Full)
@@ -28,7 +30,7 @@ fn replay_scoped(name: &str, scope: inventory::Scope) -> Inventory {
 #[test]
 fn build_machine_virtio_nic() {
     let inv = replay("build-virtio");
-    assert_eq!(inv.schema_version, inventory::SCHEMA_VERSION);
+    assert_eq!(inv.schema_version, vportd::model::inventory::SCHEMA_VERSION);
     assert_eq!(inv.pci_functions.len(), 1, "one network PCI function");
     let f = &inv.pci_functions[0];
     assert_eq!(f.bdf, "0000:00:03.0");
@@ -193,7 +195,7 @@ fn provisioning_scope_agrees_with_full_discovery() {
             assert_eq!((&f.physfn, f.vf_index), (&l.physfn, l.vf_index));
             assert_eq!(f.sriov, l.sriov, "{fixture} {}", f.bdf);
             assert_eq!(f.profile, l.profile);
-            let key = |d: &vportd::facts::inventory::Netdev| {
+            let key = |d: &vportd::model::inventory::Netdev| {
                 (
                     d.ifindex,
                     d.name.clone(),

@@ -13,9 +13,9 @@ use std::sync::Once;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use vportd::facts::profile::ProfileSet;
 use vportd::host::faults::{Failure, Fault, FaultOp, FaultyOps, Killed};
 use vportd::host::userfiles::UserFiles;
+use vportd::model::profile::ProfileSet;
 use vportd::provision::apply::{ApplyError, ApplyOptions};
 use vportd::provision::config;
 use vportd::provision::plan::PlanOptions;
@@ -273,7 +273,7 @@ fn snapshot(h: &SimHost) -> String {
                 .iter()
                 .map(|(loc, r)| {
                     let target = match r.target {
-                        vportd::host::ethtool::FlowTarget::Context { id } => {
+                        vportd::model::queues::FlowTarget::Context { id } => {
                             format!("context {:?}", p.steer.contexts.get(&id))
                         }
                         t => format!("{t:?}"),

@@ -8,12 +8,13 @@
 use std::path::{Path, PathBuf};
 
 use vportd::daemon::plan_inputs::plan_inventory;
-use vportd::facts::inventory::{self, Inventory};
-use vportd::facts::profile::ProfileSet;
+use vportd::facts::inventory;
 use vportd::facts::scope::Source;
 use vportd::host::fs::KernelFs;
 use vportd::host::netlink::NetlinkSnapshot;
 use vportd::host::userfiles::UserFiles;
+use vportd::model::inventory::Inventory;
+use vportd::model::profile::ProfileSet;
 use vportd::provision::config::Config;
 use vportd::provision::plan::{Plan, PlanOptions};
 

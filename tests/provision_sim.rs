@@ -6,15 +6,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use vportd::facts::profile::ProfileSet;
 use vportd::host::userfiles::UserFiles;
+use vportd::model::file_errors::FilesError;
+use vportd::model::profile::ProfileSet;
 use vportd::provision;
 use vportd::provision::apply::{self, ApplyError, ApplyOptions};
 use vportd::provision::config;
 use vportd::provision::plan::{self, Action, Plan, PlanOptions};
 use vportd::provision::sim_host::{Op, SimHost};
 use vportd::provision::state::{State, VportPath};
-use vportd::provision::store::{FilesError, Held, Store};
+use vportd::provision::store::{Held, Store};
 
 fn cfg_text(state_dir: &Path, vports: &[(&str, &str)], extra_uplink: &str) -> String {
     let mut t = format!(

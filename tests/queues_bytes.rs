@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vportd::host::ethtool::{
-    ETH_RXFH_CONTEXT_ALLOC, FlowRule, FlowTarget, channels_set_request, equal_table,
-    feature_set_request, link_delete_request, macvlan_request, ntuple_decode,
-    ntuple_delete_request, ntuple_get_request, ntuple_insert_request, rxfh_set_request,
-    weighted_table,
+    ETH_RXFH_CONTEXT_ALLOC, channels_set_request, feature_set_request, link_delete_request,
+    macvlan_request, ntuple_decode, ntuple_delete_request, ntuple_get_request,
+    ntuple_insert_request, rxfh_set_request,
 };
+use vportd::model::queues::{FlowRule, FlowTarget, equal_table, weighted_table};
 
 const MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x01];
 

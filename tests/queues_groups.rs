@@ -11,10 +11,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use vportd::daemon::DaemonConfig;
 use vportd::daemon::metrics::{self, Stats};
-use vportd::daemon::{DaemonConfig, Rebalancer};
 use vportd::host::userfiles::UserFiles;
 use vportd::provision::state::{Health, State, VportPath, VportState};
+use vportd::rebalance::engine::Rebalancer;
 use vportd::rebalance::policy::PolicyConfig;
 
 const FIXTURE: &str = concat!(

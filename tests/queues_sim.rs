@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use vportd::facts::profile::ProfileSet;
-use vportd::host::ethtool::{FlowTarget, equal_table, weighted_table};
 use vportd::host::userfiles::UserFiles;
+use vportd::model::profile::ProfileSet;
+use vportd::model::queues::{FlowTarget, equal_table, weighted_table};
 use vportd::provision;
 use vportd::provision::apply::{ApplyError, ApplyOptions};
 use vportd::provision::config;
@@ -70,7 +70,7 @@ fn apply(host: &mut SimHost, t: &str, run: &str) -> Result<Plan, ApplyError> {
     }
 }
 
-fn facts(host: &SimHost) -> vportd::host::ethtool::QueueFacts {
+fn facts(host: &SimHost) -> vportd::model::queues::QueueFacts {
     host.pfs[0].queue_facts.clone().unwrap()
 }
 
@@ -782,7 +782,7 @@ fn drift(host: &mut SimHost, dir: &Path) -> std::collections::BTreeMap<String, V
 /// programs it again, after which status is clean and a further plan does nothing.
 #[test]
 fn steering_deleted_behind_vportds_back_is_drift_and_apply_restores_it() {
-    use vportd::host::ethtool::QueueOps;
+    use vportd::provision::ops::QueueOps;
     let dir = tempfile::tempdir().unwrap();
     let mut host = SimHost::mlx5(1);
     let ifx = host.pfs[0].ifindex;

@@ -518,7 +518,11 @@ fn the_trunk_opens_through_af_xdp_when_the_uplink_asks() {
 }
 
 /// The view's port of a vPort, once `ok` holds for it (within 3 s).
-fn wait_port(sp: &SoftPath, vport: &str, ok: impl Fn(&softpath::PortSnapshot) -> bool) {
+fn wait_port(
+    sp: &SoftPath,
+    vport: &str,
+    ok: impl Fn(&vportd::model::port_counters::PortSnapshot) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let snap = sp.view().snapshot();

@@ -12,9 +12,9 @@ use common::sh;
 use std::time::Duration;
 
 use vportd::host::afpacket::{AfPacket, RawSocket, RingSize};
+use vportd::model::mac::Mac;
 use vportd::switch::fdb::DEFAULT_CAPACITY;
 use vportd::switch::io::mem::{self, MemPeer};
-use vportd::switch::packet::Mac;
 use vportd::switch::testkit::{Spec, host_mac, read};
 use vportd::switch::{Edge, PortConfig, PortId, Switch, SwitchConfig};
 

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use vportd::facts::profile::ProfileSet;
 use vportd::host::userfiles::UserFiles;
+use vportd::model::profile::ProfileSet;
 use vportd::provision;
 use vportd::provision::apply::ApplyOptions;
 use vportd::provision::config;

@@ -5,14 +5,15 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Failure, emit, provision_failure, render, timing, to_json};
-use crate::facts::inventory::Inventory;
-use crate::facts::profile::ProfileSet;
 use crate::facts::scope::Source;
 use crate::host::fs::KernelFs;
-use crate::host::sriov::{LiveSriov, SriovOps};
+use crate::host::sriov::LiveSriov;
 use crate::host::userfiles::UserFiles;
+use crate::model::inventory::Inventory;
+use crate::model::profile::ProfileSet;
 use crate::provision;
 use crate::provision::apply::{ApplyOptions, ApplyReport, StepError};
+use crate::provision::ops::SriovOps;
 use crate::provision::plan::{Plan, PlanOptions};
 
 /// `vportd apply --allow-absent`: the daemon's reconcile, run once in this process.

@@ -178,7 +178,7 @@ fn udev_properties(a: &HotplugArgs) -> Result<String, (u8, String)> {
         .uplinks
         .iter()
         .filter_map(|u| match &u.selector {
-            crate::provision::config::UplinkSelector::Pci(p) => Some(p.clone()),
+            crate::model::uplink::UplinkSelector::Pci(p) => Some(p.clone()),
             _ => None,
         })
         .chain(state.vports.values().map(|v| v.uplink.clone()))

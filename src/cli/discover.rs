@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use super::{Failure, emit, load_profiles, render, to_json};
-use crate::facts::inventory::{self, Inventory};
+use crate::facts::inventory;
 use crate::host::fs::KernelFs;
 use crate::host::netlink;
 use crate::host::userfiles::{self, UserFiles};
+use crate::model::inventory::Inventory;
 use crate::provision;
 use crate::provision::state::{State, VportQueueSet};
 

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::facts::profile::ProfileSet;
+use crate::model::profile::ProfileSet;
 use args::{Cli, Command};
 
 /// A failure with the exit code it maps to.

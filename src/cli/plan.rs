@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use super::{Failure, apply, emit, provision_failure, render, to_json};
-use crate::facts::profile::ProfileSet;
 use crate::host::userfiles::UserFiles;
+use crate::model::profile::ProfileSet;
 use crate::provision;
 use crate::provision::plan::PlanOptions;
 

@@ -3,6 +3,8 @@
 
 use super::{Failure, emit};
 use crate::host::ethtool as et;
+use crate::model::queues::{FlowRule, FlowTarget, equal_table};
+use crate::provision::ops::EthtoolError;
 
 /// A MAC no port holds, for the probe's rules.
 const PROBE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x09, 0x01];
@@ -13,18 +15,17 @@ pub(super) fn run(ifname: &str) -> Result<(), Failure> {
         .unwrap_or(128);
     show(
         "rss-context",
-        et::rss_context_create(ifname, &et::equal_table(size, 0, 2))
-            .map(|c| format!("context {c}")),
+        et::rss_context_create(ifname, &equal_table(size, 0, 2)).map(|c| format!("context {c}")),
     );
     show(
         "ntuple-context",
         et::ntuple_insert(
             ifname,
-            &et::FlowRule {
+            &FlowRule {
                 dst_mac: PROBE_MAC,
                 vlan: Some(100),
                 location: 0,
-                target: et::FlowTarget::Context { id: 1 },
+                target: FlowTarget::Context { id: 1 },
             },
         )
         .map(|()| "rule 0".into()),
@@ -33,11 +34,11 @@ pub(super) fn run(ifname: &str) -> Result<(), Failure> {
         "ntuple-queue",
         et::ntuple_insert(
             ifname,
-            &et::FlowRule {
+            &FlowRule {
                 dst_mac: PROBE_MAC,
                 vlan: None,
                 location: 1,
-                target: et::FlowTarget::Queue { index: 1 },
+                target: FlowTarget::Queue { index: 1 },
             },
         )
         .map(|()| "rule 1".into()),
@@ -50,7 +51,7 @@ pub(super) fn run(ifname: &str) -> Result<(), Failure> {
 }
 
 /// One JSON line: the control, whether the kernel took it, and its errno if not.
-fn show(what: &str, r: Result<String, et::EthtoolError>) {
+fn show(what: &str, r: Result<String, EthtoolError>) {
     let (ok, detail, errno) = match r {
         Ok(d) => (true, d, String::new()),
         Err(e) => (

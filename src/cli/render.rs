@@ -3,8 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::facts::inventory::{Inventory, PciFunction, Role};
-use crate::facts::parse::{QueueKind, format_cpulist};
+use crate::facts::parse::format_cpulist;
+use crate::model::inventory::QueueKind;
+use crate::model::inventory::{Inventory, PciFunction, Role};
 
 /// Lays out rows as left-aligned columns separated by two spaces.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {

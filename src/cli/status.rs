@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use super::{Failure, emit, render, to_json};
 use crate::facts::inventory;
-use crate::facts::profile::ProfileSet;
 use crate::host::fs::KernelFs;
 use crate::host::netlink;
 use crate::host::userfiles::UserFiles;
+use crate::model::profile::ProfileSet;
 use crate::provision;
 use crate::provision::state::State;
 

@@ -22,7 +22,7 @@ pub const MAX_VALUE_LEN: usize = 512;
 /// The most key=value pairs in one kernel uevent message.
 pub const MAX_KEYS: usize = 64;
 /// The largest kernel uevent message accepted: the listener's bound, kept with it.
-pub use crate::host::uevent::MAX_UEVENT_LEN;
+use crate::host::uevent::MAX_UEVENT_LEN;
 /// IFNAMSIZ - 1.
 const MAX_IFNAME_LEN: usize = 15;
 

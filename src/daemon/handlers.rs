@@ -14,14 +14,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::daemon::events::{self, DeviceEvent};
 use crate::daemon::protocol::{self, ErrorCode, Request, Response};
-use crate::facts::inventory::{self, Inventory};
-use crate::facts::profile::ProfileSet;
+use crate::facts::inventory;
 use crate::host::fs::KernelFs;
 use crate::host::netlink;
 use crate::host::sriov::LiveSriov;
 use crate::host::uevent::{Uevent, UeventListener};
 use crate::host::unix_socket::{self, Access, ControlListener, Peer, SocketError};
 use crate::host::userfiles::UserFiles;
+use crate::model::inventory::Inventory;
+use crate::model::profile::ProfileSet;
 use crate::provision;
 use crate::provision::apply::ApplyOptions;
 use crate::provision::plan::PlanOptions;

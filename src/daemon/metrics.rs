@@ -300,7 +300,7 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
     if snap.ports.is_empty() {
         return o;
     }
-    let labels = |p: &crate::softpath::PortSnapshot| {
+    let labels = |p: &crate::model::port_counters::PortSnapshot| {
         format!("switch=\"{}\",port=\"{}\"", esc(&p.switch), esc(&p.port))
     };
     family(
@@ -326,7 +326,7 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
 
 /// Each software switch port's packets, bytes, floods and drops.
 fn render_switch_counters(o: &mut String, snap: &crate::softpath::Snapshot) {
-    let labels = |p: &crate::softpath::PortSnapshot| {
+    let labels = |p: &crate::model::port_counters::PortSnapshot| {
         format!("switch=\"{}\",port=\"{}\"", esc(&p.switch), esc(&p.port))
     };
     family(

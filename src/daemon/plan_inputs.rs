@@ -6,12 +6,14 @@
 
 use std::collections::BTreeSet;
 
-use crate::facts::inventory::{self, Inventory, InventoryError};
-use crate::facts::profile::ProfileSet;
+use crate::facts::inventory::{self, InventoryError};
+
 use crate::facts::scope::{self, Phases, PlanInputs, ScopeError, Source};
 use crate::host::fs::KernelFs;
 use crate::host::netlink::NetlinkSnapshot;
 use crate::host::userfiles::UserFiles;
+use crate::model::inventory::Inventory;
+use crate::model::profile::ProfileSet;
 use crate::provision;
 use crate::provision::config::{Config, Offload};
 use crate::provision::plan::PlanOptions;

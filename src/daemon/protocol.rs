@@ -22,7 +22,7 @@ use crate::daemon::events::{Bdf, DeviceEvent, HotplugError};
 /// The protocol version this build speaks.
 pub const VERSION: u64 = 1;
 /// The largest request line, newline included: the socket's read bound, kept with it.
-pub use crate::host::unix_socket::MAX_REQUEST_LEN;
+use crate::host::unix_socket::MAX_REQUEST_LEN;
 /// The largest response line: a status or plan of a big host, with room to spare.
 pub const MAX_RESPONSE_LEN: usize = 8 * 1024 * 1024;
 

@@ -122,10 +122,7 @@ impl ConfigWatch {
     }
 }
 
-pub use crate::rebalance::engine::{
-    AFFINITY_READS_PER_TICK, CpuRow, EngineConfig, EngineError, MoveResult, QueueRow, Rebalancer,
-    TICK_BUDGET, TickReport, log_lines,
-};
+use crate::rebalance::engine::{EngineConfig, EngineError, Rebalancer, TickReport, log_lines};
 
 impl From<DaemonConfig> for EngineConfig {
     fn from(c: DaemonConfig) -> Self {

@@ -10,15 +10,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::facts::parse::{self, InterruptLine};
-use crate::facts::profile::{self, ProfileSet};
-use crate::host::fs::{FsError, KernelFs};
-use crate::host::netlink::{NetlinkSnapshot, VfConfig};
+use crate::host::fs::KernelFs;
+use crate::host::netlink::NetlinkSnapshot;
+use crate::model::profile::ProfileSet;
 use crate::model::uplink::UplinkSelector;
 
-pub use crate::model::inventory::{
+use crate::model::file_errors::FsError;
+use crate::model::inventory::{
     CpuTopology, Inventory, Irq, Netdev, NetdevRef, NumaNode, PciFunction, ProfileMatch, Role,
     SCHEMA_VERSION, Sriov, VfEntry,
 };
+use crate::model::vf::VfConfig;
 
 /// Errors from discovery.
 #[derive(Debug, thiserror::Error)]
@@ -559,7 +561,7 @@ fn read_function(
 
 /// Describes a profile match. Runtime facts win over the profile: the kernel's
 /// `sriov_totalvfs` is what this PF can really do (firmware may have lowered it).
-fn profile_match(m: &profile::Match<'_>, sriov: Option<&Sriov>) -> ProfileMatch {
+fn profile_match(m: &crate::model::profile::Match<'_>, sriov: Option<&Sriov>) -> ProfileMatch {
     let name = std::iter::once(m.profile)
         .chain(m.shared_with.iter().copied())
         .map(|p| p.name.as_str())

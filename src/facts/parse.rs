@@ -283,7 +283,7 @@ fn action_names(tail: &[&str]) -> String {
     }
 }
 
-pub use crate::model::inventory::{QueueKind, QueueRef};
+use crate::model::inventory::{QueueKind, QueueRef};
 
 /// Reads the queue from an interrupt's action name, across the drivers' naming
 /// schemes: `eth0-rx-0`, `eth0-TxRx-3`, `i40e-eth0-TxRx-1`, `virtio2-input.0`,

@@ -17,10 +17,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::inventory::{self, Inventory, InventoryError, Role, Scope};
-use super::profile::ProfileSet;
+use super::inventory::{self, InventoryError, Scope};
 use crate::host::fs::KernelFs;
 use crate::host::netlink::{self, NetlinkError, NetlinkSnapshot};
+use crate::model::inventory::{Inventory, Role};
+use crate::model::profile::ProfileSet;
 
 /// Errors of reading the facts for a plan.
 #[derive(Debug, thiserror::Error)]

@@ -840,7 +840,10 @@ impl RawSocket {
             if left.is_zero() {
                 return Ok(None);
             }
-            crate::host::wait::readable(&[self.fd.as_raw_fd()], left.as_millis().min(100) as u16);
+            crate::switch::io::wait::readable(
+                &[self.fd.as_raw_fd()],
+                left.as_millis().min(100) as u16,
+            );
         }
     }
 

@@ -44,7 +44,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::bpf::{self, BPF_PSEUDO_MAP_FD, Insn, insn};
 use crate::host::afpacket::{AfPacket, AfPacketError, RingSize};
-use crate::switch::io::{Batch, Edge, NetdevEdge, Offload};
+use crate::model::edge::NetdevEdge;
+use crate::switch::io::{Batch, Edge, Offload};
 
 /// Bytes per UMEM chunk: one frame of a 1,500-byte MTU (plus a tag) after the kernel's
 /// XDP headroom; the smallest chunk the kernel accepts, so a 64-byte frame touches little.

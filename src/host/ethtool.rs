@@ -17,10 +17,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use nix::errno::Errno;
 
 use super::nlsock::{self, Failure, NlSocket, Raw, put_attr};
-pub use crate::model::queues::{
-    Feature, FlowRule, FlowTarget, QueueFacts, QueueFeatures, RssTable, equal_table, weighted_table,
-};
-pub use crate::provision::ops::{CONTEXT_SEARCH_LIMIT, EthtoolError, QueueOps};
+use crate::model::queues::{Feature, FlowRule, FlowTarget, QueueFacts, QueueFeatures, RssTable};
+use crate::provision::ops::{EthtoolError, QueueOps};
 
 /// Reads [`QueueFacts`] of a device; each part the driver does not offer is left None.
 pub fn queue_facts(dev: &str) -> QueueFacts {
@@ -796,6 +794,7 @@ async fn features_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::queues::{equal_table, weighted_table};
 
     #[test]
     fn tables_follow_ethtool() {

@@ -23,9 +23,10 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
+use crate::model::file_errors::{FsError, WriteFailed};
 use crate::model::queues::{FlowRule, QueueFacts};
 use crate::model::vf::VfConfig;
-use crate::provision::ops::{EthtoolError, FsError, HostError, QueueOps, SriovOps, WriteFailed};
+use crate::provision::ops::{EthtoolError, HostError, QueueOps, SriovOps};
 
 /// The environment variable `vportd apply` reads its fault spec from (fault-injection
 /// builds only).

@@ -10,7 +10,7 @@
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-pub use crate::provision::ops::{FsError, WriteFailed};
+use crate::model::file_errors::{FsError, WriteFailed};
 
 /// The marker that keeps an otherwise empty recorded directory in git.
 const KEEP: &str = ".gitkeep";

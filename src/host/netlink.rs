@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::nlsock::{Failure, NlSocket};
 use crate::model::mac::{Mac, link_address_text};
-pub use crate::model::vf::VfConfig;
+use crate::model::vf::VfConfig;
 use crate::model::vf::{LinkState, VlanProto};
 
 /// Errors from netlink requests.
@@ -61,7 +61,7 @@ pub struct LinkSnapshot {
     pub parent_bus: Option<String>,
 }
 
-pub use crate::model::inventory::Channels;
+use crate::model::inventory::Channels;
 
 /// Everything discovery needs from netlink, in one serializable value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

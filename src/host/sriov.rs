@@ -16,7 +16,7 @@ use super::fs::KernelFs;
 use super::netlink;
 use crate::model::vf::{LinkState, VfConfig, VlanProto};
 use crate::provision::ops::QueueOps;
-pub use crate::provision::ops::{HostError, SriovOps};
+use crate::provision::ops::{HostError, SriovOps};
 
 /// The real kernel.
 pub struct LiveSriov {

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use crate::provision::store::FilesError;
+use crate::model::file_errors::FilesError;
 use crate::provision::store::{Held, Store};
 
 /// The user's files as provisioning's [`Store`]: ordinary files, through the functions below.

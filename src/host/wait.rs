@@ -3,8 +3,6 @@
 
 use std::os::fd::{BorrowedFd, RawFd};
 
-pub use crate::switch::io::wait::readable;
-
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 /// Waits up to `timeout_ms` for `fd` to take more data.

@@ -2,6 +2,7 @@
 //! that the pure layers and the kernel adapters can both speak it.
 
 pub mod edge;
+pub mod file_errors;
 pub mod inventory;
 pub mod location;
 pub mod mac;

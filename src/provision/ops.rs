@@ -1,77 +1,17 @@
 //! What provisioning asks of a host, as traits the kernel layer implements (`host::sriov`,
 //! `host::ethtool`, `host::faults`) and the simulated host does too: apply and its rollback
 //! speak only these, so they run the same against the kernel and against `sim_host`. The
-//! error types are here because the traits' signatures name them; the kernel layer fills
+//! error types are here because the traits' signatures name them (the file errors inside
+//! them are `model::file_errors`, which discovery and the rebalancer share); the kernel layer fills
 //! them with the errno the kernel returned, and apply classifies them (retry or not).
 
-use std::io;
 use std::time::Duration;
 
 use nix::errno::Errno;
 
+use crate::model::file_errors::{FsError, WriteFailed};
 use crate::model::queues::{FlowRule, QueueFacts};
 use crate::model::vf::VfConfig;
-
-/// Errors from reading kernel files.
-#[derive(Debug, thiserror::Error)]
-pub enum FsError {
-    /// The file exists but could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: io::Error },
-    /// A directory exists but could not be listed.
-    #[error("cannot list {path}: {source}")]
-    List { path: String, source: io::Error },
-    /// Symlinks loop or climb out of the root.
-    #[error("cannot resolve {path}: too many symbolic links or a link that leaves the root")]
-    Resolve { path: String },
-    /// Writing to a recording directory failed.
-    #[error("cannot record {path} into the capture directory: {source}")]
-    Record { path: String, source: io::Error },
-}
-
-/// A sysfs/procfs write the kernel refused, with its errno (which callers classify:
-/// EBUSY is worth a retry, EPERM never is).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("writing \"{}\" to {path} failed: {}{}", value.trim(), errno.desc(), write_hint(path, *errno))]
-pub struct WriteFailed {
-    pub path: String,
-    pub value: String,
-    pub errno: nix::errno::Errno,
-}
-
-/// The likely cause behind errnos that users otherwise find cryptic.
-fn write_hint(path: &str, errno: nix::errno::Errno) -> &'static str {
-    use nix::errno::Errno;
-    if path.ends_with("sriov_numvfs") {
-        return match errno {
-            Errno::ERANGE => " (more VFs than sriov_totalvfs allows)",
-            Errno::EBUSY => {
-                " (VFs already exist: the kernel changes a non-zero VF count only through 0)"
-            }
-            Errno::ENOENT => " (the PF's driver is missing or does not support SR-IOV)",
-            Errno::ENOMEM | Errno::ENOSPC => {
-                " (likely cause: the firmware reserved too little PCI bus or memory space \
-                 for VFs; enable SR-IOV in the BIOS, or boot with pci=realloc)"
-            }
-            Errno::EIO | Errno::EPERM => {
-                " (likely cause: SR-IOV disabled in firmware, or the IOMMU configuration)"
-            }
-            _ => "",
-        };
-    }
-    if path.ends_with("drivers_probe") && matches!(errno, Errno::ENODEV | Errno::ENOENT) {
-        return " (is the driver's module loaded? e.g. modprobe vfio-pci)";
-    }
-    if path.contains("/proc/irq/") {
-        return match errno {
-            Errno::EPERM | Errno::EIO => " (the kernel manages this interrupt's affinity)",
-            Errno::ENOSPC => " (that CPU has no free interrupt vectors)",
-            Errno::EINVAL => " (no online CPU in the mask)",
-            _ => "",
-        };
-    }
-    ""
-}
 
 /// Errors from provisioning writes. Each names the device and, where the kernel gave
 /// one, the errno, with the likely cause for the errnos users find cryptic.

@@ -16,8 +16,9 @@ use serde::Serialize;
 
 use crate::model::inventory::Inventory;
 use crate::model::profile::ProfileSet;
+use crate::model::uplink::UplinkSelector;
 use crate::provision::apply::{self, ApplyOptions, ApplyReport};
-use crate::provision::config::{Config, UplinkSelector};
+use crate::provision::config::Config;
 use crate::provision::ops::SriovOps;
 use crate::provision::plan::{Plan, PlanOptions};
 use crate::provision::state::{Health, State, StateError};

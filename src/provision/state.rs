@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::file_errors::FilesError;
 use crate::model::vf::VfConfig;
-use crate::provision::store::{FilesError, Store};
+use crate::provision::store::Store;
 
 /// Version of the state file format.
 pub const STATE_VERSION: u32 = 1;
@@ -349,8 +350,7 @@ mod tests {
 
     #[test]
     fn queue_sets_follow_the_function_and_the_queue_range() {
-        use crate::facts::parse::{QueueKind, QueueRef};
-        use crate::model::inventory::Irq;
+        use crate::model::inventory::{Irq, QueueKind, QueueRef};
         use crate::provision::ops::SriovOps;
         let mut host = crate::provision::sim_host::SimHost::igb(1);
         host.set_num_vfs("0000:01:00.0", 1).unwrap();

@@ -10,22 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-/// Errors from reading or writing user files.
-#[derive(Debug, thiserror::Error)]
-pub enum FilesError {
-    /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    /// A file could not be written.
-    #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
-    /// A directory could not be listed.
-    #[error("cannot list directory {}: {source}", path.display())]
-    List { path: PathBuf, source: io::Error },
-    /// A lock file could not be opened or locked.
-    #[error("cannot lock {}: {source}", path.display())]
-    Lock { path: PathBuf, source: io::Error },
-}
+use crate::model::file_errors::FilesError;
 
 /// What provisioning asks of the place its files live. `Send + Sync` because the daemon
 /// applies from its worker threads; `Debug` so that the options holding a store print.

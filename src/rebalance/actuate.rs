@@ -6,8 +6,11 @@ use nix::errno::Errno;
 use serde::Serialize;
 
 use super::policy::{Move, Outcome};
-use crate::facts::parse::{self, QueueKind, QueueRef};
-use crate::host::fs::{KernelFs, WriteFailed};
+use crate::facts::parse::{self};
+use crate::host::fs::KernelFs;
+use crate::model::file_errors::WriteFailed;
+use crate::model::inventory::QueueKind;
+use crate::model::inventory::QueueRef;
 
 /// Why a move did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::facts::inventory::{self, InventoryError};
-use crate::facts::parse::{self, CpuTimes, InterruptLine, ParseError, QueueRef};
-use crate::facts::profile::ProfileSet;
-use crate::host::fs::{FsError, KernelFs};
+use crate::facts::parse::{self, CpuTimes, InterruptLine, ParseError};
+use crate::host::fs::KernelFs;
 use crate::host::netlink::NetlinkSnapshot;
 use crate::host::userfiles::UserFiles;
+use crate::model::file_errors::FsError;
+use crate::model::inventory::{Inventory, QueueKind, QueueRef};
+use crate::model::profile::ProfileSet;
 use crate::provision::state::State;
 use crate::rebalance::actuate;
 use crate::rebalance::cpusets::{NicCpuSet, NicFacts, SetSource, nic_cpu_sets};
@@ -302,7 +304,7 @@ impl Rebalancer {
 
     /// Every queue IRQ of the inventory, with its NIC's hard CPU set when one is
     /// configured, and its netdev's name and ifindex for steering and packet counters.
-    fn learn_queues(&mut self, inv: &inventory::Inventory, sets: &BTreeMap<String, NicCpuSet>) {
+    fn learn_queues(&mut self, inv: &Inventory, sets: &BTreeMap<String, NicCpuSet>) {
         self.queues.clear();
         self.steering.clear();
         self.counters.clear();
@@ -560,9 +562,9 @@ impl Rebalancer {
         let rx = per.get(&(Direction::Rx, qr.index)).copied();
         let tx = per.get(&(Direction::Tx, qr.index)).copied();
         match qr.kind {
-            parse::QueueKind::Rx => rx,
-            parse::QueueKind::Tx => tx,
-            parse::QueueKind::Combined => match (rx, tx) {
+            QueueKind::Rx => rx,
+            QueueKind::Tx => tx,
+            QueueKind::Combined => match (rx, tx) {
                 (None, None) => None,
                 (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
             },
@@ -615,7 +617,7 @@ impl Rebalancer {
 /// What the NICs' CPU sets are made from: every function with queue IRQs, and every PF
 /// without any (a VF's PF has queue IRQs of its own almost always; when it has none, its
 /// local CPUs still make the group's home).
-fn nic_facts(inv: &inventory::Inventory) -> Vec<NicFacts> {
+fn nic_facts(inv: &Inventory) -> Vec<NicFacts> {
     inv.pci_functions
         .iter()
         .filter(|f| f.irqs.iter().any(|i| i.queue.is_some()))

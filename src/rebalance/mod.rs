@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::facts::inventory::CpuTopology;
+use crate::model::inventory::CpuTopology;
 
 /// One online CPU as the policy sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

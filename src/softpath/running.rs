@@ -50,13 +50,13 @@ use super::taps::TapBook;
 use crate::host::afpacket::{AfPacket, RingSize, UnicastFilter};
 use crate::host::fs::KernelFs;
 use crate::host::tap::TapError;
-use crate::host::userfiles::{self, FilesError, UserFiles};
+use crate::host::userfiles::{self, UserFiles};
+use crate::model::edge::NetdevEdge;
+use crate::model::mac::Mac;
 use crate::provision::config::Config;
 use crate::provision::config::{LinkState, VportSpec};
 use crate::provision::state::{Health, State, VportPath};
 use crate::switch::acl::{Acl, Action, Rule};
-use crate::switch::io::NetdevEdge;
-use crate::switch::packet::Mac;
 use crate::switch::port::DEFAULT_VLAN;
 use crate::switch::qos::TokenBucket;
 use crate::switch::vlan::{VlanMode, VlanSet};
@@ -371,7 +371,8 @@ pub struct View {
     switches: Arc<RwLock<Vec<SwitchView>>>,
 }
 
-pub use crate::model::port_counters::PortSnapshot;
+use crate::model::file_errors::FilesError;
+use crate::model::port_counters::PortSnapshot;
 
 /// Every port's counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

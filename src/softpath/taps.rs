@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::running::{PortPlan, SoftpathError};
 use crate::host::afpacket::{AfPacket, RingSize};
 use crate::host::tap::{self, TapAccess, TapError, TapFacts};
-use crate::host::userfiles::{self, FilesError};
+use crate::host::userfiles::{self};
+use crate::model::file_errors::FilesError;
 use crate::switch::Edge;
 
 /// The rings on a vPort's TAP: 2,048 slots of 2 KiB, 4 MiB a ring (the trunk's are 16 MiB:

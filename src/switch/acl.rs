@@ -5,7 +5,8 @@
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
-use super::packet::{EthFrame, FiveTuple, Mac};
+use super::packet::{EthFrame, FiveTuple};
+use crate::model::mac::Mac;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

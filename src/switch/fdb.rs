@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::PortId;
-use super::packet::Mac;
+use crate::model::mac::Mac;
 
 /// Entries the table holds by default (OVS's and Hyper-V's default).
 pub const DEFAULT_CAPACITY: usize = 8192;

@@ -57,8 +57,9 @@ use super::PortId;
 use super::counters::PortStats;
 use super::fdb::Fdb;
 use super::io::KernelPort;
-use super::packet::{Mac, TPID_8021Q};
+use super::packet::TPID_8021Q;
 use super::pipeline::PortState;
+use crate::model::mac::Mac;
 
 /// Slot states shared with the kernel programs.
 pub const SLOT_FREE: u32 = 0;

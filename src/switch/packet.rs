@@ -30,7 +30,7 @@ mod field {
     pub const TAGGED_HEADER_LEN: usize = 18;
 }
 
-pub use crate::model::mac::Mac;
+use crate::model::mac::Mac;
 
 /// An 802.1Q tag as read from or written to a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,9 +3,9 @@
 //! the provisioning config.
 
 use super::acl::Acl;
-use super::packet::Mac;
 use super::qos::TokenBucket;
 use super::vlan::VlanMode;
+use crate::model::mac::Mac;
 
 /// The VLAN an untagged vPort belongs to (the Linux bridge's default PVID).
 pub const DEFAULT_VLAN: u16 = 1;

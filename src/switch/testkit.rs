@@ -3,7 +3,8 @@
 //! whatever VLAN tag the switch added or removed on the way. Shared by the unit tests, the
 //! conformance suite over every NIC kind, and the benchmarks.
 
-use super::packet::{ETHERTYPE_IPV4, Mac, TPID_8021Q, VlanTag};
+use super::packet::{ETHERTYPE_IPV4, TPID_8021Q, VlanTag};
+use crate::model::mac::Mac;
 
 /// The trailer's marker; frames without it (a kernel's own chatter) are not test frames.
 pub const MAGIC: [u8; 4] = *b"vPsw";

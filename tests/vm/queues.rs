@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use vportd::host::ethtool::{equal_table, weighted_table};
+use vportd::model::queues::{equal_table, weighted_table};
 
 use crate::rig::{Rig, rig_or_skip};
 use crate::{boot, run};

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{ApplyError, ApplyOptions, StepError, UndoContext, undo, with_retries};
+pub(super) use crate::model::file_errors::FilesError;
 use crate::model::queues::{FlowRule, FlowTarget};
 use crate::model::vf::VfConfig;
 use crate::provision::ops::SriovOps;
 use crate::provision::state::State;
-pub(super) use crate::provision::store::{FilesError, Store};
+pub(super) use crate::provision::store::Store;
 
 /// How to undo one step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

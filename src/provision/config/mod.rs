@@ -23,11 +23,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::file_errors::FilesError;
 use crate::model::location::Location;
 use crate::model::location::path_lossy;
-pub use crate::model::mac::Mac;
-pub use crate::model::uplink::UplinkSelector;
-use crate::provision::store::{FilesError, Store};
+use crate::model::mac::Mac;
+use crate::model::uplink::UplinkSelector;
+use crate::provision::store::Store;
 pub use against::check_against;
 pub use keys::OPTIONAL_ATTRIBUTES;
 

@@ -4,8 +4,9 @@
 use nix::errno::Errno;
 
 use super::{Op, SimHost, SimVf};
+use crate::model::file_errors::WriteFailed;
 use crate::model::vf::VfConfig;
-use crate::provision::ops::{HostError, WriteFailed};
+use crate::provision::ops::HostError;
 
 impl SimHost {
     pub(super) fn sim_num_vfs(&mut self, pf: &str) -> Result<u32, HostError> {

@@ -181,8 +181,6 @@ impl Batch {
     }
 }
 
-pub use crate::model::edge::NetdevEdge;
-
 /// What the kernel flow cache ([`crate::switch::flowcache`]) needs from an edge on a kernel
 /// netdev whose received frames reach the edge through a packet tap, before the kernel's tc
 /// ingress hook sees them.
@@ -274,6 +272,7 @@ mod tests {
 
     #[test]
     fn netdev_edge_names() {
+        use crate::model::edge::NetdevEdge;
         for k in [NetdevEdge::AfPacket, NetdevEdge::AfXdp, NetdevEdge::Auto] {
             assert_eq!(k.as_str().parse::<NetdevEdge>(), Ok(k));
         }
