@@ -82,7 +82,9 @@ pub fn split(config: &Config, ready: &[bool]) -> (Config, Vec<usize>) {
         .map(|(_, u)| u.clone())
         .collect();
     sub.vports.retain(|v| {
-        config
+        // A `[[switch]]` member depends on no uplink.
+        v.switch.is_some()
+            || config
             .uplinks
             .iter()
             .position(|u| u.selector.matches(&v.uplink))

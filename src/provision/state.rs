@@ -409,3 +409,11 @@ mod tests {
         assert_eq!((ctx.cpus_from, vf.cpus_from), ("vport", "function"));
     }
 }
+
+/// What a vPort on a `[[switch]]` records as its `uplink`: no PF, the switch's name.
+pub const SWITCH_MEMBER_PREFIX: &str = "switch:";
+
+/// The `[[switch]]` a state's `uplink` names, None when it names a PF.
+pub fn switch_member(uplink: &str) -> Option<&str> {
+    uplink.strip_prefix(SWITCH_MEMBER_PREFIX)
+}
