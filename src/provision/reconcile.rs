@@ -85,10 +85,10 @@ pub fn split(config: &Config, ready: &[bool]) -> (Config, Vec<usize>) {
         // A `[[switch]]` member depends on no uplink.
         v.switch.is_some()
             || config
-            .uplinks
-            .iter()
-            .position(|u| u.selector.matches(&v.uplink))
-            .is_some_and(|i| ready[i])
+                .uplinks
+                .iter()
+                .position(|u| u.selector.matches(&v.uplink))
+                .is_some_and(|i| ready[i])
     });
     (sub, absent)
 }

@@ -47,7 +47,6 @@ pub(super) const VPORT_KEYS: &[(&str, &str)] = &[
         "uplink",
         "the pci, mac or ifname of an [[uplink]], in quotes",
     ),
-    ("switch", "the name of a [[switch]], in quotes"),
     ("mac", "a unicast MAC address, e.g. \"02:00:00:00:01:01\""),
     ("vlan", "a VLAN id from 1 to 4094"),
     ("qos", "a priority from 0 to 7"),
@@ -76,12 +75,16 @@ pub(super) const VPORT_KEYS: &[(&str, &str)] = &[
         "tap_group",
         "the group allowed to open the vPort's TAP, e.g. \"kvm\"",
     ),
+    ("switch", "the name of a [[switch]], in quotes"),
     ("attach", "\"tap\" (a VM's) or \"veth\" (a container's)"),
     (
         "netns",
         "a network namespace name or path, e.g. \"ctr1\" or \"/proc/1234/ns/net\"",
     ),
-    ("ifname", "the interface name inside the namespace, e.g. \"eth0\""),
+    (
+        "ifname",
+        "the interface name inside the namespace, e.g. \"eth0\"",
+    ),
 ];
 
 /// Attributes a vPort may list in `optional`: if the NIC cannot set one, it is dropped

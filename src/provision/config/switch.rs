@@ -124,7 +124,9 @@ fn host_netdev(
     if let Some(first) = netdevs.get(s) {
         ck.report(
             &n.span(),
-            format!("{what}: host_netdev {s:?} is already the host's netdev of the switch at {first}"),
+            format!(
+                "{what}: host_netdev {s:?} is already the host's netdev of the switch at {first}"
+            ),
             "give each internal switch its own host netdev",
         );
         return None;
@@ -154,13 +156,24 @@ pub(super) fn switch_ref(
         return Some(name.clone());
     }
     if !switches.written.iter().any(|w| w == name) {
-        let declared: Vec<String> = switches.list.iter().map(|s| format!("{:?}", s.name)).collect();
+        let declared: Vec<String> = switches
+            .list
+            .iter()
+            .map(|s| format!("{:?}", s.name))
+            .collect();
         let hint = if declared.is_empty() {
             format!("add a [[switch]] table, e.g. [[switch]] name = {name:?}")
         } else {
-            format!("write the name of a declared [[switch]] ({}), or declare this one", declared.join(", "))
+            format!(
+                "write the name of a declared [[switch]] ({}), or declare this one",
+                declared.join(", ")
+            )
         };
-        ck.report(&sw.span(), format!("{what}: switch {name:?} names no [[switch]]"), hint);
+        ck.report(
+            &sw.span(),
+            format!("{what}: switch {name:?} names no [[switch]]"),
+            hint,
+        );
     }
     None
 }

@@ -534,7 +534,8 @@ fn attach(
         return None;
     };
     let n = netns.get_ref();
-    let good_name = super::names::is_ifname(n) || (n.len() < 256 && !n.contains(char::is_whitespace));
+    let good_name =
+        super::names::is_ifname(n) || (n.len() < 256 && !n.contains(char::is_whitespace));
     if n.is_empty() || !good_name || (!n.starts_with('/') && n.contains('/')) {
         ck.report(
             &netns.span(),
