@@ -650,7 +650,11 @@ impl Running {
                     Err(e) => errors.push(e.into()),
                 }
             }
-            let kind = if port.tap.is_some() { "tap" } else { "none" };
+            let kind = if port.tap.is_some() {
+                attach_kind(p)
+            } else {
+                "none"
+            };
             if let Some(m) = self
                 .view
                 .ports
@@ -666,7 +670,7 @@ impl Running {
                 continue;
             }
             let (edge, tap, kind) = match taps.remove(&p.vport) {
-                Some((edge, tap)) => (Some(edge), tap, "tap"),
+                Some((edge, tap)) => (Some(edge), tap, attach_kind(p)),
                 None => open_tap(p, book, errors),
             };
             match handle.add_port(p.cfg.clone(), edge) {
@@ -972,6 +976,14 @@ fn open_uplink(
     })
 }
 
+/// What a connected vPort port's NIC is, as status and the metrics name it.
+fn attach_kind(p: &PortPlan) -> &'static str {
+    match p.attach {
+        crate::provision::config::Attach::Tap => "tap",
+        crate::provision::config::Attach::Veth { .. } => "veth",
+    }
+}
+
 /// The vPort's TAP (adopted or made, see [`TapBook::connect`]) with the switch's edge on
 /// it and its ifindex; None (and the error) when it cannot be had.
 fn open_tap(
@@ -980,7 +992,7 @@ fn open_tap(
     errors: &mut Vec<SoftpathError>,
 ) -> (Option<Box<dyn Edge>>, Option<u32>, &'static str) {
     match book.connect(p, errors) {
-        Some((edge, ifindex)) => (Some(edge), Some(ifindex), "tap"),
+        Some((edge, ifindex)) => (Some(edge), Some(ifindex), attach_kind(p)),
         None => (None, None, "none"),
     }
 }
