@@ -313,6 +313,14 @@ impl State {
     }
 }
 
+/// What a vPort on a `[[switch]]` records as its `uplink`: no PF, the switch's name.
+pub const SWITCH_MEMBER_PREFIX: &str = "switch:";
+
+/// The `[[switch]]` a state's `uplink` names, None when it names a PF.
+pub fn switch_member(uplink: &str) -> Option<&str> {
+    uplink.strip_prefix(SWITCH_MEMBER_PREFIX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,12 +416,4 @@ mod tests {
         assert_eq!(vf.cpus, [1], "the VF's local CPUs by default");
         assert_eq!((ctx.cpus_from, vf.cpus_from), ("vport", "function"));
     }
-}
-
-/// What a vPort on a `[[switch]]` records as its `uplink`: no PF, the switch's name.
-pub const SWITCH_MEMBER_PREFIX: &str = "switch:";
-
-/// The `[[switch]]` a state's `uplink` names, None when it names a PF.
-pub fn switch_member(uplink: &str) -> Option<&str> {
-    uplink.strip_prefix(SWITCH_MEMBER_PREFIX)
 }

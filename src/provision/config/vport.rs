@@ -512,9 +512,7 @@ fn attach(
         }
         return Some(Attach::Tap);
     }
-    let Some(attach) = raw.attach.as_ref() else {
-        return None;
-    };
+    let attach = raw.attach.as_ref()?;
     let software = raw.switch.is_some()
         || offload == Some(Offload::Never)
         || placement == Some(PathChoice::Software);
