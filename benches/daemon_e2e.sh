@@ -51,7 +51,7 @@ trap cleanup EXIT
 
 stop_all() {
   local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   PIDS=()
 }
 
@@ -146,7 +146,7 @@ stop() {
   ip netns del $NSW 2>/dev/null || true
 }
 
-WHO=(ours_veth ours_veth_spoofchk bridge_veth ovs_veth ours_tap bridge_tap ovs_tap)
+read -r -a WHO <<<"${CONTENDERS:-ours_veth ours_veth_spoofchk bridge_veth ovs_veth ours_tap bridge_tap ovs_tap}"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
 declare -A TCP UDP
 for run in $(seq "$RUNS"); do
@@ -167,6 +167,7 @@ for who in "${WHO[@]}"; do
 done
 for pair in "ours_veth veth" "ours_veth_spoofchk veth" "ours_tap tap"; do
   read -r who kind <<<"$pair"
+  [[ -n ${TCP[$who]:-} && -n ${TCP[bridge_$kind]:-} && -n ${TCP[ovs_$kind]:-} ]] || continue
   mt=$(median <<<"${TCP[$who]}"); mu=$(median <<<"${UDP[$who]}")
   echo "ratios (medians), $who: TCP /bridge $(ratio "$mt" "$(median <<<"${TCP[bridge_$kind]}")")  /ovs $(ratio "$mt" "$(median <<<"${TCP[ovs_$kind]}")")"
   echo "$(printf '%*s' $((${#who} + 21)) '')UDP /bridge $(ratio "$mu" "$(median <<<"${UDP[bridge_$kind]}")")  /ovs $(ratio "$mu" "$(median <<<"${UDP[ovs_$kind]}")")"
