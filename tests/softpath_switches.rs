@@ -7,7 +7,8 @@
 //! - internal switch `office`: the host (the test's namespace) is a member through
 //!   `host_netdev`, a veth the daemon makes; the host pings a vPort's namespace;
 //! - `vportd status` and the metrics endpoint show each switch with its kind and members;
-//! - a vPort removed from the config loses its veth (both ends).
+//! - a vPort removed from the config loses its veth (both ends); an internal switch left
+//!   without vPorts goes, and the host's veth with it.
 
 mod common;
 
@@ -229,4 +230,10 @@ fn private_and_internal_switches_carry_containers_and_the_host() {
         nix::net::if_::if_nametoindex("vp-c3").is_err()
     });
     assert!(!c.sh("ip -br link").contains("eth0"));
+    // It was office's last vPort: the internal switch goes, and the host's veth with it.
+    wait_for("the internal switch's host veth deleted", &log, || {
+        nix::net::if_::if_nametoindex("vsw-office").is_err()
+    });
+    // The private switch carries on.
+    a.sh("busybox ping -c 1 -W 2 10.7.0.2");
 }

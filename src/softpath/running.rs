@@ -451,6 +451,17 @@ impl SoftPath {
                     h.stop();
                 }
                 r.leave_vlans();
+                // An internal switch that no plan has (its last vPort went, or the
+                // `[[switch]]` did) takes the host's veth along.
+                if let SwitchKind::Internal { port, host_netdev } = &r.plan.kind
+                    && let Err(e) = crate::host::netns::delete_veth(port, None)
+                {
+                    errors.push(SoftpathError::HostVeth {
+                        switch: r.plan.name.clone(),
+                        host_netdev: host_netdev.clone(),
+                        why: e.to_string(),
+                    });
+                }
             }
             keep
         });
