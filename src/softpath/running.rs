@@ -45,8 +45,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{
-    HOST_PORT, PortPlan, SwitchKind, SwitchPlan, TrunkAt, UPLINK_PORT, held_taps, plan,
+use super::plan::{HOST_PORT, SwitchKind};
+// What moved to `plan` (the pure part), still reachable at its old path.
+pub use super::plan::{
+    PortPlan, SwitchPlan, TrunkAt, UPLINK_PORT, held_taps, plan, port_config, tap_name,
 };
 use super::taps::TapBook;
 
