@@ -26,6 +26,8 @@ SW=target/release/examples/switch_veth
 TMP=$(mktemp -d /tmp/vportd-e2e.XXXXXX)
 # Per-run names: two runs on one machine must not tear down each other's namespaces.
 NS1=vpe-ns1-$$ NS2=vpe-ns2-$$ NSW=vpe-sw-$$
+# shellcheck source=benches/e2e_lib.sh
+source benches/e2e_lib.sh
 
 cleanup() {
   set +e
@@ -35,8 +37,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 topology() {
   for n in $NS1 $NS2 $NSW; do ip netns del $n 2>/dev/null || true; ip netns add $n; done
@@ -48,32 +48,6 @@ topology() {
   nsx $NSW ip link set s1 up; nsx $NSW ip link set s2 up
 }
 
-OVS_ENV=()
-ovs_start() {
-  local d=$TMP/ovs
-  mkdir -p "$d"
-  OVS_ENV=(env OVS_RUNDIR="$d" OVS_LOGDIR="$d" OVS_DBDIR="$d" OVS_SYSCONFDIR="$d")
-  "${OVS_ENV[@]}" ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema
-  "${OVS_ENV[@]}" ovsdb-server "$d/conf.db" --remote=punix:"$d/db.sock" --pidfile="$d/ovsdb.pid" \
-    --detach -vconsole:off --log-file="$d/ovsdb.log" --no-chdir
-  local vsctl=("${OVS_ENV[@]}" ovs-vsctl --db=unix:"$d/db.sock")
-  "${vsctl[@]}" --no-wait init
-  "${vsctl[@]}" --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true
-  nsx $NSW "${OVS_ENV[@]}" ovs-vswitchd unix:"$d/db.sock" --pidfile="$d/vswitchd.pid" --detach \
-    -vconsole:off --log-file="$d/vswitchd.log" --no-chdir
-  "${vsctl[@]}" add-br br-e2e -- set bridge br-e2e datapath_type=netdev
-  "${vsctl[@]}" add-port br-e2e s1 -- add-port br-e2e s2
-  nsx $NSW ip link set br-e2e up 2>/dev/null || true
-}
-ovs_stop() {
-  local d=$TMP/ovs
-  for p in vswitchd ovsdb; do
-    [[ -f $d/$p.pid ]] && kill "$(cat "$d/$p.pid")" 2>/dev/null
-    rm -f "$d/$p.pid"
-  done
-  rm -rf "$d"
-  sleep 0.5
-}
 
 start() {
   case $1 in
@@ -99,40 +73,6 @@ stop() {
   esac
 }
 
-tcp() {
-  nsx $NS2 iperf3 -s -1 -D -p 5399 >/dev/null 2>&1; sleep 0.3
-  nsx $NS1 iperf3 -c 10.77.0.2 -p 5399 -t $SECS -J 2>/dev/null |
-    jq -r '(.end.sum_received.bits_per_second // 0) / 1e9 | . * 100 | round / 100'
-}
-
-udp() {
-  local mac2
-  mac2=$(nsx $NS2 cat /sys/class/net/v2/address)
-  mac1=$(nsx $NS1 cat /sys/class/net/v1/address)
-  # 60 bytes on the wire before the FCS: 14 Ethernet + 20 IPv4 + 8 UDP + 18 payload.
-  cat >"$TMP/udp.cfg" <<CFG
-{ eth(da=$mac2, sa=$mac1), ipv4(saddr=10.77.0.1, daddr=10.77.0.2, ttl=64), udp(sp=9, dp=9), fill(0x00, 18) }
-CFG
-  # trafgen exits on the first EAGAIN from its TX ring ("Flushing TX_RING failed"), which a
-  # veth whose peer runs native XDP gives when its NAPI ring fills (the stopped queue is the
-  # kernel's backpressure). A generator that died after 0.1 s would make a contender look 50
-  # times slower than it is, so trafgen is restarted until the time is up; the rate is over
-  # the whole time, restarts and their gaps included, and the restarts are reported.
-  local before after t0 now left restarts=0
-  before=$(nsx $NS2 cat /sys/class/net/v2/statistics/rx_packets)
-  t0=$(date +%s%N)
-  while now=$(date +%s%N); left=$(( (t0 + SECS * 1000000000 - now) / 1000000 )); (( left > 20 )); do
-    # timeout's 124 means trafgen ran until it was stopped; anything else is an early exit.
-    if nsx $NS1 timeout "$(( left / 1000 )).$(printf %03d $(( left % 1000 )))" \
-        trafgen -i "$TMP/udp.cfg" -o v1 -q >"$TMP/trafgen.out" 2>&1; then :
-    elif [[ $? -ne 124 ]]; then restarts=$(( restarts + 1 )); fi
-  done
-  sleep 0.2
-  after=$(nsx $NS2 cat /sys/class/net/v2/statistics/rx_packets)
-  echo "$restarts" >"$TMP/restarts"
-  echo $(( (after - before) / SECS / 1000 ))
-}
-
 echo "== (a) the pipeline alone, in memory, 64-byte frames, one core (target: at least 20 Mpps) =="
 target/release/examples/switch_bench
 echo
@@ -153,14 +93,11 @@ for run in $(seq "$RUNS"); do
   done
 done
 
-range() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1{lo=$1} {a[NR]=$1} END{printf "%s-%s (median %s)", lo, a[NR], a[int((NR+1)/2)]}'; }
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 echo
 echo "== ns1 - veth - switch - veth - ns2, $RUNS runs each, alternating =="
 for who in ours ours_xdp ours_fast bridge ovs; do
   printf '%-9s TCP %s Gbit/s   UDP64 %s kpps\n' "$who" "$(range <<<"${TCP[$who]}")" "$(range <<<"${UDP[$who]}")"
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 for who in ours ours_xdp ours_fast; do
   mt=$(median <<<"${TCP[$who]}"); mu=$(median <<<"${UDP[$who]}")
   echo "ratios (medians), $who: TCP $who/bridge $(ratio "$mt" "$(median <<<"${TCP[bridge]}")")  $who/ovs $(ratio "$mt" "$(median <<<"${TCP[ovs]}")")"

@@ -115,6 +115,14 @@ fn config_cases() -> Vec<(&'static str, Vec<u8>)> {
             "switch_vf outside num_vfs",
             s("[[uplink]]\npci = \"0000:01:00.0\"\nnum_vfs = 2\nswitch_vf = 2\n".into()),
         ),
+        (
+            "vPort on a switch and an uplink, on an undeclared switch, veth without netns",
+            s("[[uplink]]\npci = \"0000:01:00.0\"\n[[switch]]\nname = \"lab\"\nhost_netdev = \"vp-lab\"\n\
+               [[vport]]\nname = \"a\"\nswitch = \"lab\"\nuplink = \"0000:01:00.0\"\nmac = \"02:00:00:00:00:01\"\n\
+               [[vport]]\nname = \"b\"\nswitch = \"lan\"\nmac = \"02:00:00:00:00:02\"\n\
+               [[vport]]\nname = \"c\"\nuplink = \"0000:01:00.0\"\nmac = \"02:00:00:00:00:03\"\nattach = \"veth\"\n"
+                .into()),
+        ),
         ("not UTF-8", b"state_dir = \"/tmp/\xff\xfe\"\n".to_vec()),
     ]
 }

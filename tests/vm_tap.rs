@@ -7,18 +7,16 @@
 //! anything.
 //!
 //! Topology, all in private network namespaces (no frame leaves through this machine's NIC):
-//! - the test's namespace holds the daemon, QEMU, the TAP and the switch's uplink `up0`, one
-//!   end of a veth standing in for the uplink PF (the software switch needs an uplink today;
-//!   the config names it by PCI address, which a fake sysfs tree under `--root` resolves to
-//!   `up0`'s real ifindex);
-//! - the veth's other end, `wire0`, is in a namespace of its own with 10.0.0.2: the host on
-//!   the physical network the VM pings (untagged, VLAN 1, native on the trunk);
-//! - a second software vPort, `ns1`, has a host in a namespace of its own (10.0.0.3), put on
-//!   it by `vportd tap-netns`, which holds the vPort's TAP as a VM would: VM to vPort on the
-//!   one switch, pinged before and after the restart.
+//! the test's namespace holds the daemon, QEMU and the TAPs, on a private `[[switch]]`
+//! `vmnet` (no uplink: VM to VM and container):
+//! - `host1`, an `attach = "veth"` vPort: the daemon makes its veth, whose end `wire0` is in a
+//!   namespace of its own with 10.0.0.2: the host the VM pings;
+//! - a second vPort, `ns1`, has a host in a namespace of its own (10.0.0.3), put on it by
+//!   `vportd tap-netns`, which holds the vPort's TAP as a VM would: VM to vPort on the one
+//!   switch, pinged before and after the restart.
 //!
 //! While the daemon is dead the ping gets no answer (nothing else forwards between the TAP and
-//! the uplink: the flow cache's tc programs die with the daemon): checked, so the test cannot
+//! the veth: the flow cache's tc programs die with the daemon): checked, so the test cannot
 //! pass on a path that bypasses the switch.
 //!
 //! Runs under `cargo test` (CI included); without QEMU or the rig's kernel it fails saying how
@@ -38,7 +36,8 @@ use common::sh;
 use vportd::provision::state::{Health, STATE_VERSION, State, VportPath, VportState};
 use vportd::softpath::Snapshot;
 
-const PF: &str = "0000:01:00.0";
+const SWITCH: &str = "vmnet";
+const HOST1_MAC: &str = "02:76:70:00:00:03";
 const MAC: &str = "02:76:70:00:00:01";
 const NS1_MAC: &str = "02:76:70:00:00:02";
 
@@ -125,18 +124,21 @@ impl Drop for Daemon {
     }
 }
 
-/// The config, the state (vm1 provisioned on the software path) and a sysfs tree in which
-/// the uplink's PCI address has the netdev `up0`.
-fn setup(dir: &Path) {
+/// The config and the state (vm1, ns1 and host1 provisioned on the private switch), host1's
+/// veth going into `peer`.
+fn setup(dir: &Path, peer: &Netns) {
     let state_dir = dir.join("state");
     std::fs::create_dir_all(&state_dir).unwrap();
     std::fs::write(
         dir.join("host.toml"),
         format!(
-            "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\n\
-             [[vport]]\nname = \"vm1\"\nuplink = \"{PF}\"\nmac = \"{MAC}\"\noffload = \"never\"\n\
-             [[vport]]\nname = \"ns1\"\nuplink = \"{PF}\"\nmac = \"{NS1_MAC}\"\noffload = \"never\"\n",
-            state_dir.display()
+            "state_dir = \"{}\"\n[[switch]]\nname = \"{SWITCH}\"\n\
+             [[vport]]\nname = \"vm1\"\nswitch = \"{SWITCH}\"\nmac = \"{MAC}\"\n\
+             [[vport]]\nname = \"ns1\"\nswitch = \"{SWITCH}\"\nmac = \"{NS1_MAC}\"\n\
+             [[vport]]\nname = \"host1\"\nswitch = \"{SWITCH}\"\nmac = \"{HOST1_MAC}\"\n\
+             attach = \"veth\"\nnetns = \"/proc/{}/ns/net\"\nifname = \"wire0\"\n",
+            state_dir.display(),
+            peer.0.id()
         ),
     )
     .unwrap();
@@ -144,13 +146,13 @@ fn setup(dir: &Path) {
         version: STATE_VERSION,
         ..Default::default()
     };
-    for name in ["vm1", "ns1"] {
+    for name in ["vm1", "ns1", "host1"] {
         state.vports.insert(
             name.into(),
             VportState {
-                uplink: PF.into(),
+                uplink: format!("switch:{SWITCH}"),
                 path: VportPath::Software,
-                reason: "offload = \"never\"".into(),
+                reason: format!("on private switch {SWITCH}"),
                 vf_bdf: None,
                 applied: None,
                 health: Health::Provisioned,
@@ -163,14 +165,6 @@ fn setup(dir: &Path) {
     )
     .unwrap();
     let root = dir.join("root");
-    std::fs::create_dir_all(root.join(format!("sys/bus/pci/devices/{PF}/net/up0"))).unwrap();
-    std::fs::create_dir_all(root.join("sys/class/net/up0")).unwrap();
-    let ifindex = nix::net::if_::if_nametoindex("up0").unwrap();
-    std::fs::write(
-        root.join("sys/class/net/up0/ifindex"),
-        format!("{ifindex}\n"),
-    )
-    .unwrap();
     // The rebalancer's inputs: this machine's, as they are now (it moves nothing here).
     std::fs::create_dir_all(root.join("proc")).unwrap();
     for f in ["stat", "interrupts"] {
@@ -190,6 +184,7 @@ fn wait_served(state_dir: &Path, daemon_log: &Path) {
             && ["vm1", "ns1"]
                 .iter()
                 .all(|v| s.vport(v).is_some_and(|p| p.edge == "tap"))
+            && s.vport("host1").is_some_and(|p| p.edge == "veth")
         {
             return;
         }
@@ -248,15 +243,11 @@ fn run(guest: &mut rig::Guest, script: &str, secs: u64) -> rig::Outcome {
         .success()
 }
 
-/// The uplink `up0` here, its far end in a namespace of its own as 10.0.0.2.
-fn uplink_host() -> Netns {
-    sh("ip link set lo up && ip link add up0 type veth peer name wire0 && ip link set up0 up");
+/// The namespace of host1's veth (made by the daemon), as 10.0.0.2 once it is there.
+fn peer_host() -> Netns {
+    sh("ip link set lo up");
     let peer = Netns::new();
-    sh(&format!("ip link set wire0 netns {}", peer.0.id()));
-    peer.sh(
-        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && \
-         ip link set lo up && ip addr add 10.0.0.2/24 dev wire0 && ip link set wire0 up",
-    );
+    peer.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && ip link set lo up");
     peer
 }
 
@@ -299,14 +290,15 @@ fn a_vm_on_a_software_vport_keeps_its_link_across_a_daemon_restart() {
         return;
     };
     common::private_netns();
-    let _peer = uplink_host();
+    let peer = peer_host();
     let dir = tempfile::tempdir().unwrap();
-    setup(dir.path());
+    setup(dir.path(), &peer);
     let state_dir = dir.path().join("state");
     let log: PathBuf = dir.path().join("daemon.log");
     let daemon = Daemon::start(dir.path());
     wait_served(&state_dir, &log);
     let tap_index = nix::net::if_::if_nametoindex("vp-vm1").unwrap();
+    peer.sh("ip addr add 10.0.0.2/24 dev wire0 && ip link set wire0 up");
     let _ns1 = vport_host();
 
     // The VM opens the daemon's TAP by name.

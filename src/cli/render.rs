@@ -506,3 +506,26 @@ pub fn queue_sets(sets: &[&crate::provision::state::VportQueueSet]) -> String {
     out.push_str(&table(&["VPORT", "FUNCTION", "QUEUES", "CPUS"], &rows));
     out
 }
+
+/// The running software switches, each with its kind and members, as the daemon last
+/// published them; empty when it publishes none.
+pub fn switches(snap: &crate::softpath::Snapshot) -> String {
+    if snap.switches.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = snap
+        .switches
+        .iter()
+        .map(|s| {
+            let via = match (&s.uplink, &s.host_netdev) {
+                (Some(u), _) => format!("uplink {u}"),
+                (None, Some(h)) => format!("host {h}"),
+                (None, None) => "-".into(),
+            };
+            vec![s.name.clone(), s.kind.clone(), via, s.members.join(", ")]
+        })
+        .collect();
+    let mut out = String::from("\nsoftware switches:\n");
+    out.push_str(&table(&["SWITCH", "KIND", "NIC", "MEMBERS"], &rows));
+    out
+}

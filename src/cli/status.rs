@@ -33,6 +33,10 @@ pub(super) fn run(
         emit(&(to_json(&list) + "\n"));
     } else {
         emit(&render::status(&list));
+        // Each switch with its kind and members (the JSON has them per vPort port).
+        if let Ok(Some(snap)) = crate::softpath::Snapshot::load(&dir) {
+            emit(&render::switches(&snap));
+        }
     }
     if list.iter().any(|s| !s.drift.is_empty()) {
         return Err(Failure {

@@ -303,6 +303,7 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
     let labels = |p: &crate::model::port_counters::PortSnapshot| {
         format!("switch=\"{}\",port=\"{}\"", esc(&p.switch), esc(&p.port))
     };
+    render_switch_info(&mut o, snap);
     family(
         &mut o,
         "vportd_switch_port_info",
@@ -322,6 +323,44 @@ pub fn render_switch(snap: &crate::softpath::Snapshot) -> String {
     }
     render_switch_counters(&mut o, snap);
     o
+}
+
+/// Each software switch by kind (external, internal, private), with its uplink PF or host
+/// netdev; its members are the `vportd_switch_port_info` series of that switch.
+fn render_switch_info(o: &mut String, snap: &crate::softpath::Snapshot) {
+    if snap.switches.is_empty() {
+        return;
+    }
+    family(
+        o,
+        "vportd_switch_info",
+        "gauge",
+        "Each software switch: its kind (external: an uplink PF; internal: the host is a member through host_netdev; private: vPorts only) and member count.",
+    );
+    for s in &snap.switches {
+        let _ = writeln!(
+            o,
+            "vportd_switch_info{{switch=\"{}\",kind=\"{}\",uplink=\"{}\",host_netdev=\"{}\"}} 1",
+            esc(&s.name),
+            esc(&s.kind),
+            esc(s.uplink.as_deref().unwrap_or("")),
+            esc(s.host_netdev.as_deref().unwrap_or(""))
+        );
+    }
+    family(
+        o,
+        "vportd_switch_members",
+        "gauge",
+        "How many ports each software switch has: its trunk (uplink or host), if any, and its vPorts.",
+    );
+    for s in &snap.switches {
+        let _ = writeln!(
+            o,
+            "vportd_switch_members{{switch=\"{}\"}} {}",
+            esc(&s.name),
+            s.members.len()
+        );
+    }
 }
 
 /// Each software switch port's packets, bytes, floods and drops.

@@ -219,6 +219,8 @@ pub fn status_with(
         let mut actual = None;
         let mut health = v.health;
         match (&v.path, pf) {
+            // A `[[switch]]` member has no PF to lose.
+            _ if crate::provision::state::switch_member(&v.uplink).is_some() => {}
             (_, None) => {
                 health = Health::Lost;
                 drift.push(format!("uplink {} is gone", v.uplink));

@@ -83,11 +83,13 @@ pub fn split(config: &Config, ready: &[bool]) -> (Config, Vec<usize>) {
         .map(|(_, u)| u.clone())
         .collect();
     sub.vports.retain(|v| {
-        config
-            .uplinks
-            .iter()
-            .position(|u| u.selector.matches(&v.uplink))
-            .is_some_and(|i| ready[i])
+        // A `[[switch]]` member depends on no uplink.
+        v.switch.is_some()
+            || config
+                .uplinks
+                .iter()
+                .position(|u| u.selector.matches(&v.uplink))
+                .is_some_and(|i| ready[i])
     });
     (sub, absent)
 }

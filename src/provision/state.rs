@@ -314,6 +314,14 @@ impl State {
     }
 }
 
+/// What a vPort on a `[[switch]]` records as its `uplink`: no PF, the switch's name.
+pub const SWITCH_MEMBER_PREFIX: &str = "switch:";
+
+/// The `[[switch]]` a state's `uplink` names, None when it names a PF.
+pub fn switch_member(uplink: &str) -> Option<&str> {
+    uplink.strip_prefix(SWITCH_MEMBER_PREFIX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::plan::{HOST_PORT, SwitchKind};
+use super::plan::{PortPlan, SwitchPlan, TrunkAt, UPLINK_PORT, held_taps, plan};
 use super::taps::TapBook;
 
 use crate::host::afpacket::{AfPacket, RingSize, UnicastFilter};
@@ -52,26 +54,15 @@ use crate::host::fs::KernelFs;
 use crate::host::tap::TapError;
 use crate::host::userfiles::{self, UserFiles};
 use crate::model::edge::NetdevEdge;
-use crate::model::mac::Mac;
 use crate::provision::config::Config;
-use crate::provision::config::{LinkState, VportSpec};
-use crate::provision::state::{Health, State, VportPath};
-use crate::switch::acl::{Acl, Action, Rule};
-use crate::switch::port::DEFAULT_VLAN;
-use crate::switch::qos::TokenBucket;
-use crate::switch::vlan::{VlanMode, VlanSet};
+use crate::provision::state::State;
+use crate::switch::vlan::VlanMode;
 use crate::switch::{
     Counters, DropReason, Edge, PortConfig, PortId, Switch, SwitchConfig, SwitchError, SwitchHandle,
 };
 
-/// The trunk port's name on every software switch.
-pub const UPLINK_PORT: &str = "uplink";
-
 /// Where the daemon publishes the counters, inside the state directory.
 pub const SNAPSHOT_FILE: &str = "switch.json";
-
-/// Longest interface name (IFNAMSIZ - 1).
-const IFNAME_MAX: usize = 15;
 
 /// Errors attaching software vPorts. Each names the vPort or uplink; the daemon logs them and
 /// keeps the rest of the software path running.
@@ -163,6 +154,22 @@ pub enum SoftpathError {
         #[source]
         source: crate::host::tcflow::TcFlowError,
     },
+    /// A container's veth could not be made; the port exists, link down.
+    #[error("vPort {vport} is on the software path with its link down: {source}")]
+    Veth {
+        vport: String,
+        #[source]
+        source: crate::host::netns::NetnsError,
+    },
+    /// An internal switch's host veth could not be made or brought up.
+    #[error(
+        "internal switch {switch} has no host member: its veth {host_netdev} cannot be set up: {why}"
+    )]
+    HostVeth {
+        switch: String,
+        host_netdev: String,
+        why: String,
+    },
     /// A vPort's TAP could not be created; the port exists, link down.
     #[error("vPort {vport} is on the software path with its link down: {source}")]
     Tap {
@@ -191,142 +198,6 @@ pub enum SoftpathError {
     /// The counters file is not valid.
     #[error("{}: the software switch counters are unreadable ({why}); the daemon rewrites the file every second", path.display())]
     Corrupt { path: PathBuf, why: String },
-}
-
-/// The TAP device name for a vPort: `vp-<name>` when it fits 15 bytes, else `vp-`, the first
-/// seven characters, `-` and four hex digits of a hash of the whole name (stable across runs,
-/// so a VM's config can name it).
-pub fn tap_name(vport: &str) -> String {
-    let full = format!("vp-{vport}");
-    if full.len() <= IFNAME_MAX {
-        return full;
-    }
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in vport.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    let head: String = vport.chars().take(7).collect();
-    format!("vp-{head}-{:04x}", (h ^ (h >> 16)) & 0xffff)
-}
-
-/// One vPort's port on a switch.
-#[derive(Debug, Clone)]
-pub struct PortPlan {
-    pub vport: String,
-    pub tap: String,
-    pub cfg: PortConfig,
-    /// `tap_owner` / `tap_group` as the config writes them.
-    pub tap_owner: Option<String>,
-    pub tap_group: Option<String>,
-}
-
-/// One software switch: the uplink PF it trunks to and its vPorts.
-#[derive(Debug, Clone)]
-pub struct SwitchPlan {
-    /// The uplink PF's PCI address.
-    pub uplink: String,
-    /// `[[uplink]] switch_vf`: the trunk is this VF of the uplink, with the vPorts' MACs
-    /// as its unicast addresses; None: the PF's own netdev.
-    pub trunk_vf: Option<u32>,
-    /// How the trunk opens the PF's netdev (`[[uplink]] switch_edge`).
-    pub edge: NetdevEdge,
-    pub name: String,
-    pub trunk: PortConfig,
-    pub ports: Vec<PortPlan>,
-}
-
-/// The switches the state asks for (pure): every provisioned vPort on the software path that
-/// the config still has, grouped by uplink PF. A TAP name clash is reported and its vPort left
-/// out.
-pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>) {
-    let mut by_uplink: BTreeMap<&str, Vec<PortPlan>> = BTreeMap::new();
-    let mut edges: BTreeMap<&str, NetdevEdge> = BTreeMap::new();
-    let mut trunk_vfs: BTreeMap<&str, u32> = BTreeMap::new();
-    let mut taps: BTreeMap<String, String> = BTreeMap::new();
-    let mut errors = Vec::new();
-    for (name, v) in &state.vports {
-        if v.path != VportPath::Software || v.health != Health::Provisioned {
-            continue;
-        }
-        let Some(spec) = cfg.vports.iter().find(|s| &s.name == name) else {
-            continue;
-        };
-        let tap = tap_name(name);
-        if let Some(other) = taps.insert(tap.clone(), name.clone()) {
-            errors.push(SoftpathError::TapClash {
-                vport: name.clone(),
-                tap,
-                other,
-            });
-            continue;
-        }
-        if let Some(up) = cfg
-            .uplinks
-            .iter()
-            .find(|u| u.selector.matches(&spec.uplink))
-        {
-            edges.insert(&v.uplink, up.switch_edge);
-            if let Some(vf) = up.switch_vf {
-                trunk_vfs.insert(&v.uplink, vf);
-            }
-        }
-        by_uplink.entry(&v.uplink).or_default().push(PortPlan {
-            vport: name.clone(),
-            tap,
-            cfg: port_config(spec),
-            tap_owner: spec.tap_owner.clone(),
-            tap_group: spec.tap_group.clone(),
-        });
-    }
-    let plans = by_uplink
-        .into_iter()
-        .map(|(uplink, ports)| {
-            let vids: BTreeSet<u16> = ports
-                .iter()
-                .filter_map(|p| match p.cfg.vlan {
-                    VlanMode::Access { vid } => Some(vid),
-                    VlanMode::Trunk { .. } => None,
-                })
-                .collect();
-            let native = vids.contains(&DEFAULT_VLAN).then_some(DEFAULT_VLAN);
-            let allowed = VlanSet::from_vids(vids.into_iter().filter(|v| *v != DEFAULT_VLAN));
-            SwitchPlan {
-                uplink: uplink.to_string(),
-                trunk_vf: trunk_vfs.get(uplink).copied(),
-                edge: edges.get(uplink).copied().unwrap_or_default(),
-                name: format!("sw-{uplink}"),
-                trunk: PortConfig::trunk(UPLINK_PORT, VlanMode::Trunk { allowed, native }),
-                ports,
-            }
-        })
-        .collect();
-    (plans, errors)
-}
-
-/// The software vPorts whose TAPs stay although no switch serves them now: those the config
-/// still has whose uplink is lost (pure). Their VMs keep their link's device, and the switch
-/// serves it again when the uplink is back.
-pub fn held_taps(cfg: &Config, state: &State) -> BTreeSet<String> {
-    state
-        .vports
-        .iter()
-        .filter(|(name, v)| {
-            v.path == VportPath::Software
-                && v.health == Health::Lost
-                && cfg.vports.iter().any(|s| &s.name == *name)
-        })
-        .map(|(name, _)| name.clone())
-        .collect()
-}
-
-/// Where a switch's trunk is: the uplink PF itself (`vf` None) or one of its VFs. What
-/// [`SoftPath::start`] asks its resolver for an ifindex.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrunkAt {
-    /// The uplink PF's PCI address.
-    pub pf: String,
-    pub vf: Option<u32>,
 }
 
 /// The ifindex of the trunk's netdev, from sysfs under `fs`'s root: the PF's, or its VF's
@@ -360,6 +231,11 @@ struct PortMeta {
 struct SwitchView {
     name: String,
     uplink: String,
+    kind: &'static str,
+    /// The host's netdev on an internal switch.
+    host_netdev: Option<String>,
+    /// The trunk's port name: `uplink`, or `host` on an internal switch.
+    trunk_port: &'static str,
     counters: Arc<Counters>,
     ports: Vec<PortMeta>,
 }
@@ -380,6 +256,26 @@ pub struct Snapshot {
     /// Seconds since the Unix epoch when the daemon took it.
     pub taken_unix_s: u64,
     pub ports: Vec<PortSnapshot>,
+    /// Each running switch, its kind and members (absent in files of older daemons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switches: Vec<SwitchSnapshot>,
+}
+
+/// A running switch as `status` and the metrics show it: a switch is known by what connects
+/// to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchSnapshot {
+    pub name: String,
+    /// `external` (an uplink's), `internal` (the host is a member) or `private`.
+    pub kind: String,
+    /// The uplink PF's PCI address, on an external switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    /// The host's netdev, on an internal switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_netdev: Option<String>,
+    /// Its ports by name: `uplink` or `host` for the trunk, then the vPorts.
+    pub members: Vec<String>,
 }
 
 impl Snapshot {
@@ -404,32 +300,15 @@ impl Snapshot {
             })
     }
 
+    /// A switch by name.
+    pub fn switch(&self, name: &str) -> Option<&SwitchSnapshot> {
+        self.switches.iter().find(|s| s.name == name)
+    }
+
     /// A vPort's port.
     pub fn vport(&self, name: &str) -> Option<&PortSnapshot> {
         self.ports.iter().find(|p| p.vport.as_deref() == Some(name))
     }
-}
-
-/// The switch port for a vPort the plan put on the software path: its VLAN and priority,
-/// its TX rate as an ingress limit (what the VM sends is what the VF would have limited),
-/// spoof checking as an ACL allowing only its own source MAC, and its link state.
-pub fn port_config(spec: &VportSpec) -> PortConfig {
-    let mac = Mac(spec.mac.0);
-    let mut port = PortConfig::access(&spec.name, spec.vlan.unwrap_or(DEFAULT_VLAN));
-    port.default_pcp = spec.qos;
-    port.mac = (!spec.mac.is_zero()).then_some(mac);
-    port.rate = spec.max_tx_rate_mbps.map(TokenBucket::from_mbps);
-    if spec.spoofchk && port.mac.is_some() {
-        port.ingress_acl = Acl::new(vec![
-            Rule {
-                src_mac: Some(mac),
-                ..Rule::any(Action::Allow)
-            },
-            Rule::any(Action::Deny),
-        ]);
-    }
-    port.admin_down = spec.link_state == LinkState::Disable;
-    port
 }
 
 fn unix_now() -> u64 {
@@ -443,14 +322,26 @@ impl View {
     /// Sums every port's per-worker counters now.
     pub fn snapshot(&self) -> Snapshot {
         let mut ports = Vec::new();
+        let mut members = Vec::new();
         let switches = self.switches.read().unwrap_or_else(|p| p.into_inner());
         for sw in switches.iter() {
+            members.push(SwitchSnapshot {
+                name: sw.name.clone(),
+                kind: sw.kind.to_string(),
+                uplink: (!sw.uplink.is_empty()).then(|| sw.uplink.clone()),
+                host_netdev: sw.host_netdev.clone(),
+                members: sw
+                    .ports
+                    .iter()
+                    .map(|p| p.vport.clone().unwrap_or_else(|| sw.trunk_port.to_string()))
+                    .collect(),
+            });
             for p in &sw.ports {
                 let s = sw.counters.port(p.index);
                 ports.push(PortSnapshot {
                     switch: sw.name.clone(),
                     uplink: sw.uplink.clone(),
-                    port: p.vport.clone().unwrap_or_else(|| UPLINK_PORT.to_string()),
+                    port: p.vport.clone().unwrap_or_else(|| sw.trunk_port.to_string()),
                     vport: p.vport.clone(),
                     netdev: p.netdev.clone(),
                     edge: p.edge.to_string(),
@@ -471,6 +362,7 @@ impl View {
         Snapshot {
             taken_unix_s: unix_now(),
             ports,
+            switches: members,
         }
     }
 
@@ -551,17 +443,30 @@ impl SoftPath {
         let mut running = std::mem::take(&mut self.running);
         // Switches whose uplink no plan names any more.
         running.retain_mut(|r| {
-            let keep = plans.iter().any(|p| p.uplink == r.plan.uplink);
+            let keep = plans
+                .iter()
+                .any(|p| p.name == r.plan.name && p.kind == r.plan.kind);
             if !keep {
                 if let Some(h) = r.handle.take() {
                     h.stop();
                 }
                 r.leave_vlans();
+                // An internal switch that no plan has (its last vPort went, or the
+                // `[[switch]]` did) takes the host's veth along.
+                if let SwitchKind::Internal { port, host_netdev } = &r.plan.kind
+                    && let Err(e) = crate::host::netns::delete_veth(port, None)
+                {
+                    errors.push(SoftpathError::HostVeth {
+                        switch: r.plan.name.clone(),
+                        host_netdev: host_netdev.clone(),
+                        why: e.to_string(),
+                    });
+                }
             }
             keep
         });
         for plan in plans {
-            match running.iter_mut().find(|r| r.plan.uplink == plan.uplink) {
+            match running.iter_mut().find(|r| r.plan.name == plan.name) {
                 Some(r) => r.update(plan, resolve, &mut self.taps, &mut errors),
                 None => match start_switch(plan, resolve, &mut self.taps, &mut errors) {
                     Ok(r) => running.push(r),
@@ -658,7 +563,8 @@ struct Running {
     handle: Option<SwitchHandle>,
     view: SwitchView,
     /// The trunk's port and the NIC losses already seen on it.
-    trunk: PortId,
+    /// None on a private switch, which has no trunk.
+    trunk: Option<PortId>,
     trunk_lost_seen: u64,
     /// Whether the trunk has its NIC (false once the worker reported it lost, until
     /// reopened).
@@ -710,53 +616,10 @@ impl Running {
         let Some(handle) = self.handle.take() else {
             return;
         };
-        // The trunk: a new VLAN set replaces the port (same NIC); a lost NIC is reopened.
-        // The loss count is compared for change, not growth: a replaced port starts again
-        // from zero, and at worst that reopens a NIC that was fine, once.
         let counters = handle.counters();
-        if counters.port(self.trunk.0).nic_lost != self.trunk_lost_seen
-            || plan.trunk_vf != self.plan.trunk_vf
-        {
-            self.trunk_connected = false;
+        if let Some(trunk) = self.trunk {
+            self.update_trunk(trunk, plan, &handle, resolve, errors);
         }
-        if !same_config(&self.plan.trunk, &plan.trunk) {
-            let edge = match handle.remove_port(self.trunk) {
-                Ok(edge) => edge,
-                Err(e) => {
-                    errors.push(e.into());
-                    None
-                }
-            };
-            let edge = if self.trunk_connected { edge } else { None };
-            self.trunk_connected = edge.is_some();
-            match handle.add_port(plan.trunk.clone(), edge) {
-                Ok(id) => self.retarget(None, id),
-                Err(e) => errors.push(e.into()),
-            }
-        }
-        if !self.trunk_connected {
-            if let Err(e) = handle.disconnect(self.trunk) {
-                errors.push(e.into());
-            }
-            self.filter = None;
-            // Gone with a vanished VF; left when the trunk moves elsewhere.
-            self.leave_vlans();
-            match open_trunk(plan, resolve) {
-                Ok(t) => match handle.connect(self.trunk, t.edge) {
-                    Ok(()) => {
-                        self.trunk_connected = true;
-                        self.filter = t.filter;
-                        if let Some(m) = self.view.ports.iter_mut().find(|m| m.vport.is_none()) {
-                            m.netdev = t.netdev;
-                            m.edge = t.kind;
-                        }
-                    }
-                    Err(e) => errors.push(e.into()),
-                },
-                Err(e) => errors.push(e),
-            }
-        }
-        self.trunk_lost_seen = counters.port(self.trunk.0).nic_lost;
         // vPorts gone from the plan, or whose configuration changed.
         let mut taps: BTreeMap<String, (Box<dyn Edge>, Option<u32>)> = BTreeMap::new();
         for old in &self.plan.ports {
@@ -798,7 +661,11 @@ impl Running {
                     Err(e) => errors.push(e.into()),
                 }
             }
-            let kind = if port.tap.is_some() { "tap" } else { "none" };
+            let kind = if port.tap.is_some() {
+                attach_kind(p)
+            } else {
+                "none"
+            };
             if let Some(m) = self
                 .view
                 .ports
@@ -814,7 +681,7 @@ impl Running {
                 continue;
             }
             let (edge, tap, kind) = match taps.remove(&p.vport) {
-                Some((edge, tap)) => (Some(edge), tap, "tap"),
+                Some((edge, tap)) => (Some(edge), tap, attach_kind(p)),
                 None => open_tap(p, book, errors),
             };
             match handle.add_port(p.cfg.clone(), edge) {
@@ -843,10 +710,71 @@ impl Running {
         self.handle = Some(handle);
     }
 
+    /// The trunk: a new VLAN set replaces the port (same NIC); a lost NIC is reopened.
+    /// The loss count is compared for change, not growth: a replaced port starts again
+    /// from zero, and at worst that reopens a NIC that was fine, once.
+    fn update_trunk(
+        &mut self,
+        mut trunk: PortId,
+        plan: &SwitchPlan,
+        handle: &SwitchHandle,
+        resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
+        errors: &mut Vec<SoftpathError>,
+    ) {
+        let counters = handle.counters();
+        if counters.port(trunk.0).nic_lost != self.trunk_lost_seen
+            || plan.trunk_vf != self.plan.trunk_vf
+        {
+            self.trunk_connected = false;
+        }
+        if !same_config(&self.plan.trunk, &plan.trunk) {
+            let edge = match handle.remove_port(trunk) {
+                Ok(edge) => edge,
+                Err(e) => {
+                    errors.push(e.into());
+                    None
+                }
+            };
+            let edge = if self.trunk_connected { edge } else { None };
+            self.trunk_connected = edge.is_some();
+            match handle.add_port(plan.trunk.clone(), edge) {
+                Ok(id) => {
+                    trunk = id;
+                    self.retarget(None, id);
+                }
+                Err(e) => errors.push(e.into()),
+            }
+        }
+        if !self.trunk_connected {
+            if let Err(e) = handle.disconnect(trunk) {
+                errors.push(e.into());
+            }
+            self.filter = None;
+            // Gone with a vanished VF; left when the trunk moves elsewhere.
+            self.leave_vlans();
+            match open_trunk(plan, resolve) {
+                Ok(None) => self.trunk_connected = true,
+                Ok(Some(t)) => match handle.connect(trunk, t.edge) {
+                    Ok(()) => {
+                        self.trunk_connected = true;
+                        self.filter = t.filter;
+                        if let Some(m) = self.view.ports.iter_mut().find(|m| m.vport.is_none()) {
+                            m.netdev = t.netdev;
+                            m.edge = t.kind;
+                        }
+                    }
+                    Err(e) => errors.push(e.into()),
+                },
+                Err(e) => errors.push(e),
+            }
+        }
+        self.trunk_lost_seen = counters.port(trunk.0).nic_lost;
+    }
+
     /// Points the trunk's (None) or a vPort's counters at its new port.
     fn retarget(&mut self, vport: Option<&str>, id: PortId) {
         if vport.is_none() {
-            self.trunk = id;
+            self.trunk = Some(id);
         }
         if let Some(m) = self
             .view
@@ -964,7 +892,35 @@ struct OpenTrunk {
     filter: Option<UnicastFilter>,
 }
 
+/// The trunk of `plan`'s switch by its kind: the uplink's netdev (external), the switch's
+/// end of the host veth (internal), none (private).
 fn open_trunk(
+    plan: &SwitchPlan,
+    resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
+) -> Result<Option<OpenTrunk>, SoftpathError> {
+    match &plan.kind {
+        SwitchKind::External => open_uplink(plan, resolve).map(Some),
+        SwitchKind::Private => Ok(None),
+        SwitchKind::Internal { host_netdev, port } => {
+            let ifindex = super::veths::host_port(&plan.name, port, host_netdev)?;
+            let edge = AfPacket::open_index_counted(ifindex, true, RingSize::GSO).map_err(|e| {
+                SoftpathError::HostVeth {
+                    switch: plan.name.clone(),
+                    host_netdev: host_netdev.clone(),
+                    why: e.to_string(),
+                }
+            })?;
+            Ok(Some(OpenTrunk {
+                kind: edge.kind(),
+                edge: Box::new(edge),
+                netdev: port.clone(),
+                filter: None,
+            }))
+        }
+    }
+}
+
+fn open_uplink(
     plan: &SwitchPlan,
     resolve: &dyn Fn(&TrunkAt) -> Option<u32>,
 ) -> Result<OpenTrunk, SoftpathError> {
@@ -1027,6 +983,14 @@ fn open_trunk(
     })
 }
 
+/// What a connected vPort port's NIC is, as status and the metrics name it.
+fn attach_kind(p: &PortPlan) -> &'static str {
+    match p.attach {
+        crate::provision::config::Attach::Tap => "tap",
+        crate::provision::config::Attach::Veth { .. } => "veth",
+    }
+}
+
 /// The vPort's TAP (adopted or made, see [`TapBook::connect`]) with the switch's edge on
 /// it and its ifindex; None (and the error) when it cannot be had.
 fn open_tap(
@@ -1035,7 +999,7 @@ fn open_tap(
     errors: &mut Vec<SoftpathError>,
 ) -> (Option<Box<dyn Edge>>, Option<u32>, &'static str) {
     match book.connect(p, errors) {
-        Some((edge, ifindex)) => (Some(edge), Some(ifindex), "tap"),
+        Some((edge, ifindex)) => (Some(edge), Some(ifindex), attach_kind(p)),
         None => (None, None, "none"),
     }
 }
@@ -1056,13 +1020,23 @@ fn start_switch(
         }),
     }
     let mut metas = Vec::new();
-    let trunk_id = sw.add_port(plan.trunk.clone(), Some(trunk.edge))?;
-    metas.push(PortMeta {
-        index: trunk_id.0,
-        vport: None,
-        netdev: trunk.netdev,
-        edge: trunk.kind,
-    });
+    let trunk_id = match trunk {
+        Some(t) => {
+            let id = sw.add_port(plan.trunk.clone(), Some(t.edge))?;
+            metas.push(PortMeta {
+                index: id.0,
+                vport: None,
+                netdev: t.netdev,
+                edge: t.kind,
+            });
+            Some((id, t.filter))
+        }
+        None => None,
+    };
+    let (trunk_id, filter) = match trunk_id {
+        Some((id, f)) => (Some(id), f),
+        None => (None, None),
+    };
     let mut ports = BTreeMap::new();
     for p in &plan.ports {
         let (edge, tap, kind) = open_tap(p, book, errors);
@@ -1090,13 +1064,22 @@ fn start_switch(
         view: SwitchView {
             name: plan.name.clone(),
             uplink: plan.uplink.clone(),
+            kind: plan.kind.as_str(),
+            host_netdev: match &plan.kind {
+                SwitchKind::Internal { host_netdev, .. } => Some(host_netdev.clone()),
+                _ => None,
+            },
+            trunk_port: match plan.kind {
+                SwitchKind::Internal { .. } => HOST_PORT,
+                _ => UPLINK_PORT,
+            },
             counters,
             ports: metas,
         },
         trunk: trunk_id,
         trunk_lost_seen: 0,
         trunk_connected: true,
-        filter: trunk.filter,
+        filter,
         vlans: BTreeMap::new(),
         ports,
     };
@@ -1147,116 +1130,6 @@ impl Drop for SoftPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provision::state::{STATE_VERSION, VportState};
-    use std::path::Path;
-
-    #[test]
-    fn tap_names_fit_and_are_stable() {
-        assert_eq!(tap_name("vm1"), "vp-vm1");
-        assert_eq!(tap_name("abcdefghijkl"), "vp-abcdefghijkl");
-        let long = tap_name("vm1-eth0-with-a-long-name");
-        assert_eq!(long.len(), 15, "{long}");
-        assert!(long.starts_with("vp-vm1-eth-"), "{long}");
-        assert_eq!(long, tap_name("vm1-eth0-with-a-long-name"));
-        assert_ne!(long, tap_name("vm1-eth0-with-a-long-nam"));
-    }
-
-    const CONFIG: &str = r#"
-state_dir = "/var/lib/vportd"
-[[uplink]]
-pci = "0000:01:00.0"
-[[uplink]]
-pci = "0000:02:00.0"
-[[vport]]
-name = "a"
-uplink = "0000:01:00.0"
-mac = "02:00:00:00:00:01"
-vlan = 100
-offload = "never"
-[[vport]]
-name = "b"
-uplink = "0000:01:00.0"
-mac = "02:00:00:00:00:02"
-offload = "never"
-[[vport]]
-name = "c"
-uplink = "0000:02:00.0"
-mac = "02:00:00:00:00:03"
-vlan = 7
-[[vport]]
-name = "d"
-uplink = "0000:02:00.0"
-mac = "02:00:00:00:00:04"
-"#;
-
-    fn state(entries: &[(&str, &str, VportPath)]) -> State {
-        let mut s = State {
-            version: STATE_VERSION,
-            ..Default::default()
-        };
-        for (name, uplink, path) in entries {
-            s.vports.insert(
-                name.to_string(),
-                VportState {
-                    uplink: uplink.to_string(),
-                    path: path.clone(),
-                    reason: String::new(),
-                    vf_bdf: None,
-                    applied: None,
-                    health: Health::Provisioned,
-                },
-            );
-        }
-        s
-    }
-
-    #[test]
-    fn plan_groups_software_vports_by_uplink_with_a_trunk_of_their_vlans() {
-        let cfg = crate::provision::config::parse(Path::new("host.toml"), CONFIG).unwrap();
-        let st = state(&[
-            ("a", "0000:01:00.0", VportPath::Software),
-            ("b", "0000:01:00.0", VportPath::Software),
-            ("c", "0000:02:00.0", VportPath::Vf { index: 0 }),
-            ("d", "0000:02:00.0", VportPath::Software),
-            ("gone", "0000:02:00.0", VportPath::Software),
-        ]);
-        let (plans, errors) = plan(&cfg, &st);
-        assert!(errors.is_empty());
-        assert_eq!(plans.len(), 2);
-        let p = &plans[0];
-        assert_eq!(p.uplink, "0000:01:00.0");
-        let names: Vec<_> = p.ports.iter().map(|x| x.tap.as_str()).collect();
-        assert_eq!(names, ["vp-a", "vp-b"]);
-        let VlanMode::Trunk { allowed, native } = &p.trunk.vlan else {
-            panic!("the uplink is a trunk");
-        };
-        assert!(allowed.contains(100) && !allowed.contains(7) && !allowed.contains(1));
-        assert_eq!(*native, Some(DEFAULT_VLAN));
-        // c holds a VF; "gone" is no longer in the config.
-        let q = &plans[1];
-        assert_eq!(q.ports.len(), 1);
-        assert_eq!(q.ports[0].vport, "d");
-    }
-
-    #[test]
-    fn a_lost_software_vport_keeps_its_tap() {
-        let cfg = crate::provision::config::parse(Path::new("host.toml"), CONFIG).unwrap();
-        let mut st = state(&[
-            ("a", "0000:01:00.0", VportPath::Software),
-            ("b", "0000:01:00.0", VportPath::Software),
-            ("c", "0000:02:00.0", VportPath::Vf { index: 0 }),
-            ("gone", "0000:02:00.0", VportPath::Software),
-        ]);
-        for v in st.vports.values_mut() {
-            v.health = Health::Lost;
-        }
-        st.vports.get_mut("b").unwrap().health = Health::Provisioned;
-        let held: Vec<String> = held_taps(&cfg, &st).into_iter().collect();
-        assert_eq!(held, ["a"]);
-        // Not in any plan: no switch serves it meanwhile.
-        let (plans, _) = plan(&cfg, &st);
-        assert!(plans.iter().all(|p| p.ports.iter().all(|x| x.vport != "a")));
-    }
 
     #[test]
     fn snapshot_round_trips_and_missing_is_none() {
@@ -1265,6 +1138,7 @@ mac = "02:00:00:00:00:04"
         let s = Snapshot {
             taken_unix_s: 5,
             ports: Vec::new(),
+            switches: Vec::new(),
         };
         std::fs::write(
             dir.path().join(SNAPSHOT_FILE),

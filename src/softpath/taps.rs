@@ -22,17 +22,19 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::running::{PortPlan, SoftpathError};
+use super::plan::PortPlan;
+use super::running::SoftpathError;
 use crate::host::afpacket::{AfPacket, RingSize};
 use crate::host::tap::{self, TapAccess, TapError, TapFacts};
-use crate::host::userfiles::{self};
+use crate::host::userfiles;
 use crate::model::file_errors::FilesError;
+use crate::provision::config::Attach;
 use crate::switch::Edge;
 
 /// The rings on a vPort's TAP: 2,048 slots of 2 KiB, 4 MiB a ring (the trunk's are 16 MiB:
 /// one per switch, but a TAP per vPort); GSO super-packets bigger than a slot go through the
 /// socket queue (host::afpacket).
-const TAP_RING: RingSize = RingSize {
+pub(super) const TAP_RING: RingSize = RingSize {
     frames: 2048,
     frame_size: 2048,
 };
@@ -143,6 +145,9 @@ impl TapBook {
         p: &PortPlan,
         errors: &mut Vec<SoftpathError>,
     ) -> Option<(Box<dyn Edge>, u32)> {
+        if let Attach::Veth { netns, ifname } = &p.attach {
+            return super::veths::connect(self, p, netns, ifname, errors);
+        }
         let access = match resolve_access(p) {
             Ok(a) => a,
             Err(e) => {
@@ -190,6 +195,12 @@ impl TapBook {
                 None
             }
         }
+    }
+
+    /// Records the device vportd made for a vPort.
+    pub(super) fn record(&mut self, vport: &str, rec: TapRecord, errors: &mut Vec<SoftpathError>) {
+        self.taps.insert(vport.to_string(), rec);
+        self.save(errors);
     }
 
     /// Makes the vPort's TAP and records it.

@@ -120,6 +120,20 @@ impl Acl {
         self.rules.is_empty()
     }
 
+    /// Whether every rule looks only at the MACs and the VLAN, so that its decision is the
+    /// same for every frame of a flow cache flow (keyed by ingress port, both MACs and the
+    /// outer tag): a vPort's spoof check ("only my source MAC") is such an ACL.
+    pub fn decided_by_macs_and_vlan(&self) -> bool {
+        self.rules.iter().all(|r| {
+            r.ethertype.is_none()
+                && r.src_ip.is_none()
+                && r.dst_ip.is_none()
+                && r.proto.is_none()
+                && r.src_port.is_none()
+                && r.dst_port.is_none()
+        })
+    }
+
     /// Whether `frame`, classified into `vid`, may pass.
     #[inline]
     pub fn allows(&self, frame: &EthFrame<'_>, vid: u16) -> bool {

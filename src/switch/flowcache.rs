@@ -458,12 +458,15 @@ impl FlowCache {
 }
 
 /// Whether the pipeline's decision from `sp` to `dp` may be repeated by the kernel without
-/// skipping a per-frame policy.
+/// skipping a per-frame policy. An ingress ACL that looks only at MACs and the VLAN (a
+/// vPort's spoof check) decides the same for every frame of a flow, whose key holds both
+/// MACs and the outer tag: the flow exists only because the ACL let its first frames pass,
+/// and a frame with another source MAC is another flow, left to the pipeline.
 fn cacheable(sp: &PortState, dp: &PortState) -> bool {
     let (s, d) = (&sp.cfg, &dp.cfg);
     sp.link_up
         && dp.link_up
-        && s.ingress_acl.is_empty()
+        && s.ingress_acl.decided_by_macs_and_vlan()
         && s.rate.is_none()
         && s.learn_limit.is_none()
         && s.learning

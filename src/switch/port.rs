@@ -1,5 +1,5 @@
 //! A vPort's configuration on the switch. How a `[[vport]]` of the config maps onto it is the
-//! software path's business (`softpath::running::port_config`): the switch knows ports, not
+//! software path's business (`softpath::plan::port_config`): the switch knows ports, not
 //! the provisioning config.
 
 use super::acl::Acl;

@@ -8,6 +8,18 @@ pub(super) const TOP_KEYS: &[(&str, &str)] = &[
     ),
     ("uplink", "[[uplink]] tables, one per PF"),
     ("vport", "[[vport]] tables, one per vPort"),
+    (
+        "switch",
+        "[[switch]] tables, one per private or internal software switch",
+    ),
+];
+
+pub(super) const SWITCH_KEYS: &[(&str, &str)] = &[
+    ("name", "a name such as \"lab\""),
+    (
+        "host_netdev",
+        "the name of the host's own interface on the switch, e.g. \"vsw-lab\"",
+    ),
 ];
 
 pub(super) const UPLINK_KEYS: &[(&str, &str)] = &[
@@ -62,6 +74,16 @@ pub(super) const VPORT_KEYS: &[(&str, &str)] = &[
     (
         "tap_group",
         "the group allowed to open the vPort's TAP, e.g. \"kvm\"",
+    ),
+    ("switch", "the name of a [[switch]], in quotes"),
+    ("attach", "\"tap\" (a VM's) or \"veth\" (a container's)"),
+    (
+        "netns",
+        "a network namespace name or path, e.g. \"ctr1\" or \"/proc/1234/ns/net\"",
+    ),
+    (
+        "ifname",
+        "the interface name inside the namespace, e.g. \"eth0\"",
     ),
 ];
 

@@ -14,6 +14,7 @@ mod against;
 mod checker;
 mod keys;
 mod names;
+mod switch;
 mod top;
 mod uplink;
 mod vport;
@@ -51,6 +52,52 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub uplinks: Vec<Uplink>,
     pub vports: Vec<VportSpec>,
+    /// The `[[switch]]` tables: private and internal software switches.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub switches: Vec<SwitchSpec>,
+}
+
+/// One `[[switch]]`: a software switch without an uplink PF. Private when `host_netdev` is
+/// None (vPorts only), internal when the host is a member through that netdev.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwitchSpec {
+    pub name: String,
+    /// The host's own interface on the switch: one end of a veth pair vportd makes, the other
+    /// end the switch's port. None: a private switch.
+    pub host_netdev: Option<String>,
+    /// Where the `[[switch]]` table starts.
+    pub at: Location,
+}
+
+/// How a software vPort reaches its VM or container.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Attach {
+    /// A persistent TAP `vp-NAME` that the VM opens by name.
+    #[default]
+    Tap,
+    /// A veth pair the daemon makes: the container's end inside `netns` as `ifname` with the
+    /// vPort's MAC, the host end `vp-NAME` a switch port.
+    Veth {
+        /// A name under /var/run/netns, or a path (`/proc/PID/ns/net`).
+        netns: String,
+        ifname: String,
+    },
+}
+
+impl Attach {
+    fn is_tap(&self) -> bool {
+        *self == Attach::Tap
+    }
+
+    /// The namespace's path: a bare name is one `ip netns add` made.
+    pub fn netns_path(netns: &str) -> PathBuf {
+        if netns.starts_with('/') {
+            PathBuf::from(netns)
+        } else {
+            Path::new("/var/run/netns").join(netns)
+        }
+    }
 }
 
 /// One `[[uplink]]`: a PF whose VFs (or queues) vPorts use.
@@ -81,8 +128,15 @@ pub struct Uplink {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VportSpec {
     pub name: String,
-    /// Exactly as written; [`UplinkSelector::matches`] it against the uplinks.
+    /// Exactly as written; [`UplinkSelector::matches`] it against the uplinks. Empty when
+    /// the vPort names a `switch` instead.
     pub uplink: String,
+    /// The `[[switch]]` the vPort is on (instead of an uplink): always the software path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<String>,
+    /// How the software path connects it: a VM's TAP, or a container's veth.
+    #[serde(skip_serializing_if = "Attach::is_tap")]
+    pub attach: Attach,
     pub mac: Mac,
     /// 1..=4094; None for untagged.
     pub vlan: Option<u16>,
@@ -199,6 +253,12 @@ impl Config {
         self.uplinks.iter().find(|u| u.selector.matches(&v.uplink))
     }
 
+    /// The `[[switch]]` a vPort's `switch = "..."` names.
+    pub fn switch_of(&self, v: &VportSpec) -> Option<&SwitchSpec> {
+        let name = v.switch.as_deref()?;
+        self.switches.iter().find(|s| s.name == name)
+    }
+
     /// How each `[[uplink]]` names its PF, in file order.
     pub fn selectors(&self) -> impl Iterator<Item = &UplinkSelector> {
         self.uplinks.iter().map(|u| &u.selector)
@@ -264,7 +324,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         return Err(ConfigError::Invalid(ck.problems));
     };
     let uplinks = uplink::uplinks(&mut ck, &top.uplinks);
-    let vports = vport::vports(&mut ck, &top.vports, &uplinks);
+    let switches = switch::switches(&mut ck, &top.switches);
+    let vports = vport::vports(&mut ck, &top.vports, &uplinks, &switches);
     if !ck.problems.is_empty() {
         return Err(ConfigError::Invalid(sorted(ck.problems)));
     }
@@ -273,6 +334,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         state_dir: top.state_dir,
         uplinks: uplinks.list,
         vports,
+        switches: switches.list,
     })
 }
 

@@ -37,7 +37,19 @@ fn the_example_parses_and_uses_every_key() {
         UplinkSelector::Ifname("enp2s0".into())
     );
     let names: Vec<&str> = cfg.vports.iter().map(|v| v.name.as_str()).collect();
-    assert_eq!(names, ["vm1-eth0", "vm2-eth0", "vm3-eth0", "ctr1"]);
+    assert_eq!(
+        names,
+        ["vm1-eth0", "vm2-eth0", "vm3-eth0", "ctr1", "web1", "web2"]
+    );
+    assert_eq!(cfg.switches.len(), 2);
+    assert_eq!(cfg.switch_of(&cfg.vports[4]), Some(&cfg.switches[0]));
+    assert_eq!(
+        cfg.vports[4].attach,
+        Attach::Veth {
+            netns: "web1".into(),
+            ifname: "eth0".into()
+        }
+    );
     let v = &cfg.vports[0];
     assert_eq!(v.mac.to_string(), "02:00:00:00:01:01");
     assert_eq!(
@@ -574,7 +586,7 @@ fn errors_print_as_file_line_col_with_a_hint() {
     let e = parse(Path::new("host.toml"), vport_with!("vlna = 1\n")).unwrap_err();
     assert!(
         e.to_string().ends_with(
-            "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload, optional, queues, placement, cpus, tap_owner, tap_group"
+            "hint: did you mean vlan? valid keys in [[vport]]: name, uplink, mac, vlan, qos, proto, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, link_state, offload, optional, queues, placement, cpus, tap_owner, tap_group, switch, attach, netns, ifname"
         ),
         "{e}"
     );

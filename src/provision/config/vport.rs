@@ -10,9 +10,11 @@ use toml::de::DeTable;
 use super::checker::{Checker, lookup, port_mac, ranged, word};
 use super::keys::{OPTIONAL_ATTRIBUTES, VPORT_KEYS};
 use super::names::is_vport_name;
+use super::switch::Switches;
 use super::uplink::Uplinks;
 use super::{
-    LinkState, MAX_VPORT_NAME, Mac, Offload, PathChoice, UplinkSelector, VlanProto, VportSpec,
+    Attach, LinkState, MAX_VPORT_NAME, Mac, Offload, PathChoice, UplinkSelector, VlanProto,
+    VportSpec,
 };
 use crate::model::location::Location;
 
@@ -38,6 +40,10 @@ struct RawVport {
     cpus: Option<Spanned<String>>,
     tap_owner: Option<Spanned<String>>,
     tap_group: Option<Spanned<String>>,
+    switch: Option<Spanned<String>>,
+    attach: Option<Spanned<String>>,
+    netns: Option<Spanned<String>>,
+    ifname: Option<Spanned<String>>,
 }
 
 /// What earlier `[[vport]]` tables took, for the checks across tables.
@@ -52,12 +58,13 @@ pub(super) fn vports(
     ck: &mut Checker<'_>,
     tables: &[Spanned<DeTable<'_>>],
     uplinks: &Uplinks,
+    switches: &Switches,
 ) -> Vec<VportSpec> {
     let mut taken = Taken::default();
     tables
         .iter()
         .enumerate()
-        .filter_map(|(i, table)| vport(ck, i, table, uplinks, &mut taken))
+        .filter_map(|(i, table)| vport(ck, i, table, (uplinks, switches), &mut taken))
         .collect()
 }
 
@@ -66,7 +73,7 @@ fn vport(
     ck: &mut Checker<'_>,
     i: usize,
     table: &Spanned<DeTable<'_>>,
-    uplinks: &Uplinks,
+    (uplinks, switches): (&Uplinks, &Switches),
     taken: &mut Taken,
 ) -> Option<VportSpec> {
     let what = match lookup(table, "name").and_then(|n| n.get_ref().as_str()) {
@@ -77,7 +84,13 @@ fn vport(
     missing(ck, &what, table, &raw);
     let at = ck.at(&table.span());
     let name = unique_name(ck, &what, &raw, &at, &mut taken.names);
-    let uplink = uplink_ref(ck, &what, &raw, uplinks);
+    let (uplink, switch) = match &raw.switch {
+        None => (uplink_ref(ck, &what, &raw, uplinks), None),
+        Some(sw) => (
+            Some(String::new()),
+            super::switch::switch_ref(ck, &what, sw, raw.uplink.as_ref(), switches),
+        ),
+    };
     let mac = unique_mac(ck, &what, &raw, &uplinks.list, &mut taken.macs);
     let (vlan, qos, vlan_proto) = vlan_tag(ck, &what, &raw);
     let (max_rate, min_rate) = rates(ck, &what, &raw);
@@ -95,10 +108,16 @@ fn vport(
     let cpus = cpus(ck, &what, &raw);
     let tap_owner = tap_id(ck, &what, "tap_owner", &raw.tap_owner);
     let tap_group = tap_id(ck, &what, "tap_group", &raw.tap_group);
+    let attach = attach(ck, &what, &raw, offload, placement);
     // Each of these is None only after a problem was reported.
     Some(VportSpec {
         name: name?,
         uplink: uplink?,
+        switch: match raw.switch {
+            Some(_) => Some(switch?),
+            None => None,
+        },
+        attach: attach?,
         mac: mac?,
         vlan,
         qos: qos.unwrap_or(0),
@@ -123,7 +142,10 @@ fn vport(
 fn missing(ck: &mut Checker<'_>, what: &str, table: &Spanned<DeTable<'_>>, raw: &RawVport) {
     let missing: Vec<&str> = [
         ("name", raw.name.is_none()),
-        ("uplink", raw.uplink.is_none()),
+        (
+            "uplink",
+            raw.uplink.is_none() && raw.switch.is_none() && lookup(table, "switch").is_none(),
+        ),
         ("mac", raw.mac.is_none()),
     ]
     .into_iter()
@@ -454,4 +476,86 @@ fn cpus(ck: &mut Checker<'_>, what: &str, raw: &RawVport) -> Option<Vec<u32>> {
             None
         }
     }
+}
+
+/// `attach`, with `netns` and `ifname` for a veth. A veth is made by the software path
+/// only, so its vPort must be sure to take it: on a `[[switch]]`, or kept off VFs and queues.
+fn attach(
+    ck: &mut Checker<'_>,
+    what: &str,
+    raw: &RawVport,
+    offload: Option<Offload>,
+    placement: Option<PathChoice>,
+) -> Option<Attach> {
+    let kind = word(
+        ck,
+        what,
+        "attach",
+        &raw.attach,
+        &[("tap", false), ("veth", true)],
+        "tap: a persistent TAP a VM opens by name; veth: a veth pair into a container's namespace",
+    );
+    let veth = match (kind, &raw.attach) {
+        (Some(v), _) => v,
+        (None, None) => false,
+        (None, Some(_)) => return None,
+    };
+    if !veth {
+        for (key, v) in [("netns", &raw.netns), ("ifname", &raw.ifname)] {
+            if let Some(v) = v {
+                ck.report(
+                    &v.span(),
+                    format!("{what}: {key} without attach = \"veth\""),
+                    format!("{key} says where a container's veth goes: set attach = \"veth\", or remove {key}"),
+                );
+            }
+        }
+        return Some(Attach::Tap);
+    }
+    let attach = raw.attach.as_ref()?;
+    let software = raw.switch.is_some()
+        || offload == Some(Offload::Never)
+        || placement == Some(PathChoice::Software);
+    if !software {
+        ck.report(
+            &attach.span(),
+            format!("{what}: attach = \"veth\" on a vPort that may get a VF or queues"),
+            "the daemon makes veths on the software path only: put the vPort on a [[switch]], or set offload = \"never\"",
+        );
+    }
+    let Some(netns) = raw.netns.as_ref() else {
+        ck.report(
+            &attach.span(),
+            format!("{what}: attach = \"veth\" without netns"),
+            "say which namespace gets the container's end: netns = \"NAME\" (under /var/run/netns) or a path",
+        );
+        return None;
+    };
+    let n = netns.get_ref();
+    let good_name =
+        super::names::is_ifname(n) || (n.len() < 256 && !n.contains(char::is_whitespace));
+    if n.is_empty() || !good_name || (!n.starts_with('/') && n.contains('/')) {
+        ck.report(
+            &netns.span(),
+            format!("{what}: netns {n:?} is neither a namespace name nor an absolute path"),
+            "write a name `ip netns add` made, e.g. \"ctr1\", or a path such as \"/proc/1234/ns/net\"",
+        );
+        return None;
+    }
+    let ifname = match raw.ifname.as_ref() {
+        None => "eth0".to_string(),
+        Some(i) if super::names::is_ifname(i.get_ref()) => i.get_ref().clone(),
+        Some(i) => {
+            ck.report(
+                &i.span(),
+                format!("{what}: ifname {:?} is not an interface name", i.get_ref()),
+                "write 1 to 15 characters without '/', ':' or spaces, e.g. ifname = \"eth0\"",
+            );
+            return None;
+        }
+    };
+    software.then(|| Attach::Veth {
+        netns: n.clone(),
+        ifname,
+    })
 }

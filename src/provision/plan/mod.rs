@@ -17,6 +17,7 @@
 //!   binding and VF settings;
 //! - [`steering`], the PF's channels, the vPorts without a VF on queues of their own
 //!   ([`queues`] picks them), the PF's own RSS table ([`pf_queues`]);
+//! - [`switched`], the vPorts on a `[[switch]]`: the software path, no NIC;
 //! - then, over every uplink, [`leftovers`]: steering on PFs that left the config,
 //!   state-only changes, and warnings that need the whole plan.
 //!
@@ -28,6 +29,7 @@ mod leftovers;
 mod pf_queues;
 mod queues;
 mod steering;
+mod switched;
 mod types;
 mod uplink;
 mod vf_choice;
@@ -103,6 +105,7 @@ pub fn plan(
         vf_steps::vport_vfs(&inputs, &up, &taken, &candidates, resized, &mut draft);
         steering::queues_and_steering(&inputs, &up, candidates.no_vf, &mut draft);
     }
+    switched::place_switch_members(&inputs, &mut draft);
     leftovers::release_orphaned_steering(&inputs, uplinks, &mut draft);
     leftovers::record_state_only_changes(&inputs, &mut draft);
     leftovers::warn_unicast_filters(&inputs, uplinks, &mut draft);

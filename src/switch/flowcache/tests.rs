@@ -422,3 +422,38 @@ fn a_peer_moving_away_or_back_recaches_the_flows_into_its_port() {
     assert_eq!(got[1], [(1, 2, 2)]);
     assert_eq!(mode(&r, key(10, 1, 2)), Some(Redirect::Egress));
 }
+
+#[test]
+fn a_spoof_checked_port_is_cached_for_its_own_mac_only() {
+    // A software vPort's spoof check: its own source MAC allowed, everything else denied.
+    let mut a = access("a");
+    a.ingress_acl = Acl::new(vec![
+        Rule {
+            src_mac: Some(host_mac(1)),
+            ..Rule::any(Action::Allow)
+        },
+        Rule::any(Action::Deny),
+    ]);
+    let mut r = rig(&[a, access("b")]);
+    r.learn_and_send();
+    assert_eq!(r.fake.keys().len(), 1, "the vPort's own flow is cached");
+    // Another source MAC is another flow: the pipeline drops it, nothing is cached for it.
+    let got = r.send(0, Spec::new(3, 2, 9));
+    assert!(got[1].is_empty());
+    assert_eq!(
+        r.sw.pipeline()
+            .stats(PortId(0))
+            .drops_for(DropReason::AclIngress),
+        1
+    );
+    assert_eq!(r.fake.keys().len(), 1);
+    // An ACL looking past the MACs (here the ethertype) keeps every frame in the pipeline.
+    let mut b = access("a");
+    b.ingress_acl = Acl::new(vec![Rule {
+        ethertype: Some(0x86dd),
+        ..Rule::any(Action::Deny)
+    }]);
+    let mut r = rig(&[b, access("b")]);
+    r.learn_and_send();
+    assert!(r.fake.keys().is_empty());
+}
