@@ -82,6 +82,7 @@ fn plan() -> Plan {
         disruptions: Vec::new(),
         warnings: Vec::new(),
         blockers: Vec::new(),
+        pools: Vec::new(),
     }
 }
 

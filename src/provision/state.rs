@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::host::userfiles::{self, FilesError};
+use crate::model::pool::Pool;
 use crate::model::vf::VfConfig;
 
 /// Version of the state file format.
@@ -121,7 +122,19 @@ pub struct State {
     /// and removes it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub steering: BTreeMap<String, Steering>,
+    /// Each `[[pool]]`'s VFs as the planner chose them: chosen once and kept, so that an
+    /// attachment's VF never changes pool under it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<Pool>,
+    /// In memory only, read by [`State::load`] from the daemon's attachment book
+    /// ([`ATTACHMENTS_FILE`]): who holds each pool VF, by (PF, VF index), so that the
+    /// planner refuses to take a VF from under a container.
+    #[serde(skip)]
+    pub pool_holders: BTreeMap<(String, u32), String>,
 }
+
+/// The daemon's attachment book, in the state directory next to the state file.
+pub const ATTACHMENTS_FILE: &str = "attachments.json";
 
 /// A vPort's steering as programmed on its PF.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,7 +285,9 @@ impl State {
             }
             Err(e) => return Err(e.into()),
         };
-        Self::parse(&path, &text)
+        let mut state = Self::parse(&path, &text)?;
+        state.pool_holders = pool_holders(dir)?;
+        Ok(state)
     }
 
     /// Parses state text, refusing versions this build does not know.
@@ -300,6 +315,15 @@ impl State {
         Ok(())
     }
 
+    /// The VF indexes the pools hold on a PF.
+    pub fn pool_vfs_on(&self, pf: &str) -> std::collections::BTreeSet<u32> {
+        self.pools
+            .iter()
+            .filter(|p| p.pf == pf)
+            .flat_map(|p| p.vfs.iter().copied())
+            .collect()
+    }
+
     /// The VF indexes held on a PF, by vPort.
     pub fn vfs_on(&self, pf: &str) -> BTreeMap<u32, &str> {
         self.vports
@@ -311,6 +335,55 @@ impl State {
             })
             .collect()
     }
+}
+
+/// Who holds each pool VF according to the attachment book in `dir` (none when the daemon
+/// never wrote one). Only the fields the planner needs are read: the book's own module
+/// (`attach::book`) owns the format and its version.
+fn pool_holders(dir: &Path) -> Result<BTreeMap<(String, u32), String>, StateError> {
+    #[derive(Deserialize)]
+    struct Book {
+        attachments: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        container_id: String,
+        ifname: String,
+        alloc: Alloc,
+    }
+    #[derive(Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    enum Alloc {
+        Vf {
+            pf: String,
+            vf: u32,
+        },
+        #[serde(other)]
+        Other,
+    }
+    let path = dir.join(ATTACHMENTS_FILE);
+    let text = match userfiles::read_text(&path) {
+        Ok(t) => t,
+        Err(FilesError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(BTreeMap::new());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let book: Book = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
+    Ok(book
+        .attachments
+        .into_iter()
+        .filter_map(|e| match e.alloc {
+            Alloc::Vf { pf, vf } => Some((
+                (pf, vf),
+                format!("container {}'s {}", e.container_id, e.ifname),
+            )),
+            Alloc::Other => None,
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod against;
 mod checker;
 mod keys;
 mod names;
+mod pool;
 mod top;
 mod uplink;
 mod vport;
@@ -27,6 +28,7 @@ use crate::host::userfiles::{self, FilesError};
 use crate::model::location::Location;
 use crate::model::location::path_lossy;
 pub use crate::model::mac::Mac;
+pub use crate::model::pool::PoolSpec;
 pub use crate::model::uplink::UplinkSelector;
 pub use against::check_against;
 pub use keys::OPTIONAL_ATTRIBUTES;
@@ -50,6 +52,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub uplinks: Vec<Uplink>,
     pub vports: Vec<VportSpec>,
+    /// The `[[pool]]`s: VFs set aside for attachments (containers through CNI).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolSpec>,
 }
 
 /// One `[[uplink]]`: a PF whose VFs (or queues) vPorts use.
@@ -198,6 +203,15 @@ impl Config {
         self.uplinks.iter().find(|u| u.selector.matches(&v.uplink))
     }
 
+    /// The `[[uplink]]` a pool's `uplink` names. Always Some for a parsed config.
+    pub fn uplink_of_pool(&self, p: &PoolSpec) -> Option<&Uplink> {
+        let reference = match &p.uplink {
+            crate::model::pool::PoolUplink::Pci(bdf) => bdf.clone(),
+            crate::model::pool::PoolUplink::Mac(mac) => mac.to_string(),
+        };
+        self.uplinks.iter().find(|u| u.selector.matches(&reference))
+    }
+
     /// How each `[[uplink]]` names its PF, in file order.
     pub fn selectors(&self) -> impl Iterator<Item = &UplinkSelector> {
         self.uplinks.iter().map(|u| &u.selector)
@@ -264,6 +278,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     };
     let uplinks = uplink::uplinks(&mut ck, &top.uplinks);
     let vports = vport::vports(&mut ck, &top.vports, &uplinks);
+    let pools = pool::pools(&mut ck, &top.pools, &uplinks);
     if !ck.problems.is_empty() {
         return Err(ConfigError::Invalid(sorted(ck.problems)));
     }
@@ -272,6 +287,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         state_dir: top.state_dir,
         uplinks: uplinks.list,
         vports,
+        pools,
     })
 }
 
