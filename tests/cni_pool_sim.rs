@@ -249,3 +249,53 @@ fn pools_are_shown_in_the_plan_json_only_when_there_are_some() {
     assert_eq!(json["pools"][0]["name"], "ctr");
     assert_eq!(json["pools"][0]["vfs"], serde_json::json!([0]));
 }
+
+/// `vportd discover --state-dir DIR` and `vportd status`: each pool, its VFs and who holds
+/// them (from the attachment book), as a table and (discover) as JSON `pools`.
+#[test]
+fn discover_and_status_show_the_pools_and_their_holders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::igb(1);
+    apply(
+        &mut host,
+        &text(dir.path(), "", &[], &pool("ctr", 3, "")),
+        "r1",
+    )
+    .unwrap();
+    hold(dir.path(), &[("c1", 1)]);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vportd"))
+            .args(args)
+            .args(["--state-dir", dir.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/guest-82576-7vfs"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["discover", "--fixture", fixture, "--json"])).unwrap();
+    assert_eq!(
+        json["pools"],
+        serde_json::json!([{
+            "pool": "ctr", "uplink": PF, "vfs": [0, 1, 2], "capacity": 3, "allocated": 1,
+            "holders": {"1": "container c1's eth0"}
+        }])
+    );
+    let table = run(&["discover", "--fixture", fixture]);
+    assert!(table.contains("POOL"), "{table}");
+    assert!(table.contains("vf 1: container c1's eth0"), "{table}");
+    let status = run(&["status"]);
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("ctr"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(row.contains("0,1,2") && row.contains("1/3"), "{row}");
+}

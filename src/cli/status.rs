@@ -8,7 +8,7 @@ use crate::facts::profile::ProfileSet;
 use crate::host::fs::KernelFs;
 use crate::host::netlink;
 use crate::provision;
-use crate::provision::state::State;
+use crate::provision::state::{PoolUse, State};
 
 pub(super) fn run(
     config: Option<PathBuf>,
@@ -27,11 +27,11 @@ pub(super) fn run(
         .as_ref()
         .map(provision::vport_cpus)
         .unwrap_or_default();
-    let list = vport_status(&dir, &cpus)?;
+    let (list, pools) = vport_status(&dir, &cpus)?;
     if json {
         emit(&(to_json(&list) + "\n"));
     } else {
-        emit(&render::status(&list));
+        emit(&(render::status(&list) + &pools_table(&pools)));
     }
     if list.iter().any(|s| !s.drift.is_empty()) {
         return Err(Failure {
@@ -44,12 +44,42 @@ pub(super) fn run(
     Ok(())
 }
 
+/// The `[[pool]]`s' VFs and who holds them, after the vPorts (nothing without pools).
+pub(super) fn pools_table(pools: &[PoolUse]) -> String {
+    if pools.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = pools
+        .iter()
+        .map(|p| {
+            let vfs: Vec<String> = p.vfs.iter().map(u32::to_string).collect();
+            let held: Vec<String> = p
+                .holders
+                .iter()
+                .map(|(vf, h)| format!("vf {vf}: {h}"))
+                .collect();
+            vec![
+                p.pool.clone(),
+                p.uplink.clone(),
+                vfs.join(","),
+                format!("{}/{}", p.allocated, p.capacity),
+                if held.is_empty() {
+                    "-".into()
+                } else {
+                    held.join("; ")
+                },
+            ]
+        })
+        .collect();
+    "\n".to_string() + &render::table(&["POOL", "UPLINK", "VFS", "ALLOCATED", "HELD BY"], &rows)
+}
+
 /// Each vPort of the state in `dir` against the live host, its steering read back and
-/// the software switch's counters joined in.
+/// the software switch's counters joined in; and the pools' use.
 fn vport_status(
     dir: &std::path::Path,
     cpus: &std::collections::BTreeMap<String, Vec<u32>>,
-) -> Result<Vec<provision::VportStatus>, Failure> {
+) -> Result<(Vec<provision::VportStatus>, Vec<PoolUse>), Failure> {
     let state = State::load(dir).map_err(Failure::runtime)?;
     // Full discovery: the vPorts' queue sets need every function's IRQs.
     let nl = netlink::snapshot_scoped(false).map_err(Failure::runtime)?;
@@ -63,5 +93,5 @@ fn vport_status(
     for s in &mut list {
         s.switch = snap.as_ref().and_then(|x| x.vport(&s.vport)).cloned();
     }
-    Ok(list)
+    Ok((list, state.pool_use()))
 }

@@ -133,6 +133,20 @@ pub struct State {
     pub pool_holders: BTreeMap<(String, u32), String>,
 }
 
+/// A pool's VFs and who holds them: what `vportd status`, `discover --config` and the
+/// metrics show of a `[[pool]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolUse {
+    pub pool: String,
+    /// The PF's PCI address.
+    pub uplink: String,
+    pub vfs: Vec<u32>,
+    pub capacity: usize,
+    pub allocated: usize,
+    /// The attachments holding VFs (attached, or reserved by an ADD not finished), by index.
+    pub holders: BTreeMap<u32, String>,
+}
+
 /// The daemon's attachment book, in the state directory next to the state file.
 pub const ATTACHMENTS_FILE: &str = "attachments.json";
 
@@ -313,6 +327,31 @@ impl State {
         let text = serde_json::to_string_pretty(self).expect("state serializes");
         userfiles::write_atomic(&Self::path(dir), text.as_bytes())?;
         Ok(())
+    }
+
+    /// Each pool's VFs and who holds them (from the attachment book [`State::load`] read).
+    pub fn pool_use(&self) -> Vec<PoolUse> {
+        self.pools
+            .iter()
+            .map(|p| {
+                let holders: BTreeMap<u32, String> = p
+                    .vfs
+                    .iter()
+                    .filter_map(|vf| {
+                        let h = self.pool_holders.get(&(p.pf.clone(), *vf))?;
+                        Some((*vf, h.clone()))
+                    })
+                    .collect();
+                PoolUse {
+                    pool: p.name.clone(),
+                    uplink: p.pf.clone(),
+                    vfs: p.vfs.clone(),
+                    capacity: p.vfs.len(),
+                    allocated: holders.len(),
+                    holders,
+                }
+            })
+            .collect()
     }
 
     /// The VF indexes the pools hold on a PF.
