@@ -11,6 +11,7 @@
 mod rig;
 
 mod cni_podman;
+mod cni_pool;
 mod faults;
 mod hotplug;
 mod provision;
