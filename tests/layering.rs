@@ -45,6 +45,7 @@ const RULES: &[(&str, &[&str])] = &[
             "rebalance",
             "softpath",
             "switch",
+            "attach",
         ],
     ),
     (
