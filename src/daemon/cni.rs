@@ -403,17 +403,21 @@ impl Host {
                 mtu,
             } => {
                 let ns = Netns::open(netns).map_err(|e| failed(e.to_string()))?;
-                // Here still: wait for the driver to take the PF's MAC before it moves.
-                let ifindex = match self.vf_link(pf, *vf)? {
-                    Some((ifx, ..)) => {
-                        self.settle_mac(pf, *vf, *mac);
-                        ifx
+                // Here still: its driver must take the MAC its PF set before it moves (a VF
+                // may not change it itself). Gone from here: an earlier try moved it, and
+                // only its MAC finds it among the container's links.
+                let (ifindex, find_by) = match self.vf_link(pf, *vf)? {
+                    Some((ifx, name, now)) => {
+                        if now != *mac {
+                            self.reset_vf_netdev(ifx, &name, pf, *vf, *mac)?;
+                        }
+                        (ifx, None)
                     }
-                    None => 0,
+                    None => (0, Some(*mac)),
                 };
                 let want = Placement {
                     ifname: ifname.clone(),
-                    mac: Some(*mac),
+                    mac: find_by,
                     mtu: *mtu,
                 };
                 let moved = netns::move_into(ifindex, &ns, &want)
@@ -439,16 +443,37 @@ impl Host {
         }
     }
 
-    fn settle_mac(&mut self, pf: &str, vf: u32, mac: Mac) {
+    /// A VF driver (igbvf) takes the MAC its PF set only when it resets: the netdev is
+    /// brought up here (under its own name) and the MAC awaited.
+    fn reset_vf_netdev(
+        &mut self,
+        ifindex: u32,
+        name: &str,
+        pf: &str,
+        vf: u32,
+        mac: Mac,
+    ) -> Result<(), CniError> {
+        let here = Netns::current().map_err(|e| CniError::TryAgainLater { why: e.to_string() })?;
+        let same = Placement {
+            ifname: name.to_string(),
+            mac: None,
+            mtu: None,
+        };
+        netns::move_into(ifindex, &here, &same).map_err(|e| CniError::TryAgainLater {
+            why: format!("VF {vf} of {pf}: bringing its netdev up to take MAC {mac}: {e}"),
+        })?;
         let start = Instant::now();
         while start.elapsed() < MAC_SETTLE {
-            match self.vf_link(pf, vf) {
-                Ok(Some((_, _, now))) if now != mac => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                _ => return,
+            match self.vf_link(pf, vf)? {
+                Some((_, _, now)) if now != mac => std::thread::sleep(Duration::from_millis(20)),
+                _ => return Ok(()),
             }
         }
+        Err(CniError::TryAgainLater {
+            why: format!(
+                "VF {vf} of {pf} did not take MAC {mac} from its PF within {MAC_SETTLE:?}"
+            ),
+        })
     }
 
     /// The VF home under its old name and MAC: out of its namespace when it is there, else
@@ -468,9 +493,13 @@ impl Host {
         };
         let mut why = String::new();
         if let Ok(ns) = Netns::open(netns) {
-            match netns::move_back(&ns, inside.unwrap_or(0), Some(mac), &identity) {
-                Ok(_) => return Ok(()),
-                Err(e) => why = format!(" ({e})"),
+            // Inside with the attachment's MAC, or still its own (an ADD cut short before
+            // the driver took the new one).
+            for by in [mac, host.mac] {
+                match netns::move_back(&ns, inside.unwrap_or(0), Some(by), &identity) {
+                    Ok(_) => return Ok(()),
+                    Err(e) => why = format!(" ({e})"),
+                }
             }
         }
         match self.vf_link(pf, vf)? {
