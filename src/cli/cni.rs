@@ -29,6 +29,8 @@ use crate::attach::ipam;
 use crate::daemon::protocol::{
     self, CniAttached, CniCall, CniKey, CniTarget, MacSource, Request, Response,
 };
+use crate::host::ipconf::{self, IpRoute};
+use crate::host::netns::Netns;
 use crate::host::unix_socket;
 use crate::model::pool::VfAttributes;
 
@@ -158,10 +160,13 @@ fn add(
             what: "the daemon answered ADD without the interface it made".into(),
         })?;
     let ipam = match &conf.ipam {
-        Some(plugin) => match ipam::delegate(plugin, env, stdin) {
+        Some(plugin) => match ipam::delegate(plugin, env, stdin)
+            .and_then(|r| addresses_inside(&attached, r.as_ref()).map(|_| r))
+        {
             Ok(r) => r,
             Err(e) => {
                 let _ = ask(socket, Request::CniDel { call });
+                let _ = ipam::delegate(plugin, &as_del(env), stdin);
                 return Err(e);
             }
         },
@@ -176,6 +181,44 @@ fn add(
         pci_id: attached.pci_id,
     };
     Ok(CniResult::for_attachment(conf.cni_version, iface, ipam, conf.dns.clone()).to_json())
+}
+
+/// The same call as a DEL: IPAM's addresses go back when an ADD is undone.
+fn as_del(env: &Env) -> Env {
+    Env {
+        command: Command::Del,
+        ..env.clone()
+    }
+}
+
+/// IPAM's addresses on the attachment's link, and its routes through it: the runtime
+/// configures nothing itself.
+fn addresses_inside(attached: &CniAttached, r: Option<&CniResult>) -> Result<(), CniError> {
+    let (Some(r), Some(ifindex)) = (r, attached.ifindex) else {
+        return Ok(());
+    };
+    let addrs: Vec<(std::net::IpAddr, u8)> = r
+        .ips
+        .iter()
+        .filter_map(|ip| cni::result::parse_cidr(&ip.address))
+        .collect();
+    let routes: Vec<IpRoute> = r
+        .routes
+        .iter()
+        .filter_map(|rt| {
+            let (dst, prefix) = cni::result::parse_cidr(&rt.dst)?;
+            let gw = rt.gw.as_ref().and_then(|g| g.parse().ok());
+            Some(IpRoute { dst, prefix, gw })
+        })
+        .collect();
+    let failed = |e: String| CniError::Io {
+        what: format!(
+            "cannot put IPAM's addresses on {} in {}: {e}",
+            attached.ifname, attached.sandbox
+        ),
+    };
+    let ns = Netns::open(&attached.sandbox).map_err(|e| failed(e.to_string()))?;
+    ipconf::configure(&ns, ifindex, &addrs, &routes).map_err(|e| failed(e.to_string()))
 }
 
 fn target(t: &cni::Target) -> CniTarget {

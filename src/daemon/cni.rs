@@ -186,6 +186,7 @@ impl CniService {
             sandbox: netns,
             pci_id,
             mtu: entry.attrs.mtu,
+            ifindex: inside.or(entry.inside_ifindex),
         })
     }
 
@@ -444,7 +445,7 @@ impl Host {
     }
 
     /// A VF driver (igbvf) takes the MAC its PF set only when it resets: the netdev is
-    /// brought up here (under its own name) and the MAC awaited.
+    /// brought up and down here (under its own name and MAC) and the new MAC awaited.
     fn reset_vf_netdev(
         &mut self,
         ifindex: u32,
@@ -459,9 +460,17 @@ impl Host {
             mac: None,
             mtu: None,
         };
-        netns::move_into(ifindex, &here, &same).map_err(|e| CniError::TryAgainLater {
-            why: format!("VF {vf} of {pf}: bringing its netdev up to take MAC {mac}: {e}"),
-        })?;
+        let failed = |e: netns::NetnsError| CniError::TryAgainLater {
+            why: format!("VF {vf} of {pf}: cycling its netdev to take MAC {mac}: {e}"),
+        };
+        let before = self.vf_link(pf, vf)?.map(|l| l.2).unwrap_or(mac);
+        netns::move_into(ifindex, &here, &same).map_err(failed)?;
+        // Down again: igbvf resets there, and asks its PF for its MAC.
+        let as_was = HostIdentity {
+            name: name.to_string(),
+            mac: before,
+        };
+        netns::restore(ifindex, &as_was).map_err(failed)?;
         let start = Instant::now();
         while start.elapsed() < MAC_SETTLE {
             match self.vf_link(pf, vf)? {

@@ -138,6 +138,9 @@ pub struct CniAttached {
     pub pci_id: Option<String>,
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// The link's ifindex inside the namespace, where the plugin puts IPAM's addresses.
+    #[serde(default)]
+    pub ifindex: Option<u32>,
 }
 
 /// Error classes, so that clients can act without parsing messages.
@@ -370,6 +373,7 @@ mod tests {
                     sandbox: "/run/netns/c1".into(),
                     pci_id: Some("0000:01:10.0".into()),
                     mtu: None,
+                    ifindex: Some(3),
                 }),
             },
             Response::CniError {

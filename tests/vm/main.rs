@@ -12,6 +12,7 @@ mod rig;
 
 mod cni_podman;
 mod cni_pool;
+mod cni_vf;
 mod faults;
 mod hotplug;
 mod provision;
