@@ -553,3 +553,71 @@ impl Host {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switch_and_uplink_networks_are_refused_with_code_7_naming_the_key() {
+        for (t, key) in [
+            (CniTarget::Switch("sw0".into()), "switch"),
+            (CniTarget::Uplink("0000:01:00.0".into()), "uplink"),
+        ] {
+            let e = served(&t).unwrap_err();
+            assert_eq!(e.code(), 7);
+            assert!(e.to_string().contains(&format!("\"{key}\"")), "{e}");
+            assert!(
+                e.to_string().contains("not served by this vportd yet"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            served(&CniTarget::Pool("ctr".into())).unwrap(),
+            Target::Pool("ctr".into())
+        );
+        // STATUS says the same, before reading anything.
+        let svc = CniService::new(PathBuf::from("/nonexistent"));
+        let Response::CniError { code, msg, .. } = svc.answer(CniRequest::Status {
+            target: CniTarget::Switch("sw0".into()),
+        }) else {
+            panic!("an error");
+        };
+        assert_eq!(code, 7, "{msg}");
+    }
+
+    #[test]
+    fn an_attachments_attributes_are_the_vf_settings_and_the_rest_is_clean() {
+        let mac: Mac = "02:00:00:00:00:07".parse().unwrap();
+        let a = VfAttributes {
+            vlan: Some(100),
+            qos: Some(2),
+            max_tx_rate_mbps: Some(500),
+            ..VfAttributes::default()
+        };
+        let c = vf_config(3, mac, &a);
+        assert_eq!((c.vf, c.mac, c.vlan, c.qos), (3, mac, 100, 2));
+        assert_eq!((c.max_tx_rate, c.min_tx_rate), (Some(500), Some(0)));
+        assert_eq!(
+            (c.spoofchk, c.trust, c.link_state),
+            (Some(true), Some(false), None)
+        );
+        let clean = vf_config(3, Mac::ZERO, &VfAttributes::default());
+        assert_eq!((clean.vlan, clean.max_tx_rate), (0, Some(0)));
+    }
+
+    #[test]
+    fn a_missing_book_is_empty_and_a_gone_namespace_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = CniService::new(dir.path().to_path_buf());
+        assert!(svc.gone_namespaces().is_empty());
+        std::fs::write(
+            dir.path().join(ATTACHMENTS_FILE),
+            r#"{"version":1,"attachments":[{"container_id":"c9","ifname":"eth0","network":"n","netns":"/nonexistent/netns/c9","target":{"pool":"p"},"alloc":{"kind":"vf","pool":"p","pf":"0000:01:00.0","vf":1},"mac":"02:00:00:00:09:01","asked":{},"attrs":{},"phase":"attached"}]}"#,
+        )
+        .unwrap();
+        let gone = svc.gone_namespaces();
+        assert_eq!(gone.len(), 1);
+        assert!(gone[0].contains("container c9's eth0 on network n: its network namespace /nonexistent/netns/c9 is gone"), "{}", gone[0]);
+    }
+}

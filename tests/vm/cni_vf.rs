@@ -180,6 +180,9 @@ fn cni_vf_pool_podman_stress_and_kills_once() {
     assert_home(&o, "home5b");
     let book: Value = serde_json::from_str(&o.text("book_final.json")).unwrap();
     assert_eq!(book["attachments"], serde_json::json!([]), "{book}");
+    for line in log().lines().filter(|l| l.contains("is gone")) {
+        eprintln!("{test}: the restarted daemon said: {line}");
+    }
     eprintln!(
         "{test}: the book after the daemon's kill: {}",
         text("book_after_kill.json")
