@@ -27,6 +27,7 @@ EOT
 vportd apply /tmp/pool.toml > $OUT/apply.out 2>&1; echo $? > $OUT/apply.rc
 
 start_daemon() {
+  rm -f /run/vportd.sock  # a killed daemon's socket file would pass the wait below
   vportd daemon --config /tmp/pool.toml --socket /run/vportd.sock --no-uevents \
     --metrics 127.0.0.1:9477 >> /run/daemon.out 2>> $OUT/daemon.log &
   DAEMON=$!
@@ -124,21 +125,26 @@ wait $p 2>/dev/null
 conf 1.0.0 "" | plugin DEL k1 > $OUT/kill_plugin_del.out 2>&1; echo $? > $OUT/kill_plugin_del.rc
 ip netns del k1
 vf_report > $OUT/home5a
-# 5b. kill -9 of the daemon in the middle of an ADD; the container dies; the daemon starts
-# again (and reports the gone namespace); GC with no valid attachment frees it.
-ip netns add k2
-conf 1.0.0 "" | plugin ADD k2 > /dev/null 2>&1 &
-p=$!
-sleep 0.4
-kill -9 $DAEMON
-wait $DAEMON 2>/dev/null
-wait $p 2>/dev/null
-cp /tmp/state/attachments.json $OUT/book_after_kill.json 2>/dev/null
-ip netns del k2
-sleep 1
-start_daemon
-conf 1.1.0 ',"cni.dev/valid-attachments":[]' | CNI_COMMAND=GC CNI_PATH=/usr/lib/cni /usr/lib/cni/vportd > $OUT/gc.out 2>&1; echo $? > $OUT/gc.rc
-vf_report > $OUT/home5b
+# 5b. kill -9 of the daemon in the middle of an ADD (at three points of it); the container
+# dies; the daemon starts again (and reports the gone namespace); GC with no valid
+# attachment frees it.
+i=0
+for delay in 0.05 0.15 0.3; do
+  i=$((i + 1))
+  ip netns add k2
+  conf 1.0.0 "" | plugin ADD k2 > /dev/null 2>&1 &
+  p=$!
+  sleep $delay
+  kill -9 $DAEMON
+  wait $DAEMON 2>/dev/null
+  wait $p 2>/dev/null
+  cp /tmp/state/attachments.json $OUT/book_kill_$i.json 2>/dev/null || echo '{}' > $OUT/book_kill_$i.json
+  ip netns del k2
+  sleep 1
+  start_daemon
+  conf 1.1.0 ',"cni.dev/valid-attachments":[]' | CNI_COMMAND=GC CNI_PATH=/usr/lib/cni /usr/lib/cni/vportd > $OUT/gc_$i.out 2>&1; echo $? > $OUT/gc_$i.rc
+  vf_report > $OUT/home5b_$i
+done
 cp /tmp/state/attachments.json $OUT/book_final.json 2>/dev/null
 kill $DAEMON
 true
