@@ -49,8 +49,8 @@ plugin() { # verb container [stdin conf]
 # Where each pool VF is: "index name-in-host-or-away mac vlan rate", from the PF's view and sysfs.
 vf_report() {
   for i in 0 1 2; do
-    n=$(ls $pfdev/virtfn$i/net 2>/dev/null)
-    echo "$i ${n:-away} $(cat /sys/class/net/$n/address 2>/dev/null)"
+    nd=$(ls $pfdev/virtfn$i/net 2>/dev/null)
+    echo "$i ${nd:-away} $(cat /sys/class/net/$nd/address 2>/dev/null)"
   done
   ip -d -j link show eth0
 }
@@ -128,9 +128,9 @@ vf_report > $OUT/home5a
 # 5b. kill -9 of the daemon in the middle of an ADD (at three points of it); the container
 # dies; the daemon starts again (and reports the gone namespace); GC with no valid
 # attachment frees it.
-i=0
+n=0  # not i: vf_report's loop sets i
 for delay in 0.05 0.15 0.3; do
-  i=$((i + 1))
+  n=$((n + 1))
   ip netns add k2
   conf 1.0.0 "" | plugin ADD k2 > /dev/null 2>&1 &
   p=$!
@@ -138,12 +138,12 @@ for delay in 0.05 0.15 0.3; do
   kill -9 $DAEMON
   wait $DAEMON 2>/dev/null
   wait $p 2>/dev/null
-  cp /tmp/state/attachments.json $OUT/book_kill_$i.json 2>/dev/null || echo '{}' > $OUT/book_kill_$i.json
+  cp /tmp/state/attachments.json $OUT/book_kill_$n.json 2>/dev/null || echo '{}' > $OUT/book_kill_$n.json
   ip netns del k2
   sleep 1
   start_daemon
-  conf 1.1.0 ',"cni.dev/valid-attachments":[]' | CNI_COMMAND=GC CNI_PATH=/usr/lib/cni /usr/lib/cni/vportd > $OUT/gc_$i.out 2>&1; echo $? > $OUT/gc_$i.rc
-  vf_report > $OUT/home5b_$i
+  conf 1.1.0 ',"cni.dev/valid-attachments":[]' | CNI_COMMAND=GC CNI_PATH=/usr/lib/cni /usr/lib/cni/vportd > $OUT/gc_$n.out 2>&1; echo $? > $OUT/gc_$n.rc
+  vf_report > $OUT/home5b_$n
 done
 cp /tmp/state/attachments.json $OUT/book_final.json 2>/dev/null
 kill $DAEMON
