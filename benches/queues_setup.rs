@@ -84,6 +84,7 @@ fn plan() -> Plan {
         disruptions: Vec::new(),
         warnings: Vec::new(),
         blockers: Vec::new(),
+        pools: Vec::new(),
     }
 }
 

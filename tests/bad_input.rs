@@ -123,6 +123,14 @@ fn config_cases() -> Vec<(&'static str, Vec<u8>)> {
                [[vport]]\nname = \"c\"\nuplink = \"0000:01:00.0\"\nmac = \"02:00:00:00:00:03\"\nattach = \"veth\"\n"
                 .into()),
         ),
+        (
+            "pool on an undeclared uplink, with vfio-pci",
+            s("[[uplink]]\npci = \"0000:01:00.0\"\n\n[[pool]]\nname = \"ctr\"\nuplink = \"0000:02:00.0\"\ncount = 2\ndriver = \"vfio-pci\"\n".into()),
+        ),
+        (
+            "pools larger than num_vfs",
+            s("[[uplink]]\npci = \"0000:01:00.0\"\nnum_vfs = 2\n\n[[pool]]\nname = \"ctr\"\nuplink = \"0000:01:00.0\"\ncount = 3\n".into()),
+        ),
         ("not UTF-8", b"state_dir = \"/tmp/\xff\xfe\"\n".to_vec()),
     ]
 }

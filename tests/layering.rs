@@ -46,6 +46,7 @@ const RULES: &[(&str, &[&str])] = &[
             "rebalance",
             "softpath",
             "switch",
+            "attach",
         ],
     ),
     (

@@ -10,7 +10,7 @@ use crate::host::netlink;
 use crate::host::userfiles::{self, UserFiles};
 use crate::model::inventory::Inventory;
 use crate::provision;
-use crate::provision::state::{State, VportQueueSet};
+use crate::provision::state::{PoolUse, State, VportQueueSet};
 
 /// The flags of `vportd discover` (args::Command::Discover).
 pub(super) struct Flags {
@@ -37,8 +37,12 @@ pub(super) fn run(f: Flags) -> Result<(), Failure> {
             .map_err(Failure::runtime)?;
     }
     let inv = inventory::discover(&fs, &nl, &profiles).map_err(Failure::runtime)?;
+    let pools = held
+        .as_ref()
+        .map(|(state, _)| state.pool_use())
+        .unwrap_or_default();
     let sets = held.map(|(state, cpus)| provision::state::queue_sets(&state, &inv, &cpus));
-    emit(&report(&inv, sets, f.json));
+    emit(&report(&inv, sets, &pools, f.json));
     Ok(())
 }
 
@@ -84,13 +88,22 @@ fn kernel_views(
     })
 }
 
-/// The inventory as JSON or tables, with the queue sets when asked for.
-fn report(inv: &Inventory, sets: Option<Vec<VportQueueSet>>, json: bool) -> String {
+/// The inventory as JSON or tables, with the queue sets when asked for (and the pools, when
+/// the state has any).
+fn report(
+    inv: &Inventory,
+    sets: Option<Vec<VportQueueSet>>,
+    pools: &[PoolUse],
+    json: bool,
+) -> String {
     match (json, sets) {
         (true, None) => to_json(inv) + "\n",
         (true, Some(sets)) => {
             let mut v = serde_json::to_value(inv).expect("inventories serialize");
             v["vport_queue_sets"] = serde_json::to_value(&sets).expect("queue sets serialize");
+            if !pools.is_empty() {
+                v["pools"] = serde_json::to_value(pools).expect("pools serialize");
+            }
             to_json(&v) + "\n"
         }
         (false, sets) => {
@@ -98,7 +111,7 @@ fn report(inv: &Inventory, sets: Option<Vec<VportQueueSet>>, json: bool) -> Stri
             if let Some(sets) = sets {
                 text += &render::queue_sets(&sets.iter().collect::<Vec<_>>());
             }
-            text
+            text + &super::status::pools_table(pools)
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::host::netlink;
 use crate::host::userfiles::UserFiles;
 use crate::model::profile::ProfileSet;
 use crate::provision;
-use crate::provision::state::State;
+use crate::provision::state::{PoolUse, State};
 
 pub(super) fn run(
     config: Option<PathBuf>,
@@ -28,11 +28,11 @@ pub(super) fn run(
         .as_ref()
         .map(provision::vport_cpus)
         .unwrap_or_default();
-    let list = vport_status(&dir, &cpus)?;
+    let (list, pools) = vport_status(&dir, &cpus)?;
     if json {
         emit(&(to_json(&list) + "\n"));
     } else {
-        emit(&render::status(&list));
+        emit(&(render::status(&list) + &pools_table(&pools)));
         // Each switch with its kind and members (the JSON has them per vPort port).
         if let Ok(Some(snap)) = crate::softpath::Snapshot::load(&dir) {
             emit(&render::switches(&snap));
@@ -49,12 +49,42 @@ pub(super) fn run(
     Ok(())
 }
 
+/// The `[[pool]]`s' VFs and who holds them, after the vPorts (nothing without pools).
+pub(super) fn pools_table(pools: &[PoolUse]) -> String {
+    if pools.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = pools
+        .iter()
+        .map(|p| {
+            let vfs: Vec<String> = p.vfs.iter().map(u32::to_string).collect();
+            let held: Vec<String> = p
+                .holders
+                .iter()
+                .map(|(vf, h)| format!("vf {vf}: {h}"))
+                .collect();
+            vec![
+                p.pool.clone(),
+                p.uplink.clone(),
+                vfs.join(","),
+                format!("{}/{}", p.allocated, p.capacity),
+                if held.is_empty() {
+                    "-".into()
+                } else {
+                    held.join("; ")
+                },
+            ]
+        })
+        .collect();
+    "\n".to_string() + &render::table(&["POOL", "UPLINK", "VFS", "ALLOCATED", "HELD BY"], &rows)
+}
+
 /// Each vPort of the state in `dir` against the live host, its steering read back and
-/// the software switch's counters joined in.
+/// the software switch's counters joined in; and the pools' use.
 fn vport_status(
     dir: &std::path::Path,
     cpus: &std::collections::BTreeMap<String, Vec<u32>>,
-) -> Result<Vec<provision::VportStatus>, Failure> {
+) -> Result<(Vec<provision::VportStatus>, Vec<PoolUse>), Failure> {
     let state = State::load(&UserFiles, dir).map_err(Failure::runtime)?;
     // Full discovery: the vPorts' queue sets need every function's IRQs.
     let nl = netlink::snapshot_scoped(false).map_err(Failure::runtime)?;
@@ -68,5 +98,5 @@ fn vport_status(
     for s in &mut list {
         s.switch = snap.as_ref().and_then(|x| x.vport(&s.vport)).cloned();
     }
-    Ok(list)
+    Ok((list, state.pool_use()))
 }

@@ -130,11 +130,16 @@ impl ControlPlane {
             jobs,
             socket: listener.as_ref().map(|l| l.path().to_path_buf()),
         };
+        let cni = crate::daemon::cni::CniService::new(state_dir(config.as_deref()));
+        for gone in cni.gone_namespaces() {
+            eprintln!("vportd: attachment {gone}");
+        }
         if let Some(listener) = listener {
             let ctx = Ctx {
                 jobs: plane.jobs.clone(),
                 config,
                 root: root.to_path_buf(),
+                cni,
             };
             spawn("control socket", move || {
                 // Answering udev's `vportd hotplug` is a few microseconds of work that must
@@ -201,6 +206,16 @@ struct Ctx {
     jobs: SyncSender<Job>,
     config: Option<PathBuf>,
     root: PathBuf,
+    cni: crate::daemon::cni::CniService,
+}
+
+/// The state directory the config names (the default without a config, or when it does
+/// not parse: the daemon reports that elsewhere).
+fn state_dir(config: Option<&Path>) -> PathBuf {
+    config
+        .and_then(|c| crate::provision::config::load(&UserFiles, c).ok())
+        .map(|c| c.state_dir)
+        .unwrap_or_else(|| PathBuf::from(crate::provision::config::DEFAULT_STATE_DIR))
 }
 
 impl Ctx {
@@ -220,7 +235,13 @@ impl Ctx {
                 "this daemon runs without --config, so it provisions nothing",
             )
         };
+        use crate::daemon::cni::CniRequest;
         match req {
+            Request::CniAdd { call } => self.cni.answer(CniRequest::Add(call)),
+            Request::CniDel { call } => self.cni.answer(CniRequest::Del(call)),
+            Request::CniCheck { call } => self.cni.answer(CniRequest::Check(call)),
+            Request::CniGc { network, valid } => self.cni.answer(CniRequest::Gc { network, valid }),
+            Request::CniStatus { target, .. } => self.cni.answer(CniRequest::Status { target }),
             Request::Reconcile { device } => {
                 match self.jobs.try_send(Job::Reconcile(Some(device.clone()))) {
                     // Full: reconciles are pending, and each re-reads the whole host.

@@ -78,7 +78,46 @@ pub fn render(s: &Stats, vports: &State) -> String {
         render_queues(&mut o, r);
     }
     render_vports(&mut o, vports);
+    render_pools(&mut o, vports);
     o
+}
+
+/// Each `[[pool]]`'s size and how many of its VFs attachments hold (the attachment book).
+fn render_pools(o: &mut String, state: &State) {
+    let pools = state.pool_use();
+    if pools.is_empty() {
+        return;
+    }
+    family(
+        o,
+        "vportd_pool_capacity",
+        "gauge",
+        "VFs each pool holds for attachments (containers through CNI).",
+    );
+    for p in &pools {
+        let _ = writeln!(
+            o,
+            "vportd_pool_capacity{{pool=\"{}\",uplink=\"{}\"}} {}",
+            esc(&p.pool),
+            esc(&p.uplink),
+            p.capacity
+        );
+    }
+    family(
+        o,
+        "vportd_pool_allocated",
+        "gauge",
+        "VFs of each pool held by an attachment (attached, or reserved by an ADD not finished).",
+    );
+    for p in &pools {
+        let _ = writeln!(
+            o,
+            "vportd_pool_allocated{{pool=\"{}\",uplink=\"{}\"}} {}",
+            esc(&p.pool),
+            esc(&p.uplink),
+            p.allocated
+        );
+    }
 }
 
 /// The rebalancer's counters since start: ticks, their cost, moves, errors, other writers.
@@ -522,5 +561,31 @@ mod tests {
         let odd = parse_samples("m{a=\"x\\\"y\",b=\"z\"} 2");
         assert_eq!(odd[0].labels["a"], "x\"y");
         assert_eq!(odd[0].labels["b"], "z");
+    }
+
+    #[test]
+    fn pools_show_their_capacity_and_allocation_only_when_there_are_some() {
+        let mut state = State::default();
+        assert!(!render(&Stats::default(), &state).contains("vportd_pool"));
+        state.pools.push(crate::model::pool::Pool {
+            name: "ctr".into(),
+            pf: "0000:01:00.0".into(),
+            vfs: vec![1, 2, 3],
+            driver: None,
+            defaults: Default::default(),
+        });
+        state
+            .pool_holders
+            .insert(("0000:01:00.0".into(), 2), "container c1's eth0".into());
+        let samples = parse_samples(&render(&Stats::default(), &state));
+        let labels = [("pool", "ctr"), ("uplink", "0000:01:00.0")];
+        assert_eq!(
+            sample_value(&samples, "vportd_pool_capacity", &labels),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample_value(&samples, "vportd_pool_allocated", &labels),
+            Some(1.0)
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! handlers, kernel and udev events, the Prometheus metrics, and `vportd top`. The
 //! rebalancing itself is [`crate::rebalance`]'s; the daemon runs it and shows it.
 
+pub mod cni;
 pub mod events;
 pub mod handlers;
 pub mod metrics;

@@ -72,6 +72,75 @@ pub enum Request {
     Reconcile { device: DeviceEvent },
     /// Turn the IRQ rebalancer on or off.
     Rebalance { enabled: bool },
+    /// CNI ADD: attach the container's interface (the plugin checked the network config).
+    CniAdd { call: CniCall },
+    /// CNI DEL: free what the attachment holds; an unknown one is already free.
+    CniDel { call: CniCall },
+    /// CNI CHECK: the record against the kernel.
+    CniCheck { call: CniCall },
+    /// CNI GC: free every attachment of `network` not in `valid`.
+    CniGc { network: String, valid: Vec<CniKey> },
+    /// CNI STATUS: whether `target` can take an ADD now.
+    CniStatus { network: String, target: CniTarget },
+}
+
+/// The spec's key of an attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CniKey {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// Where a network's attachments go, as its config names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CniTarget {
+    Pool(String),
+    Switch(String),
+    Uplink(String),
+}
+
+/// Where an attachment's MAC came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MacSource {
+    Runtime,
+    Args,
+    Derived,
+}
+
+/// One ADD, DEL or CHECK as the plugin forwards it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CniCall {
+    pub key: CniKey,
+    pub network: String,
+    /// `CNI_NETNS`; DEL may come without it.
+    #[serde(default)]
+    pub netns: Option<String>,
+    pub target: CniTarget,
+    pub mac: crate::model::mac::Mac,
+    pub mac_from: MacSource,
+    #[serde(default)]
+    pub attrs: crate::model::pool::VfAttributes,
+}
+
+/// What the daemon did for an ADD: the container's interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CniAttached {
+    pub ifname: String,
+    pub mac: crate::model::mac::Mac,
+    pub sandbox: String,
+    /// The VF's PCI address.
+    #[serde(default)]
+    pub pci_id: Option<String>,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// The link's ifindex inside the namespace, where the plugin puts IPAM's addresses.
+    #[serde(default)]
+    pub ifindex: Option<u32>,
 }
 
 /// Error classes, so that clients can act without parsing messages.
@@ -106,6 +175,18 @@ pub enum Response {
     Queued { pci: Bdf },
     /// The rebalancer's state after the request.
     Rebalance { enabled: bool },
+    /// A CNI call succeeded; ADD answers the interface it made.
+    CniDone {
+        #[serde(default)]
+        attached: Option<CniAttached>,
+    },
+    /// A CNI call failed, with the spec's code.
+    CniError {
+        code: u32,
+        msg: String,
+        #[serde(default)]
+        details: String,
+    },
     /// The request failed.
     Error { code: ErrorCode, message: String },
 }
@@ -234,6 +315,34 @@ mod tests {
             },
             Request::Reconcile { device: device() },
             Request::Rebalance { enabled: false },
+            Request::CniAdd {
+                call: CniCall {
+                    key: CniKey {
+                        container_id: "c1".into(),
+                        ifname: "eth0".into(),
+                    },
+                    network: "n".into(),
+                    netns: Some("/run/netns/c1".into()),
+                    target: CniTarget::Pool("ctr".into()),
+                    mac: "02:00:00:00:00:01".parse().unwrap(),
+                    mac_from: MacSource::Derived,
+                    attrs: crate::model::pool::VfAttributes {
+                        vlan: Some(100),
+                        ..Default::default()
+                    },
+                },
+            },
+            Request::CniGc {
+                network: "n".into(),
+                valid: vec![CniKey {
+                    container_id: "c2".into(),
+                    ifname: "eth0".into(),
+                }],
+            },
+            Request::CniStatus {
+                network: "n".into(),
+                target: CniTarget::Switch("sw".into()),
+            },
         ] {
             let line = encode_request(&req);
             assert!(line.ends_with(b"\n") && line.starts_with(b"{\"v\":1,"));
@@ -257,6 +366,21 @@ mod tests {
                 pci: "0000:02:00.0".parse().unwrap(),
             },
             Response::Rebalance { enabled: true },
+            Response::CniDone {
+                attached: Some(CniAttached {
+                    ifname: "eth0".into(),
+                    mac: "02:00:00:00:00:01".parse().unwrap(),
+                    sandbox: "/run/netns/c1".into(),
+                    pci_id: Some("0000:01:10.0".into()),
+                    mtu: None,
+                    ifindex: Some(3),
+                }),
+            },
+            Response::CniError {
+                code: 11,
+                msg: "pool ctr has no free VF".into(),
+                details: String::new(),
+            },
             Response::error(ErrorCode::Forbidden, "uid 65534 is not allowed"),
         ] {
             assert_eq!(decode_response(&encode_response(&resp)).unwrap(), resp);

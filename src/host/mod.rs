@@ -11,6 +11,7 @@ pub mod ethtool_stats;
 pub mod faults;
 pub mod fs;
 pub mod http;
+pub mod ipconf;
 pub mod netlink;
 pub mod netns;
 pub(crate) mod nlsock;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::model::file_errors::FilesError;
+use crate::model::pool::Pool;
 use crate::model::vf::VfConfig;
 use crate::provision::store::Store;
 
@@ -122,7 +123,33 @@ pub struct State {
     /// and removes it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub steering: BTreeMap<String, Steering>,
+    /// Each `[[pool]]`'s VFs as the planner chose them: chosen once and kept, so that an
+    /// attachment's VF never changes pool under it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<Pool>,
+    /// In memory only, read by [`State::load`] from the daemon's attachment book
+    /// ([`ATTACHMENTS_FILE`]): who holds each pool VF, by (PF, VF index), so that the
+    /// planner refuses to take a VF from under a container.
+    #[serde(skip)]
+    pub pool_holders: BTreeMap<(String, u32), String>,
 }
+
+/// A pool's VFs and who holds them: what `vportd status`, `discover --config` and the
+/// metrics show of a `[[pool]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolUse {
+    pub pool: String,
+    /// The PF's PCI address.
+    pub uplink: String,
+    pub vfs: Vec<u32>,
+    pub capacity: usize,
+    pub allocated: usize,
+    /// The attachments holding VFs (attached, or reserved by an ADD not finished), by index.
+    pub holders: BTreeMap<u32, String>,
+}
+
+/// The daemon's attachment book, in the state directory next to the state file.
+pub const ATTACHMENTS_FILE: &str = "attachments.json";
 
 /// A vPort's steering as programmed on its PF.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,7 +300,9 @@ impl State {
             }
             Err(e) => return Err(e.into()),
         };
-        Self::parse(&path, &text)
+        let mut state = Self::parse(&path, &text)?;
+        state.pool_holders = pool_holders(store, dir)?;
+        Ok(state)
     }
 
     /// Parses state text, refusing versions this build does not know.
@@ -301,6 +330,40 @@ impl State {
         Ok(())
     }
 
+    /// Each pool's VFs and who holds them (from the attachment book [`State::load`] read).
+    pub fn pool_use(&self) -> Vec<PoolUse> {
+        self.pools
+            .iter()
+            .map(|p| {
+                let holders: BTreeMap<u32, String> = p
+                    .vfs
+                    .iter()
+                    .filter_map(|vf| {
+                        let h = self.pool_holders.get(&(p.pf.clone(), *vf))?;
+                        Some((*vf, h.clone()))
+                    })
+                    .collect();
+                PoolUse {
+                    pool: p.name.clone(),
+                    uplink: p.pf.clone(),
+                    vfs: p.vfs.clone(),
+                    capacity: p.vfs.len(),
+                    allocated: holders.len(),
+                    holders,
+                }
+            })
+            .collect()
+    }
+
+    /// The VF indexes the pools hold on a PF.
+    pub fn pool_vfs_on(&self, pf: &str) -> std::collections::BTreeSet<u32> {
+        self.pools
+            .iter()
+            .filter(|p| p.pf == pf)
+            .flat_map(|p| p.vfs.iter().copied())
+            .collect()
+    }
+
     /// The VF indexes held on a PF, by vPort.
     pub fn vfs_on(&self, pf: &str) -> BTreeMap<u32, &str> {
         self.vports
@@ -320,6 +383,58 @@ pub const SWITCH_MEMBER_PREFIX: &str = "switch:";
 /// The `[[switch]]` a state's `uplink` names, None when it names a PF.
 pub fn switch_member(uplink: &str) -> Option<&str> {
     uplink.strip_prefix(SWITCH_MEMBER_PREFIX)
+}
+
+/// Who holds each pool VF according to the attachment book in `dir` (none when the daemon
+/// never wrote one). Only the fields the planner needs are read: the book's own module
+/// (`attach::book`) owns the format and its version.
+fn pool_holders(
+    store: &dyn Store,
+    dir: &Path,
+) -> Result<BTreeMap<(String, u32), String>, StateError> {
+    #[derive(Deserialize)]
+    struct Book {
+        attachments: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        container_id: String,
+        ifname: String,
+        alloc: Alloc,
+    }
+    #[derive(Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    enum Alloc {
+        Vf {
+            pf: String,
+            vf: u32,
+        },
+        #[serde(other)]
+        Other,
+    }
+    let path = dir.join(ATTACHMENTS_FILE);
+    let text = match store.read_text(&path) {
+        Ok(t) => t,
+        Err(FilesError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(BTreeMap::new());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let book: Book = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
+    Ok(book
+        .attachments
+        .into_iter()
+        .filter_map(|e| match e.alloc {
+            Alloc::Vf { pf, vf } => Some((
+                (pf, vf),
+                format!("container {}'s {}", e.container_id, e.ifname),
+            )),
+            Alloc::Other => None,
+        })
+        .collect())
 }
 
 #[cfg(test)]

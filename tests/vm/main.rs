@@ -11,6 +11,8 @@
 mod rig;
 
 mod cni_podman;
+mod cni_pool;
+mod cni_vf;
 mod faults;
 mod hotplug;
 mod provision;

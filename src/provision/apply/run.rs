@@ -43,7 +43,11 @@ pub fn apply(
         report.steps.push(run.step(i + 1, action, progress)?);
     }
     let next = run.next_state(plan)?;
-    if !report.noop || next.vports != state.vports || next.steering != state.steering {
+    if !report.noop
+        || next.vports != state.vports
+        || next.steering != state.steering
+        || next.pools != state.pools
+    {
         next.save(opts.store, &opts.state_dir)?;
     }
     if !run.journal.steps.is_empty() {
@@ -149,6 +153,8 @@ impl Run<'_> {
             vports: Default::default(),
             last_run: Some(self.opts.run_id.clone()),
             steering: Default::default(),
+            pools: plan.pools.clone(),
+            pool_holders: Default::default(),
         };
         for pl in &plan.placements {
             if let VportPath::Queues { .. } = pl.path

@@ -12,6 +12,10 @@ pub(super) const TOP_KEYS: &[(&str, &str)] = &[
         "switch",
         "[[switch]] tables, one per private or internal software switch",
     ),
+    (
+        "pool",
+        "[[pool]] tables, one per pool of VFs for containers",
+    ),
 ];
 
 pub(super) const SWITCH_KEYS: &[(&str, &str)] = &[
@@ -85,6 +89,23 @@ pub(super) const VPORT_KEYS: &[(&str, &str)] = &[
         "ifname",
         "the interface name inside the namespace, e.g. \"eth0\"",
     ),
+];
+
+pub(super) const POOL_KEYS: &[(&str, &str)] = &[
+    ("name", "a name such as \"ctr-vfs\""),
+    (
+        "uplink",
+        "the pci or mac of an [[uplink]], in quotes, e.g. \"0000:01:00.0\"",
+    ),
+    ("count", "a whole number of VFs, e.g. 2"),
+    ("driver", "a netdev driver name, e.g. \"igbvf\""),
+    ("vlan", "a VLAN id from 1 to 4094"),
+    ("qos", "a priority from 0 to 7"),
+    ("max_tx_rate_mbps", "a whole number of Mbit/s"),
+    ("min_tx_rate_mbps", "a whole number of Mbit/s"),
+    ("spoofchk", "true or false"),
+    ("trust", "true or false"),
+    ("mtu", "a whole number of bytes, e.g. 1500"),
 ];
 
 /// Attributes a vPort may list in `optional`: if the NIC cannot set one, it is dropped

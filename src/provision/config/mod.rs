@@ -14,6 +14,7 @@ mod against;
 mod checker;
 mod keys;
 mod names;
+mod pool;
 mod switch;
 mod top;
 mod uplink;
@@ -28,6 +29,7 @@ use crate::model::file_errors::FilesError;
 use crate::model::location::Location;
 use crate::model::location::path_lossy;
 use crate::model::mac::Mac;
+use crate::model::pool::PoolSpec;
 use crate::model::uplink::UplinkSelector;
 use crate::provision::store::Store;
 pub use against::check_against;
@@ -52,6 +54,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub uplinks: Vec<Uplink>,
     pub vports: Vec<VportSpec>,
+    /// The `[[pool]]`s: VFs set aside for attachments (containers through CNI).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolSpec>,
     /// The `[[switch]]` tables: private and internal software switches.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub switches: Vec<SwitchSpec>,
@@ -259,6 +264,15 @@ impl Config {
         self.switches.iter().find(|s| s.name == name)
     }
 
+    /// The `[[uplink]]` a pool's `uplink` names. Always Some for a parsed config.
+    pub fn uplink_of_pool(&self, p: &PoolSpec) -> Option<&Uplink> {
+        let reference = match &p.uplink {
+            crate::model::pool::PoolUplink::Pci(bdf) => bdf.clone(),
+            crate::model::pool::PoolUplink::Mac(mac) => mac.to_string(),
+        };
+        self.uplinks.iter().find(|u| u.selector.matches(&reference))
+    }
+
     /// How each `[[uplink]]` names its PF, in file order.
     pub fn selectors(&self) -> impl Iterator<Item = &UplinkSelector> {
         self.uplinks.iter().map(|u| &u.selector)
@@ -326,6 +340,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let uplinks = uplink::uplinks(&mut ck, &top.uplinks);
     let switches = switch::switches(&mut ck, &top.switches);
     let vports = vport::vports(&mut ck, &top.vports, &uplinks, &switches);
+    let pools = pool::pools(&mut ck, &top.pools, &uplinks);
     if !ck.problems.is_empty() {
         return Err(ConfigError::Invalid(sorted(ck.problems)));
     }
@@ -335,6 +350,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         uplinks: uplinks.list,
         vports,
         switches: switches.list,
+        pools,
     })
 }
 

@@ -1,4 +1,4 @@
-use super::keys::{TOP_KEYS, UPLINK_KEYS, VPORT_KEYS};
+use super::keys::{POOL_KEYS, SWITCH_KEYS, TOP_KEYS, UPLINK_KEYS, VPORT_KEYS};
 use super::names::normalize_pci;
 use super::*;
 use proptest::prelude::*;
@@ -77,7 +77,36 @@ fn the_example_parses_and_uses_every_key() {
     assert_eq!(cfg.vports[3].offload, Offload::Required);
     assert_eq!(cfg.uplink_of(&cfg.vports[3]), Some(&cfg.uplinks[1]));
     // Every documented key appears in the example, so the README and it cannot drift.
-    for (key, _) in TOP_KEYS.iter().chain(UPLINK_KEYS).chain(VPORT_KEYS) {
+    let p = &cfg.pools[0];
+    assert_eq!(
+        (p.name.as_str(), &p.uplink, p.count, p.driver.as_deref()),
+        (
+            "ctr",
+            &crate::model::pool::PoolUplink::Pci("0000:01:00.0".into()),
+            2,
+            Some("igbvf")
+        )
+    );
+    assert_eq!(
+        p.defaults,
+        crate::model::pool::VfAttributes {
+            vlan: Some(200),
+            qos: Some(1),
+            max_tx_rate_mbps: Some(500),
+            min_tx_rate_mbps: Some(50),
+            spoofchk: Some(true),
+            trust: Some(false),
+            mtu: Some(1500),
+        }
+    );
+    assert_eq!(cfg.uplink_of_pool(p), Some(&cfg.uplinks[0]));
+    for (key, _) in TOP_KEYS
+        .iter()
+        .chain(UPLINK_KEYS)
+        .chain(VPORT_KEYS)
+        .chain(POOL_KEYS)
+        .chain(SWITCH_KEYS)
+    {
         assert!(
             text.lines()
                 .any(|l| l.starts_with(&format!("{key} = ")) || l == format!("[[{key}]]")),
@@ -709,5 +738,101 @@ proptest! {
     #[test]
     fn parse_never_panics_on_any_text(text in "\\PC{0,300}") {
         let _ = parse(Path::new("p.toml"), &text);
+    }
+}
+
+fn pool_text(uplink_extra: &str, pools: &str) -> String {
+    format!("[[uplink]]\npci = \"0000:01:00.0\"\n{uplink_extra}\n{pools}")
+}
+
+#[test]
+fn a_pool_names_its_uplink_by_pci_or_mac_in_any_spelling() {
+    let cfg = parse_ok(&pool_text(
+        "",
+        "[[pool]]\nname = \"a\"\nuplink = \"01:00.0\"\ncount = 1\n",
+    ));
+    assert_eq!(
+        cfg.pools[0].uplink,
+        crate::model::pool::PoolUplink::Pci("0000:01:00.0".into())
+    );
+    assert_eq!(cfg.pools[0].defaults, Default::default());
+    let cfg = parse_ok(
+        "[[uplink]]\nmac = \"52:54:00:12:34:56\"\n[[pool]]\nname = \"a\"\nuplink = \"52:54:00:12:34:56\"\ncount = 3\n",
+    );
+    assert_eq!(cfg.pools[0].count, 3);
+    assert_eq!(cfg.uplink_of_pool(&cfg.pools[0]), Some(&cfg.uplinks[0]));
+}
+
+#[test]
+fn bad_pools_are_refused_with_where_and_what() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "",
+            "[[pool]]\nname = \"a\"\n",
+            "bad.toml:4:1: pool \"a\": missing uplink, count",
+        ),
+        (
+            "",
+            "[[pool]]\nname = \"a\"\nuplink = \"0000:01:00.0\"\ncount = 0\n",
+            "bad.toml:7:9: pool \"a\": count 0 is outside 1..65535",
+        ),
+        (
+            "",
+            "[[pool]]\nname = \"a\"\nuplink = \"0000:02:00.0\"\ncount = 1\n",
+            "bad.toml:6:10: pool \"a\": uplink \"0000:02:00.0\" names no [[uplink]]",
+        ),
+        (
+            "",
+            "[[pool]]\nname = \"a\"\nuplink = \"eth0\"\ncount = 1\n",
+            "bad.toml:6:10: pool \"a\": uplink \"eth0\" is neither a PCI address nor a MAC",
+        ),
+        (
+            "",
+            "[[pool]]\nname = \"a\"\nuplink = \"0000:01:00.0\"\ncount = 1\ndriver = \"vfio-pci\"\n",
+            "bad.toml:8:10: pool \"a\": driver \"vfio-pci\" leaves the VFs no netdev",
+        ),
+        (
+            "",
+            "[[pool]]\nname = \"a\"\nuplink = \"0000:01:00.0\"\ncount = 1\nvlan = 5000\n",
+            "bad.toml:8:8: pool \"a\": vlan 5000 is outside 1..4094",
+        ),
+        (
+            "",
+            "[[pool]]\nname = \"a\"\nuplink = \"0000:01:00.0\"\ncount = 1\nqos = 2\n",
+            "bad.toml:8:7: pool \"a\": qos without vlan",
+        ),
+        (
+            "",
+            "[[pool]]\nname = \"a\"\nuplink = \"0000:01:00.0\"\ncount = 1\nmtu = 20\n",
+            "bad.toml:8:7: pool \"a\": mtu 20 is outside 68..65535",
+        ),
+        (
+            "",
+            "[[pool]]\nname = \"a\"\nuplink = \"0000:01:00.0\"\ncount = 1\nvlna = 3\n",
+            "bad.toml:8:1: pool \"a\": unknown key vlna",
+        ),
+        (
+            "",
+            "[[pool]]\nname = \"a b\"\nuplink = \"0000:01:00.0\"\ncount = 1\n",
+            "bad.toml:5:8: pool \"a b\": name must be",
+        ),
+        (
+            "",
+            "[[pool]]\nname = \"a\"\nuplink = \"0000:01:00.0\"\ncount = 1\n[[pool]]\nname = \"a\"\nuplink = \"0000:01:00.0\"\ncount = 1\n",
+            "bad.toml:9:8: pool \"a\": name is already used by the pool at bad.toml:4:1",
+        ),
+        (
+            "num_vfs = 3\nswitch_vf = 0",
+            "[[pool]]\nname = \"a\"\nuplink = \"0000:01:00.0\"\ncount = 2\n[[pool]]\nname = \"b\"\nuplink = \"0000:01:00.0\"\ncount = 1\n",
+            "pool \"b\": the pools of uplink pci 0000:01:00.0 (\"a\", \"b\") hold 4 VFs with its switch_vf but it has num_vfs = 3",
+        ),
+    ];
+    for (uplink_extra, pools, want) in cases {
+        let text = pool_text(uplink_extra, pools);
+        let got: Vec<String> = problems(&text).iter().map(ToString::to_string).collect();
+        assert!(
+            got.iter().any(|p| p.contains(want)),
+            "{text}\nwanted {want:?}\ngot {got:#?}"
+        );
     }
 }

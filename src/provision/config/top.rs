@@ -15,6 +15,7 @@ pub(super) struct Top<'i> {
     pub(super) uplinks: Vec<Spanned<DeTable<'i>>>,
     pub(super) vports: Vec<Spanned<DeTable<'i>>>,
     pub(super) switches: Vec<Spanned<DeTable<'i>>>,
+    pub(super) pools: Vec<Spanned<DeTable<'i>>>,
 }
 
 /// The top level of `text`; None when it is not TOML at all (after reporting where).
@@ -37,6 +38,7 @@ pub(super) fn top<'i>(ck: &mut Checker<'_>, text: &'i str) -> Option<Top<'i>> {
         uplinks: Vec::new(),
         vports: Vec::new(),
         switches: Vec::new(),
+        pools: Vec::new(),
     };
     for (key, value) in root.get_ref().iter() {
         match key.get_ref().as_ref() {
@@ -48,6 +50,7 @@ pub(super) fn top<'i>(ck: &mut Checker<'_>, text: &'i str) -> Option<Top<'i>> {
             "uplink" => top.uplinks = ck.tables(key, value),
             "vport" => top.vports = ck.tables(key, value),
             "switch" => top.switches = ck.tables(key, value),
+            "pool" => top.pools = ck.tables(key, value),
             other => ck.unknown_key(key.span(), "config", other, "the top level", TOP_KEYS),
         }
     }

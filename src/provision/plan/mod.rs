@@ -12,6 +12,7 @@
 //!
 //! The stages, in the order [`plan`] runs them for each uplink:
 //! - [`uplink`], the PF as the inventory sees it and what its driver can do ([`abilities`]);
+//! - [`pools`], the VFs each `[[pool]]` of the uplink holds (kept from the state);
 //! - [`vf_choice`], who can have a VF at all, then which VF (stable assignment);
 //! - [`vf_steps`], the VF count (and the disruption it causes), released VFs, driver
 //!   binding and VF settings;
@@ -27,6 +28,7 @@ mod abilities;
 mod action;
 mod leftovers;
 mod pf_queues;
+mod pools;
 mod queues;
 mod steering;
 mod switched;
@@ -91,21 +93,26 @@ pub fn plan(
             disruptions: Vec::new(),
             warnings: Vec::new(),
             blockers: Vec::new(),
+            pools: Vec::new(),
         },
         resets: Vec::new(),
         actions: Vec::new(),
     };
     for resolved in uplinks {
-        let up = uplink::UplinkPlan::new(&inputs, resolved, &mut draft)?;
+        let mut up = uplink::UplinkPlan::new(&inputs, resolved, &mut draft)?;
+        pools::reserve(&inputs, &mut up, &mut draft);
         let mut candidates = vf_choice::who_gets_a_vf(&up, &mut draft);
         let taken = vf_choice::assign_vfs(&inputs, &up, &mut candidates, &mut draft);
         let resized = vf_steps::vf_count(&inputs, &up, &taken, &mut draft);
+        pools::resize_blockers(&inputs, &up, resized, &mut draft);
         vf_steps::release_vfs(&inputs, &up, &taken, resized, &mut draft);
         vf_steps::switch_vf(&inputs, &up, resized, &mut draft);
+        pools::steps(&inputs, &up, resized, &mut draft);
         vf_steps::vport_vfs(&inputs, &up, &taken, &candidates, resized, &mut draft);
         steering::queues_and_steering(&inputs, &up, candidates.no_vf, &mut draft);
     }
     switched::place_switch_members(&inputs, &mut draft);
+    pools::removed(&inputs, uplinks, &mut draft);
     leftovers::release_orphaned_steering(&inputs, uplinks, &mut draft);
     leftovers::record_state_only_changes(&inputs, &mut draft);
     leftovers::warn_unicast_filters(&inputs, uplinks, &mut draft);

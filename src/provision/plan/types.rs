@@ -24,6 +24,10 @@ pub struct Plan {
     /// Why this plan must not be applied (unmet `offload = "required"`, disruption
     /// not allowed). Apply refuses a plan with blockers before touching anything.
     pub blockers: Vec<String>,
+    /// The VFs each `[[pool]]` holds, in config order per uplink: apply records them in
+    /// the state, the daemon hands them out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<crate::model::pool::Pool>,
 }
 
 impl Plan {

@@ -1,7 +1,7 @@
 //! One uplink as every stage of its planning sees it: its config, its PF as the inventory
 //! reports it, what the PF's driver can do, and the vPorts on it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::abilities::{VfAbilities, abilities};
 use super::{Draft, Inputs, PciFunction, PlanError, Role, VfEntry};
@@ -27,6 +27,8 @@ pub(super) struct UplinkPlan<'a> {
     pub(super) switch_vf: Option<u32>,
     /// VFs the state says vPorts hold on this PF, by index.
     pub(super) held: BTreeMap<u32, &'a str>,
+    /// VFs the uplink's `[[pool]]`s hold ([`super::pools`]): no vPort is given one.
+    pub(super) reserved: BTreeSet<u32>,
 }
 
 impl<'a> UplinkPlan<'a> {
@@ -85,6 +87,7 @@ impl<'a> UplinkPlan<'a> {
             cap: spec.num_vfs.unwrap_or(total_vfs).min(total_vfs),
             switch_vf: spec.switch_vf.filter(|_| function.sriov.is_some()),
             held: inputs.state.vfs_on(pf),
+            reserved: BTreeSet::new(),
         })
     }
 

@@ -115,7 +115,7 @@ fn why_no_vf(
 }
 
 /// Stage 2, stable assignment: keep what state says, then lowest free index by name; the
-/// software switch's VF (`switch_vf`) goes to no vPort. A candidate left without a VF
+/// software switch's VF (`switch_vf`) and the pools' VFs go to no vPort. A candidate left without a VF
 /// joins `no_vf` (or blocks the plan when it requires one). Returns VF index -> vPort.
 pub(super) fn assign_vfs<'a>(
     inputs: &Inputs,
@@ -129,7 +129,10 @@ pub(super) fn assign_vfs<'a>(
     for v in &candidates.want_vf {
         let kept = inputs.state.vports.get(&v.name).and_then(|s| match s.path {
             VportPath::Vf { index }
-                if s.uplink == pf && index < cap && Some(index) != switch_vf =>
+                if s.uplink == pf
+                    && index < cap
+                    && Some(index) != switch_vf
+                    && !up.reserved.contains(&index) =>
             {
                 Some(index)
             }
@@ -144,7 +147,9 @@ pub(super) fn assign_vfs<'a>(
     }
     for v in unassigned {
         // Indexes held in state by vPorts being removed are free again.
-        match (0..cap).find(|i| !taken.contains_key(i) && Some(*i) != switch_vf) {
+        let free =
+            |i: &u32| !taken.contains_key(i) && Some(*i) != switch_vf && !up.reserved.contains(i);
+        match (0..cap).find(free) {
             Some(i) => {
                 taken.insert(i, &v.name);
             }

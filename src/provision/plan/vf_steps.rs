@@ -28,6 +28,7 @@ pub(super) fn vf_count(
         .next_back()
         .copied()
         .max(up.switch_vf)
+        .max(up.reserved.last().copied())
         .map(|i| i + 1)
         .unwrap_or(0);
     let desired = match up.spec.num_vfs {
@@ -82,7 +83,11 @@ fn disruption(
             .filter(|n| held.values().any(|h| h == *n))
             .map(|s| s.to_string()),
     );
-    let managed: BTreeSet<u32> = held.keys().copied().collect();
+    let managed: BTreeSet<u32> = held
+        .keys()
+        .copied()
+        .chain(up.reserved.iter().copied())
+        .collect();
     let unmanaged = up
         .function
         .sriov
@@ -143,7 +148,13 @@ pub(super) fn release_vfs(
 }
 
 /// A `BindVf` when the VF is not on `driver` already.
-fn bind(up: &UplinkPlan, index: u32, driver: Option<&String>, resized: bool, draft: &mut Draft) {
+pub(super) fn bind(
+    up: &UplinkPlan,
+    index: u32,
+    driver: Option<&String>,
+    resized: bool,
+    draft: &mut Draft,
+) {
     let existing = up.existing_vf(index, resized);
     if let Some(d) = driver
         && existing.is_none_or(|e| e.driver.as_deref() != Some(d.as_str()))
