@@ -84,39 +84,16 @@ impl Tap {
     /// Creates (or attaches to) TAP device `name` and sets it up. With `vnet_hdr`, frames carry
     /// the virtio-net header and the device accepts checksum and TSO offload.
     pub fn create(name: &str, vnet_hdr: bool) -> Result<Self, TapError> {
-        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
-            return Err(TapError::BadName {
-                name: name.to_string(),
-            });
+        let mut flags = 0;
+        if vnet_hdr {
+            flags |= libc::IFF_VNET_HDR;
         }
+        let fd = tun_fd(name, flags, "create the device (TUNSETIFF)")?;
         let err = |step: &'static str| TapError::Setup {
             name: name.to_string(),
             step,
             source: std::io::Error::last_os_error(),
         };
-        // SAFETY: open(2) with a NUL-terminated literal path; the result is checked.
-        let fd = unsafe {
-            libc::open(
-                c"/dev/net/tun".as_ptr(),
-                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(err("open /dev/net/tun"));
-        }
-        // SAFETY: fd was just returned by open(2) and is owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut req = IfReq::new(name);
-        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
-        if vnet_hdr {
-            flags |= libc::IFF_VNET_HDR;
-        }
-        req.flags = flags as libc::c_short;
-        // SAFETY: TUNSETIFF reads and writes a struct ifreq; `req` has its layout and lives
-        // across the call.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReq) } < 0 {
-            return Err(err("create the device (TUNSETIFF)"));
-        }
         if vnet_hdr {
             let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
             // SAFETY: TUNSETOFFLOAD takes its argument by value.
@@ -409,8 +386,8 @@ pub fn facts(ifindex: u32) -> Option<TapFacts> {
 }
 
 /// Opens /dev/net/tun and attaches to (or creates) TAP `name` with `flags` besides
-/// IFF_TAP | IFF_NO_PI.
-fn tun_fd(name: &str, flags: libc::c_int) -> Result<OwnedFd, TapError> {
+/// IFF_TAP | IFF_NO_PI; `attach_step` names the TUNSETIFF in its error.
+fn tun_fd(name: &str, flags: libc::c_int, attach_step: &'static str) -> Result<OwnedFd, TapError> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
         return Err(TapError::BadName {
             name: name.to_string(),
@@ -438,7 +415,7 @@ fn tun_fd(name: &str, flags: libc::c_int) -> Result<OwnedFd, TapError> {
     // SAFETY: TUNSETIFF reads and writes a struct ifreq; `req` has its layout and lives
     // across the call.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReq) } < 0 {
-        return Err(err("attach to the device (TUNSETIFF)"));
+        return Err(err(attach_step));
     }
     Ok(fd)
 }
@@ -484,7 +461,7 @@ fn set_access(name: &str, fd: &OwnedFd, access: TapAccess) -> Result<(), TapErro
 /// returns its ifindex. Fails when a device of that name exists (IFF_TUN_EXCL): the caller
 /// decides whether an existing one is its own. No descriptor is kept.
 pub fn create_persistent(name: &str, access: TapAccess) -> Result<u32, TapError> {
-    let fd = tun_fd(name, IFF_TUN_EXCL)?;
+    let fd = tun_fd(name, IFF_TUN_EXCL, "attach to the device (TUNSETIFF)")?;
     set_access(name, &fd, access)?;
     // SAFETY: TUNSETPERSIST takes its argument by value.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
@@ -530,7 +507,7 @@ pub fn keep_host_off(name: &str) -> std::io::Result<()> {
 /// Gives an existing persistent TAP new owners. Needs the TAP free: while a VM holds it the
 /// kernel says EBUSY, and the caller says so.
 pub fn change_access(name: &str, access: TapAccess) -> Result<(), TapError> {
-    let fd = tun_fd(name, 0)?;
+    let fd = tun_fd(name, 0, "attach to the device (TUNSETIFF)")?;
     set_access(name, &fd, access)
 }
 
@@ -582,7 +559,7 @@ impl VmQueue {
     /// Attaches to the existing TAP `name` (EBUSY while someone else holds it).
     pub fn open(name: &str) -> Result<Self, TapError> {
         Ok(VmQueue {
-            fd: tun_fd(name, 0)?,
+            fd: tun_fd(name, 0, "attach to the device (TUNSETIFF)")?,
         })
     }
 
