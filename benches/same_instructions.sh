@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Did a change that should not change speed (a refactor) change it? Counts the instructions
-# the CPU-bound benchmarks execute, under valgrind's callgrind, for BASE and for the working
-# tree, and prints the ratio per benchmark. Instruction counts do not depend on what else
+# the CPU-bound benchmarks execute, under valgrind's callgrind, at revisions BASE and HEAD,
+# and prints the ratio per benchmark. Instruction counts do not depend on what else
 # the machine is doing, so this answers on a busy 2-core machine where timings swing by
 # half; a ratio within about 1% is "the same".
 #
 #   benches/same_instructions.sh [BASE [HEAD]]     (defaults: HEAD~1 and HEAD)
 #
 # What runs, with the same example source at both revisions (copied from the working tree,
-# its iteration count cut so that callgrind finishes in seconds):
+# its iteration count cut so that callgrind finishes in seconds; so the examples as they are
+# now must compile against both: a path they name that BASE lacks fails the build):
 #   switch_bench   the software switch's pipeline in memory, four cases (examples/switch_bench.rs)
 #   tick_bench     the rebalancer's tick on the generated 10,000-IRQ root (examples/tick_bench.rs)
 #   scenarios      the rebalance scenario simulator S1-S8 (examples/rebalance_scenarios.rs)
