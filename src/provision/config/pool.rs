@@ -13,6 +13,7 @@ use super::checker::{Checker, lookup, ranged};
 use super::keys::POOL_KEYS;
 use super::names::{is_driver_name, is_vport_name, normalize_pci};
 use super::uplink::Uplinks;
+use super::vport::rates;
 use super::{MAX_VPORT_NAME, Mac, Uplink};
 use crate::model::location::Location;
 use crate::model::pool::{PoolSpec, PoolUplink, VfAttributes};
@@ -221,32 +222,7 @@ fn defaults(ck: &mut Checker<'_>, what: &str, raw: &RawPool) -> VfAttributes {
             "qos describes the VLAN tag: set vlan too, or remove qos",
         );
     }
-    let rate_hint = "rates are whole Mbit/s from 1; omit the key for no limit";
-    let max: Option<u32> = ranged(
-        ck,
-        what,
-        "max_tx_rate_mbps",
-        &raw.max_tx_rate_mbps,
-        (1, u32::MAX.into()),
-        rate_hint,
-    );
-    let min: Option<u32> = ranged(
-        ck,
-        what,
-        "min_tx_rate_mbps",
-        &raw.min_tx_rate_mbps,
-        (1, u32::MAX.into()),
-        rate_hint,
-    );
-    if let (Some(lo), Some(hi), Some(at)) = (min, max, &raw.min_tx_rate_mbps)
-        && lo > hi
-    {
-        ck.report(
-            &at.span(),
-            format!("{what}: min_tx_rate_mbps {lo} is above max_tx_rate_mbps {hi}"),
-            "a guaranteed rate cannot exceed the cap: lower min_tx_rate_mbps or raise max_tx_rate_mbps",
-        );
-    }
+    let (max, min) = rates(ck, what, &raw.max_tx_rate_mbps, &raw.min_tx_rate_mbps);
     let mtu: Option<u32> = ranged(
         ck,
         what,

@@ -93,7 +93,7 @@ fn vport(
     };
     let mac = unique_mac(ck, &what, &raw, &uplinks.list, &mut taken.macs);
     let (vlan, qos, vlan_proto) = vlan_tag(ck, &what, &raw);
-    let (max_rate, min_rate) = rates(ck, &what, &raw);
+    let (max_rate, min_rate) = rates(ck, &what, &raw.max_tx_rate_mbps, &raw.min_tx_rate_mbps);
     let (link_state, offload) = link_and_offload(ck, &what, &raw);
     let optional = optional(ck, &what, &raw);
     let queues: Option<u32> = ranged(
@@ -310,14 +310,20 @@ fn vlan_tag(
     (vlan, qos, vlan_proto)
 }
 
-/// The cap and the guarantee, the guarantee not above the cap.
-fn rates(ck: &mut Checker<'_>, what: &str, raw: &RawVport) -> (Option<u32>, Option<u32>) {
+/// The cap and the guarantee, the guarantee not above the cap: a vPort's, and a pool's
+/// defaults for its attachments.
+pub(super) fn rates(
+    ck: &mut Checker<'_>,
+    what: &str,
+    max_tx_rate_mbps: &Option<Spanned<i64>>,
+    min_tx_rate_mbps: &Option<Spanned<i64>>,
+) -> (Option<u32>, Option<u32>) {
     let rate_hint = "rates are whole Mbit/s from 1; omit the key for no limit";
     let max_rate: Option<u32> = ranged(
         ck,
         what,
         "max_tx_rate_mbps",
-        &raw.max_tx_rate_mbps,
+        max_tx_rate_mbps,
         (1, u32::MAX.into()),
         rate_hint,
     );
@@ -325,14 +331,14 @@ fn rates(ck: &mut Checker<'_>, what: &str, raw: &RawVport) -> (Option<u32>, Opti
         ck,
         what,
         "min_tx_rate_mbps",
-        &raw.min_tx_rate_mbps,
+        min_tx_rate_mbps,
         (1, u32::MAX.into()),
         rate_hint,
     );
     if let (Some(min), Some(max), Some(span)) = (
         min_rate,
         max_rate,
-        raw.min_tx_rate_mbps.as_ref().map(Spanned::span),
+        min_tx_rate_mbps.as_ref().map(Spanned::span),
     ) && min > max
     {
         ck.report(
