@@ -10,5 +10,6 @@ pub mod pool;
 pub mod port_counters;
 pub mod profile;
 pub mod queues;
+pub mod suggest;
 pub mod uplink;
 pub mod vf;

@@ -11,6 +11,7 @@ use super::mac::generated_mac;
 use super::result::{CniResult, Dns};
 use super::{PLUGIN_TYPE, SUPPORTED_VERSIONS};
 use crate::model::mac::Mac;
+use crate::model::suggest::edit_distance;
 
 /// Where an attachment's vPort is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,22 +232,6 @@ fn unknown_key(key: &str) -> CniError {
     };
     hint.push_str("vportd reads uplink, switch, pool, vlan, qos, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, mtu, offload, ipam and dns");
     CniError::invalid(key, "is not a key vportd knows", hint)
-}
-
-/// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 /// A name as the spec allows a network's: an alphanumeric, then alphanumerics, '_', '.', '-'.

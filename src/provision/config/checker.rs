@@ -11,6 +11,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::{Mac, Problem};
 use crate::model::location::Location;
+use crate::model::suggest::edit_distance;
 
 /// Collects problems against one file's text.
 pub(super) struct Checker<'a> {
@@ -279,20 +280,4 @@ pub(super) fn lookup<'t, 'i>(
         .iter()
         .find(|(k, _)| k.get_ref().as_ref() == key)
         .map(|(_, v)| v)
-}
-
-/// Levenshtein distance, for "did you mean" on short keys.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
