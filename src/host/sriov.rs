@@ -166,10 +166,27 @@ impl SriovOps for LiveSriov {
     fn bind(&mut self, bdf: &str, driver: Option<&str>) -> Result<(), HostError> {
         self.links.clear();
         let base = Self::pci(bdf);
-        if let Some(current) = self.driver(bdf)? {
-            if Some(current.as_str()) == driver {
-                return Ok(());
-            }
+        let current = self.driver(bdf)?;
+        if current.is_some() && current.as_deref() == driver {
+            return Ok(());
+        }
+        // drivers_probe loads no module: a driver that is not loaded never binds. Said
+        // before anything changes, with what to do (the unit may not load modules).
+        if let Some(d) = driver
+            && !self.fs.exists(&format!("/sys/bus/pci/drivers/{d}"))
+        {
+            return Err(HostError::Netlink {
+                what: format!("binding {bdf} to {d}"),
+                errno: None,
+                message: format!(
+                    "the {d} driver is not loaded (no /sys/bus/pci/drivers/{d}), and binding \
+                     loads no module; load it at boot with `echo {d} > \
+                     /etc/modules-load.d/vportd.conf` (or now with `modprobe {d}`), then \
+                     apply again"
+                ),
+            });
+        }
+        if current.is_some() {
             self.fs.write(&format!("{base}/driver/unbind"), bdf)?;
         }
         // driver_override pins the choice so that no other driver grabs the function
