@@ -65,12 +65,12 @@ fn choose(journal: bool) -> Sink {
     if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
         return Sink::Prefixed;
     }
-    if journal && Path::new(JOURNAL_SOCKET).exists() {
-        if let Ok(sock) = UnixDatagram::unbound() {
-            if sock.connect(JOURNAL_SOCKET).is_ok() {
-                return Sink::Journal(sock);
-            }
-        }
+    if journal
+        && Path::new(JOURNAL_SOCKET).exists()
+        && let Ok(sock) = UnixDatagram::unbound()
+        && sock.connect(JOURNAL_SOCKET).is_ok()
+    {
+        return Sink::Journal(sock);
     }
     Sink::Plain
 }
@@ -85,7 +85,7 @@ pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
         return false;
     };
     match nix::sys::stat::fstat(std::io::stderr()) {
-        Ok(st) => st.st_dev as u64 == dev && st.st_ino as u64 == ino,
+        Ok(st) => st.st_dev == dev && st.st_ino == ino,
         Err(_) => false,
     }
 }
