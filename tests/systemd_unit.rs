@@ -167,3 +167,38 @@ fn the_hotplug_template_verifies_and_the_rules_name_it() {
     );
     assert!(!ok && said.contains("BogusKey"), "{said}");
 }
+
+/// What vportd-hotplug@.service runs: with a daemon listening it leaves the work to it and
+/// exits at once; with neither daemon nor config there is nothing to provision.
+#[test]
+fn the_hotplug_unit_leaves_the_work_to_a_listening_daemon() {
+    let t = tempfile::tempdir().unwrap();
+    let socket = t.path().join("vportd.sock");
+    let config = t.path().join("host.toml");
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_vportd"))
+            .args(["hotplug", "--systemd-unit", "eth1"])
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, said) = run();
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("eth1: no daemon and no"), "{said}");
+
+    // A config that would be applied, but a daemon listens: it is left to the daemon.
+    std::fs::write(&config, "[[uplink]]\npci = \"0000:7f:1f.7\"\n").unwrap();
+    let _daemon = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let (code, said) = run();
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("eth1: the daemon on"), "{said}");
+    assert!(said.contains("reconciles it"), "{said}");
+}
