@@ -223,23 +223,6 @@ impl Daemon {
             Some(addr) => Some(serve_metrics(addr, &cfg, stats.clone(), soft_view).await?),
             None => None,
         };
-        let mut interval = tokio::time::interval(cfg.period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        let mut last = Instant::now();
-        let signal = |k| tokio::signal::unix::signal(k).map_err(DaemonError::Runtime);
-        use tokio::signal::unix::SignalKind;
-        let (mut term, mut hup) = (
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::hangup())?,
-        );
-        // WATCHDOG=1 at half the manager's timeout, from this loop: a period stuck in its
-        // work holds the loop, and so the pings, and systemd restarts the daemon.
-        let mut watchdog = service.notify.watchdog().map(|t| {
-            let mut i = tokio::time::interval(t / 2);
-            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            i
-        });
         let mut l = Loop {
             watch,
             cfg,
@@ -253,31 +236,56 @@ impl Daemon {
             finished: 0,
         };
         l.ready().await;
-        loop {
-            tokio::select! {
-                _ = interval.tick() => {}
-                _ = tick_of(&mut watchdog) => {
-                    tell(l.service.notify.watchdog_ping());
-                    continue;
-                }
-                _ = hup.recv() => {
-                    l.reload().await;
-                    continue;
-                }
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
-            }
-            let period_s = last.elapsed().as_secs_f64();
-            last = Instant::now();
-            l.period(period_s);
-            l.update_status(false);
-        }
+        let result = l.serve().await;
         tell(l.service.notify.stopping());
         if let Some(s) = server {
             s.abort();
         }
         drop(l);
-        Ok(None)
+        result.map(|()| None)
+    }
+}
+
+impl Loop {
+    /// The loop: a period every tick, the watchdog fed, SIGHUP a reload; until SIGINT or
+    /// SIGTERM.
+    async fn serve(&mut self) -> Result<(), DaemonError> {
+        let mut interval = tokio::time::interval(self.cfg.period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        let mut last = Instant::now();
+        let signal = |k| tokio::signal::unix::signal(k).map_err(DaemonError::Runtime);
+        use tokio::signal::unix::SignalKind;
+        let (mut term, mut hup) = (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        );
+        // WATCHDOG=1 at half the manager's timeout, from this loop: a period stuck in its
+        // work holds the loop, and so the pings, and systemd restarts the daemon.
+        let mut watchdog = self.service.notify.watchdog().map(|t| {
+            let mut i = tokio::time::interval(t / 2);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = tick_of(&mut watchdog) => {
+                    tell(self.service.notify.watchdog_ping());
+                    continue;
+                }
+                _ = hup.recv() => {
+                    self.reload().await;
+                    continue;
+                }
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = term.recv() => return Ok(()),
+            }
+            let period_s = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            self.period(period_s);
+            self.update_status(false);
+        }
     }
 }
 

@@ -35,9 +35,8 @@ pub enum Sink {
     Journal(UnixDatagram),
 }
 
-/// The logger installed by [`init`].
+/// The logger installed by [`init`]; the level is the `log` facade's max level.
 pub struct Logger {
-    level: LevelFilter,
     sink: Sink,
 }
 
@@ -47,12 +46,10 @@ static LOGGER: OnceLock<Logger> = OnceLock::new();
 /// level). `journal`: also send to the journal's socket when stderr is not the journal.
 pub fn init(level: LevelFilter, journal: bool) {
     let logger = LOGGER.get_or_init(|| Logger {
-        level,
         sink: choose(journal),
     });
-    if log::set_logger(logger).is_ok() || logger.level != level {
-        log::set_max_level(level);
-    }
+    let _ = log::set_logger(logger);
+    log::set_max_level(level);
 }
 
 /// Changes the level after [`init`] (a config's `[daemon] log_level`).
