@@ -210,3 +210,28 @@ fn lines_carry_their_priority_when_stderr_is_the_journal() {
     );
     assert!(journal.contains("unknown key period"), "{journal}");
 }
+
+/// `--log-level` on any subcommand: below the level nothing is said, at it the line is.
+#[test]
+fn log_level_filters_the_lines() {
+    let t = tempfile::tempdir().unwrap();
+    let run = |level: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vportd"))
+            .args(["hotplug", "--systemd-unit", "eth9", "--log-level", level])
+            .arg("--socket")
+            .arg(t.path().join("none.sock"))
+            .arg("--config")
+            .arg(t.path().join("none.toml"))
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(
+        run("info").contains("eth9: no daemon and no"),
+        "{}",
+        run("info")
+    );
+    assert_eq!(run("warn"), "");
+}
