@@ -353,3 +353,37 @@ async fn set_vf(
         .await
         .map_err(|e| netlink_error(what, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver that is not loaded is refused before anything is written, with the fix.
+    #[test]
+    fn binding_to_a_driver_not_loaded_says_how_to_load_it_and_writes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let dev = root.path().join("sys/bus/pci/devices/0000:01:10.0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::create_dir_all(root.path().join("sys/bus/pci/drivers/igbvf")).unwrap();
+        std::fs::write(dev.join("driver_override"), "").unwrap();
+        let mut ops = LiveSriov::new(KernelFs::at(root.path()));
+        let e = ops.bind("0000:01:10.0", Some("vfio-pci")).unwrap_err();
+        let said = e.to_string();
+        assert!(
+            said.contains("binding 0000:01:10.0 to vfio-pci")
+                && said.contains("/etc/modules-load.d/vportd.conf"),
+            "{said}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dev.join("driver_override")).unwrap(),
+            ""
+        );
+
+        // A loaded driver goes on to the override (and the probe, which this tree lacks).
+        let _ = ops.bind("0000:01:10.0", Some("igbvf"));
+        assert_eq!(
+            std::fs::read_to_string(dev.join("driver_override")).unwrap(),
+            "igbvf"
+        );
+    }
+}
