@@ -4,7 +4,9 @@
 //! `vportd hotplug` must return fast: udev kills handlers that run long and holds the
 //! device's later events until they finish. With a daemon it only validates the event, hands
 //! it over and exits (20 ms to connect, 30 ms for the answer); the daemon reconciles later.
-//! Without a daemon it applies the stored config itself, which udev waits for.
+//! Without a daemon, on a host booted with systemd, it leaves the apply to
+//! `vportd-hotplug@.service` (`--systemd-unit`), which the rules ask systemd for; udev(7)
+//! forbids long work in its workers. With udevd alone it applies the stored config itself.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
