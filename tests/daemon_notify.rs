@@ -235,3 +235,36 @@ fn log_level_filters_the_lines() {
     );
     assert_eq!(run("warn"), "");
 }
+
+/// `vportd hotplug` under udev: stderr goes nowhere, so each record also goes to the
+/// journal's socket in the native protocol, with its priority and identifier (here a
+/// socket of the test's own in the journal's place).
+#[test]
+fn hotplug_writes_to_the_journal_socket() {
+    let t = tempfile::tempdir().unwrap();
+    let journal = t.path().join("journal.socket");
+    let sock = UnixDatagram::bind(&journal).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vportd"))
+        .args(["hotplug", "--systemd-unit", "eth7"])
+        .arg("--socket")
+        .arg(t.path().join("none.sock"))
+        .arg("--config")
+        .arg(t.path().join("none.toml"))
+        .env("VPORTD_JOURNAL_SOCKET", &journal)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let record = next(&sock, Duration::from_secs(5)).expect("a record on the journal socket");
+    let fields: Vec<&str> = record.lines().collect();
+    assert!(fields.contains(&"PRIORITY=6"), "{record}");
+    assert!(fields.contains(&"SYSLOG_IDENTIFIER=vportd"), "{record}");
+    assert!(
+        fields
+            .iter()
+            .any(|f| f.starts_with("MESSAGE=eth7: no daemon and no")),
+        "{record}"
+    );
+    // And on stderr as ever, for a person running it by hand.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vportd: eth7: no daemon and no"));
+}

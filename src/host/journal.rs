@@ -62,10 +62,13 @@ fn choose(journal: bool) -> Sink {
     if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
         return Sink::Prefixed;
     }
+    // VPORTD_JOURNAL_SOCKET: another socket in its place, for tests (tests/daemon_notify.rs).
+    let path = std::env::var_os("VPORTD_JOURNAL_SOCKET")
+        .map_or_else(|| Path::new(JOURNAL_SOCKET).to_path_buf(), Into::into);
     if journal
-        && Path::new(JOURNAL_SOCKET).exists()
+        && path.exists()
         && let Ok(sock) = UnixDatagram::unbound()
-        && sock.connect(JOURNAL_SOCKET).is_ok()
+        && sock.connect(&path).is_ok()
     {
         return Sink::Journal(sock);
     }
