@@ -107,6 +107,10 @@ fn the_unit_is_notify_with_watchdog_reload_and_the_af_xdp_grants() {
         assert!(caps.contains(&cap), "{cap} missing from {caps:?}");
     }
     assert!(!caps.contains(&"CAP_SYS_MODULE"), "{caps:?}");
+    // CNI and `netns` vPorts enter containers' network namespaces: setns(2) needs
+    // CAP_SYS_ADMIN, and RestrictNamespaces must let network namespaces through.
+    assert!(caps.contains(&"CAP_SYS_ADMIN"), "{caps:?}");
+    assert_eq!(values(unit, "RestrictNamespaces"), ["net"]);
     assert!(values(unit, "RestrictAddressFamilies").contains(&"AF_XDP"));
     assert!(values(unit, "ProtectKernelModules").contains(&"yes"));
     // The socket the daemon binds by default is in the runtime directory.
