@@ -52,8 +52,20 @@ impl LiveSriov {
         }
     }
 
+    /// The device's sysfs directory: a PCI function's, or a netdevsim device's (the
+    /// inventory addresses those by name, e.g. `netdevsim10`: see `facts::switchdev`), whose
+    /// `sriov_numvfs` works as a PCI PF's but whose VFs have no devices of their own.
     fn pci(bdf: &str) -> String {
-        format!("/sys/bus/pci/devices/{bdf}")
+        if Self::on_netdevsim(bdf) {
+            format!("/sys/bus/netdevsim/devices/{bdf}")
+        } else {
+            format!("/sys/bus/pci/devices/{bdf}")
+        }
+    }
+
+    fn on_netdevsim(addr: &str) -> bool {
+        addr.strip_prefix("netdevsim")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     }
 
     fn virtfns(&self, pf: &str) -> Result<Vec<String>, HostError> {
@@ -127,7 +139,8 @@ impl SriovOps for LiveSriov {
         loop {
             let now = self.num_vfs(pf)?;
             let links = self.virtfns(pf)?;
-            let mut ready = links.len() as u32 == now;
+            // netdevsim's VFs have no virtfn links: its count is all there is to wait for.
+            let mut ready = links.len() as u32 == now || Self::on_netdevsim(pf);
             if ready && autoprobe && now > 0 {
                 // With autoprobe on, VFs are usable once their driver has bound.
                 for l in &links {
