@@ -5,6 +5,7 @@
 pub mod afpacket;
 pub mod afxdp;
 pub(crate) mod bpf;
+pub mod devlink;
 pub mod ethtool;
 pub mod ethtool_stats;
 #[cfg(feature = "fault-injection")]
