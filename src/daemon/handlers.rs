@@ -111,6 +111,17 @@ impl ControlPlane {
         config: Option<PathBuf>,
         root: &Path,
     ) -> Result<ControlPlane, ControlPlaneError> {
+        Self::start_with(args, config, root, None)
+    }
+
+    /// [`ControlPlane::start`], its CNI service serving switch networks through `soft`
+    /// (the daemon loop's software path).
+    pub fn start_with(
+        args: &ControlPlaneArgs,
+        config: Option<PathBuf>,
+        root: &Path,
+        soft: Option<crate::daemon::cni::SoftPathLink>,
+    ) -> Result<ControlPlane, ControlPlaneError> {
         let access = match &args.socket_group {
             Some(g) => Access::with_group(g)?,
             None => Access::default(),
@@ -130,7 +141,8 @@ impl ControlPlane {
             jobs,
             socket: listener.as_ref().map(|l| l.path().to_path_buf()),
         };
-        let cni = crate::daemon::cni::CniService::new(state_dir(config.as_deref()));
+        let cni = crate::daemon::cni::CniService::new(state_dir(config.as_deref()))
+            .serving_switches(soft);
         for gone in cni.gone_namespaces() {
             eprintln!("vportd: attachment {gone}");
         }

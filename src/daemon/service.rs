@@ -146,11 +146,21 @@ impl From<DaemonConfig> for EngineConfig {
 /// The daemon: its tasks share one current-thread runtime.
 pub struct Daemon {
     cfg: DaemonConfig,
+    /// CNI calls asking the software path to serve the attachment book now.
+    kicks: Option<crate::daemon::cni::KickInbox>,
 }
 
 impl Daemon {
     pub fn new(cfg: DaemonConfig) -> Self {
-        Self { cfg }
+        Self { cfg, kicks: None }
+    }
+
+    /// The daemon, answering the CNI service's kicks (see [`crate::daemon::cni::soft_link`]).
+    pub fn with_kicks(cfg: DaemonConfig, kicks: crate::daemon::cni::KickInbox) -> Self {
+        Self {
+            cfg,
+            kicks: Some(kicks),
+        }
     }
 
     /// Runs until SIGINT/SIGTERM (or one tick with `once`, whose report is returned).
@@ -164,6 +174,7 @@ impl Daemon {
 
     async fn run_async(self) -> Result<Option<TickReport>, DaemonError> {
         let cfg = self.cfg;
+        let mut kicks = self.kicks;
         let watch = cfg.config_path.clone().map(ConfigWatch::new);
         let stats = Arc::new(Mutex::new(Stats::default()));
         // The software path lives as long as the daemon: its switches go with it, its TAPs
@@ -206,6 +217,10 @@ impl Daemon {
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
+                Some(k) = crate::daemon::cni::next_kick(&mut kicks) => {
+                    l.kicked(&k);
+                    continue;
+                }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
             }
@@ -287,20 +302,7 @@ impl Loop {
         }
         // Software vPorts follow the state file (an apply or a hotplug reconcile moved
         // some) and trunks whose netdev came back are reopened.
-        // A problem is said once, not every period, until it changes.
-        if let (Some(sp), Some(c)) = (self.soft.as_mut(), self.cfg.software.as_ref()) {
-            let problems: Vec<String> = sp
-                .refresh_live(c, &KernelFs::at(&self.cfg.root))
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            if problems != self.soft_problems {
-                for p in &problems {
-                    eprintln!("vportd: {p}");
-                }
-                self.soft_problems = problems;
-            }
-        }
+        self.refresh_soft();
         // Off (`vportd ctl rebalance off`): keep the baseline fresh, decide nothing.
         if !crate::daemon::handlers::rebalance_enabled() {
             let _ = self.reb.prime();
@@ -322,6 +324,47 @@ impl Loop {
             // A torn read (a CPU going offline mid-read) is retried next period.
             Err(e) => eprintln!("vportd: this period is skipped: {e}"),
         }
+    }
+}
+
+impl Loop {
+    /// The software path brought to the state file and the CNI attachment book. A problem
+    /// is said once, not every period, until it changes. None: no software path runs.
+    fn refresh_soft(&mut self) -> Option<Vec<String>> {
+        let (Some(sp), Some(c)) = (self.soft.as_mut(), self.cfg.software.as_ref()) else {
+            return None;
+        };
+        sp.set_extra_ports(crate::daemon::cni::soft_ports(&c.state_dir));
+        let problems: Vec<String> = sp
+            .refresh_live(c, &KernelFs::at(&self.cfg.root))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if problems != self.soft_problems {
+            for p in &problems {
+                eprintln!("vportd: {p}");
+            }
+            self.soft_problems = problems.clone();
+        }
+        Some(problems)
+    }
+
+    /// A CNI call's kick: the software path refreshed now, answered with its problems
+    /// and what it runs.
+    fn kicked(&mut self, kick: &crate::daemon::cni::Kick) {
+        let answer = match self.refresh_soft() {
+            Some(problems) => crate::daemon::cni::SoftAnswer {
+                problems,
+                snapshot: self.soft.as_ref().map(|s| s.view().snapshot()),
+            },
+            None => crate::daemon::cni::SoftAnswer {
+                problems: vec![
+                    "this daemon runs no software path: start it with --config HOST.toml".into(),
+                ],
+                snapshot: None,
+            },
+        };
+        let _ = kick.send(answer);
     }
 }
 
@@ -420,15 +463,24 @@ pub fn main(a: DaemonArgs) -> Result<(), (u8, String)> {
         software,
         config_path: a.config.clone(),
     };
-    // The control plane runs beside the rebalancer: socket, uevents, reconciles.
+    // The control plane runs beside the rebalancer: socket, uevents, reconciles. Its CNI
+    // service asks the loop, which owns the software path, to serve new attachments.
+    let (link, inbox) = crate::daemon::cni::soft_link();
     let _control = match a.once {
         true => None,
         false => Some(
-            crate::daemon::handlers::ControlPlane::start(&a.control, a.config.clone(), &a.root)
-                .map_err(|e| (1u8, e.to_string()))?,
+            crate::daemon::handlers::ControlPlane::start_with(
+                &a.control,
+                a.config.clone(),
+                &a.root,
+                Some(link),
+            )
+            .map_err(|e| (1u8, e.to_string()))?,
         ),
     };
-    let report = Daemon::new(cfg).run().map_err(|e| (1u8, e.to_string()))?;
+    let report = Daemon::with_kicks(cfg, inbox)
+        .run()
+        .map_err(|e| (1u8, e.to_string()))?;
     if let Some(r) = report {
         println!(
             "{}",
