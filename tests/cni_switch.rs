@@ -318,6 +318,7 @@ fn the_plugin_serves_add_check_del_and_gc_on_a_switch_and_a_killed_daemon_leaks_
     let mut daemon = Daemon::start(&host.0, &cfg, &socket, &dir.join("daemon.log"));
     let conf = json!({
         "cniVersion": "1.0.0", "name": "q", "type": "vportd", "switch": "quiet", "vlan": 12,
+        "socket": socket,
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.235.0.0/24"}]],
                  "dataDir": dir.join("ipam")}
     });
@@ -396,6 +397,33 @@ fn the_plugin_serves_add_check_del_and_gc_on_a_switch_and_a_killed_daemon_leaks_
         assert!(out.status.success(), "{}", shown(&out));
         assert_eq!(attachments(dir), 0, "round {round}: {}", book(dir));
         daemon.wait_for("no veth left", || {
+            !links(&host.0).iter().any(|l| l.starts_with("vc-"))
+        });
+    }
+    // The plugin killed -9 during its ADD (the daemon finishes what reached it), then the
+    // runtime's DEL: nothing left.
+    for delay_ms in [0u64, 20, 80] {
+        let id = format!("pk{delay_ms}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vportd"))
+            .env_clear()
+            .env("CNI_PATH", DEBIAN_CNI_DIR)
+            .envs(verb("ADD", &id, &p1))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _ = child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes());
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let del = plugin(&socket, &verb("DEL", &id, &p1), &conf);
+        assert!(del.status.success(), "{}", shown(&del));
+        assert_eq!(attachments(dir), 0, "{}", book(dir));
+        daemon.wait_for("no veth left after a killed plugin", || {
             !links(&host.0).iter().any(|l| l.starts_with("vc-"))
         });
     }

@@ -1096,6 +1096,58 @@ mod tests {
     }
 
     #[test]
+    fn status_of_a_pool_is_50_once_its_last_vf_is_held_and_fine_while_one_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State {
+            version: crate::provision::state::STATE_VERSION,
+            pools: vec![Pool {
+                name: "ctr".into(),
+                pf: "0000:01:00.0".into(),
+                vfs: vec![2, 3],
+                driver: None,
+                defaults: VfAttributes::default(),
+            }],
+            ..State::default()
+        };
+        state.save(&UserFiles, dir.path()).unwrap();
+        let svc = CniService::new(dir.path().to_path_buf());
+        let status = |target: CniTarget| match svc.answer(CniRequest::Status { target }) {
+            Response::CniDone { .. } => Ok(()),
+            Response::CniError { code, msg, .. } => Err((code, msg)),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(status(CniTarget::Pool("ctr".into())), Ok(()));
+        let holder = |c: &str, vf: u32, phase: &str| {
+            format!(
+                r#"{{"container_id":"{c}","ifname":"eth0","network":"n","netns":"/run/netns/{c}","target":{{"pool":"ctr"}},"alloc":{{"kind":"vf","pool":"ctr","pf":"0000:01:00.0","vf":{vf}}},"mac":"02:00:00:00:09:0{vf}","asked":{{}},"attrs":{{}},"phase":"{phase}"}}"#
+            )
+        };
+        let book = |entries: &[String]| {
+            std::fs::write(
+                dir.path().join(ATTACHMENTS_FILE),
+                format!(r#"{{"version":1,"attachments":[{}]}}"#, entries.join(",")),
+            )
+            .unwrap()
+        };
+        book(&[holder("c2", 2, "attached")]);
+        assert_eq!(status(CniTarget::Pool("ctr".into())), Ok(()));
+        // The last VF held, even by an ADD that has not finished (or crashed): 50.
+        book(&[holder("c2", 2, "attached"), holder("c3", 3, "reserved")]);
+        let (code, msg) = status(CniTarget::Pool("ctr".into())).unwrap_err();
+        assert_eq!(code, 50, "{msg}");
+        assert!(
+            msg.contains("pool ctr has no free VF: all 2 are attached or reserved"),
+            "{msg}"
+        );
+        // A pool the state does not have is not available either.
+        let (code, msg) = status(CniTarget::Pool("other".into())).unwrap_err();
+        assert_eq!(code, 50, "{msg}");
+        // An uplink network is not served: 7, naming the key.
+        let (code, _) = status(CniTarget::Uplink("0000:01:00.0".into())).unwrap_err();
+        assert_eq!(code, 7);
+    }
+
+    #[test]
     fn a_missing_book_is_empty_and_a_gone_namespace_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let svc = CniService::new(dir.path().to_path_buf());
