@@ -370,6 +370,32 @@ fn the_plugin_serves_add_check_del_and_gc_on_a_switch_and_a_killed_daemon_leaks_
     assert!(!links(&host.0).contains(&host_end));
     assert_eq!(attachments(dir), 0);
 
+    // A container that stays through the daemon's restarts keeps its veth (adopted, not
+    // made again: same ifindex on both ends) and passes CHECK after each.
+    let c3 = Ns::new("vpc3");
+    let p3 = c3.path();
+    let out = plugin(&socket, &verb("ADD", "keeper", &p3), &conf);
+    assert!(out.status.success(), "{}", shown(&out));
+    let keeper: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keeper_end = keeper["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ifindexes = || {
+        let here = run_ok(
+            "ip",
+            &["-n", &host.0, "-o", "link", "show", "dev", &keeper_end],
+        );
+        let inside = run_ok("ip", &["-n", &c3.0, "-o", "link", "show", "dev", "eth0"]);
+        (
+            here.split(':').next().unwrap().to_string(),
+            inside.split(':').next().unwrap().to_string(),
+        )
+    };
+    let before = ifindexes();
+    let mut keeper_check = conf.clone();
+    keeper_check["prevResult"] = keeper.clone();
+
     // A daemon killed -9 while ADDs run (at different moments), restarted: DEL and GC
     // leave no entry, no veth and no lease.
     for (round, delay_ms) in [0u64, 30, 120].into_iter().enumerate() {
@@ -392,14 +418,28 @@ fn the_plugin_serves_add_check_del_and_gc_on_a_switch_and_a_killed_daemon_leaks_
         assert!(del.status.success(), "{}", shown(&del));
         let mut gc = conf.clone();
         gc["cniVersion"] = json!("1.1.0");
-        gc["cni.dev/valid-attachments"] = json!([]);
+        gc["cni.dev/valid-attachments"] = json!([{"containerID": "keeper", "ifname": "eth0"}]);
         let out = plugin(&socket, &[("CNI_COMMAND", "GC")], &gc);
         assert!(out.status.success(), "{}", shown(&out));
-        assert_eq!(attachments(dir), 0, "round {round}: {}", book(dir));
-        daemon.wait_for("no veth left", || {
-            !links(&host.0).iter().any(|l| l.starts_with("vc-"))
+        assert_eq!(attachments(dir), 1, "round {round}: {}", book(dir));
+        daemon.wait_for("no veth left but the keeper's", || {
+            links(&host.0)
+                .iter()
+                .filter(|l| l.starts_with("vc-"))
+                .eq([&keeper_end])
         });
+        assert_eq!(
+            ifindexes(),
+            before,
+            "round {round}: the keeper's veth was made again"
+        );
+        let ok = plugin(&socket, &verb("CHECK", "keeper", &p3), &keeper_check);
+        assert!(ok.status.success(), "round {round}: {}", shown(&ok));
     }
+    let del = plugin(&socket, &verb("DEL", "keeper", &p3), &conf);
+    assert!(del.status.success(), "{}", shown(&del));
+    assert_eq!(attachments(dir), 0, "{}", book(dir));
+
     // The plugin killed -9 during its ADD (the daemon finishes what reached it), then the
     // runtime's DEL: nothing left.
     for delay_ms in [0u64, 20, 80] {

@@ -242,7 +242,9 @@ fn start_software(
     config: &crate::provision::config::Config,
     root: &std::path::Path,
 ) -> crate::softpath::SoftPath {
-    let (sp, problems) = crate::softpath::SoftPath::start_live(config, &KernelFs::at(root))
+    // The CNI attachments' ports from the start: a restart adopts their veths.
+    let cni = crate::daemon::cni::soft_ports(&config.state_dir);
+    let (sp, problems) = crate::softpath::SoftPath::start_live(config, &KernelFs::at(root), cni)
         .unwrap_or_else(|e| {
             eprintln!("vportd: the software path does not start: {e}");
             crate::softpath::SoftPath::start(&[], &|_| None, None)

@@ -507,18 +507,22 @@ impl SoftPath {
 
     /// Reads the state and config the daemon was given and starts the software path on the
     /// live host (uplinks resolved through sysfs under `fs`).
+    /// `extra` are the ports served beside the config's vPorts from the start (a restart
+    /// adopts their veths instead of retiring them).
     pub fn start_live(
         cfg: &Config,
         fs: &KernelFs,
+        extra: Vec<ExtraPort>,
     ) -> Result<(SoftPath, Vec<SoftpathError>), crate::provision::state::StateError> {
         let state = State::load(&UserFiles, &cfg.state_dir)?;
-        let (plans, mut errors) = plan_with(cfg, &state, &[]);
-        let (sp, more) = SoftPath::start_holding(
+        let (plans, mut errors) = plan_with(cfg, &state, &extra);
+        let (mut sp, more) = SoftPath::start_holding(
             &plans,
             held_taps(cfg, &state),
             &|at: &TrunkAt| resolve_live(fs, at),
             Some(&cfg.state_dir),
         );
+        sp.extra = extra;
         errors.extend(more);
         Ok((sp, errors))
     }
