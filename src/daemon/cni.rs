@@ -342,26 +342,19 @@ impl CniService {
                 return Err(e);
             }
         };
-        let inside = Netns::open(netns)
-            .and_then(|ns| ns.links())
-            .ok()
-            .and_then(|links| {
-                links
-                    .into_iter()
-                    .find(|l| l.name == entry.key.ifname && l.mac == Some(entry.mac))
-            });
-        let Some(inside) = inside else {
+        // The container's end is the host end's peer (IFLA_LINK, its ifindex there): the
+        // software path made it inside with its name and MAC (CHECK looks at it there).
+        let Some(inside) = host.peer.or(entry.inside_ifindex) else {
             let _ = self.release_soft(book, key);
             return Err(CniError::TryAgainLater {
                 why: format!(
-                    "{key}: the veth's end {} with MAC {} is not in {netns} after the switch served it",
-                    entry.key.ifname, entry.mac
+                    "{key}: the veth end {host_end} names no peer in {netns} after the switch served it"
                 ),
             });
         };
         let facts = book::Attached {
-            inside_ifindex: inside.ifindex,
-            host_ifindex: Some(host.0),
+            inside_ifindex: inside,
+            host_ifindex: Some(host.ifindex),
         };
         self.save(&book.attached(key, facts).map_err(|e| e.to_cni())?)?;
         Ok(CniAttached {
@@ -370,10 +363,10 @@ impl CniService {
             sandbox: netns.to_string(),
             pci_id: None,
             mtu: entry.attrs.mtu,
-            ifindex: Some(inside.ifindex),
+            ifindex: Some(inside),
             host: Some(CniHostEnd {
                 name: host_end.clone(),
-                mac: host.1,
+                mac: host.mac,
             }),
         })
     }
@@ -635,14 +628,22 @@ fn port_served(answer: &SoftAnswer, vport: &str, switch: &str) -> Result<(), Cni
     })
 }
 
-/// The veth's end here (ifindex, MAC), when it is one (and has `ifindex`, when given).
-fn host_end_link(host_end: &str, ifindex: Option<u32>) -> Result<(u32, Mac), CniError> {
+/// A veth's end in the daemon's namespace.
+struct HostEnd {
+    ifindex: u32,
+    mac: Mac,
+    /// Its peer's ifindex, in the peer's namespace.
+    peer: Option<u32>,
+}
+
+/// The veth's end here, when it is one (and has `ifindex`, when given). Asked from the
+/// calling thread: the daemon's threads are in its namespace.
+fn host_end_link(host_end: &str, ifindex: Option<u32>) -> Result<HostEnd, CniError> {
     let missing = || CniError::TryAgainLater {
         why: format!("the veth end {host_end} is not in the daemon's namespace"),
     };
-    let links = Netns::current()
-        .and_then(|ns| ns.links())
-        .map_err(|e| CniError::TryAgainLater { why: e.to_string() })?;
+    let links =
+        netns::links_of_caller().map_err(|e| CniError::TryAgainLater { why: e.to_string() })?;
     let l = links
         .into_iter()
         .find(|l| {
@@ -651,7 +652,11 @@ fn host_end_link(host_end: &str, ifindex: Option<u32>) -> Result<(u32, Mac), Cni
                 && ifindex.is_none_or(|i| i == l.ifindex)
         })
         .ok_or_else(missing)?;
-    Ok((l.ifindex, l.mac.ok_or_else(missing)?))
+    Ok(HostEnd {
+        ifindex: l.ifindex,
+        mac: l.mac.ok_or_else(missing)?,
+        peer: l.link,
+    })
 }
 
 /// What CHECK sees of a software port: the container's link (by ifindex and MAC in its
