@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Failure, emit, load_profiles, render, to_json};
-use crate::facts::inventory;
+use crate::facts::{inventory, pciids};
 use crate::host::fs::KernelFs;
 use crate::host::netlink;
 use crate::host::userfiles::{self, UserFiles};
@@ -37,6 +37,10 @@ pub(super) fn run(f: Flags) -> Result<(), Failure> {
             .map_err(Failure::runtime)?;
     }
     let inv = inventory::discover(&fs, &nl, &profiles).map_err(Failure::runtime)?;
+    // Names are for people: without the database the ids stand alone, and stderr says why.
+    if let Some(note) = pciids::names_for(fs.root()).note() {
+        eprintln!("vportd discover: note: {note}");
+    }
     let pools = held
         .as_ref()
         .map(|(state, _)| state.pool_use())

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::facts::parse::{self, InterruptLine};
+use crate::facts::pciids;
 use crate::host::fs::KernelFs;
 use crate::host::netlink::NetlinkSnapshot;
 use crate::model::profile::ProfileSet;
@@ -228,10 +229,7 @@ fn vf_function(
         bdf: vf.bdf.clone(),
         vendor_id: pf.vendor_id.clone(),
         vendor_name: pf.vendor_name.clone(),
-        device_name: vid
-            .zip(did)
-            .and_then(|(v, d)| pci_ids::Device::from_vid_pid(v, d))
-            .map(|d| d.name().to_string()),
+        device_name: pciids::vendor_device(fs.root(), vid, did).1,
         device_id,
         subsystem_vendor_id: None,
         subsystem_device_id: None,
@@ -447,18 +445,6 @@ fn parse_hex_id(id: &str) -> Option<u16> {
     u16::from_str_radix(id.trim_start_matches("0x"), 16).ok()
 }
 
-/// The vendor's and the device's names from the PCI id database, for people.
-fn pci_names(vid: Option<u16>, did: Option<u16>) -> (Option<String>, Option<String>) {
-    let vendor_name = vid
-        .and_then(<pci_ids::Vendor as pci_ids::FromId<u16>>::from_id)
-        .map(|v| v.name().to_string());
-    let device_name = vid
-        .zip(did)
-        .and_then(|(v, d)| pci_ids::Device::from_vid_pid(v, d))
-        .map(|d| d.name().to_string());
-    (vendor_name, device_name)
-}
-
 /// A function's NUMA node and local CPUs, read only for a full scope: placement matters to
 /// the rebalancer, not to provisioning.
 fn placement(
@@ -497,7 +483,7 @@ fn read_function(
     let vendor_id = hex4(fs, &format!("{base}/vendor"))?.unwrap_or_default();
     let device_id = hex4(fs, &format!("{base}/device"))?.unwrap_or_default();
     let (vid, did) = (parse_hex_id(&vendor_id), parse_hex_id(&device_id));
-    let (vendor_name, device_name) = pci_names(vid, did);
+    let (vendor_name, device_name) = pciids::vendor_device(fs.root(), vid, did);
     let driver = fs.link_name(&format!("{base}/driver"))?;
     let (numa_node, local_cpus) = placement(fs, &base, full)?;
     let physfn = fs.link_name(&format!("{base}/physfn"))?;

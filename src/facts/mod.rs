@@ -4,5 +4,6 @@
 
 pub mod inventory;
 pub mod parse;
+pub mod pciids;
 pub mod profile;
 pub mod scope;
