@@ -98,3 +98,34 @@ fn without_a_database_discover_shows_ids_and_a_note() {
         "{stderr}"
     );
 }
+
+/// A recording carries the names it showed (the database's entries it used, not the whole
+/// file), so its replay is the same inventory.
+#[test]
+fn a_recording_replays_its_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = dir.path().join("rec");
+    let src = fixture("guest-82576-7vfs");
+    let out = common::vportd(&[
+        "discover",
+        "--json",
+        "--fixture",
+        src.to_str().expect("UTF-8"),
+        "--record",
+        rec.to_str().expect("UTF-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        shown["pci_functions"][0]["device_name"],
+        "82576 Gigabit Network Connection"
+    );
+    let ids = std::fs::read_to_string(rec.join("usr/share/misc/pci.ids")).expect("recorded");
+    assert!(!ids.contains("1041"), "only the entries used:\n{ids}");
+    let (replayed, stderr) = discover_json(&rec);
+    assert_eq!(replayed, shown, "{stderr}");
+}

@@ -43,7 +43,7 @@ pub enum Scope {
     Full,
     /// What provisioning needs: functions, drivers, SR-IOV and VF configs, netdevs as
     /// rtnetlink reports them (queue counts are the allocated ones). No IRQs, CPU
-    /// topology, NUMA placement or subsystem ids: hundreds of reads on a big host, and
+    /// topology, NUMA placement, subsystem ids or PCI names: hundreds of reads on a big host, and
     /// apply's no-op check must stay fast.
     Provisioning,
 }
@@ -229,7 +229,8 @@ fn vf_function(
         bdf: vf.bdf.clone(),
         vendor_id: pf.vendor_id.clone(),
         vendor_name: pf.vendor_name.clone(),
-        device_name: pciids::vendor_device(fs.root(), vid, did).1,
+        // A provisioning read names nothing (see Scope::Provisioning).
+        device_name: None,
         device_id,
         subsystem_vendor_id: None,
         subsystem_device_id: None,
@@ -483,7 +484,12 @@ fn read_function(
     let vendor_id = hex4(fs, &format!("{base}/vendor"))?.unwrap_or_default();
     let device_id = hex4(fs, &format!("{base}/device"))?.unwrap_or_default();
     let (vid, did) = (parse_hex_id(&vendor_id), parse_hex_id(&device_id));
-    let (vendor_name, device_name) = pciids::vendor_device(fs.root(), vid, did);
+    // Names are for people (`discover`): a provisioning read skips them, so that a short
+    // `apply` or `hotplug` never parses the 1.3 MB database (~9 ms of CPU).
+    let (vendor_name, device_name) = match full {
+        true => pciids::vendor_device(fs.root(), vid, did),
+        false => (None, None),
+    };
     let driver = fs.link_name(&format!("{base}/driver"))?;
     let (numa_node, local_cpus) = placement(fs, &base, full)?;
     let physfn = fs.link_name(&format!("{base}/physfn"))?;

@@ -166,6 +166,32 @@ impl PciIds {
         (self.vendors.len(), devices, subs)
     }
 
+    /// The database cut down to `wanted` (vendor, device) pairs, as pci.ids text: what a
+    /// recorded fixture (`discover --record`) needs to replay the names it showed. A vendor's
+    /// line comes once, before its devices; ids the database lacks are left out.
+    pub fn subset_text(&self, wanted: &[(u16, u16)]) -> String {
+        let mut picked: BTreeMap<u16, Vec<u16>> = BTreeMap::new();
+        for (v, d) in wanted {
+            if self.vendors.contains_key(v) {
+                let devices = picked.entry(*v).or_default();
+                if self.device(*v, *d).is_some() && !devices.contains(d) {
+                    devices.push(*d);
+                }
+            }
+        }
+        let mut out = String::from(
+            "# The entries of the recording host's pci.ids that its inventory names.\n",
+        );
+        for (v, mut devices) in picked {
+            out += &format!("{v:04x}  {}\n", self.vendors[&v].name);
+            devices.sort_unstable();
+            for d in devices {
+                out += &format!("\t{d:04x}  {}\n", self.vendors[&v].devices[&d].name);
+            }
+        }
+        out
+    }
+
     fn device_entry(&self, vendor: u16, device: u16) -> Option<&Device> {
         self.vendors.get(&vendor)?.devices.get(&device)
     }
@@ -359,6 +385,21 @@ C 02  Network controller
         );
         // 3 vendors lines, 2 distinct; the class section's "\t00" is no device 0x0000.
         assert_eq!(ids.counts(), (2, 4, 3));
+    }
+
+    #[test]
+    fn a_subset_keeps_the_names_asked_for() {
+        let ids = sample();
+        let text = ids.subset_text(&[
+            (0x8086, 0x10ca),
+            (0x8086, 0x10ca),
+            (0x10de, 1),
+            (0x1af4, 0x9999),
+        ]);
+        let sub = PciIds::parse(&text, "subset").expect("the subset parses");
+        assert_eq!(sub.device(0x8086, 0x10ca), Some("82576 Virtual Function"));
+        assert_eq!(sub.vendor(0x1af4), Some("Red Hat, Inc."));
+        assert_eq!(sub.counts(), (2, 1, 0), "{text}");
     }
 
     #[test]
