@@ -124,6 +124,7 @@ fn the_debian_package_has_its_files_and_passes_lintian() {
         "/usr/lib/cni/vportd",
         "/opt/cni/bin/vportd",
         "/usr/lib/systemd/system/vportd.service",
+        "/usr/lib/systemd/system/vportd-hotplug@.service",
         "/usr/lib/udev/rules.d/90-vportd.rules",
         "/usr/share/bash-completion/completions/vportd",
         "/usr/share/zsh/vendor-completions/_vportd",

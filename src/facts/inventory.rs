@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::facts::parse::{self, InterruptLine};
 use crate::facts::pciids;
+use crate::facts::switchdev;
 use crate::host::fs::KernelFs;
 use crate::host::netlink::NetlinkSnapshot;
 use crate::model::profile::ProfileSet;
@@ -91,7 +92,7 @@ pub fn discover_scoped(
             Some(target) => target,
             None => fs.resolve(&class_link)?,
         };
-        match pci_function_of(&path) {
+        match pci_function_of(&path).or_else(|| switchdev::netdevsim_of(&path).map(|d| (d, None))) {
             Some((bdf, via)) => by_function.entry(bdf).or_default().push((dev, via)),
             None => others.push(dev),
         }
@@ -123,6 +124,7 @@ pub fn discover_scoped(
             netdevs,
         )?);
     }
+    functions.extend(switchdev::netdevsim_functions(fs, nl, &mut by_function)?);
     Ok(assemble(
         functions,
         others,
@@ -246,6 +248,8 @@ fn vf_function(
         sriov: None,
         irqs: Vec::new(),
         profile,
+        eswitch_mode: None,
+        representors: Vec::new(),
     })
 }
 
@@ -499,6 +503,7 @@ fn read_function(
     let virtio_device = netdevs.iter().find_map(|(_, via)| via.clone());
     let mut devs: Vec<Netdev> = netdevs.into_iter().map(|(d, _)| d).collect();
     devs.sort_by_key(|d| d.ifindex);
+    let (devs, representors) = switchdev::split_representors(fs, devs)?;
 
     let sriov = match fs.read_parsed::<u32>(&format!("{base}/sriov_totalvfs")) {
         Some(total) => Some(read_sriov(fs, nl, bdf, total, &devs)?),
@@ -548,6 +553,8 @@ fn read_function(
             None => Vec::new(),
         },
         profile,
+        eswitch_mode: nl.eswitch.get(&format!("pci/{bdf}")).copied(),
+        representors,
     })
 }
 

@@ -7,3 +7,4 @@ pub mod parse;
 pub mod pciids;
 pub mod profile;
 pub mod scope;
+pub mod switchdev;
