@@ -49,8 +49,15 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Builds the package once for this process; its path.
+/// The package: the one scripts/test built with scripts/package for this run (VPORTD_DEB,
+/// so that this test and the Debian guest test check the same .deb and CI builds it once),
+/// else built here by scripts/package.
 fn package() -> PathBuf {
+    if let Some(deb) = std::env::var_os("VPORTD_DEB") {
+        let deb = PathBuf::from(deb);
+        assert!(deb.is_file(), "VPORTD_DEB={deb:?} is not a file");
+        return deb;
+    }
     let out = run(Command::new(repo().join("scripts/package")).current_dir(repo()));
     let deb = PathBuf::from(
         out.lines()
