@@ -12,6 +12,7 @@ pub mod tap_netns;
 mod apply;
 mod daemon;
 mod discover;
+mod irqbalance_policy;
 mod plan;
 mod profiles;
 mod queue_probe;
@@ -120,6 +121,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             emit(&libvirt::libvirt_xml_main(args).map_err(Failure::coded)?);
             Ok(())
         }
+        Command::IrqbalancePolicy(args) => irqbalance_policy::run(args),
         Command::QueueProbe { ifname } => queue_probe::run(&ifname),
         Command::Simulate { json } => simulate::run(json),
     }
