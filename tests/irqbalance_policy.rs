@@ -13,6 +13,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
+/// The tests that run irqbalance take turns: two at once would see each other.
+static IRQBALANCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// PATH with the freshly built vportd first, for the wrapper script's `exec vportd`.
+fn path_with_vportd() -> String {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_vportd")).parent().unwrap();
+    format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/guest-82576-7vfs"
@@ -138,12 +151,8 @@ fn debians_irqbalance_bans_what_the_policy_names_and_keeps_the_rest() {
         "this machine shows no NIC queue IRQ in /proc/interrupts, so the test proves nothing:\n{names:?}"
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("udev/irqbalance-policy");
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_vportd")).parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = path_with_vportd();
+    let _turn = IRQBALANCE.lock().unwrap_or_else(|e| e.into_inner());
     let before = affinities();
     // A read-only /proc/irq: irqbalance decides and prints, and its writes fail.
     let run = format!(
@@ -188,4 +197,105 @@ fn debians_irqbalance_bans_what_the_policy_names_and_keeps_the_rest() {
         before,
         "irqbalance changed this machine's IRQ affinities:\n{text}"
     );
+}
+
+/// Starts Debian's irqbalance in the foreground in a private mount namespace where
+/// /proc/irq is read-only (it cannot move this machine's IRQs), with `args`.
+fn start_irqbalance(args: &str) -> std::process::Child {
+    let run = format!(
+        "mount --make-rprivate / && mount --bind /proc/irq /proc/irq && \
+         mount -o remount,bind,ro /proc/irq && exec irqbalance --foreground {args}"
+    );
+    Command::new("unshare")
+        .args(["-m", "sh", "-c", &run])
+        .env("PATH", path_with_vportd())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare runs")
+}
+
+/// `vportd status` (text, then --json) until it names `pid` (irqbalance takes a moment to
+/// exec), at most 10 s: (stdout, stderr) of each.
+fn status_naming(pid: u32, state_dir: &Path) -> ((String, String), (String, String)) {
+    let dir = state_dir.to_str().unwrap();
+    let run = |json: bool| {
+        let mut args = vec!["status", "--state-dir", dir];
+        if json {
+            args.push("--json");
+        }
+        let o = common::vportd(&args);
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = run(false);
+        if text.0.contains(&pid.to_string()) || text.1.contains(&pid.to_string()) {
+            return (text, run(true));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never named irqbalance {pid}: {text:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn status_says_whether_irqbalance_runs_and_with_which_policy() {
+    if !common::require_root("status_says_whether_irqbalance_runs_and_with_which_policy") {
+        return;
+    }
+    if Command::new("irqbalance")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "irqbalance is missing: run scripts/setup-host"
+        );
+        eprintln!("SKIPPED: no irqbalance (scripts/setup-host)");
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let _turn = IRQBALANCE.lock().unwrap_or_else(|e| e.into_inner());
+    // Without the policy script: a warning on stderr, in text and JSON; stdout of --json
+    // stays the list of vPorts.
+    let mut bare = start_irqbalance("");
+    let ((out, err), (json, json_err)) = status_naming(bare.id(), state.path());
+    let _ = bare.kill();
+    let _ = bare.wait();
+    assert!(
+        out.contains("irqbalance: running WITHOUT vportd's policy script"),
+        "{out}"
+    );
+    for e in [&err, &json_err] {
+        assert!(
+            e.contains("warning: irqbalance is running (pid")
+                && e.contains(&bare.id().to_string())
+                && e.contains("vportd backs off"),
+            "{e}"
+        );
+    }
+    let list: serde_json::Value = serde_json::from_str(&json).expect("--json stays JSON");
+    assert!(list.is_array(), "{json}");
+
+    // With the shipped policy script: said, no warning.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("udev/irqbalance-policy");
+    let mut ours = start_irqbalance(&format!("--policyscript={}", script.display()));
+    let ((out, err), _) = status_naming(ours.id(), state.path());
+    let _ = ours.kill();
+    let _ = ours.wait();
+    assert!(
+        out.contains(&format!(
+            "irqbalance: running (pid {}) with vportd's policy script",
+            ours.id()
+        )),
+        "{out}\n{err}"
+    );
+    assert!(!err.contains("warning: irqbalance"), "{err}");
 }

@@ -16,7 +16,7 @@ pub fn screen(text: &str) -> String {
         .next()
         .map(|s| s.value)
         .unwrap_or(0.0);
-    let tick = get("vportd_tick_duration_seconds")
+    let tick = get("vportd_last_tick_duration_seconds")
         .next()
         .map(|s| s.value)
         .unwrap_or(0.0);

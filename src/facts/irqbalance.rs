@@ -39,12 +39,12 @@ pub struct IrqbalanceProcess {
 }
 
 impl IrqbalanceProcess {
-    /// Whether its policy script is vportd's (the shipped `irqbalance-policy` wrapper, or a
-    /// script of the operator's own whose name says vportd).
+    /// Whether its policy script is vportd's: the shipped wrapper (`irqbalance-policy`,
+    /// wherever it is installed), or a script of the operator's own whose path says vportd.
     pub fn uses_vportd_policy(&self) -> bool {
-        self.policy_script
-            .as_deref()
-            .is_some_and(|s| s.contains("vportd"))
+        self.policy_script.as_deref().is_some_and(|s| {
+            s.contains("vportd") || s.rsplit('/').next() == Some("irqbalance-policy")
+        })
     }
 }
 
@@ -310,5 +310,23 @@ mod tests {
                 "{irq} {name:?}"
             );
         }
+    }
+
+    #[test]
+    fn find_reads_each_process_name_and_the_command_line_of_irqbalance() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_ = |pid: &str, comm: &str, cmdline: &str| {
+            let d = dir.path().join("proc").join(pid);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("comm"), comm).unwrap();
+            std::fs::write(d.join("cmdline"), cmdline).unwrap();
+        };
+        proc_("1", "systemd\n", "/sbin/init\0");
+        proc_("812", "irqbalance\n", "/usr/sbin/irqbalance\0--banirq=9\0");
+        proc_("self", "irqbalance\n", "not a pid\0");
+        // A process that exited between the listing and the read: no comm.
+        std::fs::create_dir_all(dir.path().join("proc/900")).unwrap();
+        let found = find(&KernelFs::at(dir.path())).unwrap();
+        assert_eq!(found, vec![parse_cmdline(812, "x\0--banirq=9\0")]);
     }
 }
