@@ -20,6 +20,7 @@ pub mod sched;
 pub mod sriov;
 pub mod tap;
 pub mod tcflow;
+pub mod terminal;
 pub mod uevent;
 pub mod unix_socket;
 pub mod userfiles;
