@@ -275,7 +275,7 @@ fn status_says_whether_irqbalance_runs_and_with_which_policy() {
     );
     for e in [&err, &json_err] {
         assert!(
-            e.contains("warning: irqbalance is running (pid")
+            e.contains("vportd: irqbalance is running (pid")
                 && e.contains(&bare.id().to_string())
                 && e.contains("vportd backs off"),
             "{e}"
@@ -297,5 +297,5 @@ fn status_says_whether_irqbalance_runs_and_with_which_policy() {
         )),
         "{out}\n{err}"
     );
-    assert!(!err.contains("warning: irqbalance"), "{err}");
+    assert!(!err.contains("irqbalance is running"), "{err}");
 }

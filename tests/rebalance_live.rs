@@ -484,9 +484,7 @@ fn metrics_endpoint_serves_every_family_and_top_renders_it() {
         "{log}"
     );
     assert!(
-        log.contains(
-            "vportd: warning: irqbalance is running (pid 4242) without vportd's policy script"
-        ),
+        log.contains("vportd: irqbalance is running (pid 4242) without vportd's policy script"),
         "{log}"
     );
     assert!(log.contains("IRQ 28"), "{log}");

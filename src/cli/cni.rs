@@ -10,7 +10,7 @@
 //! call; `vportd status` in a shell that happens to export `CNI_COMMAND` is not.
 //!
 //! The daemon owns every allocation (its journal is the one record), so the plugin is a
-//! thin client of the control socket (`VPORTD_SOCKET`, default `/run/vportd.sock`): it
+//! thin client of the control socket (`VPORTD_SOCKET`, default `/run/vportd/vportd.sock`): it
 //! forwards each verb (`daemon::cni` does the work), runs the IPAM plugin of `ipam.type`
 //! from CNI_PATH on ADD, DEL and CHECK, and prints the result or error JSON. Without a
 //! daemon, ADD, DEL, CHECK and GC answer code 11 (try again later) and STATUS code 50.

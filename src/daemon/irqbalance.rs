@@ -32,33 +32,40 @@ impl Watch {
         }
         match irqbalance::find(&KernelFs::at(root)) {
             Ok(procs) => {
-                if let Some(line) = self.news(&procs) {
-                    eprintln!("vportd: {line}");
+                match self.news(&procs) {
+                    Some((true, line)) => log::warn!("{line}"),
+                    Some((false, line)) => log::info!("{line}"),
+                    None => {}
                 }
                 stats.irqbalance = Some(procs);
             }
             Err(e) => {
                 let line = format!("cannot tell whether irqbalance runs: {e}");
                 if self.said.as_ref() != Some(&line) {
-                    eprintln!("vportd: {line}");
+                    log::warn!("{line}");
                     self.said = Some(line);
                 }
             }
         }
     }
 
-    /// What to say about `procs`, when it differs from what was last said: the warning, or
-    /// that the warning no longer holds.
-    fn news(&mut self, procs: &[IrqbalanceProcess]) -> Option<String> {
+    /// What to say about `procs`, when it differs from what was last said: the warning
+    /// (true: at warning priority), or that the warning no longer holds.
+    fn news(&mut self, procs: &[IrqbalanceProcess]) -> Option<(bool, String)> {
         let now = irqbalance::warning(procs);
         if now == self.said {
             return None;
         }
         let was = std::mem::replace(&mut self.said, now.clone());
         match (now, was) {
-            (Some(w), _) => Some(format!("warning: {w}")),
-            (None, Some(_)) if procs.is_empty() => Some("irqbalance no longer runs".into()),
-            (None, Some(_)) => Some("irqbalance now runs with vportd's policy script".into()),
+            (Some(w), _) => Some((true, w)),
+            (None, Some(_)) if procs.is_empty() => {
+                Some((false, "irqbalance no longer runs".into()))
+            }
+            (None, Some(_)) => Some((
+                false,
+                "irqbalance now runs with vportd's policy script".into(),
+            )),
             (None, None) => None,
         }
     }
@@ -78,18 +85,24 @@ mod tests {
         );
         let mut w = Watch::default();
         assert_eq!(w.news(&[]), None, "nothing to say when none runs");
-        let first = w.news(std::slice::from_ref(&bare)).unwrap();
+        let (warn, first) = w.news(std::slice::from_ref(&bare)).unwrap();
         assert!(
-            first.starts_with("warning: irqbalance is running (pid 5)"),
+            warn && first.starts_with("irqbalance is running (pid 5)"),
             "{first}"
         );
         assert_eq!(w.news(std::slice::from_ref(&bare)), None, "said once");
         assert_eq!(
-            w.news(std::slice::from_ref(&ours)).as_deref(),
-            Some("irqbalance now runs with vportd's policy script")
+            w.news(std::slice::from_ref(&ours)),
+            Some((
+                false,
+                "irqbalance now runs with vportd's policy script".into()
+            ))
         );
         assert!(w.news(&[bare]).is_some(), "said again when it comes back");
-        assert_eq!(w.news(&[]).as_deref(), Some("irqbalance no longer runs"));
+        assert_eq!(
+            w.news(&[]),
+            Some((false, "irqbalance no longer runs".into()))
+        );
     }
 
     #[test]

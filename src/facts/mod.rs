@@ -7,3 +7,4 @@ pub mod irqbalance;
 pub mod parse;
 pub mod profile;
 pub mod scope;
+pub mod switchdev;

@@ -970,7 +970,7 @@ fn open_uplink(
                 .map_err(|e| uplink_err(e.into()))?,
         ),
         other => crate::host::afxdp::open_netdev_edge(ifindex, other, true, &mut |why| {
-            eprintln!("vportd: the software path of uplink {bdf}: {why}");
+            log::warn!("the software path of uplink {bdf}: {why}");
         })
         .map_err(uplink_err)?,
     };
@@ -1091,7 +1091,7 @@ fn start_switch(
 fn write_snapshot(path: &Path, view: &View) {
     let text = serde_json::to_string_pretty(&view.snapshot()).expect("snapshots serialize");
     if let Err(e) = userfiles::write_atomic(path, text.as_bytes()) {
-        eprintln!("vportd: the software switch counters are not published: {e}");
+        log::warn!("the software switch counters are not published: {e}");
     }
 }
 

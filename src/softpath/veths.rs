@@ -60,9 +60,10 @@ pub(super) fn connect(
         None => make(book, p, netns, ifname, errors)?,
     };
     if let Err(e) = crate::host::tap::keep_host_off(&p.tap) {
-        eprintln!(
-            "vportd: vPort {}: the host's addresses stay on {}: {e}",
-            p.vport, p.tap
+        log::warn!(
+            "vPort {}: the host's addresses stay on {}: {e}",
+            p.vport,
+            p.tap
         );
     }
     match AfPacket::open_index_counted(ifindex, true, TAP_RING) {

@@ -16,6 +16,7 @@ mod cni_vf;
 mod faults;
 mod hotplug;
 mod irqbalance;
+mod netdevsim;
 mod provision;
 mod queue_groups;
 mod queues;
