@@ -12,6 +12,7 @@ pub mod tap_netns;
 mod apply;
 mod daemon;
 mod discover;
+mod generate;
 mod irqbalance_policy;
 mod plan;
 mod profiles;
@@ -130,6 +131,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::IrqbalancePolicy(args) => irqbalance_policy::run(args),
         Command::QueueProbe { ifname } => queue_probe::run(&ifname),
         Command::Simulate { json } => simulate::run(json),
+        Command::Generate(args) => generate::run(args),
     }
 }
 

@@ -173,6 +173,17 @@ impl ControlPlane {
         config: Option<PathBuf>,
         root: &Path,
     ) -> Result<ControlPlane, ControlPlaneError> {
+        Self::start_with(args, config, root, None)
+    }
+
+    /// [`ControlPlane::start`], its CNI service serving switch networks through `soft`
+    /// (the daemon loop's software path).
+    pub fn start_with(
+        args: &ControlPlaneArgs,
+        config: Option<PathBuf>,
+        root: &Path,
+        soft: Option<crate::daemon::cni::SoftPathLink>,
+    ) -> Result<ControlPlane, ControlPlaneError> {
         let access = match &args.socket_group {
             Some(g) => Access::with_group(g)?,
             None => Access::default(),
@@ -197,7 +208,8 @@ impl ControlPlane {
         if config.is_some() {
             plane.request_reconcile();
         }
-        let cni = crate::daemon::cni::CniService::new(state_dir(config.as_deref()));
+        let cni = crate::daemon::cni::CniService::new(state_dir(config.as_deref()))
+            .serving_switches(soft);
         for gone in cni.gone_namespaces() {
             log::info!("attachment {gone}");
         }

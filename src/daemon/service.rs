@@ -164,6 +164,8 @@ pub struct Service {
     pub notify: Notifier,
     /// `--log-level` was given: a reload leaves the level alone.
     pub log_level_given: bool,
+    /// CNI calls asking the software path to serve the attachment book now.
+    pub kicks: Option<crate::daemon::cni::KickInbox>,
 }
 
 /// How long readiness and a reload wait for their reconcile: below the unit's
@@ -179,6 +181,7 @@ impl Daemon {
                 control: None,
                 notify: Notifier::none(),
                 log_level_given: false,
+                kicks: None,
             },
         }
     }
@@ -279,6 +282,10 @@ impl Loop {
                     self.reload().await;
                     continue;
                 }
+                Some(k) = crate::daemon::cni::next_kick(&mut self.service.kicks) => {
+                    self.kicked(&k);
+                    continue;
+                }
                 _ = tokio::signal::ctrl_c() => return Ok(()),
                 _ = term.recv() => return Ok(()),
             }
@@ -377,7 +384,9 @@ fn start_software(
     config: &crate::provision::config::Config,
     root: &std::path::Path,
 ) -> crate::softpath::SoftPath {
-    let (sp, problems) = crate::softpath::SoftPath::start_live(config, &KernelFs::at(root))
+    // The CNI attachments' ports from the start: a restart adopts their veths.
+    let cni = crate::daemon::cni::soft_ports(&config.state_dir);
+    let (sp, problems) = crate::softpath::SoftPath::start_live(config, &KernelFs::at(root), cni)
         .unwrap_or_else(|e| {
             log::error!("the software path does not start: {e}");
             crate::softpath::SoftPath::start(&[], &|_| None, None)
@@ -537,20 +546,7 @@ impl Loop {
         }
         // Software vPorts follow the state file (an apply or a hotplug reconcile moved
         // some) and trunks whose netdev came back are reopened.
-        // A problem is said once, not every period, until it changes.
-        if let (Some(sp), Some(c)) = (self.soft.as_mut(), self.cfg.software.as_ref()) {
-            let problems: Vec<String> = sp
-                .refresh_live(c, &KernelFs::at(&self.cfg.root))
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            if problems != self.soft_problems {
-                for p in &problems {
-                    log::warn!("{p}");
-                }
-                self.soft_problems = problems;
-            }
-        }
+        self.refresh_soft();
         // Off (`vportd ctl rebalance off`): keep the baseline fresh, decide nothing.
         if !crate::daemon::handlers::rebalance_enabled() {
             let _ = self.reb.prime();
@@ -572,6 +568,47 @@ impl Loop {
             // A torn read (a CPU going offline mid-read) is retried next period.
             Err(e) => log::warn!("this period is skipped: {e}"),
         }
+    }
+}
+
+impl Loop {
+    /// The software path brought to the state file and the CNI attachment book. A problem
+    /// is said once, not every period, until it changes. None: no software path runs.
+    fn refresh_soft(&mut self) -> Option<Vec<String>> {
+        let (Some(sp), Some(c)) = (self.soft.as_mut(), self.cfg.software.as_ref()) else {
+            return None;
+        };
+        sp.set_extra_ports(crate::daemon::cni::soft_ports(&c.state_dir));
+        let problems: Vec<String> = sp
+            .refresh_live(c, &KernelFs::at(&self.cfg.root))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if problems != self.soft_problems {
+            for p in &problems {
+                log::warn!("{p}");
+            }
+            self.soft_problems = problems.clone();
+        }
+        Some(problems)
+    }
+
+    /// A CNI call's kick: the software path refreshed now, answered with its problems
+    /// and what it runs.
+    fn kicked(&mut self, kick: &crate::daemon::cni::Kick) {
+        let answer = match self.refresh_soft() {
+            Some(problems) => crate::daemon::cni::SoftAnswer {
+                problems,
+                snapshot: self.soft.as_ref().map(|s| s.view().snapshot()),
+            },
+            None => crate::daemon::cni::SoftAnswer {
+                problems: vec![
+                    "this daemon runs no software path: start it with --config HOST.toml".into(),
+                ],
+                snapshot: None,
+            },
+        };
+        let _ = kick.send(answer);
     }
 }
 
@@ -652,12 +689,19 @@ pub fn main(a: DaemonArgs, log_level_given: bool) -> Result<(), (u8, String)> {
         socket_group: a.control.socket_group.clone().or(set.socket_group.clone()),
         no_uevents: a.control.no_uevents || set.uevents == Some(false),
     };
-    // The control plane runs beside the rebalancer: socket, uevents, reconciles.
+    // The control plane runs beside the rebalancer: socket, uevents, reconciles. Its CNI
+    // service asks the loop, which owns the software path, to serve new attachments.
+    let (link, inbox) = crate::daemon::cni::soft_link();
     let control = match a.once {
         true => None,
         false => Some(
-            crate::daemon::handlers::ControlPlane::start(&control_args, a.config.clone(), &a.root)
-                .map_err(|e| (1u8, e.to_string()))?,
+            crate::daemon::handlers::ControlPlane::start_with(
+                &control_args,
+                a.config.clone(),
+                &a.root,
+                Some(link),
+            )
+            .map_err(|e| (1u8, e.to_string()))?,
         ),
     };
     let notify = match a.once {
@@ -671,6 +715,7 @@ pub fn main(a: DaemonArgs, log_level_given: bool) -> Result<(), (u8, String)> {
         control,
         notify,
         log_level_given,
+        kicks: Some(inbox),
     };
     let report = Daemon::with_service(cfg, service)
         .run()

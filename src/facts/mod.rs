@@ -5,6 +5,7 @@
 pub mod inventory;
 pub mod irqbalance;
 pub mod parse;
+pub mod pciids;
 pub mod profile;
 pub mod scope;
 pub mod switchdev;
