@@ -23,6 +23,7 @@ pub mod sdnotify;
 pub mod sriov;
 pub mod tap;
 pub mod tcflow;
+pub mod terminal;
 pub mod uevent;
 pub mod unix_socket;
 pub mod userfiles;

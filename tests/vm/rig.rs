@@ -279,6 +279,8 @@ pub struct Rig {
     /// virtio-net NICs on host TAPs: (TAP name, guest MAC).
     tap_nics: Vec<(String, String)>,
     podman: bool,
+    /// Host programs copied into the guest with their libraries (`Rig::program`).
+    programs: Vec<String>,
     /// netdevsim.ko (built by tests/vm/setup) and the devlink tool, see [`Rig::netdevsim`].
     netdevsim: bool,
 }
@@ -304,6 +306,7 @@ impl Rig {
             boot_timeout: Duration::from_secs(90),
             tap_nics: Vec::new(),
             podman: false,
+            programs: Vec::new(),
             netdevsim: false,
         }
     }
@@ -380,6 +383,13 @@ impl Rig {
 
     pub fn memory_mib(mut self, mib: u32) -> Rig {
         self.memory_mib = mib;
+        self
+    }
+
+    /// A program of the build machine (an absolute path) at the same path in the guest, with
+    /// the shared libraries `ldd` finds for it; missing here fails the boot, naming it.
+    pub fn program(mut self, path: &str) -> Rig {
+        self.programs.push(path.to_string());
         self
     }
 
@@ -632,6 +642,15 @@ impl Rig {
         )?;
         if self.podman {
             add_podman(root)?;
+        }
+        for program in &self.programs {
+            let host = Path::new(program);
+            if !host.exists() {
+                return Err(RigError::new(format!(
+                    "{program} is missing on the build machine: run scripts/setup-host"
+                )));
+            }
+            copy_program(root, host, program)?;
         }
         for (path, contents, mode) in &self.files {
             write_file(root, path, contents, *mode)?;
