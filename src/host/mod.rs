@@ -25,6 +25,7 @@ pub mod tcflow;
 pub mod uevent;
 pub mod unix_socket;
 pub mod userfiles;
+pub mod vfio;
 pub mod vlan;
 pub mod wait;
 

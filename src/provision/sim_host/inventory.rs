@@ -54,11 +54,14 @@ impl SimHost {
                             driver: v.driver.clone(),
                             netdevs: Vec::new(),
                             config: Some(v.config.clone()),
+                            iommu_group: None,
+                            vfio_holders: Vec::new(),
                         })
                         .collect(),
                 }),
                 irqs: Vec::new(),
                 profile: None,
+                iommu_group: None,
             });
         }
         Inventory {
