@@ -20,6 +20,7 @@ mod queue_groups;
 mod queues;
 mod rebalance;
 mod switch_vf;
+mod vfio;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
