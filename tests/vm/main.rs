@@ -15,6 +15,7 @@ mod cni_pool;
 mod cni_vf;
 mod faults;
 mod hotplug;
+mod numa;
 mod provision;
 mod queue_groups;
 mod queues;

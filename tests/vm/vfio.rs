@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::rig::{Rig, numa_pf_bdf, rig_or_skip};
+use crate::rig::{Guest, Rig, numa_pf_bdf, rig_or_skip};
 use crate::{boot, run};
 
+/// One boot for points 3 and 4: vfio on the node-0 PF, then tests/vm/numa.rs on both.
 #[test]
-fn vfio_pci_groups_holders_and_a_bounded_resize() {
+fn vfio_and_numa_on_an_iommu_numa_guest() {
     crate::stall_retry(
-        "vfio_pci_groups_holders_and_a_bounded_resize",
-        vfio_pci_groups_holders_and_a_bounded_resize_once,
+        "vfio_and_numa_on_an_iommu_numa_guest",
+        vfio_and_numa_on_an_iommu_numa_guest_once,
     );
 }
 
@@ -28,13 +29,18 @@ fn function<'a>(discover: &'a Value, bdf: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{bdf} not in discover"))
 }
 
-fn vfio_pci_groups_holders_and_a_bounded_resize_once() {
-    let test = "vfio_pci_groups_holders_and_a_bounded_resize";
+fn vfio_and_numa_on_an_iommu_numa_guest_once() {
+    let test = "vfio_and_numa_on_an_iommu_numa_guest";
     let Some(_) = rig_or_skip(test) else { return };
     let mut guest = boot(test, Rig::new().pfs(2).iommu_numa());
+    vfio_groups_holders_and_a_bounded_resize(&mut guest, test);
+    crate::numa::node_local_placement(&mut guest, test);
+}
+
+fn vfio_groups_holders_and_a_bounded_resize(guest: &mut Guest, test: &str) {
     let pf = numa_pf_bdf(0);
     let script = format!("set -- {pf}\n{}", include_str!("scenarios/vfio.sh"));
-    let o = run(&mut guest, test, &script, Duration::from_secs(600)).success();
+    let o = run(guest, test, &script, Duration::from_secs(600)).success();
     let rc = |s: &str| o.text(&format!("{s}.rc")).trim().parse::<i32>().unwrap();
     let ms = |s: &str| o.text(&format!("{s}.ms")).trim().parse::<u64>().unwrap();
     let out = |s: &str| o.text(&format!("{s}.out")) + &o.text(&format!("{s}.err"));
