@@ -27,6 +27,7 @@ pub mod terminal;
 pub mod uevent;
 pub mod unix_socket;
 pub mod userfiles;
+pub mod vfio;
 pub mod vlan;
 pub mod wait;
 
