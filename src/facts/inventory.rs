@@ -178,6 +178,9 @@ pub fn discover_pfs(
     Ok(assemble(functions, Vec::new(), no_cpus()))
 }
 
+/// A function's netdev and the bus device between them, if any.
+type NetdevVia = (Netdev, Option<String>);
+
 /// The netdevs of the PCI function `pf`, each with the bus device between them (`virtio2`),
 /// and whether rtnetlink named them. rtnetlink names a netdev's parent device
 /// (IFLA_PARENT_DEV_NAME, since 5.13): the function itself for most NICs, but a bus device
@@ -189,7 +192,7 @@ fn pf_netdevs(
     fs: &KernelFs,
     nl: &NetlinkSnapshot,
     pf: &str,
-) -> Result<(Vec<(Netdev, Option<String>)>, bool), InventoryError> {
+) -> Result<(Vec<NetdevVia>, bool), InventoryError> {
     let mut found = Vec::new();
     for l in nl.links.iter().filter(|l| l.parent_bus.is_some()) {
         if l.parent_bus.as_deref() == Some("pci") {
