@@ -116,6 +116,12 @@ impl SriovOps for QueuesOnly {
     fn pf_carrier(&mut self, _: &str) -> Result<bool, HostError> {
         Ok(true)
     }
+    fn pf_admin_up(&mut self, _: u32) -> Result<bool, HostError> {
+        Ok(true)
+    }
+    fn set_pf_admin_up(&mut self, _: u32, _: bool) -> Result<(), HostError> {
+        unreachable!("the PF is up in this plan")
+    }
     fn queues(&mut self) -> Option<&mut dyn QueueOps> {
         Some(&mut self.0)
     }

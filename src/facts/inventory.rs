@@ -449,6 +449,7 @@ fn read_netdev(
         rx_queues: count("rx-"),
         tx_queues: count("tx-"),
         channels: nl.channels.get(&ifindex).cloned(),
+        admin_up: link.and_then(|l| l.admin_up),
         queues: None,
     }))
 }
@@ -467,6 +468,7 @@ fn netdev_from_netlink(nl: &NetlinkSnapshot, ifindex: u32) -> Option<Netdev> {
         rx_queues: l.num_rx_queues.unwrap_or(0),
         tx_queues: l.num_tx_queues.unwrap_or(0),
         channels: nl.channels.get(&ifindex).cloned(),
+        admin_up: l.admin_up,
         queues: None,
     })
 }

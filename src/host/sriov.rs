@@ -218,6 +218,29 @@ impl SriovOps for LiveSriov {
         )
     }
 
+    fn pf_admin_up(&mut self, pf_ifindex: u32) -> Result<bool, HostError> {
+        let handle = self.handle()?;
+        let link = self.bounded(
+            format!("reading link {pf_ifindex} over rtnetlink"),
+            get_link(handle, pf_ifindex),
+        )?;
+        let up = link.admin_up == Some(true);
+        self.links.insert(pf_ifindex, link);
+        Ok(up)
+    }
+
+    fn set_pf_admin_up(&mut self, pf_ifindex: u32, up: bool) -> Result<(), HostError> {
+        self.links.remove(&pf_ifindex);
+        let handle = self.handle()?;
+        self.bounded(
+            format!(
+                "setting link {pf_ifindex} {}",
+                if up { "up" } else { "down" }
+            ),
+            set_admin_up(handle, pf_ifindex, up),
+        )
+    }
+
     fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError> {
         let net = format!("{}/net", Self::pci(pf));
         for dev in self.fs.list(&net)? {
@@ -315,6 +338,26 @@ pub fn vf_info_attributes(cfg: &VfConfig) -> Vec<VfInfo> {
         infos.push(VfInfo::LinkState(VfInfoLinkState::new(vf, state)));
     }
     infos
+}
+
+/// IFF_UP on or off, leaving the other flags alone (the change mask names only IFF_UP).
+async fn set_admin_up(handle: rtnetlink::Handle, ifindex: u32, up: bool) -> Result<(), HostError> {
+    use netlink_packet_route::link::LinkFlags;
+    let what = format!("setting link {ifindex} {}", if up { "up" } else { "down" });
+    let mut msg = LinkMessage::default();
+    msg.header.index = ifindex;
+    msg.header.flags = if up {
+        LinkFlags::Up
+    } else {
+        LinkFlags::empty()
+    };
+    msg.header.change_mask = LinkFlags::Up;
+    handle
+        .link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(|e| netlink_error(what, e))
 }
 
 async fn set_vf(

@@ -46,6 +46,8 @@ pub struct SimPf {
     /// macvlan stations); `queue_refuses` may name "rss-context", "ntuple", "macvlan"
     /// or "l2-fwd-offload" to refuse them.
     pub steer: SimSteering,
+    /// Administratively up (IFF_UP); a simulated PF starts up, a test may put it down.
+    pub admin_up: bool,
 }
 
 /// RSS contexts, ntuple rules and macvlans on a simulated PF, with the kernel's rules:
