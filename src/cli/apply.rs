@@ -127,10 +127,16 @@ fn live_ops() -> Result<Box<dyn SriovOps>, Failure> {
 }
 
 /// Says on stderr when each step starts and how long it took (VF creation takes seconds
-/// to over a minute on big NICs); silent with `--json`.
+/// to over a minute on big NICs); silent with `--json`. With `VPORTD_TIMING`, each step's
+/// wall time in ms (its undo record, journal write, execution and read-back) either way.
 fn progress_printer(json: bool) -> impl FnMut(usize, usize, &str, Option<&Result<(), StepError>>) {
     let mut started = Instant::now();
     move |step, total, what, done| {
+        if done.is_none() {
+            started = Instant::now();
+        } else {
+            timing(&format!("step {step}/{total} ({what})"), started);
+        }
         if json {
             return;
         }
