@@ -4,7 +4,9 @@
 //! process per attribute (a plain script: mostly process starts under TCG), and all 35 in
 //! one `ip -batch` process (the fair peer: one request per attribute, no read-back); where
 //! vportd's time goes (`VPORTD_TIMING`: each phase and step); and vportd verifying an
-//! unchanged host of 14 VFs (a no-op apply). Run: `cargo bench --bench provision_guest`.
+//! unchanged host of 14 VFs (a no-op apply). Run: `cargo bench --bench provision_guest`;
+//! with `VPORTD_BENCH_BEFORE=path/to/an/earlier/vportd` that build is timed in the same run too
+//! (a before/after of a change, side by side in one guest).
 //!
 //! The guest runs under QEMU's TCG (no KVM here), so absolute times are several times
 //! those of real hardware; the ratio is the figure that carries over.
@@ -19,7 +21,12 @@ fn main() {
     let Some(_) = rig::rig_or_skip("provision_guest bench") else {
         return;
     };
-    let mut guest = rig::Rig::new().pfs(2).boot().expect("the guest boots");
+    let mut rig = rig::Rig::new().pfs(2);
+    if let Some(before) = std::env::var_os("VPORTD_BENCH_BEFORE") {
+        let bin = std::fs::read(&before).expect("VPORTD_BENCH_BEFORE names a readable vportd");
+        rig = rig.file("/usr/bin/vportd-before", bin, 0o755);
+    }
+    let mut guest = rig.boot().expect("the guest boots");
     let o = guest
         .run(
             include_str!("provision_guest.sh"),
@@ -56,9 +63,22 @@ fn main() {
         "    iproute2 script (35 ip processes)         {script:8.1} ms   script/vportd {:.1}x (mostly process starts)",
         script / vportd
     );
+    let before = figure("reconcile_vportd_before");
+    if before > 0.0 {
+        println!(
+            "    the earlier build (VPORTD_BENCH_BEFORE)   {before:8.1} ms   ip -batch/earlier {:.2}x",
+            batch / before
+        );
+    }
     println!("  where one vportd reconcile's time goes (VPORTD_TIMING, ms):");
     for l in o.text("timing").lines() {
         println!("    {}", l.trim_start_matches("timing: "));
+    }
+    if before > 0.0 {
+        println!("  and the earlier build's:");
+        for l in o.text("timing-before").lines() {
+            println!("    {}", l.trim_start_matches("timing: "));
+        }
     }
     println!(
         "  verify unchanged host, 14 VFs  vportd apply {verify:8.1} ms (target < 50 ms)   vportd status {status:8.1} ms   for scale: ip -d link show x2 {ip_show:8.1} ms"

@@ -47,6 +47,12 @@ ipbatch() { ip -batch /tmp/seven.batch; }
 vportd_apply() {
   vportd apply /tmp/seven.toml > /tmp/apply.log 2>&1 || { echo "vportd apply failed:" >&2; cat /tmp/apply.log >&2; }
 }
+# An earlier build, when the bench was given one (VPORTD_BENCH_BEFORE): the same run compares.
+before_apply() {
+  if [ -x /usr/bin/vportd-before ]; then
+    vportd-before apply /tmp/seven.toml > /tmp/apply.log 2>&1 || { echo "vportd-before apply failed:" >&2; cat /tmp/apply.log >&2; }
+  fi
+}
 # One side's run on fresh VFs, its wall time added to the named total.
 timed() { # total-variable command
   fresh_vfs; a=$(now); $2; b=$(now)
@@ -54,7 +60,7 @@ timed() { # total-variable command
 }
 
 R=${ROUNDS:-6}
-tv=0; ti=0; tb=0
+tv=0; ti=0; tb=0; to=0
 for r in $(seq 1 $R); do
   # Rotate who goes first, so none always meets a warmer cache.
   case $((r % 3)) in
@@ -62,8 +68,10 @@ for r in $(seq 1 $R); do
     2) timed ti ipscript; timed tb ipbatch; timed tv vportd_apply ;;
     0) timed tb ipbatch; timed tv vportd_apply; timed ti ipscript ;;
   esac
+  [ -x /usr/bin/vportd-before ] && timed to before_apply
 done
 echo "reconcile_vportd $(ms 0 $tv $R)"
+echo "reconcile_vportd_before $(ms 0 $to $R)"
 echo "reconcile_ip_script $(ms 0 $ti $R)"
 echo "reconcile_ip_batch $(ms 0 $tb $R)"
 # Every side must have produced the same VF settings: the last one's, counted.
@@ -72,6 +80,11 @@ ip -d link show eth0 | grep -c "vlan 10[0-6]" > $OUT/vlan_count
 fresh_vfs
 VPORTD_TIMING=1 vportd apply /tmp/seven.toml > /dev/null 2> $OUT/timing.err
 grep '^timing:' $OUT/timing.err > $OUT/timing || true
+if [ -x /usr/bin/vportd-before ]; then
+  fresh_vfs
+  VPORTD_TIMING=1 vportd-before apply /tmp/seven.toml > /dev/null 2> $OUT/timing-before.err
+  grep '^timing:' $OUT/timing-before.err > $OUT/timing-before || true
+fi
 ip -d link show eth0 | grep -c "vlan 10[0-6]" > $OUT/vlan_count_vportd
 
 # Verify an unchanged host of 14 VFs.
