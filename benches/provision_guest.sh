@@ -79,11 +79,12 @@ ip -d link show eth0 | grep -c "vlan 10[0-6]" > $OUT/vlan_count
 # Where vportd's time goes: one more reconcile with VPORTD_TIMING (each phase and step).
 fresh_vfs
 VPORTD_TIMING=1 vportd apply /tmp/seven.toml > /dev/null 2> $OUT/timing.err
-grep '^timing:' $OUT/timing.err > $OUT/timing || true
+# (A step's line may follow its progress text on the same line: take from "timing:" on.)
+grep -o 'timing: .*' $OUT/timing.err > $OUT/timing || true
 if [ -x /usr/bin/vportd-before ]; then
   fresh_vfs
   VPORTD_TIMING=1 vportd-before apply /tmp/seven.toml > /dev/null 2> $OUT/timing-before.err
-  grep '^timing:' $OUT/timing-before.err > $OUT/timing-before || true
+  grep -o 'timing: .*' $OUT/timing-before.err > $OUT/timing-before || true
 fi
 ip -d link show eth0 | grep -c "vlan 10[0-6]" > $OUT/vlan_count_vportd
 

@@ -134,20 +134,17 @@ fn progress_printer(json: bool) -> impl FnMut(usize, usize, &str, Option<&Result
     move |step, total, what, done| {
         if done.is_none() {
             started = Instant::now();
-        } else {
-            timing(&format!("step {step}/{total} ({what})"), started);
-        }
-        if json {
-            return;
         }
         let took = |started: Instant| format!("{:.1} s", started.elapsed().as_secs_f64());
         match done {
-            None => {
-                started = Instant::now();
-                eprint!("[{step}/{total}] {what} ... ")
-            }
-            Some(Ok(())) => eprintln!("ok ({})", took(started)),
-            Some(Err(e)) => eprintln!("FAILED after {}: {e}", took(started)),
+            None if !json => eprint!("[{step}/{total}] {what} ... "),
+            Some(Ok(())) if !json => eprintln!("ok ({})", took(started)),
+            Some(Err(e)) if !json => eprintln!("FAILED after {}: {e}", took(started)),
+            _ => {}
+        }
+        // After the progress line ends, so that each timing has a line of its own.
+        if done.is_some() {
+            timing(&format!("step {step}/{total} ({what})"), started);
         }
     }
 }
