@@ -51,13 +51,48 @@ impl std::fmt::Display for Key {
     }
 }
 
-/// Where an attachment's vPort comes from (the network config's `pool` or `switch`; an
-/// `uplink` is turned into one of these by the planner first).
+/// Where an attachment's vPort comes from: the network config's `pool`, `switch` or
+/// `uplink` (by the PF's PCI address: the daemon resolves a MAC to it first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     Pool(String),
     Switch(String),
+    Uplink(String),
+}
+
+/// What an uplink network may take on its PF, as the daemon finds it at the call: the VFs
+/// that exist and that no `[[pool]]`, no host-config vPort and no software switch's trunk
+/// holds (the book's own holders are taken off by the book). An uplink network is served
+/// as a pool of these VFs, so its VF handling is the pool path's, step for step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkRoom {
+    /// The PF's PCI address.
+    pub pf: String,
+    /// The uplink's spare VFs, lowest first.
+    pub spare: Vec<u32>,
+    /// Why the spare VFs are what they are, for an error when none is free (e.g. "7 VFs:
+    /// 0 trunks the switch, 1-3 are pool ctr's").
+    pub accounting: String,
+}
+
+impl UplinkRoom {
+    /// The pool the book serves the uplink's VFs from (named `uplink:<PF>`, a name no
+    /// `[[pool]]` can have).
+    pub fn as_pool(&self) -> Pool {
+        Pool {
+            name: uplink_pool_name(&self.pf),
+            pf: self.pf.clone(),
+            vfs: self.spare.clone(),
+            driver: None,
+            defaults: VfAttributes::default(),
+        }
+    }
+}
+
+/// The book's pool name of an uplink network's VFs.
+pub fn uplink_pool_name(pf: &str) -> String {
+    format!("uplink:{pf}")
 }
 
 /// Where the attachment's MAC came from, so a refusal names what to change.
@@ -258,6 +293,16 @@ pub enum BookError {
     /// Every VF of the pool is held.
     #[error("pool {pool} has no free VF: all {total} are attached or reserved")]
     PoolFull { pool: String, total: usize },
+    /// No spare VF of the uplink is free, and no software path takes the attachment.
+    #[error(
+        "uplink {pf} has no free VF ({accounting}; {held} held by attachments) and no software path for it: {why}"
+    )]
+    UplinkFull {
+        pf: String,
+        accounting: String,
+        held: usize,
+        why: String,
+    },
     /// The network names a pool the host config does not have.
     #[error("pool {pool} is not in the host config (it has {known})")]
     UnknownPool { pool: String, known: String },
@@ -294,7 +339,7 @@ impl BookError {
             BookError::MacInUse { .. } => {
                 CniError::invalid("runtimeConfig.mac", format!("is taken: {self}"), hint)
             }
-            BookError::PoolFull { .. } => CniError::TryAgainLater {
+            BookError::PoolFull { .. } | BookError::UplinkFull { .. } => CniError::TryAgainLater {
                 why: self.to_string(),
             },
             BookError::UnknownPool { .. } => CniError::invalid(
@@ -412,6 +457,24 @@ impl Book {
                 };
                 (alloc, req.attrs)
             }
+            Target::Uplink(pf) => {
+                let name = uplink_pool_name(pf);
+                let pool = pools.iter().find(|p| p.name == name);
+                let vf = pool.and_then(|p| self.free_vfs(p).next()).ok_or_else(|| {
+                    BookError::UplinkFull {
+                        pf: pf.clone(),
+                        accounting: "no spare VF was given".into(),
+                        held: 0,
+                        why: "none was looked for".into(),
+                    }
+                })?;
+                let alloc = Allocation::Vf {
+                    pool: name,
+                    pf: pf.clone(),
+                    vf,
+                };
+                (alloc, req.attrs)
+            }
         };
         let entry = Entry {
             key: req.key.clone(),
@@ -431,6 +494,46 @@ impl Book {
         let mut book = self.clone();
         book.entries.insert(req.key.clone(), entry);
         Ok((book, steps))
+    }
+
+    /// An ADD on an uplink network: a free VF of `room` as a pool's ([`Book::add`]); when
+    /// none is free, [`BookError::UplinkFull`] naming the accounting and `no_software`
+    /// (why the software path does not take it instead).
+    pub fn add_on_uplink(
+        &self,
+        room: &UplinkRoom,
+        no_software: impl FnOnce() -> String,
+        req: &Request,
+    ) -> Result<(Book, Vec<Step>), BookError> {
+        let pool = room.as_pool();
+        match self.add(std::slice::from_ref(&pool), req) {
+            Err(BookError::UplinkFull { .. }) => Err(BookError::UplinkFull {
+                pf: room.pf.clone(),
+                accounting: room.accounting.clone(),
+                held: room.spare.len() - self.free_vfs(&pool).count(),
+                why: no_software(),
+            }),
+            other => other,
+        }
+    }
+
+    /// STATUS for an uplink network: fine while a spare VF is free, else code 50 naming
+    /// the accounting and why no software path serves it.
+    pub fn uplink_status(&self, room: &UplinkRoom, no_software: &str) -> Result<usize, CniError> {
+        let pool = room.as_pool();
+        let free = self.free_vfs(&pool).count();
+        if free == 0 {
+            return Err(CniError::NotAvailable {
+                why: BookError::UplinkFull {
+                    pf: room.pf.clone(),
+                    accounting: room.accounting.clone(),
+                    held: room.spare.len(),
+                    why: no_software.to_string(),
+                }
+                .to_string(),
+            });
+        }
+        Ok(free)
     }
 
     /// The pool's VFs no entry holds, lowest first.
@@ -806,6 +909,7 @@ mod tests {
         let network = match &target {
             Target::Pool(p) => format!("net-{p}"),
             Target::Switch(s) => format!("net-{s}"),
+            Target::Uplink(u) => format!("net-{u}"),
         };
         Request {
             key: key(c),

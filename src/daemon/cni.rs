@@ -243,13 +243,17 @@ impl CniService {
             },
             attrs: call.attrs,
         };
-        let pools = match &req.target {
-            Target::Pool(_) => self.pools()?,
-            Target::Switch(_) => Vec::new(),
-        };
         let before = self.load()?;
         let retry = before.get(&key).is_some();
-        let (mut book, steps) = before.add(&pools, &req).map_err(|e| e.to_cni())?;
+        let added = match &req.target {
+            Target::Pool(_) => before.add(&self.pools()?, &req),
+            Target::Switch(_) => before.add(&[], &req),
+            Target::Uplink(pf) => {
+                let room = self.uplink_room(pf)?;
+                before.add_on_uplink(&room, || self.no_software(pf), &req)
+            }
+        };
+        let (mut book, steps) = added.map_err(|e| e.to_cni())?;
         self.save(&book)?;
         if let Target::Switch(_) = &req.target {
             return self.add_soft(book, &key, &netns, retry && !steps.is_empty());
@@ -511,7 +515,16 @@ impl CniService {
                     })
                     .map_err(|e| CniError::NotAvailable { why: e.to_string() });
             }
-            CniTarget::Uplink(_) => return Err(not_served("uplink")),
+            CniTarget::Uplink(_) => {
+                let Target::Uplink(pf) = self.served(target)? else {
+                    return Err(io("an uplink network resolved to another target"));
+                };
+                let room = self.uplink_room(&pf)?;
+                return self
+                    .load()?
+                    .uplink_status(&room, &self.no_software(&pf))
+                    .map(|_| ());
+            }
         };
         let pools = self.pools()?;
         let pool = pools
@@ -548,24 +561,133 @@ fn io(what: &str) -> CniError {
     }
 }
 
-fn not_served(key: &str) -> CniError {
-    CniError::InvalidConfig {
-        key: key.into(),
-        problem: format!(
-            "networks on an {key} are not served by this vportd yet (pools and switches are)"
-        ),
-        hint: "name a [[pool]] or a [[switch]] of the host config: {\"type\": \"vportd\", \"pool\": \"NAME\"}"
-            .into(),
-    }
-}
-
 impl CniService {
     fn served(&self, t: &CniTarget) -> Result<Target, CniError> {
         match t {
             CniTarget::Pool(p) => Ok(Target::Pool(p.clone())),
             CniTarget::Switch(s) => self.soft_link().map(|_| Target::Switch(s.clone())),
-            CniTarget::Uplink(_) => Err(not_served("uplink")),
+            CniTarget::Uplink(u) => resolve_uplink(&KernelFs::system(), u).map(Target::Uplink),
         }
+    }
+
+    /// The uplink's room now: its VFs (sysfs), less what the state gives pools and
+    /// vPorts, less any VF whose netdev is up here (a switch's trunk: `switch_vf`).
+    fn uplink_room(&self, pf: &str) -> Result<book::UplinkRoom, CniError> {
+        let state =
+            State::load(&UserFiles, &self.state_dir).map_err(|e| CniError::TryAgainLater {
+                why: format!("the daemon cannot read its state: {e}"),
+            })?;
+        let fs = KernelFs::system();
+        let num_vfs: u32 = fs
+            .read_parsed(&format!("/sys/bus/pci/devices/{pf}/sriov_numvfs"))
+            .unwrap_or(0);
+        let mut host = Host::live();
+        let busy: Vec<u32> = (0..num_vfs)
+            .filter(|vf| {
+                host.vf_link(pf, *vf)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(_, name, _)| {
+                        fs.read_lenient(&format!("/sys/class/net/{name}/flags"))
+                            .and_then(|f| {
+                                u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok()
+                            })
+                            .is_some_and(|f| f & 1 == 1)
+                    })
+            })
+            .collect();
+        Ok(uplink_room(&state, pf, num_vfs, &busy))
+    }
+
+    /// Why the software path does not take an uplink attachment no VF is free for.
+    fn no_software(&self, pf: &str) -> String {
+        let external = self
+            .soft
+            .as_ref()
+            .and_then(|l| l.serve_now().ok())
+            .and_then(|a| a.snapshot)
+            .and_then(|s| {
+                s.switches
+                    .into_iter()
+                    .find(|w| w.kind == "external" && w.uplink.as_deref() == Some(pf))
+            });
+        match external {
+            Some(sw) => format!(
+                "the uplink's external switch {} runs, but this vportd puts CNI ports only on private and internal switches; use a switch network on one, or free a VF",
+                sw.name
+            ),
+            None => format!(
+                "the daemon runs no software switch for uplink {pf} (no vPort of the host config is on its software path); free a VF, or use a switch network"
+            ),
+        }
+    }
+}
+
+/// An uplink network's `uplink` (the PF's PCI address or MAC) as the PF's PCI address,
+/// found in sysfs under `fs`'s root; code 7 naming the key when no PF with SR-IOV is it.
+pub fn resolve_uplink(fs: &KernelFs, uplink: &str) -> Result<String, CniError> {
+    let pci = match uplink.parse::<Mac>() {
+        Err(_) => Some(uplink.to_string()),
+        Ok(mac) => fs.list("/sys/class/net").ok().and_then(|names| {
+            names.into_iter().find_map(|n| {
+                let at: Mac = fs
+                    .read_lenient(&format!("/sys/class/net/{n}/address"))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                (at == mac)
+                    .then(|| fs.link_name(&format!("/sys/class/net/{n}/device")).ok()?)
+                    .flatten()
+            })
+        }),
+    };
+    match pci {
+        Some(p) if fs.exists(&format!("/sys/bus/pci/devices/{p}/sriov_totalvfs")) => Ok(p),
+        _ => Err(CniError::invalid(
+            "uplink",
+            format!("{uplink} is not an SR-IOV PF of this host"),
+            "an uplink network names an [[uplink]] of the host config by its PCI address or MAC",
+        )),
+    }
+}
+
+/// The VFs an uplink network may take on `pf` (pure, so the simulated host tests it):
+/// VFs `0..num_vfs` less every `[[pool]]`'s, every host-config vPort's on that PF, and the
+/// `busy` ones (netdev up here: a software switch's `switch_vf` trunk, or someone's). The
+/// attachment book takes its own holders off.
+pub fn uplink_room(state: &State, pf: &str, num_vfs: u32, busy: &[u32]) -> book::UplinkRoom {
+    let mut why: Vec<String> = Vec::new();
+    let mut taken = std::collections::BTreeSet::new();
+    for p in state.pools.iter().filter(|p| p.pf == pf) {
+        taken.extend(p.vfs.iter().copied());
+        why.push(format!("{} in pool {}", p.vfs.len(), p.name));
+    }
+    let vports: Vec<u32> = state
+        .vports
+        .values()
+        .filter(|v| v.uplink == pf)
+        .filter_map(|v| match v.path {
+            crate::provision::state::VportPath::Vf { index } => Some(index),
+            _ => None,
+        })
+        .collect();
+    if !vports.is_empty() {
+        why.push(format!("{} for vPorts", vports.len()));
+    }
+    taken.extend(vports);
+    let busy: Vec<u32> = busy.iter().copied().filter(|b| taken.insert(*b)).collect();
+    if !busy.is_empty() {
+        why.push(format!("{} up in the host (a switch trunk)", busy.len()));
+    }
+    let spare: Vec<u32> = (0..num_vfs).filter(|vf| !taken.contains(vf)).collect();
+    let mut accounting = format!("{num_vfs} VFs, {} spare", spare.len());
+    if !why.is_empty() {
+        accounting += &format!(": {}", why.join(", "));
+    }
+    book::UplinkRoom {
+        pf: pf.to_string(),
+        spare,
+        accounting,
     }
 }
 
@@ -685,7 +807,7 @@ fn observe_soft(e: &book::Entry) -> book::Observed {
 
 /// The VF settings an attachment's attributes mean: what is not set is the clean value.
 /// No link state (igb has none: it follows the PF).
-fn vf_config(vf: u32, mac: Mac, a: &VfAttributes) -> VfConfig {
+pub fn vf_config(vf: u32, mac: Mac, a: &VfAttributes) -> VfConfig {
     let clean = VfConfig::clean(vf);
     VfConfig {
         mac,
@@ -935,15 +1057,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uplink_networks_are_refused_with_code_7_and_switches_need_a_software_path() {
+    fn an_uplink_that_is_no_pf_here_is_code_7_and_switches_need_a_software_path() {
         let bare = CniService::new(PathBuf::from("/nonexistent"));
         let e = bare
-            .served(&CniTarget::Uplink("0000:01:00.0".into()))
+            .served(&CniTarget::Uplink("0000:ee:1f.7".into()))
             .unwrap_err();
         assert_eq!(e.code(), 7);
         assert!(e.to_string().contains("\"uplink\""), "{e}");
         assert!(
-            e.to_string().contains("not served by this vportd yet"),
+            e.to_string()
+                .contains("0000:ee:1f.7 is not an SR-IOV PF of this host"),
             "{e}"
         );
         assert_eq!(
@@ -1147,9 +1270,9 @@ mod tests {
         // A pool the state does not have is not available either.
         let (code, msg) = status(CniTarget::Pool("other".into())).unwrap_err();
         assert_eq!(code, 50, "{msg}");
-        // An uplink network is not served: 7, naming the key.
-        let (code, _) = status(CniTarget::Uplink("0000:01:00.0".into())).unwrap_err();
-        assert_eq!(code, 7);
+        // An uplink that is no PF of this host: 7, naming the key.
+        let (code, msg) = status(CniTarget::Uplink("0000:ee:1f.7".into())).unwrap_err();
+        assert_eq!(code, 7, "{msg}");
     }
 
     #[test]
