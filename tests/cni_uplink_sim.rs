@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use vportd::attach::book::{Book, Key, MacFrom, Request, Step, Target, UplinkRoom};
-use vportd::daemon::cni::{uplink_room, vf_config};
+use vportd::daemon::cni::{soft_ports, uplink_room, vf_config};
 use vportd::host::userfiles::UserFiles;
 use vportd::model::mac::Mac;
 use vportd::model::pool::VfAttributes;
@@ -20,20 +20,27 @@ use vportd::provision::config;
 use vportd::provision::ops::SriovOps;
 use vportd::provision::plan::PlanOptions;
 use vportd::provision::sim_host::SimHost;
-use vportd::provision::state::State;
+use vportd::provision::state::{ATTACHMENTS_FILE, State};
+use vportd::softpath::plan::plan_with;
 
 const PF: &str = "0000:01:00.0";
 
 /// The simulated host after `vportd apply`: `num_vfs` VFs, VF 0 the switch's trunk, pool
 /// ctr VFs 1 and 2, vPort a VF 3.
 fn applied(dir: &Path, num_vfs: u32) -> SimHost {
+    applied_with(dir, num_vfs, "").0
+}
+
+/// [`applied`] with `more` config text, and the config.
+fn applied_with(dir: &Path, num_vfs: u32, more: &str) -> (SimHost, config::Config) {
     let text = format!(
         "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\nnum_vfs = {num_vfs}\nswitch_vf = 0\n\
          [[vport]]\nname = \"a\"\nuplink = \"{PF}\"\nmac = \"02:00:00:00:01:01\"\n\
-         [[pool]]\nname = \"ctr\"\nuplink = \"{PF}\"\ncount = 2\n",
+         [[pool]]\nname = \"ctr\"\nuplink = \"{PF}\"\ncount = 2\n{more}",
         dir.display()
     );
     let cfg = config::parse(Path::new("host.toml"), &text).unwrap();
+    let kept = cfg.clone();
     let opts = ApplyOptions {
         state_dir: cfg.state_dir.clone(),
         retries: 3,
@@ -56,7 +63,7 @@ fn applied(dir: &Path, num_vfs: u32) -> SimHost {
         &mut |_, _, _, _| {},
     )
     .unwrap();
-    host
+    (host, kept)
 }
 
 /// The room the daemon finds: the VFs the simulated PF has, the state's holders, and the
@@ -108,6 +115,10 @@ fn vf_taken(steps: &[Step]) -> u32 {
 
 const NO_SOFT: &str = "the daemon runs no software switch for uplink 0000:01:00.0";
 
+fn no_soft() -> Result<String, String> {
+    Err(NO_SOFT.into())
+}
+
 #[test]
 fn an_uplink_network_takes_the_spare_vfs_configures_them_and_is_full_after_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -128,7 +139,7 @@ fn an_uplink_network_takes_the_spare_vfs_configures_them_and_is_full_after_them(
         ..VfAttributes::default()
     };
     let book = Book::default();
-    assert_eq!(book.uplink_status(&room, NO_SOFT), Ok(2));
+    assert_eq!(book.uplink_status(&room, no_soft), Ok(2));
 
     // ADD: the lowest spare VF, configured on the PF, its netdev into the namespace.
     let (book, steps) = book
@@ -171,7 +182,7 @@ fn an_uplink_network_takes_the_spare_vfs_configures_them_and_is_full_after_them(
 
     // Full: ADD is refused naming why (11, try later) and STATUS answers 50; nothing changed.
     let e = book
-        .add_on_uplink(&room, || NO_SOFT.to_string(), &req("c3", "up", 3, attrs))
+        .add_on_uplink(&room, no_soft, &req("c3", "up", 3, attrs))
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -180,7 +191,7 @@ fn an_uplink_network_takes_the_spare_vfs_configures_them_and_is_full_after_them(
         )
     );
     assert_eq!(e.to_cni().code(), 11);
-    let s = book.uplink_status(&room, NO_SOFT).unwrap_err();
+    let s = book.uplink_status(&room, no_soft).unwrap_err();
     assert_eq!(s.code(), 50, "{s}");
     assert!(s.to_string().contains(NO_SOFT), "{s}");
     for i in [0, 1, 2] {
@@ -215,7 +226,7 @@ fn an_uplink_network_takes_the_spare_vfs_configures_them_and_is_full_after_them(
     );
     let book = book.forget(&key);
     assert_eq!(book.del(&key).1, [], "a second DEL has nothing to do");
-    assert_eq!(book.uplink_status(&room, NO_SOFT), Ok(1));
+    assert_eq!(book.uplink_status(&room, no_soft), Ok(1));
     let (book, steps) = book
         .add_on_uplink(&room, || unreachable!(), &req("c3", "up", 3, attrs))
         .unwrap();
@@ -235,7 +246,7 @@ fn an_uplink_network_takes_the_spare_vfs_configures_them_and_is_full_after_them(
     run_pf_steps(&mut host, &releases[0].steps);
     assert_eq!(host.pfs[0].vfs[5].config.mac, Mac::ZERO);
     let book = book.forget(&releases[0].key);
-    assert_eq!(book.uplink_status(&room, NO_SOFT), Ok(1));
+    assert_eq!(book.uplink_status(&room, no_soft), Ok(1));
 }
 
 #[test]
@@ -258,7 +269,7 @@ fn a_pool_network_and_an_uplink_network_on_one_pf_never_share_a_vf() {
         .unwrap();
     assert_eq!(vf_taken(&steps), 4);
     // The one spare VF held: full, whatever the pool has left.
-    assert_eq!(book.uplink_status(&room, NO_SOFT).unwrap_err().code(), 50);
+    assert_eq!(book.uplink_status(&room, no_soft).unwrap_err().code(), 50);
     assert_eq!(book.capacity(&pools[0]).free, 1);
     // A MAC already attached on the pool network is refused on the uplink network too.
     let mut dup = req("u2", "up", 9, VfAttributes::default());
@@ -279,7 +290,86 @@ fn no_vf_on_the_uplink_at_all_is_full_from_the_start() {
     let host = applied(dir.path(), 4);
     let room = room(dir.path(), &host);
     assert!(room.spare.is_empty(), "{room:?}");
-    let e = Book::default().uplink_status(&room, NO_SOFT).unwrap_err();
+    let e = Book::default().uplink_status(&room, no_soft).unwrap_err();
     assert_eq!(e.code(), 50);
     assert!(e.to_string().contains("4 VFs, 0 spare"), "{e}");
+}
+
+/// No VF free, and the uplink's external switch runs (vPort s is on the software path): the
+/// attachment is a veth port on that switch, the reason recorded; the software path plans
+/// the book's port on the external switch beside vPort s; without a running external
+/// switch the same port is refused.
+#[test]
+fn a_full_uplink_falls_back_to_its_external_switch_with_the_reason_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let soft_vport = format!(
+        "[[vport]]\nname = \"s\"\nuplink = \"{PF}\"\nmac = \"02:00:00:00:01:02\"\noffload = \"never\"\n"
+    );
+    let (host, cfg) = applied_with(dir.path(), 5, &soft_vport);
+    let room = room(dir.path(), &host);
+    assert_eq!(room.spare, [4]);
+    let external = format!("sw-{PF}");
+    let on_switch = || Ok::<_, String>(external.clone());
+    let attrs = VfAttributes {
+        vlan: Some(30),
+        ..VfAttributes::default()
+    };
+    let (book, steps) = Book::default()
+        .add_on_uplink(&room, on_switch, &req("c1", "up", 1, attrs))
+        .unwrap();
+    assert_eq!(vf_taken(&steps), 4, "a VF while one is free");
+    let (book, steps) = book
+        .add_on_uplink(&room, on_switch, &req("c2", "up", 2, attrs))
+        .unwrap();
+    assert!(
+        matches!(&steps[..], [Step::CreateVeth { .. }, Step::AddSwitchPort { switch, .. }] if *switch == external),
+        "{steps:?}"
+    );
+    let key2 = Key {
+        container_id: "c2".into(),
+        ifname: "eth0".into(),
+    };
+    let e = book.get(&key2).unwrap();
+    assert_eq!(e.target, Target::Uplink(PF.into()));
+    assert_eq!(
+        e.reason.as_deref(),
+        Some(
+            "uplink 0000:01:00.0 has no free VF (5 VFs, 1 spare: 2 in pool ctr, 1 for vPorts, 1 up in the host (a switch trunk); 1 held by attachments): a port on its external switch sw-0000:01:00.0"
+        )
+    );
+    assert_eq!(
+        book.uplink_status(&room, on_switch),
+        Ok(0),
+        "the switch has room"
+    );
+    // The same ADD again is the same port.
+    let (again, _) = book
+        .add_on_uplink(&room, || unreachable!(), &req("c2", "up", 2, attrs))
+        .unwrap();
+    assert_eq!(again, book);
+
+    // The software path serves the book's port on the uplink's external switch.
+    std::fs::write(dir.path().join(ATTACHMENTS_FILE), book.to_json()).unwrap();
+    let state = State::load(&UserFiles, dir.path()).unwrap();
+    let extra = soft_ports(dir.path());
+    assert_eq!(extra.len(), 1);
+    let (plans, errors) = plan_with(&cfg, &state, &extra);
+    assert!(errors.is_empty(), "{errors:?}");
+    let sw = plans.iter().find(|p| p.name == external).unwrap();
+    assert_eq!(sw.uplink, PF);
+    let names: Vec<&str> = sw.ports.iter().map(|p| p.vport.as_str()).collect();
+    assert_eq!(names, ["s", extra[0].port.vport.as_str()]);
+    // Without vPort s no external switch runs: the port is refused, not served alone.
+    let mut bare = state.clone();
+    bare.vports.remove("s");
+    let (plans, errors) = plan_with(&cfg, &bare, &extra);
+    assert!(plans.iter().all(|p| p.name != external));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+
+    // DEL: the port and its veth go.
+    let (_, steps) = book.del(&key2);
+    assert!(matches!(
+        &steps[..],
+        [Step::RemoveSwitchPort { .. }, Step::DeleteVeth { .. }]
+    ));
 }

@@ -176,6 +176,9 @@ pub struct Entry {
     pub inside_ifindex: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ifindex: Option<u32>,
+    /// Why an uplink network's attachment is on the software path (no VF was free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Entry {
@@ -489,6 +492,7 @@ impl Book {
             host: None,
             inside_ifindex: None,
             host_ifindex: None,
+            reason: None,
         };
         let steps = attach_steps(&entry);
         let mut book = self.clone();
@@ -496,44 +500,69 @@ impl Book {
         Ok((book, steps))
     }
 
-    /// An ADD on an uplink network: a free VF of `room` as a pool's ([`Book::add`]); when
-    /// none is free, [`BookError::UplinkFull`] naming the accounting and `no_software`
-    /// (why the software path does not take it instead).
+    /// An ADD on an uplink network, placed as `plan` places a vPort: a free VF of `room`
+    /// as a pool's ([`Book::add`]); when none is free, the software path `software` names
+    /// (`Ok(switch)`: a port on the uplink's external switch, the reason recorded in the
+    /// entry), else [`BookError::UplinkFull`] naming the accounting and why not.
     pub fn add_on_uplink(
         &self,
         room: &UplinkRoom,
-        no_software: impl FnOnce() -> String,
+        software: impl FnOnce() -> Result<String, String>,
         req: &Request,
     ) -> Result<(Book, Vec<Step>), BookError> {
         let pool = room.as_pool();
         match self.add(std::slice::from_ref(&pool), req) {
-            Err(BookError::UplinkFull { .. }) => Err(BookError::UplinkFull {
-                pf: room.pf.clone(),
-                accounting: room.accounting.clone(),
-                held: room.spare.len() - self.free_vfs(&pool).count(),
-                why: no_software(),
-            }),
-            other => other,
+            Err(BookError::UplinkFull { .. }) => {}
+            placed => return placed,
         }
+        let held = room.spare.len() - self.free_vfs(&pool).count();
+        let switch = software().map_err(|why| BookError::UplinkFull {
+            pf: room.pf.clone(),
+            accounting: room.accounting.clone(),
+            held,
+            why,
+        })?;
+        let mut soft = req.clone();
+        soft.target = Target::Switch(switch.clone());
+        let (mut book, steps) = self.add(&[], &soft)?;
+        let e = book
+            .entries
+            .get_mut(&req.key)
+            .ok_or_else(|| BookError::NotInBook {
+                key: req.key.clone(),
+            })?;
+        e.target = req.target.clone();
+        e.reason = Some(format!(
+            "uplink {} has no free VF ({}; {held} held by attachments): a port on its external switch {switch}",
+            room.pf, room.accounting
+        ));
+        Ok((book, steps))
     }
 
-    /// STATUS for an uplink network: fine while a spare VF is free, else code 50 naming
-    /// the accounting and why no software path serves it.
-    pub fn uplink_status(&self, room: &UplinkRoom, no_software: &str) -> Result<usize, CniError> {
+    /// STATUS for an uplink network: fine while a spare VF is free or the software path
+    /// takes attachments (`software` Ok), else code 50 naming the accounting and why not.
+    pub fn uplink_status(
+        &self,
+        room: &UplinkRoom,
+        software: impl FnOnce() -> Result<String, String>,
+    ) -> Result<usize, CniError> {
         let pool = room.as_pool();
         let free = self.free_vfs(&pool).count();
-        if free == 0 {
-            return Err(CniError::NotAvailable {
+        if free > 0 {
+            return Ok(free);
+        }
+        match software() {
+            Ok(_) => Ok(0),
+            Err(why) => Err(CniError::NotAvailable {
                 why: BookError::UplinkFull {
                     pf: room.pf.clone(),
                     accounting: room.accounting.clone(),
                     held: room.spare.len(),
-                    why: no_software.to_string(),
+                    why,
                 }
                 .to_string(),
-            });
+            }),
         }
-        Ok(free)
     }
 
     /// The pool's VFs no entry holds, lowest first.

@@ -250,14 +250,20 @@ impl CniService {
             Target::Switch(_) => before.add(&[], &req),
             Target::Uplink(pf) => {
                 let room = self.uplink_room(pf)?;
-                before.add_on_uplink(&room, || self.no_software(pf), &req)
+                before.add_on_uplink(&room, || self.uplink_software(pf), &req)
             }
         };
         let (mut book, steps) = added.map_err(|e| e.to_cni())?;
-        self.save(&book)?;
-        if let Target::Switch(_) = &req.target {
+        if let Some(e) = book.get(&key)
+            && let book::Allocation::SoftPort { .. } = e.alloc
+        {
+            if matches!(req.target, Target::Uplink(_)) {
+                soft_attrs_served(&e.attrs)?;
+            }
+            self.save(&book)?;
             return self.add_soft(book, &key, &netns, retry && !steps.is_empty());
         }
+        self.save(&book)?;
         let mut host = Host::live();
         let mut inside = None;
         for step in &steps {
@@ -522,7 +528,7 @@ impl CniService {
                 let room = self.uplink_room(&pf)?;
                 return self
                     .load()?
-                    .uplink_status(&room, &self.no_software(&pf))
+                    .uplink_status(&room, || self.uplink_software(&pf))
                     .map(|_| ());
             }
         };
@@ -599,27 +605,25 @@ impl CniService {
         Ok(uplink_room(&state, pf, num_vfs, &busy))
     }
 
-    /// Why the software path does not take an uplink attachment no VF is free for.
-    fn no_software(&self, pf: &str) -> String {
-        let external = self
-            .soft
-            .as_ref()
-            .and_then(|l| l.serve_now().ok())
-            .and_then(|a| a.snapshot)
-            .and_then(|s| {
-                s.switches
-                    .into_iter()
-                    .find(|w| w.kind == "external" && w.uplink.as_deref() == Some(pf))
-            });
-        match external {
-            Some(sw) => format!(
-                "the uplink's external switch {} runs, but this vportd puts CNI ports only on private and internal switches; use a switch network on one, or free a VF",
-                sw.name
-            ),
-            None => format!(
-                "the daemon runs no software switch for uplink {pf} (no vPort of the host config is on its software path); free a VF, or use a switch network"
-            ),
-        }
+    /// The software path for an uplink attachment no VF is free for: the uplink's external
+    /// switch when the daemon runs one (`Ok(its name)`), else why not.
+    fn uplink_software(&self, pf: &str) -> Result<String, String> {
+        let Some(link) = &self.soft else {
+            return Err(
+                "this daemon runs no software path (start it with --config HOST.toml)".into(),
+            );
+        };
+        let answer = link.serve_now().map_err(|e| e.to_string())?;
+        let external = answer.snapshot.and_then(|s| {
+            s.switches
+                .into_iter()
+                .find(|w| w.kind == "external" && w.uplink.as_deref() == Some(pf))
+        });
+        external.map(|sw| sw.name).ok_or_else(|| {
+            format!(
+                "the daemon runs no software switch for uplink {pf} (none of the host config's vPorts on it is on the software path); free a VF, or use a switch network"
+            )
+        })
     }
 }
 
