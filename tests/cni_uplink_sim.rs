@@ -373,3 +373,60 @@ fn a_full_uplink_falls_back_to_its_external_switch_with_the_reason_recorded() {
         [Step::RemoveSwitchPort { .. }, Step::DeleteVeth { .. }]
     ));
 }
+
+/// An uplink attachment's VF, as `vportd apply` sees it through the book: a VF count change
+/// under it is refused naming the container.
+#[test]
+fn apply_refuses_to_resize_the_vfs_under_an_uplink_attachment() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = applied(dir.path(), 6);
+    let room = room(dir.path(), &host);
+    let (book, _) = Book::default()
+        .add_on_uplink(&room, no_soft, &req("c1", "up", 1, VfAttributes::default()))
+        .unwrap();
+    std::fs::write(dir.path().join(ATTACHMENTS_FILE), book.to_json()).unwrap();
+    let state = State::load(&UserFiles, dir.path()).unwrap();
+    assert_eq!(
+        state
+            .pool_holders
+            .get(&(PF.to_string(), 4))
+            .map(String::as_str),
+        Some("container c1's eth0")
+    );
+    let mut host = host;
+    let text = format!(
+        "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\nnum_vfs = 7\nswitch_vf = 0\n\
+         [[vport]]\nname = \"a\"\nuplink = \"{PF}\"\nmac = \"02:00:00:00:01:01\"\n\
+         [[pool]]\nname = \"ctr\"\nuplink = \"{PF}\"\ncount = 2\n",
+        dir.path().display()
+    );
+    let cfg = config::parse(Path::new("host.toml"), &text).unwrap();
+    let opts = ApplyOptions {
+        state_dir: cfg.state_dir.clone(),
+        retries: 3,
+        retry_delay: Duration::ZERO,
+        link_wait: Duration::from_secs(1),
+        run_id: "r2".into(),
+        store: &UserFiles,
+    };
+    let inv = host.inventory();
+    let mut rediscover = |h: &SimHost| h.inventory();
+    let err = provision::apply_config(
+        &mut host,
+        cfg,
+        inv,
+        &mut rediscover,
+        ProfileSet::builtin(),
+        PlanOptions::default(),
+        &opts,
+        &mut |_, _, _, _| {},
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("destroys VF 4, which container c1's eth0 holds"),
+        "{err}"
+    );
+    assert_eq!(host.pfs[0].vfs.len(), 6, "nothing changed");
+}

@@ -627,10 +627,16 @@ impl CniService {
     }
 }
 
-/// An uplink network's `uplink` (the PF's PCI address or MAC) as the PF's PCI address,
-/// found in sysfs under `fs`'s root; code 7 naming the key when no PF with SR-IOV is it.
+/// An uplink network's `uplink` (the PF's PCI address, MAC or interface name) as the PF's
+/// PCI address, found in sysfs under `fs`'s root; code 7 naming the key when no PF with
+/// SR-IOV is it.
 pub fn resolve_uplink(fs: &KernelFs, uplink: &str) -> Result<String, CniError> {
     let pci = match uplink.parse::<Mac>() {
+        // A name: its netdev's device (a PCI address has colons, which no name has).
+        Err(_) if !uplink.contains(':') => fs
+            .link_name(&format!("/sys/class/net/{uplink}/device"))
+            .ok()
+            .flatten(),
         Err(_) => Some(uplink.to_string()),
         Ok(mac) => fs.list("/sys/class/net").ok().and_then(|names| {
             names.into_iter().find_map(|n| {
@@ -1093,6 +1099,53 @@ mod tests {
             svc.served(&CniTarget::Switch("sw0".into())).unwrap(),
             Target::Switch("sw0".into())
         );
+    }
+
+    #[test]
+    fn an_uplink_is_resolved_to_its_pf_by_pci_address_mac_or_name_and_else_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let pf = r.join("sys/bus/pci/devices/0000:01:00.0");
+        std::fs::create_dir_all(&pf).unwrap();
+        std::fs::write(pf.join("sriov_totalvfs"), "7\n").unwrap();
+        let plain = r.join("sys/bus/pci/devices/0000:02:00.0");
+        std::fs::create_dir_all(&plain).unwrap();
+        for (name, dev, mac) in [
+            ("enp1s0", "0000:01:00.0", "52:54:00:12:00:01"),
+            ("enp2s0", "0000:02:00.0", "52:54:00:12:00:02"),
+        ] {
+            let net = r.join("sys/class/net").join(name);
+            std::fs::create_dir_all(&net).unwrap();
+            std::fs::write(net.join("address"), format!("{mac}\n")).unwrap();
+            std::os::unix::fs::symlink(
+                format!("../../../bus/pci/devices/{dev}"),
+                net.join("device"),
+            )
+            .unwrap();
+        }
+        let fs = KernelFs::at(r);
+        for given in ["0000:01:00.0", "52:54:00:12:00:01", "enp1s0"] {
+            assert_eq!(
+                resolve_uplink(&fs, given).unwrap(),
+                "0000:01:00.0",
+                "{given}"
+            );
+        }
+        for bad in [
+            "0000:02:00.0",
+            "52:54:00:12:00:02",
+            "enp2s0",
+            "nosuch",
+            "0000:09:00.0",
+        ] {
+            let e = resolve_uplink(&fs, bad).unwrap_err();
+            assert_eq!(e.code(), 7, "{bad}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("{bad} is not an SR-IOV PF of this host")),
+                "{e}"
+            );
+        }
     }
 
     #[test]
