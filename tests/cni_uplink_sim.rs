@@ -430,3 +430,47 @@ fn apply_refuses_to_resize_the_vfs_under_an_uplink_attachment() {
     );
     assert_eq!(host.pfs[0].vfs.len(), 6, "nothing changed");
 }
+
+/// tests/vm/cni_pool.rs's last step, on the simulated host: a pool shrunk from 2 to 1 (vm-a
+/// keeps VF 2) leaves VF 1 spare for an uplink network.
+#[test]
+fn a_shrunk_pool_leaves_its_vf_spare_for_an_uplink_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |count: u32| {
+        format!(
+            "state_dir = \"{}\"\n[[uplink]]\npci = \"{PF}\"\n\
+             [[vport]]\nname = \"vm-a\"\nuplink = \"{PF}\"\nmac = \"02:00:00:00:0a:01\"\nvlan = 100\n\
+             [[pool]]\nname = \"ctr\"\nuplink = \"{PF}\"\ncount = {count}\ndriver = \"igbvf\"\n",
+            dir.path().display()
+        )
+    };
+    let mut host = SimHost::igb(1);
+    for (run, count) in [("r1", 2), ("r2", 1)] {
+        let cfg = config::parse(Path::new("host.toml"), &text(count)).unwrap();
+        let opts = ApplyOptions {
+            state_dir: cfg.state_dir.clone(),
+            retries: 3,
+            retry_delay: Duration::ZERO,
+            link_wait: Duration::from_secs(1),
+            run_id: run.into(),
+            store: &UserFiles,
+        };
+        let inv = host.inventory();
+        let mut rediscover = |h: &SimHost| h.inventory();
+        provision::apply_config(
+            &mut host,
+            cfg,
+            inv,
+            &mut rediscover,
+            ProfileSet::builtin(),
+            PlanOptions::default(),
+            &opts,
+            &mut |_, _, _, _| {},
+        )
+        .unwrap();
+    }
+    assert_eq!(host.pfs[0].vfs.len(), 3);
+    let state = State::load(&UserFiles, dir.path()).unwrap();
+    let room = uplink_room(&state, PF, 3, &[]);
+    assert_eq!(room.spare, [1], "{room:?}");
+}
