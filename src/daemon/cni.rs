@@ -22,6 +22,14 @@
 //! veths (`taps.json`) deletes one the book no longer has, so a kill -9 between the two
 //! leaves nothing behind either; and the veth is deleted by its name as well, for one made
 //! by a try that died before it was recorded.
+//!
+//! Uplink networks (`uplink = "PCI|MAC|IFNAME"`, resolved to the PF's PCI address at each
+//! call, [`resolve_uplink`]): the uplink's spare VFs ([`uplink_room`]: not a pool's, not a
+//! host-config vPort's, not up in the host as a switch trunk) are served as a pool, so a VF
+//! attachment is the pool path's, step for step; none free, a port on the uplink's external
+//! switch when the daemon runs one (the reason in the book's entry), else code 11 on ADD and
+//! 50 on STATUS naming why. Not served yet: a vPort on dedicated queues (its macvlan moved
+//! in) or on an RSS context; no driver here accepts queue steering.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
