@@ -51,13 +51,48 @@ impl std::fmt::Display for Key {
     }
 }
 
-/// Where an attachment's vPort comes from (the network config's `pool` or `switch`; an
-/// `uplink` is turned into one of these by the planner first).
+/// Where an attachment's vPort comes from: the network config's `pool`, `switch` or
+/// `uplink` (by the PF's PCI address: the daemon resolves a MAC to it first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     Pool(String),
     Switch(String),
+    Uplink(String),
+}
+
+/// What an uplink network may take on its PF, as the daemon finds it at the call: the VFs
+/// that exist and that no `[[pool]]`, no host-config vPort and no software switch's trunk
+/// holds (the book's own holders are taken off by the book). An uplink network is served
+/// as a pool of these VFs, so its VF handling is the pool path's, step for step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkRoom {
+    /// The PF's PCI address.
+    pub pf: String,
+    /// The uplink's spare VFs, lowest first.
+    pub spare: Vec<u32>,
+    /// Why the spare VFs are what they are, for an error when none is free (e.g. "7 VFs:
+    /// 0 trunks the switch, 1-3 are pool ctr's").
+    pub accounting: String,
+}
+
+impl UplinkRoom {
+    /// The pool the book serves the uplink's VFs from (named `uplink:<PF>`, a name no
+    /// `[[pool]]` can have).
+    pub fn as_pool(&self) -> Pool {
+        Pool {
+            name: uplink_pool_name(&self.pf),
+            pf: self.pf.clone(),
+            vfs: self.spare.clone(),
+            driver: None,
+            defaults: VfAttributes::default(),
+        }
+    }
+}
+
+/// The book's pool name of an uplink network's VFs.
+pub fn uplink_pool_name(pf: &str) -> String {
+    format!("uplink:{pf}")
 }
 
 /// Where the attachment's MAC came from, so a refusal names what to change.
@@ -141,6 +176,9 @@ pub struct Entry {
     pub inside_ifindex: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ifindex: Option<u32>,
+    /// Why an uplink network's attachment is on the software path (no VF was free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Entry {
@@ -258,6 +296,16 @@ pub enum BookError {
     /// Every VF of the pool is held.
     #[error("pool {pool} has no free VF: all {total} are attached or reserved")]
     PoolFull { pool: String, total: usize },
+    /// No spare VF of the uplink is free, and no software path takes the attachment.
+    #[error(
+        "uplink {pf} has no free VF ({accounting}; {held} held by attachments) and no software path for it: {why}"
+    )]
+    UplinkFull {
+        pf: String,
+        accounting: String,
+        held: usize,
+        why: String,
+    },
     /// The network names a pool the host config does not have.
     #[error("pool {pool} is not in the host config (it has {known})")]
     UnknownPool { pool: String, known: String },
@@ -294,7 +342,7 @@ impl BookError {
             BookError::MacInUse { .. } => {
                 CniError::invalid("runtimeConfig.mac", format!("is taken: {self}"), hint)
             }
-            BookError::PoolFull { .. } => CniError::TryAgainLater {
+            BookError::PoolFull { .. } | BookError::UplinkFull { .. } => CniError::TryAgainLater {
                 why: self.to_string(),
             },
             BookError::UnknownPool { .. } => CniError::invalid(
@@ -412,6 +460,24 @@ impl Book {
                 };
                 (alloc, req.attrs)
             }
+            Target::Uplink(pf) => {
+                let name = uplink_pool_name(pf);
+                let pool = pools.iter().find(|p| p.name == name);
+                let vf = pool.and_then(|p| self.free_vfs(p).next()).ok_or_else(|| {
+                    BookError::UplinkFull {
+                        pf: pf.clone(),
+                        accounting: "no spare VF was given".into(),
+                        held: 0,
+                        why: "none was looked for".into(),
+                    }
+                })?;
+                let alloc = Allocation::Vf {
+                    pool: name,
+                    pf: pf.clone(),
+                    vf,
+                };
+                (alloc, req.attrs)
+            }
         };
         let entry = Entry {
             key: req.key.clone(),
@@ -426,11 +492,77 @@ impl Book {
             host: None,
             inside_ifindex: None,
             host_ifindex: None,
+            reason: None,
         };
         let steps = attach_steps(&entry);
         let mut book = self.clone();
         book.entries.insert(req.key.clone(), entry);
         Ok((book, steps))
+    }
+
+    /// An ADD on an uplink network, placed as `plan` places a vPort: a free VF of `room`
+    /// as a pool's ([`Book::add`]); when none is free, the software path `software` names
+    /// (`Ok(switch)`: a port on the uplink's external switch, the reason recorded in the
+    /// entry), else [`BookError::UplinkFull`] naming the accounting and why not.
+    pub fn add_on_uplink(
+        &self,
+        room: &UplinkRoom,
+        software: impl FnOnce() -> Result<String, String>,
+        req: &Request,
+    ) -> Result<(Book, Vec<Step>), BookError> {
+        let pool = room.as_pool();
+        match self.add(std::slice::from_ref(&pool), req) {
+            Err(BookError::UplinkFull { .. }) => {}
+            placed => return placed,
+        }
+        let held = room.spare.len() - self.free_vfs(&pool).count();
+        let switch = software().map_err(|why| BookError::UplinkFull {
+            pf: room.pf.clone(),
+            accounting: room.accounting.clone(),
+            held,
+            why,
+        })?;
+        let mut soft = req.clone();
+        soft.target = Target::Switch(switch.clone());
+        let (mut book, steps) = self.add(&[], &soft)?;
+        let e = book
+            .entries
+            .get_mut(&req.key)
+            .ok_or_else(|| BookError::NotInBook {
+                key: req.key.clone(),
+            })?;
+        e.target = req.target.clone();
+        e.reason = Some(format!(
+            "uplink {} has no free VF ({}; {held} held by attachments): a port on its external switch {switch}",
+            room.pf, room.accounting
+        ));
+        Ok((book, steps))
+    }
+
+    /// STATUS for an uplink network: fine while a spare VF is free or the software path
+    /// takes attachments (`software` Ok), else code 50 naming the accounting and why not.
+    pub fn uplink_status(
+        &self,
+        room: &UplinkRoom,
+        software: impl FnOnce() -> Result<String, String>,
+    ) -> Result<usize, CniError> {
+        let pool = room.as_pool();
+        let free = self.free_vfs(&pool).count();
+        if free > 0 {
+            return Ok(free);
+        }
+        match software() {
+            Ok(_) => Ok(0),
+            Err(why) => Err(CniError::NotAvailable {
+                why: BookError::UplinkFull {
+                    pf: room.pf.clone(),
+                    accounting: room.accounting.clone(),
+                    held: room.spare.len(),
+                    why,
+                }
+                .to_string(),
+            }),
+        }
     }
 
     /// The pool's VFs no entry holds, lowest first.
@@ -806,6 +938,7 @@ mod tests {
         let network = match &target {
             Target::Pool(p) => format!("net-{p}"),
             Target::Switch(s) => format!("net-{s}"),
+            Target::Uplink(u) => format!("net-{u}"),
         };
         Request {
             key: key(c),

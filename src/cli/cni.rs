@@ -241,6 +241,7 @@ fn target(t: &cni::Target) -> CniTarget {
         cni::Target::Switch(s) => CniTarget::Switch(s.clone()),
         cni::Target::Uplink(UplinkRef::Pci(p)) => CniTarget::Uplink(p.clone()),
         cni::Target::Uplink(UplinkRef::Mac(m)) => CniTarget::Uplink(m.to_string()),
+        cni::Target::Uplink(UplinkRef::Ifname(n)) => CniTarget::Uplink(n.clone()),
     }
 }
 

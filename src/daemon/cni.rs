@@ -22,6 +22,14 @@
 //! veths (`taps.json`) deletes one the book no longer has, so a kill -9 between the two
 //! leaves nothing behind either; and the veth is deleted by its name as well, for one made
 //! by a try that died before it was recorded.
+//!
+//! Uplink networks (`uplink = "PCI|MAC|IFNAME"`, resolved to the PF's PCI address at each
+//! call, [`resolve_uplink`]): the uplink's spare VFs ([`uplink_room`]: not a pool's, not a
+//! host-config vPort's, not up in the host as a switch trunk) are served as a pool, so a VF
+//! attachment is the pool path's, step for step; none free, a port on the uplink's external
+//! switch when the daemon runs one (the reason in the book's entry), else code 11 on ADD and
+//! 50 on STATUS naming why. Not served yet: a vPort on dedicated queues (its macvlan moved
+//! in) or on an RSS context; no driver here accepts queue steering.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -243,17 +251,27 @@ impl CniService {
             },
             attrs: call.attrs,
         };
-        let pools = match &req.target {
-            Target::Pool(_) => self.pools()?,
-            Target::Switch(_) => Vec::new(),
-        };
         let before = self.load()?;
         let retry = before.get(&key).is_some();
-        let (mut book, steps) = before.add(&pools, &req).map_err(|e| e.to_cni())?;
-        self.save(&book)?;
-        if let Target::Switch(_) = &req.target {
+        let added = match &req.target {
+            Target::Pool(_) => before.add(&self.pools()?, &req),
+            Target::Switch(_) => before.add(&[], &req),
+            Target::Uplink(pf) => {
+                let room = self.uplink_room(pf)?;
+                before.add_on_uplink(&room, || self.uplink_software(pf), &req)
+            }
+        };
+        let (mut book, steps) = added.map_err(|e| e.to_cni())?;
+        if let Some(e) = book.get(&key)
+            && let book::Allocation::SoftPort { .. } = e.alloc
+        {
+            if matches!(req.target, Target::Uplink(_)) {
+                soft_attrs_served(&e.attrs)?;
+            }
+            self.save(&book)?;
             return self.add_soft(book, &key, &netns, retry && !steps.is_empty());
         }
+        self.save(&book)?;
         let mut host = Host::live();
         let mut inside = None;
         for step in &steps {
@@ -511,7 +529,16 @@ impl CniService {
                     })
                     .map_err(|e| CniError::NotAvailable { why: e.to_string() });
             }
-            CniTarget::Uplink(_) => return Err(not_served("uplink")),
+            CniTarget::Uplink(_) => {
+                let Target::Uplink(pf) = self.served(target)? else {
+                    return Err(io("an uplink network resolved to another target"));
+                };
+                let room = self.uplink_room(&pf)?;
+                return self
+                    .load()?
+                    .uplink_status(&room, || self.uplink_software(&pf))
+                    .map(|_| ());
+            }
         };
         let pools = self.pools()?;
         let pool = pools
@@ -548,24 +575,137 @@ fn io(what: &str) -> CniError {
     }
 }
 
-fn not_served(key: &str) -> CniError {
-    CniError::InvalidConfig {
-        key: key.into(),
-        problem: format!(
-            "networks on an {key} are not served by this vportd yet (pools and switches are)"
-        ),
-        hint: "name a [[pool]] or a [[switch]] of the host config: {\"type\": \"vportd\", \"pool\": \"NAME\"}"
-            .into(),
-    }
-}
-
 impl CniService {
     fn served(&self, t: &CniTarget) -> Result<Target, CniError> {
         match t {
             CniTarget::Pool(p) => Ok(Target::Pool(p.clone())),
             CniTarget::Switch(s) => self.soft_link().map(|_| Target::Switch(s.clone())),
-            CniTarget::Uplink(_) => Err(not_served("uplink")),
+            CniTarget::Uplink(u) => resolve_uplink(&KernelFs::system(), u).map(Target::Uplink),
         }
+    }
+
+    /// The uplink's room now: its VFs (sysfs), less what the state gives pools and
+    /// vPorts, less any VF whose netdev is up here (a switch's trunk: `switch_vf`).
+    fn uplink_room(&self, pf: &str) -> Result<book::UplinkRoom, CniError> {
+        let state =
+            State::load(&UserFiles, &self.state_dir).map_err(|e| CniError::TryAgainLater {
+                why: format!("the daemon cannot read its state: {e}"),
+            })?;
+        let fs = KernelFs::system();
+        let num_vfs: u32 = fs
+            .read_parsed(&format!("/sys/bus/pci/devices/{pf}/sriov_numvfs"))
+            .unwrap_or(0);
+        let mut host = Host::live();
+        let busy: Vec<u32> = (0..num_vfs)
+            .filter(|vf| {
+                host.vf_link(pf, *vf)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(_, name, _)| {
+                        fs.read_lenient(&format!("/sys/class/net/{name}/flags"))
+                            .and_then(|f| {
+                                u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok()
+                            })
+                            .is_some_and(|f| f & 1 == 1)
+                    })
+            })
+            .collect();
+        Ok(uplink_room(&state, pf, num_vfs, &busy))
+    }
+
+    /// The software path for an uplink attachment no VF is free for: the uplink's external
+    /// switch when the daemon runs one (`Ok(its name)`), else why not.
+    fn uplink_software(&self, pf: &str) -> Result<String, String> {
+        let Some(link) = &self.soft else {
+            return Err(
+                "this daemon runs no software path (start it with --config HOST.toml)".into(),
+            );
+        };
+        let answer = link.serve_now().map_err(|e| e.to_string())?;
+        let external = answer.snapshot.and_then(|s| {
+            s.switches
+                .into_iter()
+                .find(|w| w.kind == "external" && w.uplink.as_deref() == Some(pf))
+        });
+        external.map(|sw| sw.name).ok_or_else(|| {
+            format!(
+                "the daemon runs no software switch for uplink {pf} (none of the host config's vPorts on it is on the software path); free a VF, or use a switch network"
+            )
+        })
+    }
+}
+
+/// An uplink network's `uplink` (the PF's PCI address, MAC or interface name) as the PF's
+/// PCI address, found in sysfs under `fs`'s root; code 7 naming the key when no PF with
+/// SR-IOV is it.
+pub fn resolve_uplink(fs: &KernelFs, uplink: &str) -> Result<String, CniError> {
+    let pci = match uplink.parse::<Mac>() {
+        // A name: its netdev's device (a PCI address has colons, which no name has).
+        Err(_) if !uplink.contains(':') => fs
+            .link_name(&format!("/sys/class/net/{uplink}/device"))
+            .ok()
+            .flatten(),
+        Err(_) => Some(uplink.to_string()),
+        Ok(mac) => fs.list("/sys/class/net").ok().and_then(|names| {
+            names.into_iter().find_map(|n| {
+                let at: Mac = fs
+                    .read_lenient(&format!("/sys/class/net/{n}/address"))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                (at == mac)
+                    .then(|| fs.link_name(&format!("/sys/class/net/{n}/device")).ok()?)
+                    .flatten()
+            })
+        }),
+    };
+    match pci {
+        Some(p) if fs.exists(&format!("/sys/bus/pci/devices/{p}/sriov_totalvfs")) => Ok(p),
+        _ => Err(CniError::invalid(
+            "uplink",
+            format!("{uplink} is not an SR-IOV PF of this host"),
+            "an uplink network names an [[uplink]] of the host config by its PCI address or MAC",
+        )),
+    }
+}
+
+/// The VFs an uplink network may take on `pf` (pure, so the simulated host tests it):
+/// VFs `0..num_vfs` less every `[[pool]]`'s, every host-config vPort's on that PF, and the
+/// `busy` ones (netdev up here: a software switch's `switch_vf` trunk, or someone's). The
+/// attachment book takes its own holders off.
+pub fn uplink_room(state: &State, pf: &str, num_vfs: u32, busy: &[u32]) -> book::UplinkRoom {
+    let mut why: Vec<String> = Vec::new();
+    let mut taken = std::collections::BTreeSet::new();
+    for p in state.pools.iter().filter(|p| p.pf == pf) {
+        taken.extend(p.vfs.iter().copied());
+        why.push(format!("{} in pool {}", p.vfs.len(), p.name));
+    }
+    let vports: Vec<u32> = state
+        .vports
+        .values()
+        .filter(|v| v.uplink == pf)
+        .filter_map(|v| match v.path {
+            crate::provision::state::VportPath::Vf { index } => Some(index),
+            _ => None,
+        })
+        .collect();
+    if !vports.is_empty() {
+        why.push(format!("{} for vPorts", vports.len()));
+    }
+    taken.extend(vports);
+    let busy: Vec<u32> = busy.iter().copied().filter(|b| taken.insert(*b)).collect();
+    if !busy.is_empty() {
+        why.push(format!("{} up in the host (a switch trunk)", busy.len()));
+    }
+    let spare: Vec<u32> = (0..num_vfs).filter(|vf| !taken.contains(vf)).collect();
+    let mut accounting = format!("{num_vfs} VFs, {} spare", spare.len());
+    if !why.is_empty() {
+        accounting += &format!(": {}", why.join(", "));
+    }
+    book::UplinkRoom {
+        pf: pf.to_string(),
+        spare,
+        accounting,
     }
 }
 
@@ -685,7 +825,7 @@ fn observe_soft(e: &book::Entry) -> book::Observed {
 
 /// The VF settings an attachment's attributes mean: what is not set is the clean value.
 /// No link state (igb has none: it follows the PF).
-fn vf_config(vf: u32, mac: Mac, a: &VfAttributes) -> VfConfig {
+pub fn vf_config(vf: u32, mac: Mac, a: &VfAttributes) -> VfConfig {
     let clean = VfConfig::clean(vf);
     VfConfig {
         mac,
@@ -935,15 +1075,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uplink_networks_are_refused_with_code_7_and_switches_need_a_software_path() {
+    fn an_uplink_that_is_no_pf_here_is_code_7_and_switches_need_a_software_path() {
         let bare = CniService::new(PathBuf::from("/nonexistent"));
         let e = bare
-            .served(&CniTarget::Uplink("0000:01:00.0".into()))
+            .served(&CniTarget::Uplink("0000:ee:1f.7".into()))
             .unwrap_err();
         assert_eq!(e.code(), 7);
         assert!(e.to_string().contains("\"uplink\""), "{e}");
         assert!(
-            e.to_string().contains("not served by this vportd yet"),
+            e.to_string()
+                .contains("0000:ee:1f.7 is not an SR-IOV PF of this host"),
             "{e}"
         );
         assert_eq!(
@@ -966,6 +1107,53 @@ mod tests {
             svc.served(&CniTarget::Switch("sw0".into())).unwrap(),
             Target::Switch("sw0".into())
         );
+    }
+
+    #[test]
+    fn an_uplink_is_resolved_to_its_pf_by_pci_address_mac_or_name_and_else_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let pf = r.join("sys/bus/pci/devices/0000:01:00.0");
+        std::fs::create_dir_all(&pf).unwrap();
+        std::fs::write(pf.join("sriov_totalvfs"), "7\n").unwrap();
+        let plain = r.join("sys/bus/pci/devices/0000:02:00.0");
+        std::fs::create_dir_all(&plain).unwrap();
+        for (name, dev, mac) in [
+            ("enp1s0", "0000:01:00.0", "52:54:00:12:00:01"),
+            ("enp2s0", "0000:02:00.0", "52:54:00:12:00:02"),
+        ] {
+            let net = r.join("sys/class/net").join(name);
+            std::fs::create_dir_all(&net).unwrap();
+            std::fs::write(net.join("address"), format!("{mac}\n")).unwrap();
+            std::os::unix::fs::symlink(
+                format!("../../../bus/pci/devices/{dev}"),
+                net.join("device"),
+            )
+            .unwrap();
+        }
+        let fs = KernelFs::at(r);
+        for given in ["0000:01:00.0", "52:54:00:12:00:01", "enp1s0"] {
+            assert_eq!(
+                resolve_uplink(&fs, given).unwrap(),
+                "0000:01:00.0",
+                "{given}"
+            );
+        }
+        for bad in [
+            "0000:02:00.0",
+            "52:54:00:12:00:02",
+            "enp2s0",
+            "nosuch",
+            "0000:09:00.0",
+        ] {
+            let e = resolve_uplink(&fs, bad).unwrap_err();
+            assert_eq!(e.code(), 7, "{bad}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("{bad} is not an SR-IOV PF of this host")),
+                "{e}"
+            );
+        }
     }
 
     #[test]
@@ -1147,9 +1335,9 @@ mod tests {
         // A pool the state does not have is not available either.
         let (code, msg) = status(CniTarget::Pool("other".into())).unwrap_err();
         assert_eq!(code, 50, "{msg}");
-        // An uplink network is not served: 7, naming the key.
-        let (code, _) = status(CniTarget::Uplink("0000:01:00.0".into())).unwrap_err();
-        assert_eq!(code, 7);
+        // An uplink that is no PF of this host: 7, naming the key.
+        let (code, msg) = status(CniTarget::Uplink("0000:ee:1f.7".into())).unwrap_err();
+        assert_eq!(code, 7, "{msg}");
     }
 
     #[test]

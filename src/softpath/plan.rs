@@ -178,7 +178,14 @@ pub fn plan_with(
         });
     }
     for x in extra {
-        if !cfg.switches.iter().any(|s| s.name == x.switch) {
+        // `sw-<PCI address>`: an uplink's external switch, while its vPorts run it (a CNI
+        // uplink network's attachment when no VF of the uplink is free).
+        let external = x
+            .switch
+            .strip_prefix("sw-")
+            .map(|pf| SwitchKey::Uplink(pf.to_string()))
+            .filter(|k| by_switch.contains_key(k));
+        if external.is_none() && !cfg.switches.iter().any(|s| s.name == x.switch) {
             errors.push(SoftpathError::NoSuchSwitch {
                 vport: x.port.vport.clone(),
                 switch: x.switch.clone(),
@@ -194,7 +201,7 @@ pub fn plan_with(
             continue;
         }
         by_switch
-            .entry(SwitchKey::Named(x.switch.clone()))
+            .entry(external.unwrap_or_else(|| SwitchKey::Named(x.switch.clone())))
             .or_default()
             .push(x.port.clone());
     }

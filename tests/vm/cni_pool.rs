@@ -2,7 +2,9 @@
 //! in tests/cni_pool_sim.rs): apply reserves the pool's VFs before the vPorts', binds them to
 //! igbvf and leaves them clean (`ip -d link show` as the oracle, a VF left dirty beforehand
 //! included); status and discover show the pool and its holders; a rerun is a no-op; a
-//! shrink under a VF an attachment holds is refused, naming it.
+//! shrink under a VF an attachment holds is refused, naming it. Last, in the same boot, an
+//! uplink network through the daemon and the plugin: ADD takes the VF the shrunk pool left
+//! spare, STATUS answers 50 once it is held, DEL brings it home clean.
 
 use std::time::Duration;
 
@@ -102,5 +104,51 @@ fn a_pool_reserves_clean_igbvf_vfs_once() {
         o.text("shrink.ip.json"),
         ip,
         "a refused plan changes nothing"
+    );
+    uplink_network_add_status_del(&o);
+}
+
+/// An uplink network's ADD, STATUS and DEL on real igb/igbvf (tests/cni_uplink_sim.rs has
+/// the decisions on the simulated host): the spare VF 1 taken with its VLAN and MAC, then
+/// the uplink full (50), then VF 1 home and clean.
+fn uplink_network_add_status_del(o: &crate::rig::Outcome) {
+    let rc = |s: &str| o.text(&format!("{s}.rc")).trim().parse::<i32>().unwrap();
+    let log = || o.text("daemon.log");
+    assert_eq!(rc("shrink2"), 0, "{}", o.text("shrink2.err"));
+    assert_eq!(
+        rc("uadd"),
+        0,
+        "{}\n{}\n{}",
+        o.text("uadd.json"),
+        o.text("uadd.err"),
+        log()
+    );
+    let result: Value = serde_json::from_str(&o.text("uadd.json")).unwrap();
+    let iface = &result["interfaces"][0];
+    assert_eq!(iface["pciID"], o.text("vf1.bdf").trim(), "{result}");
+    let mac = iface["mac"].as_str().unwrap();
+    assert_eq!(o.text("uinside").trim(), mac, "the VF inside with its MAC");
+    let v = vf(&o.text("uadd.ip.json"), 1);
+    assert_eq!(v["vlan_list"][0]["vlan"], 300, "{v}");
+    assert_eq!(v["address"], mac, "{v}");
+    let status = o.text("ustatus.out");
+    assert_ne!(rc("ustatus"), 0, "{status}");
+    assert!(
+        status.contains("\"code\":50") && status.contains("has no free VF"),
+        "{status}"
+    );
+    assert_eq!(rc("udel"), 0, "{}\n{}", o.text("udel.out"), log());
+    // Clean: the PF shows no admin MAC, or the VF's own, which igbvf registers again when
+    // the way back restores it (as tests/vm/cni_vf.rs finds).
+    let v = vf(&o.text("udel.ip.json"), 1);
+    let own = o.text("vf1.mac");
+    assert!(
+        v["address"] == "00:00:00:00:00:00" || v["address"] == own.trim(),
+        "VF 1 clean (its own MAC {own}): {v}"
+    );
+    assert_eq!(v["vlan_list"][0]["vlan"].as_u64().unwrap_or(0), 0, "{v}");
+    assert!(
+        !o.text("udel.home").trim().is_empty(),
+        "VF 1's netdev is home"
     );
 }

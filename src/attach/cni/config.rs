@@ -24,12 +24,15 @@ pub enum Target {
     Pool(String),
 }
 
-/// An uplink PF, by the identities that survive renaming.
+/// An uplink PF, as the host config's `[[uplink]]` selectors name one. An interface name
+/// is resolved to the PF's PCI address by the daemon at each call, and the attachment
+/// records the PCI address, so it never follows a rename.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UplinkRef {
     /// Normalized: lower case with the domain, `0000:01:00.0`.
     Pci(String),
     Mac(Mac),
+    Ifname(String),
 }
 
 /// How hard to try for a VF: the words of the host config's `offload`.
@@ -295,8 +298,7 @@ fn target(obj: &Map<String, Value>) -> Result<Target, CniError> {
     if let Some(p) = name_at(obj, "pool", "pool")? {
         return Ok(Target::Pool(p));
     }
-    let hint =
-        "uplink is the PF's PCI address (\"0000:01:00.0\") or MAC; or name a switch or a pool";
+    let hint = "uplink is the PF's PCI address (\"0000:01:00.0\"), MAC or interface name; or name a switch or a pool";
     match obj.get("uplink") {
         None => Err(CniError::invalid(
             "uplink",
@@ -306,7 +308,7 @@ fn target(obj: &Map<String, Value>) -> Result<Target, CniError> {
         Some(Value::String(s)) => uplink_ref(s).map(Target::Uplink).ok_or_else(|| {
             CniError::invalid(
                 "uplink",
-                format!("{s:?} is neither a PCI address nor a unicast MAC"),
+                format!("{s:?} is neither a PCI address, a unicast MAC nor an interface name"),
                 hint,
             )
         }),
@@ -318,10 +320,21 @@ fn target(obj: &Map<String, Value>) -> Result<Target, CniError> {
     }
 }
 
-/// `0000:01:00.0` or `01:00.0` (domain 0), or a unicast, non-zero MAC.
+/// `0000:01:00.0` or `01:00.0` (domain 0), a unicast, non-zero MAC, or an interface name
+/// (1 to 15 bytes, none of them `/`, `:` or white space, not `.` or `..`: what the kernel
+/// accepts; a colon never being one keeps the three apart).
 fn uplink_ref(s: &str) -> Option<UplinkRef> {
     if let Ok(mac) = s.parse::<Mac>() {
         return (!mac.is_multicast() && !mac.is_zero()).then_some(UplinkRef::Mac(mac));
+    }
+    let ifname = (1..=15).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && !s
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace());
+    if ifname {
+        return Some(UplinkRef::Ifname(s.to_string()));
     }
     let lower = s.to_ascii_lowercase();
     let full = if lower.matches(':').count() == 1 {
@@ -649,6 +662,10 @@ mod tests {
                 Target::Uplink(UplinkRef::Mac("52:54:00:12:00:01".parse().unwrap())),
             ),
             (
+                r#"{"cniVersion":"1.1.0","name":"n","type":"vportd","uplink":"enp1s0f0"}"#,
+                Target::Uplink(UplinkRef::Ifname("enp1s0f0".into())),
+            ),
+            (
                 r#"{"cniVersion":"1.1.0","name":"n","type":"vportd","uplink":"01:00.1"}"#,
                 Target::Uplink(UplinkRef::Pci("0000:01:00.1".into())),
             ),
@@ -777,22 +794,22 @@ mod tests {
             (
                 "uplink",
                 "\"01:00:5e:00:00:01\"",
-                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"uplink\": \"01:00:5e:00:00:01\" is neither a PCI address nor a unicast MAC","details":"uplink is the PF's PCI address (\"0000:01:00.0\") or MAC; or name a switch or a pool"}"#,
+                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"uplink\": \"01:00:5e:00:00:01\" is neither a PCI address, a unicast MAC nor an interface name","details":"uplink is the PF's PCI address (\"0000:01:00.0\"), MAC or interface name; or name a switch or a pool"}"#,
             ),
             (
                 "uplink",
-                "\"eth0\"",
-                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"uplink\": \"eth0\" is neither a PCI address nor a unicast MAC","details":"uplink is the PF's PCI address (\"0000:01:00.0\") or MAC; or name a switch or a pool"}"#,
+                "\"eth/0\"",
+                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"uplink\": \"eth/0\" is neither a PCI address, a unicast MAC nor an interface name","details":"uplink is the PF's PCI address (\"0000:01:00.0\"), MAC or interface name; or name a switch or a pool"}"#,
             ),
             (
                 "uplink",
                 "\"0000:01:00.8\"",
-                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"uplink\": \"0000:01:00.8\" is neither a PCI address nor a unicast MAC","details":"uplink is the PF's PCI address (\"0000:01:00.0\") or MAC; or name a switch or a pool"}"#,
+                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"uplink\": \"0000:01:00.8\" is neither a PCI address, a unicast MAC nor an interface name","details":"uplink is the PF's PCI address (\"0000:01:00.0\"), MAC or interface name; or name a switch or a pool"}"#,
             ),
             (
                 "uplink",
                 "<unset>",
-                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"uplink\": is missing: a network needs one of uplink, switch or pool","details":"uplink is the PF's PCI address (\"0000:01:00.0\") or MAC; or name a switch or a pool"}"#,
+                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"uplink\": is missing: a network needs one of uplink, switch or pool","details":"uplink is the PF's PCI address (\"0000:01:00.0\"), MAC or interface name; or name a switch or a pool"}"#,
             ),
             (
                 "switch",

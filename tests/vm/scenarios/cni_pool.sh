@@ -52,4 +52,34 @@ step status status --config /tmp/pool.toml
 step discover discover --config /tmp/pool.toml --json
 step shrink apply /tmp/pool-shrunk.toml
 cp /tmp/state/state.json $OUT/state.json
+# An uplink network, through the daemon and the plugin (the same binary): with the book gone
+# the pool shrinks to 1 (vm-a keeps VF 2), leaving VF 1 spare; ADD takes it (VLAN 300 on the
+# PF, in the namespace as eth0 with its MAC), STATUS then answers 50 (no VF left, no software
+# switch), DEL brings it home clean.
+rm -f /tmp/state/attachments.json
+step shrink2 apply /tmp/pool-shrunk.toml
+basename "$(readlink $pfdev/virtfn1)" > $OUT/vf1.bdf
+cat /sys/class/net/$(ls $pfdev/virtfn1/net)/address > $OUT/vf1.mac
+mkdir -p /run/vportd /var/run/netns
+vportd daemon --config /tmp/pool-shrunk.toml --socket /run/vportd/up.sock --no-uevents \
+  > /run/daemon.out 2> $OUT/daemon.log &
+DAEMON=$!
+for i in $(seq 1 200); do [ -S /run/vportd/up.sock ] && break; sleep 0.3; done
+ip netns add u1
+uconf() {
+  printf '{"cniVersion":"1.1.0","name":"upnet","type":"vportd","uplink":"%s","vlan":300,"socket":"/run/vportd/up.sock"}' "$pf"
+}
+uplugin() {
+  CNI_COMMAND=$1 CNI_CONTAINERID=u1 CNI_NETNS=/var/run/netns/u1 CNI_IFNAME=eth0 \
+    CNI_PATH=/usr/lib/cni vportd
+}
+uconf | uplugin ADD > $OUT/uadd.json 2> $OUT/uadd.err; echo $? > $OUT/uadd.rc
+ip netns exec u1 cat /sys/class/net/eth0/address > $OUT/uinside 2>&1
+ip -d -j link show eth0 > $OUT/uadd.ip.json
+uconf | CNI_COMMAND=STATUS CNI_PATH=/usr/lib/cni vportd > $OUT/ustatus.out 2>&1
+echo $? > $OUT/ustatus.rc
+uconf | uplugin DEL > $OUT/udel.out 2>&1; echo $? > $OUT/udel.rc
+ip -d -j link show eth0 > $OUT/udel.ip.json
+ls $pfdev/virtfn1/net > $OUT/udel.home 2>&1
+kill $DAEMON
 true
