@@ -917,8 +917,9 @@ impl Running {
 /// first: its device is deleted or kept either way. One closer thread, started with the
 /// first edge it gets; when it cannot start, the edge is closed here.
 fn close_later(edge: Box<dyn Edge>) {
-    static CLOSER: std::sync::OnceLock<Option<std::sync::Mutex<Sender<Box<dyn Edge>>>>> =
-        std::sync::OnceLock::new();
+    /// The closer thread's inbox; None when it could not start.
+    type Closer = Option<std::sync::Mutex<Sender<Box<dyn Edge>>>>;
+    static CLOSER: std::sync::OnceLock<Closer> = std::sync::OnceLock::new();
     let closer = CLOSER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Box<dyn Edge>>();
         std::thread::Builder::new()
