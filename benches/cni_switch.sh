@@ -11,7 +11,9 @@
 # vportd/bridge ratio. Everything runs in private network namespaces: no frame, and no
 # device, meets this machine's NIC.
 #
-# Usage: benches/cni_switch.sh [ROUNDS]   (default 100; VPORTD=path to use a built binary)
+# Usage: benches/cni_switch.sh [ROUNDS]   (default 100; VPORTD=path to use a built binary;
+#   VPORTD_LOG=FILE keeps the daemon's debug log there: how long each CNI call, kick, veth,
+#   ring and switch port took)
 set -eu
 N=${1:-100}
 cd "$(dirname "$0")/.."
@@ -32,6 +34,7 @@ resident=vpbr$$
 daemon=
 cleanup() {
 	[ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+	[ -z "${VPORTD_LOG:-}" ] || cp "$tmp/daemon.log" "$VPORTD_LOG"
 	ip netns del "$ctr" 2>/dev/null || true
 	ip netns del "$resident" 2>/dev/null || true
 	ip netns del "$host" 2>/dev/null || true
@@ -51,7 +54,9 @@ state_dir = "$tmp/state"
 name = "bench"
 EOF
 "$VPORTD" apply "$tmp/host.toml" >/dev/null
-nsenter --net=/run/netns/"$host" "$VPORTD" daemon --config "$tmp/host.toml" \
+level=info
+[ -z "${VPORTD_LOG:-}" ] || level=debug
+nsenter --net=/run/netns/"$host" "$VPORTD" --log-level $level daemon --config "$tmp/host.toml" \
 	--socket "$tmp/vportd.sock" --metrics off --no-uevents --period-ms 1000 \
 	2>"$tmp/daemon.log" &
 daemon=$!

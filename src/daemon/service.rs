@@ -596,7 +596,10 @@ impl Loop {
     /// A CNI call's kick: the software path refreshed now, answered with its problems
     /// and what it runs.
     fn kicked(&mut self, kick: &crate::daemon::cni::Kick) {
-        let answer = match self.refresh_soft() {
+        let started = Instant::now();
+        let refreshed = self.refresh_soft();
+        log::debug!("a kick's refresh took {:?}", started.elapsed());
+        let answer = match refreshed {
             Some(problems) => crate::daemon::cni::SoftAnswer {
                 problems,
                 snapshot: self.soft.as_ref().map(|s| s.view().snapshot()),

@@ -209,6 +209,22 @@ pub struct AfPacket {
 // it to another thread moves that exclusive ownership with it.
 unsafe impl Send for AfPacket {}
 
+/// Rings made by [`AfPacket::spare`], waiting for their netdev.
+pub struct SpareRing(AfPacket);
+
+impl SpareRing {
+    /// The edge on the netdev `ifindex`, as [`AfPacket::open_index`] (or `_counted`, as the
+    /// spare was made) would have opened it.
+    pub fn bind(self, ifindex: u32) -> Result<AfPacket, AfPacketError> {
+        let ifname = crate::host::netdev_name(ifindex).map_err(|_| AfPacketError::NoInterface {
+            ifname: format!("with index {ifindex}"),
+        })?;
+        let mut edge = self.0;
+        edge.direct = direct_socket(&ifname, ifindex as i32, edge.vnet)?;
+        edge.bound(ifindex as i32, &ifname)
+    }
+}
+
 /// The slot's frame did not fit; the whole packet waits on the socket's receive queue.
 const TP_STATUS_COPY: u32 = 1 << 1;
 /// `PACKET_COPY_THRESH`: turns the receive queue side door on.
@@ -366,6 +382,53 @@ impl AfPacket {
         size: RingSize,
         counted: bool,
     ) -> Result<Self, AfPacketError> {
+        let direct = direct_socket(ifname, ifindex, vnet_hdr)?;
+        let edge = Self::rings(fd, direct, ifname, vnet_hdr, size, counted)?;
+        edge.bound(ifindex, ifname)
+    }
+
+    /// Rings made ahead of their netdev, for [`SpareRing::bind`]: setting up a ring waits
+    /// for an RCU grace period (the kernel's `packet_set_ring` calls `synchronize_net`, once
+    /// per ring), tens of milliseconds on a loaded host, which a spare pays before anyone
+    /// waits for it. Unbound (protocol 0), the socket receives nothing meanwhile.
+    pub fn spare(
+        vnet_hdr: bool,
+        size: RingSize,
+        counted: bool,
+    ) -> Result<SpareRing, AfPacketError> {
+        let (fd, _) = new_socket("a spare ring", 0)?;
+        // A stand-in for the send socket, replaced by the netdev's own when bound: not a
+        // packet socket, whose close would wait for a grace period again.
+        let direct = std::os::unix::net::UnixDatagram::unbound()
+            .map(OwnedFd::from)
+            .map_err(|source| AfPacketError::Setup {
+                ifname: "a spare ring".into(),
+                step: "create the send socket's stand-in",
+                source,
+            })?;
+        Self::rings(fd, direct, "a spare ring", vnet_hdr, size, counted).map(SpareRing)
+    }
+
+    /// Binds finished rings to `ifindex`.
+    fn bound(mut self, ifindex: i32, ifname: &str) -> Result<Self, AfPacketError> {
+        bind_edge(self.fd.as_raw_fd(), ifindex).map_err(|(step, source)| AfPacketError::Setup {
+            ifname: ifname.to_string(),
+            step,
+            source,
+        })?;
+        self.ifindex = ifindex;
+        Ok(self)
+    }
+
+    /// The socket's options, rings and (when `counted`) receive counter, not yet bound.
+    fn rings(
+        fd: OwnedFd,
+        direct: OwnedFd,
+        ifname: &str,
+        vnet_hdr: bool,
+        size: RingSize,
+        counted: bool,
+    ) -> Result<Self, AfPacketError> {
         let raw = fd.as_raw_fd();
         let step = |step: &'static str| {
             move |source| AfPacketError::Setup {
@@ -377,7 +440,6 @@ impl AfPacket {
         let failed = |(what, source)| step(what)(source);
         socket_options(raw, vnet_hdr).map_err(failed)?;
         let (map, map_len) = map_rings(raw, size).map_err(failed)?;
-        let direct = direct_socket(ifname, ifindex, vnet_hdr)?;
         let mut edge = AfPacket {
             fd,
             direct,
@@ -387,7 +449,7 @@ impl AfPacket {
             rx_head: 0,
             tx_head: 0,
             vnet: vnet_hdr,
-            ifindex,
+            ifindex: 0,
             counter: None,
             rx_slots: 0,
             rx_lost: 0,
@@ -395,7 +457,6 @@ impl AfPacket {
         if counted {
             edge.counter = Some(attach_counter(raw, ifname)?);
         }
-        bind_edge(raw, ifindex).map_err(failed)?;
         Ok(edge)
     }
 

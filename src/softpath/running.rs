@@ -39,6 +39,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -645,12 +646,20 @@ impl Running {
                 continue;
             }
             if let Some(port) = self.ports.remove(&old.vport) {
-                match handle.remove_port(port.id) {
+                let asked = std::time::Instant::now();
+                let removed = handle.remove_port(port.id);
+                log::debug!(
+                    "vPort {}: its port removed by the worker in {:?}",
+                    old.vport,
+                    asked.elapsed()
+                );
+                match removed {
                     // A changed port keeps its TAP; a removed one closes it.
                     Ok(Some(edge)) if new.is_some_and(|n| n.tap == old.tap) => {
                         taps.insert(old.vport.clone(), (edge, port.tap));
                     }
-                    Ok(_) => {}
+                    Ok(Some(edge)) => close_later(edge),
+                    Ok(None) => {}
                     Err(e) => errors.push(e.into()),
                 }
             }
@@ -701,7 +710,14 @@ impl Running {
                 Some((edge, tap)) => (Some(edge), tap, attach_kind(p)),
                 None => open_tap(p, book, errors),
             };
-            match handle.add_port(p.cfg.clone(), edge) {
+            let asked = std::time::Instant::now();
+            let added = handle.add_port(p.cfg.clone(), edge);
+            log::debug!(
+                "vPort {}: its port added by the worker in {:?}",
+                p.vport,
+                asked.elapsed()
+            );
+            match added {
                 Ok(id) => {
                     self.ports.insert(
                         p.vport.clone(),
@@ -893,6 +909,36 @@ impl Running {
             }
         }
     }
+}
+
+/// Closes a removed port's NIC edge off the caller's thread. Closing a packet socket waits
+/// for an RCU grace period (the kernel's `packet_release` calls `synchronize_net`), tens of
+/// milliseconds on a loaded host, and nothing the caller does next needs the socket closed
+/// first: its device is deleted or kept either way. One closer thread, started with the
+/// first edge it gets; when it cannot start, the edge is closed here.
+fn close_later(edge: Box<dyn Edge>) {
+    /// The closer thread's inbox; None when it could not start.
+    type Closer = Option<std::sync::Mutex<Sender<Box<dyn Edge>>>>;
+    static CLOSER: std::sync::OnceLock<Closer> = std::sync::OnceLock::new();
+    let closer = CLOSER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn Edge>>();
+        std::thread::Builder::new()
+            .name("edge-closer".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .ok()
+            .map(|_| std::sync::Mutex::new(tx))
+    });
+    let edge = match closer {
+        Some(tx) => match tx.lock() {
+            Ok(tx) => match tx.send(edge) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(edge)) => edge,
+            },
+            Err(_) => edge,
+        },
+        None => edge,
+    };
+    drop(edge);
 }
 
 fn netdev_name(ifindex: u32) -> String {

@@ -123,7 +123,10 @@ impl TapBook {
             taps: self.taps.clone(),
         };
         let text = serde_json::to_string_pretty(&file).expect("records serialize");
-        if let Err(e) = userfiles::write_atomic(p, text.as_bytes()) {
+        // No fsync: the record names TAPs and veths, which a power loss or kernel crash
+        // takes along; rename keeps it whole against our own death (a CNI ADD or DEL pays
+        // this write in its latency).
+        if let Err(e) = userfiles::write_replace(p, text.as_bytes()) {
             errors.push(e.into());
         }
     }
@@ -242,6 +245,7 @@ impl TapBook {
         if gone.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         for vport in gone {
             let Some(rec) = self.taps.remove(&vport) else {
                 continue;
@@ -257,7 +261,12 @@ impl TapBook {
                 });
             }
         }
+        let deleted = started.elapsed();
         self.save(errors);
+        log::debug!(
+            "retired devices deleted in {deleted:?}, the record saved after {:?}",
+            started.elapsed()
+        );
     }
 }
 

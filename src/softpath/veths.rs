@@ -18,7 +18,7 @@
 use super::plan::{ExtraPort, PortPlan};
 use super::running::SoftpathError;
 use super::taps::{TAP_RING, TapBook, TapRecord};
-use crate::host::afpacket::AfPacket;
+use crate::host::afpacket::{AfPacket, SpareRing};
 use crate::host::netns::{self, Netns, Placement};
 use crate::model::mac::Mac;
 use crate::model::pool::VfAttributes;
@@ -87,6 +87,7 @@ pub(super) fn connect(
     ifname: &str,
     errors: &mut Vec<SoftpathError>,
 ) -> Option<(Box<dyn Edge>, u32)> {
+    let started = std::time::Instant::now();
     let device = nix::net::if_::if_nametoindex(p.tap.as_str()).ok();
     let recorded = book.get(&p.vport).map(|r| r.ifindex);
     let ifindex = match device {
@@ -109,6 +110,7 @@ pub(super) fn connect(
         }
         None => make(book, p, netns, ifname, errors)?,
     };
+    let made = started.elapsed();
     if let Err(e) = crate::host::tap::keep_host_off(&p.tap) {
         log::warn!(
             "vPort {}: the host's addresses stay on {}: {e}",
@@ -116,7 +118,14 @@ pub(super) fn connect(
             p.tap
         );
     }
-    match AfPacket::open_index_counted(ifindex, true, TAP_RING) {
+    let kept_off = started.elapsed();
+    let opened = open_edge(ifindex);
+    log::debug!(
+        "vPort {}: veth had after {made:?}, host kept off after {kept_off:?}, edge open after {:?}",
+        p.vport,
+        started.elapsed()
+    );
+    match opened {
         Ok(edge) => Some((Box::new(edge), ifindex)),
         Err(e) => {
             errors.push(SoftpathError::TapEdge {
@@ -126,6 +135,37 @@ pub(super) fn connect(
             });
             None
         }
+    }
+}
+
+/// The spare rings of the next container veth (see [`AfPacket::spare`]): one at a time, made
+/// by a short-lived thread after each veth took the last one, so a CNI ADD binds rings made
+/// before it came instead of waiting two RCU grace periods for new ones. Costs one veth's
+/// rings of memory (2 x 4 MiB) while a daemon serves containers.
+static SPARE: std::sync::Mutex<Option<SpareRing>> = std::sync::Mutex::new(None);
+
+/// The switch's edge on the veth end `ifindex`: the spare rings bound to it, or new ones.
+fn open_edge(ifindex: u32) -> Result<AfPacket, crate::host::afpacket::AfPacketError> {
+    let spare = SPARE.lock().ok().and_then(|mut s| s.take());
+    let _ = std::thread::Builder::new()
+        .name("spare-ring".into())
+        .spawn(|| {
+            if SPARE.lock().is_ok_and(|s| s.is_some()) {
+                return;
+            }
+            match AfPacket::spare(true, TAP_RING, true) {
+                Ok(ring) => {
+                    if let Ok(mut s) = SPARE.lock() {
+                        s.get_or_insert(ring);
+                    }
+                }
+                Err(e) => log::debug!("no spare ring for the next veth: {e}"),
+            }
+        });
+    match spare.map(|s| s.bind(ifindex)) {
+        Some(Ok(edge)) => Ok(edge),
+        // A spare that would not bind is dropped; the next try opens its own.
+        _ => AfPacket::open_index_counted(ifindex, true, TAP_RING),
     }
 }
 

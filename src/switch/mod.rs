@@ -100,6 +100,9 @@ pub struct Switch {
     /// The kernel flow cache, when turned on ([`Switch::enable_fastpath`]).
     fast: Option<flowcache::FlowCache>,
     last_sweep: u64,
+    /// While the worker serves a command: the flow cache's attaches (true) and detaches
+    /// (false) it left for after its answer (see [`Switch::apply`]).
+    fast_later: Option<Vec<(PortId, bool)>>,
 }
 
 impl Switch {
@@ -116,6 +119,7 @@ impl Switch {
             nics_changed: false,
             fast: None,
             last_sweep: 0,
+            fast_later: None,
         }
     }
 
@@ -159,6 +163,10 @@ impl Switch {
     }
 
     fn attach_fast(&mut self, port: PortId) {
+        if let Some(later) = self.fast_later.as_mut() {
+            later.push((port, true));
+            return;
+        }
         let (Some(fc), Some(Some(edge))) = (self.fast.as_mut(), self.edges.get_mut(port.0)) else {
             return;
         };
@@ -181,6 +189,12 @@ impl Switch {
         }
         if let Some(Some(edge)) = self.edges.get_mut(port.0) {
             let _ = edge.set_rx_filter(None);
+        }
+        if let Some(later) = self.fast_later.as_mut() {
+            // Its flows go now; its kernel link after the answer.
+            fc.forget_port(port);
+            later.push((port, false));
+            return;
         }
         fc.detach(port);
     }
@@ -445,23 +459,32 @@ impl Switch {
         let stop = Arc::new(AtomicBool::new(false));
         let (cmd_tx, cmd_rx) = channel();
         let worker_stop = stop.clone();
+        let spawn_failed = |source| SwitchError::Spawn {
+            switch: name.clone(),
+            source,
+        };
+        let bell = io::wait::Bell::new().map_err(spawn_failed)?;
+        let ringer = bell.ringer().map_err(spawn_failed)?;
         let thread = std::thread::Builder::new()
             .name(format!("switch-{name}"))
-            .spawn(move || self.run(&worker_stop, &cmd_rx))
-            .map_err(|source| SwitchError::Spawn {
-                switch: name.clone(),
-                source,
-            })?;
+            .spawn(move || self.run(&worker_stop, &cmd_rx, &bell))
+            .map_err(spawn_failed)?;
         Ok(SwitchHandle {
             name,
             counters,
             stop,
             commands: cmd_tx,
+            ringer,
             thread: Some(thread),
         })
     }
 
-    fn run(mut self, stop: &AtomicBool, commands: &Receiver<Command>) -> Switch {
+    fn run(
+        mut self,
+        stop: &AtomicBool,
+        commands: &Receiver<Command>,
+        bell: &io::wait::Bell,
+    ) -> Switch {
         let start = Instant::now();
         let mut last_busy = 0u64;
         let mut fds: Vec<std::os::fd::RawFd> = Vec::new();
@@ -481,6 +504,8 @@ impl Switch {
                     .filter_map(|(port, e)| Some((e.as_ref()?.raw_fd()?, port)))
                     .unzip();
                 all_fds = fds.len() == self.edges.iter().flatten().count();
+                // The bell last, past the ports' descriptors.
+                fds.push(bell.fd());
                 edges_changed = false;
                 self.nics_changed = false;
             }
@@ -496,14 +521,19 @@ impl Switch {
                 std::hint::spin_loop();
                 continue;
             }
+            // Asleep, a command (or a stop) rings the bell: it is served at once, not when
+            // the wait times out.
             let timeout = if all_fds { 10 } else { 1 };
-            if fds.is_empty() {
+            if fd_ports.is_empty() && !all_fds {
+                // Only edges without a descriptor (memory edges): poll them often.
                 std::thread::sleep(Duration::from_micros(200));
             } else {
                 let faulty = io::wait::readable(&fds, timeout);
+                bell.hush();
                 // A descriptor in error stays ready: without this, a NIC that keeps reporting
                 // an error with its device still there would turn the wait into a spin.
-                if !faulty.is_empty() && self.check_nics(faulty.iter().map(|&i| fd_ports[i])) {
+                let ports = faulty.iter().filter_map(|&i| fd_ports.get(i).copied());
+                if !faulty.is_empty() && self.check_nics(ports) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
@@ -511,7 +541,24 @@ impl Switch {
         self
     }
 
+    /// Serves a command, answering before the flow cache's kernel half follows: loading a
+    /// port's socket filter and attaching or detaching its tc program waits for the kernel
+    /// (tcx swaps its program list under RCU: a grace period, tens of milliseconds on a
+    /// loaded host), and the port forwards through the ring meanwhile. Done before the next
+    /// command is read, so every later command sees the cache as if done at once.
     fn apply(&mut self, cmd: Command) {
+        self.fast_later = Some(Vec::new());
+        self.answer(cmd);
+        for (port, attach) in self.fast_later.take().unwrap_or_default() {
+            if attach {
+                self.attach_fast(port);
+            } else if let Some(fc) = self.fast.as_mut() {
+                fc.detach(port);
+            }
+        }
+    }
+
+    fn answer(&mut self, cmd: Command) {
         match cmd {
             Command::AddPort(cfg, edge, reply) => {
                 let _ = reply.send(self.add_port(cfg, edge));
@@ -552,6 +599,7 @@ pub struct SwitchHandle {
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     commands: Sender<Command>,
+    ringer: io::wait::Ringer,
     thread: Option<JoinHandle<Switch>>,
 }
 
@@ -570,6 +618,7 @@ impl SwitchHandle {
         };
         let (tx, rx) = channel();
         self.commands.send(cmd(tx)).map_err(|_| stopped())?;
+        self.ringer.ring();
         rx.recv().map_err(|_| stopped())?
     }
 
@@ -606,6 +655,7 @@ impl SwitchHandle {
     /// Stops the worker and returns the switch (with its NICs) as it was.
     pub fn stop(mut self) -> Option<Switch> {
         self.stop.store(true, Ordering::Relaxed);
+        self.ringer.ring();
         self.thread.take().and_then(|t| t.join().ok())
     }
 }
@@ -613,6 +663,7 @@ impl SwitchHandle {
 impl Drop for SwitchHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.ringer.ring();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -29,3 +29,47 @@ pub fn readable(fds: &[RawFd], timeout_ms: u16) -> Vec<usize> {
         .map(|(i, _)| i)
         .collect()
 }
+
+/// A doorbell for a sleeping worker: the worker polls `fd()` beside its NICs, so a command
+/// (or a stop) sent while it sleeps is served at once rather than when the wait times out.
+/// A datagram socket pair (std, no unsafe): the ring side may ring any number of times
+/// before the worker drains, each ring one byte, and a full buffer means the bell already
+/// rings (the send is non-blocking and its failure is fine).
+pub struct Bell {
+    rx: std::os::unix::net::UnixDatagram,
+    tx: std::os::unix::net::UnixDatagram,
+}
+
+/// The ringing side of a [`Bell`], for the threads that send the worker commands.
+#[derive(Clone)]
+pub struct Ringer(std::sync::Arc<std::os::unix::net::UnixDatagram>);
+
+impl Bell {
+    pub fn new() -> std::io::Result<Bell> {
+        let (rx, tx) = std::os::unix::net::UnixDatagram::pair()?;
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        Ok(Bell { rx, tx })
+    }
+
+    pub fn ringer(&self) -> std::io::Result<Ringer> {
+        Ok(Ringer(std::sync::Arc::new(self.tx.try_clone()?)))
+    }
+
+    /// The descriptor to poll: readable while the bell rings.
+    pub fn fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.rx)
+    }
+
+    /// Stops the ringing (every ring so far read off).
+    pub fn hush(&self) {
+        let mut b = [0u8; 16];
+        while self.rx.recv(&mut b).is_ok() {}
+    }
+}
+
+impl Ringer {
+    pub fn ring(&self) {
+        let _ = self.0.send(&[1]);
+    }
+}
