@@ -137,6 +137,17 @@ pub fn soft_ports(state_dir: &Path) -> Vec<ExtraPort> {
 
 fn load_book(path: &Path) -> Result<Book, CniError> {
     match userfiles::read_text(path) {
+        // The book is renamed into place without fsync (see `CniService::save`): after a power loss
+        // some filesystems leave the new name with no data. What it described (veths, VFs in
+        // namespaces) did not survive the reboot either, so an empty book is the truth; any
+        // other damage is still an error.
+        Ok(text) if text.trim().is_empty() => {
+            log::warn!(
+                "{} is empty (a write cut short by a power loss?): starting from an empty book",
+                path.display()
+            );
+            Ok(Book::default())
+        }
         Ok(text) => Book::from_json(&text).map_err(|e| io(&e.to_string())),
         Err(FilesError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             Ok(Book::default())
@@ -1377,5 +1388,16 @@ mod tests {
         let gone = svc.gone_namespaces();
         assert_eq!(gone.len(), 1);
         assert!(gone[0].contains("container c9's eth0 on network n: its network namespace /nonexistent/netns/c9 is gone"), "{}", gone[0]);
+    }
+
+    /// A book left empty by a power loss reads as no attachments; a damaged one is an error.
+    #[test]
+    fn an_empty_book_is_no_attachments_and_a_damaged_one_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("attachments.json");
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(load_book(&p).unwrap(), Book::default());
+        std::fs::write(&p, "{\"attach").unwrap();
+        assert!(load_book(&p).is_err());
     }
 }
