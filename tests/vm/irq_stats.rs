@@ -10,6 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// five intervals of irqbalance's `--interval=1`).
 pub const PING_PONG_WINDOW_MS: u64 = 5_000;
 
+/// A CPU whose irq+softirq share of a sampling interval is above this is hot: the daemon's
+/// upper threshold (src/rebalance/policy.rs), here measured by the kernel, not estimated.
+pub const HOT_SHARE: f64 = 0.8;
+
 /// /proc/stat ticks of one CPU: irq + softirq, and all (user .. steal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTicks {
@@ -274,6 +278,8 @@ pub struct Figures {
     pub moves_hot: usize,
     pub ping_pongs: usize,
     pub spread_ms: Option<u64>,
+    /// From the load's start to the end of the first interval with a CPU above HOT_SHARE.
+    pub hot_ms: Option<u64>,
     pub serving_hot_start: usize,
     pub serving_hot_max: usize,
     pub serving_end: usize,
@@ -310,10 +316,8 @@ pub struct RunInput<'a> {
 }
 
 pub fn figures(r: &RunInput) -> Figures {
-    let shares: Vec<f64> = busiest_shares(r.samples, r.hot_start, r.hot_stop)
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
+    let timeline = busiest_shares(r.samples, r.hot_start, r.hot_stop);
+    let shares: Vec<f64> = timeline.iter().map(|(_, s)| *s).collect();
     let all = moves(r.samples);
     let hot = r
         .samples
@@ -329,6 +333,10 @@ pub fn figures(r: &RunInput) -> Figures {
             .count(),
         ping_pongs: ping_pongs(&all, PING_PONG_WINDOW_MS),
         spread_ms: spread_after(r.samples, r.hot_start, r.hot_stop),
+        hot_ms: timeline
+            .iter()
+            .find(|(_, s)| *s > HOT_SHARE)
+            .map(|(ms, _)| ms - r.hot_start),
         serving_hot_start: at(r.samples, r.hot_start).map_or(0, |s| serving(s).len()),
         serving_hot_max: hot.map(|s| serving(s).len()).max().unwrap_or(0),
         serving_end: r.samples.last().map(|s| serving(s).len()).unwrap_or(0),
@@ -350,17 +358,18 @@ fn secs(ms: Option<u64>) -> String {
 /// The comparison as a Markdown table, one row per run.
 pub fn table(runs: &[Figures]) -> String {
     let mut t = String::from(
-        "| run | p95 busiest CPU (irq+softirq) | IRQ moves (in load) | ping-pongs | spread after | CPUs serving: load start, max, end | consolidated after | iperf3 MB | TCP retransmits | NIC + backlog drops |\n\
+        "| run | p95 busiest CPU (irq+softirq) | IRQ moves (in load) | ping-pongs | CPU hot after, spread after | CPUs serving: load start, max, end | consolidated after | iperf3 MB | TCP retransmits | NIC + backlog drops |\n\
          |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for f in runs {
         t.push_str(&format!(
-            "| {} | {:.2} | {} ({}) | {} | {} | {}, {}, {} | {} | {:.0} | {} | {} + {} |\n",
+            "| {} | {:.2} | {} ({}) | {} | {}, {} | {}, {}, {} | {} | {:.0} | {} | {} + {} |\n",
             f.who,
             f.p95_busiest,
             f.moves,
             f.moves_hot,
             f.ping_pongs,
+            secs(f.hot_ms),
             secs(f.spread_ms),
             f.serving_hot_start,
             f.serving_hot_max,
@@ -514,12 +523,19 @@ mod tests {
         assert_eq!(f.p95_busiest, 0.9);
         assert_eq!((f.moves, f.moves_hot, f.ping_pongs), (2, 1, 0));
         assert_eq!(f.spread_ms, Some(2000));
+        assert_eq!(
+            f.hot_ms,
+            Some(1000),
+            "0.9 of the first interval is above {HOT_SHARE}"
+        );
         assert_eq!((f.serving_hot_max, f.serving_end), (2, 1));
         assert_eq!(f.consolidate_ms, Some(6000));
         assert_eq!((f.drops, f.backlog_drops), (1, 16));
         let t = table(&[f]);
         assert!(
-            t.contains("| x | 0.90 | 2 (1) | 0 | 2.00 s | 1, 2, 1 | 6.00 s | 2 | 4 | 1 + 16 |"),
+            t.contains(
+                "| x | 0.90 | 2 (1) | 0 | 1.00 s, 2.00 s | 1, 2, 1 | 6.00 s | 2 | 4 | 1 + 16 |"
+            ),
             "{t}"
         );
     }
