@@ -107,6 +107,11 @@ fn rebalancer_beside_irqbalance_on_a_load_step_once() {
             context(1)
         );
     }
+    // Point 9: no more work lost on the load step than irqbalance.
+    assert!(
+        v.drops + v.backlog_drops <= i.drops + i.backlog_drops,
+        "vportd dropped more than irqbalance on the same load step\n{runs:?}"
+    );
     // irqbalance: it acts on the same IRQs (else the comparison compares nothing).
     assert!(
         i.moves >= 1,
