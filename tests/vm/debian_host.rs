@@ -133,8 +133,35 @@ pub fn debian_rig(rig: &RigEnv, pfs: usize, share: Vec<(String, Vec<u8>)>) -> Ri
         .system_disk(disk)
 }
 
+/// The release build of vportd, as a package ships it (no fault injection, no debug
+/// information; a test build is also several times slower under TCG): `cargo build --release`,
+/// which reuses what an earlier build left in the target directory.
+fn release_vportd() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "vportd",
+            "--message-format=json",
+        ])
+        .current_dir(repo)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "cargo build --release failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|msg| msg["target"]["name"] == "vportd")
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .expect("cargo names the release vportd it built")
+}
+
 /// The package under test. Until scripts/package lands, a minimal .deb made here from the
-/// vportd the tests built, the unit and the udev rules, laid out as the package lays them out
+/// release vportd, the units and the udev rules of udev/, laid out as the package lays them out
 /// (/usr/bin, /usr/lib/systemd/system, /usr/lib/udev/rules.d), with a postinst that tells
 /// systemd and udev, as debhelper's would.
 fn package(dir: &Path) -> PathBuf {
@@ -146,27 +173,28 @@ fn package(dir: &Path) -> PathBuf {
         fs::copy(from, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
         fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).unwrap();
     };
-    put(
-        Path::new(env!("CARGO_BIN_EXE_vportd")),
-        "usr/bin/vportd",
-        0o755,
-    );
-    // A test build carries 100+ MB of debug information: not what a package ships.
+    put(&release_vportd(), "usr/bin/vportd", 0o755);
+    // As dh_strip would: the symbol table is not what a package ships.
     let strip = Command::new("strip")
         .arg(root.join("usr/bin/vportd"))
         .status()
         .expect("strip runs");
     assert!(strip.success(), "strip failed on vportd");
-    put(
-        &repo.join("udev/vportd.service"),
-        "usr/lib/systemd/system/vportd.service",
-        0o644,
-    );
-    put(
-        &repo.join("udev/90-vportd.rules"),
-        "usr/lib/udev/rules.d/90-vportd.rules",
-        0o644,
-    );
+    // Every unit (vportd.service, and any template the rules start) and every rules file.
+    for entry in fs::read_dir(repo.join("udev"))
+        .expect("udev/ is listed")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let dest = if name.ends_with(".service") {
+            format!("usr/lib/systemd/system/{name}")
+        } else if name.ends_with(".rules") {
+            format!("usr/lib/udev/rules.d/{name}")
+        } else {
+            continue;
+        };
+        put(&entry.path(), &dest, 0o644);
+    }
     let debian = root.join("DEBIAN");
     fs::create_dir_all(&debian).unwrap();
     fs::write(
@@ -230,6 +258,15 @@ fn step(guest: &mut Guest, name: &str, timeout: Duration) -> crate::rig::Outcome
     crate::run(guest, name, &format!("{STEPS}\nstep_{name}\n"), timeout)
 }
 
+/// A file the step wrote under $OUT, or nothing: a check on a missing file fails with what
+/// was there, instead of ending the scenario before the other checks.
+fn text(o: &crate::rig::Outcome, name: &str) -> String {
+    o.files
+        .get(name)
+        .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+        .unwrap_or_default()
+}
+
 /// A VF of the PF in `ip -d -j link show` with this MAC: its max rate and VLAN.
 fn vf_with_mac(ip_json: &str, mac: &str) -> Option<(u64, u64)> {
     let links: Value = serde_json::from_str(ip_json).ok()?;
@@ -288,7 +325,10 @@ fn debian_host_once() {
     let Some(rig) = rig_or_skip(test) else { return };
     let started = Instant::now();
     let work = tempfile::tempdir().expect("a temporary directory");
-    let deb = package(work.path());
+    // VPORTD_DEB: a package built beforehand (scripts/package in CI), instead of building one.
+    let deb = std::env::var_os("VPORTD_DEB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| package(work.path()));
     let share = vec![
         ("vportd.deb".to_string(), fs::read(&deb).unwrap()),
         ("host.toml".to_string(), CONFIG.as_bytes().to_vec()),
@@ -309,20 +349,25 @@ fn debian_host_once() {
     let o = step(&mut guest, "install", Duration::from_secs(180)).success();
     eprintln!(
         "{test}: Debian {} with {} as PID 1 on {}; installed in {:.1} s",
-        o.text("debian_version").trim(),
-        o.text("pid1").trim(),
-        o.text("uname").trim(),
+        text(&o, "debian_version").trim(),
+        text(&o, "pid1").trim(),
+        text(&o, "uname").trim(),
         o.elapsed.as_secs_f64()
     );
-    assert_eq!(o.text("pid1").trim(), "/usr/lib/systemd/systemd");
-    assert_eq!(o.text("uname").trim(), rig.kernel_version);
-    assert_eq!(o.text("dpkg.rc").trim(), "0", "{}", o.text("dpkg.out"));
-    assert_eq!(o.text("enable.rc").trim(), "0", "{}", o.text("enable.out"));
+    assert_eq!(text(&o, "pid1").trim(), "/usr/lib/systemd/systemd");
+    assert_eq!(text(&o, "uname").trim(), rig.kernel_version);
+    assert_eq!(text(&o, "dpkg.rc").trim(), "0", "{}", text(&o, "dpkg.out"));
     assert_eq!(
-        vf_with_mac(&o.text("before.ip.json"), "02:00:00:00:01:01"),
+        text(&o, "enable.rc").trim(),
+        "0",
+        "{}",
+        text(&o, "enable.out")
+    );
+    assert_eq!(
+        vf_with_mac(&text(&o, "before.ip.json"), "02:00:00:00:01:01"),
         None
     );
-    let props = o.text("unit.props");
+    let props = text(&o, "unit.props");
     checks.check(
         "unit: Wants= and Before= network-pre.target",
         props
@@ -352,19 +397,19 @@ fn debian_host_once() {
     let o = step(&mut guest, "hotadd", Duration::from_secs(180));
     eprintln!(
         "{test}: hot-add -> VF provisioned in {} ms of guest time",
-        o.text("hotadd_ms").trim()
+        text(&o, "hotadd_ms").trim()
     );
-    let journal = o.text("hotadd.journal");
+    let journal = text(&o, "hotadd.journal");
     checks.check(
         "hot-add: the hot NIC's VF carries its vPort's MAC and rate",
-        o.text("hotadd.rc").trim() == "0"
-            && vf_with_mac(&o.text("hotadd.ip.json"), "02:00:00:00:03:01").map(|v| v.0)
+        text(&o, "hotadd.rc").trim() == "0"
+            && vf_with_mac(&text(&o, "hotadd.ip.json"), "02:00:00:00:03:01").map(|v| v.0)
                 == Some(100),
-        || format!("{}\n{journal}", o.text("hotadd.ip.json")),
+        || format!("{}\n{journal}", text(&o, "hotadd.ip.json")),
     );
     checks.check(
         "hot-add: the daemon (still active) logged the hot NIC's reconcile",
-        o.text("hotadd.active").trim() == "active" && journal.contains("0000:03:00.0"),
+        text(&o, "hotadd.active").trim() == "active" && journal.contains("0000:03:00.0"),
         || journal.clone(),
     );
 
@@ -387,23 +432,23 @@ fn debian_host_once() {
 }
 
 fn check_boot(checks: &mut Checks, o: &crate::rig::Outcome) {
-    let journal = o.text("journal.all");
+    let journal = text(o, "journal.all");
     checks.check(
         "boot: vportd.service is active",
-        o.text("active").trim() == "active",
-        || format!("{}\n{journal}\n{}", o.text("active"), o.text("failed")),
+        text(o, "active").trim() == "active",
+        || format!("{}\n{journal}\n{}", text(o, "active"), text(o, "failed")),
     );
     let provisioned = |ip: &str| {
         vf_with_mac(ip, "02:00:00:00:01:01") == Some((200, 100))
             && vf_with_mac(ip, "02:00:00:00:01:02") == Some((300, 0))
     };
-    let probe = o.text("probe.ip.json");
+    let probe = text(o, "probe.ip.json");
     checks.check(
         "boot: the VFs carry their MACs, VLAN and rates before network-pre.target",
         provisioned(&probe),
         || format!("{probe}\n{journal}"),
     );
-    let ip = o.text("boot.ip.json");
+    let ip = text(o, "boot.ip.json");
     checks.check(
         "boot: the VFs carry their MACs, VLAN and rates once booted (ip -d link show)",
         provisioned(&ip),
@@ -411,10 +456,10 @@ fn check_boot(checks: &mut Checks, o: &crate::rig::Outcome) {
     );
     checks.check(
         "boot: vportd status finds no drift",
-        o.text("status.rc").trim() == "0",
-        || format!("{}{}", o.text("status.json"), o.text("status.err")),
+        text(o, "status.rc").trim() == "0",
+        || format!("{}{}", text(o, "status.json"), text(o, "status.err")),
     );
-    let times = o.text("times");
+    let times = text(o, "times");
     let vportd_up = unit_time(&times, "vportd.service", "ActiveEnterTimestampMonotonic");
     let pre = unit_time(
         &times,
@@ -431,8 +476,8 @@ fn check_boot(checks: &mut Checks, o: &crate::rig::Outcome) {
         vportd_up > 0 && pre >= vportd_up && networkd >= pre,
         || times.clone(),
     );
-    let show = o.text("show");
-    let status = o.text("systemctl.status");
+    let show = text(o, "show");
+    let status = text(o, "systemctl.status");
     checks.check(
         "boot [h4]: Type=notify, and systemctl status shows a STATUS= line",
         show.lines().any(|l| l == "Type=notify")
@@ -444,7 +489,7 @@ fn check_boot(checks: &mut Checks, o: &crate::rig::Outcome) {
                 .any(|l| l.trim_start().starts_with("Status: \"")),
         || format!("{show}\n{status}"),
     );
-    let warnings = o.text("journal.warning");
+    let warnings = text(o, "journal.warning");
     checks.check(
         "boot [h4]: journalctl -u vportd -p warning shows the absent uplink's warning",
         warnings.contains("0000:03:00.0") && warnings.contains("not here"),
@@ -453,20 +498,20 @@ fn check_boot(checks: &mut Checks, o: &crate::rig::Outcome) {
 }
 
 fn check_reload(checks: &mut Checks, o: &crate::rig::Outcome) {
-    let journal = o.text("reload.journal");
+    let journal = text(o, "reload.journal");
     checks.check(
         "reload [h4]: systemctl reload vportd applies the edited rate, no restart",
-        o.text("reload.rc").trim() == "0"
-            && vf_with_mac(&o.text("reload.ip.json"), "02:00:00:00:01:01").map(|v| v.0)
+        text(o, "reload.rc").trim() == "0"
+            && vf_with_mac(&text(o, "reload.ip.json"), "02:00:00:00:01:01").map(|v| v.0)
                 == Some(400)
-            && o.text("reload.active").trim() == "active"
-            && o.text("reload.show").contains("NRestarts=0"),
+            && text(o, "reload.active").trim() == "active"
+            && text(o, "reload.show").contains("NRestarts=0"),
         || {
             format!(
                 "{}{}\n{}\n{journal}",
-                o.text("reload.out"),
-                o.text("reload.show"),
-                o.text("reload.ip.json")
+                text(o, "reload.out"),
+                text(o, "reload.show"),
+                text(o, "reload.ip.json")
             )
         },
     );
@@ -475,29 +520,29 @@ fn check_reload(checks: &mut Checks, o: &crate::rig::Outcome) {
 fn check_irqbalance(checks: &mut Checks, o: &crate::rig::Outcome) {
     checks.check(
         "irqbalance: enabled and running on the host",
-        o.text("irqbalance.active").trim() == "active",
-        || o.text("irqbalance.active"),
+        text(o, "irqbalance.active").trim() == "active",
+        || text(o, "irqbalance.active"),
     );
-    let samples = o.text("affinity");
+    let samples = text(o, "affinity");
     let pongs = ping_pongs(&samples);
     checks.check(
-        "irqbalance: no queue interrupt of the PF ping-pongs over 30 s",
-        !o.text("irqs").trim().is_empty() && pongs.is_empty(),
+        "irqbalance [h5]: no queue interrupt of the PF ping-pongs over 30 s",
+        !text(o, "irqs").trim().is_empty() && pongs.is_empty(),
         || format!("{pongs:?}\n{samples}"),
     );
-    let metrics = o.text("irqbalance.metrics");
-    let status = o.text("ctl.status");
+    let metrics = text(o, "irqbalance.metrics");
+    let status = text(o, "ctl.status");
     checks.check(
         "irqbalance [h5]: vportd's metrics and status say irqbalance runs",
         metrics
             .lines()
             .any(|l| !l.starts_with('#') && l.contains("irqbalance") && l.ends_with(" 1"))
             && status.contains("irqbalance"),
-        || format!("{metrics}\n{status}\n{}", o.text("irq.journal")),
+        || format!("{metrics}\n{status}\n{}", text(o, "irq.journal")),
     );
     checks.check(
         "irqbalance [h5]: the recipe is in place (irqbalance's settings name vportd)",
-        o.text("irqbalance.settings").contains("vportd"),
-        || o.text("irqbalance.settings"),
+        text(o, "irqbalance.settings").contains("vportd"),
+        || text(o, "irqbalance.settings"),
     );
 }

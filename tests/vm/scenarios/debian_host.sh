@@ -1,7 +1,8 @@
 # Steps of tests/vm/debian_host.rs, run on the booted Debian host (dash, systemd as PID 1):
 # sourced, then one step function is called. Each step writes what it saw under $OUT; the test
 # judges it. /host holds the package (vportd.deb), the configs and a static busybox (the image
-# has no HTTP client, and /metrics wants one).
+# has no HTTP client, and /metrics wants one; installed as /usr/local/lib/rig/busybox: it must be
+# called busybox to run its applets).
 CFG=/etc/vportd/host.toml
 PF_A=0000:01:00.0
 HOT=0000:03:00.0
@@ -24,7 +25,7 @@ unit_times() {
       -p ExecMainStartTimestampMonotonic | sed "s/^/$unit /"
   done
 }
-scrape() { /host/busybox wget -q -O "$OUT/$1.metrics" http://127.0.0.1:9477/metrics 2> "$OUT/$1.metrics.err"; }
+scrape() { /usr/local/lib/rig/busybox wget -q -O "$OUT/$1.metrics" http://127.0.0.1:9477/metrics 2> "$OUT/$1.metrics.err"; }
 journal() { journalctl -b --no-pager -o short-monotonic "$@"; }
 # The PF's queue interrupts, by name (the netdev's name is udev's predictable one).
 queue_irqs() {
@@ -39,6 +40,7 @@ step_install() {
   dpkg -i /host/vportd.deb > "$OUT/dpkg.out" 2>&1; echo $? > "$OUT/dpkg.rc"
   mkdir -p /etc/vportd
   cp /host/host.toml $CFG
+  install -D -m 755 /host/busybox /usr/local/lib/rig/busybox
   systemctl enable vportd > "$OUT/enable.out" 2>&1; echo $? > "$OUT/enable.rc"
   # The operator's network management: systemd-networkd brings the uplinks (igb PFs) up.
   mkdir -p /etc/systemd/network
@@ -89,6 +91,7 @@ step_booted() {
   systemctl is-active irqbalance > "$OUT/irqbalance.active" 2>&1
   scrape boot
   systemctl --failed --no-pager > "$OUT/failed" 2>&1
+  { systemd-analyze time; systemd-analyze blame | head -n 12; } > "$OUT/analyze" 2>&1
 }
 
 step_hotadd() {
@@ -108,9 +111,9 @@ step_hotadd() {
 
 step_reload() {
   cp /host/host-edited.toml $CFG
-  systemctl reload vportd > "$OUT/reload.out" 2>&1; echo $? > "$OUT/reload.rc"
+  systemctl reload vportd > "$OUT/reload.out" 2>&1; rc=$?; echo $rc > "$OUT/reload.rc"
   # The new rate, as the driver reports it, within 30 s.
-  within 30 sh -c "/usr/sbin/ip -d link show dev $(pf_netdev $PF_A) | grep -q 'max_tx_rate 400Mbps'"
+  [ $rc -eq 0 ] && within 30 sh -c "/usr/sbin/ip -d link show dev $(pf_netdev $PF_A) | grep -q 'max_tx_rate 400Mbps'"
   ip -d -j link show dev "$(pf_netdev $PF_A)" > "$OUT/reload.ip.json"
   systemctl is-active vportd > "$OUT/reload.active"
   systemctl show vportd -p NRestarts -p MainPID > "$OUT/reload.show"
