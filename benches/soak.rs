@@ -80,6 +80,7 @@ fn main() {
         .pfs(1)
         .spare_ports(1)
         .udev()
+        .boot_timeout(Duration::from_secs(300))
         .boot()
         .expect("the guest boots");
     println!("soak: the daemon under churn for {minutes} min (QEMU TCG guest, release build)");
