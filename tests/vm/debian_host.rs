@@ -12,6 +12,7 @@
 //! 9p share: the same control channel as the initramfs guests.
 
 use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -98,15 +99,24 @@ fn debian_image(rig: &RigEnv) -> PathBuf {
     image
 }
 
-/// The initramfs that mounts the root disk: built once per test process.
+/// The initramfs that mounts the root disk, cached in the target directory by the kernel and
+/// the init script it holds (built once; other processes building it at the same time each
+/// rename a finished file into place).
 fn root_initrd(rig: &RigEnv) -> PathBuf {
     static INITRD: OnceLock<PathBuf> = OnceLock::new();
     INITRD
         .get_or_init(|| {
+            let mut hasher = DefaultHasher::new();
+            (INITRD_INIT, ROOT_MODULES, &rig.kernel_version).hash(&mut hasher);
             let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-            let out = dir.join(format!("debian-initrd-{}.cpio", std::process::id()));
-            small_initramfs(rig, ROOT_MODULES, INITRD_INIT, &out)
-                .expect("the system disk's initramfs builds");
+            let name = format!("debian-initrd-{:016x}", hasher.finish());
+            let out = dir.join(format!("{name}.cpio"));
+            if !out.exists() {
+                let partial = dir.join(format!("{name}-{}.partial", std::process::id()));
+                small_initramfs(rig, ROOT_MODULES, INITRD_INIT, &partial)
+                    .expect("the system disk's initramfs builds");
+                fs::rename(&partial, &out).expect("the initramfs is renamed into place");
+            }
             out
         })
         .clone()
