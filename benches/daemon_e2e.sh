@@ -15,9 +15,13 @@
 # - VM to VM ("tap"): two `attach = "tap"` vPorts on a private [[switch]]; the daemon makes
 #   the persistent TAPs vp-bvm1, vp-bvm2 in nsw. What stands for each VM is `vportd
 #   tap-netns`: a process holding the TAP's file side as QEMU would, copying each frame to
-#   and from a TAP inside ns1/ns2 (one read and one write per frame, no offloads). It bounds
-#   every contender alike: the bridge and OVS get the same TAPs (made with `ip tuntap`) and
-#   the same stand-ins.
+#   and from a TAP inside ns1/ns2 (one read and one write per frame into one reused buffer,
+#   both ways in turns, no offloads). It bounds every contender alike: the bridge and OVS get
+#   the same TAPs (made with `ip tuntap`) and the same stand-ins.
+# trafgen runs as one sender (TRAFGEN_CPUS=1; on 2 CPUs its default of one per CPU took the
+# CPU the stand-ins need, and a sender that outlived `timeout` kept sending into the next
+# measurement). For our contenders the daemon's CPU time during the measurements is printed:
+# near zero when the kernel flow cache carries the flows, the switch's user space idle.
 # Each contender: iperf3 TCP for SECS s and 64-byte UDP from trafgen for SECS s (delivered
 # rate at v2); contenders alternate, RUNS rounds, fresh namespaces every time. Prints
 # ranges, the machine's load before and after, and ratios ours/bridge and ours/OVS.
@@ -26,6 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 SECS=${SECS:-5}
+export TRAFGEN_CPUS=${TRAFGEN_CPUS:-1}
 [[ $(id -u) -eq 0 ]] || { echo "daemon_e2e: run as root (it makes network namespaces)" >&2; exit 1; }
 scripts/setup-bench >/dev/null
 VPORTD=${VPORTD:-}
@@ -146,16 +151,23 @@ stop() {
   ip netns del $NSW 2>/dev/null || true
 }
 
+# The daemon's CPU time so far (user + system, in clock ticks of 10 ms) for our contenders.
+daemon_cpu() {
+  [[ $1 == ours_* ]] || return 0
+  awk '{print $14 + $15}' "/proc/${PIDS[0]}/stat"
+}
+
 read -r -a WHO <<<"${CONTENDERS:-ours_veth ours_veth_spoofchk bridge_veth ovs_veth ours_tap bridge_tap ovs_tap}"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
 declare -A TCP UDP
 for run in $(seq "$RUNS"); do
   for who in "${WHO[@]}"; do
     start $who
-    t=$(tcp); u=$(udp); r=$(cat "$TMP/restarts")
+    c0=$(daemon_cpu $who); t=$(tcp); u=$(udp); r=$(cat "$TMP/restarts"); c1=$(daemon_cpu $who)
     stop $who
     TCP[$who]+="$t "; UDP[$who]+="$u "
-    printf 'run %d %-18s TCP %6s Gbit/s  UDP64 %6s kpps%s\n' "$run" "$who" "$t" "$u" \
+    printf 'run %d %-18s TCP %6s Gbit/s  UDP64 %6s kpps%s%s\n' "$run" "$who" "$t" "$u" \
+      "$( [[ -n $c0 ]] && echo "  (daemon CPU $(( (c1 - c0) * 10 )) ms)")" \
       "$( (( r > 0 )) && echo "  (trafgen restarted $r times after an early exit)")"
   done
 done

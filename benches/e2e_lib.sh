@@ -56,13 +56,15 @@ CFG
   # kernel's backpressure). A generator that died after 0.1 s would make a contender look 50
   # times slower than it is, so trafgen is restarted until the time is up; the rate is over
   # the whole time, restarts and their gaps included, and the restarts are reported.
+  # (-q is trafgen's --qdisc-path. TRAFGEN_CPUS, when set, is its -P: trafgen forks one sender
+  # per CPU by default, and when one of them exits early the others outlive `timeout`.)
   local before after t0 now left restarts=0
   before=$(nsx $NS2 cat /sys/class/net/$IF2/statistics/rx_packets)
   t0=$(date +%s%N)
   while now=$(date +%s%N); left=$(( (t0 + SECS * 1000000000 - now) / 1000000 )); (( left > 20 )); do
     # timeout's 124 means trafgen ran until it was stopped; anything else is an early exit.
     if nsx $NS1 timeout "$(( left / 1000 )).$(printf %03d $(( left % 1000 )))" \
-        trafgen -i "$TMP/udp.cfg" -o $IF1 -q >"$TMP/trafgen.out" 2>&1; then :
+        trafgen -i "$TMP/udp.cfg" -o $IF1 -q ${TRAFGEN_CPUS:+-P "$TRAFGEN_CPUS"} >"$TMP/trafgen.out" 2>&1; then :
     elif [[ $? -ne 124 ]]; then restarts=$(( restarts + 1 )); fi
   done
   sleep 0.2

@@ -78,6 +78,10 @@ fn config_cases() -> Vec<(&'static str, Vec<u8>)> {
             b"state_dir = \"var/lib/vportd\"\n".to_vec(),
         ),
         ("unknown key in [[vport]]", s(vport("vlna = 100\n"))),
+        (
+            "bad [daemon] settings",
+            s("[daemon]\nperiod_sm = 500\nmetrics = \"localhost\"\nlog_level = \"loud\"\n".into()),
+        ),
         ("VLAN out of range", s(vport("vlan = 5000\n"))),
         ("QoS without VLAN and above 7", s(vport("qos = 9\n"))),
         (

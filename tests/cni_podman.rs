@@ -76,8 +76,9 @@ fn podman_runs_a_busybox_container_on_debians_bridge_plugin() {
 }
 
 /// The vportd binary, linked into a plugin folder as `vportd`, is run by podman as the
-/// plugin of a `"type": "vportd"` network: until the daemon serves attachments, podman's
-/// ADD fails with vportd's own error and the container does not start.
+/// plugin of a `"type": "vportd"` network: with no daemon on the socket, podman's ADD fails
+/// with vportd's own error and the container does not start (tests/cni_switch.rs runs
+/// containers with the daemon).
 #[test]
 fn podman_runs_vportd_as_the_plugin_of_a_vportd_network() {
     let test = "podman_runs_vportd_as_the_plugin_of_a_vportd_network";

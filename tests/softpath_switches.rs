@@ -223,6 +223,42 @@ fn private_and_internal_switches_carry_containers_and_the_host() {
             && l.contains("host, c3")),
         "{status}"
     );
+    // The JSON lists the same switches, each under its vPorts.
+    let out = common::vportd(&[
+        "status",
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let on = |vport: &str| {
+        json.as_array()
+            .expect("status --json is an array of vPorts")
+            .iter()
+            .find(|v| v["vport"] == vport)
+            .unwrap_or_else(|| panic!("no {vport} in {json}"))["software_switch"]
+            .clone()
+    };
+    for vport in ["c1", "c2"] {
+        let sw = on(vport);
+        assert_eq!(sw["name"], "lab", "{vport}: {sw}");
+        assert_eq!(sw["kind"], "private", "{vport}: {sw}");
+        assert_eq!(sw["members"], serde_json::json!(["c1", "c2"]), "{sw}");
+        assert!(
+            sw.get("uplink").is_none() && sw.get("host_netdev").is_none(),
+            "{sw}"
+        );
+    }
+    let sw = on("c3");
+    assert_eq!(sw["name"], "office", "{sw}");
+    assert_eq!(sw["kind"], "internal", "{sw}");
+    assert_eq!(sw["host_netdev"], "vsw-office", "{sw}");
+    assert_eq!(sw["members"], serde_json::json!(["host", "c3"]), "{sw}");
 
     // c3 leaves the config: the daemon reads it again and deletes its veth.
     std::fs::write(&cfg, config(&state_dir, &a, &b, None)).unwrap();

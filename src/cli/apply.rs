@@ -27,8 +27,8 @@ pub(super) fn run_allow_absent(
     let o = crate::daemon::handlers::run_live(config, allow_disruption, "apply", Path::new("/"))
         .map_err(Failure::runtime)?;
     for u in &o.absent_uplinks {
-        eprintln!(
-            "vportd: warning: uplink {u} is not here (or has no driver yet); its vPorts \
+        log::warn!(
+            "warning: uplink {u} is not here (or has no driver yet); its vPorts \
              follow when it appears (the daemon hears its hotplug event)"
         );
     }
@@ -171,7 +171,7 @@ fn say_result(plan: &Plan, report: &ApplyReport) {
         );
     }
     for w in &plan.warnings {
-        eprintln!("warning: {w}");
+        log::warn!(target: crate::host::journal::BARE, "warning: {w}");
     }
     if report.noop {
         emit("nothing to do: the host already matches the config\n");

@@ -10,7 +10,9 @@
 //! call; `vportd status` in a shell that happens to export `CNI_COMMAND` is not.
 //!
 //! The daemon owns every allocation (its journal is the one record), so the plugin is a
-//! thin client of the control socket (`VPORTD_SOCKET`, default `/run/vportd.sock`): it
+//! thin client of the control socket (the network config's `socket`, else `VPORTD_SOCKET`,
+//! else `/run/vportd/vportd.sock`; a runtime's cleanup process, which sends DEL, may not have the
+//! environment ADD had, so the config's is the one to rely on): it
 //! forwards each verb (`daemon::cni` does the work), runs the IPAM plugin of `ipam.type`
 //! from CNI_PATH on ADD, DEL and CHECK, and prints the result or error JSON. Without a
 //! daemon, ADD, DEL, CHECK and GC answer code 11 (try again later) and STATUS code 50.
@@ -93,6 +95,7 @@ pub fn call(
         return Ok(Some(cni::version_answer(asked.as_deref())));
     }
     let conf = NetConf::parse(stdin, env.command)?;
+    let socket = conf.socket.as_deref().unwrap_or(socket);
     let target = target(&conf.target);
     match env.command {
         Command::Add => add(stdin, &env, &conf, target, socket).map(Some),
@@ -172,15 +175,26 @@ fn add(
         },
         None => None,
     };
-    let iface = Interface {
+    // A veth's host end first, as the spec's plugins list it; the sandbox's after.
+    let mut ifaces: Vec<Interface> = attached
+        .host
+        .iter()
+        .map(|h| Interface {
+            name: h.name.clone(),
+            mac: Some(h.mac.to_string()),
+            mtu: attached.mtu,
+            ..Interface::default()
+        })
+        .collect();
+    ifaces.push(Interface {
         name: attached.ifname,
         mac: Some(attached.mac.to_string()),
         mtu: attached.mtu,
         sandbox: Some(attached.sandbox),
         socket_path: None,
         pci_id: attached.pci_id,
-    };
-    Ok(CniResult::for_attachment(conf.cni_version, iface, ipam, conf.dns.clone()).to_json())
+    });
+    Ok(CniResult::for_interfaces(conf.cni_version, ifaces, ipam, conf.dns.clone()).to_json())
 }
 
 /// The same call as a DEL: IPAM's addresses go back when an ADD is undone.

@@ -4,7 +4,9 @@
 //! `vportd hotplug` must return fast: udev kills handlers that run long and holds the
 //! device's later events until they finish. With a daemon it only validates the event, hands
 //! it over and exits (20 ms to connect, 30 ms for the answer); the daemon reconciles later.
-//! Without a daemon it applies the stored config itself, which udev waits for.
+//! Without a daemon, on a host booted with systemd, it leaves the apply to
+//! `vportd-hotplug@.service` (`--systemd-unit`), which the rules ask systemd for; udev(7)
+//! forbids long work in its workers. With udevd alone it applies the stored config itself.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,6 +43,11 @@ pub struct HotplugArgs {
     /// Where /proc and /sys are (tests).
     #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
     pub root: PathBuf,
+    /// What vportd-hotplug@.service runs, outside udev: no event in the environment; when
+    /// no daemon listens, apply the config here (long work udev(7) forbids in its workers).
+    /// LABEL (the unit's instance, the netdev udev saw) only names the run in the log.
+    #[arg(long, value_name = "LABEL", conflicts_with = "udev_properties")]
+    pub systemd_unit: Option<String>,
 }
 
 /// `vportd ctl` flags.
@@ -89,6 +96,9 @@ pub fn hotplug_main(a: HotplugArgs) -> Result<(), (u8, String)> {
     if a.udev_properties {
         return udev_properties(&a).map(|text| print!("{text}"));
     }
+    if let Some(label) = &a.systemd_unit {
+        return systemd_unit(&a, label);
+    }
     let event = match events::from_env(std::env::vars_os()) {
         Ok(Some(e)) if e.wants_reconcile() => e,
         Ok(_) => return Ok(()),
@@ -107,8 +117,8 @@ pub fn hotplug_main(a: HotplugArgs) -> Result<(), (u8, String)> {
     match answer {
         Ok(bytes) => match protocol::decode_response(&bytes) {
             Ok(Response::Queued { .. }) => {
-                eprintln!(
-                    "vportd: {event}: handed to the daemon in {} us",
+                log::info!(
+                    "{event}: handed to the daemon in {} us",
                     start.elapsed().as_micros()
                 );
                 Ok(())
@@ -123,7 +133,17 @@ pub fn hotplug_main(a: HotplugArgs) -> Result<(), (u8, String)> {
         // A daemon is there but slow: it hears the kernel's own uevent too, so leave it be
         // rather than contend for the apply lock while udev waits.
         Err(e @ SocketError::Timeout { .. }) => {
-            eprintln!("vportd: {e}; leaving {event} to the daemon");
+            log::warn!("{e}; leaving {event} to the daemon");
+            Ok(())
+        }
+        // Under systemd the rules hand the long work to vportd-hotplug@.service (udev(7):
+        // no long work in udev's workers); udev alone (no systemd) has only this process.
+        Err(SocketError::NoDaemon { .. }) if crate::host::sdnotify::booted() => {
+            log::info!(
+                "{event}: no daemon answers; a netdev's add starts vportd-hotplug@.service, \
+                 which applies {} outside udev",
+                a.config.display()
+            );
             Ok(())
         }
         Err(SocketError::NoDaemon { .. }) => apply_alone(&a.config, &event, &a.root),
@@ -131,11 +151,38 @@ pub fn hotplug_main(a: HotplugArgs) -> Result<(), (u8, String)> {
     }
 }
 
+/// `vportd hotplug --systemd-unit LABEL`: a daemon that listens has the event already (its
+/// own uevents, and the rules' `vportd hotplug`); without one, apply the config here.
+fn systemd_unit(a: &HotplugArgs, label: &str) -> Result<(), (u8, String)> {
+    if unix_socket::listening(&a.socket) {
+        log::info!(
+            "{label}: the daemon on {} reconciles it",
+            a.socket.display()
+        );
+        return Ok(());
+    }
+    if !a.config.exists() {
+        log::info!(
+            "{label}: no daemon and no {}, nothing to do",
+            a.config.display()
+        );
+        return Ok(());
+    }
+    let outcome = handlers::run_live(&a.config, false, "hotplug", &a.root).map_err(|e| {
+        (
+            1,
+            format!("applying {} after {label}: {e}", a.config.display()),
+        )
+    })?;
+    log::info!("{label}: {}", outcome.summary());
+    Ok(())
+}
+
 /// No daemon: apply the stored config now. No config file means nothing is provisioned here.
 fn apply_alone(config: &Path, event: &DeviceEvent, root: &Path) -> Result<(), (u8, String)> {
     if !config.exists() {
-        eprintln!(
-            "vportd: {event}: no daemon and no {}, nothing to do",
+        log::info!(
+            "{event}: no daemon and no {}, nothing to do",
             config.display()
         );
         return Ok(());
@@ -146,7 +193,7 @@ fn apply_alone(config: &Path, event: &DeviceEvent, root: &Path) -> Result<(), (u
             format!("applying {} after {event}: {e}", config.display()),
         )
     })?;
-    eprintln!("vportd: {event}: {}", outcome.summary());
+    log::info!("{event}: {}", outcome.summary());
     Ok(())
 }
 

@@ -55,10 +55,16 @@ impl Failure {
 /// failed on stderr with the exit code of the failure.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Under udev, `vportd hotplug`'s stderr goes nowhere: it writes to the journal too.
+    let journal = matches!(cli.command, Command::Hotplug(_));
+    let level = cli
+        .log_level
+        .map_or(log::LevelFilter::Info, args::LogLevel::filter);
+    crate::host::journal::init(level, journal);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("vportd: {}", f.message);
+            crate::host::journal::failure(&f.message);
             ExitCode::from(f.code)
         }
     }
@@ -108,7 +114,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             json,
         } => status::run(config, state_dir, json),
         Command::Profiles { check, json } => profiles::run(check.as_deref(), json),
-        Command::Daemon(args) => daemon::run(args),
+        Command::Daemon(args) => daemon::run(args, cli.log_level.is_some()),
         Command::Top(args) => top::run(args),
         Command::Hotplug(args) => ctl::hotplug_main(args).map_err(Failure::coded),
         Command::Ctl(args) => {

@@ -144,14 +144,23 @@ fn sriov_section(f: &PciFunction, out: &mut String) {
     let s = f.sriov.as_ref().expect("filtered on sriov");
     let _ = writeln!(
         out,
-        "\nSR-IOV {}: {} of {} VFs enabled, autoprobe {}",
+        "\nSR-IOV {}: {} of {} VFs enabled, autoprobe {}, eswitch {}",
         f.bdf,
         s.num_vfs,
         s.total_vfs,
         s.drivers_autoprobe
             .map(|a| if a { "on" } else { "off" })
-            .unwrap_or("-")
+            .unwrap_or("-"),
+        opt(&f.eswitch_mode)
     );
+    // Switchdev: each VF's representor, a netdev of the PF's device that is not the PF's.
+    for r in &f.representors {
+        let _ = writeln!(
+            out,
+            "  {}#{}: representor of VF {} (port {}, switch {})",
+            r.name, r.ifindex, r.vf, r.port_name, r.switch_id
+        );
+    }
     if s.vfs.is_empty() {
         return;
     }
@@ -162,7 +171,12 @@ fn sriov_section(f: &PciFunction, out: &mut String) {
             let c = v.config.as_ref();
             vec![
                 v.index.to_string(),
-                v.bdf.clone(),
+                // A VF with no device of its own (netdevsim's) has no address.
+                if v.bdf.is_empty() {
+                    "-".into()
+                } else {
+                    v.bdf.clone()
+                },
                 opt(&v.driver),
                 v.netdevs
                     .iter()

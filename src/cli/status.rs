@@ -29,12 +29,14 @@ pub(super) fn run(
         .map(provision::vport_cpus)
         .unwrap_or_default();
     let (list, pools) = vport_status(&dir, &cpus)?;
+    // The daemon's published switches, each with its kind and members.
+    let snap = crate::softpath::Snapshot::load(&dir).ok().flatten();
     if json {
-        emit(&(to_json(&list) + "\n"));
+        let switches = snap.map(|s| s.switches).unwrap_or_default();
+        emit(&(to_json(&with_switches(&list, &switches)) + "\n"));
     } else {
         emit(&(render::status(&list) + &pools_table(&pools)));
-        // Each switch with its kind and members (the JSON has them per vPort port).
-        if let Ok(Some(snap)) = crate::softpath::Snapshot::load(&dir) {
+        if let Some(snap) = snap {
             emit(&render::switches(&snap));
         }
     }
@@ -47,6 +49,33 @@ pub(super) fn run(
         });
     }
     Ok(())
+}
+
+/// The JSON of `status --json`: the vPorts as before (an array, which scripts and the guest
+/// tests read), each software vPort with `software_switch`, the switch it is a member of as
+/// the text's switch table and the metrics show it (name, kind, uplink or host_netdev,
+/// members). The daemon runs a switch only for its vPorts, so every running switch appears
+/// under at least one of them.
+pub(super) fn with_switches(
+    list: &[provision::VportStatus],
+    switches: &[crate::softpath::SwitchSnapshot],
+) -> serde_json::Value {
+    let mut out = serde_json::to_value(list).expect("status serializes");
+    let Some(items) = out.as_array_mut() else {
+        return out;
+    };
+    for (item, st) in items.iter_mut().zip(list) {
+        // The vPort's port counters name its switch.
+        let on = st
+            .switch
+            .as_ref()
+            .and_then(|p| switches.iter().find(|s| s.name == p.switch));
+        if let (Some(sw), Some(obj)) = (on, item.as_object_mut()) {
+            let sw = serde_json::to_value(sw).expect("a switch serializes");
+            obj.insert("software_switch".into(), sw);
+        }
+    }
+    out
 }
 
 /// The `[[pool]]`s' VFs and who holds them, after the vPorts (nothing without pools).

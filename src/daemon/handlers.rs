@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::daemon::events::{self, DeviceEvent};
@@ -65,8 +66,9 @@ pub enum ControlPlaneError {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControlPlaneArgs {
     /// The control socket (`off` for none); `vportd ctl` and `vportd hotplug` talk to it.
-    #[arg(long, value_name = "PATH|off", default_value = unix_socket::DEFAULT_PATH)]
-    pub socket: String,
+    /// Default /run/vportd/vportd.sock, or `[daemon] socket`.
+    #[arg(long, value_name = "PATH|off")]
+    pub socket: Option<String>,
     /// Members of this group may use the socket besides root (mode 0660, group-owned).
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
@@ -89,6 +91,66 @@ enum Job {
 pub struct ControlPlane {
     jobs: SyncSender<Job>,
     socket: Option<PathBuf>,
+    progress: Arc<Progress>,
+}
+
+/// How far the worker's reconciles have come: the daemon's readiness, reload and STATUS
+/// line wait on it.
+#[derive(Default)]
+pub struct Progress {
+    inner: Mutex<Done>,
+    changed: Condvar,
+}
+
+/// Reconciles asked for and done, and how the last one ended.
+#[derive(Default, Clone)]
+pub struct Done {
+    /// Reconciles asked for through [`ControlPlane::request_reconcile`].
+    pub requested: u64,
+    /// The request number the last finished reconcile covered.
+    pub covered: u64,
+    /// Reconciles and applies finished.
+    pub finished: u64,
+    /// The last one's summary, or why it failed.
+    pub last: Option<Result<String, String>>,
+}
+
+impl Progress {
+    /// A copy of where things stand.
+    pub fn now(&self) -> Done {
+        self.inner
+            .lock()
+            .expect("progress lock is never poisoned")
+            .clone()
+    }
+
+    /// Waits until a reconcile covering request `n` finished, or `timeout` passed; answers
+    /// where things stand then.
+    pub fn wait_covered(&self, n: u64, timeout: Duration) -> Done {
+        let guard = self.inner.lock().expect("progress lock is never poisoned");
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |d| d.covered < n)
+            .expect("progress lock is never poisoned");
+        guard.clone()
+    }
+
+    fn record(&self, covered: Option<u64>, result: &Result<Outcome, String>) {
+        let mut d = self.inner.lock().expect("progress lock is never poisoned");
+        if let Some(n) = covered {
+            d.covered = d.covered.max(n);
+        }
+        d.finished += 1;
+        d.last = Some(result.as_ref().map(Outcome::summary).map_err(Clone::clone));
+        self.changed.notify_all();
+    }
+
+    fn requested(&self) -> u64 {
+        self.inner
+            .lock()
+            .expect("progress lock is never poisoned")
+            .requested
+    }
 }
 
 impl Drop for ControlPlane {
@@ -111,28 +173,45 @@ impl ControlPlane {
         config: Option<PathBuf>,
         root: &Path,
     ) -> Result<ControlPlane, ControlPlaneError> {
+        Self::start_with(args, config, root, None)
+    }
+
+    /// [`ControlPlane::start`], its CNI service serving switch networks through `soft`
+    /// (the daemon loop's software path).
+    pub fn start_with(
+        args: &ControlPlaneArgs,
+        config: Option<PathBuf>,
+        root: &Path,
+        soft: Option<crate::daemon::cni::SoftPathLink>,
+    ) -> Result<ControlPlane, ControlPlaneError> {
         let access = match &args.socket_group {
             Some(g) => Access::with_group(g)?,
             None => Access::default(),
         };
-        let listener = match args.socket.as_str() {
+        let listener = match args.socket.as_deref().unwrap_or(unix_socket::DEFAULT_PATH) {
             "off" | "none" => None,
             path => Some(ControlListener::bind(Path::new(path), access)?),
         };
         let (jobs, rx) = mpsc::sync_channel(QUEUE);
         let worker_config = config.clone();
         let worker_root = root.to_path_buf();
-        spawn("reconcile", move || worker(rx, worker_config, &worker_root))?;
-        if config.is_some() {
-            let _ = jobs.try_send(Job::Reconcile(None));
-        }
+        let progress = Arc::new(Progress::default());
+        let worker_progress = progress.clone();
+        spawn("reconcile", move || {
+            worker(rx, worker_config, &worker_root, &worker_progress)
+        })?;
         let plane = ControlPlane {
             jobs,
             socket: listener.as_ref().map(|l| l.path().to_path_buf()),
+            progress,
         };
-        let cni = crate::daemon::cni::CniService::new(state_dir(config.as_deref()));
+        if config.is_some() {
+            plane.request_reconcile();
+        }
+        let cni = crate::daemon::cni::CniService::new(state_dir(config.as_deref()))
+            .serving_switches(soft);
         for gone in cni.gone_namespaces() {
-            eprintln!("vportd: attachment {gone}");
+            log::info!("attachment {gone}");
         }
         if let Some(listener) = listener {
             let ctx = Ctx {
@@ -145,7 +224,7 @@ impl ControlPlane {
                 // Answering udev's `vportd hotplug` is a few microseconds of work that must
                 // not queue behind CPU-bound tasks (docs/hotplug.md has the figures).
                 if let Err(e) = crate::host::sched::set_thread_nice(SOCKET_NICE) {
-                    eprintln!("vportd: {e}; the control socket runs at normal priority");
+                    log::warn!("{e}; the control socket runs at normal priority");
                 }
                 let e = listener.serve(
                     move |peer, line| ctx.handle(peer, line),
@@ -156,7 +235,7 @@ impl ControlPlane {
                         ))
                     },
                 );
-                eprintln!("vportd: the control socket stopped: {e}");
+                log::error!("the control socket stopped: {e}");
             })?;
         }
         if !args.no_uevents {
@@ -179,9 +258,9 @@ impl ControlPlane {
                         }
                         true
                     });
-                    eprintln!("vportd: uevents stopped, hotplug now relies on udev: {e}");
+                    log::warn!("uevents stopped, hotplug now relies on udev: {e}");
                 }
-                Err(e) => eprintln!("vportd: {e}; hotplug relies on udev's vportd hotplug"),
+                Err(e) => log::warn!("{e}; hotplug relies on udev's vportd hotplug"),
             })?;
         }
         Ok(plane)
@@ -190,6 +269,28 @@ impl ControlPlane {
     /// Queues a reconcile, as the control socket does.
     pub fn reconcile(&self, event: Option<DeviceEvent>) {
         let _ = self.jobs.try_send(Job::Reconcile(event));
+    }
+
+    /// Queues a full reconcile and answers its request number, for
+    /// [`Progress::wait_covered`]: the start-up one and each reload's.
+    pub fn request_reconcile(&self) -> u64 {
+        let n = {
+            let mut d = self
+                .progress
+                .inner
+                .lock()
+                .expect("progress lock is never poisoned");
+            d.requested += 1;
+            d.requested
+        };
+        // Full: reconciles are pending, and the next one covers this request too.
+        let _ = self.jobs.try_send(Job::Reconcile(None));
+        n
+    }
+
+    /// How far the reconciles have come.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
     }
 }
 
@@ -253,8 +354,8 @@ impl Ctx {
             }
             Request::Rebalance { enabled } => {
                 REBALANCE.store(enabled, Ordering::Relaxed);
-                eprintln!(
-                    "vportd: rebalancing turned {} over the control socket",
+                log::info!(
+                    "rebalancing turned {} over the control socket",
                     if enabled { "on" } else { "off" }
                 );
                 Response::Rebalance { enabled }
@@ -308,7 +409,7 @@ impl Ctx {
     }
 }
 
-fn worker(rx: Receiver<Job>, config: Option<PathBuf>, root: &Path) {
+fn worker(rx: Receiver<Job>, config: Option<PathBuf>, root: &Path, progress: &Progress) {
     let mut deferred = Vec::new();
     while let Ok(job) = rx.recv() {
         match job {
@@ -316,7 +417,9 @@ fn worker(rx: Receiver<Job>, config: Option<PathBuf>, root: &Path) {
                 allow_disruption,
                 reply,
             } => {
-                let _ = reply.send(run(config.as_deref(), allow_disruption, "apply", root));
+                let result = run(config.as_deref(), allow_disruption, "apply", root);
+                progress.record(None, &result);
+                let _ = reply.send(result);
             }
             Job::Reconcile(first) => {
                 let mut events: Vec<DeviceEvent> = first.into_iter().collect();
@@ -337,16 +440,19 @@ fn worker(rx: Receiver<Job>, config: Option<PathBuf>, root: &Path) {
                     [one] => one.to_string(),
                     [first, ..] => format!("{first} and {} more event(s)", events.len() - 1),
                 };
-                match config.as_deref() {
-                    None => {}
-                    Some(_) => match run(config.as_deref(), false, "reconcile", root) {
-                        Ok(o) => eprintln!(
-                            "vportd: reconcile after {why} in {} ms: {}",
+                // Every request made before this point is covered by this reconcile.
+                let covers = progress.requested();
+                if config.is_some() {
+                    let result = run(config.as_deref(), false, "reconcile", root);
+                    match &result {
+                        Ok(o) => log::info!(
+                            "reconcile after {why} in {} ms: {}",
                             start.elapsed().as_millis(),
                             o.summary()
                         ),
-                        Err(e) => eprintln!("vportd: reconcile after {why} failed: {e}"),
-                    },
+                        Err(e) => log::error!("reconcile after {why} failed: {e}"),
+                    }
+                    progress.record(Some(covers), &result);
                 }
                 for job in deferred.drain(..) {
                     if let Job::Apply {
@@ -354,7 +460,9 @@ fn worker(rx: Receiver<Job>, config: Option<PathBuf>, root: &Path) {
                         reply,
                     } = job
                     {
-                        let _ = reply.send(run(config.as_deref(), allow_disruption, "apply", root));
+                        let result = run(config.as_deref(), allow_disruption, "apply", root);
+                        progress.record(None, &result);
+                        let _ = reply.send(result);
                     }
                 }
             }

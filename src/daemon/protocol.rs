@@ -141,6 +141,17 @@ pub struct CniAttached {
     /// The link's ifindex inside the namespace, where the plugin puts IPAM's addresses.
     #[serde(default)]
     pub ifindex: Option<u32>,
+    /// A veth's end in the host (a switch network's port), for the result's interfaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<CniHostEnd>,
+}
+
+/// The host's end of a container's veth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CniHostEnd {
+    pub name: String,
+    pub mac: crate::model::mac::Mac,
 }
 
 /// Error classes, so that clients can act without parsing messages.
@@ -374,6 +385,7 @@ mod tests {
                     pci_id: Some("0000:01:10.0".into()),
                     mtu: None,
                     ifindex: Some(3),
+                    host: None,
                 }),
             },
             Response::CniError {

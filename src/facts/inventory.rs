@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::facts::parse::{self, InterruptLine};
+use crate::facts::switchdev;
 use crate::host::fs::KernelFs;
 use crate::host::netlink::NetlinkSnapshot;
 use crate::model::profile::ProfileSet;
@@ -90,7 +91,7 @@ pub fn discover_scoped(
             Some(target) => target,
             None => fs.resolve(&class_link)?,
         };
-        match pci_function_of(&path) {
+        match pci_function_of(&path).or_else(|| switchdev::netdevsim_of(&path).map(|d| (d, None))) {
             Some((bdf, via)) => by_function.entry(bdf).or_default().push((dev, via)),
             None => others.push(dev),
         }
@@ -122,6 +123,7 @@ pub fn discover_scoped(
             netdevs,
         )?);
     }
+    functions.extend(switchdev::netdevsim_functions(fs, nl, &mut by_function)?);
     Ok(assemble(
         functions,
         others,
@@ -247,6 +249,8 @@ fn vf_function(
         sriov: None,
         irqs: Vec::new(),
         profile,
+        eswitch_mode: None,
+        representors: Vec::new(),
     })
 }
 
@@ -507,6 +511,7 @@ fn read_function(
     let virtio_device = netdevs.iter().find_map(|(_, via)| via.clone());
     let mut devs: Vec<Netdev> = netdevs.into_iter().map(|(d, _)| d).collect();
     devs.sort_by_key(|d| d.ifindex);
+    let (devs, representors) = switchdev::split_representors(fs, devs)?;
 
     let sriov = match fs.read_parsed::<u32>(&format!("{base}/sriov_totalvfs")) {
         Some(total) => Some(read_sriov(fs, nl, bdf, total, &devs)?),
@@ -556,6 +561,8 @@ fn read_function(
             None => Vec::new(),
         },
         profile,
+        eswitch_mode: nl.eswitch.get(&format!("pci/{bdf}")).copied(),
+        representors,
     })
 }
 

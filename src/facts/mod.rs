@@ -6,3 +6,4 @@ pub mod inventory;
 pub mod parse;
 pub mod profile;
 pub mod scope;
+pub mod switchdev;

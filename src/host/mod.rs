@@ -5,6 +5,7 @@
 pub mod afpacket;
 pub mod afxdp;
 pub(crate) mod bpf;
+pub mod devlink;
 pub mod ethtool;
 pub mod ethtool_stats;
 #[cfg(feature = "fault-injection")]
@@ -12,11 +13,13 @@ pub mod faults;
 pub mod fs;
 pub mod http;
 pub mod ipconf;
+pub mod journal;
 pub mod netlink;
 pub mod netns;
 pub(crate) mod nlsock;
 pub mod qstats;
 pub mod sched;
+pub mod sdnotify;
 pub mod sriov;
 pub mod tap;
 pub mod tcflow;

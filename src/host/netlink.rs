@@ -69,6 +69,10 @@ pub struct NetlinkSnapshot {
     pub links: Vec<LinkSnapshot>,
     /// Channels by ifindex, for the links whose driver answers ETHTOOL_MSG_CHANNELS_GET.
     pub channels: BTreeMap<u32, Channels>,
+    /// devlink eswitch modes by device (`pci/0000:01:00.0`, `netdevsim/netdevsim10`), for
+    /// the devices whose driver has an eswitch ([`super::devlink`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub eswitch: BTreeMap<String, crate::model::inventory::EswitchMode>,
 }
 
 impl NetlinkSnapshot {
@@ -90,11 +94,24 @@ pub fn snapshot_scoped(channels: bool) -> Result<NetlinkSnapshot, NetlinkError> 
         return Ok(NetlinkSnapshot {
             links: dump_links_blocking()?,
             channels: BTreeMap::new(),
+            eswitch: eswitch_modes()?,
         });
     }
     let links = dump_links_blocking()?;
     let channels = super::block_on(dump_channels())?;
-    Ok(NetlinkSnapshot { links, channels })
+    Ok(NetlinkSnapshot {
+        links,
+        channels,
+        eswitch: eswitch_modes()?,
+    })
+}
+
+/// [`super::devlink::eswitch_modes`], its failure as this module's.
+fn eswitch_modes() -> Result<BTreeMap<String, crate::model::inventory::EswitchMode>, NetlinkError> {
+    super::devlink::eswitch_modes().map_err(|e| NetlinkError::Request {
+        what: "read the devlink eswitch modes".into(),
+        message: e.to_string(),
+    })
 }
 
 /// RTM_GETLINK as a dump. SkipStats keeps big PFs' replies small; the Vf mask is what makes

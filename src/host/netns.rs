@@ -206,6 +206,12 @@ fn ns_link(msg: &LinkMessage) -> NsLink {
 }
 
 /// The links of the calling thread's namespace (one dump).
+/// The links in the calling thread's own namespace, asked from this thread (no thread of
+/// its own, as [`Netns::links`] needs for another namespace).
+pub fn links_of_caller() -> Result<Vec<NsLink>, NetnsError> {
+    links_here("list the links in our own network namespace")
+}
+
 fn links_here(what: &str) -> Result<Vec<NsLink>, NetnsError> {
     let replies = request_blocking(
         what,

@@ -25,7 +25,8 @@ use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockop
 use nix::unistd::{Gid, Group, Uid, User};
 
 /// The socket's path when none is configured.
-pub const DEFAULT_PATH: &str = "/run/vportd.sock";
+/// In the unit's `RuntimeDirectory=vportd`, the one directory under /run it may write.
+pub const DEFAULT_PATH: &str = "/run/vportd/vportd.sock";
 /// The socket file's mode: owner and group may connect, nobody else.
 pub const MODE: u32 = 0o660;
 /// The largest request line, newline included. Requests are tiny; this keeps a peer from
@@ -35,6 +36,11 @@ pub const MAX_REQUEST_LEN: usize = 16 * 1024;
 const MAX_CONNECTIONS: usize = 32;
 /// How long a connected peer has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether a daemon takes connections on `path` now.
+pub fn listening(path: &Path) -> bool {
+    UnixStream::connect(path).is_ok()
+}
 
 /// Errors of the control socket, on either side.
 #[derive(Debug, thiserror::Error)]

@@ -64,6 +64,45 @@ pub struct PciFunction {
     pub irqs: Vec<Irq>,
     /// The hardware profile this function matched, and its capabilities.
     pub profile: Option<ProfileMatch>,
+    /// The eswitch mode devlink reports for the device; None when it reports none (no
+    /// devlink, or a driver without an eswitch, such as igb).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eswitch_mode: Option<EswitchMode>,
+    /// VF representors among the device's netdevs (switchdev), kept out of `netdevs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub representors: Vec<Representor>,
+}
+
+/// A devlink device's eswitch mode (`devlink dev eswitch show`): in `switchdev` the VFs'
+/// traffic goes through representor netdevs, and the legacy per-VF controls (rates, VLAN,
+/// link state over the PF's netdev) are the driver's to refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EswitchMode {
+    Legacy,
+    Switchdev,
+}
+
+impl std::fmt::Display for EswitchMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EswitchMode::Legacy => "legacy",
+            EswitchMode::Switchdev => "switchdev",
+        })
+    }
+}
+
+/// A netdev that stands for one VF on the PF's switch (switchdev): its port name says which
+/// VF (`pf0vf1`), and it shares the PF's switch id. Not a port of the PF, nor the VF itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Representor {
+    pub vf: u32,
+    pub ifindex: u32,
+    pub name: String,
+    /// sysfs `phys_port_name`, e.g. `pf0vf1`.
+    pub port_name: String,
+    /// sysfs `phys_switch_id`, shared with the PF's own port.
+    pub switch_id: String,
 }
 
 /// SR-IOV state of a PF.

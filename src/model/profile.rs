@@ -146,7 +146,9 @@ pub struct MatchRules {
     pub source: String,
 }
 
-/// What the family's drivers can do at all; a runtime value overrides any of these.
+/// What the family's drivers can do at all; a value read from the host (`sriov_totalvfs`,
+/// ethtool's queue facts) overrides any of these. The eswitch mode is read from the host
+/// (devlink, `facts::switchdev`), never taken from here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
@@ -231,7 +233,9 @@ pub enum VlanProtocol {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Eswitch {
-    /// `devlink dev eswitch set ... mode switchdev`, with VF representors.
+    /// `devlink dev eswitch set ... mode switchdev`, with VF representors: whether the family
+    /// can, for people; the planner reads the mode the host is in (`Inventory`'s
+    /// `eswitch_mode`) instead.
     pub switchdev: bool,
     #[serde(default)]
     pub note: Option<String>,

@@ -446,6 +446,15 @@ fn describe_drift(want: &VfConfig, got: &VfConfig) -> Vec<String> {
     diff("mac", want.mac.to_string(), got.mac.to_string());
     diff("vlan", want.vlan.to_string(), got.vlan.to_string());
     diff("qos", want.qos.to_string(), got.qos.to_string());
+    // The tag's protocol matters only with a tag (as in vf_matches); unread is 802.1Q.
+    if want.vlan != 0 {
+        let proto = |c: &VfConfig| c.vlan_proto.unwrap_or(crate::model::vf::VlanProto::Dot1Q);
+        diff(
+            "vlan_proto",
+            proto(want).to_string(),
+            proto(got).to_string(),
+        );
+    }
     if let Some(r) = want.max_tx_rate {
         diff(
             "max_tx_rate",

@@ -204,7 +204,7 @@ impl Rebalancer {
             nic_sets: BTreeMap::new(),
             stats: match live {
                 true => crate::host::ethtool_stats::StatsReader::new()
-                    .map_err(|e| eprintln!("vportd: no per-queue packet counts: {e}"))
+                    .map_err(|e| log::warn!("no per-queue packet counts: {e}"))
                     .ok(),
                 false => None,
             },
@@ -278,7 +278,7 @@ impl Rebalancer {
         // (the PF's NUMA-local CPUs) is a home the policy fills first.
         let (sets, problems) = nic_cpu_sets(&nic_facts(&inv), &self.cfg.nic_cpus, &self.topo);
         for p in problems {
-            eprintln!("vportd: {p}");
+            log::warn!("{p}");
         }
         self.policy.set_homes(
             sets.iter()
@@ -295,7 +295,7 @@ impl Rebalancer {
         let (vport_of, problems) =
             crate::rebalance::group_by_vport(&mut self.queues, &sets, &self.topo);
         for p in problems {
-            eprintln!("vportd: {p}");
+            log::warn!("{p}");
         }
         self.vport_of = vport_of;
         self.learned_from = (key_irqs, online);
@@ -346,7 +346,7 @@ impl Rebalancer {
             Some(Err(e)) => {
                 let msg = e.to_string();
                 if self.state_failed.as_ref() != Some(&msg) {
-                    eprintln!("vportd: the vPorts' queues are not grouped: {msg}");
+                    log::warn!("the vPorts' queues are not grouped: {msg}");
                     self.state_failed = Some(msg);
                 }
                 State::default()
@@ -383,7 +383,7 @@ impl Rebalancer {
                 }
                 Err(e) => {
                     if self.stats_failed.insert(i) {
-                        eprintln!("vportd: no per-queue packet counts for this netdev: {e}");
+                        log::warn!("no per-queue packet counts for this netdev: {e}");
                     }
                 }
             }

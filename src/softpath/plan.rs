@@ -66,6 +66,17 @@ pub struct PortPlan {
     pub tap_group: Option<String>,
     /// A VM's TAP, or a container's veth.
     pub attach: Attach,
+    /// A container veth's MTU (both ends); None: the kernel's default. A CNI network's `mtu`.
+    pub mtu: Option<u32>,
+}
+
+/// A port the config does not name but the daemon serves on one of its `[[switch]]`es: a
+/// CNI attachment's veth (`daemon::cni` builds these from the attachment book).
+#[derive(Debug, Clone)]
+pub struct ExtraPort {
+    /// The `[[switch]]` it belongs to.
+    pub switch: String,
+    pub port: PortPlan,
 }
 
 /// What connects to a switch besides its vPorts.
@@ -120,6 +131,17 @@ enum SwitchKey {
 /// the config still has, grouped by uplink PF or `[[switch]]`. A TAP name clash is reported
 /// and its vPort left out.
 pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>) {
+    plan_with(cfg, state, &[])
+}
+
+/// [`plan`] with `extra` ports on the config's `[[switch]]`es: a switch that has only
+/// those runs too (its trunk carries their VLANs). One on a switch the config lacks, or
+/// whose netdev name a vPort has, is reported and left out.
+pub fn plan_with(
+    cfg: &Config,
+    state: &State,
+    extra: &[ExtraPort],
+) -> (Vec<SwitchPlan>, Vec<SoftpathError>) {
     let mut by_switch: BTreeMap<SwitchKey, Vec<PortPlan>> = BTreeMap::new();
     let mut taps: BTreeMap<String, String> = BTreeMap::new();
     let mut errors = Vec::new();
@@ -152,7 +174,29 @@ pub fn plan(cfg: &Config, state: &State) -> (Vec<SwitchPlan>, Vec<SoftpathError>
             tap_owner: spec.tap_owner.clone(),
             tap_group: spec.tap_group.clone(),
             attach: spec.attach.clone(),
+            mtu: None,
         });
+    }
+    for x in extra {
+        if !cfg.switches.iter().any(|s| s.name == x.switch) {
+            errors.push(SoftpathError::NoSuchSwitch {
+                vport: x.port.vport.clone(),
+                switch: x.switch.clone(),
+            });
+            continue;
+        }
+        if let Some(other) = taps.insert(x.port.tap.clone(), x.port.vport.clone()) {
+            errors.push(SoftpathError::TapClash {
+                vport: x.port.vport.clone(),
+                tap: x.port.tap.clone(),
+                other,
+            });
+            continue;
+        }
+        by_switch
+            .entry(SwitchKey::Named(x.switch.clone()))
+            .or_default()
+            .push(x.port.clone());
     }
     let plans = by_switch
         .into_iter()
@@ -371,6 +415,64 @@ mac = "02:00:00:00:00:04"
         // Not in any plan: no switch serves it meanwhile.
         let (plans, _) = plan(&cfg, &st);
         assert!(plans.iter().all(|p| p.ports.iter().all(|x| x.vport != "a")));
+    }
+
+    #[test]
+    fn extra_ports_run_a_switch_of_their_own_with_their_vlans_and_bad_ones_are_said() {
+        let text = "state_dir = \"/var/lib/vportd\"\n[[switch]]\nname = \"office\"\nhost_netdev = \"vsw-office\"\n";
+        let cfg = crate::provision::config::parse(Path::new("host.toml"), text).unwrap();
+        let st = state(&[]);
+        let port = |vport: &str, tap: &str, vid: u16| PortPlan {
+            vport: vport.into(),
+            tap: tap.into(),
+            cfg: PortConfig::access(vport, vid),
+            tap_owner: None,
+            tap_group: None,
+            attach: Attach::Veth {
+                netns: "/run/netns/x".into(),
+                ifname: "eth0".into(),
+            },
+            mtu: Some(1400),
+        };
+        let extra = |switch: &str, vport: &str, tap: &str, vid: u16| ExtraPort {
+            switch: switch.into(),
+            port: port(vport, tap, vid),
+        };
+        let (plans, errors) = plan_with(
+            &cfg,
+            &st,
+            &[
+                extra("office", "cni:vc-a", "vc-a", 1),
+                extra("office", "cni:vc-b", "vc-b", 30),
+                extra("nowhere", "cni:vc-c", "vc-c", 1),
+                extra("office", "cni:vc-d", "vc-a", 1),
+            ],
+        );
+        assert_eq!(plans.len(), 1);
+        let office = &plans[0];
+        assert_eq!(office.kind.as_str(), "internal");
+        let vports: Vec<&str> = office.ports.iter().map(|p| p.vport.as_str()).collect();
+        assert_eq!(vports, ["cni:vc-a", "cni:vc-b"]);
+        assert_eq!(office.ports[0].mtu, Some(1400));
+        assert_eq!(
+            office.trunk.vlan,
+            VlanMode::Trunk {
+                allowed: VlanSet::from_vids([30]),
+                native: Some(DEFAULT_VLAN)
+            }
+        );
+        let said: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said[0].contains("switch nowhere, which is not a [[switch]]"),
+            "{said:?}"
+        );
+        assert!(
+            said[1].contains("vc-a, already given to vPort cni:vc-a"),
+            "{said:?}"
+        );
+        // Without extra ports a switch with no vPort does not run.
+        assert!(plan(&cfg, &st).0.is_empty());
     }
 
     #[test]

@@ -45,8 +45,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::plan::{ExtraPort, PortPlan, SwitchPlan, TrunkAt, UPLINK_PORT, held_taps, plan_with};
 use super::plan::{HOST_PORT, SwitchKind};
-use super::plan::{PortPlan, SwitchPlan, TrunkAt, UPLINK_PORT, held_taps, plan};
 use super::taps::TapBook;
 
 use crate::host::afpacket::{AfPacket, RingSize, UnicastFilter};
@@ -186,6 +186,11 @@ pub enum SoftpathError {
         tap: String,
         other: String,
     },
+    /// A port asked for on a switch the host config has no `[[switch]]` of.
+    #[error(
+        "{vport} asks for a port on switch {switch}, which is not a [[switch]] of the host config"
+    )]
+    NoSuchSwitch { vport: String, switch: String },
     /// The switch refused a port or its worker did not start.
     #[error(transparent)]
     Switch(#[from] SwitchError),
@@ -387,6 +392,8 @@ pub struct SoftPath {
     taps: TapBook,
     /// vPorts whose TAPs stay though no plan has them ([`held_taps`]).
     held: BTreeSet<String>,
+    /// Ports on `[[switch]]`es the config does not name (CNI attachments), set by the daemon.
+    extra: Vec<ExtraPort>,
     view: View,
     stop: Arc<AtomicBool>,
     publisher: Option<JoinHandle<()>>,
@@ -418,6 +425,7 @@ impl SoftPath {
             running: Vec::new(),
             taps: TapBook::load(state_dir, &mut errors),
             held,
+            extra: Vec::new(),
             view: View::default(),
             stop: Arc::new(AtomicBool::new(false)),
             publisher: None,
@@ -499,18 +507,22 @@ impl SoftPath {
 
     /// Reads the state and config the daemon was given and starts the software path on the
     /// live host (uplinks resolved through sysfs under `fs`).
+    /// `extra` are the ports served beside the config's vPorts from the start (a restart
+    /// adopts their veths instead of retiring them).
     pub fn start_live(
         cfg: &Config,
         fs: &KernelFs,
+        extra: Vec<ExtraPort>,
     ) -> Result<(SoftPath, Vec<SoftpathError>), crate::provision::state::StateError> {
         let state = State::load(&UserFiles, &cfg.state_dir)?;
-        let (plans, mut errors) = plan(cfg, &state);
-        let (sp, more) = SoftPath::start_holding(
+        let (plans, mut errors) = plan_with(cfg, &state, &extra);
+        let (mut sp, more) = SoftPath::start_holding(
             &plans,
             held_taps(cfg, &state),
             &|at: &TrunkAt| resolve_live(fs, at),
             Some(&cfg.state_dir),
         );
+        sp.extra = extra;
         errors.extend(more);
         Ok((sp, errors))
     }
@@ -539,13 +551,18 @@ impl SoftPath {
             .collect()
     }
 
+    /// The ports the next [`Self::refresh_live`] serves beside the config's vPorts.
+    pub fn set_extra_ports(&mut self, extra: Vec<ExtraPort>) {
+        self.extra = extra;
+    }
+
     /// Re-plans from the config and the state file and reconciles (see [`Self::reconcile`]).
     pub fn refresh_live(&mut self, cfg: &Config, fs: &KernelFs) -> Vec<SoftpathError> {
         let state = match State::load(&UserFiles, &cfg.state_dir) {
             Ok(s) => s,
             Err(e) => return vec![SoftpathError::State(e.to_string())],
         };
-        let (plans, mut errors) = plan(cfg, &state);
+        let (plans, mut errors) = plan_with(cfg, &state, &self.extra);
         if !self.taps.is_stored() {
             // Started without a readable state: the record of our TAPs is read now, before
             // a TAP of ours is taken for a stranger's.
@@ -970,7 +987,7 @@ fn open_uplink(
                 .map_err(|e| uplink_err(e.into()))?,
         ),
         other => crate::host::afxdp::open_netdev_edge(ifindex, other, true, &mut |why| {
-            eprintln!("vportd: the software path of uplink {bdf}: {why}");
+            log::warn!("the software path of uplink {bdf}: {why}");
         })
         .map_err(uplink_err)?,
     };
@@ -1091,7 +1108,7 @@ fn start_switch(
 fn write_snapshot(path: &Path, view: &View) {
     let text = serde_json::to_string_pretty(&view.snapshot()).expect("snapshots serialize");
     if let Err(e) = userfiles::write_atomic(path, text.as_bytes()) {
-        eprintln!("vportd: the software switch counters are not published: {e}");
+        log::warn!("the software switch counters are not published: {e}");
     }
 }
 

@@ -15,13 +15,63 @@
 //! worker sees the port's device gone and the next reconcile makes the pair again if the
 //! namespace is back.
 
-use super::plan::PortPlan;
+use super::plan::{ExtraPort, PortPlan};
 use super::running::SoftpathError;
 use super::taps::{TAP_RING, TapBook, TapRecord};
 use crate::host::afpacket::AfPacket;
 use crate::host::netns::{self, Netns, Placement};
+use crate::model::mac::Mac;
+use crate::model::pool::VfAttributes;
 use crate::provision::config::Attach;
-use crate::switch::Edge;
+use crate::switch::acl::{Acl, Action, Rule};
+use crate::switch::port::DEFAULT_VLAN;
+use crate::switch::qos::TokenBucket;
+use crate::switch::{Edge, PortConfig};
+
+/// A container attachment's port on `switch` (a CNI ADD on a `switch = "NAME"` network):
+/// the veth `host_end` here, its peer `ifname` inside `netns` with `mac` and the MTU, made
+/// and served as an `attach = "veth"` vPort's is; the port an access port on the VLAN (1
+/// when none), `qos` its default priority, the max rate an ingress limit, spoof checking
+/// (on unless turned off) an ACL allowing only `mac` as the source. `vport` names the port
+/// in `status`, the metrics and the TAP book, and must not be a config vPort's name.
+pub fn attachment_port(
+    vport: &str,
+    switch: &str,
+    host_end: &str,
+    netns: &str,
+    ifname: &str,
+    mac: Mac,
+    attrs: &VfAttributes,
+) -> ExtraPort {
+    let mut cfg = PortConfig::access(vport, attrs.vlan.unwrap_or(DEFAULT_VLAN));
+    cfg.default_pcp = attrs.qos.unwrap_or(0);
+    cfg.mac = Some(mac);
+    cfg.rate = attrs.max_tx_rate_mbps.map(TokenBucket::from_mbps);
+    if attrs.spoofchk.unwrap_or(true) {
+        cfg.ingress_acl = Acl::new(vec![
+            Rule {
+                src_mac: Some(mac),
+                ..Rule::any(Action::Allow)
+            },
+            Rule::any(Action::Deny),
+        ]);
+    }
+    ExtraPort {
+        switch: switch.to_string(),
+        port: PortPlan {
+            vport: vport.to_string(),
+            tap: host_end.to_string(),
+            cfg,
+            tap_owner: None,
+            tap_group: None,
+            attach: Attach::Veth {
+                netns: netns.to_string(),
+                ifname: ifname.to_string(),
+            },
+            mtu: attrs.mtu,
+        },
+    }
+}
 
 /// Whether the netdev `ifindex` here is a veth.
 fn is_veth(ifindex: u32) -> bool {
@@ -60,9 +110,10 @@ pub(super) fn connect(
         None => make(book, p, netns, ifname, errors)?,
     };
     if let Err(e) = crate::host::tap::keep_host_off(&p.tap) {
-        eprintln!(
-            "vportd: vPort {}: the host's addresses stay on {}: {e}",
-            p.vport, p.tap
+        log::warn!(
+            "vPort {}: the host's addresses stay on {}: {e}",
+            p.vport,
+            p.tap
         );
     }
     match AfPacket::open_index_counted(ifindex, true, TAP_RING) {
@@ -94,7 +145,7 @@ fn make(
         let inside = Placement {
             ifname: ifname.to_string(),
             mac: p.cfg.mac.map(|m| crate::model::mac::Mac(m.0)),
-            mtu: None,
+            mtu: p.mtu,
         };
         netns::create_veth(&ns, &p.tap, &inside)
     });

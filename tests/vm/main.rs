@@ -16,6 +16,7 @@ mod cni_vf;
 mod debian_host;
 mod faults;
 mod hotplug;
+mod netdevsim;
 mod provision;
 mod queue_groups;
 mod queues;

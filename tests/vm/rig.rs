@@ -281,6 +281,8 @@ pub struct Rig {
     podman: bool,
     /// Boot a root file system from a disk instead of the initramfs (debian_host.rs).
     system_disk: Option<SystemDisk>,
+    /// netdevsim.ko (built by tests/vm/setup) and the devlink tool, see [`Rig::netdevsim`].
+    netdevsim: bool,
 }
 
 impl Default for Rig {
@@ -305,6 +307,7 @@ impl Rig {
             tap_nics: Vec::new(),
             podman: false,
             system_disk: None,
+            netdevsim: false,
         }
     }
 
@@ -363,6 +366,18 @@ impl Rig {
             self.modules.push("virtio_net".to_string());
         }
         self.tap_nics.push((ifname.to_string(), mac.to_string()));
+        self
+    }
+
+    /// The kernel's simulated NIC, for what igb lacks (VF min rate, link state, 802.1ad,
+    /// devlink and switchdev): netdevsim.ko, which tests/vm/setup builds for exactly the
+    /// guest kernel, loaded at boot after psample; and iproute2's `devlink` as an oracle.
+    /// A test makes its devices (`echo "10 1" > /sys/bus/netdevsim/new_device`).
+    pub fn netdevsim(mut self) -> Rig {
+        if !self.netdevsim {
+            self.modules.push("psample".to_string());
+        }
+        self.netdevsim = true;
         self
     }
 
@@ -624,6 +639,10 @@ impl Rig {
                 order.push(module.name);
             }
         }
+        if self.netdevsim {
+            add_netdevsim(rig, root)?;
+            order.push("netdevsim".to_string());
+        }
         write_file(
             root,
             "/lib/modules/rig/load.list",
@@ -725,6 +744,24 @@ pub fn small_initramfs(rig: &RigEnv, modules: &[&str], init: &str, out: &Path) -
     pack_cpio(&root, out)?;
     let _ = fs::remove_dir_all(&root);
     Ok(())
+}
+
+/// netdevsim.ko from the rig's cache into the guest's module directory, and `devlink`.
+fn add_netdevsim(rig: &RigEnv, root: &Path) -> Result<()> {
+    let module = rig
+        .cache
+        .join("netdevsim")
+        .join(&rig.kernel_version)
+        .join("netdevsim.ko");
+    if !module.exists() {
+        return Err(RigError::new(format!(
+            "{} is missing (netdevsim built for the guest kernel); {}.",
+            module.display(),
+            setup_hint()
+        )));
+    }
+    copy_file(root, &module, "/lib/modules/rig/netdevsim.ko", 0o644)?;
+    copy_program(root, Path::new("/usr/sbin/devlink"), "/usr/sbin/devlink")
 }
 
 /// PF i's MAC address: fixed, so that tests and fixtures do not depend on QEMU's defaults.

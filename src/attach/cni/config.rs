@@ -74,6 +74,10 @@ pub struct NetConf {
     pub prev_result: Option<CniResult>,
     /// GC's list of the attachments to keep.
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// `socket`: the daemon's control socket, an absolute path (None: the plugin's
+    /// default). In the config because a runtime's cleanup process, which sends DEL, may
+    /// not carry the environment the ADD had.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 /// Keys the spec (or a runtime on its behalf) puts in a plugin's config.
@@ -93,7 +97,7 @@ const SPEC_KEYS: [&str; 11] = [
 ];
 
 /// vportd's own keys.
-const VPORTD_KEYS: [&str; 12] = [
+const VPORTD_KEYS: [&str; 13] = [
     "uplink",
     "switch",
     "pool",
@@ -106,6 +110,7 @@ const VPORTD_KEYS: [&str; 12] = [
     "mtu",
     "offload",
     "mac",
+    "socket",
 ];
 
 /// The version an error about `stdin` is written in: the config's own when this plugin
@@ -178,7 +183,19 @@ impl NetConf {
         }
         let prev_result = prev_result(&obj, command)?;
         let valid_attachments = valid_attachments(&obj, command)?;
+        let socket = match obj.get("socket") {
+            None => None,
+            Some(Value::String(p)) if p.starts_with('/') => Some(std::path::PathBuf::from(p)),
+            Some(other) => {
+                return Err(CniError::invalid(
+                    "socket",
+                    format!("{other} is not an absolute path"),
+                    "socket is the vportd daemon's control socket, e.g. \"/run/vportd/vportd.sock\"",
+                ));
+            }
+        };
         Ok(NetConf {
+            socket,
             cni_version,
             name,
             target,
@@ -230,7 +247,7 @@ fn unknown_key(key: &str) -> CniError {
         Some(k) => format!("did you mean {k}? "),
         None => String::new(),
     };
-    hint.push_str("vportd reads uplink, switch, pool, vlan, qos, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, mtu, offload, ipam and dns");
+    hint.push_str("vportd reads uplink, switch, pool, vlan, qos, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, mtu, offload, socket, ipam and dns");
     CniError::invalid(key, "is not a key vportd knows", hint)
 }
 
@@ -750,12 +767,12 @@ mod tests {
             (
                 "vlna",
                 "100",
-                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"vlna\": is not a key vportd knows","details":"did you mean vlan? vportd reads uplink, switch, pool, vlan, qos, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, mtu, offload, ipam and dns"}"#,
+                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"vlna\": is not a key vportd knows","details":"did you mean vlan? vportd reads uplink, switch, pool, vlan, qos, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, mtu, offload, socket, ipam and dns"}"#,
             ),
             (
                 "bridge",
                 "\"cni0\"",
-                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"bridge\": is not a key vportd knows","details":"vportd reads uplink, switch, pool, vlan, qos, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, mtu, offload, ipam and dns"}"#,
+                r#"{"cniVersion":"1.0.0","code":7,"msg":"network config key \"bridge\": is not a key vportd knows","details":"vportd reads uplink, switch, pool, vlan, qos, max_tx_rate_mbps, min_tx_rate_mbps, spoofchk, trust, mtu, offload, socket, ipam and dns"}"#,
             ),
             (
                 "uplink",

@@ -154,12 +154,24 @@ impl CniResult {
         ipam: Option<CniResult>,
         conf_dns: Option<Dns>,
     ) -> CniResult {
+        Self::for_interfaces(version, vec![iface], ipam, conf_dns)
+    }
+
+    /// [`CniResult::for_attachment`] with more interfaces (a veth's host end before the
+    /// container's): IPAM's addresses go on the last, the container's.
+    pub fn for_interfaces(
+        version: &str,
+        interfaces: Vec<Interface>,
+        ipam: Option<CniResult>,
+        conf_dns: Option<Dns>,
+    ) -> CniResult {
         let ipam = ipam.unwrap_or_default();
+        let inside = interfaces.len().saturating_sub(1);
         let ips = ipam
             .ips
             .into_iter()
             .map(|ip| IpConfig {
-                interface: Some(0),
+                interface: Some(inside),
                 ..ip
             })
             .collect();
@@ -170,7 +182,7 @@ impl CniResult {
         };
         CniResult {
             cni_version: version.to_string(),
-            interfaces: vec![iface],
+            interfaces,
             ips,
             routes: ipam.routes,
             dns,

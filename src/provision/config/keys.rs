@@ -16,6 +16,30 @@ pub(super) const TOP_KEYS: &[(&str, &str)] = &[
         "pool",
         "[[pool]] tables, one per pool of VFs for containers",
     ),
+    ("daemon", "a [daemon] table of vportd daemon's settings"),
+];
+
+pub(super) const DAEMON_KEYS: &[(&str, &str)] = &[
+    ("period_ms", "milliseconds from 10 to 600000, e.g. 1000"),
+    (
+        "metrics",
+        "an address and port in quotes, e.g. \"127.0.0.1:9477\", or \"off\"",
+    ),
+    (
+        "socket",
+        "an absolute path in quotes, e.g. \"/run/vportd/vportd.sock\", or \"off\"",
+    ),
+    ("socket_group", "a group name in quotes, e.g. \"vportd\""),
+    ("uevents", "true or false"),
+    (
+        "nic_cpus",
+        "a table of PCI addresses to CPU lists, e.g. { \"0000:01:00.0\" = \"2-7\" }",
+    ),
+    ("avoid_cpus", "a CPU list in quotes, e.g. \"0-3,16-19\""),
+    ("steering", "true or false"),
+    ("upper", "a share of a CPU, e.g. 0.8"),
+    ("lower", "a share of a CPU, e.g. 0.3"),
+    ("log_level", "\"error\", \"warn\", \"info\" or \"debug\""),
 ];
 
 pub(super) const SWITCH_KEYS: &[(&str, &str)] = &[

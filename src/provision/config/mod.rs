@@ -12,6 +12,7 @@
 
 mod against;
 mod checker;
+mod daemon;
 mod keys;
 mod names;
 mod pool;
@@ -33,6 +34,7 @@ use crate::model::pool::PoolSpec;
 use crate::model::uplink::UplinkSelector;
 use crate::provision::store::Store;
 pub use against::check_against;
+pub use daemon::{DaemonSettings, LOG_LEVELS};
 pub use keys::OPTIONAL_ATTRIBUTES;
 
 use checker::Checker;
@@ -60,6 +62,9 @@ pub struct Config {
     /// The `[[switch]]` tables: private and internal software switches.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub switches: Vec<SwitchSpec>,
+    /// The `[daemon]` table: `vportd daemon`'s settings (its flags win).
+    #[serde(skip_serializing_if = "DaemonSettings::is_empty")]
+    pub daemon: DaemonSettings,
 }
 
 /// One `[[switch]]`: a software switch without an uplink PF. Private when `host_netdev` is
@@ -351,6 +356,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         vports,
         switches: switches.list,
         pools,
+        daemon: top.daemon,
     })
 }
 

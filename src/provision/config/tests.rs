@@ -1,4 +1,4 @@
-use super::keys::{POOL_KEYS, SWITCH_KEYS, TOP_KEYS, UPLINK_KEYS, VPORT_KEYS};
+use super::keys::{DAEMON_KEYS, POOL_KEYS, SWITCH_KEYS, TOP_KEYS, UPLINK_KEYS, VPORT_KEYS};
 use super::names::normalize_pci;
 use super::*;
 use proptest::prelude::*;
@@ -106,10 +106,12 @@ fn the_example_parses_and_uses_every_key() {
         .chain(VPORT_KEYS)
         .chain(POOL_KEYS)
         .chain(SWITCH_KEYS)
+        .chain(DAEMON_KEYS)
     {
         assert!(
-            text.lines()
-                .any(|l| l.starts_with(&format!("{key} = ")) || l == format!("[[{key}]]")),
+            text.lines().any(|l| l.starts_with(&format!("{key} = "))
+                || l == format!("[[{key}]]")
+                || l == format!("[{key}]")),
             "examples/host.toml does not show {key}"
         );
     }

@@ -16,6 +16,7 @@ pub(super) struct Top<'i> {
     pub(super) vports: Vec<Spanned<DeTable<'i>>>,
     pub(super) switches: Vec<Spanned<DeTable<'i>>>,
     pub(super) pools: Vec<Spanned<DeTable<'i>>>,
+    pub(super) daemon: super::daemon::DaemonSettings,
 }
 
 /// The top level of `text`; None when it is not TOML at all (after reporting where).
@@ -39,6 +40,7 @@ pub(super) fn top<'i>(ck: &mut Checker<'_>, text: &'i str) -> Option<Top<'i>> {
         vports: Vec::new(),
         switches: Vec::new(),
         pools: Vec::new(),
+        daemon: Default::default(),
     };
     for (key, value) in root.get_ref().iter() {
         match key.get_ref().as_ref() {
@@ -51,6 +53,7 @@ pub(super) fn top<'i>(ck: &mut Checker<'_>, text: &'i str) -> Option<Top<'i>> {
             "vport" => top.vports = ck.tables(key, value),
             "switch" => top.switches = ck.tables(key, value),
             "pool" => top.pools = ck.tables(key, value),
+            "daemon" => top.daemon = super::daemon::daemon(ck, key, value),
             other => ck.unknown_key(key.span(), "config", other, "the top level", TOP_KEYS),
         }
     }

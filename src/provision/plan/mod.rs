@@ -18,6 +18,7 @@
 //!   binding and VF settings;
 //! - [`steering`], the PF's channels, the vPorts without a VF on queues of their own
 //!   ([`queues`] picks them), the PF's own RSS table ([`pf_queues`]);
+//! - [`switchdev`], a PF whose eswitch is in switchdev mode: its legacy VF steps blocked;
 //! - [`switched`], the vPorts on a `[[switch]]`: the software path, no NIC;
 //! - then, over every uplink, [`leftovers`]: steering on PFs that left the config,
 //!   state-only changes, and warnings that need the whole plan.
@@ -31,6 +32,7 @@ mod pf_queues;
 mod pools;
 mod queues;
 mod steering;
+mod switchdev;
 mod switched;
 mod types;
 mod uplink;
@@ -110,6 +112,7 @@ pub fn plan(
         pools::steps(&inputs, &up, resized, &mut draft);
         vf_steps::vport_vfs(&inputs, &up, &taken, &candidates, resized, &mut draft);
         steering::queues_and_steering(&inputs, &up, candidates.no_vf, &mut draft);
+        switchdev::legacy_vf_steps(&up, &mut draft);
     }
     switched::place_switch_members(&inputs, &mut draft);
     pools::removed(&inputs, uplinks, &mut draft);

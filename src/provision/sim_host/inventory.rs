@@ -59,6 +59,8 @@ impl SimHost {
                 }),
                 irqs: Vec::new(),
                 profile: None,
+                eswitch_mode: None,
+                representors: Vec::new(),
             });
         }
         Inventory {

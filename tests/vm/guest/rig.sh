@@ -3,6 +3,7 @@
 # VFs: these functions send the oracles' names to the real iproute2 and ethtool.
 ip() { /usr/sbin/ip "$@"; }
 ethtool() { /usr/sbin/ethtool "$@"; }
+devlink() { /usr/sbin/devlink "$@"; }
 udevadm() { /usr/bin/udevadm "$@"; }
 
 # Milliseconds since boot, to 10 ms (busybox's date has no %N).

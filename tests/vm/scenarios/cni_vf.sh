@@ -27,11 +27,11 @@ EOT
 vportd apply /tmp/pool.toml > $OUT/apply.out 2>&1; echo $? > $OUT/apply.rc
 
 start_daemon() {
-  rm -f /run/vportd.sock  # a killed daemon's socket file would pass the wait below
-  vportd daemon --config /tmp/pool.toml --socket /run/vportd.sock --no-uevents \
+  rm -f /run/vportd/vportd.sock  # a killed daemon's socket file would pass the wait below
+  vportd daemon --config /tmp/pool.toml --socket /run/vportd/vportd.sock --no-uevents \
     --metrics 127.0.0.1:9477 >> /run/daemon.out 2>> $OUT/daemon.log &
   DAEMON=$!
-  wait_for 60 test -S /run/vportd.sock
+  wait_for 60 test -S /run/vportd/vportd.sock
 }
 start_daemon
 

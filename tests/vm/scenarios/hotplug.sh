@@ -34,9 +34,9 @@ debug() {
 step_boot() {
   vportd daemon --config $CFG --metrics 127.0.0.1:9477 > /run/daemon.log 2>&1 &
   echo $! > /run/daemon.pid
-  wait_for 30 [ -S /run/vportd.sock ] || exit 1
+  wait_for 30 [ -S /run/vportd/vportd.sock ] || exit 1
   wait_for 120 grep -q vm-a "$STATE" || { debug; collect boot; exit 1; }
-  stat -c '%a %U %G' /run/vportd.sock > "$OUT/socket"
+  stat -c '%a %U %G' /run/vportd/vportd.sock > "$OUT/socket"
   collect boot
 }
 
