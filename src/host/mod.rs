@@ -25,6 +25,7 @@ pub mod tap;
 pub mod tcflow;
 pub mod uevent;
 pub mod unix_socket;
+pub mod uplink_wait;
 pub mod userfiles;
 pub mod vlan;
 pub mod wait;

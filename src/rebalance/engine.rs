@@ -23,6 +23,7 @@ use crate::host::userfiles::UserFiles;
 use crate::model::file_errors::FsError;
 use crate::model::inventory::{Inventory, QueueKind, QueueRef};
 use crate::model::profile::ProfileSet;
+use crate::model::uplink::UplinkSelector;
 use crate::provision::state::State;
 use crate::rebalance::actuate;
 use crate::rebalance::cpusets::{NicCpuSet, NicFacts, SetSource, nic_cpu_sets};
@@ -65,6 +66,10 @@ pub struct EngineConfig {
     pub policy: PolicyConfig,
     /// Each vPort's configured `cpus`, by name: the hard limit of its queue set.
     pub vport_cpus: BTreeMap<String, Vec<u32>>,
+    /// The provisioning config's uplinks: only their queues, and their VFs', are balanced
+    /// (the NICs vportd does not manage are another writer's, irqbalance's or the
+    /// operator's). None (a daemon without a config): every NIC's queues.
+    pub uplinks: Option<Vec<UplinkSelector>>,
 }
 
 /// One CPU in a tick.
@@ -187,6 +192,28 @@ pub struct Rebalancer {
 /// ceil(IRQs / this) periods). Our own writes update the cached values as they happen.
 pub const AFFINITY_READS_PER_TICK: usize = 1024;
 
+/// Whether `f` is one of `uplinks` (by PCI address, or a netdev's MAC or name) or a VF of
+/// one.
+fn managed(
+    inv: &Inventory,
+    f: &crate::model::inventory::PciFunction,
+    uplinks: &[UplinkSelector],
+) -> bool {
+    let names = |f: &crate::model::inventory::PciFunction, u: &UplinkSelector| match u {
+        UplinkSelector::Pci(_) => u.matches(&f.bdf),
+        UplinkSelector::Mac(_) => f
+            .netdevs
+            .iter()
+            .any(|d| d.mac.as_deref().is_some_and(|m| u.matches(m))),
+        UplinkSelector::Ifname(n) => f.netdevs.iter().any(|d| d.name == *n),
+    };
+    let pf = match &f.physfn {
+        Some(pf) => inv.pci_functions.iter().find(|p| p.bdf == *pf),
+        None => Some(f),
+    };
+    pf.is_some_and(|pf| uplinks.iter().any(|u| names(pf, u)))
+}
+
 impl Rebalancer {
     /// An engine for `cfg` (a [`crate::daemon::DaemonConfig`] converts into one); the
     /// drivers' packet counters are read only when `root` is the live kernel's `/`.
@@ -226,6 +253,13 @@ impl Rebalancer {
     /// the vPorts' queue groups and CPU sets afresh.
     pub fn set_vport_cpus(&mut self, vport_cpus: BTreeMap<String, Vec<u32>>) {
         self.cfg.vport_cpus = vport_cpus;
+        self.learned_from = (Vec::new(), String::new());
+    }
+
+    /// Takes the uplinks of a re-read provisioning config: the next tick balances their
+    /// queues only.
+    pub fn set_uplinks(&mut self, uplinks: Option<Vec<UplinkSelector>>) {
+        self.cfg.uplinks = uplinks;
         self.learned_from = (Vec::new(), String::new());
     }
 
@@ -309,6 +343,11 @@ impl Rebalancer {
         self.steering.clear();
         self.counters.clear();
         for f in &inv.pci_functions {
+            if let Some(uplinks) = &self.cfg.uplinks
+                && !managed(inv, f, uplinks)
+            {
+                continue;
+            }
             for irq in &f.irqs {
                 let Some(q) = irq.queue else { continue };
                 self.queues.push(QueueSpec {
