@@ -5,13 +5,6 @@ use std::path::PathBuf;
 use std::{env, fs};
 
 fn main() {
-    // The vportd executable is linked non-PIE: the pci-ids name tables are ~51,000 pointers,
-    // which a PIE must relocate at every start (1.2 MB of relocations read, 1.4 MB of
-    // .data.rel.ro written: ~350 more page faults). `vportd hotplug` and a no-op `vportd apply`
-    // run as short processes, and in the QEMU rig that start-up was a third of their time
-    // (35 vs 50 ms per start; /bin/true 31 ms). Shared libraries and the stack and heap stay
-    // randomized; see SECURITY.md.
-    println!("cargo::rustc-link-arg-bins=-no-pie");
     let dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
             .join("hwprofiles");

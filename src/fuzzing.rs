@@ -20,6 +20,7 @@ use crate::daemon::events::{self, DeviceEvent};
 use crate::daemon::protocol::{self, Request, Response};
 use crate::facts::inventory;
 use crate::facts::parse;
+use crate::facts::pciids::PciIds;
 use crate::facts::profile;
 use crate::host::fs::KernelFs;
 use crate::host::netlink::NetlinkSnapshot;
@@ -51,6 +52,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("control_request", control_request),
     ("control_response", control_response),
     ("frame", frame),
+    ("pci_ids", pci_ids),
 ];
 
 /// Looks a target up by name.
@@ -185,6 +187,31 @@ pub fn cpulist(data: &[u8]) {
             );
         }
         Err(e) => says(&e.to_string(), "is not a CPU list", &text),
+    }
+}
+
+/// The system's PCI id database (pci.ids, a file another package installs): an error names
+/// the file and a line that exists; parsing is deterministic; a comment or the class list
+/// appended changes no lookup.
+pub fn pci_ids(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match PciIds::parse(&text, "fuzz.ids") {
+        Ok(ids) => {
+            let again = PciIds::parse(&text, "fuzz.ids").expect("parses again");
+            assert_eq!(ids.counts(), again.counts(), "parsing is deterministic");
+            let more = format!("{text}\n# a comment\nC 02  Network controller\n\t00  Ethernet\n");
+            let more = PciIds::parse(&more, "fuzz.ids").expect("a comment and classes appended");
+            assert_eq!(ids.counts(), more.counts(), "{text:?}");
+        }
+        Err(e) => {
+            says(&e.to_string(), &format!("fuzz.ids:{}: ", e.line), &text);
+            assert!(
+                e.line >= 1 && e.line <= text.lines().count(),
+                "line {} of {} in {text:?}",
+                e.line,
+                text.lines().count()
+            );
+        }
     }
 }
 

@@ -259,4 +259,5 @@ targets!(
     control_request,
     control_response,
     frame,
+    pci_ids,
 );

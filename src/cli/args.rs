@@ -163,4 +163,7 @@ pub enum Command {
     /// lines: the refusal paths, proven on a real driver (tests/vm/queues.rs).
     #[command(hide = true)]
     QueueProbe { ifname: String },
+    /// Write the man pages or print a shell's completions (scripts/package uses it).
+    #[command(hide = true)]
+    Generate(super::generate::GenerateArgs),
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Failure, emit, load_profiles, render, to_json};
-use crate::facts::inventory;
+use crate::facts::{inventory, pciids};
 use crate::host::fs::KernelFs;
 use crate::host::netlink;
 use crate::host::userfiles::{self, UserFiles};
@@ -37,6 +37,14 @@ pub(super) fn run(f: Flags) -> Result<(), Failure> {
             .map_err(Failure::runtime)?;
     }
     let inv = inventory::discover(&fs, &nl, &profiles).map_err(Failure::runtime)?;
+    // Names are for people: without the database the ids stand alone, and stderr says why.
+    let names = pciids::names_for(fs.root());
+    if let Some(note) = names.note() {
+        eprintln!("vportd discover: note: {note}");
+    }
+    if let (Some(dir), Some(ids)) = (&f.record, names.ids()) {
+        record_names(dir, ids, &inv)?;
+    }
     let pools = held
         .as_ref()
         .map(|(state, _)| state.pool_use())
@@ -44,6 +52,27 @@ pub(super) fn run(f: Flags) -> Result<(), Failure> {
     let sets = held.map(|(state, cpus)| provision::state::queue_sets(&state, &inv, &cpus));
     emit(&report(&inv, sets, &pools, f.json));
     Ok(())
+}
+
+/// Writes the pci.ids entries the inventory names below the recording, so that replaying it
+/// shows the same names.
+fn record_names(dir: &Path, ids: &pciids::PciIds, inv: &Inventory) -> Result<(), Failure> {
+    let hex = |s: &str| u16::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    let wanted: Vec<(u16, u16)> = inv
+        .pci_functions
+        .iter()
+        .filter_map(|f| Some((hex(&f.vendor_id)?, hex(&f.device_id)?)))
+        .collect();
+    let path = dir.join(pciids::SYSTEM_PATHS[0]);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Failure::runtime(format!(
+                "cannot create the directory {}: {e}",
+                parent.display()
+            ))
+        })?;
+    }
+    userfiles::write_atomic(&path, ids.subset_text(&wanted).as_bytes()).map_err(Failure::runtime)
 }
 
 /// The state named by `--config` (with its vPorts' `cpus`) or `--state-dir`, if any.

@@ -12,6 +12,7 @@ pub mod tap_netns;
 mod apply;
 mod daemon;
 mod discover;
+mod generate;
 mod plan;
 mod profiles;
 mod queue_probe;
@@ -135,6 +136,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::QueueProbe { ifname } => queue_probe::run(&ifname),
         Command::Simulate { json } => simulate::run(json),
+        Command::Generate(args) => generate::run(args),
     }
 }
 

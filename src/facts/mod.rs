@@ -4,6 +4,7 @@
 
 pub mod inventory;
 pub mod parse;
+pub mod pciids;
 pub mod profile;
 pub mod scope;
 pub mod switchdev;

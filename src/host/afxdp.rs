@@ -26,8 +26,8 @@
 //! whole, bigger than the edge carries, and bulk TCP collapses (measured: 0.35 Mbit/s against
 //! 1.5 Gbit/s native on this machine), so `ModeChoice::Auto` only falls back to generic for
 //! drivers without native XDP, where frames come from a real wire (segmented, checksummed).
-//! The program's license string is "Proprietary" (the crate declares no licence):
-//! bpf_redirect_map is not a GPL-only helper, and the kernel accepting the load says so.
+//! The program's licence string is vportd's own (`bpf::PROGRAM_LICENSE`): bpf_redirect_map is
+//! not a GPL-only helper, and the kernel accepting the load says so.
 //!
 //! Rings (see the kernel's Documentation/networking/af_xdp.rst): each is a power-of-two array
 //! with a free-running producer and consumer index shared with the kernel. The kernel produces

@@ -4,8 +4,8 @@
 //! is a repr(C) prefix of the kernel's `union bpf_attr` for its command; the kernel treats
 //! the bytes it is not given as zero, and refuses non-zero bytes it does not know.
 //!
-//! Programs are loaded with the licence string "Proprietary": the helpers they call
-//! (map lookups, redirects) are not GPL-only, and the kernel loads them.
+//! Programs are loaded with the licence string [`PROGRAM_LICENSE`], the project's own: see
+//! there why no GPL string is needed, and [`load`] for the check that keeps it true.
 
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -169,6 +169,29 @@ pub(crate) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn
     }
 }
 
+/// The licence string every program is loaded with: vportd's own licence, since the
+/// instructions are vportd's code. The kernel reserves its GPL-only helpers for programs
+/// whose string is GPL-compatible ("GPL", "Dual MIT/GPL"...); ours call only helpers open to
+/// every program, so claiming GPL would relicense them for nothing:
+/// bpf_map_lookup_elem, bpf_redirect, bpf_skb_load_bytes and bpf_redirect_peer (the flow
+/// cache, `host::tcflow`), bpf_redirect_map (the AF_XDP edge, `host::afxdp`), none of them
+/// `gpl_only` in the kernel's helper prototypes. [`load`] refuses a program that calls any
+/// other helper, so adding one means reviewing this string first.
+pub(crate) const PROGRAM_LICENSE: &std::ffi::CStr = c"MIT OR Apache-2.0";
+
+/// The helpers (by `enum bpf_func_id`) the programs may call under [`PROGRAM_LICENSE`]:
+/// map_lookup_elem, redirect, skb_load_bytes, redirect_map, redirect_peer.
+const NON_GPL_HELPERS: &[i32] = &[1, 23, 26, 51, 155];
+
+/// The first helper `insns` call that is not in [`NON_GPL_HELPERS`], if any (a call is
+/// BPF_JMP|BPF_CALL, 0x85, with src 0; src 1 and 2 are calls to BPF functions and kfuncs).
+fn unreviewed_helper(insns: &[Insn]) -> Option<i32> {
+    insns
+        .iter()
+        .find(|i| i.code == 0x85 && i.regs >> 4 == 0 && !NON_GPL_HELPERS.contains(&i.imm))
+        .map(|i| i.imm)
+}
+
 /// Loads a program. On a refusal, the error and the verifier's log (asked for in a second
 /// load, so that a good load costs no log buffer), trimmed.
 pub(crate) fn load(
@@ -177,7 +200,16 @@ pub(crate) fn load(
     prog_flags: u32,
     insns: &[Insn],
 ) -> Result<OwnedFd, (std::io::Error, String)> {
-    let license = c"Proprietary";
+    if let Some(helper) = unreviewed_helper(insns) {
+        return Err((
+            std::io::Error::other(format!(
+                "the BPF program {name} calls helper {helper}, which is not among those \
+                 reviewed for the licence string {PROGRAM_LICENSE:?} (host::bpf::NON_GPL_HELPERS)"
+            )),
+            String::new(),
+        ));
+    }
+    let license = PROGRAM_LICENSE;
     let mut attr = ProgLoad {
         prog_type,
         insn_cnt: insns.len() as u32,
@@ -280,5 +312,24 @@ mod tests {
         assert_eq!(std::mem::offset_of!(LinkCreate, expected_revision), 24);
         assert_eq!(std::mem::offset_of!(MapCreate, map_name), 28);
         assert_eq!(std::mem::size_of::<Insn>(), 8);
+    }
+
+    #[test]
+    fn only_reviewed_helpers_may_be_called() {
+        let call = |imm| insn(0x85, 0, 0, 0, imm);
+        let exit = insn(0x95, 0, 0, 0, 0);
+        assert_eq!(
+            unreviewed_helper(&[call(1), call(23), call(155), exit]),
+            None
+        );
+        // bpf_trace_printk (6) is GPL-only: not under this licence string.
+        assert_eq!(unreviewed_helper(&[call(51), call(6), exit]), Some(6));
+        // A call to a BPF function (src 1) is no helper, whatever its immediate.
+        assert_eq!(unreviewed_helper(&[insn(0x85, 0, 1, 0, 6), exit]), None);
+        let (e, log) = load("t", 6, 0, &[call(6), exit]).expect_err("refused before bpf(2)");
+        assert!(
+            e.to_string().contains("calls helper 6") && log.is_empty(),
+            "{e}"
+        );
     }
 }

@@ -33,9 +33,9 @@
 //!
 //! Everything dies with the process: links detach when their descriptor closes (kill -9
 //! included), programs and maps go with their last reference. A new start never finds
-//! anything of ours to clean up. The licence string is "Proprietary", as in host::afxdp: the
-//! helpers used (map lookup, bpf_skb_load_bytes, bpf_redirect, bpf_redirect_peer) are not
-//! GPL-only, and the kernel accepting the load says so.
+//! anything of ours to clean up. The licence string is vportd's own, as in host::afxdp
+//! (`bpf::PROGRAM_LICENSE`): the helpers used (map lookup, bpf_skb_load_bytes, bpf_redirect,
+//! bpf_redirect_peer) are not GPL-only, and the kernel accepting the load says so.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
