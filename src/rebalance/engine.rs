@@ -734,3 +734,93 @@ pub fn log_lines(r: &TickReport) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::inventory::{CpuTopology, Netdev, PciFunction, Role, SCHEMA_VERSION};
+
+    fn function(bdf: &str, physfn: Option<&str>, netdev: &str, mac: &str) -> PciFunction {
+        PciFunction {
+            bdf: bdf.into(),
+            vendor_id: "0x8086".into(),
+            device_id: "0x10c9".into(),
+            vendor_name: None,
+            device_name: None,
+            subsystem_vendor_id: None,
+            subsystem_device_id: None,
+            class: "0x020000".into(),
+            driver: Some("igb".into()),
+            role: if physfn.is_some() { Role::Vf } else { Role::Pf },
+            numa_node: None,
+            local_cpus: Vec::new(),
+            physfn: physfn.map(Into::into),
+            vf_index: None,
+            virtio_device: None,
+            netdevs: vec![Netdev {
+                ifindex: 2,
+                name: netdev.into(),
+                mac: Some(mac.into()),
+                operstate: "up".into(),
+                mtu: None,
+                speed_mbps: None,
+                driver: None,
+                kind: None,
+                rx_queues: 1,
+                tx_queues: 1,
+                channels: None,
+                queues: Default::default(),
+            }],
+            sriov: None,
+            irqs: Vec::new(),
+            profile: None,
+            eswitch_mode: None,
+            representors: Vec::new(),
+        }
+    }
+
+    /// With a config, only its uplinks (by PCI address, MAC or name) and their VFs are the
+    /// rebalancer's; another NIC's queues are left to whoever balances them.
+    #[test]
+    fn only_the_configs_uplinks_and_their_vfs_are_managed() {
+        let inv = Inventory {
+            schema_version: SCHEMA_VERSION,
+            pci_functions: vec![
+                function("0000:01:00.0", None, "enp1s0", "52:54:00:00:00:01"),
+                function(
+                    "0000:01:10.0",
+                    Some("0000:01:00.0"),
+                    "enp1s0v0",
+                    "02:00:00:00:00:01",
+                ),
+                function("0000:02:00.0", None, "enp2s0", "52:54:00:00:00:02"),
+                function(
+                    "0000:02:10.0",
+                    Some("0000:02:00.0"),
+                    "enp2s0v0",
+                    "02:00:00:00:00:02",
+                ),
+            ],
+            other_netdevs: Vec::new(),
+            cpus: CpuTopology {
+                online: vec![0, 1],
+                nodes: Vec::new(),
+                smt_siblings: Vec::new(),
+            },
+        };
+        let ours = |uplinks: &[UplinkSelector]| -> Vec<&str> {
+            inv.pci_functions
+                .iter()
+                .filter(|f| managed(&inv, f, uplinks))
+                .map(|f| f.bdf.as_str())
+                .collect()
+        };
+        let pci = [UplinkSelector::Pci("0000:01:00.0".into())];
+        assert_eq!(ours(&pci), ["0000:01:00.0", "0000:01:10.0"]);
+        let mac = [UplinkSelector::Mac("52:54:00:00:00:02".into())];
+        assert_eq!(ours(&mac), ["0000:02:00.0", "0000:02:10.0"]);
+        let name = [UplinkSelector::Ifname("enp2s0".into())];
+        assert_eq!(ours(&name), ["0000:02:00.0", "0000:02:10.0"]);
+        assert!(ours(&[]).is_empty());
+    }
+}

@@ -13,7 +13,6 @@
 
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -143,98 +142,30 @@ pub fn debian_rig(rig: &RigEnv, pfs: usize, share: Vec<(String, Vec<u8>)>) -> Ri
         .system_disk(disk)
 }
 
-/// The release build of vportd, as a package ships it (no fault injection, no debug
-/// information; a test build is also several times slower under TCG): `cargo build --release`,
-/// which reuses what an earlier build left in the target directory.
-fn release_vportd() -> PathBuf {
+/// The package under test: the .deb scripts/test built with scripts/package for this run
+/// (VPORTD_DEB: CI makes one release build, for tests/package.rs and this test), else one
+/// built here by scripts/package (a release build, reused when up to date, and cargo-deb).
+fn package() -> PathBuf {
+    if let Some(deb) = std::env::var_os("VPORTD_DEB") {
+        let deb = PathBuf::from(deb);
+        assert!(deb.is_file(), "VPORTD_DEB={deb:?} is not a file");
+        return deb;
+    }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--bin",
-            "vportd",
-            "--message-format=json",
-        ])
+    let out = Command::new(repo.join("scripts/package"))
         .current_dir(repo)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .expect("cargo runs");
-    assert!(out.status.success(), "cargo build --release failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|msg| msg["target"]["name"] == "vportd")
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .expect("cargo names the release vportd it built")
-}
-
-/// The package under test. Until scripts/package lands, a minimal .deb made here from the
-/// release vportd, the units and the udev rules of udev/, laid out as the package lays them out
-/// (/usr/bin, /usr/lib/systemd/system, /usr/lib/udev/rules.d), with a postinst that tells
-/// systemd and udev, as debhelper's would.
-fn package(dir: &Path) -> PathBuf {
-    let root = dir.join("deb");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let put = |from: &Path, to: &str, mode: u32| {
-        let dest = root.join(to);
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(from, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
-        fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).unwrap();
-    };
-    put(&release_vportd(), "usr/bin/vportd", 0o755);
-    // As dh_strip would: the symbol table is not what a package ships.
-    let strip = Command::new("strip")
-        .arg(root.join("usr/bin/vportd"))
-        .status()
-        .expect("strip runs");
-    assert!(strip.success(), "strip failed on vportd");
-    // Every unit (vportd.service, and any template the rules start) and every rules file.
-    for entry in fs::read_dir(repo.join("udev"))
-        .expect("udev/ is listed")
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let dest = if name.ends_with(".service") {
-            format!("usr/lib/systemd/system/{name}")
-        } else if name.ends_with(".rules") {
-            format!("usr/lib/udev/rules.d/{name}")
-        } else {
-            continue;
-        };
-        put(&entry.path(), &dest, 0o644);
-    }
-    let debian = root.join("DEBIAN");
-    fs::create_dir_all(&debian).unwrap();
-    fs::write(
-        debian.join("control"),
-        "Package: vportd\nVersion: 0.0.0~test\nArchitecture: amd64\n\
-         Maintainer: vportd tests <tests@vportd.invalid>\nDepends: libc6, udev, systemd\n\
-         Section: net\nPriority: optional\n\
-         Description: vportd (test package built by tests/vm/debian_host.rs)\n",
-    )
-    .unwrap();
-    let postinst = debian.join("postinst");
-    fs::write(
-        &postinst,
-        "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then systemctl daemon-reload; fi\n\
-         udevadm control --reload || true\n",
-    )
-    .unwrap();
-    fs::set_permissions(&postinst, fs::Permissions::from_mode(0o755)).unwrap();
-    let deb = dir.join("vportd.deb");
-    let out = Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "--build"])
-        .arg(&root)
-        .arg(&deb)
-        .output()
-        .expect("dpkg-deb runs");
-    assert!(
-        out.status.success(),
-        "dpkg-deb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        .expect("scripts/package runs");
+    assert!(out.status.success(), "scripts/package failed");
+    let deb = PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("scripts/package prints the .deb's path")
+            .trim(),
     );
+    assert!(deb.is_file(), "scripts/package named {deb:?}, not a file");
     deb
 }
 
@@ -334,11 +265,7 @@ fn debian_host_once() {
     let test = "debian_host_package_boot_reload_hotplug_irqbalance";
     let Some(rig) = rig_or_skip(test) else { return };
     let started = Instant::now();
-    let work = tempfile::tempdir().expect("a temporary directory");
-    // VPORTD_DEB: a package built beforehand (scripts/package in CI), instead of building one.
-    let deb = std::env::var_os("VPORTD_DEB")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| package(work.path()));
+    let deb = package();
     let share = vec![
         ("vportd.deb".to_string(), fs::read(&deb).unwrap()),
         ("host.toml".to_string(), CONFIG.as_bytes().to_vec()),
@@ -489,7 +416,7 @@ fn check_boot(checks: &mut Checks, o: &crate::rig::Outcome) {
     let show = text(o, "show");
     let status = text(o, "systemctl.status");
     checks.check(
-        "boot [h4]: Type=notify, and systemctl status shows a STATUS= line",
+        "boot: Type=notify, and systemctl status shows a STATUS= line",
         show.lines().any(|l| l == "Type=notify")
             && show
                 .lines()
@@ -501,7 +428,7 @@ fn check_boot(checks: &mut Checks, o: &crate::rig::Outcome) {
     );
     let warnings = text(o, "journal.warning");
     checks.check(
-        "boot [h4]: journalctl -u vportd -p warning shows the absent uplink's warning",
+        "boot: journalctl -u vportd -p warning shows the absent uplink's warning",
         warnings.contains("0000:03:00.0") && warnings.contains("not here"),
         || format!("-p warning:\n{warnings}\nall priorities:\n{journal}"),
     );
@@ -510,7 +437,7 @@ fn check_boot(checks: &mut Checks, o: &crate::rig::Outcome) {
 fn check_reload(checks: &mut Checks, o: &crate::rig::Outcome) {
     let journal = text(o, "reload.journal");
     checks.check(
-        "reload [h4]: systemctl reload vportd applies the edited rate, no restart",
+        "reload: systemctl reload vportd applies the edited rate, no restart",
         text(o, "reload.rc").trim() == "0"
             && vf_with_mac(&text(o, "reload.ip.json"), "02:00:00:00:01:01").map(|v| v.0)
                 == Some(400)
@@ -536,23 +463,30 @@ fn check_irqbalance(checks: &mut Checks, o: &crate::rig::Outcome) {
     let samples = text(o, "affinity");
     let pongs = ping_pongs(&samples);
     checks.check(
-        "irqbalance [h5]: no queue interrupt of the PF ping-pongs over 30 s",
+        "irqbalance: no queue interrupt of the PF ping-pongs over 30 s",
         !text(o, "irqs").trim().is_empty() && pongs.is_empty(),
         || format!("{pongs:?}\n{samples}"),
     );
     let metrics = text(o, "irqbalance.metrics");
     let status = text(o, "ctl.status");
     checks.check(
-        "irqbalance [h5]: vportd's metrics and status say irqbalance runs",
-        metrics
-            .lines()
-            .any(|l| !l.starts_with('#') && l.contains("irqbalance") && l.ends_with(" 1"))
-            && status.contains("irqbalance"),
+        "irqbalance: vportd's metrics and status say irqbalance runs, with the policy script",
+        metrics.lines().any(|l| l == "vportd_irqbalance_running 1")
+            && metrics
+                .lines()
+                .any(|l| l == "vportd_irqbalance_without_policy 0")
+            && status.contains("irqbalance: running (pid"),
         || format!("{metrics}\n{status}\n{}", text(o, "irq.journal")),
     );
     checks.check(
-        "irqbalance [h5]: the recipe is in place (irqbalance's settings name vportd)",
-        text(o, "irqbalance.settings").contains("vportd"),
-        || text(o, "irqbalance.settings"),
+        "irqbalance: the recipe is in place (irqbalance runs with vportd's policy script)",
+        text(o, "irqbalance.settings").contains("--policyscript=/usr/lib/vportd/irqbalance-policy"),
+        || {
+            format!(
+                "{}\n{}",
+                text(o, "irqbalance.settings"),
+                text(o, "irqbalance.journal")
+            )
+        },
     );
 }

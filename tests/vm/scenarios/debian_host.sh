@@ -66,6 +66,10 @@ UNIT
   systemctl enable vportd-probe.service > "$OUT/probe.out" 2>&1
   systemctl show vportd -p Wants -p Before -p After -p Type -p ExecReload > "$OUT/unit.props"
   systemctl is-enabled irqbalance > "$OUT/irqbalance.enabled" 2>&1
+  # docs/irqbalance.md's recipe: irqbalance asks vportd's policy script (from the package)
+  # which IRQs are vportd's, and leaves those alone.
+  echo 'IRQBALANCE_ARGS="--policyscript=/usr/lib/vportd/irqbalance-policy"' >> /etc/default/irqbalance
+  ls -l /usr/lib/vportd/irqbalance-policy > "$OUT/policy.ls" 2>&1
   # Nothing is provisioned before the reboot: the boot must do it.
   ip -d -j link show dev "$(pf_netdev $PF_A)" > "$OUT/before.ip.json"
 }
@@ -132,7 +136,8 @@ step_irqbalance() {
     sleep 2; i=$((i + 1))
   done > "$OUT/affinity"
   scrape irqbalance
-  vportd ctl status > "$OUT/ctl.status" 2>&1
+  vportd status --config $CFG > "$OUT/ctl.status" 2>&1
+  journalctl -b --no-pager -u irqbalance > "$OUT/irqbalance.journal" 2>&1
   SYSTEMD_COLORS=0 systemctl status vportd --no-pager -l -n 0 > "$OUT/irq.systemctl.status" 2>&1
   journal -u vportd > "$OUT/irq.journal" 2>&1
   # Where a recipe can tell irqbalance about vportd: its defaults file, a drop-in of its
