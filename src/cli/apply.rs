@@ -26,22 +26,20 @@ pub(super) fn run_allow_absent(
 ) -> Result<(), Failure> {
     // Bad input is still refused before anything is touched.
     let cfg = provision::config::load(&UserFiles, config).map_err(Failure::input)?;
+    let selectors: Vec<_> = cfg.uplinks.iter().map(|u| u.selector.clone()).collect();
+    let fs = KernelFs::system();
     if !wait_uplinks.is_zero() {
-        let selectors: Vec<_> = cfg.uplinks.iter().map(|u| u.selector.clone()).collect();
-        say_waited(&uplink_wait::wait(
-            &KernelFs::system(),
-            &selectors,
-            wait_uplinks,
-        ));
+        say_waited(&uplink_wait::wait(&fs, &selectors, wait_uplinks));
     }
-    let o = crate::daemon::handlers::run_live(config, allow_disruption, "apply", Path::new("/"))
-        .map_err(Failure::runtime)?;
-    for u in &o.absent_uplinks {
+    // Said before the apply, so that a failing apply does not hide it.
+    for u in selectors.iter().filter(|u| !uplink_wait::present(&fs, u)) {
         log::warn!(
             "warning: uplink {u} is not here (or has no driver yet); its vPorts \
              follow when it appears (the daemon hears its hotplug event)"
         );
     }
+    let o = crate::daemon::handlers::run_live(config, allow_disruption, "apply", Path::new("/"))
+        .map_err(Failure::runtime)?;
     if json {
         emit(&(to_json(&o) + "\n"));
     } else {

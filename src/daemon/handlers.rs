@@ -421,9 +421,15 @@ fn worker(rx: Receiver<Job>, config: Option<PathBuf>, root: &Path, progress: &Pr
             .unwrap_or_default();
         let result = run(config.as_deref(), allow_disruption, why, root);
         echoes.applied(ours, Instant::now());
-        if let Ok(o) = &result {
-            say_absent(&o.absent_uplinks, &mut absent_said);
-        }
+        let absent = match &result {
+            Ok(o) => o.absent_uplinks.clone(),
+            // A failed apply reports nothing: sysfs says which uplinks are not here.
+            Err(_) => config
+                .as_deref()
+                .map(|c| absent_uplinks(c, root))
+                .unwrap_or_default(),
+        };
+        say_absent(&absent, &mut absent_said);
         result
     };
     while let Ok(job) = rx.recv() {
@@ -510,6 +516,20 @@ fn say_absent(absent: &[String], said: &mut Vec<String>) {
         );
     }
     *said = absent.to_vec();
+}
+
+/// The config's uplinks that are not here, as the config names them (as
+/// [`Outcome::absent_uplinks`] does).
+fn absent_uplinks(config: &Path, root: &Path) -> Vec<String> {
+    let Ok(cfg) = crate::provision::config::load(&UserFiles, config) else {
+        return Vec::new();
+    };
+    let fs = KernelFs::at(root);
+    cfg.uplinks
+        .iter()
+        .filter(|u| !crate::host::uplink_wait::present(&fs, &u.selector))
+        .map(|u| u.selector.to_string())
+        .collect()
 }
 
 /// The PCI functions the VFs of the config's uplinks occupy (present or not), for

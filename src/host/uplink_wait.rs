@@ -72,6 +72,24 @@ pub fn pending(fs: &KernelFs, uplink: &UplinkSelector) -> Option<String> {
     }
 }
 
+/// Whether a configured uplink is here and usable: its PCI function with a netdev (a PCI
+/// address), or a netdev with its MAC or name. The apply's own test (reconcile's ready
+/// uplinks) is the same, on the inventory; this one needs no discovery, so that an absent
+/// uplink is said even when the apply then fails.
+pub fn present(fs: &KernelFs, uplink: &UplinkSelector) -> bool {
+    match uplink {
+        UplinkSelector::Pci(bdf) => {
+            let dir = format!("/sys/bus/pci/devices/{bdf}");
+            fs.exists(&format!("{dir}/driver"))
+                && !fs
+                    .list(&format!("{dir}/net"))
+                    .unwrap_or_default()
+                    .is_empty()
+        }
+        UplinkSelector::Mac(_) | UplinkSelector::Ifname(_) => netdev_matches(fs, uplink),
+    }
+}
+
 /// A PCI function that is in sysfs but not usable yet: what it lacks.
 fn function_lacks(fs: &KernelFs, bdf: &str) -> Option<String> {
     let dir = format!("/sys/bus/pci/devices/{bdf}");
@@ -200,6 +218,10 @@ mod tests {
         );
         // Not in sysfs: hot-plugged later, nothing to wait for.
         assert_eq!(pending(&fs, &pci("0000:09:00.0")), None);
+        assert!(present(&fs, &pci("0000:01:00.0")));
+        for absent in ["0000:02:00.0", "0000:03:00.0", "0000:09:00.0"] {
+            assert!(!present(&fs, &pci(absent)), "{absent}");
+        }
         let mac = UplinkSelector::Mac("52:54:00:12:34:56".to_string());
         assert_eq!(pending(&fs, &mac), None);
         let other = UplinkSelector::Ifname("eth9".to_string());
