@@ -29,4 +29,12 @@ fn main() {
     let target = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
         .join("builtin_profiles.rs");
     fs::write(&target, out).unwrap_or_else(|e| panic!("cannot write {}: {e}", target.display()));
+    // The compiler's version for the `vportd_build_info` metric (cargo names the rustc).
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    if let Ok(out) = std::process::Command::new(rustc).arg("--version").output()
+        && out.status.success()
+    {
+        let version = String::from_utf8_lossy(&out.stdout);
+        println!("cargo::rustc-env=VPORTD_RUSTC_VERSION={}", version.trim());
+    }
 }

@@ -52,6 +52,8 @@ fn sriov_host() -> Inventory {
             driver: Some("igbvf".into()),
             netdevs: Vec::new(),
             config: None,
+            iommu_group: None,
+            vfio_holders: Vec::new(),
         }],
     });
     let mut vf = template;

@@ -133,6 +133,7 @@ fn the_debian_package_has_its_files_and_passes_lintian() {
         "/usr/lib/systemd/system/vportd.service",
         "/usr/lib/systemd/system/vportd-hotplug@.service",
         "/usr/lib/udev/rules.d/90-vportd.rules",
+        "/usr/lib/vportd/irqbalance-policy",
         "/usr/share/bash-completion/completions/vportd",
         "/usr/share/zsh/vendor-completions/_vportd",
         "/usr/share/fish/vendor_completions.d/vportd.fish",

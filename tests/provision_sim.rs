@@ -202,6 +202,54 @@ fn resize_through_zero_is_disruptive_and_refused_without_permission() {
 }
 
 #[test]
+fn a_resize_refuses_while_a_vf_is_held_through_vfio_even_when_disruption_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = SimHost::igb(1);
+    let two = cfg_text(dir.path(), &[("a", &mac(1))], "num_vfs = 2");
+    apply_text(&mut host, &two, "r1", false).unwrap();
+    let four = cfg_text(dir.path(), &[("a", &mac(1))], "num_vfs = 4");
+    let cfg = config::parse(Path::new("host.toml"), &four).expect("config parses");
+    let mut inv = host.inventory();
+    let vfs = &mut inv.pci_functions[0].sriov.as_mut().unwrap().vfs;
+    vfs[1].driver = Some("vfio-pci".into());
+    vfs[1].iommu_group = Some(12);
+    vfs[1].vfio_holders = vec![vportd::model::inventory::VfioHolder {
+        pid: 4242,
+        command: "qemu-system-x86".into(),
+    }];
+    let vf_bdf = vfs[1].bdf.clone();
+    let plan = |inv: &vportd::model::inventory::Inventory| {
+        provision::prepare_config(
+            &UserFiles,
+            cfg.clone(),
+            inv,
+            ProfileSet::builtin(),
+            PlanOptions {
+                allow_disruption: true,
+            },
+        )
+        .expect("plans")
+        .plan
+    };
+    let p = plan(&inv);
+    let held: Vec<&String> = p.blockers.iter().filter(|b| b.contains("vfio")).collect();
+    assert_eq!(held.len(), 1, "{:?}", p.blockers);
+    for needle in [
+        "pid 4242 (qemu-system-x86)",
+        &vf_bdf,
+        "/dev/vfio/12",
+        "VF count of",
+    ] {
+        assert!(held[0].contains(needle), "{needle:?} not in {:?}", held[0]);
+    }
+    // Without a holder the same resize is allowed.
+    inv.pci_functions[0].sriov.as_mut().unwrap().vfs[1]
+        .vfio_holders
+        .clear();
+    assert!(plan(&inv).blockers.is_empty(), "{:?}", plan(&inv).blockers);
+}
+
+#[test]
 fn missing_hardware_abilities_pick_the_software_path_or_block() {
     let dir = tempfile::tempdir().unwrap();
     let host = SimHost::igb(1);

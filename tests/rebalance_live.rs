@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use vportd::daemon::metrics::{SampleLine, parse_samples, sample_value as value};
 
 const FIXTURE: &str = concat!(
@@ -290,6 +292,14 @@ fn metrics_endpoint_serves_every_family_and_top_renders_it() {
             std::fs::write(d.join("effective_affinity_list"), "1\n").unwrap();
         }
         std::fs::remove_file(root.join("proc/irq/28/smp_affinity_list")).unwrap();
+        // An irqbalance without vportd's policy script, in the root's own /proc.
+        std::fs::create_dir_all(root.join("proc/4242")).unwrap();
+        std::fs::write(root.join("proc/4242/comm"), "irqbalance\n").unwrap();
+        std::fs::write(
+            root.join("proc/4242/cmdline"),
+            "/usr/sbin/irqbalance\0--foreground\0",
+        )
+        .unwrap();
     });
     let state_dir = rig.root().join("state");
     std::fs::create_dir(&state_dir).unwrap();
@@ -318,8 +328,9 @@ fn metrics_endpoint_serves_every_family_and_top_renders_it() {
     // Every documented family, with the values this load must give.
     for family in [
         "vportd_ticks_total",
-        "vportd_tick_duration_seconds",
-        "vportd_tick_duration_seconds_sum",
+        "vportd_last_tick_duration_seconds",
+        "vportd_build_info",
+        "vportd_yielded_irqs",
         "vportd_moves_total",
         "vportd_actuation_errors_total",
         "vportd_external_changes_total",
@@ -365,7 +376,20 @@ fn metrics_endpoint_serves_every_family_and_top_renders_it() {
         value(&s, "vportd_load_accounting", &[("mode", "irq_time")]),
         Some(1.0)
     );
-    assert!(value(&s, "vportd_tick_duration_seconds", &[]).unwrap() > 0.0);
+    assert!(value(&s, "vportd_last_tick_duration_seconds", &[]).unwrap() > 0.0);
+    // The tick histogram: every tick in the +Inf bucket, its count the ticks, a sum.
+    assert!(
+        text.contains("# TYPE vportd_tick_duration_seconds histogram"),
+        "{text}"
+    );
+    let count = value(&s, "vportd_tick_duration_seconds_count", &[]).unwrap();
+    assert!(count >= 2.0, "{text}");
+    assert_eq!(
+        value(&s, "vportd_tick_duration_seconds_bucket", &[("le", "+Inf")]),
+        Some(count),
+        "{text}"
+    );
+    assert!(value(&s, "vportd_tick_duration_seconds_sum", &[]).unwrap() > 0.0);
     assert!(value(&s, "vportd_ticks_total", &[]).unwrap() >= 2.0);
     // The control plane reconciles the config against the live host (it does not follow
     // --root), so the uplink is one no host has, and vm-a may be found lost by then.
@@ -391,6 +415,31 @@ fn metrics_endpoint_serves_every_family_and_top_renders_it() {
         Some(1.0),
         "{text}"
     );
+    // The irqbalance of the root's /proc, and the IRQ yielded to the other writer.
+    assert_eq!(
+        value(&s, "vportd_irqbalance_running", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&s, "vportd_irqbalance_without_policy", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(value(&s, "vportd_yielded_irqs", &[]), Some(1.0), "{text}");
+    assert_eq!(
+        value(
+            &s,
+            "vportd_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // Prometheus's own linter passes the daemon's real output.
+    if let Some(problems) = common::promtool_check(&text) {
+        panic!("{problems}\n{text}");
+    }
     // What the metrics say was done, was done: IRQ 36 left CPU 1; 37 kept the other
     // writer's CPU.
     let to = std::fs::read_to_string(rig.root().join("proc/irq/36/smp_affinity_list")).unwrap();
@@ -432,6 +481,10 @@ fn metrics_endpoint_serves_every_family_and_top_renders_it() {
     let log = rig.stop();
     assert!(
         log.contains("IRQ 37 (eth1-rx-1) was moved by another writer from CPUs 0-3 to 3"),
+        "{log}"
+    );
+    assert!(
+        log.contains("vportd: irqbalance is running (pid 4242) without vportd's policy script"),
         "{log}"
     );
     assert!(log.contains("IRQ 28"), "{log}");

@@ -149,6 +149,9 @@ pub enum Command {
     /// Print the libvirt <interface> element that puts a VM on a vPort (its TAP on the
     /// software path, or its VF bound to vfio-pci).
     LibvirtXml(super::libvirt::LibvirtXmlArgs),
+    /// irqbalance's policy script: `ban=true` for the queue IRQs vportd balances, so that
+    /// both run on one host (udev/irqbalance-policy wraps it; docs/irqbalance.md).
+    IrqbalancePolicy(super::irqbalance_policy::IrqbalancePolicyArgs),
     /// Put a network namespace on a software vPort as a VM would be (tests, trials).
     #[command(hide = true)]
     TapNetns(super::tap_netns::TapNetnsArgs),

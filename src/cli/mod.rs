@@ -13,6 +13,7 @@ mod apply;
 mod daemon;
 mod discover;
 mod generate;
+mod irqbalance_policy;
 mod plan;
 mod profiles;
 mod queue_probe;
@@ -134,6 +135,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             emit(&libvirt::libvirt_xml_main(args).map_err(Failure::coded)?);
             Ok(())
         }
+        Command::IrqbalancePolicy(args) => irqbalance_policy::run(args),
         Command::QueueProbe { ifname } => queue_probe::run(&ifname),
         Command::Simulate { json } => simulate::run(json),
         Command::Generate(args) => generate::run(args),

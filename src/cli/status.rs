@@ -40,6 +40,7 @@ pub(super) fn run(
             emit(&render::switches(&snap));
         }
     }
+    irqbalance_said(json);
     if list.iter().any(|s| !s.drift.is_empty()) {
         return Err(Failure {
             code: 3,
@@ -49,6 +50,33 @@ pub(super) fn run(
         });
     }
     Ok(())
+}
+
+/// irqbalance beside vportd (docs/irqbalance.md): a line of the text report, and, when
+/// it runs without vportd's policy script, the warning on stderr (also with `--json`, whose
+/// stdout stays the list of vPorts).
+fn irqbalance_said(json: bool) {
+    use crate::facts::irqbalance;
+    let line = match irqbalance::find(&KernelFs::system()) {
+        Err(e) => format!("irqbalance: cannot tell whether it runs: {e}"),
+        Ok(p) if p.is_empty() => "irqbalance: not running".into(),
+        Ok(p) => match irqbalance::warning(&p) {
+            Some(w) => {
+                log::warn!("{w}");
+                "irqbalance: running WITHOUT vportd's policy script (the warning above)".into()
+            }
+            None => {
+                let pids: Vec<String> = p.iter().map(|x| x.pid.to_string()).collect();
+                format!(
+                    "irqbalance: running (pid {}) with vportd's policy script: vportd's queue IRQs are banned from it",
+                    pids.join(", ")
+                )
+            }
+        },
+    };
+    if !json {
+        emit(&format!("\n{line}\n"));
+    }
 }
 
 /// The JSON of `status --json`: the vPorts as before (an array, which scripts and the guest

@@ -11,11 +11,22 @@ use std::fmt::Write as _;
 use crate::provision::state::{Health, State, VportPath};
 use crate::rebalance::engine::{QueueRow, TickReport};
 
+/// The upper bounds (seconds) of the tick duration histogram's buckets, `+Inf` implied.
+/// A tick's budget is 10 % of its period ([`crate::rebalance::engine::TICK_BUDGET`]): 100 ms
+/// at the default 1 s. A small host ticks in well under a millisecond and a 10,000-IRQ one
+/// in tens (examples/tick_bench.rs), so the buckets run from 0.25 ms to past the period.
+pub const TICK_BUCKETS: [f64; 13] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
 /// Counters since start, and the last tick's gauges.
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub ticks: u64,
     pub tick_seconds_sum: f64,
+    /// Ticks whose duration was at most each of [`TICK_BUCKETS`] (not cumulative: one
+    /// count per bucket, summed when rendered).
+    pub tick_buckets: [u64; TICK_BUCKETS.len()],
     /// Ticks that took longer than their budget (`daemon::TICK_BUDGET` of the period).
     pub tick_overruns: u64,
     pub moves: BTreeMap<&'static str, u64>,
@@ -24,12 +35,18 @@ pub struct Stats {
     pub last: Option<TickReport>,
     /// The newest moves, for `vportd top`: (ms, irq, from, to, reason).
     pub recent: Vec<(u64, u32, Option<u32>, u32, &'static str)>,
+    /// The irqbalance processes found at the last look (None: not looked yet, or the
+    /// daemon reads another root than the live one's processes).
+    pub irqbalance: Option<Vec<crate::facts::irqbalance::IrqbalanceProcess>>,
 }
 
 impl Stats {
     pub fn record(&mut self, r: &TickReport) {
         self.ticks += 1;
         self.tick_seconds_sum += r.tick_seconds;
+        if let Some(b) = TICK_BUCKETS.iter().position(|le| r.tick_seconds <= *le) {
+            self.tick_buckets[b] += 1;
+        }
         self.tick_overruns += u64::from(r.over_budget);
         for m in &r.moves {
             match &m.errno {
@@ -72,7 +89,9 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// (from the state file).
 pub fn render(s: &Stats, vports: &State) -> String {
     let mut o = String::new();
+    render_build_info(&mut o);
     render_counters(&mut o, s);
+    render_irqbalance(&mut o, s);
     if let Some(r) = &s.last {
         render_cpus(&mut o, r);
         render_queues(&mut o, r);
@@ -124,21 +143,7 @@ fn render_pools(o: &mut String, state: &State) {
 fn render_counters(o: &mut String, s: &Stats) {
     family(o, "vportd_ticks_total", "counter", "Rebalance periods run.");
     let _ = writeln!(o, "vportd_ticks_total {}", s.ticks);
-    family(
-        o,
-        "vportd_tick_duration_seconds",
-        "gauge",
-        "Time the last period took to sample, decide and act.",
-    );
-    let last_tick = s.last.as_ref().map(|r| r.tick_seconds).unwrap_or(0.0);
-    let _ = writeln!(o, "vportd_tick_duration_seconds {last_tick}");
-    family(
-        o,
-        "vportd_tick_duration_seconds_sum",
-        "counter",
-        "Time all periods took.",
-    );
-    let _ = writeln!(o, "vportd_tick_duration_seconds_sum {}", s.tick_seconds_sum);
+    render_tick_histogram(o, s);
     family(
         o,
         "vportd_tick_overruns_total",
@@ -188,6 +193,95 @@ fn render_counters(o: &mut String, s: &Stats) {
     for irq in s.last.iter().flat_map(|r| &r.yielded) {
         let _ = writeln!(o, "vportd_irqs_yielded{{irq=\"{irq}\"}} 1");
     }
+}
+
+/// How long ticks take: the last one as a gauge, all of them as a histogram.
+fn render_tick_histogram(o: &mut String, s: &Stats) {
+    family(
+        o,
+        "vportd_last_tick_duration_seconds",
+        "gauge",
+        "Time the last period took to sample, decide and act.",
+    );
+    let last_tick = s.last.as_ref().map(|r| r.tick_seconds).unwrap_or(0.0);
+    let _ = writeln!(o, "vportd_last_tick_duration_seconds {last_tick}");
+    family(
+        o,
+        "vportd_tick_duration_seconds",
+        "histogram",
+        "Time each period took to sample, decide and act.",
+    );
+    let mut cumulative = 0;
+    for (le, n) in TICK_BUCKETS.iter().zip(s.tick_buckets) {
+        cumulative += n;
+        let _ = writeln!(
+            o,
+            "vportd_tick_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "vportd_tick_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+        s.ticks
+    );
+    let _ = writeln!(o, "vportd_tick_duration_seconds_sum {}", s.tick_seconds_sum);
+    let _ = writeln!(o, "vportd_tick_duration_seconds_count {}", s.ticks);
+}
+
+/// The build: version, compiler and cargo features, as the usual `_build_info` 1.
+fn render_build_info(o: &mut String) {
+    family(
+        o,
+        "vportd_build_info",
+        "gauge",
+        "The running vportd's version, the rustc that built it and its cargo features (always 1).",
+    );
+    let features: &[&str] = if cfg!(feature = "fault-injection") {
+        &["fault-injection"]
+    } else {
+        &[]
+    };
+    let _ = writeln!(
+        o,
+        "vportd_build_info{{version=\"{}\",rustc=\"{}\",features=\"{}\"}} 1",
+        esc(env!("CARGO_PKG_VERSION")),
+        esc(option_env!("VPORTD_RUSTC_VERSION").unwrap_or("unknown")),
+        esc(&features.join(","))
+    );
+}
+
+/// Whether irqbalance runs beside the daemon, with vportd's policy script or without, and
+/// how many IRQs the rebalancer is backing off from now (docs/irqbalance.md).
+fn render_irqbalance(o: &mut String, s: &Stats) {
+    if let Some(procs) = &s.irqbalance {
+        family(
+            o,
+            "vportd_irqbalance_running",
+            "gauge",
+            "1 when an irqbalance process runs on the host (found by its name in /proc).",
+        );
+        let _ = writeln!(
+            o,
+            "vportd_irqbalance_running {}",
+            u8::from(!procs.is_empty())
+        );
+        family(
+            o,
+            "vportd_irqbalance_without_policy",
+            "gauge",
+            "irqbalance processes running without vportd's policy script: they move vportd's queue IRQs, and vportd backs off from them.",
+        );
+        let bare = procs.iter().filter(|p| !p.uses_vportd_policy()).count();
+        let _ = writeln!(o, "vportd_irqbalance_without_policy {bare}");
+    }
+    family(
+        o,
+        "vportd_yielded_irqs",
+        "gauge",
+        "How many queue IRQs the rebalancer leaves alone now because another writer changed them.",
+    );
+    let n = s.last.as_ref().map(|r| r.yielded.len()).unwrap_or(0);
+    let _ = writeln!(o, "vportd_yielded_irqs {n}");
 }
 
 /// Each CPU's busy, interrupt and estimated load over the last period.

@@ -5,6 +5,7 @@
 pub mod cni;
 pub mod events;
 pub mod handlers;
+pub mod irqbalance;
 pub mod metrics;
 pub mod plan_inputs;
 pub mod protocol;

@@ -240,6 +240,7 @@ impl Daemon {
             soft_problems: Vec::new(),
             stats,
             start,
+            irqbalance: Default::default(),
             service,
             status: String::new(),
             finished: 0,
@@ -439,6 +440,8 @@ struct Loop {
     soft_problems: Vec<String>,
     stats: Arc<Mutex<Stats>>,
     start: Instant,
+    /// Whether irqbalance runs beside us (looked at every few periods).
+    irqbalance: crate::daemon::irqbalance::Watch,
     service: Service,
     /// The STATUS= line last sent.
     status: String,
@@ -541,6 +544,9 @@ impl Loop {
     /// One period: a changed config taken, the software path brought to the state file,
     /// and a rebalancer tick (unless the rebalancer is switched off).
     fn period(&mut self, period_s: f64) {
+        let mut stats = self.stats.lock().expect("metrics lock is never poisoned");
+        self.irqbalance.period(&self.cfg.root, &mut stats);
+        drop(stats);
         if let Some(c) = self.watch.as_mut().and_then(ConfigWatch::poll) {
             self.reb.set_vport_cpus(crate::provision::vport_cpus(&c));
             self.reb.set_uplinks(Some(uplinks_of(&c)));

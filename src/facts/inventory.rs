@@ -250,6 +250,7 @@ fn vf_function(
         profile,
         eswitch_mode: None,
         representors: Vec::new(),
+        iommu_group: vf.iommu_group,
     })
 }
 
@@ -555,6 +556,7 @@ fn read_function(
         profile,
         eswitch_mode: nl.eswitch.get(&format!("pci/{bdf}")).copied(),
         representors,
+        iommu_group: crate::host::vfio::iommu_group(fs, bdf),
     })
 }
 
@@ -635,12 +637,26 @@ fn read_sriov(
         vfs.push(VfEntry {
             index,
             driver: fs.link_name(&format!("{vf_base}/driver"))?,
-            bdf: vf_bdf,
             netdevs,
             config: vf_configs.iter().find(|c| c.vf == index).cloned(),
+            iommu_group: crate::host::vfio::iommu_group(fs, &vf_bdf),
+            vfio_holders: Vec::new(),
+            bdf: vf_bdf,
         });
     }
     vfs.sort_by_key(|v| v.index);
+    // Only VFs bound to vfio-pci can be held through vfio: /proc is read when there are some.
+    let groups: Vec<u32> = vfs
+        .iter()
+        .filter(|v| v.driver.as_deref() == Some("vfio-pci"))
+        .filter_map(|v| v.iommu_group)
+        .collect();
+    let mut held = crate::host::vfio::holders(fs, &groups);
+    for vf in &mut vfs {
+        if let Some(h) = vf.iommu_group.and_then(|g| held.remove(&g)) {
+            vf.vfio_holders = h;
+        }
+    }
     Ok(Sriov {
         total_vfs,
         num_vfs: fs.read_parsed(&format!("{base}/sriov_numvfs")).unwrap_or(0),

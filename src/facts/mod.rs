@@ -3,6 +3,7 @@
 //! NIC can do.
 
 pub mod inventory;
+pub mod irqbalance;
 pub mod parse;
 pub mod pciids;
 pub mod profile;

@@ -110,6 +110,9 @@ pub(super) fn netdevsim_functions(
                         driver: None,
                         netdevs: Vec::new(),
                         config: Some(c.clone()),
+                        // Not PCI: no IOMMU group, nothing for vfio to hold.
+                        iommu_group: None,
+                        vfio_holders: Vec::new(),
                     })
                     .collect();
                 Some(Sriov {
@@ -147,6 +150,7 @@ pub(super) fn netdevsim_functions(
             profile: None,
             eswitch_mode: nl.eswitch.get(&format!("netdevsim/{name}")).copied(),
             representors,
+            iommu_group: None,
         });
     }
     Ok(functions)

@@ -241,7 +241,7 @@ impl KernelFs {
     /// A PCI device's state right after a write to one of its attributes was refused:
     /// gone, or without a driver (a PF being removed, or one whose driver is not loaded
     /// yet); Unknown for other files.
-    fn device_after(&self, kpath: &str) -> DeviceAfter {
+    pub fn device_after(&self, kpath: &str) -> DeviceAfter {
         let Some(rest) = kpath.strip_prefix("/sys/bus/pci/devices/") else {
             return DeviceAfter::Unknown;
         };

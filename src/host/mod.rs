@@ -23,10 +23,12 @@ pub mod sdnotify;
 pub mod sriov;
 pub mod tap;
 pub mod tcflow;
+pub mod terminal;
 pub mod uevent;
 pub mod unix_socket;
 pub mod uplink_wait;
 pub mod userfiles;
+pub mod vfio;
 pub mod vlan;
 pub mod wait;
 

@@ -14,6 +14,7 @@ use nix::errno::Errno;
 
 use super::fs::KernelFs;
 use super::netlink;
+use crate::model::file_errors::WriteFailed;
 use crate::model::vf::{LinkState, VfConfig, VlanProto};
 use crate::provision::ops::QueueOps;
 use crate::provision::ops::{HostError, SriovOps};
@@ -35,6 +36,9 @@ pub struct LiveSriov {
     /// plan reads each VF several times (undo record, convergence) between writes.
     links: std::collections::HashMap<u32, netlink::LinkSnapshot>,
     queue_ops: super::ethtool::LiveQueues,
+    /// PFs whose `sriov_numvfs` write did not return in time: the kernel holds the PF's
+    /// device lock until it does, so even reading the count would hang. Not touched again.
+    stuck: std::collections::BTreeSet<String>,
 }
 
 impl LiveSriov {
@@ -43,12 +47,13 @@ impl LiveSriov {
     pub fn new(fs: KernelFs) -> Self {
         Self {
             fs,
-            vf_create_timeout: Duration::from_secs(120),
+            vf_create_timeout: sriov_timeout(),
             netlink_timeout: Duration::from_secs(30),
             rt: super::runtime(),
             handle: None,
             links: Default::default(),
             queue_ops: super::ethtool::LiveQueues,
+            stuck: Default::default(),
         }
     }
 
@@ -110,12 +115,111 @@ impl LiveSriov {
     }
 }
 
+/// 120 s, or `VPORTD_SRIOV_TIMEOUT` seconds (tests shorten it; a slow card may need more).
+fn sriov_timeout() -> Duration {
+    std::env::var("VPORTD_SRIOV_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(120))
+}
+
+impl LiveSriov {
+    /// Writes `sriov_numvfs`, waiting at most `vf_create_timeout` for write(2) to return
+    /// (it creates or removes every VF before it does). Removing a VF whose vfio device a
+    /// VM holds open waits in the kernel for as long as the VM keeps it: then the error
+    /// names who holds what, and the PF is left alone for the rest of the run.
+    fn write_num_vfs(&mut self, pf: &str, n: u32) -> Result<(), HostError> {
+        let kpath = format!("{}/sriov_numvfs", Self::pci(pf));
+        let resolved = self.fs.resolve(&kpath)?;
+        let host_path = self.fs.root().join(resolved.trim_start_matches('/'));
+        // Called after the write failed: the PF's state then (gone, no driver) is the hint.
+        let failed = |errno: Errno| WriteFailed {
+            path: kpath.clone(),
+            value: n.to_string(),
+            errno,
+            device: self.fs.device_after(&kpath),
+        };
+        let vfs_before = self.virtfns(pf)?;
+        match super::vfio::write_bounded(&host_path, &n.to_string(), self.vf_create_timeout) {
+            Ok(super::vfio::Bounded::Returned(0)) => Ok(()),
+            Ok(super::vfio::Bounded::Returned(e)) => Err(failed(Errno::from_raw(e)).into()),
+            Err(e) => Err(failed(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))).into()),
+            Ok(super::vfio::Bounded::Pending) => {
+                self.stuck.insert(pf.to_string());
+                Err(HostError::Netlink {
+                    what: format!("writing {n} to {kpath}"),
+                    errno: None,
+                    message: format!(
+                        "the kernel had not returned after {} s, and holds {pf} until it does; {}. \
+                         The write finishes on its own once the VF is released; vportd leaves \
+                         {pf} alone for the rest of this run",
+                        self.vf_create_timeout.as_secs(),
+                        self.held_vfs(pf, &vfs_before)
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Who holds which VF of `pf` (its `virtfnN` links) through vfio, as a clause of the
+    /// stuck write's error.
+    fn held_vfs(&self, pf: &str, virtfns: &[String]) -> String {
+        let mut by_group = Vec::new();
+        for link in virtfns {
+            let Ok(Some(vf)) = self.fs.link_name(&format!("{}/{link}", Self::pci(pf))) else {
+                continue;
+            };
+            if let Some(g) = super::vfio::iommu_group(&self.fs, &vf) {
+                by_group.push((g, vf));
+            }
+        }
+        let groups: Vec<u32> = by_group.iter().map(|(g, _)| *g).collect();
+        let holders = super::vfio::holders(&self.fs, &groups);
+        let said: Vec<String> = by_group
+            .iter()
+            .filter_map(|(g, vf)| {
+                let h = holders.get(g)?;
+                let who: Vec<String> = h
+                    .iter()
+                    .map(|h| format!("pid {} ({})", h.pid, h.command))
+                    .collect();
+                Some(format!(
+                    "VF {vf} is held through /dev/vfio/{g} by {}",
+                    who.join(", ")
+                ))
+            })
+            .collect();
+        if said.is_empty() {
+            "a VF's vfio device is likely held open by a process that has closed its group \
+             (vportd sees holders only through /dev/vfio/<group>)"
+                .to_string()
+        } else {
+            said.join("; ")
+        }
+    }
+
+    fn not_stuck(&self, pf: &str) -> Result<(), HostError> {
+        if self.stuck.contains(pf) {
+            return Err(HostError::Netlink {
+                what: format!("reading or changing the VF count of {pf}"),
+                errno: None,
+                message: "an earlier sriov_numvfs write on it has not returned, and the \
+                          kernel holds the PF until it does"
+                    .to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl SriovOps for LiveSriov {
     fn queues(&mut self) -> Option<&mut dyn QueueOps> {
         Some(&mut self.queue_ops)
     }
 
     fn num_vfs(&mut self, pf: &str) -> Result<u32, HostError> {
+        self.not_stuck(pf)?;
         // Absent (a PF without SR-IOV) is 0 VFs; a read the kernel refuses is an error,
         // never 0, or a rollback would take the PF's VFs for gone.
         let path = format!("{}/sriov_numvfs", Self::pci(pf));
@@ -128,9 +232,9 @@ impl SriovOps for LiveSriov {
 
     fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<u32, HostError> {
         self.links.clear();
-        let path = format!("{}/sriov_numvfs", Self::pci(pf));
-        self.fs.write(&path, &n.to_string())?;
+        self.not_stuck(pf)?;
         let start = Instant::now();
+        self.write_num_vfs(pf, n)?;
         let autoprobe = self
             .fs
             .read_parsed::<u8>(&format!("{}/sriov_drivers_autoprobe", Self::pci(pf)))

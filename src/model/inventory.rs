@@ -71,6 +71,10 @@ pub struct PciFunction {
     /// VF representors among the device's netdevs (switchdev), kept out of `netdevs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub representors: Vec<Representor>,
+    /// The IOMMU group (`iommu_group` link); None without an IOMMU. vfio-pci hands a
+    /// whole group to one user, as `/dev/vfio/<group>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iommu_group: Option<u32>,
 }
 
 /// A devlink device's eswitch mode (`devlink dev eswitch show`): in `switchdev` the VFs'
@@ -123,6 +127,21 @@ pub struct VfEntry {
     pub netdevs: Vec<NetdevRef>,
     /// None when the PF has no netdev or the kernel omitted the VF info.
     pub config: Option<VfConfig>,
+    /// The VF's IOMMU group; None without an IOMMU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iommu_group: Option<u32>,
+    /// Processes holding the VF's vfio group open (a VM using it): removing the VF, as a
+    /// VF count change does, blocks in the kernel until they let go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vfio_holders: Vec<VfioHolder>,
+}
+
+/// A process holding `/dev/vfio/<group>` open, from its `/proc/<pid>/fd` links.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VfioHolder {
+    pub pid: u32,
+    /// `/proc/<pid>/comm`.
+    pub command: String,
 }
 
 /// A netdev by both of its identities (a name alone can change under us).

@@ -776,6 +776,7 @@ mod tests {
             profile: None,
             eswitch_mode: None,
             representors: Vec::new(),
+            iommu_group: None,
         }
     }
 

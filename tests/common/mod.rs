@@ -64,3 +64,40 @@ pub fn private_netns() {
         .expect("unshare a network namespace (needs root)");
     sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
 }
+
+/// `promtool check metrics` (Debian's prometheus package) on a Prometheus text: None when
+/// it is clean, else what it said. Missing promtool fails under CI=1, and outside CI says
+/// it skipped and counts as clean.
+pub fn promtool_check(text: &str) -> Option<String> {
+    use std::io::Write;
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool cannot run ({e}): run scripts/setup-host (Debian's prometheus package)"
+            );
+            eprintln!("SKIPPED promtool check metrics: no promtool ({e}; scripts/setup-host)");
+            return None;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    match out.status.success() && said.trim().is_empty() {
+        true => None,
+        false => Some(format!("promtool check metrics ({}): {said}", out.status)),
+    }
+}

@@ -16,12 +16,15 @@ mod cni_vf;
 mod debian_host;
 mod faults;
 mod hotplug;
+mod irqbalance;
 mod netdevsim;
+mod numa;
 mod provision;
 mod queue_groups;
 mod queues;
 mod rebalance;
 mod switch_vf;
+mod vfio;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -281,8 +281,13 @@ pub struct Rig {
     podman: bool,
     /// Boot a root file system from a disk instead of the initramfs (debian_host.rs).
     system_disk: Option<SystemDisk>,
+    /// Host programs copied into the guest with their libraries (`Rig::program`).
+    programs: Vec<String>,
     /// netdevsim.ko (built by tests/vm/setup) and the devlink tool, see [`Rig::netdevsim`].
     netdevsim: bool,
+    /// An emulated IOMMU, and two NUMA nodes with each PF on an expander bridge of its own
+    /// node: see [`Rig::iommu_numa`].
+    iommu_numa: bool,
 }
 
 impl Default for Rig {
@@ -307,8 +312,29 @@ impl Rig {
             tap_nics: Vec::new(),
             podman: false,
             system_disk: None,
+            programs: Vec::new(),
             netdevsim: false,
+            iommu_numa: false,
         }
+    }
+
+    /// An emulated Intel IOMMU (`intel_iommu=on`, interrupt remapping, so each VF gets an
+    /// IOMMU group and can be bound to vfio-pci, whose modules are loaded) and two NUMA nodes
+    /// (CPUs 0..n/2 and memory half on node 0, the rest on node 1). PF i sits on a
+    /// `pxb-pcie` expander bridge with `numa_node = i % 2` (a root port of pcie.0 reports
+    /// node -1), at [`numa_pf_bdf`]`(i)`. Flags from facts/VM-RIG.md.
+    pub fn iommu_numa(mut self) -> Rig {
+        self.iommu_numa = true;
+        for m in [
+            "irqbypass",
+            "vfio",
+            "vfio_iommu_type1",
+            "vfio-pci-core",
+            "vfio-pci",
+        ] {
+            self.modules.push(m.to_string());
+        }
+        self
     }
 
     /// Number of 82576 PFs, all on one QEMU hub (so they hear each other), each behind its own
@@ -386,6 +412,13 @@ impl Rig {
         self
     }
 
+    /// A program of the build machine (an absolute path) at the same path in the guest, with
+    /// the shared libraries `ldd` finds for it; missing here fails the boot, naming it.
+    pub fn program(mut self, path: &str) -> Rig {
+        self.programs.push(path.to_string());
+        self
+    }
+
     /// Podman as a CNI client in the guest (see [`add_podman`]); 1.5 GiB of memory, since
     /// podman's storage and the initramfs both live in RAM.
     pub fn podman(mut self) -> Rig {
@@ -429,6 +462,9 @@ impl Rig {
         if self.udev {
             append.push_str(" vportd.udev=1");
         }
+        if self.iommu_numa {
+            append.push_str(" intel_iommu=on");
+        }
         let mut args = vec!["-no-reboot".to_string()];
         args.extend(self.machine_args(rig, dir, mode, &initrd, &append));
         Ok(args)
@@ -443,9 +479,14 @@ impl Rig {
         initrd: &Path,
         append: &str,
     ) -> Vec<String> {
+        let machine = if self.iommu_numa {
+            "q35,kernel-irqchip=split"
+        } else {
+            "q35"
+        };
         let mut args: Vec<String> = [
             "-M",
-            "q35",
+            machine,
             "-accel",
             tcg_accel(),
             "-cpu",
@@ -485,7 +526,11 @@ impl Rig {
         }
         let qmp = format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display());
         push(&["-qmp", &qmp]);
-        for pf in 0..self.pfs {
+        if self.iommu_numa {
+            args.extend(self.iommu_numa_args());
+        }
+        let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
+        for pf in (0..self.pfs).filter(|_| !self.iommu_numa) {
             push(&[
                 "-netdev",
                 &format!("hubport,id=pf{pf},hubid=0"),
@@ -510,6 +555,50 @@ impl Rig {
             ]);
         }
         args
+    }
+
+    /// QEMU arguments of [`Rig::iommu_numa`]: the IOMMU first (before any PCI device), the
+    /// two nodes, and each PF behind a root port on its node's expander bridge.
+    fn iommu_numa_args(&self) -> Vec<String> {
+        let half = self.memory_mib / 2;
+        let split = self.cpus / 2;
+        let mut a: Vec<String> = vec![
+            "-device".into(),
+            "intel-iommu,intremap=on,caching-mode=on".into(),
+        ];
+        for node in 0..2u32 {
+            let cpus = if node == 0 {
+                format!("0-{}", split - 1)
+            } else {
+                format!("{split}-{}", self.cpus - 1)
+            };
+            a.extend([
+                "-object".into(),
+                format!("memory-backend-ram,id=m{node},size={half}M"),
+                "-numa".into(),
+                format!("node,nodeid={node},memdev=m{node},cpus={cpus}"),
+            ]);
+        }
+        for pf in 0..self.pfs {
+            let bus = 64 * (pf + 1);
+            a.extend([
+                "-device".into(),
+                format!(
+                    "pxb-pcie,id=pxb{pf},bus_nr={bus},numa_node={},bus=pcie.0",
+                    pf % 2
+                ),
+                "-device".into(),
+                format!(
+                    "pcie-root-port,id=rp{pf},bus=pxb{pf},chassis={},slot=1",
+                    10 + pf
+                ),
+                "-netdev".into(),
+                format!("hubport,id=pf{pf},hubid=0"),
+                "-device".into(),
+                format!("igb,bus=rp{pf},netdev=pf{pf},id=pf{pf},mac={}", pf_mac(pf)),
+            ]);
+        }
+        a
     }
 
     /// Boots the guest and waits until it serves the control channel.
@@ -589,6 +678,11 @@ impl Rig {
             0o644,
         )?;
         write_file(root, "/etc/group", b"root:x:0:\n", 0o644)?;
+        if self.iommu_numa {
+            // perl (Debian's essential perl-base) has ioctl(2) built in: a scenario holds a
+            // VF's vfio device open through the container and group ioctls, as QEMU does.
+            copy_program(root, Path::new("/usr/bin/perl"), "/usr/bin/perl")?;
+        }
         if mode != Mode::Test {
             let lab_config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/lab.toml");
             copy_file(root, &lab_config, "/etc/vportd/lab.toml", 0o644)?;
@@ -651,6 +745,15 @@ impl Rig {
         )?;
         if self.podman {
             add_podman(root)?;
+        }
+        for program in &self.programs {
+            let host = Path::new(program);
+            if !host.exists() {
+                return Err(RigError::new(format!(
+                    "{program} is missing on the build machine: run scripts/setup-host"
+                )));
+            }
+            copy_program(root, host, program)?;
         }
         for (path, contents, mode) in &self.files {
             write_file(root, path, contents, *mode)?;
@@ -765,6 +868,12 @@ fn add_netdevsim(rig: &RigEnv, root: &Path) -> Result<()> {
 }
 
 /// PF i's MAC address: fixed, so that tests and fixtures do not depend on QEMU's defaults.
+/// Where PF i of an [`Rig::iommu_numa`] guest is: behind the root port on expander bridge
+/// `bus_nr = 64 (i + 1)`, so one bus below it.
+pub fn numa_pf_bdf(pf: usize) -> String {
+    format!("0000:{:02x}:00.0", 64 * (pf + 1) + 1)
+}
+
 pub fn pf_mac(pf: usize) -> String {
     format!("52:54:00:12:00:{:02x}", pf + 1)
 }

@@ -48,6 +48,7 @@ pub(super) fn vf_count(
     }
     if current != 0 {
         disruption(inputs, up, taken, desired, draft);
+        vfio_blockers(up, draft);
         draft.actions.push(Action::SetNumVfs {
             pf: pf.to_string(),
             pf_ifindex: up.pf_ifindex,
@@ -64,6 +65,31 @@ pub(super) fn vf_count(
         });
     }
     true
+}
+
+/// Going through 0 removes every VF, and the kernel's removal of a VF whose vfio device a
+/// process holds open (a VM, as QEMU holds it) waits until it is closed: the `sriov_numvfs`
+/// write would hang. A blocker naming each holder, whatever `--allow-disruption` says.
+fn vfio_blockers(up: &UplinkPlan, draft: &mut Draft) {
+    let Some(sriov) = up.function.sriov.as_ref() else {
+        return;
+    };
+    for vf in sriov.vfs.iter().filter(|v| !v.vfio_holders.is_empty()) {
+        let holders: Vec<String> = vf
+            .vfio_holders
+            .iter()
+            .map(|h| format!("pid {} ({})", h.pid, h.command))
+            .collect();
+        draft.plan.blockers.push(format!(
+            "changing the VF count of {} removes VF {} ({}), which {} {} open through vfio (/dev/vfio/{}); the kernel would wait for it to be closed: stop that process (the VM using the VF) first",
+            up.pf,
+            vf.index,
+            vf.bdf,
+            holders.join(", "),
+            if holders.len() == 1 { "holds" } else { "hold" },
+            vf.iommu_group.map(|g| g.to_string()).unwrap_or_else(|| "?".into()),
+        ));
+    }
 }
 
 /// Whom going from a non-zero VF count to `desired` through 0 tears down: the vPorts

@@ -54,6 +54,8 @@ impl SimHost {
                             driver: v.driver.clone(),
                             netdevs: Vec::new(),
                             config: Some(v.config.clone()),
+                            iommu_group: None,
+                            vfio_holders: Vec::new(),
                         })
                         .collect(),
                 }),
@@ -61,6 +63,7 @@ impl SimHost {
                 profile: None,
                 eswitch_mode: None,
                 representors: Vec::new(),
+                iommu_group: None,
             });
         }
         Inventory {
