@@ -34,22 +34,59 @@ ipscript() { # the same settings, one `ip link set` per attribute, as an operato
   done
 }
 
-R=${ROUNDS:-5}
-tv=0; ti=0
-for r in $(seq 1 $R); do
-  # Alternate who goes first, so neither always meets a warmer cache.
-  if [ $((r % 2)) -eq 1 ]; then
-    fresh_vfs; a=$(now); vportd apply /tmp/seven.toml > /tmp/apply.log 2>&1 || { echo "vportd apply failed:" >&2; cat /tmp/apply.log >&2; }; b=$(now); tv=$(awk -v t=$tv -v a=$a -v b=$b 'BEGIN{print t+b-a}')
-    fresh_vfs; a=$(now); ipscript; b=$(now); ti=$(awk -v t=$ti -v a=$a -v b=$b 'BEGIN{print t+b-a}')
-  else
-    fresh_vfs; a=$(now); ipscript; b=$(now); ti=$(awk -v t=$ti -v a=$a -v b=$b 'BEGIN{print t+b-a}')
-    fresh_vfs; a=$(now); vportd apply /tmp/seven.toml > /tmp/apply.log 2>&1 || { echo "vportd apply failed:" >&2; cat /tmp/apply.log >&2; }; b=$(now); tv=$(awk -v t=$tv -v a=$a -v b=$b 'BEGIN{print t+b-a}')
+# The fair peer: the same 35 settings in one `ip -batch` process (one request per attribute,
+# no read-back, no journal), as an operator's script would be written to be fast.
+for n in 0 1 2 3 4 5 6; do
+  echo "link set eth0 vf $n mac $(printf '02:00:00:00:0a:%02x' $n)"
+  echo "link set eth0 vf $n vlan $((100 + n)) qos $((n % 8))"
+  echo "link set eth0 vf $n max_tx_rate $((100 + 10 * n))"
+  echo "link set eth0 vf $n spoofchk $([ $((n % 2)) -eq 0 ] && echo on || echo off)"
+  echo "link set eth0 vf $n trust $([ $((n % 3)) -eq 0 ] && echo on || echo off)"
+done > /tmp/seven.batch
+ipbatch() { ip -batch /tmp/seven.batch; }
+vportd_apply() {
+  vportd apply /tmp/seven.toml > /tmp/apply.log 2>&1 || { echo "vportd apply failed:" >&2; cat /tmp/apply.log >&2; }
+}
+# An earlier build, when the bench was given one (VPORTD_BENCH_BEFORE): the same run compares.
+before_apply() {
+  if [ -x /usr/bin/vportd-before ]; then
+    vportd-before apply /tmp/seven.toml > /tmp/apply.log 2>&1 || { echo "vportd-before apply failed:" >&2; cat /tmp/apply.log >&2; }
   fi
+}
+# One side's run on fresh VFs, its wall time added to the named total.
+timed() { # total-variable command
+  fresh_vfs; a=$(now); $2; b=$(now)
+  eval "$1=\$(awk -v t=\$$1 -v a=$a -v b=$b 'BEGIN{print t+b-a}')"
+}
+
+R=${ROUNDS:-6}
+tv=0; ti=0; tb=0; to=0
+for r in $(seq 1 $R); do
+  # Rotate who goes first, so none always meets a warmer cache.
+  case $((r % 3)) in
+    1) timed tv vportd_apply; timed ti ipscript; timed tb ipbatch ;;
+    2) timed ti ipscript; timed tb ipbatch; timed tv vportd_apply ;;
+    0) timed tb ipbatch; timed tv vportd_apply; timed ti ipscript ;;
+  esac
+  [ -x /usr/bin/vportd-before ] && timed to before_apply
 done
 echo "reconcile_vportd $(ms 0 $tv $R)"
+echo "reconcile_vportd_before $(ms 0 $to $R)"
 echo "reconcile_ip_script $(ms 0 $ti $R)"
-# Both must have produced the same VF settings.
+echo "reconcile_ip_batch $(ms 0 $tb $R)"
+# Every side must have produced the same VF settings: the last one's, counted.
 ip -d link show eth0 | grep -c "vlan 10[0-6]" > $OUT/vlan_count
+# Where vportd's time goes: one more reconcile with VPORTD_TIMING (each phase and step).
+fresh_vfs
+VPORTD_TIMING=1 vportd apply /tmp/seven.toml > /dev/null 2> $OUT/timing.err
+# (A step's line may follow its progress text on the same line: take from "timing:" on.)
+grep -o 'timing: .*' $OUT/timing.err > $OUT/timing || true
+if [ -x /usr/bin/vportd-before ]; then
+  fresh_vfs
+  VPORTD_TIMING=1 vportd-before apply /tmp/seven.toml > /dev/null 2> $OUT/timing-before.err
+  grep -o 'timing: .*' $OUT/timing-before.err > $OUT/timing-before || true
+fi
+ip -d link show eth0 | grep -c "vlan 10[0-6]" > $OUT/vlan_count_vportd
 
 # Verify an unchanged host of 14 VFs.
 echo 7 > /sys/class/net/eth1/device/sriov_numvfs

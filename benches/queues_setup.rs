@@ -14,7 +14,14 @@
 //!   and a rename, no fsync: `Journal::save` in src/apply.rs says why), the rule slot
 //!   checked first, each result read back, the state file written once with fsync.
 //! - ethtool: per vPort, `ethtool -X lo context new start S equal 2` and `ethtool -N lo
-//!   flow-type ether dst MAC context C loc L`, 32 processes in sequence, no read-back.
+//!   flow-type ether dst MAC context C loc L`, 32 processes in sequence, no read-back. Under
+//!   this shim a process start is most of each call, so this ratio mostly measures fork and
+//!   exec.
+//! - the fair peer, the same 32 requests in one process: ethtool has no batch mode (6.1 has
+//!   only `--json`, for output; no `-batch` as `ip` has), so the one-process peer is the
+//!   requests alone, sent through the same encoders (`LiveQueues`) in a loop: no journal, no
+//!   rule-slot check, no read-back, no state file. What vportd adds to it is the cost of being
+//!   safe to kill and roll back.
 //!
 //! Run: `cargo bench --bench queues_setup` (needs cc and ethtool; no root).
 
@@ -24,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use vportd::host::ethtool::LiveQueues;
 use vportd::host::userfiles::UserFiles;
-use vportd::model::queues::equal_table;
+use vportd::model::queues::{FlowRule, FlowTarget, equal_table};
 use vportd::model::vf::VfConfig;
 use vportd::provision::apply::{self, ApplyOptions};
 use vportd::provision::ops::{HostError, QueueOps, SriovOps};
@@ -116,6 +123,12 @@ impl SriovOps for QueuesOnly {
     fn pf_carrier(&mut self, _: &str) -> Result<bool, HostError> {
         Ok(true)
     }
+    fn pf_admin_up(&mut self, _: u32) -> Result<bool, HostError> {
+        Ok(true)
+    }
+    fn set_pf_admin_up(&mut self, _: u32, _: bool) -> Result<(), HostError> {
+        unreachable!("the PF is up in this plan")
+    }
     fn queues(&mut self) -> Option<&mut dyn QueueOps> {
         Some(&mut self.0)
     }
@@ -146,6 +159,30 @@ fn child(base: &Path) {
         state.steering.values().filter_map(|s| s.context).collect();
     assert_eq!(ids.len(), VPORTS as usize);
     println!("{ms:.3}");
+}
+
+/// In the child (LD_PRELOAD set): the same 32 requests alone, timed; prints the milliseconds.
+fn child_requests_only() {
+    let mut q = LiveQueues;
+    let start = Instant::now();
+    for i in 0..VPORTS {
+        let first = RINGS - QUEUES_EACH * (i + 1);
+        let id = q
+            .create_rss_context(1, &equal_table(128, first, QUEUES_EACH))
+            .unwrap_or_else(|e| panic!("create context against the shim: {e}"));
+        let dst_mac = vportd::model::mac::Mac::parse_lenient(&mac(i)).unwrap().0;
+        q.insert_rule(
+            1,
+            &FlowRule {
+                dst_mac,
+                vlan: None,
+                location: i,
+                target: FlowTarget::Context { id },
+            },
+        )
+        .unwrap_or_else(|e| panic!("insert rule against the shim: {e}"));
+    }
+    println!("{:.3}", start.elapsed().as_secs_f64() * 1e3);
 }
 
 fn shim(dir: &Path) -> PathBuf {
@@ -214,8 +251,17 @@ fn ethtool_sequence(so: &Path) -> f64 {
 }
 
 fn vportd_apply(so: &Path, base: &Path) -> f64 {
+    child_ms(so, "VPORTD_QUEUES_BENCH_CHILD", base)
+}
+
+fn requests_only(so: &Path) -> f64 {
+    child_ms(so, "VPORTD_QUEUES_BENCH_REQUESTS", Path::new("1"))
+}
+
+/// Runs this bench again as a child under the shim, in the mode `var` selects; its figure.
+fn child_ms(so: &Path, var: &str, value: &Path) -> f64 {
     let out = Command::new(std::env::current_exe().expect("own path"))
-        .env("VPORTD_QUEUES_BENCH_CHILD", base)
+        .env(var, value)
         .env("LD_PRELOAD", so)
         .env("SHIM_RINGS", RINGS.to_string())
         .output()
@@ -241,6 +287,10 @@ fn main() {
         child(Path::new(&base));
         return;
     }
+    if std::env::var_os("VPORTD_QUEUES_BENCH_REQUESTS").is_some() {
+        child_requests_only();
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let so = shim(dir.path());
     // The journal and state go to a disk directory (as /var/lib/vportd would: every step
@@ -248,7 +298,8 @@ fn main() {
     // tmpfs, where fsync costs nothing and what remains is the requests and read-backs.
     let disk = std::env::temp_dir();
     let tmpfs = Path::new("/dev/shm");
-    let (mut on_disk, mut on_tmpfs, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut on_disk, mut on_tmpfs, mut theirs, mut bare) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Interleaved rounds, so that all sides see the same machine state.
     for _ in 0..ROUNDS {
         on_disk.push(vportd_apply(&so, &disk));
@@ -256,24 +307,29 @@ fn main() {
             on_tmpfs.push(vportd_apply(&so, tmpfs));
         }
         theirs.push(ethtool_sequence(&so));
+        bare.push(requests_only(&so));
     }
     let t = median(theirs);
+    let b = median(bare);
     println!(
         "queues for {VPORTS} vPorts ({QUEUES_EACH} queues each: RSS context + ntuple rule) on one PF, \
          against the LD_PRELOAD fake NIC, median of {ROUNDS} rounds:"
     );
     println!("  ethtool command sequence (32 processes, no read-back): {t:8.2} ms");
+    println!("  the 32 requests alone in one process (ethtool has no batch mode):  {b:8.2} ms");
     let o = median(on_disk);
     println!(
-        "  vportd apply, journal on disk ({}):  {o:8.2} ms   ethtool/vportd {:5.2}x",
+        "  vportd apply, journal on disk ({}):  {o:8.2} ms   ethtool/vportd {:5.2}x   requests-alone/vportd {:5.2}x",
         disk.display(),
-        t / o
+        t / o,
+        b / o
     );
     if !on_tmpfs.is_empty() {
         let o = median(on_tmpfs);
         println!(
-            "  vportd apply, journal on tmpfs (/dev/shm):  {o:8.2} ms   ethtool/vportd {:5.2}x",
-            t / o
+            "  vportd apply, journal on tmpfs (/dev/shm):  {o:8.2} ms   ethtool/vportd {:5.2}x   requests-alone/vportd {:5.2}x",
+            t / o,
+            b / o
         );
     } else {
         println!("  vportd apply, journal on tmpfs: not measured (no /dev/shm)");

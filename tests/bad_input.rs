@@ -120,6 +120,10 @@ fn config_cases() -> Vec<(&'static str, Vec<u8>)> {
             s("[[uplink]]\npci = \"0000:01:00.0\"\nnum_vfs = 2\nswitch_vf = 2\n".into()),
         ),
         (
+            "bring_up not a boolean",
+            s("[[uplink]]\npci = \"0000:01:00.0\"\nbring_up = \"no\"\n".into()),
+        ),
+        (
             "vPort on a switch and an uplink, on an undeclared switch, veth without netns",
             s("[[uplink]]\npci = \"0000:01:00.0\"\n[[switch]]\nname = \"lab\"\nhost_netdev = \"vp-lab\"\n\
                [[vport]]\nname = \"a\"\nswitch = \"lab\"\nuplink = \"0000:01:00.0\"\nmac = \"02:00:00:00:00:01\"\n\

@@ -323,3 +323,45 @@ fn uplinks_resolve_to_their_pfs_or_ask_for_a_full_read() {
         &macs("02:00:00:00:00:09")
     ));
 }
+
+/// virtio-net hangs its netdev off a virtio bus device under the PCI function
+/// (`0000:00:03.0/virtio2/net/eth0`), so rtnetlink names `virtio2` as its parent: an uplink
+/// named by that netdev's name or MAC still resolves to the function, and the narrowed
+/// read finds the netdev there, as the full read does.
+#[test]
+fn a_virtio_uplink_by_name_or_mac_resolves_to_its_pci_function() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build-virtio");
+    let nl: NetlinkSnapshot =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("netlink.json")).unwrap()).unwrap();
+    let eth0 = nl.links.iter().find(|l| l.name == "eth0").unwrap();
+    assert_eq!(
+        (eth0.parent_bus.as_deref(), eth0.parent_dev.as_deref()),
+        (Some("virtio"), Some("virtio2")),
+        "the fixture's netdev is behind a bus device, not the PCI function"
+    );
+    let fs = KernelFs::at(&dir);
+    let full = replay_scoped("build-virtio", inventory::Scope::Provisioning);
+    for selector in ["ifname = \"eth0\"", "mac = \"02:fc:00:00:00:01\""] {
+        let uplink = selector.split('"').nth(1).unwrap();
+        let text = format!(
+            "state_dir = \"/nonexistent\"\n[[uplink]]\n{selector}\n[[vport]]\nname = \"a\"\nuplink = \"{uplink}\"\nmac = \"02:00:00:00:00:01\"\n"
+        );
+        let cfg = vportd::provision::config::parse(std::path::Path::new("t.toml"), &text)
+            .expect("test config parses");
+        let pfs = inventory::uplink_functions(&fs, &nl, cfg.selectors(), [])
+            .unwrap()
+            .unwrap_or_else(|| panic!("{selector} names one PCI function"));
+        assert_eq!(pfs, ["0000:00:03.0".to_string()].into_iter().collect());
+        let narrow = inventory::discover_pfs(&fs, &nl, ProfileSet::builtin(), &pfs).unwrap();
+        assert_eq!(
+            serde_json::to_value(&narrow.pci_functions).unwrap(),
+            serde_json::to_value(&full.pci_functions).unwrap(),
+            "narrowed read for {selector}"
+        );
+        assert_eq!(narrow.pci_functions[0].netdevs[0].name, "eth0");
+        for inv in [&narrow, &full] {
+            vportd::provision::config::check_against(&cfg, inv)
+                .unwrap_or_else(|e| panic!("{selector}: {e}"));
+        }
+    }
+}

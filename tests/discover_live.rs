@@ -115,6 +115,71 @@ fn pci_netdevs_agree_with_sysfs_and_ip() {
     assert!(checked >= 1);
 }
 
+/// An uplink named as a user names it, by ifname or MAC, where the netdev's parent device
+/// is not the PCI function itself (virtio-net: `eth0/device` is `virtio2`, whose parent is
+/// the function): `vportd plan` resolves it to the function. Read-only: plan, never apply,
+/// on this machine's own NIC.
+#[test]
+fn an_uplink_behind_a_bus_device_plans_by_name_and_mac() {
+    if !common::require_root("an_uplink_behind_a_bus_device_plans_by_name_and_mac") {
+        return;
+    }
+    let mut checked = 0;
+    for entry in std::fs::read_dir("/sys/class/net").expect("sysfs is mounted") {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Ok(dev) = std::fs::canonicalize(format!("/sys/class/net/{name}/device")) else {
+            continue;
+        };
+        let is_pci = |p: &std::path::Path| p.join("vendor").exists() && p.join("class").exists();
+        if is_pci(&dev) {
+            continue;
+        }
+        let Some(pci) = dev.ancestors().find(|p| is_pci(p)) else {
+            continue;
+        };
+        let bdf = pci.file_name().unwrap().to_string_lossy().into_owned();
+        let mac = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let dir = std::env::temp_dir().join(format!("vportd-busdev-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (key, value) in [("ifname", name.as_str()), ("mac", mac.as_str())] {
+            let path = dir.join(format!("{key}.toml"));
+            std::fs::write(
+                &path,
+                format!(
+                    "state_dir = \"{}\"\n[[uplink]]\n{key} = \"{value}\"\n\n[[vport]]\nname = \"a\"\nuplink = \"{value}\"\nmac = \"02:00:00:00:7e:01\"\n",
+                    dir.join("state").display()
+                ),
+            )
+            .unwrap();
+            let out = common::vportd(&["plan", path.to_str().unwrap()]);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "plan with {key} = {value} ({name} behind {}): {}",
+                dev.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                stdout
+                    .lines()
+                    .any(|l| l.starts_with("a ") && l.contains(&bdf)),
+                "vPort a placed on {bdf} by {key} = {value}: {stdout}"
+            );
+        }
+        assert!(!dir.join("state").exists(), "plan wrote no state");
+        std::fs::remove_dir_all(&dir).unwrap();
+        checked += 1;
+    }
+    // This build machine's eth0 is virtio-net: the case the issue names.
+    assert!(
+        checked >= 1,
+        "no netdev behind a bus device on this machine (virtio eth0 expected)"
+    );
+}
+
 /// In a private network namespace: veth and bridge netdevs are listed apart from PCI functions, with kinds, ifindexes and MACs as ip has them.
 #[test]
 fn virtual_netdevs_in_a_namespace() {

@@ -160,21 +160,24 @@ fn live_ops() -> Result<Box<dyn SriovOps>, Failure> {
 }
 
 /// Says on stderr when each step starts and how long it took (VF creation takes seconds
-/// to over a minute on big NICs); silent with `--json`.
+/// to over a minute on big NICs); silent with `--json`. With `VPORTD_TIMING`, each step's
+/// wall time in ms (its undo record, journal write, execution and read-back) either way.
 fn progress_printer(json: bool) -> impl FnMut(usize, usize, &str, Option<&Result<(), StepError>>) {
     let mut started = Instant::now();
     move |step, total, what, done| {
-        if json {
-            return;
+        if done.is_none() {
+            started = Instant::now();
         }
         let took = |started: Instant| format!("{:.1} s", started.elapsed().as_secs_f64());
         match done {
-            None => {
-                started = Instant::now();
-                eprint!("[{step}/{total}] {what} ... ")
-            }
-            Some(Ok(())) => eprintln!("ok ({})", took(started)),
-            Some(Err(e)) => eprintln!("FAILED after {}: {e}", took(started)),
+            None if !json => eprint!("[{step}/{total}] {what} ... "),
+            Some(Ok(())) if !json => eprintln!("ok ({})", took(started)),
+            Some(Err(e)) if !json => eprintln!("FAILED after {}: {e}", took(started)),
+            _ => {}
+        }
+        // After the progress line ends, so that each timing has a line of its own.
+        if done.is_some() {
+            timing(&format!("step {step}/{total} ({what})"), started);
         }
     }
 }

@@ -149,29 +149,12 @@ pub fn discover_pfs(
         let Some(class) = fs.read(&format!("{base}/class"))? else {
             continue;
         };
-        // The PF's netdevs by their parent device, as for its VFs in read_sriov; a netdev's
-        // driver is its function's.
-        let by_parent: Vec<(Netdev, Option<String>)> = nl
-            .links
-            .iter()
-            .filter(|l| {
-                l.parent_bus.as_deref() == Some("pci") && l.parent_dev.as_deref() == Some(pf)
-            })
-            .filter_map(|l| netdev_from_netlink(nl, l.ifindex))
-            .map(|d| (d, None))
-            .collect();
-        let from_netlink = !by_parent.is_empty();
-        let mut netdevs = by_parent;
-        if !from_netlink {
-            for name in fs.list(&format!("{base}/net"))? {
-                if let Some(dev) = read_netdev(fs, nl, &name, Scope::Provisioning)? {
-                    netdevs.push((dev, None));
-                }
-            }
-        }
+        let (netdevs, from_netlink) = pf_netdevs(fs, nl, pf)?;
         let mut f = read_function(fs, nl, profiles, None, pf, class, netdevs)?;
         if from_netlink {
-            for d in &mut f.netdevs {
+            // A netdev whose parent is the function has the function's driver; one behind a
+            // bus device (virtio) was given its own driver by pf_netdevs.
+            for d in f.netdevs.iter_mut().filter(|d| d.driver.is_none()) {
                 d.driver = f.driver.clone();
             }
         }
@@ -196,6 +179,57 @@ pub fn discover_pfs(
         functions.push(f);
     }
     Ok(assemble(functions, Vec::new(), no_cpus()))
+}
+
+/// A function's netdev and the bus device between them, if any.
+type NetdevVia = (Netdev, Option<String>);
+
+/// The netdevs of the PCI function `pf`, each with the bus device between them (`virtio2`),
+/// and whether rtnetlink named them. rtnetlink names a netdev's parent device
+/// (IFLA_PARENT_DEV_NAME, since 5.13): the function itself for most NICs, but a bus device
+/// under it for virtio-net (`0000:00:03.0/virtio2/net/eth0`), so a netdev whose parent is on
+/// another bus is followed up its sysfs device path to the first PCI function, as the full
+/// read does. A kernel that names no parents is read the full way, one readlink per netdev, and so is a function
+/// rtnetlink gave none (its netdevs may have moved since the snapshot, or it has none).
+fn pf_netdevs(
+    fs: &KernelFs,
+    nl: &NetlinkSnapshot,
+    pf: &str,
+) -> Result<(Vec<NetdevVia>, bool), InventoryError> {
+    let mut found = Vec::new();
+    for l in nl.links.iter().filter(|l| l.parent_bus.is_some()) {
+        if l.parent_bus.as_deref() == Some("pci") {
+            if l.parent_dev.as_deref() == Some(pf) {
+                found.extend(netdev_from_netlink(nl, l.ifindex).map(|d| (d, None)));
+            }
+            continue;
+        }
+        let class_link = format!("/sys/class/net/{}", l.name);
+        let Some(path) = fs.read_link(&class_link)? else {
+            continue;
+        };
+        if let Some((_, via)) = pci_function_of(&path).filter(|(bdf, _)| bdf == pf)
+            && let Some(mut d) = netdev_from_netlink(nl, l.ifindex)
+        {
+            d.driver = fs.link_name(&format!("{class_link}/device/driver"))?;
+            found.push((d, via));
+        }
+    }
+    if !found.is_empty() {
+        return Ok((found, true));
+    }
+    for name in fs.list("/sys/class/net")? {
+        let class_link = format!("/sys/class/net/{name}");
+        let Some(path) = fs.read_link(&class_link)? else {
+            continue;
+        };
+        if let Some((_, via)) = pci_function_of(&path).filter(|(bdf, _)| bdf == pf)
+            && let Some(dev) = read_netdev(fs, nl, &name, Scope::Provisioning)?
+        {
+            found.push((dev, via));
+        }
+    }
+    Ok((found, false))
 }
 
 /// A VF's function as the provisioning scope reads it, from its PF's read.
@@ -419,6 +453,7 @@ fn read_netdev(
         rx_queues: count("rx-"),
         tx_queues: count("tx-"),
         channels: nl.channels.get(&ifindex).cloned(),
+        admin_up: link.and_then(|l| l.admin_up),
         queues: None,
     }))
 }
@@ -437,6 +472,7 @@ fn netdev_from_netlink(nl: &NetlinkSnapshot, ifindex: u32) -> Option<Netdev> {
         rx_queues: l.num_rx_queues.unwrap_or(0),
         tx_queues: l.num_tx_queues.unwrap_or(0),
         channels: nl.channels.get(&ifindex).cloned(),
+        admin_up: l.admin_up,
         queues: None,
     })
 }

@@ -1,6 +1,8 @@
 //! Hardware profiles: what each NIC family's drivers can do at all, with the source of every
 //! fact, so that `plan` can explain a refusal before anything is written. Values read from the
-//! running host (`sriov_totalvfs`, `ethtool -l/-x`, devlink) always win over a profile.
+//! running host (`sriov_totalvfs`, `ethtool -l/-x/-k`) always win over a profile. The eswitch
+//! mode is read from the host through devlink (`facts::switchdev`), never from a profile: a
+//! profile's `switchdev` only says whether the family can be put in that mode.
 //!
 //! Profiles live in `hwprofiles/*.toml` (schema: `hwprofiles/README.md`) and are compiled into
 //! the binary, because the agent also runs where no checkout exists (a VM guest). This module
@@ -890,7 +892,7 @@ mod tests {
 
     #[test]
     fn missing_source_is_reported_at_its_table() {
-        let (text, err) = broken("source = \"HARDWARE.md: igb has no switchdev mode\"\n", "");
+        let (text, err) = broken("source = \"SOURCES.md: igb has no switchdev mode\"\n", "");
         let line = line_of(&text, "[capabilities.eswitch]");
         assert_eq!(
             err,
@@ -899,7 +901,7 @@ mod tests {
             )
         );
         let (text, err) = broken(
-            "source = \"HARDWARE.md: igb has no switchdev mode\"",
+            "source = \"SOURCES.md: igb has no switchdev mode\"",
             "source = \" \"",
         );
         let line = line_of(&text, "source = \" \"");

@@ -550,6 +550,16 @@ impl<O: SriovOps> SriovOps for FaultyOps<O> {
         }
     }
 
+    // The PF's link is passed through: no fault is injected into it (the faults' table
+    // names the operations of VF and queue steps).
+    fn pf_admin_up(&mut self, pf_ifindex: u32) -> Result<bool, HostError> {
+        self.inner.pf_admin_up(pf_ifindex)
+    }
+
+    fn set_pf_admin_up(&mut self, pf_ifindex: u32, up: bool) -> Result<(), HostError> {
+        self.inner.set_pf_admin_up(pf_ifindex, up)
+    }
+
     fn queues(&mut self) -> Option<&mut dyn QueueOps> {
         if self.inner.queues().is_some() {
             Some(self)

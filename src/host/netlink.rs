@@ -59,6 +59,10 @@ pub struct LinkSnapshot {
     /// `IFLA_PARENT_DEV_NAME`, e.g. a PCI address, when the kernel reports one.
     pub parent_dev: Option<String>,
     pub parent_bus: Option<String>,
+    /// IFF_UP: administratively up (`ip link set ... up`). None in snapshots recorded before
+    /// it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_up: Option<bool>,
 }
 
 use crate::model::inventory::Channels;
@@ -233,6 +237,11 @@ pub fn link_from_message(msg: &LinkMessage) -> LinkSnapshot {
         vfs: Vec::new(),
         parent_dev: None,
         parent_bus: None,
+        admin_up: Some(
+            msg.header
+                .flags
+                .contains(netlink_packet_route::link::LinkFlags::Up),
+        ),
     };
     for attr in &msg.attributes {
         match attr {

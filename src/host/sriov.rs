@@ -4,16 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    LinkAttribute, LinkExtentMask, LinkMessage, LinkVfInfo, VfInfo, VfInfoLinkState, VfInfoMac,
-    VfInfoRate, VfInfoSpoofCheck, VfInfoTrust, VfInfoVlan, VfLinkState, VfVlan, VfVlanInfo,
-    VlanProtocol,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage, LinkVfInfo, VfInfo, VfInfoLinkState,
+    VfInfoMac, VfInfoRate, VfInfoSpoofCheck, VfInfoTrust, VfInfoVlan, VfLinkState, VfVlan,
+    VfVlanInfo, VlanProtocol,
 };
 use nix::errno::Errno;
 
 use super::fs::KernelFs;
 use super::netlink;
+use super::nlsock::{Failure, NlSocket};
 use crate::model::file_errors::WriteFailed;
 use crate::model::vf::{LinkState, VfConfig, VlanProto};
 use crate::provision::ops::QueueOps;
@@ -28,10 +29,10 @@ pub struct LiveSriov {
     /// How long one rtnetlink request may take (a driver's VF handler runs under the
     /// RTNL lock, which anything else on the host may be holding).
     pub netlink_timeout: Duration,
-    /// The kernel layer's one runtime ([`super::runtime`]) and one rtnetlink connection for
-    /// the whole run, not one per request.
-    rt: &'static tokio::runtime::Runtime,
-    handle: Option<rtnetlink::Handle>,
+    /// One blocking rtnetlink socket for the whole run ([`super::nlsock`]), opened at the
+    /// first request: no async runtime to start and no connection task to drive, which was a
+    /// good part of a short `vportd apply` on a slow host.
+    sock: Option<NlSocket>,
     /// PF links as last dumped (with their VF info), until something is written: a
     /// plan reads each VF several times (undo record, convergence) between writes.
     links: std::collections::HashMap<u32, netlink::LinkSnapshot>,
@@ -49,8 +50,7 @@ impl LiveSriov {
             fs,
             vf_create_timeout: sriov_timeout(),
             netlink_timeout: Duration::from_secs(30),
-            rt: super::runtime(),
-            handle: None,
+            sock: None,
             links: Default::default(),
             queue_ops: super::ethtool::LiveQueues,
             stuck: Default::default(),
@@ -82,36 +82,83 @@ impl LiveSriov {
             .collect())
     }
 
-    /// Runs one netlink request, failing with [`HostError::Timeout`] after
-    /// `netlink_timeout` (the request may still be carried out later: callers read back).
-    fn bounded<T>(
-        &self,
-        what: String,
-        f: impl std::future::Future<Output = Result<T, HostError>>,
-    ) -> Result<T, HostError> {
-        let limit = self.netlink_timeout;
-        self.rt
-            .block_on(async { tokio::time::timeout(limit, f).await })
-            .unwrap_or(Err(HostError::Timeout {
-                what,
-                waited: limit,
-            }))
+    /// Sends one rtnetlink request on the run's socket and returns the reply's messages. A
+    /// kernel silent for `netlink_timeout` fails it with [`HostError::Timeout`] (the request
+    /// may still be carried out later: callers read back); a socket whose exchange failed is
+    /// dropped, so the next request starts on a fresh one.
+    fn request(
+        &mut self,
+        what: impl Fn() -> String,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, HostError> {
+        let sock = match &mut self.sock {
+            Some(s) => s,
+            None => {
+                let s = NlSocket::open_within(
+                    netlink_sys::constants::NETLINK_ROUTE,
+                    self.netlink_timeout,
+                )
+                .map_err(|e| HostError::Netlink {
+                    what: "opening an rtnetlink socket".into(),
+                    errno: e.raw_os_error().map(Errno::from_raw),
+                    message: e.to_string(),
+                })?;
+                self.sock.insert(s)
+            }
+        };
+        sock.request(msg, flags).map_err(|failure| {
+            if !matches!(failure, Failure::Refused(_)) {
+                self.sock = None;
+            }
+            host_error(what(), failure)
+        })
     }
 
-    fn handle(&mut self) -> Result<rtnetlink::Handle, HostError> {
-        if let Some(h) = &self.handle {
-            return Ok(h.clone());
+    /// The PF's link with its VFs, as one RTM_GETLINK answers it.
+    fn get_link(&mut self, ifindex: u32) -> Result<netlink::LinkSnapshot, HostError> {
+        let what = || format!("reading link {ifindex} over rtnetlink");
+        let mut get = LinkMessage::default();
+        get.header.index = ifindex;
+        get.attributes.push(LinkAttribute::ExtMask(vec![
+            LinkExtentMask::Vf,
+            LinkExtentMask::SkipStats,
+        ]));
+        let replies = self.request(what, RouteNetlinkMessage::GetLink(get), 0)?;
+        replies
+            .iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) if l.header.index == ifindex => {
+                    Some(netlink::link_from_message(l))
+                }
+                _ => None,
+            })
+            .ok_or_else(|| HostError::Netlink {
+                what: what(),
+                errno: Some(Errno::ENODEV),
+                message: "no such link".into(),
+            })
+    }
+}
+
+/// A failed exchange as the provisioning error: the kernel's refusal with its errno, a
+/// silent kernel as a timeout.
+fn host_error(what: String, failure: Failure) -> HostError {
+    match failure {
+        Failure::NoReply(waited) => HostError::Timeout { what, waited },
+        Failure::Refused(ref e) => {
+            let errno = Errno::from_raw(-e.raw_code());
+            HostError::Netlink {
+                what,
+                errno: Some(errno),
+                message: format!("{} ({})", errno.desc(), errno),
+            }
         }
-        // The socket registers with the runtime's reactor: create it inside.
-        let _inside = self.rt.enter();
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| HostError::Netlink {
-            what: "opening an rtnetlink socket".into(),
-            errno: e.raw_os_error().map(Errno::from_raw),
-            message: e.to_string(),
-        })?;
-        self.rt.spawn(conn);
-        self.handle = Some(handle.clone());
-        Ok(handle)
+        other => HostError::Netlink {
+            what,
+            errno: Some(other.errno()),
+            message: other.into_io().to_string(),
+        },
     }
 }
 
@@ -329,11 +376,7 @@ impl SriovOps for LiveSriov {
 
     fn vf_config(&mut self, pf_ifindex: u32, vf: u32) -> Result<Option<VfConfig>, HostError> {
         if !self.links.contains_key(&pf_ifindex) {
-            let handle = self.handle()?;
-            let link = self.bounded(
-                format!("reading link {pf_ifindex} over rtnetlink"),
-                get_link(handle, pf_ifindex),
-            )?;
+            let link = self.get_link(pf_ifindex)?;
             self.links.insert(pf_ifindex, link);
         }
         Ok(self.links[&pf_ifindex]
@@ -345,11 +388,43 @@ impl SriovOps for LiveSriov {
 
     fn set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
         self.links.remove(&pf_ifindex);
-        let handle = self.handle()?;
-        self.bounded(
-            format!("setting VF {} on link {pf_ifindex}", cfg.vf),
-            set_vf(handle, pf_ifindex, cfg),
-        )
+        let mut msg = LinkMessage::default();
+        msg.header.index = pf_ifindex;
+        msg.attributes
+            .push(LinkAttribute::VfInfoList(vec![LinkVfInfo(
+                vf_info_attributes(cfg),
+            )]));
+        let what = || format!("setting VF {} on link {pf_ifindex}", cfg.vf);
+        self.request(what, RouteNetlinkMessage::SetLink(msg), 0)
+            .map(drop)
+    }
+
+    fn pf_admin_up(&mut self, pf_ifindex: u32) -> Result<bool, HostError> {
+        let link = self.get_link(pf_ifindex)?;
+        let up = link.admin_up == Some(true);
+        self.links.insert(pf_ifindex, link);
+        Ok(up)
+    }
+
+    fn set_pf_admin_up(&mut self, pf_ifindex: u32, up: bool) -> Result<(), HostError> {
+        self.links.remove(&pf_ifindex);
+        let mut msg = LinkMessage::default();
+        msg.header.index = pf_ifindex;
+        // IFF_UP on or off, the other flags left alone: the change mask names only IFF_UP.
+        msg.header.flags = if up {
+            LinkFlags::Up
+        } else {
+            LinkFlags::empty()
+        };
+        msg.header.change_mask = LinkFlags::Up;
+        let what = || {
+            format!(
+                "setting link {pf_ifindex} {}",
+                if up { "up" } else { "down" }
+            )
+        };
+        self.request(what, RouteNetlinkMessage::SetLink(msg), 0)
+            .map(drop)
     }
 
     fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError> {
@@ -365,52 +440,6 @@ impl SriovOps for LiveSriov {
             }
         }
         Ok(false)
-    }
-}
-
-async fn get_link(
-    handle: rtnetlink::Handle,
-    ifindex: u32,
-) -> Result<netlink::LinkSnapshot, HostError> {
-    use futures::TryStreamExt;
-    let what = || format!("reading link {ifindex} over rtnetlink");
-    let msg = handle
-        .link()
-        .get()
-        .match_index(ifindex)
-        .set_filter_mask(
-            AddressFamily::Unspec,
-            vec![LinkExtentMask::Vf, LinkExtentMask::SkipStats],
-        )
-        .execute()
-        .try_next()
-        .await
-        .map_err(|e| netlink_error(what(), e))?
-        .ok_or_else(|| HostError::Netlink {
-            what: what(),
-            errno: Some(Errno::ENODEV),
-            message: "no such link".into(),
-        })?;
-    Ok(netlink::link_from_message(&msg))
-}
-
-fn netlink_error(what: String, e: rtnetlink::Error) -> HostError {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => {
-            let errno = m.code.map(|c| Errno::from_raw(-c.get()));
-            HostError::Netlink {
-                what,
-                errno,
-                message: errno
-                    .map(|e| format!("{} ({})", e.desc(), e))
-                    .unwrap_or_else(|| m.to_string()),
-            }
-        }
-        other => HostError::Netlink {
-            what,
-            errno: None,
-            message: other.to_string(),
-        },
     }
 }
 
@@ -451,26 +480,6 @@ pub fn vf_info_attributes(cfg: &VfConfig) -> Vec<VfInfo> {
         )));
     }
     infos
-}
-
-async fn set_vf(
-    handle: rtnetlink::Handle,
-    pf_ifindex: u32,
-    cfg: &VfConfig,
-) -> Result<(), HostError> {
-    let what = format!("setting VF {} on link {pf_ifindex}", cfg.vf);
-    let mut msg = LinkMessage::default();
-    msg.header.index = pf_ifindex;
-    msg.attributes
-        .push(LinkAttribute::VfInfoList(vec![LinkVfInfo(
-            vf_info_attributes(cfg),
-        )]));
-    handle
-        .link()
-        .set(msg)
-        .execute()
-        .await
-        .map_err(|e| netlink_error(what, e))
 }
 
 #[cfg(test)]

@@ -169,6 +169,10 @@ pub struct Netdev {
     pub rx_queues: u32,
     pub tx_queues: u32,
     pub channels: Option<Channels>,
+    /// Administratively up (IFF_UP), when read: a PF left down at boot has no link, and
+    /// drivers such as igb refuse VF rates without one, so apply brings an uplink up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_up: Option<bool>,
     /// Queue steering facts read at runtime (RSS table, ntuple, l2-fwd-offload), for the
     /// planner; filled by provisioning for uplink netdevs (`host::ethtool::queue_facts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

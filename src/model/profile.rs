@@ -172,12 +172,23 @@ pub struct Sriov {
     /// The most queue pairs a VF can be given, where that differs from the default.
     #[serde(default)]
     pub max_queue_pairs_per_vf: Option<Amount>,
-    /// VMDq pools (queue sets without a VF); 0 where the NIC has none.
+    /// VMDq pools (queue sets without a VF); 0 where the NIC has none; absent where the
+    /// sources do not say ([`Sriov::has_vmdq`]).
     #[serde(default)]
     pub vmdq_pools: Option<Amount>,
     #[serde(default)]
     pub note: Option<String>,
     pub source: String,
+}
+
+impl Sriov {
+    /// Whether the family has VMDq pools, as far as its profile says: `vmdq_pools = 0` is
+    /// none (ice, virtio-net), a count or `"firmware"` is some, and a profile without the
+    /// key does not say (None), which leaves the answer to what the driver reports
+    /// (l2-fwd-offload).
+    pub fn has_vmdq(&self) -> Option<bool> {
+        self.vmdq_pools.map(|pools| pools != Amount::Count(0))
+    }
 }
 
 /// Receive steering: RSS and flow rules.
@@ -419,4 +430,28 @@ pub(crate) fn id_fields(ids: &MatchRules) -> Vec<(String, PciId, Role, bool)> {
                 .map(move |(i, id)| (format!("match.{key}[{i}]"), *id, role, shared))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Amount, Sriov};
+
+    fn sriov(vmdq_pools: Option<Amount>) -> Sriov {
+        Sriov {
+            max_vfs: Amount::Count(0),
+            queue_pairs_per_vf: None,
+            max_queue_pairs_per_vf: None,
+            vmdq_pools,
+            note: None,
+            source: String::new(),
+        }
+    }
+
+    #[test]
+    fn zero_vmdq_pools_is_none_and_a_missing_key_says_nothing() {
+        assert_eq!(sriov(Some(Amount::Count(0))).has_vmdq(), Some(false));
+        assert_eq!(sriov(Some(Amount::Count(64))).has_vmdq(), Some(true));
+        assert_eq!(sriov(Some(Amount::Firmware)).has_vmdq(), Some(true));
+        assert_eq!(sriov(None).has_vmdq(), None);
+    }
 }

@@ -76,6 +76,10 @@ pub trait SriovOps {
     /// Whether the PF's netdev has carrier. Drivers reset the PF when VFs are
     /// enabled, and igb refuses VF rates (EINVAL) until the link is back.
     fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError>;
+    /// Whether the PF's netdev is administratively up (IFF_UP).
+    fn pf_admin_up(&mut self, pf_ifindex: u32) -> Result<bool, HostError>;
+    /// Sets the PF's netdev administratively up or down (`ip link set ... up`/`down`).
+    fn set_pf_admin_up(&mut self, pf_ifindex: u32, up: bool) -> Result<(), HostError>;
     /// The PF queue controls (channels, RSS), where this host has them.
     fn queues(&mut self) -> Option<&mut dyn QueueOps> {
         None
@@ -107,6 +111,12 @@ impl<T: SriovOps + ?Sized> SriovOps for Box<T> {
     }
     fn pf_carrier(&mut self, pf: &str) -> Result<bool, HostError> {
         (**self).pf_carrier(pf)
+    }
+    fn pf_admin_up(&mut self, pf_ifindex: u32) -> Result<bool, HostError> {
+        (**self).pf_admin_up(pf_ifindex)
+    }
+    fn set_pf_admin_up(&mut self, pf_ifindex: u32, up: bool) -> Result<(), HostError> {
+        (**self).set_pf_admin_up(pf_ifindex, up)
     }
     fn queues(&mut self) -> Option<&mut dyn QueueOps> {
         (**self).queues()

@@ -762,6 +762,7 @@ mod tests {
                 name: netdev.into(),
                 mac: Some(mac.into()),
                 operstate: "up".into(),
+                admin_up: Some(true),
                 mtu: None,
                 speed_mbps: None,
                 driver: None,

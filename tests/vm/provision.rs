@@ -156,6 +156,70 @@ fn provision_vports_onto_igb_vfs_once() {
         "{}",
         out("resize2")
     );
+
+    pf_left_down(&o);
+}
+
+/// Whether `ip -j link show`'s flags of the link say it is administratively up.
+fn admin_up(ip_json: &str) -> bool {
+    let links: Vec<Value> = serde_json::from_str(ip_json).expect("ip -j prints JSON");
+    links[0]["flags"]
+        .as_array()
+        .expect("ip -j shows flags")
+        .iter()
+        .any(|f| f == "UP")
+}
+
+/// eth1, left down as the guest booted it: VF rates applied from a PF that is down.
+fn pf_left_down(o: &crate::rig::Outcome) {
+    let rc = |s: &str| o.text(&format!("{s}.rc")).trim().parse::<i32>().unwrap();
+    let out = |s: &str| o.text(&format!("{s}.out")) + &o.text(&format!("{s}.err"));
+    let numvfs = |s: &str| o.text(&format!("{s}.numvfs")).trim().to_string();
+    let up = |s: &str| admin_up(&o.text(&format!("{s}.ip.json")));
+    let pf_line = o.text("down.pf");
+    let (pf1, ifindex) = pf_line.trim().split_once(' ').expect("pf ifindex");
+    assert!(!up("down-before"), "eth1 is down at boot");
+
+    // bring_up = false: the rates fail without link, everything is rolled back.
+    assert_eq!(rc("down-optout"), 1, "{}", out("down-optout"));
+    assert!(
+        out("down-optout").contains("has no link"),
+        "{}",
+        out("down-optout")
+    );
+    assert!(!up("down-optout"), "bring_up = false left eth1 down");
+    assert_eq!(numvfs("down-optout"), "0");
+
+    // By default the plan brings the PF up, first.
+    assert_eq!(rc("down-plan"), 0, "{}", out("down-plan"));
+    let step = format!("1. bring the PF {pf1} (link {ifindex}) up");
+    assert!(out("down-plan").contains(&step), "{}", out("down-plan"));
+
+    // A failure after it: the rollback puts the PF down again.
+    assert_eq!(rc("down-rollback"), 1, "{}", out("down-rollback"));
+    assert!(
+        out("down-rollback").contains("rolled back"),
+        "{}",
+        out("down-rollback")
+    );
+    assert!(!up("down-rollback"), "the rollback put eth1 down again");
+    assert_eq!(numvfs("down-rollback"), "0");
+
+    // Then apply succeeds from the PF left down: up, and both VF rates as the driver has them.
+    assert_eq!(rc("down-apply"), 0, "{}", out("down-apply"));
+    assert!(up("down-apply"), "apply brought eth1 up");
+    assert_eq!(numvfs("down-apply"), "2");
+    let vfs = ip_vfs(&o.text("down-apply.ip.json"));
+    assert_eq!(vf(&vfs, 0)["address"], "02:00:00:00:0b:01");
+    assert_eq!(vf(&vfs, 0)["rate"]["max_tx"], 300, "{}", vf(&vfs, 0));
+    assert_eq!(vf(&vfs, 1)["address"], "02:00:00:00:0b:02");
+    assert_eq!(vf(&vfs, 1)["rate"]["max_tx"], 200, "{}", vf(&vfs, 1));
+    assert_eq!(rc("down-apply2"), 0, "{}", out("down-apply2"));
+    assert!(
+        out("down-apply2").contains("nothing to do"),
+        "{}",
+        out("down-apply2")
+    );
 }
 
 /// What `ip -d -j link show` says of one VF, reduced to what vportd sets.

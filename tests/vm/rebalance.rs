@@ -1,8 +1,11 @@
 //! `vportd daemon` against real interrupts: real iperf3 traffic between the two igb PFs (each in
 //! its own network namespace) makes CPU 0 hot with eth0's queue interrupts, and the daemon must
 //! spread them within 3 periods, coalesce once the traffic stops, and report a hand-written
-//! affinity (another writer) without undoing it. The figures come from the daemon's own metrics
-//! endpoint, polled in the guest (tests/vm/scenarios/rebalance.sh), and from /proc/irq.
+//! affinity (another writer) without undoing it. When CPU 0 is hot is judged by the kernel's own
+//! account of it (its irq and softirq time in /proc/stat, sampled by the scenario script), not by
+//! the daemon's estimate, so a policy that misjudges load fails here; the daemon's moves come
+//! from its metrics endpoint, polled in the guest (tests/vm/scenarios/rebalance.sh), and where
+//! the IRQs went from /proc/irq.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -16,10 +19,23 @@ const SPREAD_PERIODS: u64 = 3;
 const COALESCE_PERIODS: u64 = 30;
 /// Another writer is reported in the period after its write (S7b), or the next.
 const EXTERNAL_PERIODS: u64 = 2;
+/// CPU 0 is hot when the kernel says it spent at least this share of a second handling
+/// interrupts (irq + softirq): the queues' work, which only moving their IRQs takes away.
+/// Idle, the share is about 0.03; under this load, with every queue IRQ on CPU 0, one run on
+/// a starved build machine measured 0.40 to 0.49 (the rest of CPU 0's time is idle between
+/// bursts and the guest's own processes). The daemon's own threshold (0.8) is on its estimate
+/// of all busy time with queue peaks, a different measure, so the two are not compared.
+const HOT_IRQ_SHARE: f64 = 0.35;
+/// A spread is judged on a CPU the kernel says is at least this busy with interrupts
+/// (several times the idle share): a policy that moves queues off a cool CPU fails.
+const WARM_IRQ_SHARE: f64 = 0.2;
+/// The window of CPU 0's interrupt share: about one daemon period.
+const SHARE_WINDOW_MS: u64 = 1000;
 
 /// One poll of the metrics endpoint: guest ms, ticks, spread, coalesce, external changes,
-/// CPU 0's busy share over the last period, and the policy's estimate of CPU 0's load (which
-/// its thresholds judge).
+/// CPU 0's busy share over the last period and the policy's estimate of CPU 0's load (the
+/// daemon's, reported only), and CPU 0's /proc/stat counters as the script read them then
+/// (user nice system idle iowait irq softirq).
 #[derive(Debug, Clone, Copy)]
 struct Poll {
     ms: u64,
@@ -29,6 +45,7 @@ struct Poll {
     external: u64,
     busy0: f64,
     est0: f64,
+    stat0: [u64; 7],
 }
 
 fn timeline(text: &str) -> Vec<Poll> {
@@ -38,9 +55,25 @@ fn timeline(text: &str) -> Vec<Poll> {
                 .split_whitespace()
                 .map(|w| w.parse::<f64>().ok())
                 .collect::<Option<_>>()?;
-            let [ms, ticks, spread, coalesce, external, busy0, est0] = f.as_slice() else {
+            let [
+                ms,
+                ticks,
+                spread,
+                coalesce,
+                external,
+                busy0,
+                est0,
+                stat @ ..,
+            ] = f.as_slice()
+            else {
                 return None;
             };
+            let stat0: [u64; 7] = stat
+                .iter()
+                .map(|v| *v as u64)
+                .collect::<Vec<_>>()
+                .try_into()
+                .ok()?;
             Some(Poll {
                 ms: *ms as u64,
                 ticks: *ticks as u64,
@@ -49,6 +82,7 @@ fn timeline(text: &str) -> Vec<Poll> {
                 external: *external as u64,
                 busy0: *busy0,
                 est0: *est0,
+                stat0,
             })
         })
         .collect()
@@ -70,6 +104,19 @@ fn at(polls: &[Poll], ms: u64) -> Poll {
         .rev()
         .find(|p| p.ms <= ms)
         .unwrap_or_else(|| panic!("no poll before {ms} ms: {polls:?}"))
+}
+
+/// CPU 0's irq + softirq share of its time over the window ending at `polls[i]`, from the
+/// kernel's counters (None until a window's worth of polls precedes it).
+fn irq_share(polls: &[Poll], i: usize) -> Option<f64> {
+    let end = polls[i];
+    let start = polls[..i]
+        .iter()
+        .rev()
+        .find(|p| p.ms + SHARE_WINDOW_MS <= end.ms)?;
+    let delta = |k: usize| end.stat0[k].saturating_sub(start.stat0[k]) as f64;
+    let total: f64 = (0..7).map(delta).sum();
+    (total > 0.0).then(|| (delta(5) + delta(6)) / total)
 }
 
 /// Periods from `start` to the first poll after it where `hit` holds, if any.
@@ -133,7 +180,7 @@ fn daemon_spreads_coalesces_and_respects_another_writer_on_real_interrupts_once(
         .map(|l| format!("{l}\n"))
         .collect();
     let context = format!(
-        "--- daemon log ---\n{log}\n--- timeline (ms ticks spread coalesce external busy0 est0) ---\n{}\n--- marks ---\n{}\n--- loads at the end of the load ---\n{queue_loads}--- stderr ---\n{}",
+        "--- daemon log ---\n{log}\n--- timeline (ms ticks spread coalesce external busy0 est0, CPU 0's user nice system idle iowait irq softirq) ---\n{}\n--- marks ---\n{}\n--- loads at the end of the load ---\n{queue_loads}--- stderr ---\n{}",
         o.text("timeline"),
         o.text("marks"),
         o.stderr
@@ -164,23 +211,53 @@ fn daemon_spreads_coalesces_and_respects_another_writer_on_real_interrupts_once(
         o.text("eth0.pinned")
     );
 
-    // Spread: within 3 periods of CPU 0 getting hot (the first period the daemon judged it
-    // above the upper threshold, 0.8), eth0's queues leave CPU 0. Hot is the policy's own
-    // estimate (queue peaks plus other load), not the measured busy share: the estimate
-    // outlives a dip, and once the daemon spread at an estimate above 0.8 while CPU 0 was
-    // measured at 0.78, after which it was never measured hot. Under TCG iperf3 takes a
-    // variable few periods from its start to full rate, so that start is only reported.
-    let hot = polls
+    // Spread: within 3 periods of CPU 0 getting hot, eth0's queues leave CPU 0. Hot is what
+    // the kernel says (CPU 0's interrupt share of the last second, HOT_IRQ_SHARE), not what
+    // the daemon estimates. CPU 0 is cool before the load (else the load did not make it
+    // hot), and the first spread comes on a CPU that is at least warm (else the daemon moved
+    // queues off a CPU that did not need it). Under TCG iperf3 takes a variable few periods
+    // from its start to full rate, so that start is only reported.
+    let shares: Vec<(usize, f64)> = (0..polls.len())
+        .filter_map(|i| irq_share(&polls, i).map(|s| (i, s)))
+        .collect();
+    let before_load = shares
         .iter()
-        .find(|p| p.ms > mark("load_start") && p.est0 > 0.8)
+        .filter(|(i, _)| polls[*i].ms <= mark("load_start"))
+        .map(|(_, s)| *s)
+        .fold(0.0, f64::max);
+    assert!(
+        before_load < WARM_IRQ_SHARE,
+        "CPU 0 spent {before_load:.2} of a second on interrupts before the load\n{context}"
+    );
+    let (hot_i, hot_share) = shares
+        .iter()
+        .find(|(i, s)| polls[*i].ms > mark("load_start") && *s >= HOT_IRQ_SHARE)
         .copied()
-        .unwrap_or_else(|| panic!("CPU 0 never got hot (> 0.8) under load\n{context}"));
+        .unwrap_or_else(|| {
+            panic!(
+                "CPU 0 never got hot (interrupt share >= {HOT_IRQ_SHARE} in /proc/stat) under load\n{context}"
+            )
+        });
+    let hot = polls[hot_i];
     let from_start = periods_until(&polls, mark("load_start"), |b, p| p.spread > b.spread)
         .unwrap_or_else(|| panic!("the daemon never spread under load\n{context}"));
-    // Counted from the tick before the hot one: a move in the hot tick itself is 1 period,
-    // as the simulator's react column counts.
-    let spread = periods_until(&polls, hot.ms - 1, |b, p| p.spread > b.spread)
-        .unwrap_or_else(|| panic!("the daemon never spread after CPU 0 got hot\n{context}"));
+    let base = at(&polls, mark("load_start"));
+    let first_spread = polls
+        .iter()
+        .position(|p| p.ms > mark("load_start") && p.spread > base.spread)
+        .expect("a spread was seen above");
+    let share_at_spread = irq_share(&polls, first_spread).unwrap_or(0.0);
+    assert!(
+        share_at_spread >= WARM_IRQ_SHARE,
+        "the daemon first spread when the kernel had CPU 0 at {share_at_spread:.2} of its time \
+         on interrupts (below {WARM_IRQ_SHARE}: not hot)\n{context}"
+    );
+    // Periods from the tick before the hot one (a move in the hot tick itself is 1 period, as
+    // the simulator's react column counts); a spread the daemon made a little before the
+    // kernel's one-second window crossed the line counts as 0.
+    let spread = polls[first_spread]
+        .ticks
+        .saturating_sub(at(&polls, hot.ms - 1).ticks);
     let spread_lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("(eth0-") && l.contains("from CPU 0 to CPU") && l.ends_with(')'))
@@ -258,8 +335,9 @@ fn daemon_spreads_coalesces_and_respects_another_writer_on_real_interrupts_once(
         .count();
 
     eprintln!(
-        "{test}: iperf3 {mbit:.0} Mbit/s; CPU 0 hot (estimate {:.2}, measured busy {:.2}) {} period(s) after iperf3 \
-         started; spread {spread} period(s) after CPU 0 got hot ({from_start} after iperf3 started) \
+        "{test}: iperf3 {mbit:.0} Mbit/s; CPU 0 {before_load:.2} of its time on interrupts before \
+         the load (kernel); hot (kernel {hot_share:.2}; daemon: estimate {:.2}, busy {:.2}) {} \
+         period(s) after iperf3 started; first spread at kernel share {share_at_spread:.2}; spread {spread} period(s) after CPU 0 got hot ({from_start} after iperf3 started) \
          ({} spread move(s) of eth0 off CPU 0, {off_cpu0} of {} eth0 queues off CPU 0); \
          coalesced {coalesce} period(s) after it stopped (queues on CPUs {busy_cpus:?} -> \
          {idle_cpus:?}); the hand-written affinity of IRQ {irq} (CPU {to}) reported after \

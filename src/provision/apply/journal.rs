@@ -34,6 +34,11 @@ pub(super) enum Undo {
         bdf: String,
         driver: Option<String>,
     },
+    /// The PF's netdev back to administratively `up` (or down) as it was.
+    PfLink {
+        pf_ifindex: u32,
+        up: bool,
+    },
     Vf {
         pf_ifindex: u32,
         config: VfConfig,

@@ -11,6 +11,7 @@
 //! (`describe`), what to journal before it runs (`prepare`, the undo record read from the
 //! host), running it with its read-back (`execute`), and putting the host back (`undo`):
 //! - [`vf_count`], `SetNumVfs`;
+//! - [`pf_link`], `SetPfLink`;
 //! - [`vf_driver`], `BindVf`;
 //! - [`vf_config`], `ConfigureVf`, `ResetVf`;
 //! - [`pf_queues`], `SetChannels`, `SetRssTable`, `SetFeature`;
@@ -24,6 +25,7 @@
 
 mod journal;
 mod macvlan;
+mod pf_link;
 mod pf_queues;
 mod rss_context;
 mod rule;
@@ -139,6 +141,7 @@ impl Action {
         match self {
             Action::SetNumVfs { .. } => vf_count::describe(self),
             Action::BindVf { .. } => vf_driver::describe(self),
+            Action::SetPfLink { .. } => pf_link::describe(self),
             Action::ConfigureVf { .. } | Action::ResetVf { .. } => vf_config::describe(self),
             Action::Record { vport, what } => format!("record {vport}: {what}"),
             Action::SetChannels { .. } | Action::SetRssTable { .. } | Action::SetFeature { .. } => {
@@ -158,6 +161,7 @@ fn prepare(ops: &mut dyn SriovOps, a: &Action) -> Result<Undo, StepError> {
     match a {
         Action::SetNumVfs { .. } => vf_count::prepare(ops, a),
         Action::BindVf { .. } => vf_driver::prepare(ops, a),
+        Action::SetPfLink { .. } => pf_link::prepare(ops, a),
         Action::ConfigureVf { .. } | Action::ResetVf { .. } => vf_config::prepare(ops, a),
         Action::Record { .. } => Ok(Undo::Nothing),
         Action::SetChannels { .. } | Action::SetRssTable { .. } | Action::SetFeature { .. } => {
@@ -183,6 +187,7 @@ fn execute(ops: &mut dyn SriovOps, a: &Action, cx: &mut StepContext) -> Result<(
     match a {
         Action::SetNumVfs { .. } => vf_count::execute(ops, a, cx.opts),
         Action::BindVf { .. } => vf_driver::execute(ops, a),
+        Action::SetPfLink { .. } => pf_link::execute(ops, a),
         Action::ConfigureVf { .. } | Action::ResetVf { .. } => vf_config::execute(ops, a, cx.opts),
         Action::Record { .. } => Ok(()),
         Action::SetChannels { .. } | Action::SetRssTable { .. } | Action::SetFeature { .. } => {
@@ -208,6 +213,7 @@ fn undo(ops: &mut dyn SriovOps, u: &Undo, cx: &mut UndoContext) -> Result<(), St
     match u {
         Undo::NumVfs { .. } => vf_count::undo(ops, u, cx.link_wait),
         Undo::Bind { .. } => vf_driver::undo(ops, u),
+        Undo::PfLink { .. } => pf_link::undo(ops, u),
         Undo::Vf { .. } => vf_config::undo(ops, u),
         Undo::Channels { .. } | Undo::Rss { .. } | Undo::Feature { .. } => pf_queues::undo(ops, u),
         Undo::RssContext { .. } | Undo::RecreateContext { .. } => rss_context::undo(ops, u, cx),

@@ -67,6 +67,7 @@ pub(super) const UPLINK_KEYS: &[(&str, &str)] = &[
         "switch_vf",
         "the index of the VF the software switch trunks through, e.g. 0",
     ),
+    ("bring_up", "true or false"),
 ];
 
 pub(super) const VPORT_KEYS: &[(&str, &str)] = &[

@@ -130,6 +130,10 @@ pub struct Uplink {
     /// it carries the software vPorts' MACs (registered as its unicast filters: a VF is not
     /// let into unicast promiscuous mode). None: the switch trunks through the PF.
     pub switch_vf: Option<u32>,
+    /// Whether apply brings the PF's netdev up when it is administratively down (the
+    /// default): a PF left down at boot has no link, and drivers such as igb refuse VF rates
+    /// without one. `bring_up = false` leaves the PF's link to whoever manages it.
+    pub bring_up: bool,
     /// Where the `[[uplink]]` table starts.
     pub at: Location,
 }

@@ -29,6 +29,7 @@ struct RawUplink {
     rss_weights: Option<Spanned<Vec<Spanned<i64>>>>,
     switch_edge: Option<Spanned<String>>,
     switch_vf: Option<Spanned<i64>>,
+    bring_up: Option<Spanned<bool>>,
 }
 
 /// The uplinks that parsed, and every selector written (valid or not), so that a vPort
@@ -116,6 +117,7 @@ fn uplink(
         rss,
         switch_edge,
         switch_vf,
+        bring_up: raw.bring_up.is_none_or(Spanned::into_inner),
         at: ck.at(&table.span()),
     })
 }

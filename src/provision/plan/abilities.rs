@@ -186,7 +186,8 @@ pub(super) struct SteeringAbilities {
     pub(super) family: String,
     pub(super) rss_contexts: bool,
     pub(super) ntuple: bool,
-    pub(super) vmdq: bool,
+    /// Whether the profile says the family has VMDq pools; None when it does not say.
+    pub(super) vmdq: Option<bool>,
     pub(super) pf_rss_table: Option<u32>,
 }
 
@@ -203,7 +204,7 @@ pub(super) fn profile_steering(
         family: m.profile.family.clone(),
         rss_contexts: c.steering.rss_contexts,
         ntuple: c.steering.ntuple,
-        vmdq: c.sriov.vmdq_pools.is_some(),
+        vmdq: c.sriov.has_vmdq(),
         pf_rss_table: match c.steering.pf_rss_table {
             Some(profile::Amount::Count(n)) => Some(n),
             _ => None,

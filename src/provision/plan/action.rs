@@ -33,6 +33,13 @@ pub enum Action {
         released_from: String,
         config: VfConfig,
     },
+    /// Set the PF's netdev administratively up (`ip link set PF up`): it was down, so it had
+    /// no link, and drivers such as igb refuse VF rates without one.
+    SetPfLink {
+        pf: String,
+        pf_ifindex: u32,
+        up: bool,
+    },
     /// No host change: the state records this placement (software path, release).
     Record { vport: String, what: String },
     /// Set the PF's combined channel count (`ethtool -L`). Drivers re-create the queue

@@ -12,6 +12,7 @@
 //!
 //! The stages, in the order [`plan`] runs them for each uplink:
 //! - [`uplink`], the PF as the inventory sees it and what its driver can do ([`abilities`]);
+//! - [`pf_link`], the PF brought up when it is administratively down (`bring_up`);
 //! - [`pools`], the VFs each `[[pool]]` of the uplink holds (kept from the state);
 //! - [`vf_choice`], who can have a VF at all, then which VF (stable assignment);
 //! - [`vf_steps`], the VF count (and the disruption it causes), released VFs, driver
@@ -28,6 +29,7 @@
 mod abilities;
 mod action;
 mod leftovers;
+mod pf_link;
 mod pf_queues;
 mod pools;
 mod queues;
@@ -102,6 +104,7 @@ pub fn plan(
     };
     for resolved in uplinks {
         let mut up = uplink::UplinkPlan::new(&inputs, resolved, &mut draft)?;
+        pf_link::bring_up(&up, &mut draft);
         pools::reserve(&inputs, &mut up, &mut draft);
         let mut candidates = vf_choice::who_gets_a_vf(&up, &mut draft);
         let taken = vf_choice::assign_vfs(&inputs, &up, &mut candidates, &mut draft);

@@ -52,6 +52,30 @@ pub(super) fn choose_queues(
     }
 }
 
+/// Whether a macvlan on `ifname` can have a VMDq pool. The profile's `vmdq_pools = 0` (`said`
+/// `Some(false)`) refuses outright; otherwise the driver's l2-fwd-offload decides, since a
+/// profile that does not say (None) may still belong to a driver that offers it.
+fn vmdq_refusal(
+    said: Option<bool>,
+    l2fwd: Option<Feature>,
+    ifname: &str,
+    family: &str,
+) -> Result<(), String> {
+    match (said, l2fwd) {
+        (Some(false), _) => Err(format!("{family} has no VMDq pools")),
+        (_, Some(f)) if f.active || f.changeable => Ok(()),
+        (_, Some(_)) => Err(format!(
+            "no VMDq pool: {ifname} reports l2-fwd-offload off [fixed], so a macvlan cannot have one"
+        )),
+        (Some(true), None) => Err(format!(
+            "no VMDq pool: {ifname} does not report l2-fwd-offload"
+        )),
+        (None, None) => Err(format!(
+            "no VMDq pool: {ifname} does not report l2-fwd-offload (and {family} does not say it has VMDq pools)"
+        )),
+    }
+}
+
 /// Queues and ntuple slots on one PF: taken by vPorts that keep their steering first,
 /// then handed out to new ones (queues from the top of the channel range, slots from 0).
 pub(super) struct Alloc {
@@ -145,29 +169,25 @@ impl Chooser<'_> {
 
     /// A VMDq pool through a macvlan.
     fn vmdq(&mut self) -> Option<(VportPath, String)> {
-        let ifname = self.ifname;
-        let refusal = match (self.steering.is_some_and(|s| s.vmdq), self.l2_fwd_offload) {
-            (true, Some(f)) if f.active || f.changeable => {
-                return Some((
-                    VportPath::Queues {
-                        mode: QueueMode::Vmdq,
-                        first: 0,
-                        count: self.v.queues.unwrap_or(1),
-                        location: None,
-                    },
-                    format!("a macvlan on {ifname} with l2-fwd-offload gets a VMDq pool"),
-                ));
+        let said = self.steering.and_then(|s| s.vmdq);
+        match vmdq_refusal(said, self.l2_fwd_offload, self.ifname, &self.family) {
+            Ok(()) => Some((
+                VportPath::Queues {
+                    mode: QueueMode::Vmdq,
+                    first: 0,
+                    count: self.v.queues.unwrap_or(1),
+                    location: None,
+                },
+                format!(
+                    "a macvlan on {} with l2-fwd-offload gets a VMDq pool",
+                    self.ifname
+                ),
+            )),
+            Err(refusal) => {
+                self.refusals.push(refusal);
+                None
             }
-            (true, Some(_)) => format!(
-                "no VMDq pool: {ifname} reports l2-fwd-offload off [fixed], so a macvlan cannot have one"
-            ),
-            (true, None) => {
-                format!("no VMDq pool: {ifname} does not report l2-fwd-offload")
-            }
-            (false, _) => format!("{} has no VMDq pools", self.family),
-        };
-        self.refusals.push(refusal);
-        None
+        }
     }
 
     /// One queue through an ntuple rule.
@@ -242,5 +262,47 @@ pub(super) fn release_steering(pf: &str, name: &str, st: &Steering, resets: &mut
             mac: st.mac.clone(),
         }),
         QueueMode::Ntuple => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vmdq_refusal;
+    use crate::model::queues::Feature;
+
+    const ON: Feature = Feature {
+        active: true,
+        changeable: true,
+    };
+    const FIXED_OFF: Feature = Feature {
+        active: false,
+        changeable: false,
+    };
+
+    /// `vmdq_pools = 0` (ice, virtio-net) is no VMDq whatever the feature says; a profile
+    /// without the key leaves it to the driver's l2-fwd-offload.
+    #[test]
+    fn vmdq_follows_the_profile_then_the_driver() {
+        let ask = |said, l2fwd| vmdq_refusal(said, l2fwd, "eth0", "ice (ice-e810 hwprofile)");
+        let no = ask(Some(false), Some(ON)).unwrap_err();
+        assert_eq!(no, "ice (ice-e810 hwprofile) has no VMDq pools");
+        assert_eq!(ask(Some(false), None).unwrap_err(), no);
+        assert_eq!(ask(Some(true), Some(ON)), Ok(()));
+        assert_eq!(ask(None, Some(ON)), Ok(()));
+        assert!(
+            ask(None, Some(FIXED_OFF))
+                .unwrap_err()
+                .contains("off [fixed]")
+        );
+        assert!(
+            ask(Some(true), None)
+                .unwrap_err()
+                .ends_with("does not report l2-fwd-offload")
+        );
+        assert!(
+            ask(None, None)
+                .unwrap_err()
+                .contains("does not say it has VMDq pools")
+        );
     }
 }

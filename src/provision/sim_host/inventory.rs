@@ -38,6 +38,7 @@ impl SimHost {
                     rx_queues: 8,
                     tx_queues: 8,
                     channels: None,
+                    admin_up: Some(pf.admin_up),
                     queues: pf.queue_facts.clone(),
                 }],
                 sriov: Some(Sriov {

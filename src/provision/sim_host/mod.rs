@@ -1,6 +1,9 @@
 //! A simulated SR-IOV host with the kernel's rules (drivers/pci/iov.c, rtnetlink),
-//! for unit tests and demos. It is never the only test of code that touches a
-//! kernel: the same paths run in the QEMU guest against the real igb driver.
+//! for unit tests and demos. Most paths it drives also run in the QEMU guest against the
+//! real igb driver, but not all: igb refuses a VF's min rate, link state and 802.1ad port
+//! VLAN, and has no RSS contexts, ntuple rules or VMDq stations, so for those steps this
+//! simulator (and, for the queue steps, the request bytes of tests/queues_bytes.rs) is the
+//! only proof today.
 //!
 //! Faults can be injected at any operation, with the errnos the kernel really
 //! returns, to prove that apply rolls back and converges.
@@ -43,6 +46,8 @@ pub struct SimPf {
     /// macvlan stations); `queue_refuses` may name "rss-context", "ntuple", "macvlan"
     /// or "l2-fwd-offload" to refuse them.
     pub steer: SimSteering,
+    /// Administratively up (IFF_UP); a simulated PF starts up, a test may put it down.
+    pub admin_up: bool,
 }
 
 /// RSS contexts, ntuple rules and macvlans on a simulated PF, with the kernel's rules:

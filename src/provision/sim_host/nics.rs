@@ -37,6 +37,7 @@ impl SimHost {
                 }),
                 queue_refuses: Vec::new(),
                 steer: SimSteering::default(),
+                admin_up: true,
             })
             .collect();
         SimHost {

@@ -39,6 +39,19 @@ impl SriovOps for SimHost {
         self.sim_pf_carrier(pf)
     }
 
+    fn pf_admin_up(&mut self, pf_ifindex: u32) -> Result<bool, HostError> {
+        Ok(self.pf_by_ifindex(pf_ifindex)?.admin_up)
+    }
+
+    fn set_pf_admin_up(&mut self, pf_ifindex: u32, up: bool) -> Result<(), HostError> {
+        self.log.push(format!(
+            "set_pf_admin_up {pf_ifindex} {}",
+            if up { "up" } else { "down" }
+        ));
+        self.pf_by_ifindex(pf_ifindex)?.admin_up = up;
+        Ok(())
+    }
+
     fn set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
         self.sim_set_vf(pf_ifindex, cfg)
     }

@@ -18,8 +18,9 @@ impl SimHost {
         Ok(p.vfs.get(vf as usize).map(|v| v.config.clone()))
     }
 
-    pub(super) fn sim_pf_carrier(&mut self, _pf: &str) -> Result<bool, HostError> {
-        Ok(true)
+    /// A simulated PF has carrier exactly when it is administratively up.
+    pub(super) fn sim_pf_carrier(&mut self, pf: &str) -> Result<bool, HostError> {
+        Ok(self.pfs.iter().any(|p| p.bdf == pf && p.admin_up))
     }
 
     pub(super) fn sim_set_vf(&mut self, pf_ifindex: u32, cfg: &VfConfig) -> Result<(), HostError> {
@@ -27,6 +28,8 @@ impl SimHost {
         self.log.push(format!("set_vf {pf_ifindex} {}", cfg.vf));
         let p = self.pf_by_ifindex(pf_ifindex)?;
         let refuses = p.refuses.clone();
+        // igb checks a VF rate against the PF's link speed: no link, EINVAL.
+        let no_link = p.driver == "igb" && !p.admin_up;
         let v = p.vfs.get_mut(cfg.vf as usize).ok_or(HostError::Netlink {
             what: format!("VF {}", cfg.vf),
             errno: Some(Errno::EINVAL),
@@ -48,6 +51,9 @@ impl SimHost {
         v.config.vlan_proto = cfg.vlan_proto.or(Some(VlanProto::Dot1Q));
         if cfg.min_tx_rate.is_some() || cfg.max_tx_rate.is_some() {
             if cfg.min_tx_rate.unwrap_or(0) > 0 && refuses.contains(&"min_rate") {
+                return Err(fail(Errno::EINVAL));
+            }
+            if cfg.max_tx_rate.unwrap_or(0) > 0 && no_link {
                 return Err(fail(Errno::EINVAL));
             }
             v.config.min_tx_rate = cfg.min_tx_rate.or(Some(0));

@@ -1,6 +1,8 @@
 # vportd plan/apply/status against the real igb/igbvf drivers, with iproute2 as the oracle.
 # Each step leaves its output in $OUT/<step>.{out,err,rc} and `ip -d -j link show eth0` in
-# $OUT/<step>.ip.json; the test reads them.
+# $OUT/<step>.ip.json; the test reads them. eth1 is left down as the guest booted it (as PFs
+# are at boot, before network management) for the last steps: VF rates applied from a PF
+# left down (the `down-*` steps, `ip -d -j link show eth1` in $OUT/<step>.ip.json).
 pf=$(basename "$(readlink /sys/class/net/eth0/device)")
 pfdev=/sys/bus/pci/devices/$pf
 ip link set eth0 up
@@ -76,4 +78,33 @@ step resize-refused apply /tmp/host-resize.toml
 step resize apply /tmp/host-resize.toml --allow-disruption
 step resize2 apply /tmp/host-resize.toml --allow-disruption
 cp /tmp/state/state.json $OUT/state-final.json
+
+# eth1, down since boot: with bring_up = false apply fails on the rates (igb refuses them
+# without link) and rolls back; by default plan shows the PF brought up, a failure after it
+# puts the PF down again, and apply succeeds with the rates in place.
+pf1=$(basename "$(readlink /sys/class/net/eth1/device)")
+pf1dev=/sys/bus/pci/devices/$pf1
+echo "$pf1 $(cat /sys/class/net/eth1/ifindex)" > $OUT/down.pf
+down_config() { # $1: extra uplink lines
+  printf 'state_dir = "/tmp/state-down"\n[[uplink]]\npci = "%s"\n%s\n' "$pf1" "$1"
+  printf '[[vport]]\nname = "vm-r"\nuplink = "%s"\nmac = "02:00:00:00:0b:01"\nmax_tx_rate_mbps = 300\n\n' "$pf1"
+  printf '[[vport]]\nname = "vm-s"\nuplink = "%s"\nmac = "02:00:00:00:0b:02"\nmax_tx_rate_mbps = 200\n' "$pf1"
+}
+down_config "" > /tmp/host-down.toml
+down_config "bring_up = false" > /tmp/host-down-optout.toml
+down_step() { # name, then the vportd arguments
+  name=$1; shift
+  vportd "$@" > $OUT/$name.out 2> $OUT/$name.err
+  echo $? > $OUT/$name.rc
+  ip -d -j link show eth1 > $OUT/$name.ip.json
+  cat $pf1dev/sriov_numvfs > $OUT/$name.numvfs
+}
+down_step down-before plan /tmp/host-down.toml
+down_step down-optout apply /tmp/host-down-optout.toml
+down_step down-plan plan /tmp/host-down.toml
+export VPORTD_FAULTS='set_vf@1=EIO'
+down_step down-rollback apply /tmp/host-down.toml
+unset VPORTD_FAULTS
+down_step down-apply apply /tmp/host-down.toml
+down_step down-apply2 apply /tmp/host-down.toml
 true

@@ -8,7 +8,10 @@
 #   idle:     traffic stopped; wait until the daemon has coalesced and is quiet again;
 #   external: a hand-written smp_affinity_list; the daemon must report it and leave it.
 # $OUT/timeline has one line per poll of the metrics endpoint: "ms ticks spread coalesce
-# external cpu0-busy cpu0-estimate" (the estimate is what the policy's thresholds judge);
+# external cpu0-busy cpu0-estimate" (the daemon's figures; the estimate is what the policy's
+# thresholds judge), then CPU 0's line of /proc/stat read by this script, "user nice system
+# idle iowait irq softirq" in USER_HZ ticks: the kernel's own account, independent of the
+# daemon, from which the test judges when CPU 0 is hot;
 # $OUT/daemon.log the daemon's journal; $OUT/eth0.* the IRQs' affinities.
 set -e
 LOAD_S=${LOAD_S:-10}
@@ -67,7 +70,8 @@ DAEMON=$!
 : > /run/timeline
 (
   while :; do
-    f=$(metric_fields) && echo "$(now_ms) $f" >> /run/timeline
+    f=$(metric_fields) && k=$(awk '$1 == "cpu0" { print $2, $3, $4, $5, $6, $7, $8 }' /proc/stat) \
+      && echo "$(now_ms) $f $k" >> /run/timeline
     sleep 0.2
   done
 ) &
