@@ -84,7 +84,12 @@ fn the_unit_verifies_and_a_broken_one_does_not() {
     // After udev has queued the boot's uevents (the apply then waits for the uplinks'
     // drivers), and never after settle, which waits for every device.
     assert!(line("After=").contains(&"systemd-udev-trigger.service"));
-    assert!(!unit.contains("systemd-udev-settle"), "{unit}");
+    for key in ["After=", "Wants=", "Requires="] {
+        assert!(
+            !line(key).contains(&"systemd-udev-settle.service"),
+            "{unit}"
+        );
+    }
 }
 
 /// Issue 19's systemd points, as the unit states them: readiness and a watchdog, reload by
