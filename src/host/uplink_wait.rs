@@ -103,6 +103,19 @@ fn function_lacks(fs: &KernelFs, bdf: &str) -> Option<String> {
     if netdevs.is_empty() {
         return Some(format!("driver {driver} bound, no netdev yet"));
     }
+    // Where udev runs, its netdev must also be handled (renamed, .link applied: udev's
+    // database entry n<ifindex> written): a PF brought up under its kernel name keeps that
+    // name in its queue interrupts' names after udev renames it.
+    if fs.exists("/run/udev/control") {
+        for n in &netdevs {
+            let Some(ifindex) = fs.read_lenient(&format!("{dir}/net/{n}/ifindex")) else {
+                continue;
+            };
+            if !fs.exists(&format!("/run/udev/data/n{ifindex}")) {
+                return Some(format!("netdev {n} not yet handled by udev"));
+            }
+        }
+    }
     None
 }
 
@@ -229,6 +242,24 @@ mod tests {
             pending(&fs, &other).as_deref(),
             Some("driver igb bound, no netdev yet (network function 0000:02:00.0)")
         );
+    }
+
+    #[test]
+    fn where_udev_runs_its_handling_of_the_netdev_is_waited_for() {
+        let dir = fixture();
+        let root = dir.path();
+        let net = root.join("sys/bus/pci/devices/0000:01:00.0/net/enp1s0");
+        fs::write(net.join("ifindex"), "2\n").unwrap();
+        fs::create_dir_all(root.join("run/udev/data")).unwrap();
+        fs::write(root.join("run/udev/control"), "").unwrap();
+        let kfs = KernelFs::at(root);
+        let pf = UplinkSelector::Pci("0000:01:00.0".to_string());
+        assert_eq!(
+            pending(&kfs, &pf).as_deref(),
+            Some("netdev enp1s0 not yet handled by udev")
+        );
+        fs::write(root.join("run/udev/data/n2"), "I:1\n").unwrap();
+        assert_eq!(pending(&kfs, &pf), None);
     }
 
     #[test]

@@ -27,10 +27,12 @@ unit_times() {
 }
 scrape() { /usr/local/lib/rig/busybox wget -q -O "$OUT/$1.metrics" http://127.0.0.1:9477/metrics 2> "$OUT/$1.metrics.err"; }
 journal() { journalctl -b --no-pager -o short-monotonic "$@"; }
-# The PF's queue interrupts, by name (the netdev's name is udev's predictable one).
+# The PF's queue interrupts: its MSI-X vectors (sysfs) whose names are a queue's.
 queue_irqs() {
-  pf=$(pf_netdev $PF_A)
-  grep -E " $pf-(TxRx|rx|tx)-[0-9]+\$" /proc/interrupts | cut -d: -f1 | tr -d ' '
+  for irq in $(ls /sys/bus/pci/devices/$PF_A/msi_irqs); do
+    grep -qE "^ *$irq:.*-(TxRx|rx|tx)-[0-9]+\$" /proc/interrupts && echo $irq
+  done
+  grep -E -- "-(TxRx|rx|tx)-[0-9]+\$" /proc/interrupts > "$OUT/queue.interrupts"
 }
 
 step_install() {
