@@ -72,6 +72,45 @@ fn the_policy_bans_the_queue_irqs_of_the_fixtures_igb_functions_only() {
     assert!(err.contains("IRQ 9999"), "{err}");
 }
 
+/// With a host config, only its uplinks' queues (and their VFs') are vportd's: the daemon
+/// with that config balances no other NIC's.
+#[test]
+fn with_a_config_only_its_uplinks_queues_are_banned() {
+    let dir = tempfile::tempdir().unwrap();
+    let judge = |uplink: &str, device: &str, irq: u32| {
+        let config = dir.path().join(format!("{uplink}.toml"));
+        std::fs::write(&config, format!("[[uplink]]\npci = \"{uplink}\"\n")).unwrap();
+        let out = common::vportd(&[
+            "irqbalance-policy",
+            "--explain",
+            "--root",
+            FIXTURE,
+            "--config",
+            config.to_str().unwrap(),
+            device,
+            &irq.to_string(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    };
+    // The fixture's igb PF is the uplink: its queue and its VF's are banned.
+    assert_eq!(
+        judge("0000:01:00.0", "/sys/bus/pci/devices/0000:01:00.0", 27).0,
+        "ban=true\n"
+    );
+    assert_eq!(
+        judge("0000:01:00.0", "/sys/bus/pci/devices/0000:01:10.2", 33).0,
+        "ban=true\n"
+    );
+    // Another PF is: the igb's queues are left to irqbalance, saying why.
+    let (out, err) = judge("0000:02:00.0", "/sys/bus/pci/devices/0000:01:00.0", 27);
+    assert_eq!(out, "", "{err}");
+    assert!(err.contains("not one of"), "{err}");
+    let (out, _) = judge("0000:02:00.0", "/sys/bus/pci/devices/0000:01:10.2", 33);
+    assert_eq!(out, "");
+}
+
 /// The queue IRQs of this machine's NICs, read by the test itself: each netdev's PCI
 /// function (the nearest ancestor with `msi_irqs`), its MSI IRQs, and their names in
 /// /proc/interrupts ending in a queue word and number.

@@ -76,11 +76,20 @@ fn the_unit_verifies_and_a_broken_one_does_not() {
     assert!(line("Before=").contains(&"network-pre.target"));
     assert!(line("Wants=").contains(&"network-pre.target"));
     assert!(
-        unit.lines().any(
-            |l| l == "ExecStartPre=-/usr/bin/vportd apply --allow-absent /etc/vportd/host.toml"
-        ),
+        unit.lines().any(|l| l
+            == "ExecStartPre=-/usr/bin/vportd apply --allow-absent --wait-uplinks 30 \
+                /etc/vportd/host.toml"),
         "{unit}"
     );
+    // After udev has queued the boot's uevents (the apply then waits for the uplinks'
+    // drivers), and never after settle, which waits for every device.
+    assert!(line("After=").contains(&"systemd-udev-trigger.service"));
+    for key in ["After=", "Wants=", "Requires="] {
+        assert!(
+            !line(key).contains(&"systemd-udev-settle.service"),
+            "{unit}"
+        );
+    }
 }
 
 /// Issue 19's systemd points, as the unit states them: readiness and a watchdog, reload by

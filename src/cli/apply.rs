@@ -8,6 +8,7 @@ use super::{Failure, emit, provision_failure, render, timing, to_json};
 use crate::facts::scope::Source;
 use crate::host::fs::KernelFs;
 use crate::host::sriov::LiveSriov;
+use crate::host::uplink_wait;
 use crate::host::userfiles::UserFiles;
 use crate::model::inventory::Inventory;
 use crate::model::profile::ProfileSet;
@@ -21,23 +22,55 @@ pub(super) fn run_allow_absent(
     config: &Path,
     allow_disruption: bool,
     json: bool,
+    wait_uplinks: Duration,
 ) -> Result<(), Failure> {
     // Bad input is still refused before anything is touched.
-    provision::config::load(&UserFiles, config).map_err(Failure::input)?;
-    let o = crate::daemon::handlers::run_live(config, allow_disruption, "apply", Path::new("/"))
-        .map_err(Failure::runtime)?;
-    for u in &o.absent_uplinks {
+    let cfg = provision::config::load(&UserFiles, config).map_err(Failure::input)?;
+    let selectors: Vec<_> = cfg.uplinks.iter().map(|u| u.selector.clone()).collect();
+    let fs = KernelFs::system();
+    if !wait_uplinks.is_zero() {
+        say_waited(&uplink_wait::wait(&fs, &selectors, wait_uplinks));
+    }
+    // Said before the apply, so that a failing apply does not hide it.
+    for u in selectors.iter().filter(|u| !uplink_wait::present(&fs, u)) {
         log::warn!(
             "warning: uplink {u} is not here (or has no driver yet); its vPorts \
              follow when it appears (the daemon hears its hotplug event)"
         );
     }
+    let o = crate::daemon::handlers::run_live(config, allow_disruption, "apply", Path::new("/"))
+        .map_err(Failure::runtime)?;
     if json {
         emit(&(to_json(&o) + "\n"));
     } else {
         emit(&format!("{}\n", o.summary()));
     }
     Ok(())
+}
+
+/// Says in the log what `--wait-uplinks` waited for, and how it ended.
+fn say_waited(r: &uplink_wait::Report) {
+    for w in &r.waited {
+        let secs = w.after.as_secs_f64();
+        if w.ready {
+            log::info!(
+                "waited {secs:.1} s for uplink {} ({} when the apply began): it is ready",
+                w.uplink,
+                w.lacked
+            );
+        } else {
+            let why = match r.gave_up {
+                Some(uplink_wait::GaveUp::UdevIdle) => "udev's queue is empty, nothing is coming",
+                _ => "the --wait-uplinks limit passed",
+            };
+            log::warn!(
+                "warning: stopped waiting for uplink {} ({}) after {:.1} s: {why}",
+                w.uplink,
+                w.lacked,
+                r.elapsed.as_secs_f64()
+            );
+        }
+    }
 }
 
 /// `vportd apply`: plan, then apply unless `dry_run`, with a progress line per step.

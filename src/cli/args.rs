@@ -103,6 +103,16 @@ pub enum Command {
         /// appears): what the systemd unit runs at boot, before every NIC may be up.
         #[arg(long, conflicts_with = "dry_run")]
         allow_absent: bool,
+        /// With --allow-absent: first wait up to SECS for configured uplinks whose PCI
+        /// function is here but has no driver or netdev yet (udev is still loading it, as at
+        /// boot); ends early when they are ready or udev's queue stays empty.
+        #[arg(
+            long,
+            value_name = "SECS",
+            requires = "allow_absent",
+            default_value_t = 0
+        )]
+        wait_uplinks: u64,
     },
     /// Each provisioned vPort, its placement, and drift (a VF changed behind our back).
     /// Exit 3 when anything drifted.

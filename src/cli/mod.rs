@@ -101,14 +101,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             allow_disruption,
             json,
             allow_absent: true,
+            wait_uplinks,
             ..
-        } => apply::run_allow_absent(&config, allow_disruption, json),
+        } => apply::run_allow_absent(
+            &config,
+            allow_disruption,
+            json,
+            std::time::Duration::from_secs(wait_uplinks),
+        ),
         Command::Apply {
             config,
             dry_run,
             allow_disruption,
             json,
             allow_absent: false,
+            ..
         } => apply::run(&config, dry_run, allow_disruption, json),
         Command::Status {
             config,

@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -541,9 +542,127 @@ fn parse_number<T: FromStr>(key: &'static str, s: &str) -> Result<T, HotplugErro
     s.parse().map_err(|_| err())
 }
 
+/// The PCI functions a PF's VFs occupy when they exist: SR-IOV's routing-ID arithmetic (the
+/// first VF at the PF's routing ID plus `offset`, each next one `stride` further), from the
+/// PF's `sriov_offset`, `sriov_stride` and `sriov_totalvfs` in sysfs, which hold even while
+/// it has no VFs. Functions past the end of the domain's bus range are left out.
+pub fn vf_functions(pf: Bdf, offset: u16, stride: u16, total: u16) -> Vec<Bdf> {
+    let rid = (u32::from(pf.bus) << 8) | (u32::from(pf.device) << 3) | u32::from(pf.function);
+    (0..u32::from(total))
+        .map(|i| rid + u32::from(offset) + i * u32::from(stride))
+        .take_while(|r| *r <= 0xffff)
+        .map(|r| Bdf {
+            domain: pf.domain,
+            bus: (r >> 8) as u8,
+            device: ((r >> 3) & 0x1f) as u8,
+            function: (r & 7) as u8,
+        })
+        .collect()
+}
+
+/// How long after its own apply the daemon still takes VF events of its uplinks for that
+/// apply's echoes: udev hands them over (`vportd hotplug`) after its rules ran, seconds
+/// later on a busy host.
+pub const ECHO_SETTLE: Duration = Duration::from_secs(10);
+/// Sequence numbers of echoes remembered, to know udev's late copy of a kernel uevent.
+const ECHO_SEQNUMS: usize = 4096;
+
+/// The uevents the daemon's own applies caused: VFs of its uplinks made, bound, renamed and
+/// removed (a failed apply's rollback removes the VFs it made). Reconciling on them again
+/// would redo the same apply, whose rollback makes the same events: with an uplink that
+/// keeps failing (a PF without link refuses VF rates), a loop every few seconds.
+///
+/// An event is an echo when it is about one of `ours` (the VF functions of the uplinks,
+/// [`vf_functions`]) and arrives during an apply or within [`ECHO_SETTLE`] after it, or
+/// when it carries the sequence number of an echo already seen (udev's copy of a kernel
+/// uevent the daemon heard itself). A PF's own events are never echoes: a PF comes and goes
+/// by hotplug, not by an apply.
+#[derive(Debug, Default)]
+pub struct Echoes {
+    ours: Vec<Bdf>,
+    until: Option<Instant>,
+    seqnums: std::collections::VecDeque<u64>,
+}
+
+impl Echoes {
+    /// An apply over the uplinks whose VF functions are `ours` ended at `ended`.
+    pub fn applied(&mut self, ours: Vec<Bdf>, ended: Instant) {
+        self.ours = ours;
+        self.until = Some(ended + ECHO_SETTLE);
+    }
+
+    /// Whether `event`, received at `now`, is an echo of the daemon's own apply; an echo's
+    /// sequence number is remembered.
+    pub fn is_echo(&mut self, event: &DeviceEvent, now: Instant) -> bool {
+        if event.seqnum.is_some_and(|n| self.seqnums.contains(&n)) {
+            return true;
+        }
+        let echo = self.until.is_some_and(|u| now <= u) && self.ours.contains(&event.pci);
+        if echo && let Some(n) = event.seqnum {
+            if self.seqnums.len() == ECHO_SEQNUMS {
+                self.seqnums.pop_front();
+            }
+            self.seqnums.push_back(n);
+        }
+        echo
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vf_event(action: Action, pci: &str, seqnum: u64) -> DeviceEvent {
+        DeviceEvent {
+            action,
+            subsystem: Subsystem::Pci,
+            pci: pci.parse().unwrap(),
+            ifindex: None,
+            interface: None,
+            driver: None,
+            seqnum: Some(seqnum),
+        }
+    }
+
+    #[test]
+    fn vf_functions_follow_offset_and_stride() {
+        let pf: Bdf = "0000:01:00.0".parse().unwrap();
+        // igb (82576): offset 0x80, stride 2: 0000:02:10.0, 0000:02:10.2, ...
+        let vfs: Vec<String> = vf_functions(pf, 0x80, 2, 3)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(vfs, ["0000:01:10.0", "0000:01:10.2", "0000:01:10.4"]);
+        let pf: Bdf = "0000:3b:00.1".parse().unwrap();
+        let vfs = vf_functions(pf, 0x7f, 1, 2);
+        assert_eq!(vfs[0].to_string(), "0000:3b:10.0");
+        assert_eq!(vfs[1].to_string(), "0000:3b:10.1");
+        // Past bus 0xff: left out.
+        let last: Bdf = "0000:ff:1f.0".parse().unwrap();
+        assert_eq!(vf_functions(last, 0x80, 1, 4).len(), 0);
+    }
+
+    #[test]
+    fn the_daemon_ignores_the_echoes_of_its_own_apply_only() {
+        let pf: Bdf = "0000:01:00.0".parse().unwrap();
+        let ours = vf_functions(pf, 0x80, 2, 8);
+        let mut echoes = Echoes::default();
+        let t0 = Instant::now();
+        // Before any apply, a VF event is real.
+        assert!(!echoes.is_echo(&vf_event(Action::Add, "0000:01:10.0", 1), t0));
+        echoes.applied(ours, t0);
+        // The apply's rollback: VFs of the uplink removed, just after the apply.
+        assert!(echoes.is_echo(&vf_event(Action::Remove, "0000:01:10.0", 10), t0));
+        assert!(echoes.is_echo(&vf_event(Action::Unbind, "0000:01:10.2", 11), t0));
+        // The PF itself, another PF's VF: real.
+        assert!(!echoes.is_echo(&vf_event(Action::Remove, "0000:01:00.0", 12), t0));
+        assert!(!echoes.is_echo(&vf_event(Action::Add, "0000:03:10.0", 13), t0));
+        // After the settle time, a VF event of the uplink is real again...
+        let later = t0 + ECHO_SETTLE + Duration::from_secs(1);
+        assert!(!echoes.is_echo(&vf_event(Action::Add, "0000:01:10.0", 20), later));
+        // ...but udev's late copy of an echo (same sequence number) is still an echo.
+        assert!(echoes.is_echo(&vf_event(Action::Remove, "0000:01:10.0", 10), later));
+    }
 
     fn ev(pairs: &[(&str, &str)]) -> Result<Option<DeviceEvent>, HotplugError> {
         from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_bytes())))

@@ -24,6 +24,7 @@ use crate::host::unix_socket::{self, Access, ControlListener, Peer, SocketError}
 use crate::host::userfiles::UserFiles;
 use crate::model::inventory::Inventory;
 use crate::model::profile::ProfileSet;
+use crate::model::uplink::UplinkSelector;
 use crate::provision;
 use crate::provision::apply::ApplyOptions;
 use crate::provision::plan::PlanOptions;
@@ -411,29 +412,62 @@ impl Ctx {
 
 fn worker(rx: Receiver<Job>, config: Option<PathBuf>, root: &Path, progress: &Progress) {
     let mut deferred = Vec::new();
+    let mut echoes = events::Echoes::default();
+    let mut absent_said: Vec<String> = Vec::new();
+    let mut run_noting = |allow_disruption: bool, why: &str, echoes: &mut events::Echoes| {
+        let ours = config
+            .as_deref()
+            .map(|c| our_vf_functions(c, root))
+            .unwrap_or_default();
+        let result = run(config.as_deref(), allow_disruption, why, root);
+        echoes.applied(ours, Instant::now());
+        let absent = match &result {
+            Ok(o) => o.absent_uplinks.clone(),
+            // A failed apply reports nothing: sysfs says which uplinks are not here.
+            Err(_) => config
+                .as_deref()
+                .map(|c| absent_uplinks(c, root))
+                .unwrap_or_default(),
+        };
+        say_absent(&absent, &mut absent_said);
+        result
+    };
     while let Ok(job) = rx.recv() {
         match job {
             Job::Apply {
                 allow_disruption,
                 reply,
             } => {
-                let result = run(config.as_deref(), allow_disruption, "apply", root);
+                let result = run_noting(allow_disruption, "apply", &mut echoes);
                 progress.record(None, &result);
                 let _ = reply.send(result);
             }
             Job::Reconcile(first) => {
-                let mut events: Vec<DeviceEvent> = first.into_iter().collect();
+                // Events of this daemon's own apply (its VFs made and rolled back) do not
+                // start another: with an uplink that keeps failing that would loop.
+                let mut full = first.is_none();
+                let mut ignored = 0usize;
+                let mut events: Vec<DeviceEvent> = Vec::new();
+                let mut take = |e: Option<DeviceEvent>, echoes: &mut events::Echoes| match e {
+                    None => full = true,
+                    Some(e) if echoes.is_echo(&e, Instant::now()) => ignored += 1,
+                    Some(e) => events.push(e),
+                };
+                take(first, &mut echoes);
                 let start = Instant::now();
                 // Wait for the burst to end: until QUIET passes with no new event.
                 loop {
                     match rx.recv_timeout(QUIET) {
-                        Ok(Job::Reconcile(e)) => events.extend(e),
+                        Ok(Job::Reconcile(e)) => take(e, &mut echoes),
                         Ok(apply @ Job::Apply { .. }) => deferred.push(apply),
                         Err(_) => break,
                     }
                     if start.elapsed() > QUIET * 8 {
                         break;
                     }
+                }
+                if ignored > 0 {
+                    log::debug!("{ignored} uevent(s) of the daemon's own last apply ignored");
                 }
                 let why = match events.as_slice() {
                     [] => "a full re-read".to_string(),
@@ -442,8 +476,8 @@ fn worker(rx: Receiver<Job>, config: Option<PathBuf>, root: &Path, progress: &Pr
                 };
                 // Every request made before this point is covered by this reconcile.
                 let covers = progress.requested();
-                if config.is_some() {
-                    let result = run(config.as_deref(), false, "reconcile", root);
+                if config.is_some() && (full || !events.is_empty()) {
+                    let result = run_noting(false, "reconcile", &mut echoes);
                     match &result {
                         Ok(o) => log::info!(
                             "reconcile after {why} in {} ms: {}",
@@ -460,7 +494,7 @@ fn worker(rx: Receiver<Job>, config: Option<PathBuf>, root: &Path, progress: &Pr
                         reply,
                     } = job
                     {
-                        let result = run(config.as_deref(), allow_disruption, "apply", root);
+                        let result = run_noting(allow_disruption, "apply", &mut echoes);
                         progress.record(None, &result);
                         let _ = reply.send(result);
                     }
@@ -468,6 +502,70 @@ fn worker(rx: Receiver<Job>, config: Option<PathBuf>, root: &Path, progress: &Pr
             }
         }
     }
+}
+
+/// A warning for each uplink of the config that is not here, said again only when the set
+/// changes (a reconcile runs on every hotplug event).
+fn say_absent(absent: &[String], said: &mut Vec<String>) {
+    if absent == said.as_slice() {
+        return;
+    }
+    for u in absent.iter().filter(|u| !said.contains(u)) {
+        log::warn!(
+            "uplink {u} is not here (or has no driver yet); its vPorts follow when it appears"
+        );
+    }
+    *said = absent.to_vec();
+}
+
+/// The config's uplinks that are not here, as the config names them (as
+/// [`Outcome::absent_uplinks`] does).
+fn absent_uplinks(config: &Path, root: &Path) -> Vec<String> {
+    let Ok(cfg) = crate::provision::config::load(&UserFiles, config) else {
+        return Vec::new();
+    };
+    let fs = KernelFs::at(root);
+    cfg.uplinks
+        .iter()
+        .filter(|u| !crate::host::uplink_wait::present(&fs, &u.selector))
+        .map(|u| u.selector.to_string())
+        .collect()
+}
+
+/// The PCI functions the VFs of the config's uplinks occupy (present or not), for
+/// [`events::Echoes`]: every SR-IOV PF in sysfs that one of the uplinks names.
+fn our_vf_functions(config: &Path, root: &Path) -> Vec<events::Bdf> {
+    let Ok(cfg) = crate::provision::config::load(&UserFiles, config) else {
+        return Vec::new();
+    };
+    let fs = KernelFs::at(root);
+    let mut ours = Vec::new();
+    for pf in fs.list("/sys/bus/pci/devices").unwrap_or_default() {
+        let dir = format!("/sys/bus/pci/devices/{pf}");
+        let Some(total) = fs.read_parsed::<u16>(&format!("{dir}/sriov_totalvfs")) else {
+            continue;
+        };
+        let netdevs = fs.list(&format!("{dir}/net")).unwrap_or_default();
+        let named = cfg.uplinks.iter().any(|u| match &u.selector {
+            UplinkSelector::Pci(_) => u.selector.matches(&pf),
+            UplinkSelector::Ifname(name) => netdevs.contains(name),
+            UplinkSelector::Mac(_) => netdevs.iter().any(|n| {
+                fs.read_lenient(&format!("/sys/class/net/{n}/address"))
+                    .is_some_and(|m| u.selector.matches(&m))
+            }),
+        });
+        let (Ok(bdf), Some(offset), Some(stride)) = (
+            pf.parse::<events::Bdf>(),
+            fs.read_parsed::<u16>(&format!("{dir}/sriov_offset")),
+            fs.read_parsed::<u16>(&format!("{dir}/sriov_stride")),
+        ) else {
+            continue;
+        };
+        if named {
+            ours.extend(events::vf_functions(bdf, offset, stride, total));
+        }
+    }
+    ours
 }
 
 /// The host as discovery sees it now, with /proc and /sys below `root` (netlink is live).

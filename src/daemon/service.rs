@@ -147,8 +147,14 @@ impl From<DaemonConfig> for EngineConfig {
             avoid: c.avoid,
             steering: c.steering,
             policy: c.policy,
+            uplinks: c.software.as_ref().map(uplinks_of),
         }
     }
+}
+
+/// The uplinks of a provisioning config, for the rebalancer: only their queues are its.
+fn uplinks_of(c: &crate::provision::config::Config) -> Vec<crate::model::uplink::UplinkSelector> {
+    c.uplinks.iter().map(|u| u.selector.clone()).collect()
 }
 
 /// The daemon: its tasks share one current-thread runtime.
@@ -505,6 +511,7 @@ impl Loop {
                 }
                 self.take_settings(&c);
                 self.reb.set_vport_cpus(crate::provision::vport_cpus(&c));
+                self.reb.set_uplinks(Some(uplinks_of(&c)));
                 self.cfg.software = Some(c);
                 if let Some(cp) = &self.service.control {
                     let n = cp.request_reconcile();
@@ -542,6 +549,7 @@ impl Loop {
         drop(stats);
         if let Some(c) = self.watch.as_mut().and_then(ConfigWatch::poll) {
             self.reb.set_vport_cpus(crate::provision::vport_cpus(&c));
+            self.reb.set_uplinks(Some(uplinks_of(&c)));
             self.cfg.software = Some(c);
         }
         // Software vPorts follow the state file (an apply or a hotplug reconcile moved

@@ -10,7 +10,7 @@
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use crate::model::file_errors::{FsError, WriteFailed};
+use crate::model::file_errors::{DeviceAfter, FsError, WriteFailed};
 
 /// The marker that keeps an otherwise empty recorded directory in git.
 const KEEP: &str = ".gitkeep";
@@ -219,11 +219,13 @@ impl KernelFs {
             path: kpath.to_string(),
             value: value.to_string(),
             errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc_eio())),
+            device: self.device_after(kpath),
         };
         let resolved = self.resolve(kpath).map_err(|_| WriteFailed {
             path: kpath.to_string(),
             value: value.to_string(),
             errno: nix::errno::Errno::ELOOP,
+            device: Default::default(),
         })?;
         // O_TRUNC, as `echo v > file` does: procfs and sysfs ignore it, and a
         // fixture file then holds exactly the value written (not "1-3" left over
@@ -234,6 +236,26 @@ impl KernelFs {
             .open(self.host_path(&resolved))
             .map_err(fail)?;
         f.write_all(value.as_bytes()).map_err(fail)
+    }
+
+    /// A PCI device's state right after a write to one of its attributes was refused:
+    /// gone, or without a driver (a PF being removed, or one whose driver is not loaded
+    /// yet); Unknown for other files.
+    pub fn device_after(&self, kpath: &str) -> DeviceAfter {
+        let Some(rest) = kpath.strip_prefix("/sys/bus/pci/devices/") else {
+            return DeviceAfter::Unknown;
+        };
+        let Some((bdf, _)) = rest.split_once('/') else {
+            return DeviceAfter::Unknown;
+        };
+        let dir = format!("/sys/bus/pci/devices/{bdf}");
+        if !self.host_path(&dir).exists() {
+            DeviceAfter::Gone
+        } else if !self.host_path(&format!("{dir}/driver")).exists() {
+            DeviceAfter::NoDriver
+        } else {
+            DeviceAfter::Unknown
+        }
     }
 
     /// Names in a directory, sorted; empty when it does not exist.
@@ -386,6 +408,32 @@ fn record_link(dest: &Path, target: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refused sriov_numvfs write names what happened to the PF: gone, or without a
+    /// driver, rather than "its driver lacks SR-IOV".
+    #[test]
+    fn a_refused_numvfs_write_says_whether_the_pf_went_away_or_has_no_driver() {
+        let t = tempfile::tempdir().unwrap();
+        let fs = KernelFs::at(t.path());
+        let e = fs
+            .write("/sys/bus/pci/devices/0000:05:00.0/sriov_numvfs", "2")
+            .unwrap_err();
+        assert_eq!(e.device, DeviceAfter::Gone);
+        assert!(e.to_string().contains("the device went away"), "{e}");
+        std::fs::create_dir_all(t.path().join("sys/bus/pci/devices/0000:05:00.0")).unwrap();
+        let e = fs
+            .write("/sys/bus/pci/devices/0000:05:00.0/sriov_numvfs", "2")
+            .unwrap_err();
+        assert_eq!(e.device, DeviceAfter::NoDriver);
+        assert!(e.to_string().contains("has no driver bound"), "{e}");
+        assert!(!e.to_string().contains("SR-IOV"), "{e}");
+        std::fs::create_dir_all(t.path().join("sys/bus/pci/devices/0000:05:00.0/driver")).unwrap();
+        let e = fs
+            .write("/sys/bus/pci/devices/0000:05:00.0/sriov_numvfs", "2")
+            .unwrap_err();
+        assert_eq!(e.device, DeviceAfter::Unknown);
+        assert!(e.to_string().contains("does not support SR-IOV"), "{e}");
+    }
 
     fn tree() -> tempfile::TempDir {
         let t = tempfile::tempdir().unwrap();

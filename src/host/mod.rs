@@ -26,6 +26,7 @@ pub mod tcflow;
 pub mod terminal;
 pub mod uevent;
 pub mod unix_socket;
+pub mod uplink_wait;
 pub mod userfiles;
 pub mod vfio;
 pub mod vlan;

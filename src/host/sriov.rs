@@ -180,10 +180,12 @@ impl LiveSriov {
         let kpath = format!("{}/sriov_numvfs", Self::pci(pf));
         let resolved = self.fs.resolve(&kpath)?;
         let host_path = self.fs.root().join(resolved.trim_start_matches('/'));
+        // Called after the write failed: the PF's state then (gone, no driver) is the hint.
         let failed = |errno: Errno| WriteFailed {
             path: kpath.clone(),
             value: n.to_string(),
             errno,
+            device: self.fs.device_after(&kpath),
         };
         let vfs_before = self.virtfns(pf)?;
         match super::vfio::write_bounded(&host_path, &n.to_string(), self.vf_create_timeout) {

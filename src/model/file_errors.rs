@@ -27,23 +27,47 @@ pub enum FsError {
 /// A sysfs/procfs write the kernel refused, with its errno (which callers classify:
 /// EBUSY is worth a retry, EPERM never is).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("writing \"{}\" to {path} failed: {}{}", value.trim(), errno.desc(), write_hint(path, *errno))]
+#[error("writing \"{}\" to {path} failed: {}{}", value.trim(), errno.desc(), write_hint(path, *errno, *device))]
 pub struct WriteFailed {
     pub path: String,
     pub value: String,
     pub errno: nix::errno::Errno,
+    /// The written file's device as it was right after the refusal: a PF being removed,
+    /// or one whose driver is not loaded yet, refuses with the same errno as one whose
+    /// driver lacks SR-IOV, and the hint must tell them apart.
+    pub device: DeviceAfter,
+}
+
+/// What the device of a refused kernel-file write looked like right after the refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceAfter {
+    /// Not looked at, or there with a driver.
+    #[default]
+    Unknown,
+    /// Its sysfs directory is gone: the device was removed.
+    Gone,
+    /// There, with no driver bound.
+    NoDriver,
 }
 
 /// The likely cause behind errnos that users otherwise find cryptic.
-fn write_hint(path: &str, errno: nix::errno::Errno) -> &'static str {
+fn write_hint(path: &str, errno: nix::errno::Errno, device: DeviceAfter) -> &'static str {
     use nix::errno::Errno;
+    match device {
+        DeviceAfter::Gone => return " (the device went away: it was removed meanwhile)",
+        DeviceAfter::NoDriver => {
+            return " (the device has no driver bound: it is being removed, or has just \
+                     arrived and its driver is not loaded yet)";
+        }
+        DeviceAfter::Unknown => {}
+    }
     if path.ends_with("sriov_numvfs") {
         return match errno {
             Errno::ERANGE => " (more VFs than sriov_totalvfs allows)",
             Errno::EBUSY => {
                 " (VFs already exist: the kernel changes a non-zero VF count only through 0)"
             }
-            Errno::ENOENT => " (the PF's driver is missing or does not support SR-IOV)",
+            Errno::ENOENT => " (the PF's driver does not support SR-IOV)",
             Errno::ENOMEM | Errno::ENOSPC => {
                 " (likely cause: the firmware reserved too little PCI bus or memory space \
                  for VFs; enable SR-IOV in the BIOS, or boot with pci=realloc)"

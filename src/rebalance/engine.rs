@@ -23,6 +23,7 @@ use crate::host::userfiles::UserFiles;
 use crate::model::file_errors::FsError;
 use crate::model::inventory::{Inventory, QueueKind, QueueRef};
 use crate::model::profile::ProfileSet;
+use crate::model::uplink::UplinkSelector;
 use crate::provision::state::State;
 use crate::rebalance::actuate;
 use crate::rebalance::cpusets::{NicCpuSet, NicFacts, SetSource, nic_cpu_sets};
@@ -65,6 +66,10 @@ pub struct EngineConfig {
     pub policy: PolicyConfig,
     /// Each vPort's configured `cpus`, by name: the hard limit of its queue set.
     pub vport_cpus: BTreeMap<String, Vec<u32>>,
+    /// The provisioning config's uplinks: only their queues, and their VFs', are balanced
+    /// (the NICs vportd does not manage are another writer's, irqbalance's or the
+    /// operator's). None (a daemon without a config): every NIC's queues.
+    pub uplinks: Option<Vec<UplinkSelector>>,
 }
 
 /// One CPU in a tick.
@@ -187,6 +192,28 @@ pub struct Rebalancer {
 /// ceil(IRQs / this) periods). Our own writes update the cached values as they happen.
 pub const AFFINITY_READS_PER_TICK: usize = 1024;
 
+/// Whether `f` is one of `uplinks` (by PCI address, or a netdev's MAC or name) or a VF of
+/// one.
+fn managed(
+    inv: &Inventory,
+    f: &crate::model::inventory::PciFunction,
+    uplinks: &[UplinkSelector],
+) -> bool {
+    let names = |f: &crate::model::inventory::PciFunction, u: &UplinkSelector| match u {
+        UplinkSelector::Pci(_) => u.matches(&f.bdf),
+        UplinkSelector::Mac(_) => f
+            .netdevs
+            .iter()
+            .any(|d| d.mac.as_deref().is_some_and(|m| u.matches(m))),
+        UplinkSelector::Ifname(n) => f.netdevs.iter().any(|d| d.name == *n),
+    };
+    let pf = match &f.physfn {
+        Some(pf) => inv.pci_functions.iter().find(|p| p.bdf == *pf),
+        None => Some(f),
+    };
+    pf.is_some_and(|pf| uplinks.iter().any(|u| names(pf, u)))
+}
+
 impl Rebalancer {
     /// An engine for `cfg` (a [`crate::daemon::DaemonConfig`] converts into one); the
     /// drivers' packet counters are read only when `root` is the live kernel's `/`.
@@ -226,6 +253,13 @@ impl Rebalancer {
     /// the vPorts' queue groups and CPU sets afresh.
     pub fn set_vport_cpus(&mut self, vport_cpus: BTreeMap<String, Vec<u32>>) {
         self.cfg.vport_cpus = vport_cpus;
+        self.learned_from = (Vec::new(), String::new());
+    }
+
+    /// Takes the uplinks of a re-read provisioning config: the next tick balances their
+    /// queues only.
+    pub fn set_uplinks(&mut self, uplinks: Option<Vec<UplinkSelector>>) {
+        self.cfg.uplinks = uplinks;
         self.learned_from = (Vec::new(), String::new());
     }
 
@@ -309,6 +343,11 @@ impl Rebalancer {
         self.steering.clear();
         self.counters.clear();
         for f in &inv.pci_functions {
+            if let Some(uplinks) = &self.cfg.uplinks
+                && !managed(inv, f, uplinks)
+            {
+                continue;
+            }
             for irq in &f.irqs {
                 let Some(q) = irq.queue else { continue };
                 self.queues.push(QueueSpec {
@@ -694,4 +733,96 @@ pub fn log_lines(r: &TickReport) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::inventory::{CpuTopology, Netdev, PciFunction, Role, SCHEMA_VERSION};
+
+    fn function(bdf: &str, physfn: Option<&str>, netdev: &str, mac: &str) -> PciFunction {
+        PciFunction {
+            bdf: bdf.into(),
+            vendor_id: "0x8086".into(),
+            device_id: "0x10c9".into(),
+            vendor_name: None,
+            device_name: None,
+            subsystem_vendor_id: None,
+            subsystem_device_id: None,
+            class: "0x020000".into(),
+            driver: Some("igb".into()),
+            role: if physfn.is_some() { Role::Vf } else { Role::Pf },
+            numa_node: None,
+            local_cpus: Vec::new(),
+            physfn: physfn.map(Into::into),
+            vf_index: None,
+            virtio_device: None,
+            netdevs: vec![Netdev {
+                ifindex: 2,
+                name: netdev.into(),
+                mac: Some(mac.into()),
+                operstate: "up".into(),
+                admin_up: Some(true),
+                mtu: None,
+                speed_mbps: None,
+                driver: None,
+                kind: None,
+                rx_queues: 1,
+                tx_queues: 1,
+                channels: None,
+                queues: Default::default(),
+            }],
+            sriov: None,
+            irqs: Vec::new(),
+            profile: None,
+            eswitch_mode: None,
+            representors: Vec::new(),
+            iommu_group: None,
+        }
+    }
+
+    /// With a config, only its uplinks (by PCI address, MAC or name) and their VFs are the
+    /// rebalancer's; another NIC's queues are left to whoever balances them.
+    #[test]
+    fn only_the_configs_uplinks_and_their_vfs_are_managed() {
+        let inv = Inventory {
+            schema_version: SCHEMA_VERSION,
+            pci_functions: vec![
+                function("0000:01:00.0", None, "enp1s0", "52:54:00:00:00:01"),
+                function(
+                    "0000:01:10.0",
+                    Some("0000:01:00.0"),
+                    "enp1s0v0",
+                    "02:00:00:00:00:01",
+                ),
+                function("0000:02:00.0", None, "enp2s0", "52:54:00:00:00:02"),
+                function(
+                    "0000:02:10.0",
+                    Some("0000:02:00.0"),
+                    "enp2s0v0",
+                    "02:00:00:00:00:02",
+                ),
+            ],
+            other_netdevs: Vec::new(),
+            cpus: CpuTopology {
+                online: vec![0, 1],
+                nodes: Vec::new(),
+                smt_siblings: Vec::new(),
+            },
+        };
+        let ours = |uplinks: &[UplinkSelector]| -> Vec<&str> {
+            inv.pci_functions
+                .iter()
+                .filter(|f| managed(&inv, f, uplinks))
+                .map(|f| f.bdf.as_str())
+                .collect()
+        };
+        let pci = [UplinkSelector::Pci("0000:01:00.0".into())];
+        assert_eq!(ours(&pci), ["0000:01:00.0", "0000:01:10.0"]);
+        let mac = [UplinkSelector::Mac("52:54:00:00:00:02".into())];
+        assert_eq!(ours(&mac), ["0000:02:00.0", "0000:02:10.0"]);
+        let name = [UplinkSelector::Ifname("enp2s0".into())];
+        assert_eq!(ours(&name), ["0000:02:00.0", "0000:02:10.0"]);
+        assert!(ours(&[]).is_empty());
+    }
 }

@@ -13,6 +13,7 @@ mod rig;
 mod cni_podman;
 mod cni_pool;
 mod cni_vf;
+mod debian_host;
 mod faults;
 mod hotplug;
 mod irq_compare;

@@ -279,6 +279,8 @@ pub struct Rig {
     /// virtio-net NICs on host TAPs: (TAP name, guest MAC).
     tap_nics: Vec<(String, String)>,
     podman: bool,
+    /// Boot a root file system from a disk instead of the initramfs (debian_host.rs).
+    system_disk: Option<SystemDisk>,
     /// Host programs copied into the guest with their libraries (`Rig::program`).
     programs: Vec<String>,
     /// netdevsim.ko (built by tests/vm/setup) and the devlink tool, see [`Rig::netdevsim`].
@@ -309,6 +311,7 @@ impl Rig {
             boot_timeout: Duration::from_secs(90),
             tap_nics: Vec::new(),
             podman: false,
+            system_disk: None,
             programs: Vec::new(),
             netdevsim: false,
             iommu_numa: false,
@@ -429,9 +432,21 @@ impl Rig {
         self
     }
 
+    /// Boots `disk`'s root file system (systemd as PID 1) instead of the rig's initramfs; the
+    /// guest may reboot (see [`SystemDisk`]).
+    pub fn system_disk(mut self, disk: SystemDisk) -> Rig {
+        self.system_disk = Some(disk);
+        self
+    }
+
     /// Builds the initramfs into `dir` and returns the QEMU command line that boots it.
     /// [`Rig::boot`] uses it; so does tests/vm/lab, which runs the command itself.
     pub fn prepare(&self, rig: &RigEnv, dir: &Path, mode: Mode) -> Result<Vec<String>> {
+        if let Some(disk) = &self.system_disk {
+            let mut args = disk.qemu_args(dir)?;
+            args.extend(self.machine_args(rig, dir, mode, &disk.initrd, &disk.append));
+            return Ok(args);
+        }
         let base = base_archive(rig)?;
         let overlay = dir.join("overlay.cpio");
         self.build_overlay(rig, &dir.join("overlay"), &overlay, mode)?;
@@ -450,6 +465,20 @@ impl Rig {
         if self.iommu_numa {
             append.push_str(" intel_iommu=on");
         }
+        let mut args = vec!["-no-reboot".to_string()];
+        args.extend(self.machine_args(rig, dir, mode, &initrd, &append));
+        Ok(args)
+    }
+
+    /// QEMU's machine, kernel, channels and NICs (everything but the root file system).
+    fn machine_args(
+        &self,
+        rig: &RigEnv,
+        dir: &Path,
+        mode: Mode,
+        initrd: &Path,
+        append: &str,
+    ) -> Vec<String> {
         let machine = if self.iommu_numa {
             "q35,kernel-irqchip=split"
         } else {
@@ -465,7 +494,6 @@ impl Rig {
             "-nodefaults",
             "-display",
             "none",
-            "-no-reboot",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -476,7 +504,7 @@ impl Rig {
         let kernel = rig.vmlinuz.display().to_string();
         let initrd = initrd.display().to_string();
         push(&["-smp", &cpus, "-m", &memory]);
-        push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &append]);
+        push(&["-kernel", &kernel, "-initrd", &initrd, "-append", append]);
         match mode {
             Mode::Test => {
                 let console = format!("file:{}", dir.join("console.log").display());
@@ -526,7 +554,7 @@ impl Rig {
                 &format!("pcie-root-port,id=hp{port},slot={}", 100 + port),
             ]);
         }
-        Ok(args)
+        args
     }
 
     /// QEMU arguments of [`Rig::iommu_numa`]: the IOMMU first (before any PCI device), the
@@ -629,16 +657,7 @@ impl Rig {
             boot_time: Duration::ZERO,
             _permit: permit,
         };
-        let allowed = scaled(self.boot_timeout);
-        let deadline = started + allowed;
-        let what = format!("the boot (allowed {:.0} s)", allowed.as_secs_f64());
-        loop {
-            let line = guest.next_line(deadline, &what)?;
-            if line.starts_with("READY") {
-                break;
-            }
-        }
-        guest.boot_time = started.elapsed();
+        guest.boot_time = guest.wait_ready(started, self.boot_timeout)?;
         Ok(guest)
     }
 
@@ -741,6 +760,93 @@ impl Rig {
         }
         pack_cpio(root, out)
     }
+}
+
+/// A root file system on a virtio-blk disk, booted instead of the rig's initramfs: a whole
+/// distribution with systemd as PID 1 (tests/vm/debian_host.rs). The cached raw `image` is never
+/// written: each boot gets its own qcow2 overlay of it in the guest's directory, so what a test
+/// changes survives a reboot inside that test and nothing outlives it. Such a guest may reboot
+/// (QEMU resets instead of exiting); its agent then says READY again ([`Guest::wait_ready`]).
+#[derive(Debug, Clone)]
+pub struct SystemDisk {
+    pub image: PathBuf,
+    /// An initramfs that loads the disk's drivers and hands over to the disk's /sbin/init.
+    pub initrd: PathBuf,
+    /// The kernel command line.
+    pub append: String,
+    /// Files put on the 9p share (`/host` in the guest) before the boot, by name.
+    pub share_files: Vec<(String, Vec<u8>)>,
+}
+
+impl SystemDisk {
+    /// Makes this boot's overlay and share files; returns QEMU's arguments for the disk.
+    fn qemu_args(&self, dir: &Path) -> Result<Vec<String>> {
+        let overlay = dir.join("root.qcow2");
+        let output = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&self.image)
+            .arg(&overlay)
+            .output()
+            .map_err(|err| RigError::new(format!("could not run qemu-img: {err}")))?;
+        if !output.status.success() {
+            return Err(RigError::new(format!(
+                "qemu-img could not make an overlay of {}: {}",
+                self.image.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        for (name, contents) in &self.share_files {
+            let path = dir.join("share").join(name);
+            fs::write(&path, contents).map_err(|err| RigError::io("write", &path, err))?;
+        }
+        Ok(vec![
+            "-drive".to_string(),
+            format!(
+                "file={},if=virtio,format=qcow2,cache=unsafe",
+                overlay.display()
+            ),
+        ])
+    }
+}
+
+/// Packs a minimal initramfs into `out`: busybox, `init` as /init, and `modules` (with what
+/// they need, decompressed, in load order in /lib/modules/rig/load.list).
+pub fn small_initramfs(rig: &RigEnv, modules: &[&str], init: &str, out: &Path) -> Result<()> {
+    let root = out.with_extension("tree");
+    let _ = fs::remove_dir_all(&root);
+    merged_usr_root(&root)?;
+    copy_file(
+        &root,
+        Path::new("/usr/bin/busybox"),
+        "/usr/bin/busybox",
+        0o755,
+    )?;
+    for applet in [
+        "sh",
+        "mount",
+        "insmod",
+        "switch_root",
+        "sleep",
+        "mkdir",
+        "cat",
+    ] {
+        link(&root, "/usr/bin/busybox", &format!("/usr/bin/{applet}"))?;
+    }
+    write_file(&root, "/init", init.as_bytes(), 0o755)?;
+    let order = module_load_order(rig, modules.iter().copied())?;
+    for module in &order {
+        unpack_module(&root, module)?;
+    }
+    let list: Vec<&str> = order.iter().map(|module| module.name.as_str()).collect();
+    write_file(
+        &root,
+        "/lib/modules/rig/load.list",
+        (list.join("\n") + "\n").as_bytes(),
+        0o644,
+    )?;
+    pack_cpio(&root, out)?;
+    let _ = fs::remove_dir_all(&root);
+    Ok(())
 }
 
 /// netdevsim.ko from the rig's cache into the guest's module directory, and `devlink`.
@@ -908,6 +1014,20 @@ impl Guest {
     /// From QEMU's start to the guest's first READY on the control channel.
     pub fn boot_time(&self) -> Duration {
         self.boot_time
+    }
+
+    /// Waits for the guest's next READY on the control channel (after a boot, or a reboot of
+    /// a [`SystemDisk`] guest) and returns the time since `started`.
+    pub fn wait_ready(&mut self, started: Instant, timeout: Duration) -> Result<Duration> {
+        let allowed = scaled(timeout);
+        let deadline = started + allowed;
+        let what = format!("the boot (allowed {:.0} s)", allowed.as_secs_f64());
+        loop {
+            let line = self.next_line(deadline, &what)?;
+            if line.starts_with("READY") {
+                return Ok(started.elapsed());
+            }
+        }
     }
 
     /// Runs a busybox sh script in the guest, with /etc/rig.sh sourced (so `ip`, `ethtool` are

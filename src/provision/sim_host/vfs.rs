@@ -20,6 +20,7 @@ impl SimHost {
                 path: path.clone(),
                 value: n.to_string(),
                 errno,
+                device: Default::default(),
             })
         };
         if let Err(HostError::Netlink { errno: Some(e), .. }) =
