@@ -257,6 +257,16 @@ const CONFIG: &str = r#"state_dir = "STATE"
 [[uplink]]
 pci = "0000:ff:1f.7"
 
+# The fixture's two PFs, by the MACs their netdevs have under --root: with a config the
+# daemon balances only the config's uplinks. MACs rather than PCI addresses, since the
+# control plane reconciles against the live host, where these MACs (the rig guest's eth0 and
+# eth1) name nothing.
+[[uplink]]
+mac = "52:54:00:12:00:01"
+
+[[uplink]]
+mac = "52:54:00:12:00:02"
+
 [[vport]]
 name = "vm-a"
 uplink = "0000:ff:1f.7"
