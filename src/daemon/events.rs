@@ -567,7 +567,7 @@ pub const ECHO_SETTLE: Duration = Duration::from_secs(10);
 /// Sequence numbers of echoes remembered, to know udev's late copy of a kernel uevent.
 const ECHO_SEQNUMS: usize = 4096;
 
-/// The uevents the daemon's own applies caused: VFs of its uplinks made, bound, renamed and
+/// The uevents the daemon's own applies caused: VFs of its uplinks made, bound and
 /// removed (a failed apply's rollback removes the VFs it made). Reconciling on them again
 /// would redo the same apply, whose rollback makes the same events: with an uplink that
 /// keeps failing (a PF without link refuses VF rates), a loop every few seconds.
@@ -597,7 +597,11 @@ impl Echoes {
         if event.seqnum.is_some_and(|n| self.seqnums.contains(&n)) {
             return true;
         }
-        let echo = self.until.is_some_and(|u| now <= u) && self.ours.contains(&event.pci);
+        // A rename (`move`) is never ours: apply names no netdev, udev and people do, and a
+        // renamed VF netdev is worth a look at once.
+        let echo = event.action != Action::Move
+            && self.until.is_some_and(|u| now <= u)
+            && self.ours.contains(&event.pci);
         if echo && let Some(n) = event.seqnum {
             if self.seqnums.len() == ECHO_SEQNUMS {
                 self.seqnums.pop_front();
@@ -657,6 +661,8 @@ mod tests {
         // The PF itself, another PF's VF: real.
         assert!(!echoes.is_echo(&vf_event(Action::Remove, "0000:01:00.0", 12), t0));
         assert!(!echoes.is_echo(&vf_event(Action::Add, "0000:03:10.0", 13), t0));
+        // A VF netdev renamed by udev or a person, even just after the apply: not an echo.
+        assert!(!echoes.is_echo(&vf_event(Action::Move, "0000:01:10.0", 14), t0));
         // After the settle time, a VF event of the uplink is real again...
         let later = t0 + ECHO_SETTLE + Duration::from_secs(1);
         assert!(!echoes.is_echo(&vf_event(Action::Add, "0000:01:10.0", 20), later));
